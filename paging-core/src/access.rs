@@ -1,0 +1,131 @@
+//! How the mapper reaches a page-table frame.
+//!
+//! A kernel with every table in lowmem reaches them through its direct map
+//! ([`OffsetAccess`]). A kernel that keeps PTE tables in highmem (the
+//! pte-highmem design) hands out a short-lived guard that maps the frame
+//! temporarily and unmaps it on drop: that is the `Table<'a>` associated type,
+//! and the `kmap` crate provides such an implementation.
+
+use core::fmt;
+
+use crate::addr::PhysFrame;
+use crate::table::{PtrTable, RawTable};
+
+/// A table frame could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessError {
+    /// The frame is outside what this access method can reach (for example
+    /// above the direct map, with no temporary-mapping fallback).
+    Unreachable(PhysFrame),
+    /// No temporary mapping slot was free (a full per-CPU local-kmap stack).
+    NoSlot,
+}
+
+impl fmt::Display for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreachable(frame) => write!(f, "table frame {frame:?} is not reachable"),
+            Self::NoSlot => f.write_str("no temporary mapping slot is free"),
+        }
+    }
+}
+
+impl core::error::Error for AccessError {}
+
+/// Reaches page-table frames for reading and writing.
+///
+/// The mapper holds at most one table view at a time and drops it before
+/// asking for the next, so an implementation backed by a LIFO stack of
+/// temporary mappings needs a depth of one.
+pub trait TableAccess {
+    /// A view of one table; dropping it ends the access (and may unmap it).
+    type Table<'a>: RawTable
+    where
+        Self: 'a;
+
+    /// Reach the table in `frame`.
+    fn table(&self, frame: PhysFrame) -> Result<Self::Table<'_>, AccessError>;
+}
+
+impl<A: TableAccess + ?Sized> TableAccess for &A {
+    type Table<'a>
+        = A::Table<'a>
+    where
+        Self: 'a;
+
+    fn table(&self, frame: PhysFrame) -> Result<Self::Table<'_>, AccessError> {
+        (**self).table(frame)
+    }
+}
+
+/// Tables reached at `virtual = physical + offset`, for physical addresses
+/// below `limit`: a kernel's lowmem direct map (offset `0xC000_0000`, limit
+/// 896 MiB), identity mapping (offset 0), or a host buffer standing in for
+/// physical memory.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetAccess {
+    offset: usize,
+    limit: u64,
+}
+
+impl OffsetAccess {
+    /// Access tables at `physical + offset` for physical addresses `< limit`.
+    ///
+    /// # Safety
+    /// For every 4 KiB frame below `limit`, `offset + frame address` must be
+    /// a valid, 8-byte aligned, readable and writable address for as long as
+    /// this value (or a copy) is used, and that memory may only be accessed
+    /// volatilely, atomically or by the MMU while a table view exists.
+    pub const unsafe fn new(offset: usize, limit: u64) -> Self {
+        Self { offset, limit }
+    }
+
+    /// The offset added to a physical address.
+    pub const fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The first physical address this access cannot reach.
+    pub const fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+impl TableAccess for OffsetAccess {
+    type Table<'a> = PtrTable<'a>;
+
+    fn table(&self, frame: PhysFrame) -> Result<PtrTable<'_>, AccessError> {
+        let pa = frame.start_address().as_u64();
+        match pa.checked_add(4096) {
+            Some(end) if end <= self.limit => {}
+            _ => return Err(AccessError::Unreachable(frame)),
+        }
+        let ptr = self.offset.wrapping_add(pa as usize) as *mut u8;
+        // SAFETY: `frame` is below `limit`, so `new`'s caller promised this
+        // address is a valid, aligned 4 KiB with only volatile/atomic users.
+        Ok(unsafe { PtrTable::new(ptr) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::PhysAddr;
+
+    #[repr(align(4096))]
+    struct Mem([u64; 1024]);
+
+    #[test]
+    fn offset_access_reaches_frames_below_limit_only() {
+        let mut mem = Mem([0; 1024]);
+        let base = mem.0.as_mut_ptr() as usize;
+        // SAFETY: the two frames at `base` are valid for the whole test and
+        // only reached through `access`.
+        let access = unsafe { OffsetAccess::new(base, 8192) };
+        let f1 = PhysFrame::from_start_address(PhysAddr::new(4096).unwrap()).unwrap();
+        access.table(f1).unwrap().store32(0, 0xabcd);
+        let f2 = PhysFrame::from_start_address(PhysAddr::new(8192).unwrap()).unwrap();
+        assert_eq!(access.table(f2).err(), Some(AccessError::Unreachable(f2)));
+        assert_eq!(mem.0[512], 0xabcd);
+    }
+}

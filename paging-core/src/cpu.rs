@@ -1,0 +1,1 @@
+//! The real x86 instructions (32-bit targets only).

@@ -1,0 +1,406 @@
+//! Errors, embedded-hal style: one enum per operation, each mapping to a small
+//! [`ErrorKind`] so generic code (fixmap, kmap) can react to any backend's
+//! error without knowing it.
+
+use core::fmt;
+
+use crate::access::AccessError;
+use crate::addr::{AddrError, PageSize, PhysAddr, VirtAddr};
+use crate::entry::{EntryError, Level};
+use crate::flags::MapFlags;
+use crate::walk::Translation;
+
+/// The broad class of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An address is not aligned as the operation requires.
+    Unaligned,
+    /// An address or index is outside what the mode, layout or pool allows.
+    OutOfRange,
+    /// The mode cannot express the request (for example NX in 2-level mode).
+    Unsupported,
+    /// Something is already mapped there.
+    AlreadyMapped,
+    /// A large page, or a table, is in the way of a mapping of the other size.
+    SizeConflict,
+    /// Nothing is mapped there.
+    NotMapped,
+    /// The frame allocator has nothing left.
+    OutOfMemory,
+    /// A page-table frame could not be reached.
+    Unreachable,
+    /// A fixed-size pool (kmap slots, registry) is full.
+    Exhausted,
+    /// The call was made in a state that does not allow it (for example
+    /// moving the fixmap top after a slot was set, or an out-of-order unmap).
+    InvalidState,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unaligned => "unaligned address",
+            Self::OutOfRange => "out of range",
+            Self::Unsupported => "not supported by this paging mode",
+            Self::AlreadyMapped => "already mapped",
+            Self::SizeConflict => "conflicts with a mapping of another size",
+            Self::NotMapped => "not mapped",
+            Self::OutOfMemory => "out of physical frames",
+            Self::Unreachable => "page table not reachable",
+            Self::Exhausted => "pool exhausted",
+            Self::InvalidState => "invalid state for this operation",
+        })
+    }
+}
+
+/// Implemented by every error type in this workspace.
+pub trait Error: fmt::Debug {
+    /// The broad class of this error.
+    fn kind(&self) -> ErrorKind;
+}
+
+impl Error for ErrorKind {
+    fn kind(&self) -> ErrorKind {
+        *self
+    }
+}
+
+impl Error for AddrError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unaligned { .. } => ErrorKind::Unaligned,
+            Self::OutOfRange { .. } => ErrorKind::OutOfRange,
+        }
+    }
+}
+
+impl Error for AccessError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unreachable(_) => ErrorKind::Unreachable,
+            Self::NoSlot => ErrorKind::Exhausted,
+        }
+    }
+}
+
+impl Error for EntryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unaligned { .. } => ErrorKind::Unaligned,
+            Self::PhysOutOfRange { .. } => ErrorKind::OutOfRange,
+            Self::Unsupported(_) => ErrorKind::Unsupported,
+        }
+    }
+}
+
+/// A root (PGD) address the mode cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootError {
+    /// Not aligned to the mode's PGD alignment (4096, or 32 for a PDPT).
+    Unaligned {
+        /// The offending address.
+        addr: PhysAddr,
+        /// The required alignment.
+        align: u64,
+    },
+    /// CR3 holds a 32-bit address: the PGD must be below 4 GiB.
+    AboveCr3Limit(PhysAddr),
+    /// No frame was available for a new PGD.
+    OutOfFrames,
+    /// The new PGD frame could not be reached to zero it.
+    Access(AccessError),
+}
+
+impl fmt::Display for RootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unaligned { addr, align } => {
+                write!(f, "PGD at {addr} is not aligned to {align} bytes")
+            }
+            Self::AboveCr3Limit(addr) => write!(f, "PGD at {addr} is above 4 GiB"),
+            Self::OutOfFrames => f.write_str("no frame for a new PGD"),
+            Self::Access(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for RootError {}
+
+impl Error for RootError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unaligned { .. } => ErrorKind::Unaligned,
+            Self::AboveCr3Limit(_) => ErrorKind::OutOfRange,
+            Self::OutOfFrames => ErrorKind::OutOfMemory,
+            Self::Access(e) => e.kind(),
+        }
+    }
+}
+
+/// Why a map call did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// A virtual or physical address (or a length) is not aligned to the
+    /// page size being mapped.
+    Unaligned {
+        /// The offending value.
+        addr: u64,
+        /// The required alignment.
+        align: u64,
+    },
+    /// The physical address is beyond what the mode can address.
+    PhysOutOfRange {
+        /// The offending address.
+        addr: PhysAddr,
+        /// The mode's physical address width.
+        max_bits: u32,
+    },
+    /// The range runs past the end of the 4 GiB virtual space.
+    VirtOutOfRange {
+        /// Start of the range.
+        start: VirtAddr,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// The mode cannot express these flags (NX in 2-level mode).
+    Unsupported(MapFlags),
+    /// A page is already mapped at `va` (nothing was changed).
+    AlreadyMapped {
+        /// The address that is taken.
+        va: VirtAddr,
+        /// What it maps to now.
+        existing: Translation,
+    },
+    /// The entry for `va` is not present but holds data (a software or swap
+    /// entry), so it is not free to overwrite.
+    NotEmpty {
+        /// The address whose entry is occupied.
+        va: VirtAddr,
+        /// The raw entry.
+        raw: u64,
+        /// The level of the entry.
+        level: Level,
+    },
+    /// `va` lies inside an existing large page.
+    InLargePage {
+        /// The address asked for.
+        va: VirtAddr,
+        /// The large page that covers it.
+        existing: Translation,
+    },
+    /// A large page was asked for where a PTE table is installed.
+    TableInTheWay {
+        /// Base of the large page asked for.
+        va: VirtAddr,
+    },
+    /// The frame allocator could not supply the tables needed.
+    OutOfFrames,
+    /// A table could not be reached.
+    Access(AccessError),
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unaligned { addr, align } => write!(f, "{addr:#x} is not aligned to {align:#x}"),
+            Self::PhysOutOfRange { addr, max_bits } => {
+                write!(f, "physical address {addr} is beyond {max_bits} bits")
+            }
+            Self::VirtOutOfRange { start, len } => {
+                write!(f, "range {start} + {len:#x} runs past 4 GiB")
+            }
+            Self::Unsupported(flags) => write!(f, "flags {flags:?} are not supported in this mode"),
+            Self::AlreadyMapped { va, existing } => {
+                write!(f, "{va} is already mapped to {}", existing.phys_addr())
+            }
+            Self::NotEmpty { va, raw, level } => {
+                write!(f, "{level} entry for {va} is not empty ({raw:#x})")
+            }
+            Self::InLargePage { va, existing } => {
+                write!(f, "{va} is inside a {} page", existing.size)
+            }
+            Self::TableInTheWay { va } => write!(f, "a page table is installed at {va}"),
+            Self::OutOfFrames => f.write_str("out of frames for page tables"),
+            Self::Access(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for MapError {}
+
+impl Error for MapError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unaligned { .. } => ErrorKind::Unaligned,
+            Self::PhysOutOfRange { .. } | Self::VirtOutOfRange { .. } => ErrorKind::OutOfRange,
+            Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::AlreadyMapped { .. } | Self::NotEmpty { .. } => ErrorKind::AlreadyMapped,
+            Self::InLargePage { .. } | Self::TableInTheWay { .. } => ErrorKind::SizeConflict,
+            Self::OutOfFrames => ErrorKind::OutOfMemory,
+            Self::Access(e) => e.kind(),
+        }
+    }
+}
+
+impl From<AccessError> for MapError {
+    fn from(e: AccessError) -> Self {
+        Self::Access(e)
+    }
+}
+
+/// Why an unmap, flag update or translation did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnmapError {
+    /// The address is not 4 KiB aligned.
+    Unaligned {
+        /// The offending address.
+        addr: VirtAddr,
+    },
+    /// Nothing is mapped at the address.
+    NotMapped {
+        /// The address asked for.
+        va: VirtAddr,
+        /// The level at which the walk found no present entry.
+        level: Level,
+    },
+    /// The address is inside a large page but not at its start: unmap (or
+    /// change) the large page at its base.
+    InLargePage {
+        /// The address asked for.
+        va: VirtAddr,
+        /// The base of the large page.
+        base: VirtAddr,
+        /// Its size.
+        size: PageSize,
+    },
+    /// The new flags cannot be expressed in this mode (flag updates only).
+    Unsupported(MapFlags),
+    /// A table could not be reached.
+    Access(AccessError),
+}
+
+impl fmt::Display for UnmapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unaligned { addr } => write!(f, "{addr} is not page aligned"),
+            Self::NotMapped { va, level } => write!(f, "{va} is not mapped (no {level} entry)"),
+            Self::InLargePage { va, base, size } => {
+                write!(f, "{va} is inside the {size} page at {base}")
+            }
+            Self::Unsupported(flags) => write!(f, "flags {flags:?} are not supported in this mode"),
+            Self::Access(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for UnmapError {}
+
+impl Error for UnmapError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unaligned { .. } => ErrorKind::Unaligned,
+            Self::NotMapped { .. } => ErrorKind::NotMapped,
+            Self::InLargePage { .. } => ErrorKind::SizeConflict,
+            Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::Access(e) => e.kind(),
+        }
+    }
+}
+
+impl From<AccessError> for UnmapError {
+    fn from(e: AccessError) -> Self {
+        Self::Access(e)
+    }
+}
+
+/// Flag updates fail for the same reasons as unmaps.
+pub type UpdateFlagsError = UnmapError;
+
+/// Why a translation found nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TranslateError {
+    /// No present entry at `level`.
+    NotMapped {
+        /// The level at which the walk stopped.
+        level: Level,
+    },
+    /// A table could not be reached.
+    Access(AccessError),
+}
+
+impl fmt::Display for TranslateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotMapped { level } => write!(f, "not mapped (no {level} entry)"),
+            Self::Access(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for TranslateError {}
+
+impl Error for TranslateError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotMapped { .. } => ErrorKind::NotMapped,
+            Self::Access(e) => e.kind(),
+        }
+    }
+}
+
+impl From<AccessError> for TranslateError {
+    fn from(e: AccessError) -> Self {
+        Self::Access(e)
+    }
+}
+
+/// Why [`Mapper::free_empty_tables`](crate::Mapper::free_empty_tables) stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeError {
+    /// The range start or length is not 4 KiB aligned.
+    Unaligned {
+        /// The offending value.
+        addr: u64,
+    },
+    /// The range runs past the end of the 4 GiB virtual space.
+    VirtOutOfRange {
+        /// Start of the range.
+        start: VirtAddr,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// A table could not be reached. Tables freed before this point stay
+    /// freed (each was unlinked, flushed and released as a unit).
+    Access(AccessError),
+}
+
+impl fmt::Display for FreeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unaligned { addr } => write!(f, "{addr:#x} is not page aligned"),
+            Self::VirtOutOfRange { start, len } => {
+                write!(f, "range {start} + {len:#x} runs past 4 GiB")
+            }
+            Self::Access(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for FreeError {}
+
+impl Error for FreeError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unaligned { .. } => ErrorKind::Unaligned,
+            Self::VirtOutOfRange { .. } => ErrorKind::OutOfRange,
+            Self::Access(e) => e.kind(),
+        }
+    }
+}
+
+impl From<AccessError> for FreeError {
+    fn from(e: AccessError) -> Self {
+        Self::Access(e)
+    }
+}

@@ -1,0 +1,37 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "sim")]
+extern crate std;
+
+pub mod access;
+#[cfg(target_arch = "x86")]
+pub mod cpu;
+pub mod addr;
+pub mod alloc;
+pub mod entry;
+pub mod error;
+pub mod flags;
+pub mod flush;
+pub mod hooks;
+pub mod mapper;
+pub mod mode;
+#[cfg(feature = "sim")]
+pub mod sim;
+pub mod table;
+pub mod walk;
+
+pub use access::{AccessError, OffsetAccess, TableAccess};
+pub use addr::{AddrError, PAGE_SIZE, Page, PageSize, PhysAddr, PhysFrame, VirtAddr};
+pub use alloc::{FrameAllocator, Zone};
+pub use entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
+pub use error::{Error, ErrorKind, FreeError, MapError, RootError, TranslateError, UnmapError, UpdateFlagsError};
+pub use flags::MapFlags;
+pub use flush::{Flush, FlushBatch, TlbOps};
+pub use hooks::{NativeHooks, TableHooks};
+pub use mapper::{FreeStats, LargePages, Mapper, Unmapped};
+pub use mode::PagingMode;
+pub use table::{PtrTable, RawTable};
+pub use walk::{Slot, Translation, Walk, Walker};

@@ -1,0 +1,102 @@
+//! Frames taken from the allocator before a multi-table operation starts, so
+//! that running out of memory is detected before anything is written.
+//!
+//! The list is threaded through the frames themselves (the first 8 bytes of
+//! each hold the next frame's number), so it needs no storage of its own and
+//! no `alloc`.
+
+use crate::access::{AccessError, TableAccess};
+use crate::addr::PhysFrame;
+use crate::alloc::{FrameAllocator, Zone};
+use crate::table::RawTable;
+
+const END: u64 = u64::MAX;
+
+/// A stack of reserved frames.
+pub(crate) struct FrameChain {
+    head: Option<PhysFrame>,
+}
+
+/// Why a chain could not be filled.
+pub(crate) enum ChainError {
+    OutOfFrames,
+    Access(AccessError),
+}
+
+impl FrameChain {
+    pub(crate) const fn new() -> Self {
+        Self { head: None }
+    }
+
+    /// Take `count` frames from `zone`. On failure every frame taken so far
+    /// is given back and the chain is empty.
+    pub(crate) fn fill<A, F>(
+        &mut self,
+        access: &A,
+        alloc: &mut F,
+        zone: Zone,
+        count: usize,
+    ) -> Result<(), ChainError>
+    where
+        A: TableAccess + ?Sized,
+        F: FrameAllocator + ?Sized,
+    {
+        for _ in 0..count {
+            let Some(frame) = alloc.allocate_frame(zone) else {
+                self.release(access, alloc);
+                return Err(ChainError::OutOfFrames);
+            };
+            if let Err(e) = self.push(access, frame) {
+                alloc.deallocate_frame(frame);
+                self.release(access, alloc);
+                return Err(ChainError::Access(e));
+            }
+        }
+        Ok(())
+    }
+
+    fn push<A: TableAccess + ?Sized>(&mut self, access: &A, frame: PhysFrame) -> Result<(), AccessError> {
+        let next = self.head.map_or(END, PhysFrame::number);
+        let t = access.table(frame)?;
+        t.store32(0, next as u32);
+        t.store32(1, (next >> 32) as u32);
+        self.head = Some(frame);
+        Ok(())
+    }
+
+    /// The next reserved frame (its first 8 bytes hold chain data; the caller
+    /// overwrites the whole frame).
+    pub(crate) fn pop<A: TableAccess + ?Sized>(&mut self, access: &A) -> Result<Option<PhysFrame>, AccessError> {
+        let Some(frame) = self.head else {
+            return Ok(None);
+        };
+        let t = access.table(frame)?;
+        let next = t.load32(0) as u64 | (t.load32(1) as u64) << 32;
+        self.head = if next == END {
+            None
+        } else {
+            PhysFrame::from_number(next).ok()
+        };
+        Ok(Some(frame))
+    }
+
+    /// Give every remaining frame back to `alloc`. If a frame cannot be
+    /// reached to read its link, the rest of the chain is lost to this call
+    /// but the frame itself is still returned.
+    pub(crate) fn release<A, F>(&mut self, access: &A, alloc: &mut F)
+    where
+        A: TableAccess + ?Sized,
+        F: FrameAllocator + ?Sized,
+    {
+        while let Some(frame) = self.head {
+            match self.pop(access) {
+                Ok(Some(f)) => alloc.deallocate_frame(f),
+                Ok(None) => break,
+                Err(_) => {
+                    alloc.deallocate_frame(frame);
+                    self.head = None;
+                }
+            }
+        }
+    }
+}

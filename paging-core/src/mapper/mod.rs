@@ -1,0 +1,172 @@
+//! The mapper: change a page-table hierarchy, one generic implementation for
+//! both formats.
+//!
+//! Rules every operation keeps:
+//! - **Nothing is overwritten silently.** Mapping over a present entry, a
+//!   non-empty non-present entry, or inside a large page is an error, so
+//!   building on a pre-populated directory (a loader's, a hypervisor's) keeps
+//!   what is there.
+//! - **Bad input changes nothing.** Every check, and every frame allocation,
+//!   happens before the first write; on error the tables are byte-for-byte
+//!   unchanged and every frame taken is given back.
+//! - **New tables are complete before they are linked**: a PTE table is
+//!   filled, announced to the [`TableHooks`], and only then written into its
+//!   parent, so no MMU ever walks a half-built table.
+//! - **Every change returns a [`Flush`]** saying what the TLB needs.
+
+mod chain;
+mod map;
+mod unmap;
+
+pub use map::LargePages;
+pub use unmap::{FreeStats, Unmapped};
+
+use crate::access::{AccessError, TableAccess};
+use crate::addr::{PhysAddr, PhysFrame, VirtAddr};
+use crate::alloc::{FrameAllocator, Zone};
+use crate::entry::{Entry, Level};
+use crate::error::{RootError, TranslateError};
+use crate::hooks::{NativeHooks, TableHooks};
+use crate::mode::PagingMode;
+use crate::table::{RawTable, WORDS_PER_TABLE};
+use crate::walk::{Slot, Translation, Walk, Walker};
+
+/// Maps, unmaps, translates and re-flags pages in one hierarchy.
+///
+/// `M` is the paging mode (a backend), `A` how tables are reached, `H` the
+/// table-lifecycle hooks ([`NativeHooks`] by default).
+#[derive(Debug)]
+pub struct Mapper<M: PagingMode, A: TableAccess, H: TableHooks = NativeHooks> {
+    walker: Walker<M, A>,
+    hooks: H,
+    pte_zone: Zone,
+}
+
+impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
+    /// A mapper for the existing hierarchy whose PGD is at `root`.
+    ///
+    /// `root` must be aligned to [`PagingMode::PGD_ALIGN`] and below 4 GiB
+    /// (CR3 holds a 32-bit address in both modes).
+    pub fn new(root: PhysAddr, access: A) -> Result<Self, RootError> {
+        if !root.is_aligned(M::PGD_ALIGN) {
+            return Err(RootError::Unaligned {
+                addr: root,
+                align: M::PGD_ALIGN,
+            });
+        }
+        if !root.fits_bits(32) {
+            return Err(RootError::AboveCr3Limit(root));
+        }
+        Ok(Self {
+            walker: Walker::new(root, access),
+            hooks: NativeHooks,
+            pte_zone: Zone::Lowmem,
+        })
+    }
+
+    /// A new, empty hierarchy: one zeroed lowmem frame becomes the PGD.
+    pub fn create<F: FrameAllocator + ?Sized>(access: A, alloc: &mut F) -> Result<Self, RootError> {
+        Self::create_with_hooks(access, NativeHooks, alloc)
+    }
+}
+
+impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
+    /// Like [`Mapper::create`], announcing the new PGD to `hooks`.
+    pub fn create_with_hooks<F: FrameAllocator + ?Sized>(
+        access: A,
+        hooks: H,
+        alloc: &mut F,
+    ) -> Result<Self, RootError> {
+        let frame = alloc.allocate_frame(Zone::Lowmem).ok_or(RootError::OutOfFrames)?;
+        let root = frame.start_address();
+        if !root.fits_bits(32) {
+            alloc.deallocate_frame(frame);
+            return Err(RootError::AboveCr3Limit(root));
+        }
+        if let Err(e) = zero_frame(&access, frame) {
+            alloc.deallocate_frame(frame);
+            return Err(RootError::Access(e));
+        }
+        hooks.table_allocated(frame, Level::Pgd);
+        Ok(Self {
+            walker: Walker::new(root, access),
+            hooks,
+            pte_zone: Zone::Lowmem,
+        })
+    }
+
+    /// The same mapper with other hooks.
+    pub fn with_hooks<H2: TableHooks>(self, hooks: H2) -> Mapper<M, A, H2> {
+        Mapper {
+            walker: self.walker,
+            hooks,
+            pte_zone: self.pte_zone,
+        }
+    }
+
+    /// Take new PTE tables from `zone` (default [`Zone::Lowmem`]). Use
+    /// [`Zone::PreferHighmem`] with an access method that can reach highmem
+    /// frames (pte-highmem). PMD tables and PGDs always come from lowmem.
+    pub fn with_pte_zone(mut self, zone: Zone) -> Self {
+        self.pte_zone = zone;
+        self
+    }
+
+    /// The physical address of the PGD (what goes in CR3).
+    pub fn root(&self) -> PhysAddr {
+        self.walker.root()
+    }
+
+    /// The read-only walker over the same hierarchy.
+    pub fn walker(&self) -> &Walker<M, A> {
+        &self.walker
+    }
+
+    /// The table access in use.
+    pub fn access(&self) -> &A {
+        self.walker.access()
+    }
+
+    /// The hooks in use.
+    pub fn hooks(&self) -> &H {
+        &self.hooks
+    }
+
+    /// The zone new PTE tables come from.
+    pub fn pte_zone(&self) -> Zone {
+        self.pte_zone
+    }
+
+    /// Give back the table access and hooks.
+    pub fn into_parts(self) -> (A, H) {
+        (self.walker.into_access(), self.hooks)
+    }
+
+    /// Every entry the walk for `va` reads.
+    pub fn walk(&self, va: VirtAddr) -> Result<Walk<M>, AccessError> {
+        self.walker.walk(va)
+    }
+
+    /// What `va` translates to according to the tables (not the TLB).
+    pub fn translate(&self, va: VirtAddr) -> Result<Translation, TranslateError> {
+        self.walker.translate(va)
+    }
+
+    /// Write `new` into an installed table's slot, then tell the hooks.
+    fn write<E: Entry>(&self, slot: Slot, level: Level, new: E) -> Result<E, AccessError> {
+        let table = self.walker.access().table(slot.table)?;
+        let old = E::store(&table, slot.index, new);
+        drop(table);
+        self.hooks.entry_written(slot.table, level, slot.index, old.raw(), new.raw());
+        Ok(old)
+    }
+}
+
+/// Zero every word of `frame`.
+pub(crate) fn zero_frame<A: TableAccess + ?Sized>(access: &A, frame: PhysFrame) -> Result<(), AccessError> {
+    let table = access.table(frame)?;
+    for word in 0..WORDS_PER_TABLE {
+        table.store32(word, 0);
+    }
+    Ok(())
+}

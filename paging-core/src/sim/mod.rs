@@ -1,0 +1,1 @@
+//! Host-only software model of RAM, MMU and TLB (feature `sim`).
