@@ -1,0 +1,2 @@
+//! Host tool (placeholder).
+fn main() {}
