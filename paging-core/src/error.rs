@@ -404,3 +404,102 @@ impl From<AccessError> for FreeError {
         Self::Access(e)
     }
 }
+
+/// Why [`Mapper::install_pte_tables`](crate::Mapper::install_pte_tables) did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallError {
+    /// The start is not aligned to the PMD span (4 MiB or 2 MiB).
+    Unaligned {
+        /// The offending address.
+        addr: VirtAddr,
+        /// The required alignment.
+        align: u64,
+    },
+    /// The tables would cover addresses past 4 GiB.
+    VirtOutOfRange {
+        /// Start of the range.
+        start: VirtAddr,
+        /// Number of tables asked for.
+        count: usize,
+    },
+    /// More tables than one call handles.
+    TooManyTables {
+        /// Number asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The table frames are beyond what the mode can point at.
+    PhysOutOfRange {
+        /// The first frame.
+        first: PhysAddr,
+        /// The mode's physical address width.
+        max_bits: u32,
+    },
+    /// A large page covers part of the range.
+    LargePageInTheWay {
+        /// Base of the large page.
+        va: VirtAddr,
+        /// What it maps.
+        existing: Translation,
+    },
+    /// An entry on the way is not present but holds data.
+    NotEmpty {
+        /// Address whose entry is occupied.
+        va: VirtAddr,
+        /// The raw entry.
+        raw: u64,
+        /// Its level.
+        level: Level,
+    },
+    /// No frame for a missing PMD table (PAE).
+    OutOfFrames,
+    /// A table could not be reached.
+    Access(AccessError),
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unaligned { addr, align } => write!(f, "{addr} is not aligned to {align:#x}"),
+            Self::VirtOutOfRange { start, count } => {
+                write!(f, "{count} tables from {start} run past 4 GiB")
+            }
+            Self::TooManyTables { count, max } => write!(f, "{count} tables asked for, at most {max}"),
+            Self::PhysOutOfRange { first, max_bits } => {
+                write!(f, "table frames from {first} are beyond {max_bits} bits")
+            }
+            Self::LargePageInTheWay { va, existing } => {
+                write!(f, "a {} page is mapped at {va}", existing.size)
+            }
+            Self::NotEmpty { va, raw, level } => {
+                write!(f, "{level} entry for {va} is not empty ({raw:#x})")
+            }
+            Self::OutOfFrames => f.write_str("out of frames for a PMD table"),
+            Self::Access(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for InstallError {}
+
+impl Error for InstallError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unaligned { .. } => ErrorKind::Unaligned,
+            Self::VirtOutOfRange { .. } | Self::TooManyTables { .. } | Self::PhysOutOfRange { .. } => {
+                ErrorKind::OutOfRange
+            }
+            Self::LargePageInTheWay { .. } => ErrorKind::SizeConflict,
+            Self::NotEmpty { .. } => ErrorKind::AlreadyMapped,
+            Self::OutOfFrames => ErrorKind::OutOfMemory,
+            Self::Access(e) => e.kind(),
+        }
+    }
+}
+
+impl From<AccessError> for InstallError {
+    fn from(e: AccessError) -> Self {
+        Self::Access(e)
+    }
+}

@@ -60,7 +60,7 @@ fn table_allows(table: MapFlags, flags: MapFlags) -> bool {
 
 /// The state of the PMD slot for a virtual address, as far as mapping is
 /// concerned.
-enum PmdState<E> {
+pub(super) enum PmdState<E> {
     /// The PGD entry is empty (PAE): a PMD table must be created first.
     NoPmdTable,
     /// The PMD slot exists; here is its entry.
@@ -411,7 +411,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
 
     /// Where `va`'s PMD entry is and what it holds, or that the PGD entry is
     /// empty (PAE). A non-empty, non-present PGD entry is an error.
-    fn pmd_state(&self, va: VirtAddr) -> Result<PmdState<M::Pmd>, MapError> {
+    pub(super) fn pmd_state(&self, va: VirtAddr) -> Result<PmdState<M::Pmd>, MapError> {
         let access = self.walker.access();
         let pgd_slot = self.walker.pgd_slot(va);
         let pgd: M::Pgd = pgd_slot.read(access)?;
@@ -451,7 +451,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
 
     /// Write a new table frame completely (entry `i` is `entry(i)`) before it
     /// is linked anywhere, then announce it to the hooks.
-    fn fill_new_table<E: Entry>(
+    pub(super) fn fill_new_table<E: Entry>(
         &self,
         frame: PhysFrame,
         level: Level,
@@ -471,7 +471,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     }
 
     /// Point `va`'s (empty) PGD entry at the filled PMD table in `frame`.
-    fn link_pmd_table(&self, va: VirtAddr, frame: PhysFrame) -> Result<Flush, MapError> {
+    pub(super) fn link_pmd_table(&self, va: VirtAddr, frame: PhysFrame) -> Result<Flush, MapError> {
         let entry = M::Pgd::table(frame).map_err(entry_error)?;
         self.write(self.walker.pgd_slot(va), Level::Pgd, entry)?;
         Ok(if M::PGD_LATCHED {

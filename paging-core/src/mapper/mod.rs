@@ -15,9 +15,11 @@
 //! - **Every change returns a [`Flush`]** saying what the TLB needs.
 
 mod chain;
+mod install;
 mod map;
 mod unmap;
 
+pub use install::{MAX_INSTALL_TABLES, Replaced};
 pub use map::LargePages;
 pub use unmap::{FreeStats, Unmapped};
 
