@@ -129,3 +129,47 @@ mod tests {
         assert_eq!(mem.0[512], 0xabcd);
     }
 }
+
+/// How the CPU reaches memory at a kernel *virtual* address, viewed as a
+/// table: what a temporary mapping (kmap) gives access to.
+///
+/// On a real CPU this is a pointer dereference ([`DirectVirt`]); the host
+/// model translates every access through its simulated MMU and TLB, so a
+/// missing invalidation is seen exactly as the hardware would see it.
+pub trait VirtTables {
+    /// A view of the 4 KiB at one virtual address.
+    type Table<'a>: RawTable
+    where
+        Self: 'a;
+
+    /// The 4 KiB page at `va` (page aligned, currently mapped).
+    fn table_at(&self, va: crate::addr::VirtAddr) -> Self::Table<'_>;
+}
+
+/// Virtual addresses dereferenced by the CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectVirt {
+    _private: (),
+}
+
+impl DirectVirt {
+    /// Reach kernel virtual addresses directly.
+    ///
+    /// # Safety
+    /// Every address later passed to [`VirtTables::table_at`] must be page
+    /// aligned and mapped writable for as long as the returned view lives,
+    /// and only accessed volatilely, atomically or by the MMU meanwhile.
+    pub const unsafe fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+impl VirtTables for DirectVirt {
+    type Table<'a> = PtrTable<'a>;
+
+    fn table_at(&self, va: crate::addr::VirtAddr) -> PtrTable<'_> {
+        // SAFETY: `DirectVirt::new`'s caller promised every address given
+        // here is mapped, aligned and only shared with volatile/atomic users.
+        unsafe { PtrTable::new(va.as_u32() as usize as *mut u8) }
+    }
+}

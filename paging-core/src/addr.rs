@@ -332,7 +332,10 @@ mod tests {
     #[test]
     fn frame_and_page_constructors_check_alignment() {
         let a = PhysAddr::new(0x1_0000_1000).unwrap();
-        assert_eq!(PhysFrame::from_start_address(a).unwrap().number(), 0x10_0001);
+        assert_eq!(
+            PhysFrame::from_start_address(a).unwrap().number(),
+            0x10_0001
+        );
         assert_eq!(
             PhysFrame::from_start_address(PhysAddr::new(0x1234).unwrap()),
             Err(AddrError::Unaligned {
@@ -343,7 +346,7 @@ mod tests {
         assert!(Page::from_start_address(VirtAddr::new(0xC000_0000)).is_ok());
         assert!(Page::from_start_address(VirtAddr::new(0xC000_0800)).is_err());
         assert_eq!(
-            Page::containing_address(VirtAddr::new(0xC000_0fff)).start_address(),
+            Page::containing_address(VirtAddr::new(0xC000_0FFF)).start_address(),
             VirtAddr::new(0xC000_0000)
         );
         assert!(PhysFrame::from_number(1 << 40).is_err());

@@ -465,7 +465,9 @@ impl fmt::Display for InstallError {
             Self::VirtOutOfRange { start, count } => {
                 write!(f, "{count} tables from {start} run past 4 GiB")
             }
-            Self::TooManyTables { count, max } => write!(f, "{count} tables asked for, at most {max}"),
+            Self::TooManyTables { count, max } => {
+                write!(f, "{count} tables asked for, at most {max}")
+            }
             Self::PhysOutOfRange { first, max_bits } => {
                 write!(f, "table frames from {first} are beyond {max_bits} bits")
             }
@@ -487,9 +489,9 @@ impl Error for InstallError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
-            Self::VirtOutOfRange { .. } | Self::TooManyTables { .. } | Self::PhysOutOfRange { .. } => {
-                ErrorKind::OutOfRange
-            }
+            Self::VirtOutOfRange { .. }
+            | Self::TooManyTables { .. }
+            | Self::PhysOutOfRange { .. } => ErrorKind::OutOfRange,
             Self::LargePageInTheWay { .. } => ErrorKind::SizeConflict,
             Self::NotEmpty { .. } => ErrorKind::AlreadyMapped,
             Self::OutOfFrames => ErrorKind::OutOfMemory,

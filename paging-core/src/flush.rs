@@ -29,7 +29,9 @@ pub trait TlbOps {
         }
         for i in 0..pages {
             self.flush_page(VirtAddr::new(
-                start.as_u32().wrapping_add(i.wrapping_mul(PAGE_SIZE as u32)),
+                start
+                    .as_u32()
+                    .wrapping_add(i.wrapping_mul(PAGE_SIZE as u32)),
             ));
         }
     }
@@ -115,8 +117,12 @@ impl Flush {
             (None, p) | (p, None) => p,
             (Some((a, an)), Some((b, bn))) => {
                 let start = a.min(b).as_u64();
-                let end = (a.as_u64() + an as u64 * PAGE_SIZE).max(b.as_u64() + bn as u64 * PAGE_SIZE);
-                Some((VirtAddr::new(start as u32), ((end - start) / PAGE_SIZE) as u32))
+                let end =
+                    (a.as_u64() + an as u64 * PAGE_SIZE).max(b.as_u64() + bn as u64 * PAGE_SIZE);
+                Some((
+                    VirtAddr::new(start as u32),
+                    ((end - start) / PAGE_SIZE) as u32,
+                ))
             }
         };
         Self {
@@ -272,7 +278,12 @@ mod tests {
         Flush::range(va(0x4000), 2).flush(&log);
         assert_eq!(
             *log.0.borrow(),
-            [("page", 0x1000, 1), ("all", 0, 0), ("page", 0x4000, 1), ("page", 0x5000, 1)]
+            [
+                ("page", 0x1000, 1),
+                ("all", 0, 0),
+                ("page", 0x4000, 1),
+                ("page", 0x5000, 1)
+            ]
         );
     }
 

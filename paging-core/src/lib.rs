@@ -7,10 +7,10 @@
 extern crate std;
 
 pub mod access;
-#[cfg(target_arch = "x86")]
-pub mod cpu;
 pub mod addr;
 pub mod alloc;
+#[cfg(target_arch = "x86")]
+pub mod cpu;
 pub mod entry;
 pub mod error;
 pub mod flags;
@@ -23,11 +23,14 @@ pub mod sim;
 pub mod table;
 pub mod walk;
 
-pub use access::{AccessError, OffsetAccess, TableAccess};
+pub use access::{AccessError, DirectVirt, OffsetAccess, TableAccess, VirtTables};
 pub use addr::{AddrError, PAGE_SIZE, Page, PageSize, PhysAddr, PhysFrame, VirtAddr};
 pub use alloc::{FrameAllocator, Zone};
 pub use entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
-pub use error::{Error, ErrorKind, FreeError, InstallError, MapError, RootError, TranslateError, UnmapError, UpdateFlagsError};
+pub use error::{
+    Error, ErrorKind, FreeError, InstallError, MapError, RootError, TranslateError, UnmapError,
+    UpdateFlagsError,
+};
 pub use flags::MapFlags;
 pub use flush::{Flush, FlushBatch, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};

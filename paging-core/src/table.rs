@@ -82,7 +82,7 @@ impl<'a> PtrTable<'a> {
     /// of 4096 bytes for the whole of `'a`, and every other access to that
     /// memory during `'a` must be volatile, atomic, or made by the MMU.
     pub unsafe fn new(ptr: *mut u8) -> Self {
-        debug_assert!(!ptr.is_null() && ptr as usize % 8 == 0);
+        debug_assert!(!ptr.is_null() && (ptr as usize).is_multiple_of(8));
         Self {
             // SAFETY: the caller promised `ptr` is non-null.
             base: unsafe { NonNull::new_unchecked(ptr.cast::<u32>()) },
@@ -103,7 +103,12 @@ impl<'a> PtrTable<'a> {
 
     fn qword_ptr(&self, entry: usize) -> *mut u64 {
         // SAFETY: as above, for the 512 8-byte entries of the same 4 KiB.
-        unsafe { self.base.as_ptr().cast::<u64>().add(entry % QWORDS_PER_TABLE) }
+        unsafe {
+            self.base
+                .as_ptr()
+                .cast::<u64>()
+                .add(entry % QWORDS_PER_TABLE)
+        }
     }
 }
 
@@ -197,7 +202,7 @@ mod tests {
         // Indexes are masked into the table rather than running past it.
         assert_eq!(t.load32(1023 + 1024), 5);
         assert_eq!(t.load64(511), 5 << 32);
-        drop(t);
+        let _ = t;
         assert_eq!(frame.0[511], 5 << 32);
     }
 }

@@ -55,7 +55,11 @@ impl FrameChain {
         Ok(())
     }
 
-    fn push<A: TableAccess + ?Sized>(&mut self, access: &A, frame: PhysFrame) -> Result<(), AccessError> {
+    fn push<A: TableAccess + ?Sized>(
+        &mut self,
+        access: &A,
+        frame: PhysFrame,
+    ) -> Result<(), AccessError> {
         let next = self.head.map_or(END, PhysFrame::number);
         let t = access.table(frame)?;
         t.store32(0, next as u32);
@@ -66,7 +70,10 @@ impl FrameChain {
 
     /// The next reserved frame (its first 8 bytes hold chain data; the caller
     /// overwrites the whole frame).
-    pub(crate) fn pop<A: TableAccess + ?Sized>(&mut self, access: &A) -> Result<Option<PhysFrame>, AccessError> {
+    pub(crate) fn pop<A: TableAccess + ?Sized>(
+        &mut self,
+        access: &A,
+    ) -> Result<Option<PhysFrame>, AccessError> {
         let Some(frame) = self.head else {
             return Ok(None);
         };

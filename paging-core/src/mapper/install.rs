@@ -95,7 +95,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     {
         let span = M::pmd_span();
         if !start.is_aligned(span) {
-            return Err(InstallError::Unaligned { addr: start, align: span });
+            return Err(InstallError::Unaligned {
+                addr: start,
+                align: span,
+            });
         }
         if count > MAX_INSTALL_TABLES {
             return Err(InstallError::TooManyTables {
@@ -153,7 +156,12 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         Ok(replaced)
     }
 
-    fn plan_slot(&self, va: VirtAddr, pmd: M::Pmd, target: Option<PhysFrame>) -> Result<Plan, InstallError> {
+    fn plan_slot(
+        &self,
+        va: VirtAddr,
+        pmd: M::Pmd,
+        target: Option<PhysFrame>,
+    ) -> Result<Plan, InstallError> {
         if pmd.is_none() {
             return Ok(Plan::Fresh);
         }
@@ -176,7 +184,11 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             });
         }
         let old = PhysFrame::containing_address(pmd.addr());
-        Ok(if Some(old) == target { Plan::Done } else { Plan::Copy(old) })
+        Ok(if Some(old) == target {
+            Plan::Done
+        } else {
+            Plan::Copy(old)
+        })
     }
 
     fn install_planned(
@@ -194,13 +206,19 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         };
         for (k, plan) in plans.iter().enumerate() {
             let va = VirtAddr::new((start.as_u64() + k as u64 * span) as u32);
-            let target = first.checked_add(k as u64).ok_or(InstallError::OutOfFrames)?;
+            let target = first
+                .checked_add(k as u64)
+                .ok_or(InstallError::OutOfFrames)?;
             let slot = match self.pmd_state(va).map_err(install_error)? {
                 PmdState::Entry(slot, _) => slot,
                 PmdState::NoPmdTable => {
-                    let frame = pmd_frames.pop(self.walker.access())?.ok_or(InstallError::OutOfFrames)?;
-                    self.fill_new_table::<M::Pmd>(frame, Level::Pmd, M::PTRS_PER_PMD, |_| M::Pmd::NONE)
-                        .map_err(install_error)?;
+                    let frame = pmd_frames
+                        .pop(self.walker.access())?
+                        .ok_or(InstallError::OutOfFrames)?;
+                    self.fill_new_table::<M::Pmd>(frame, Level::Pmd, M::PTRS_PER_PMD, |_| {
+                        M::Pmd::NONE
+                    })
+                    .map_err(install_error)?;
                     flush = flush.and(self.link_pmd_table(va, frame).map_err(install_error)?);
                     match self.pmd_state(va).map_err(install_error)? {
                         PmdState::Entry(slot, _) => slot,

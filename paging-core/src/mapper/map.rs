@@ -3,7 +3,7 @@
 use super::Mapper;
 use super::chain::{ChainError, FrameChain};
 use crate::access::TableAccess;
-use crate::addr::{PAGE_SIZE, PageSize, Page, PhysAddr, PhysFrame, VirtAddr};
+use crate::addr::{PAGE_SIZE, Page, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
 use crate::error::MapError;
@@ -30,7 +30,9 @@ fn entry_error(e: EntryError) -> MapError {
             addr: addr.as_u64(),
             align,
         },
-        EntryError::PhysOutOfRange { addr, max_bits } => MapError::PhysOutOfRange { addr, max_bits },
+        EntryError::PhysOutOfRange { addr, max_bits } => {
+            MapError::PhysOutOfRange { addr, max_bits }
+        }
         EntryError::Unsupported(flags) => MapError::Unsupported(flags),
     }
 }
@@ -55,7 +57,8 @@ fn pte_translation(pte: impl PteEntry) -> Translation {
 
 /// Whether a table entry lets through what a leaf with `flags` needs.
 fn table_allows(table: MapFlags, flags: MapFlags) -> bool {
-    table.contains(MapFlags::WRITABLE) && (table.contains(MapFlags::USER) || !flags.contains(MapFlags::USER))
+    table.contains(MapFlags::WRITABLE)
+        && (table.contains(MapFlags::USER) || !flags.contains(MapFlags::USER))
 }
 
 /// The state of the PMD slot for a virtual address, as far as mapping is
@@ -113,7 +116,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             if let Some(pte_slot) = self.walker.pte_slot(va, pmd) {
                 // The PTE table exists: one entry write, plus a table-entry
                 // upgrade if it does not yet let this mapping through.
-                check_pte_free::<M, M::Pte>(va, pte_slot.read(self.walker.access())?)?;
+                check_pte_free::<M::Pte>(va, pte_slot.read(self.walker.access())?)?;
                 self.write(pte_slot, Level::Pte, pte)?;
                 return self.allow_through(slot, pmd, flags, va);
             }
@@ -121,7 +124,11 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
 
         // Missing tables: reserve every frame before writing anything.
         let pmd_frame = match pmd_state {
-            PmdState::NoPmdTable => Some(alloc.allocate_frame(Zone::Lowmem).ok_or(MapError::OutOfFrames)?),
+            PmdState::NoPmdTable => Some(
+                alloc
+                    .allocate_frame(Zone::Lowmem)
+                    .ok_or(MapError::OutOfFrames)?,
+            ),
             PmdState::Entry(..) => None,
         };
         let Some(pte_frame) = alloc.allocate_frame(self.pte_zone) else {
@@ -133,13 +140,21 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let user = flags.contains(MapFlags::USER);
         let result = (|| {
             self.fill_new_table::<M::Pte>(pte_frame, Level::Pte, M::PTRS_PER_PTE, |i| {
-                if i == M::pte_index(va) { pte } else { M::Pte::NONE }
+                if i == M::pte_index(va) {
+                    pte
+                } else {
+                    M::Pte::NONE
+                }
             })?;
             let pmd = M::Pmd::table(pte_frame, user).map_err(entry_error)?;
             match (pmd_state, pmd_frame) {
                 (_, Some(pmd_frame)) => {
                     self.fill_new_table::<M::Pmd>(pmd_frame, Level::Pmd, M::PTRS_PER_PMD, |i| {
-                        if i == M::pmd_index(va) { pmd } else { M::Pmd::NONE }
+                        if i == M::pmd_index(va) {
+                            pmd
+                        } else {
+                            M::Pmd::NONE
+                        }
                     })?;
                     self.link_pmd_table(va, pmd_frame)
                 }
@@ -194,10 +209,16 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 Ok(Flush::none())
             }
             PmdState::NoPmdTable => {
-                let frame = alloc.allocate_frame(Zone::Lowmem).ok_or(MapError::OutOfFrames)?;
+                let frame = alloc
+                    .allocate_frame(Zone::Lowmem)
+                    .ok_or(MapError::OutOfFrames)?;
                 let result = self
                     .fill_new_table::<M::Pmd>(frame, Level::Pmd, M::PTRS_PER_PMD, |i| {
-                        if i == M::pmd_index(va) { entry } else { M::Pmd::NONE }
+                        if i == M::pmd_index(va) {
+                            entry
+                        } else {
+                            M::Pmd::NONE
+                        }
                     })
                     .and_then(|()| self.link_pmd_table(va, frame));
                 if result.is_err() {
@@ -229,7 +250,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let flags = flags | MapFlags::PRESENT;
         for addr in [va.as_u64(), pa.as_u64(), len] {
             if addr % PAGE_SIZE != 0 {
-                return Err(MapError::Unaligned { addr, align: PAGE_SIZE });
+                return Err(MapError::Unaligned {
+                    addr,
+                    align: PAGE_SIZE,
+                });
             }
         }
         if len == 0 {
@@ -268,7 +292,11 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let reserve = frames
             .pmd
             .fill(access, alloc, Zone::Lowmem, needs.pmd_tables)
-            .and_then(|()| frames.pte.fill(access, alloc, self.pte_zone, needs.pte_tables));
+            .and_then(|()| {
+                frames
+                    .pte
+                    .fill(access, alloc, self.pte_zone, needs.pte_tables)
+            });
         if let Err(e) = reserve {
             frames.pmd.release(access, alloc);
             return Err(match e {
@@ -325,7 +353,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 }
                 (PmdState::NoPmdTable, Some(frames)) => {
                     let frame = frames.pmd.pop(access)?.ok_or(MapError::OutOfFrames)?;
-                    self.fill_new_table::<M::Pmd>(frame, Level::Pmd, M::PTRS_PER_PMD, |_| M::Pmd::NONE)?;
+                    self.fill_new_table::<M::Pmd>(frame, Level::Pmd, M::PTRS_PER_PMD, |_| {
+                        M::Pmd::NONE
+                    })?;
                     needs.flush = needs.flush.and(self.link_pmd_table(va, frame)?);
                     needs.pmd_tables += 1;
                     match self.pmd_state(va)? {
@@ -335,7 +365,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 }
             };
 
-            let whole_block = cur % span == 0 && chunk_end - cur == span && chunk_pa % span == 0;
+            let whole_block = cur.is_multiple_of(span)
+                && chunk_end - cur == span
+                && chunk_pa.is_multiple_of(span);
             if pmd.is_none() {
                 match (req.large && whole_block, frames.as_deref_mut(), slot) {
                     (true, Some(_), Some(slot)) => {
@@ -387,17 +419,24 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 match frames {
                     None => {
                         for i in first..first + count {
-                            let page_va = VirtAddr::new((cur + (i - first) as u64 * PAGE_SIZE) as u32);
-                            check_pte_free::<M, M::Pte>(page_va, M::Pte::load(&table, i))?;
+                            let page_va =
+                                VirtAddr::new((cur + (i - first) as u64 * PAGE_SIZE) as u32);
+                            check_pte_free::<M::Pte>(page_va, M::Pte::load(&table, i))?;
                         }
                     }
                     Some(_) => {
                         for i in first..first + count {
-                            let pa = PhysAddr::new_truncate(chunk_pa + (i - first) as u64 * PAGE_SIZE);
+                            let pa =
+                                PhysAddr::new_truncate(chunk_pa + (i - first) as u64 * PAGE_SIZE);
                             let entry = template.with_addr(pa);
                             let old = M::Pte::store(&table, i, entry);
-                            self.hooks
-                                .entry_written(table_frame, Level::Pte, i, old.raw(), entry.raw());
+                            self.hooks.entry_written(
+                                table_frame,
+                                Level::Pte,
+                                i,
+                                old.raw(),
+                                entry.raw(),
+                            );
                         }
                         drop(table);
                         needs.flush = needs.flush.and(self.allow_through(slot, pmd, flags, va)?);
@@ -484,7 +523,13 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// Make the PMD table entry in `slot` allow what a leaf with `flags`
     /// needs (writable, and user if the leaf is user). A present table entry
     /// may sit in the paging-structure caches, so an upgrade needs a flush.
-    pub(super) fn allow_through(&self, slot: Slot, pmd: M::Pmd, flags: MapFlags, va: VirtAddr) -> Result<Flush, MapError> {
+    pub(super) fn allow_through(
+        &self,
+        slot: Slot,
+        pmd: M::Pmd,
+        flags: MapFlags,
+        va: VirtAddr,
+    ) -> Result<Flush, MapError> {
         if table_allows(pmd.flags(), flags) {
             return Ok(Flush::none());
         }
@@ -509,7 +554,7 @@ fn check_phys<M: PagingMode>(pa: PhysAddr, len: u64) -> Result<(), MapError> {
 }
 
 /// The PTE for `va` is free to fill.
-fn check_pte_free<M: PagingMode, E: PteEntry>(va: VirtAddr, pte: E) -> Result<(), MapError> {
+fn check_pte_free<E: PteEntry>(va: VirtAddr, pte: E) -> Result<(), MapError> {
     if pte.is_present() {
         return Err(MapError::AlreadyMapped {
             va,

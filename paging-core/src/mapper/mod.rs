@@ -12,7 +12,7 @@
 //! - **New tables are complete before they are linked**: a PTE table is
 //!   filled, announced to the [`TableHooks`], and only then written into its
 //!   parent, so no MMU ever walks a half-built table.
-//! - **Every change returns a [`Flush`]** saying what the TLB needs.
+//! - **Every change returns a [`Flush`](crate::Flush)** saying what the TLB needs.
 
 mod chain;
 mod install;
@@ -79,7 +79,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         hooks: H,
         alloc: &mut F,
     ) -> Result<Self, RootError> {
-        let frame = alloc.allocate_frame(Zone::Lowmem).ok_or(RootError::OutOfFrames)?;
+        let frame = alloc
+            .allocate_frame(Zone::Lowmem)
+            .ok_or(RootError::OutOfFrames)?;
         let root = frame.start_address();
         if !root.fits_bits(32) {
             alloc.deallocate_frame(frame);
@@ -159,13 +161,17 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let table = self.walker.access().table(slot.table)?;
         let old = E::store(&table, slot.index, new);
         drop(table);
-        self.hooks.entry_written(slot.table, level, slot.index, old.raw(), new.raw());
+        self.hooks
+            .entry_written(slot.table, level, slot.index, old.raw(), new.raw());
         Ok(old)
     }
 }
 
 /// Zero every word of `frame`.
-pub(crate) fn zero_frame<A: TableAccess + ?Sized>(access: &A, frame: PhysFrame) -> Result<(), AccessError> {
+pub(crate) fn zero_frame<A: TableAccess + ?Sized>(
+    access: &A,
+    frame: PhysFrame,
+) -> Result<(), AccessError> {
     let table = access.table(frame)?;
     for word in 0..WORDS_PER_TABLE {
         table.store32(word, 0);

@@ -63,11 +63,20 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             return Err(UnmapError::Unaligned { addr: va });
         }
         let walk = self.walker.walk(va)?;
-        let Some((pmd_slot, pmd)) = walk.pmd.filter(|_| M::PMD_FOLDED || walk.pgd.1.is_present()) else {
-            return Err(UnmapError::NotMapped { va, level: Level::Pgd });
+        let Some((pmd_slot, pmd)) = walk
+            .pmd
+            .filter(|_| M::PMD_FOLDED || walk.pgd.1.is_present())
+        else {
+            return Err(UnmapError::NotMapped {
+                va,
+                level: Level::Pgd,
+            });
         };
         if !pmd.is_present() {
-            return Err(UnmapError::NotMapped { va, level: Level::Pmd });
+            return Err(UnmapError::NotMapped {
+                va,
+                level: Level::Pmd,
+            });
         }
         if pmd.is_large() {
             let base = va.align_down(M::LARGE_PAGE_SIZE.bytes());
@@ -82,7 +91,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         }
         match walk.pte {
             Some((slot, pte)) if pte.is_present() => Ok(Leaf::Small(pmd_slot, pmd, slot, pte)),
-            _ => Err(UnmapError::NotMapped { va, level: Level::Pte }),
+            _ => Err(UnmapError::NotMapped {
+                va,
+                level: Level::Pte,
+            }),
         }
     }
 
@@ -183,7 +195,11 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         }
         let mut stats = FreeStats::default();
         let mut pending = Pending {
-            frames: [(PhysFrame::containing_address(PhysAddr::ZERO), Level::Pte, VirtAddr::ZERO); PENDING],
+            frames: [(
+                PhysFrame::containing_address(PhysAddr::ZERO),
+                Level::Pte,
+                VirtAddr::ZERO,
+            ); PENDING],
             len: 0,
             reload_cr3: false,
         };
@@ -212,7 +228,8 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             let va = VirtAddr::new(block as u32);
             let walk = self.walker.walk(va)?;
             if let Some((slot, pmd)) = walk.pmd {
-                if (M::PMD_FOLDED || walk.pgd.1.is_present()) && pmd.is_present() && !pmd.is_large() {
+                if (M::PMD_FOLDED || walk.pgd.1.is_present()) && pmd.is_present() && !pmd.is_large()
+                {
                     let frame = PhysFrame::containing_address(pmd.addr());
                     if self.table_is_empty::<M::Pte>(frame, M::PTRS_PER_PTE)? {
                         self.write(slot, Level::Pmd, M::Pmd::NONE)?;
@@ -245,7 +262,11 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         Ok(())
     }
 
-    fn table_is_empty<E: Entry>(&self, frame: PhysFrame, entries: usize) -> Result<bool, FreeError> {
+    fn table_is_empty<E: Entry>(
+        &self,
+        frame: PhysFrame,
+        entries: usize,
+    ) -> Result<bool, FreeError> {
         let table = self.walker.access().table(frame)?;
         Ok((0..entries).all(|i| E::load(&table, i).is_none()))
     }
@@ -269,8 +290,13 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     }
 
     /// Flush, then release every pending table.
-    fn release_pending<T, F>(&self, tlb: &T, alloc: &mut F, pending: &mut Pending, stats: &mut FreeStats)
-    where
+    fn release_pending<T, F>(
+        &self,
+        tlb: &T,
+        alloc: &mut F,
+        pending: &mut Pending,
+        stats: &mut FreeStats,
+    ) where
         T: TlbOps + ?Sized,
         F: FrameAllocator + ?Sized,
     {

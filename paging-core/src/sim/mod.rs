@@ -1,1 +1,74 @@
 //! Host-only software model of RAM, MMU and TLB (feature `sim`).
+//!
+//! Tests use it to state what the *hardware* would see, not what the library
+//! believes:
+//!
+//! - [`SimRam`]: sparse physical memory over the whole 52-bit space.
+//! - [`SimAccess`] / [`SimTable`]: the physical view of that RAM as the
+//!   crate's [`TableAccess`](crate::TableAccess) / [`RawTable`](crate::RawTable),
+//!   optionally limited to lowmem, optionally reporting every store to a
+//!   closure ([`ObservedStore`]) so a test can run the MMU on every
+//!   intermediate state of an update.
+//! - [`Mmu`]: one CPU. It walks the tables exactly as SDM Vol. 3A ch. 4
+//!   describes 32-bit and PAE paging (PDPTE latching at CR3 load, reserved
+//!   bits, rights combined over levels, Accessed/Dirty updates with
+//!   compare-exchange), with a [`Tlb`] that keeps stale translations and
+//!   cached PDEs until an `invlpg`, a CR3 load or a CR4.PGE toggle removes
+//!   them. It implements [`TlbOps`](crate::TlbOps) and counts every flush
+//!   ([`TlbStats`]). [`SimCpus`] is several CPUs with shootdown.
+//! - [`ZonedAllocator`] and [`ScatteredAllocator`]: test
+//!   [`FrameAllocator`](crate::FrameAllocator)s with leak and double-free
+//!   tracking and failure injection; the scattered one never hands out two
+//!   adjacent frames.
+//!
+//! The model is written from the manual, independently of the backends'
+//! entry code, and contains no `unsafe`.
+//!
+//! ```
+//! use paging_core::sim::{Access, Mmu, SimConfig, SimRam};
+//! use paging_core::{PhysAddr, VirtAddr};
+//!
+//! let ram = SimRam::new();
+//! let pa = |x| PhysAddr::new(x).unwrap();
+//! // Page directory at 0x1000, page table at 0x2000, page at 0x5000.
+//! ram.write_u32(pa(0x1000 + 4 * 0x300), 0x2000 | 0b011).unwrap(); // P | RW
+//! ram.write_u32(pa(0x2000 + 4 * 0x001), 0x5000 | 0b011).unwrap();
+//! let cpu = Mmu::new(&ram, SimConfig::two_level());
+//! cpu.load_cr3(0x1000).unwrap();
+//!
+//! let va = VirtAddr::new(0xC000_1234);
+//! assert_eq!(cpu.translate(va, Access::WRITE).unwrap().pa, pa(0x5234));
+//! // The CPU set Accessed on both entries and Dirty on the PTE.
+//! assert_eq!(ram.read_u32(pa(0x2004)).unwrap(), 0x5000 | 0x63);
+//! // A user access to a supervisor page faults with P | U.
+//! assert_eq!(cpu.translate(va, Access::USER_READ).unwrap_err().code, 0b101);
+//! ```
+
+mod alloc;
+mod config;
+mod cpus;
+mod fault;
+mod linear;
+mod mmu;
+mod ram;
+mod table;
+mod tlb;
+mod walk;
+
+pub use alloc::{Contiguous, ScatteredAllocator, ZonedAllocator};
+pub use config::{SimConfig, SimPaging};
+pub use cpus::SimCpus;
+pub use fault::{Access, Cr3Fault, GeneralProtection, PageFault};
+pub use mmu::{HwTranslation, Mmu};
+pub use ram::{SimError, SimRam};
+pub use table::{ObservedStore, SimAccess, SimTable, StoreObserver, StoreOp};
+pub use tlb::{PdeCacheEntry, Tlb, TlbEntry, TlbStats};
+
+// Tests share the model between threads.
+static_assertions::assert_impl_all!(SimRam: Send, Sync);
+static_assertions::assert_impl_all!(Mmu<'static>: Send, Sync);
+static_assertions::assert_impl_all!(SimCpus<'static>: Send, Sync);
+static_assertions::assert_impl_all!(SimAccess<'static>: Send, Sync, Copy);
+static_assertions::assert_impl_all!(SimTable<'static>: Send, Sync, Copy);
+static_assertions::assert_impl_all!(ZonedAllocator: Send, Sync);
+static_assertions::assert_impl_all!(ScatteredAllocator: Send, Sync);

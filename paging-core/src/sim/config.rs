@@ -1,0 +1,91 @@
+//! The simulated CPU's configuration: paging mode and the control-register
+//! and CPUID bits that change how a walk behaves.
+
+use crate::addr::PageSize;
+
+/// Which paging format the simulated CPU uses (CR4.PAE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SimPaging {
+    /// 32-bit paging: 4-byte entries, page directory + page tables.
+    TwoLevel,
+    /// PAE paging: 8-byte entries, PDPT (latched) + page directories + page
+    /// tables.
+    Pae,
+}
+
+/// The control-register and CPUID state that changes how walks behave.
+///
+/// Fields that do not apply to a mode are normalised by [`Mmu::new`](super::Mmu::new): in
+/// 2-level mode `nxe` is off and `max_phys_bits` is 32 (no PSE-36); under PAE
+/// `pse` is irrelevant (2 MiB pages need no CR4.PSE) and `max_phys_bits` is
+/// clamped to 32..=52.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SimConfig {
+    /// CR4.PAE.
+    pub paging: SimPaging,
+    /// CR4.PSE: 4 MiB pages in 2-level mode.
+    pub pse: bool,
+    /// CR4.PGE: global translations survive CR3 loads.
+    pub pge: bool,
+    /// CR0.WP: supervisor writes honour R/W.
+    pub wp: bool,
+    /// EFER.NXE: bit 63 is XD rather than reserved (PAE only).
+    pub nxe: bool,
+    /// MAXPHYADDR (PAE only).
+    pub max_phys_bits: u32,
+}
+
+impl SimConfig {
+    /// 32-bit paging with PSE, PGE and WP on.
+    pub const fn two_level() -> Self {
+        Self {
+            paging: SimPaging::TwoLevel,
+            pse: true,
+            pge: true,
+            wp: true,
+            nxe: false,
+            max_phys_bits: 32,
+        }
+    }
+
+    /// PAE paging with PGE, WP and NXE on and MAXPHYADDR 36.
+    pub const fn pae() -> Self {
+        Self {
+            paging: SimPaging::Pae,
+            pse: true,
+            pge: true,
+            wp: true,
+            nxe: true,
+            max_phys_bits: 36,
+        }
+    }
+
+    /// The configuration with the fields that do not apply to its mode fixed.
+    pub const fn normalized(self) -> Self {
+        match self.paging {
+            SimPaging::TwoLevel => Self {
+                nxe: false,
+                max_phys_bits: 32,
+                ..self
+            },
+            SimPaging::Pae => Self {
+                max_phys_bits: if self.max_phys_bits < 32 {
+                    32
+                } else if self.max_phys_bits > 52 {
+                    52
+                } else {
+                    self.max_phys_bits
+                },
+                ..self
+            },
+        }
+    }
+
+    /// The region one PDE covers: the PDE-cache granule.
+    pub(crate) const fn pde_region(&self) -> PageSize {
+        match self.paging {
+            SimPaging::TwoLevel => PageSize::Size4MiB,
+            SimPaging::Pae => PageSize::Size2MiB,
+        }
+    }
+}
