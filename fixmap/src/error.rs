@@ -83,8 +83,12 @@ impl core::error::Error for FixmapError {}
 impl Error for FixmapError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::IndexOutOfRange { .. } | Self::NotInFixmap { .. } | Self::BadTop { .. } => ErrorKind::OutOfRange,
-            Self::TopMovedAfterUse | Self::NoTables | Self::WindowDoesNotCover { .. } => ErrorKind::InvalidState,
+            Self::IndexOutOfRange { .. } | Self::NotInFixmap { .. } | Self::BadTop { .. } => {
+                ErrorKind::OutOfRange
+            }
+            Self::TopMovedAfterUse | Self::NoTables | Self::WindowDoesNotCover { .. } => {
+                ErrorKind::InvalidState
+            }
             Self::SlotInUse { .. } => ErrorKind::AlreadyMapped,
             Self::NotSet { .. } => ErrorKind::NotMapped,
             Self::Entry(e) => e.kind(),
@@ -142,7 +146,10 @@ impl fmt::Display for WindowError {
                 write!(f, "no {count} physically contiguous lowmem frames")
             }
             Self::Discontiguous { expected, got } => {
-                write!(f, "frames are not contiguous: wanted {expected:?}, got {got:?}")
+                write!(
+                    f,
+                    "frames are not contiguous: wanted {expected:?}, got {got:?}"
+                )
             }
             Self::TooFewTables { needed, given } => {
                 write!(f, "window needs {needed} tables, {given} given")

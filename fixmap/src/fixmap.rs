@@ -5,8 +5,8 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use paging_core::{
-    Entry, Level, MapFlags, NativeHooks, PAGE_SIZE, PagingMode, PhysFrame, PteEntry, TableAccess, TableHooks,
-    TlbOps, VirtAddr,
+    Entry, Level, MapFlags, NativeHooks, PAGE_SIZE, PagingMode, PhysFrame, PteEntry, TableAccess,
+    TableHooks, TlbOps, VirtAddr,
 };
 
 use crate::error::FixmapError;
@@ -29,7 +29,7 @@ pub struct Fixmap<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks 
     access: A,
     hooks: H,
     used: AtomicBool,
-    _layout: PhantomData<L>,
+    _layout: PhantomData<fn() -> L>,
 }
 
 impl<L: FixmapLayout, M: PagingMode, A: TableAccess> Fixmap<L, M, A, NativeHooks> {
@@ -95,7 +95,10 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
     /// Build the new window with [`WindowBuilder`](crate::WindowBuilder) on
     /// the same hierarchy: it copies every entry of the tables it replaces,
     /// so slots set on the old (early) tables stay mapped across the switch.
-    pub fn attach(&mut self, window: ContiguousWindow<M>) -> Result<Option<ContiguousWindow<M>>, FixmapError> {
+    pub fn attach(
+        &mut self,
+        window: ContiguousWindow<M>,
+    ) -> Result<Option<ContiguousWindow<M>>, FixmapError> {
         if !window.covers(self.start(), self.end()) {
             return Err(FixmapError::WindowDoesNotCover {
                 start: self.start(),
@@ -131,10 +134,12 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
     ) -> Result<(), FixmapError> {
         let entry = M::Pte::page(frame, flags | MapFlags::PRESENT).map_err(FixmapError::Entry)?;
         if !frame.start_address().fits_bits(M::MAX_PHYS_BITS) {
-            return Err(FixmapError::Entry(paging_core::EntryError::PhysOutOfRange {
-                addr: frame.start_address(),
-                max_bits: M::MAX_PHYS_BITS,
-            }));
+            return Err(FixmapError::Entry(
+                paging_core::EntryError::PhysOutOfRange {
+                    addr: frame.start_address(),
+                    max_bits: M::MAX_PHYS_BITS,
+                },
+            ));
         }
         let va = self.virt(idx);
         let slot = self.slot(va)?;
@@ -156,7 +161,12 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
     }
 
     /// Map slot `idx` to `frame`, writable and cached (normal memory).
-    pub fn set_cached<T: TlbOps + ?Sized>(&self, idx: FixIndex<L>, frame: PhysFrame, tlb: &T) -> Result<(), FixmapError> {
+    pub fn set_cached<T: TlbOps + ?Sized>(
+        &self,
+        idx: FixIndex<L>,
+        frame: PhysFrame,
+        tlb: &T,
+    ) -> Result<(), FixmapError> {
         self.set(idx, frame, MapFlags::KERNEL_RW, tlb)
     }
 
@@ -172,7 +182,11 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
 
     /// Unmap slot `idx`, invalidate its page, and return the frame it
     /// mapped.
-    pub fn clear<T: TlbOps + ?Sized>(&self, idx: FixIndex<L>, tlb: &T) -> Result<PhysFrame, FixmapError> {
+    pub fn clear<T: TlbOps + ?Sized>(
+        &self,
+        idx: FixIndex<L>,
+        tlb: &T,
+    ) -> Result<PhysFrame, FixmapError> {
         let va = self.virt(idx);
         let slot = self.slot(va)?;
         let table = self.access.table(slot.table)?;

@@ -29,7 +29,10 @@ pub trait FixmapLayout: Copy + 'static {
 
     /// The lowest fixmap address for a given top.
     fn start_for(top: VirtAddr) -> VirtAddr {
-        VirtAddr::new(top.as_u32().wrapping_sub(((Self::END - 1) as u32).wrapping_mul(PAGE_SIZE as u32)))
+        VirtAddr::new(
+            top.as_u32()
+                .wrapping_sub(((Self::END - 1) as u32).wrapping_mul(PAGE_SIZE as u32)),
+        )
     }
 }
 
@@ -113,11 +116,17 @@ impl<L> FixIndex<L> {
 
 /// The address of `idx` when index 0 is at `top`.
 pub const fn fix_to_virt<L>(top: VirtAddr, idx: FixIndex<L>) -> VirtAddr {
-    VirtAddr::new(top.as_u32().wrapping_sub((idx.index as u32).wrapping_mul(PAGE_SIZE as u32)))
+    VirtAddr::new(
+        top.as_u32()
+            .wrapping_sub((idx.index as u32).wrapping_mul(PAGE_SIZE as u32)),
+    )
 }
 
 /// The fixmap index whose page contains `va`, when index 0 is at `top`.
-pub const fn virt_to_fix<L: FixmapLayout>(top: VirtAddr, va: VirtAddr) -> Result<FixIndex<L>, FixmapError> {
+pub const fn virt_to_fix<L: FixmapLayout>(
+    top: VirtAddr,
+    va: VirtAddr,
+) -> Result<FixIndex<L>, FixmapError> {
     let page = va.as_u32() & !(PAGE_SIZE as u32 - 1);
     if page > top.as_u32() {
         return Err(FixmapError::NotInFixmap { va });
@@ -151,7 +160,9 @@ impl<L, const FIRST: usize, const LEN: usize> fmt::Debug for FixRange<L, FIRST, 
 impl<L, const FIRST: usize, const LEN: usize> FixRange<L, FIRST, LEN> {
     #[doc(hidden)]
     pub const fn declared() -> Self {
-        Self { _layout: PhantomData }
+        Self {
+            _layout: PhantomData,
+        }
     }
 
     /// Element `I` of the range; `I >= LEN` is a compile error.

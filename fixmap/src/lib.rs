@@ -13,7 +13,8 @@ pub use early::{EarlyTables, NoFrames};
 pub use error::{FixmapError, WindowError};
 pub use fixmap::{Fixmap, TOP_STEP};
 pub use layout::{
-    FixIndex, FixRange, FixmapLayout, PAGES_PER_TABLE_BOTH_MODES, first_in_one_table, fix_to_virt, virt_to_fix,
+    FixIndex, FixRange, FixmapLayout, PAGES_PER_TABLE_BOTH_MODES, first_in_one_table, fix_to_virt,
+    virt_to_fix,
 };
 pub use window::{ContiguousWindow, WindowBuilder};
 

@@ -11,8 +11,8 @@
 use core::marker::PhantomData;
 
 use paging_core::{
-    FrameAllocator, Mapper, PAGE_SIZE, PagingMode, PhysAddr, PhysFrame, Replaced, Slot, TableAccess, TableHooks,
-    TlbOps, VirtAddr, Zone,
+    FrameAllocator, Mapper, PAGE_SIZE, PagingMode, PhysAddr, PhysFrame, Replaced, Slot,
+    TableAccess, TableHooks, TlbOps, VirtAddr, Zone,
 };
 
 use crate::error::WindowError;
@@ -174,7 +174,10 @@ impl WindowBuilder {
     {
         let (_, count) = self.geometry::<M>();
         if given < count {
-            return Err(WindowError::TooFewTables { needed: count, given });
+            return Err(WindowError::TooFewTables {
+                needed: count,
+                given,
+            });
         }
         self.build_on(mapper, first, count, tlb, alloc)
     }
@@ -210,7 +213,10 @@ impl WindowBuilder {
 
 /// Frames one at a time; refuse (giving them all back) at the first one
 /// that does not follow its predecessor.
-fn one_by_one<F: FrameAllocator + ?Sized>(alloc: &mut F, count: usize) -> Result<PhysFrame, WindowError> {
+fn one_by_one<F: FrameAllocator + ?Sized>(
+    alloc: &mut F,
+    count: usize,
+) -> Result<PhysFrame, WindowError> {
     let first = alloc
         .allocate_frame(Zone::Lowmem)
         .ok_or(WindowError::NoContiguousFrames { count })?;

@@ -1,0 +1,111 @@
+//! Errors of the kmap crate.
+
+use core::fmt;
+
+use paging_core::{AccessError, EntryError, Error, ErrorKind, PhysFrame, VirtAddr};
+
+/// Why a kmap operation did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmapError {
+    /// No slot is free and the call may not wait (`try_map`, a full
+    /// per-CPU local stack).
+    Exhausted,
+    /// A reservation asked for more slots than the pool has.
+    ReservationTooLarge {
+        /// Slots asked for.
+        asked: usize,
+        /// Slots in the pool.
+        slots: usize,
+    },
+    /// Every mapping a reservation paid for has been taken.
+    ReservationSpent,
+    /// The page is not mapped in the pool (raw unmap of an unmapped page).
+    NotMapped {
+        /// The page.
+        frame: PhysFrame,
+    },
+    /// The page's mapping has no users left (a second unmap).
+    DoubleUnmap {
+        /// The page.
+        frame: PhysFrame,
+    },
+    /// A local mapping was unmapped out of LIFO order.
+    OutOfOrder {
+        /// Stack depth of the mapping being unmapped.
+        depth: usize,
+        /// Stack depth of the top mapping (the one that must go first).
+        top: usize,
+    },
+    /// The CPU index is not below the number of CPUs.
+    BadCpu {
+        /// The CPU asked for.
+        cpu: usize,
+    },
+    /// Saved local mappings were restored on another CPU, or onto a CPU
+    /// whose stack is not empty.
+    RestoreMismatch {
+        /// The CPU asked for.
+        cpu: usize,
+    },
+    /// The slots do not fit the window or fixmap range given.
+    BadLayout {
+        /// First address that is not covered.
+        va: VirtAddr,
+    },
+    /// The slot's PTE cannot be built (frame beyond the mode's limit).
+    Entry(EntryError),
+    /// A page table could not be reached.
+    Access(AccessError),
+}
+
+impl fmt::Display for KmapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exhausted => f.write_str("no kmap slot is free"),
+            Self::ReservationTooLarge { asked, slots } => {
+                write!(f, "reservation of {asked} slots in a pool of {slots}")
+            }
+            Self::ReservationSpent => f.write_str("the reservation has no mappings left"),
+            Self::NotMapped { frame } => write!(f, "{frame:?} is not kmapped"),
+            Self::DoubleUnmap { frame } => {
+                write!(f, "{frame:?} is unmapped more often than mapped")
+            }
+            Self::OutOfOrder { depth, top } => {
+                write!(
+                    f,
+                    "local kmap at depth {depth} unmapped while depth {top} is mapped"
+                )
+            }
+            Self::BadCpu { cpu } => write!(f, "no CPU {cpu}"),
+            Self::RestoreMismatch { cpu } => write!(f, "cannot restore local kmaps on CPU {cpu}"),
+            Self::BadLayout { va } => write!(f, "kmap slot at {va} is not covered"),
+            Self::Entry(e) => write!(f, "{e}"),
+            Self::Access(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for KmapError {}
+
+impl Error for KmapError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Exhausted | Self::ReservationSpent => ErrorKind::Exhausted,
+            Self::ReservationTooLarge { .. } | Self::BadCpu { .. } | Self::BadLayout { .. } => {
+                ErrorKind::OutOfRange
+            }
+            Self::NotMapped { .. } => ErrorKind::NotMapped,
+            Self::DoubleUnmap { .. } | Self::OutOfOrder { .. } | Self::RestoreMismatch { .. } => {
+                ErrorKind::InvalidState
+            }
+            Self::Entry(e) => e.kind(),
+            Self::Access(e) => e.kind(),
+        }
+    }
+}
+
+impl From<AccessError> for KmapError {
+    fn from(e: AccessError) -> Self {
+        Self::Access(e)
+    }
+}

@@ -1,0 +1,102 @@
+//! Page tables in highmem (pte-highmem): a [`TableAccess`] for the
+//! `paging-core` mapper that reaches lowmem tables through the direct map
+//! and highmem tables through a local kmap held only while the table is in
+//! use.
+//!
+//! The mapper holds one table at a time, so one local slot per CPU is enough,
+//! and the guard's drop (clear PTE, invalidate) always runs in LIFO order.
+
+use paging_core::{AccessError, PhysFrame, RawTable, TableAccess, VirtTables};
+
+use crate::direct::DirectMap;
+use crate::error::KmapError;
+use crate::local::{LocalKmap, LocalMapper};
+
+/// Reaches tables in any frame: lowmem directly, highmem through local kmaps
+/// on the CPU `cpu()` names.
+#[derive(Debug)]
+pub struct HighmemTables<'l, S, V, C> {
+    local: &'l S,
+    virt: V,
+    direct: DirectMap,
+    cpu: C,
+}
+
+impl<'l, S, V, C> HighmemTables<'l, S, V, C>
+where
+    S: LocalMapper,
+    V: VirtTables,
+    C: Fn() -> usize,
+{
+    /// Tables reached through `local` slots, virtual addresses through
+    /// `virt`, lowmem through `direct`; `cpu` says which CPU runs.
+    pub fn new(local: &'l S, virt: V, direct: DirectMap, cpu: C) -> Self {
+        Self {
+            local,
+            virt,
+            direct,
+            cpu,
+        }
+    }
+}
+
+/// A table view, plus the local kmap keeping it mapped (if highmem). The
+/// view is dropped before the mapping.
+#[derive(Debug)]
+pub struct HighmemTable<'a, R> {
+    view: R,
+    _mapping: Option<LocalKmap<'a>>,
+}
+
+impl<R: RawTable> RawTable for HighmemTable<'_, R> {
+    fn load32(&self, word: usize) -> u32 {
+        self.view.load32(word)
+    }
+    fn store32(&self, word: usize, value: u32) {
+        self.view.store32(word, value)
+    }
+    fn swap32(&self, word: usize, value: u32) -> u32 {
+        self.view.swap32(word, value)
+    }
+    fn load64(&self, entry: usize) -> u64 {
+        self.view.load64(entry)
+    }
+    fn store64(&self, entry: usize, value: u64) {
+        self.view.store64(entry, value)
+    }
+    fn swap64(&self, entry: usize, value: u64) -> u64 {
+        self.view.swap64(entry, value)
+    }
+}
+
+impl<'l, S, V, C> TableAccess for HighmemTables<'l, S, V, C>
+where
+    S: LocalMapper,
+    V: VirtTables,
+    C: Fn() -> usize,
+{
+    type Table<'a>
+        = HighmemTable<'a, V::Table<'a>>
+    where
+        Self: 'a;
+
+    fn table(&self, frame: PhysFrame) -> Result<Self::Table<'_>, AccessError> {
+        if let Some(va) = self.direct.direct_va(frame) {
+            return Ok(HighmemTable {
+                view: self.virt.table_at(va),
+                _mapping: None,
+            });
+        }
+        let mapping = self
+            .local
+            .map_local((self.cpu)(), frame)
+            .map_err(|e| match e {
+                KmapError::Exhausted => AccessError::NoSlot,
+                _ => AccessError::Unreachable(frame),
+            })?;
+        Ok(HighmemTable {
+            view: self.virt.table_at(mapping.va()),
+            _mapping: Some(mapping),
+        })
+    }
+}

@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+#![no_std]
+// No unsafe operations anywhere; the only `unsafe` items are two constructors
+// whose contracts protect deadlock freedom (`KmapTask::new`, `Kmap::into_raw`).
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod direct;
+mod error;
+mod highmem;
+mod local;
+pub mod policy;
+mod pool;
+mod reserve;
+mod stats;
+pub mod wait;
+
+pub use direct::DirectMap;
+pub use error::KmapError;
+pub use highmem::{HighmemTable, HighmemTables};
+pub use local::{LocalKmap, LocalMapper, LocalSlots, LocalStats, SavedLocal};
+pub use policy::{AccessedBit, FlushCounts, FlushPolicy, GlobalFlush, PerPage, RangeFlush};
+pub use pool::{NowaitKmap, PersistentPool};
+pub use reserve::{Kmap, KmapTask, Reservation};
+pub use stats::KmapStats;
+pub use wait::{SpinWait, WaitHook};

@@ -1,0 +1,402 @@
+//! Local (atomic) kmaps: per-CPU stacks of fixmap slots, for contexts that
+//! cannot wait (interrupts, page-fault handlers, page-table walks).
+//!
+//! Each CPU owns `DEPTH` consecutive slots of a fixmap range. A map pushes:
+//! it writes the slot's PTE and invalidates that one page. An unmap pops: it
+//! clears the PTE (and invalidates) *before* the slot is free again, so an
+//! interrupt that maps in between never reuses a live slot. Unmaps must be
+//! LIFO: [`LocalKmap::try_unmap`] refuses an out-of-order unmap with a typed
+//! error and changes nothing; dropping a guard out of order defers its unmap
+//! until everything above it is gone and counts a LIFO violation.
+//!
+//! With `guard_slots`, every other slot is left unmapped, so an overrun off
+//! the end of one mapping faults instead of reading the next one (Linux's
+//! `DEBUG_KMAP_LOCAL`).
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use fixmap::{FixIndex, FixRange, Fixmap, FixmapError, FixmapLayout};
+use paging_core::{MapFlags, PagingMode, PhysFrame, TableAccess, TableHooks, TlbOps, VirtAddr};
+
+use crate::direct::DirectMap;
+use crate::error::KmapError;
+
+/// Something that hands out local kmaps (implemented by [`LocalSlots`]).
+pub trait LocalMapper {
+    /// Map `frame` on `cpu`'s stack (or return its direct-map address).
+    fn map_local(&self, cpu: usize, frame: PhysFrame) -> Result<LocalKmap<'_>, KmapError>;
+}
+
+/// The per-CPU state of one stack.
+struct CpuStack<const D: usize> {
+    depth: AtomicUsize,
+    frames: [AtomicU64; D],
+    released: [AtomicBool; D],
+}
+
+impl<const D: usize> CpuStack<D> {
+    const fn new() -> Self {
+        Self {
+            depth: AtomicUsize::new(0),
+            frames: [const { AtomicU64::new(0) }; D],
+            released: [const { AtomicBool::new(false) }; D],
+        }
+    }
+}
+
+/// Counters of the local slots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalStats {
+    /// Successful local maps (slot or direct).
+    pub maps: u64,
+    /// Guards dropped out of LIFO order (their unmap was deferred).
+    pub lifo_violations: u64,
+}
+
+/// Local mappings of one task, taken off a CPU at a context switch by
+/// [`LocalSlots::save`] and put back by [`LocalSlots::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedLocal<const D: usize> {
+    cpu: usize,
+    depth: usize,
+    frames: [u64; D],
+    released: [bool; D],
+}
+
+impl<const D: usize> SavedLocal<D> {
+    /// How many mappings were saved.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// The CPU they belong to.
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+}
+
+/// `CPUS` stacks of `DEPTH` local kmap slots in a fixmap range.
+pub struct LocalSlots<'f, L, M, A, H, T, const DEPTH: usize, const CPUS: usize>
+where
+    L: FixmapLayout,
+    M: PagingMode,
+    A: TableAccess,
+    H: TableHooks,
+{
+    fixmap: &'f Fixmap<L, M, A, H>,
+    first: usize,
+    stride: usize,
+    direct: DirectMap,
+    flags: MapFlags,
+    tlb: T,
+    cpus: [CpuStack<DEPTH>; CPUS],
+    maps: AtomicU64,
+    lifo_violations: AtomicU64,
+}
+
+fn fixmap_error(e: FixmapError) -> KmapError {
+    match e {
+        FixmapError::Entry(e) => KmapError::Entry(e),
+        FixmapError::Access(e) => KmapError::Access(e),
+        _ => KmapError::Exhausted,
+    }
+}
+
+impl<'f, L, M, A, H, T, const DEPTH: usize, const CPUS: usize>
+    LocalSlots<'f, L, M, A, H, T, DEPTH, CPUS>
+where
+    L: FixmapLayout,
+    M: PagingMode,
+    A: TableAccess + Sync,
+    H: TableHooks + Sync,
+    T: TlbOps + Sync,
+{
+    /// Stacks in the fixmap range `range`, which must hold
+    /// `CPUS * DEPTH` slots (twice that with `guard_slots`).
+    pub fn new<const FIRST: usize, const LEN: usize>(
+        fixmap: &'f Fixmap<L, M, A, H>,
+        range: FixRange<L, FIRST, LEN>,
+        guard_slots: bool,
+        direct: DirectMap,
+        tlb: T,
+    ) -> Result<Self, KmapError> {
+        let stride = if guard_slots { 2 } else { 1 };
+        let needed = CPUS * DEPTH * stride;
+        if needed > range.len() {
+            let last = FIRST + LEN.saturating_sub(1);
+            let va = FixIndex::<L>::new(last).map_or(VirtAddr::ZERO, |i| fixmap.virt(i));
+            return Err(KmapError::BadLayout { va });
+        }
+        Ok(Self {
+            fixmap,
+            first: FIRST,
+            stride,
+            direct,
+            flags: MapFlags::KERNEL_RW | MapFlags::ACCESSED | MapFlags::DIRTY,
+            tlb,
+            cpus: [const { CpuStack::new() }; CPUS],
+            maps: AtomicU64::new(0),
+            lifo_violations: AtomicU64::new(0),
+        })
+    }
+
+    /// The fixmap index of `cpu`'s slot at `depth`.
+    fn index(&self, cpu: usize, depth: usize) -> Result<FixIndex<L>, KmapError> {
+        FixIndex::new(self.first + (cpu * DEPTH + depth) * self.stride).map_err(fixmap_error)
+    }
+
+    /// The address of `cpu`'s slot at `depth` (for tests and debuggers).
+    pub fn slot_va(&self, cpu: usize, depth: usize) -> Option<VirtAddr> {
+        (cpu < CPUS && depth < DEPTH)
+            .then(|| self.index(cpu, depth).ok().map(|i| self.fixmap.virt(i)))
+            .flatten()
+    }
+
+    /// How many local maps `cpu` holds now.
+    pub fn depth(&self, cpu: usize) -> Option<usize> {
+        self.cpus.get(cpu).map(|s| s.depth.load(Ordering::Acquire))
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> LocalStats {
+        LocalStats {
+            maps: self.maps.load(Ordering::Relaxed),
+            lifo_violations: self.lifo_violations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Map `frame` on `cpu`: push a slot, write its PTE, invalidate it.
+    /// Never waits; a full stack is [`KmapError::Exhausted`].
+    pub fn map(&self, cpu: usize, frame: PhysFrame) -> Result<LocalKmap<'_>, KmapError> {
+        let stack = self.cpus.get(cpu).ok_or(KmapError::BadCpu { cpu })?;
+        if let Some(va) = self.direct.direct_va(frame) {
+            self.maps.fetch_add(1, Ordering::Relaxed);
+            return Ok(LocalKmap {
+                owner: None,
+                cpu,
+                depth: 0,
+                va,
+                frame,
+            });
+        }
+        // Claim the depth first: an interrupt arriving after this point
+        // pushes above us instead of onto our slot.
+        let depth = stack.depth.fetch_add(1, Ordering::AcqRel);
+        if depth >= DEPTH {
+            stack.depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(KmapError::Exhausted);
+        }
+        let set = self.index(cpu, depth).and_then(|idx| {
+            self.fixmap
+                .set(idx, frame, self.flags, &self.tlb)
+                .map_err(fixmap_error)
+                .map(|()| idx)
+        });
+        let idx = match set {
+            Ok(idx) => idx,
+            Err(e) => {
+                stack.depth.fetch_sub(1, Ordering::AcqRel);
+                return Err(e);
+            }
+        };
+        stack.frames[depth].store(frame.number(), Ordering::Relaxed);
+        stack.released[depth].store(false, Ordering::Relaxed);
+        self.maps.fetch_add(1, Ordering::Relaxed);
+        Ok(LocalKmap {
+            owner: Some(self),
+            cpu,
+            depth,
+            va: self.fixmap.virt(idx),
+            frame,
+        })
+    }
+
+    /// Pop `cpu`'s top slot if it is `depth`, then every deferred slot below.
+    fn pop(&self, cpu: usize, depth: usize) -> Result<(), KmapError> {
+        let stack = self.cpus.get(cpu).ok_or(KmapError::BadCpu { cpu })?;
+        let top = stack.depth.load(Ordering::Acquire);
+        if top != depth + 1 {
+            return Err(KmapError::OutOfOrder {
+                depth,
+                top: top.saturating_sub(1),
+            });
+        }
+        let mut top = top;
+        loop {
+            let d = top - 1;
+            // Clear (and invalidate) before the slot can be pushed again.
+            if let Ok(idx) = self.index(cpu, d) {
+                let _ = self.fixmap.clear(idx, &self.tlb);
+            }
+            stack.released[d].store(false, Ordering::Relaxed);
+            stack.depth.store(d, Ordering::Release);
+            top = d;
+            if top == 0 || !stack.released[top - 1].load(Ordering::Acquire) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Take every local mapping off `cpu` (clearing and invalidating each
+    /// slot) so another task can use the slots; put them back with
+    /// [`restore`](Self::restore). The task must not migrate meanwhile: its
+    /// guards keep the addresses of this CPU's slots.
+    pub fn save(&self, cpu: usize) -> Result<SavedLocal<DEPTH>, KmapError> {
+        let stack = self.cpus.get(cpu).ok_or(KmapError::BadCpu { cpu })?;
+        let depth = stack.depth.load(Ordering::Acquire);
+        let mut saved = SavedLocal {
+            cpu,
+            depth,
+            frames: [0; DEPTH],
+            released: [false; DEPTH],
+        };
+        for d in (0..depth).rev() {
+            saved.frames[d] = stack.frames[d].load(Ordering::Relaxed);
+            saved.released[d] = stack.released[d].load(Ordering::Relaxed);
+            if let Ok(idx) = self.index(cpu, d) {
+                let _ = self.fixmap.clear(idx, &self.tlb);
+            }
+            stack.depth.store(d, Ordering::Release);
+        }
+        Ok(saved)
+    }
+
+    /// Put back mappings taken off `saved.cpu()` by [`save`](Self::save).
+    /// The CPU's stack must be empty.
+    pub fn restore(&self, saved: &SavedLocal<DEPTH>) -> Result<(), KmapError> {
+        let cpu = saved.cpu;
+        let stack = self.cpus.get(cpu).ok_or(KmapError::BadCpu { cpu })?;
+        if stack.depth.load(Ordering::Acquire) != 0 {
+            return Err(KmapError::RestoreMismatch { cpu });
+        }
+        for d in 0..saved.depth {
+            let frame = PhysFrame::from_number(saved.frames[d])
+                .map_err(|_| KmapError::RestoreMismatch { cpu })?;
+            let idx = self.index(cpu, d)?;
+            if let Err(e) = self.fixmap.set(idx, frame, self.flags, &self.tlb) {
+                // Undo what was restored so far: the stack stays empty.
+                for u in (0..d).rev() {
+                    if let Ok(i) = self.index(cpu, u) {
+                        let _ = self.fixmap.clear(i, &self.tlb);
+                    }
+                }
+                stack.depth.store(0, Ordering::Release);
+                return Err(fixmap_error(e));
+            }
+            stack.frames[d].store(saved.frames[d], Ordering::Relaxed);
+            stack.released[d].store(saved.released[d], Ordering::Relaxed);
+            stack.depth.store(d + 1, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+impl<L, M, A, H, T, const DEPTH: usize, const CPUS: usize> LocalMapper
+    for LocalSlots<'_, L, M, A, H, T, DEPTH, CPUS>
+where
+    L: FixmapLayout,
+    M: PagingMode,
+    A: TableAccess + Sync,
+    H: TableHooks + Sync,
+    T: TlbOps + Sync,
+{
+    fn map_local(&self, cpu: usize, frame: PhysFrame) -> Result<LocalKmap<'_>, KmapError> {
+        self.map(cpu, frame)
+    }
+}
+
+/// What a guard needs from its slots, without their type parameters.
+trait LocalOps: Sync {
+    fn pop_dyn(&self, cpu: usize, depth: usize) -> Result<(), KmapError>;
+    fn defer_dyn(&self, cpu: usize, depth: usize);
+}
+
+impl<L, M, A, H, T, const DEPTH: usize, const CPUS: usize> LocalOps
+    for LocalSlots<'_, L, M, A, H, T, DEPTH, CPUS>
+where
+    L: FixmapLayout,
+    M: PagingMode,
+    A: TableAccess + Sync,
+    H: TableHooks + Sync,
+    T: TlbOps + Sync,
+{
+    fn pop_dyn(&self, cpu: usize, depth: usize) -> Result<(), KmapError> {
+        self.pop(cpu, depth)
+    }
+
+    fn defer_dyn(&self, cpu: usize, depth: usize) {
+        if let Some(stack) = self.cpus.get(cpu) {
+            stack.released[depth % DEPTH].store(true, Ordering::Release);
+        }
+        self.lifo_violations.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A local mapping: valid on its CPU until unmapped, in LIFO order.
+#[must_use = "dropping the guard unmaps the page immediately"]
+pub struct LocalKmap<'a> {
+    owner: Option<&'a dyn LocalOps>,
+    cpu: usize,
+    depth: usize,
+    va: VirtAddr,
+    frame: PhysFrame,
+}
+
+impl fmt::Debug for LocalKmap<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalKmap")
+            .field("cpu", &self.cpu)
+            .field("depth", &self.depth)
+            .field("va", &self.va)
+            .field("frame", &self.frame)
+            .finish()
+    }
+}
+
+impl LocalKmap<'_> {
+    /// Where the page is mapped.
+    pub fn va(&self) -> VirtAddr {
+        self.va
+    }
+
+    /// The mapped page.
+    pub fn frame(&self) -> PhysFrame {
+        self.frame
+    }
+
+    /// Position on the CPU's stack (0 for direct-mapped lowmem).
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Whether the page is reached through the direct map (no slot used).
+    pub fn is_direct(&self) -> bool {
+        self.owner.is_none()
+    }
+
+    /// Unmap now. Out of LIFO order this fails with
+    /// [`KmapError::OutOfOrder`], changes nothing, and gives the guard back.
+    pub fn try_unmap(self) -> Result<(), (Self, KmapError)> {
+        let Some(owner) = self.owner else {
+            return Ok(());
+        };
+        match owner.pop_dyn(self.cpu, self.depth) {
+            Ok(()) => {
+                core::mem::forget(self);
+                Ok(())
+            }
+            Err(e) => Err((self, e)),
+        }
+    }
+}
+
+impl Drop for LocalKmap<'_> {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner {
+            if owner.pop_dyn(self.cpu, self.depth).is_err() {
+                owner.defer_dyn(self.cpu, self.depth);
+            }
+        }
+    }
+}

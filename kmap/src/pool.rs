@@ -1,0 +1,559 @@
+//! The persistent pool (pkmap): refcounted slots below the fixmap.
+//!
+//! # Slot life cycle
+//!
+//! Each slot has a count, as in Linux's `pkmap_count`:
+//!
+//! | count | meaning |
+//! |---|---|
+//! | 0 | free: PTE clear, not in any TLB |
+//! | 1 | unused: no users, but its PTE still maps the old page and a TLB may hold it |
+//! | n ≥ 2 | mapped, with n − 1 users |
+//!
+//! A map of a page that already has a slot (count ≥ 1) takes that slot again
+//! (the page→slot map, a `heapless` index map). Otherwise the round-robin
+//! cursor looks for a free slot; when it wraps, every count-1 slot is cleared
+//! and the TLB is flushed *once* through the [`FlushPolicy`]. So a freed slot
+//! costs nothing until the pool runs round.
+//!
+//! # Capacity and waiting
+//!
+//! `in_use` counts slots with count ≥ 2; `reserved` counts mappings promised
+//! to live reservations. The pool keeps `N - in_use >= reserved` at all
+//! times, which is why a map taken from a reservation never waits: there is
+//! always a free or unused slot for it. Waiting happens in exactly one place,
+//! [`PersistentPool::reserve`], and a task can only call it while it holds no
+//! pool mapping (see [`KmapTask`](crate::KmapTask)).
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use heapless::index_map::FnvIndexMap;
+use paging_core::{
+    Entry, MapFlags, PAGE_SIZE, PagingMode, PhysFrame, PteEntry, TableAccess, TlbOps, VirtAddr,
+};
+
+use fixmap::ContiguousWindow;
+
+use crate::direct::DirectMap;
+use crate::error::KmapError;
+use crate::local::{LocalKmap, LocalMapper};
+use crate::policy::{FlushCounts, FlushPolicy, GlobalFlush};
+use crate::reserve::{Kmap, KmapTask, Reservation};
+use crate::stats::{Counters, KmapStats};
+use crate::wait::{SpinWait, WaitHook};
+
+pub(crate) struct PoolState<const N: usize> {
+    counts: [u16; N],
+    pages: [u64; N],
+    map: FnvIndexMap<u64, u16, N>,
+    cursor: usize,
+    in_use: usize,
+    reserved: usize,
+    waiters: usize,
+}
+
+/// `N` refcounted persistent kmap slots at `base`, `base + 4096`, ...
+///
+/// `M` is the paging mode, `A` reaches the window's PTE tables, `T` flushes
+/// the TLB (on SMP, every CPU's), `P` is the flush policy and `W` how tasks
+/// wait. `N` must be a power of two (as `LAST_PKMAP` is) and at most 32768.
+pub struct PersistentPool<M, A, T, P = GlobalFlush, W = SpinWait, const N: usize = 1024>
+where
+    M: PagingMode,
+{
+    base: VirtAddr,
+    window: ContiguousWindow<M>,
+    direct: DirectMap,
+    access: A,
+    tlb: T,
+    policy: P,
+    wait: W,
+    state: spin::Mutex<PoolState<N>>,
+    epoch: AtomicU32,
+    counters: Counters,
+}
+
+/// What a successful claim produced.
+pub(crate) struct Claimed {
+    pub(crate) va: VirtAddr,
+    pub(crate) slotted: bool,
+}
+
+/// How a claim may take capacity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payer {
+    /// Only if capacity is free beyond what reservations hold.
+    Unreserved,
+    /// With one of a reservation's tickets.
+    Ticket,
+}
+
+impl<M, A, T, P, W, const N: usize> PersistentPool<M, A, T, P, W, N>
+where
+    M: PagingMode,
+    A: TableAccess + Sync,
+    T: TlbOps + Sync,
+    P: FlushPolicy,
+    W: WaitHook,
+{
+    const VALID_N: () = assert!(N.is_power_of_two() && N >= 2 && N <= 32768, "pool size");
+
+    /// A pool of `N` slots from `base`, whose PTEs live in `window`.
+    ///
+    /// Fails with [`KmapError::BadLayout`] if the window does not cover every
+    /// slot.
+    pub fn new(
+        window: &ContiguousWindow<M>,
+        base: VirtAddr,
+        direct: DirectMap,
+        access: A,
+        tlb: T,
+        policy: P,
+        wait: W,
+    ) -> Result<Self, KmapError> {
+        let () = Self::VALID_N;
+        let end = base.as_u64() + N as u64 * PAGE_SIZE;
+        if !base.is_aligned(PAGE_SIZE) || !window.covers(base, end) {
+            let va = if window.contains(base) {
+                VirtAddr::new(window.end().min(u32::MAX as u64) as u32)
+            } else {
+                base
+            };
+            return Err(KmapError::BadLayout { va });
+        }
+        Ok(Self {
+            base,
+            window: window.clone(),
+            direct,
+            access,
+            tlb,
+            policy,
+            wait,
+            state: spin::Mutex::new(PoolState {
+                counts: [0; N],
+                pages: [0; N],
+                map: FnvIndexMap::new(),
+                cursor: 0,
+                in_use: 0,
+                reserved: 0,
+                waiters: 0,
+            }),
+            epoch: AtomicU32::new(0),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Number of slots.
+    pub const fn slots(&self) -> usize {
+        N
+    }
+
+    /// Address of slot 0.
+    pub fn base(&self) -> VirtAddr {
+        self.base
+    }
+
+    /// The direct-map description in use.
+    pub fn direct_map(&self) -> DirectMap {
+        self.direct
+    }
+
+    /// The flush policy.
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
+
+    /// The TLB operations the pool flushes through.
+    pub fn tlb(&self) -> &T {
+        &self.tlb
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> KmapStats {
+        self.counters.snapshot()
+    }
+
+    /// Slots with at least one user now.
+    pub fn in_use(&self) -> usize {
+        self.state.lock().in_use
+    }
+
+    /// The slot address `page` is mapped at, if it has a slot (count ≥ 1).
+    pub fn lookup(&self, frame: PhysFrame) -> Option<VirtAddr> {
+        let st = self.state.lock();
+        st.map
+            .get(&frame.number())
+            .map(|&s| self.slot_va(s as usize))
+    }
+
+    /// The count of the slot at `va` (0 free, 1 unused, n ≥ 2: n − 1 users).
+    pub fn slot_count(&self, va: VirtAddr) -> Option<u16> {
+        let i = self.slot_index(va)?;
+        Some(self.state.lock().counts[i])
+    }
+
+    /// Map `frame` if a slot is available without waiting, else
+    /// [`KmapError::Exhausted`]. Lowmem frames get their direct-map address.
+    ///
+    /// The mapping borrows `task`, so the task cannot wait for another pool
+    /// mapping while it holds this one.
+    pub fn try_map<'a>(
+        &'a self,
+        task: &'a KmapTask,
+        frame: PhysFrame,
+    ) -> Result<Kmap<'a>, KmapError> {
+        let _ = task;
+        let c = self.claim(frame, Payer::Unreserved)?;
+        Ok(Kmap::new(self, frame, c.va, c.slotted))
+    }
+
+    /// Map `frame`, waiting for a slot if none is free. The guard unmaps on
+    /// drop and borrows `task` mutably, so no second map can wait while it
+    /// lives: nested mappings go through [`reserve`](Self::reserve).
+    pub fn map<'a>(
+        &'a self,
+        task: &'a mut KmapTask,
+        frame: PhysFrame,
+    ) -> Result<Kmap<'a>, KmapError> {
+        if let Some(va) = self.direct.direct_va(frame) {
+            self.counters.add(&self.counters.direct);
+            self.counters.add(&self.counters.maps);
+            return Ok(Kmap::new(self, frame, va, false));
+        }
+        self.acquire(1, true)?;
+        match self.claim(frame, Payer::Ticket) {
+            Ok(c) => Ok(Kmap::new(self, frame, c.va, c.slotted)),
+            Err(e) => {
+                self.unreserve(1);
+                let _ = task;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reserve `k` mappings, waiting (with no pool mapping held: the task is
+    /// borrowed mutably) until `k` slots can be promised. Maps taken from
+    /// the reservation never wait.
+    pub fn reserve<'a>(
+        &'a self,
+        task: &'a mut KmapTask,
+        k: usize,
+    ) -> Result<Reservation<'a>, KmapError> {
+        let _ = task;
+        self.acquire(k, true)?;
+        Ok(Reservation::new(self, k))
+    }
+
+    /// Like [`reserve`](Self::reserve), but fail with
+    /// [`KmapError::Exhausted`] instead of waiting.
+    pub fn try_reserve<'a>(
+        &'a self,
+        task: &'a mut KmapTask,
+        k: usize,
+    ) -> Result<Reservation<'a>, KmapError> {
+        let _ = task;
+        self.acquire(k, false)?;
+        Ok(Reservation::new(self, k))
+    }
+
+    /// Unmap one use of `frame` (the C-style `kunmap`, for mappings whose
+    /// guard was turned into a raw one). Fails, changing nothing, if the
+    /// page is not mapped or has no users left.
+    pub fn kunmap_raw(&self, frame: PhysFrame) -> Result<(), KmapError> {
+        if self.direct.direct_va(frame).is_some() {
+            return Ok(());
+        }
+        let mut st = self.state.lock();
+        let slot = *st
+            .map
+            .get(&frame.number())
+            .ok_or(KmapError::NotMapped { frame })? as usize;
+        if st.counts[slot] <= 1 {
+            return Err(KmapError::DoubleUnmap { frame });
+        }
+        st.counts[slot] -= 1;
+        if st.counts[slot] == 1 {
+            st.in_use -= 1;
+            self.wake(&mut st);
+        }
+        Ok(())
+    }
+
+    /// A persistent mapping if a slot is free without waiting, else a local
+    /// one on `cpu` (Linux's `kmap_atomic` fallback for contexts that must
+    /// not sleep but prefer a shareable mapping).
+    pub fn map_nowait<'a, S: LocalMapper>(
+        &'a self,
+        task: &'a KmapTask,
+        local: &'a S,
+        cpu: usize,
+        frame: PhysFrame,
+    ) -> Result<NowaitKmap<'a>, KmapError> {
+        match self.try_map(task, frame) {
+            Ok(k) => Ok(NowaitKmap::Persistent(k)),
+            Err(KmapError::Exhausted) => local.map_local(cpu, frame).map(NowaitKmap::Local),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Promise `k` slots to a reservation, waiting if `may_wait`.
+    fn acquire(&self, k: usize, may_wait: bool) -> Result<(), KmapError> {
+        if k > N {
+            return Err(KmapError::ReservationTooLarge { asked: k, slots: N });
+        }
+        loop {
+            let mut st = self.state.lock();
+            if N - st.in_use - st.reserved >= k {
+                st.reserved += k;
+                return Ok(());
+            }
+            if !may_wait {
+                return Err(KmapError::Exhausted);
+            }
+            let seen = self.epoch.load(Ordering::Acquire);
+            st.waiters += 1;
+            drop(st);
+            self.counters.add(&self.counters.waits);
+            self.wait.wait(&self.epoch, seen);
+            self.state.lock().waiters -= 1;
+        }
+    }
+
+    /// Give back `k` promised slots.
+    pub(crate) fn unreserve(&self, k: usize) {
+        if k == 0 {
+            return;
+        }
+        let mut st = self.state.lock();
+        st.reserved -= k.min(st.reserved);
+        self.wake(&mut st);
+    }
+
+    /// Capacity came back: move the epoch on, and wake waiters if any.
+    fn wake(&self, st: &mut PoolState<N>) {
+        self.epoch.fetch_add(1, Ordering::Release);
+        if st.waiters > 0 {
+            self.wait.wake(&self.epoch);
+        }
+    }
+
+    /// Take a slot for `frame` (or reuse its slot), paying with `payer`.
+    pub(crate) fn claim(&self, frame: PhysFrame, payer: Payer) -> Result<Claimed, KmapError> {
+        if let Some(va) = self.direct.direct_va(frame) {
+            if payer == Payer::Ticket {
+                self.unreserve(1);
+            }
+            self.counters.add(&self.counters.direct);
+            self.counters.add(&self.counters.maps);
+            return Ok(Claimed { va, slotted: false });
+        }
+        let entry = self.slot_entry(frame)?;
+        let mut st = self.state.lock();
+        let pfn = frame.number();
+        if let Some(&slot) = st.map.get(&pfn) {
+            let slot = slot as usize;
+            if st.counts[slot] >= 2 {
+                // Already in use: one more user, no capacity taken.
+                st.counts[slot] += 1;
+                if payer == Payer::Ticket {
+                    st.reserved -= 1;
+                    self.wake(&mut st);
+                }
+                self.counters.add(&self.counters.hits);
+                self.counters.add(&self.counters.maps);
+                return Ok(Claimed {
+                    va: self.slot_va(slot),
+                    slotted: true,
+                });
+            }
+        }
+        match payer {
+            Payer::Ticket => st.reserved -= 1,
+            Payer::Unreserved if N - st.in_use - st.reserved == 0 => {
+                return Err(KmapError::Exhausted);
+            }
+            Payer::Unreserved => {}
+        }
+        let slot = match st.map.get(&pfn) {
+            // An unused slot that still maps this page: reuse it as is.
+            Some(&slot) => {
+                self.counters.add(&self.counters.hits);
+                slot as usize
+            }
+            None => match self.free_slot(&mut st) {
+                Some(slot) => {
+                    let pte = self.window.pte_slot(self.slot_va(slot));
+                    let table = match pte {
+                        Some(p) => self.access.table(p.table).map(|t| (t, p.index)),
+                        None => Err(paging_core::AccessError::NoSlot),
+                    };
+                    let (table, index) = match table {
+                        Ok(t) => t,
+                        Err(e) => {
+                            if payer == Payer::Ticket {
+                                st.reserved += 1;
+                            }
+                            return Err(KmapError::Access(e));
+                        }
+                    };
+                    M::Pte::store(&table, index, entry);
+                    st.pages[slot] = pfn;
+                    // Cannot fail: the map holds at most N pages, one per slot.
+                    let _ = st.map.insert(pfn, slot as u16);
+                    slot
+                }
+                None => {
+                    if payer == Payer::Ticket {
+                        st.reserved += 1;
+                    }
+                    return Err(KmapError::Exhausted);
+                }
+            },
+        };
+        st.counts[slot] = 2;
+        st.in_use += 1;
+        self.counters
+            .peak_in_use
+            .fetch_max(st.in_use as u64, Ordering::Relaxed);
+        self.counters.add(&self.counters.maps);
+        Ok(Claimed {
+            va: self.slot_va(slot),
+            slotted: true,
+        })
+    }
+
+    /// The PTE a slot mapping `frame` gets, or why it cannot be built.
+    fn slot_entry(&self, frame: PhysFrame) -> Result<M::Pte, KmapError> {
+        if !frame.start_address().fits_bits(M::MAX_PHYS_BITS) {
+            return Err(KmapError::Entry(paging_core::EntryError::PhysOutOfRange {
+                addr: frame.start_address(),
+                max_bits: M::MAX_PHYS_BITS,
+            }));
+        }
+        M::Pte::page(frame, self.policy.pte_flags() | MapFlags::PRESENT).map_err(KmapError::Entry)
+    }
+
+    /// Advance the cursor to a free slot, clearing unused slots when it wraps
+    /// (Linux's `map_new_virtual` and `flush_all_zero_pkmaps`).
+    fn free_slot(&self, st: &mut PoolState<N>) -> Option<usize> {
+        let mut left = N;
+        let mut wrapped = false;
+        loop {
+            st.cursor = (st.cursor + 1) & (N - 1);
+            if st.cursor == 0 {
+                if wrapped {
+                    return None;
+                }
+                self.clear_unused(st);
+                wrapped = true;
+                left = N;
+            }
+            if st.counts[st.cursor] == 0 {
+                return Some(st.cursor);
+            }
+            left -= 1;
+            if left == 0 && wrapped {
+                return None;
+            }
+        }
+    }
+
+    /// Clear every count-1 slot, then let the policy flush once.
+    fn clear_unused(&self, st: &mut PoolState<N>) {
+        let mut counts = FlushCounts::default();
+        let mut cleared = 0;
+        for slot in 0..N {
+            if st.counts[slot] != 1 {
+                continue;
+            }
+            let va = self.slot_va(slot);
+            let Some(pte) = self.window.pte_slot(va) else {
+                continue;
+            };
+            // A table that cannot be reached stays unused; it is retried at
+            // the next wrap and never handed out meanwhile.
+            let Ok(table) = self.access.table(pte.table) else {
+                continue;
+            };
+            let old = M::Pte::store(&table, pte.index, <M::Pte as Entry>::NONE);
+            drop(table);
+            st.counts[slot] = 0;
+            let pfn = st.pages[slot];
+            st.map.remove(&pfn);
+            cleared += 1;
+            self.policy.slot_cleared(
+                &self.tlb,
+                va,
+                old.flags().contains(MapFlags::ACCESSED),
+                &mut counts,
+            );
+        }
+        self.policy
+            .wrap_done(&self.tlb, self.base, N as u32, cleared, &mut counts);
+        self.counters.add_flushes(&counts);
+        self.counters.add(&self.counters.wraps);
+    }
+
+    fn slot_va(&self, slot: usize) -> VirtAddr {
+        VirtAddr::new(self.base.as_u32() + (slot as u32) * PAGE_SIZE as u32)
+    }
+
+    fn slot_index(&self, va: VirtAddr) -> Option<usize> {
+        let off = va.as_u32().checked_sub(self.base.as_u32())? as usize / PAGE_SIZE as usize;
+        (off < N).then_some(off)
+    }
+
+    /// Drop one user of `frame` (guards).
+    pub(crate) fn release(&self, frame: PhysFrame) {
+        if self.kunmap_raw(frame).is_err() {
+            self.counters.add(&self.counters.release_errors);
+        }
+    }
+}
+
+/// A mapping from [`PersistentPool::map_nowait`].
+#[derive(Debug)]
+#[must_use = "dropping the guard unmaps the page immediately"]
+pub enum NowaitKmap<'a> {
+    /// A persistent slot (or the direct map).
+    Persistent(Kmap<'a>),
+    /// A local slot: unmap in LIFO order with the CPU's other local maps.
+    Local(LocalKmap<'a>),
+}
+
+impl NowaitKmap<'_> {
+    /// Where the page is mapped.
+    pub fn va(&self) -> VirtAddr {
+        match self {
+            Self::Persistent(k) => k.va(),
+            Self::Local(k) => k.va(),
+        }
+    }
+}
+
+/// What guards and reservations need from a pool, without its type
+/// parameters.
+pub(crate) trait PoolOps: Sync {
+    fn claim_dyn(&self, frame: PhysFrame, payer: Payer) -> Result<Claimed, KmapError>;
+    fn release_dyn(&self, frame: PhysFrame);
+    fn unreserve_dyn(&self, k: usize);
+}
+
+impl<M, A, T, P, W, const N: usize> PoolOps for PersistentPool<M, A, T, P, W, N>
+where
+    M: PagingMode,
+    A: TableAccess + Sync,
+    T: TlbOps + Sync,
+    P: FlushPolicy,
+    W: WaitHook,
+{
+    fn claim_dyn(&self, frame: PhysFrame, payer: Payer) -> Result<Claimed, KmapError> {
+        self.claim(frame, payer)
+    }
+    fn release_dyn(&self, frame: PhysFrame) {
+        self.release(frame)
+    }
+    fn unreserve_dyn(&self, k: usize) {
+        self.unreserve(k)
+    }
+}

@@ -1,0 +1,78 @@
+//! Counters every pool keeps.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::policy::FlushCounts;
+
+/// A snapshot of a persistent pool's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KmapStats {
+    /// Successful maps, of every kind.
+    pub maps: u64,
+    /// Maps that reused a slot already holding the page.
+    pub hits: u64,
+    /// Maps of lowmem pages answered from the direct map (no slot).
+    pub direct: u64,
+    /// Times a task waited for capacity.
+    pub waits: u64,
+    /// Times the cursor wrapped and stale slots were cleared.
+    pub wraps: u64,
+    /// Flushes by kind (and avoided ones).
+    pub flushes: FlushCounts,
+    /// Most slots in use at once.
+    pub peak_in_use: u64,
+    /// Guard drops whose unmap failed (a raw unmap had already removed the
+    /// mapping); each is also reported as a typed error by the raw call.
+    pub release_errors: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) maps: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) direct: AtomicU64,
+    pub(crate) waits: AtomicU64,
+    pub(crate) wraps: AtomicU64,
+    pub(crate) pages: AtomicU64,
+    pub(crate) ranges: AtomicU64,
+    pub(crate) globals: AtomicU64,
+    pub(crate) avoided: AtomicU64,
+    pub(crate) peak_in_use: AtomicU64,
+    pub(crate) release_errors: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn add(&self, c: &AtomicU64) {
+        bump(c, 1);
+    }
+
+    pub(crate) fn add_flushes(&self, f: &FlushCounts) {
+        bump(&self.pages, f.pages);
+        bump(&self.ranges, f.ranges);
+        bump(&self.globals, f.globals);
+        bump(&self.avoided, f.avoided);
+    }
+
+    pub(crate) fn snapshot(&self) -> KmapStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        KmapStats {
+            maps: get(&self.maps),
+            hits: get(&self.hits),
+            direct: get(&self.direct),
+            waits: get(&self.waits),
+            wraps: get(&self.wraps),
+            flushes: FlushCounts {
+                pages: get(&self.pages),
+                ranges: get(&self.ranges),
+                globals: get(&self.globals),
+                avoided: get(&self.avoided),
+            },
+            peak_in_use: get(&self.peak_in_use),
+            release_errors: get(&self.release_errors),
+        }
+    }
+}
