@@ -1,1 +1,238 @@
 //! The real x86 instructions (32-bit targets only).
+//!
+//! Small wrappers around the privileged instructions paging needs: control
+//! registers, MSRs, `invlpg`, and `cpuid`, plus [`NativeTlb`], the
+//! [`TlbOps`] of a bare-metal uniprocessor kernel.
+//!
+//! Reading a register and invalidating TLB entries cannot break memory
+//! safety, so those wrappers are safe functions. They still need CPL 0: run
+//! in ring 3 (a user-space test, for example) they raise #GP. Writing a
+//! control register or an MSR changes how every later memory access is
+//! translated, so those are `unsafe fn`s.
+
+use core::arch::asm;
+
+use crate::addr::VirtAddr;
+use crate::flush::TlbOps;
+
+/// CR0.WP (bit 16): supervisor writes honour read-only pages.
+pub const CR0_WP: u32 = 1 << 16;
+/// CR0.PG (bit 31): paging enabled.
+pub const CR0_PG: u32 = 1 << 31;
+
+/// CR4.PSE (bit 4): 4 MiB pages in 2-level paging.
+pub const CR4_PSE: u32 = 1 << 4;
+/// CR4.PAE (bit 5): PAE paging (64-bit entries) when CR0.PG is set.
+pub const CR4_PAE: u32 = 1 << 5;
+/// CR4.PGE (bit 7): global pages survive CR3 reloads.
+pub const CR4_PGE: u32 = 1 << 7;
+
+/// The IA32_EFER model-specific register.
+pub const IA32_EFER: u32 = 0xC000_0080;
+/// IA32_EFER.NXE (bit 11): bit 63 of PAE entries is XD instead of reserved.
+pub const EFER_NXE: u64 = 1 << 11;
+
+/// Read CR0.
+pub fn read_cr0() -> u32 {
+    let value: u32;
+    // SAFETY: reading CR0 has no side effect on memory or flags.
+    unsafe { asm!("mov {}, cr0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Write CR0.
+///
+/// # Safety
+/// The new value must describe a state the running code survives: enabling
+/// paging (PG) needs CR3 to point at tables that map the currently executing
+/// code, its stack and its data at their current addresses; clearing WP lets
+/// the kernel write through read-only mappings.
+pub unsafe fn write_cr0(value: u32) {
+    // SAFETY: the caller upholds the contract above. No `nomem`: the write
+    // must stay ordered with the memory accesses around it.
+    unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Read CR3 (the physical address of the current PGD, plus PWT/PCD).
+pub fn read_cr3() -> u32 {
+    let value: u32;
+    // SAFETY: reading CR3 has no side effect on memory or flags.
+    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Write CR3: switch to another hierarchy and flush every non-global TLB
+/// entry (in PAE mode, also re-read the four PDPTEs).
+///
+/// # Safety
+/// `value` must hold the physical address of a valid PGD (page directory or
+/// PAE PDPT) for the current mode, whose tables map the executing code, its
+/// stack and every piece of memory the kernel goes on to use. In PAE mode,
+/// the PDPTEs must not have reserved bits set (the load raises #GP).
+pub unsafe fn write_cr3(value: u32) {
+    // SAFETY: the caller upholds the contract above; no `nomem`, so table
+    // writes made before it are not moved past it.
+    unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Read CR4.
+pub fn read_cr4() -> u32 {
+    let value: u32;
+    // SAFETY: reading CR4 has no side effect on memory or flags.
+    unsafe { asm!("mov {}, cr4", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Write CR4.
+///
+/// # Safety
+/// Changing PAE or PSE while paging is on changes how every entry is read:
+/// the tables must be valid for the new format. Setting a bit the CPU does
+/// not support raises #GP.
+pub unsafe fn write_cr4(value: u32) {
+    // SAFETY: the caller upholds the contract above.
+    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Read the model-specific register `msr`.
+///
+/// # Safety
+/// The MSR must exist on this CPU (else #GP), and reading it must not have a
+/// side effect the caller is not prepared for (some MSRs clear on read).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller promised the MSR exists and may be read.
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi,
+            options(nomem, nostack, preserves_flags));
+    }
+    (hi as u64) << 32 | lo as u64
+}
+
+/// Write the model-specific register `msr`.
+///
+/// # Safety
+/// The MSR must exist and accept `value` (else #GP), and the new setting must
+/// be one the running code is prepared for (for example clearing
+/// EFER.NXE while entries carry XD makes those entries reserved-bit faults).
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller upholds the contract above.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+            options(nostack, preserves_flags));
+    }
+}
+
+/// The four registers `cpuid` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuidResult {
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+}
+
+/// Run `cpuid` with EAX = `leaf` and ECX = `subleaf`.
+///
+/// Every CPU this crate targets (i586 and later) has `cpuid`. A leaf above
+/// the CPU's maximum returns the data of its highest basic leaf, so check
+/// leaf 0 (or 0x8000_0000 for extended leaves) first.
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    let (eax, ebx, ecx, edx);
+    // SAFETY: `cpuid` only writes the four named registers. On x86-32, EBX
+    // may be an operand (LLVM reserves ESI, not EBX, as its base pointer).
+    unsafe {
+        asm!("cpuid", inout("eax") leaf => eax, out("ebx") ebx, inout("ecx") subleaf => ecx,
+            out("edx") edx, options(nomem, nostack, preserves_flags));
+    }
+    CpuidResult { eax, ebx, ecx, edx }
+}
+
+/// CPUID.1:EDX.PSE (bit 3): 4 MiB pages in 2-level paging.
+pub const CPUID_1_EDX_PSE: u32 = 1 << 3;
+/// CPUID.1:EDX.PAE (bit 6): PAE paging.
+pub const CPUID_1_EDX_PAE: u32 = 1 << 6;
+/// CPUID.1:EDX.PGE (bit 13): global pages.
+pub const CPUID_1_EDX_PGE: u32 = 1 << 13;
+/// CPUID.80000001H:EDX.NX (bit 20): the XD bit and EFER.NXE.
+pub const CPUID_80000001_EDX_NX: u32 = 1 << 20;
+
+/// CPUID.1:EDX, the basic feature flags (PSE, PAE, PGE, ...).
+pub fn basic_features() -> u32 {
+    cpuid(1, 0).edx
+}
+
+/// Whether the CPU has the XD bit (CPUID.80000001H:EDX bit 20).
+pub fn has_nx() -> bool {
+    cpuid(0x8000_0000, 0).eax >= 0x8000_0001
+        && cpuid(0x8000_0001, 0).edx & CPUID_80000001_EDX_NX != 0
+}
+
+/// Invalidate the TLB entries (global ones included) and the
+/// paging-structure-cache entries for the page containing `va`.
+pub fn invlpg(va: VirtAddr) {
+    // SAFETY: `invlpg` only drops cached translations; the next access
+    // re-walks the tables. No `nomem`: table writes before it stay before it.
+    unsafe { asm!("invlpg [{}]", in(reg) va.as_u32(), options(nostack, preserves_flags)) };
+}
+
+/// EFLAGS.IF (bit 9).
+const EFLAGS_IF: u32 = 1 << 9;
+
+/// Run `f` with maskable interrupts disabled, restoring IF afterwards.
+fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let flags: u32;
+    // SAFETY: saves EFLAGS through the stack (balanced push/pop) and clears
+    // IF; the previous IF is restored below.
+    unsafe { asm!("pushfd", "pop {}", "cli", out(reg) flags, options(nomem)) };
+    let result = f();
+    if flags & EFLAGS_IF != 0 {
+        // SAFETY: interrupts were enabled on entry; this re-enables them.
+        unsafe { asm!("sti", options(nomem, nostack)) };
+    }
+    result
+}
+
+/// The TLB of the CPU this code runs on: `invlpg`, a CR3 reload, and a
+/// CR4.PGE toggle.
+///
+/// This is the uniprocessor implementation. A multiprocessor kernel wraps it
+/// with shootdown IPIs to the other CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NativeTlb;
+
+impl TlbOps for NativeTlb {
+    fn flush_page(&self, va: VirtAddr) {
+        invlpg(va);
+    }
+
+    fn flush_all(&self) {
+        // SAFETY: reloading the value CR3 already holds keeps the same
+        // hierarchy; the only effect is the flush (and a PDPTE re-read,
+        // which is the point in PAE mode).
+        unsafe { write_cr3(read_cr3()) };
+    }
+
+    fn flush_everything(&self) {
+        without_interrupts(|| {
+            let cr4 = read_cr4();
+            if cr4 & CR4_PGE != 0 {
+                // SAFETY: clearing and restoring PGE only flushes the TLB,
+                // global entries included (SDM 4.10.4.1); interrupts are off
+                // so nothing runs between the two writes.
+                unsafe {
+                    write_cr4(cr4 & !CR4_PGE);
+                    write_cr4(cr4);
+                }
+            } else {
+                // SAFETY: as in `flush_all`: same CR3, only a flush. Without
+                // PGE there are no global entries for it to miss.
+                unsafe { write_cr3(read_cr3()) };
+            }
+        });
+    }
+}

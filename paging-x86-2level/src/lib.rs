@@ -1,2 +1,21 @@
-//! Classic 32-bit i386 paging backend for paging-core: 1024x1024 tables, 4 MiB PSE pages, global pages
+#![doc = include_str!("../README.md")]
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod bits;
+mod cr3;
+mod enable;
+mod mode;
+mod pde;
+mod pte;
+mod write;
+
+pub use bits::{PdeBits, PteBits};
+pub use cr3::{Cr3, Cr3Error, Cr3Flags};
+pub use enable::{EnableError, Features};
+#[cfg(target_arch = "x86")]
+pub use enable::{enable_paging, supported_features};
+pub use mode::TwoLevel;
+pub use pde::Pde;
+pub use pte::Pte;

@@ -1,0 +1,60 @@
+//! Tear-free replacement of a 64-bit entry by a 32-bit CPU.
+//!
+//! An i586 writes a 64-bit entry as two 32-bit stores, and the MMU of
+//! another CPU (or this one, speculatively) may walk the table between them.
+//! The MMU must never see a *present* entry whose address is half old, half
+//! new: it would translate to memory nobody mapped. P lives in the low half,
+//! so the order of the two stores decides what the MMU can see:
+//!
+//! | old | new | writes | what the MMU can see |
+//! |---|---|---|---|
+//! | not present | present | high half, then low half (P last) | old (not present), then new |
+//! | present | not present | low half first (`xchg`, P goes to 0), then high | old, then not present |
+//! | present | present | one `cmpxchg8b` (`swap64`) | old, then new |
+//! | not present | not present | any order | never present |
+//!
+//! Replacing a present entry with another present one cannot be split
+//! safely in any order (both halves may differ), so it is one atomic 64-bit
+//! exchange. Wherever the old entry was present, the value returned comes
+//! from an atomic exchange: Accessed/Dirty bits the MMU set after our first
+//! read are returned, not lost. A/D live in the low half; the MMU never
+//! writes the high half.
+//!
+//! Like every entry write, this assumes one software writer per entry at a
+//! time (the caller holds the page-table lock); the only concurrent writer
+//! is the MMU, which only sets A/D in present entries.
+
+use paging_core::RawTable;
+
+/// P, bit 0 of every PAE entry.
+const PRESENT: u64 = 1;
+
+/// Write `new` into 64-bit entry `index` of `table` in the order above, and
+/// return the previous value.
+pub(crate) fn store<T: RawTable + ?Sized>(table: &T, index: usize, new: u64) -> u64 {
+    let lo_word = 2 * index;
+    let hi_word = 2 * index + 1;
+    let (new_lo, new_hi) = (new as u32, (new >> 32) as u32);
+    let old = table.load64(index);
+    match (old & PRESENT != 0, new & PRESENT != 0) {
+        (true, true) => table.swap64(index, new),
+        (false, true) => {
+            // The entry stays not present until the low half lands.
+            table.store32(hi_word, new_hi);
+            table.store32(lo_word, new_lo);
+            old
+        }
+        (true, false) => {
+            // P drops with the first store; the exchange returns the low
+            // half with whatever A/D the MMU set up to that instant.
+            let old_lo = table.swap32(lo_word, new_lo);
+            table.store32(hi_word, new_hi);
+            old & !0xFFFF_FFFF | old_lo as u64
+        }
+        (false, false) => {
+            table.store32(lo_word, new_lo);
+            table.store32(hi_word, new_hi);
+            old
+        }
+    }
+}
