@@ -58,11 +58,20 @@ impl Translation {
 ///
 /// This is the read-only half of the mapper: the generic walk that serves
 /// both formats.
-#[derive(Debug)]
 pub struct Walker<M: PagingMode, A> {
     root: PhysAddr,
     access: A,
     _mode: PhantomData<M>,
+}
+
+impl<M: PagingMode, A: core::fmt::Debug> core::fmt::Debug for Walker<M, A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Walker")
+            .field("mode", &M::NAME)
+            .field("root", &self.root)
+            .field("access", &self.access)
+            .finish()
+    }
 }
 
 /// Every entry a walk visited for one virtual address.

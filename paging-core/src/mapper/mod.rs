@@ -37,11 +37,22 @@ use crate::walk::{Slot, Translation, Walk, Walker};
 ///
 /// `M` is the paging mode (a backend), `A` how tables are reached, `H` the
 /// table-lifecycle hooks ([`NativeHooks`] by default).
-#[derive(Debug)]
 pub struct Mapper<M: PagingMode, A: TableAccess, H: TableHooks = NativeHooks> {
     walker: Walker<M, A>,
     hooks: H,
     pte_zone: Zone,
+}
+
+impl<M: PagingMode, A: TableAccess + core::fmt::Debug, H: TableHooks + core::fmt::Debug>
+    core::fmt::Debug for Mapper<M, A, H>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Mapper")
+            .field("walker", &self.walker)
+            .field("hooks", &self.hooks)
+            .field("pte_zone", &self.pte_zone)
+            .finish()
+    }
 }
 
 impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
