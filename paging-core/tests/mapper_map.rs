@@ -29,7 +29,7 @@ fn map_translate_unmap<M: ModeUnderTest>() {
     // One PTE table (2-level), or a PMD and a PTE table (PAE).
     let tables = if M::PMD_FOLDED { 1 } else { 2 };
     assert_eq!(rig.alloc.live(), live + tables);
-    assert_eq!(rig.hw(va(0xC012_3abc)), Ok(pa(0x7_5abc)));
+    assert_eq!(rig.hw(va(0xC012_3ABC)), Ok(pa(0x7_5ABC)));
     // Writes work (and set Dirty), user access does not.
     rig.mmu.write_u32(va(0xC012_3000), 0xfeed_f00d).unwrap();
     assert_eq!(rig.ram.read_u32(pa(0x7_5000)).unwrap(), 0xfeed_f00d);

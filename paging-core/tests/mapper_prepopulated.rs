@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use mapper_support::{ModeUnderTest, Rig, frame, pa, va};
 use paging_core::sim::{Mmu, SimAccess};
 use paging_core::{
-    Entry, Error, ErrorKind, InstallError, LargePages, Level, MapFlags, Mapper, Page, PagingMode,
-    PhysFrame, PmdEntry, PteEntry, TableHooks,
+    Entry, Error, ErrorKind, InstallError, LargePages, Level, MapFlags, Mapper, Page, PhysFrame,
+    PmdEntry, PteEntry, TableHooks,
 };
 
 fn page(x: u32) -> Page {
@@ -19,10 +19,7 @@ fn page(x: u32) -> Page {
 }
 
 /// Write raw entry `index` of the table in `table` (a "foreign" writer).
-fn poke<M: PagingMode>(rig: &Rig<M>, table: PhysFrame, index: usize, raw: u64)
-where
-    M: ModeUnderTest,
-{
+fn poke<M: ModeUnderTest>(rig: &Rig<M>, table: PhysFrame, index: usize, raw: u64) {
     let addr = pa(table.start_address().as_u64() + (index * M::ENTRY_BYTES) as u64);
     if M::ENTRY_BYTES == 4 {
         rig.ram.write_u32(addr, raw as u32).unwrap();
