@@ -1,0 +1,96 @@
+//! Double faults run as a separate hardware task.
+//!
+//! Entry 8 of the IDT is a task gate naming [`gdt::DOUBLE_FAULT_TSS`]. On a
+//! double fault the CPU saves the interrupted state into the main TSS and
+//! loads the double-fault TSS: a fresh stack, the same CR3 and
+//! `double_fault_task_entry` as EIP. So the handler runs even when the fault
+//! was the kernel stack running into its guard page, and it can print the
+//! interrupted state instead of letting the CPU triple-fault.
+
+use crate::gdt;
+use crate::tss::TaskStateSegment;
+use crate::{cpu, io, println};
+
+/// Bytes of the double-fault task's stack.
+const STACK_SIZE: usize = 16 << 10;
+
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+
+/// Stack of the double-fault task.
+static mut STACK: Stack = Stack([0; STACK_SIZE]);
+/// TSS of the main (only) kernel task; the CPU saves into it on a task switch.
+static mut MAIN_TASK: TaskStateSegment = TaskStateSegment::empty();
+/// TSS of the double-fault task.
+static mut DOUBLE_FAULT_TASK: TaskStateSegment = TaskStateSegment::empty();
+
+core::arch::global_asm!(
+    r#"
+    .section .text, "ax"
+    .global double_fault_task_entry
+double_fault_task_entry:
+    // The CPU pushed the error code (always 0) onto this task's stack.
+    call double_fault_handler
+2:
+    cli
+    hlt
+    jmp 2b
+    "#
+);
+
+unsafe extern "C" {
+    /// Entry of the double-fault task (assembly above).
+    fn double_fault_task_entry();
+}
+
+/// Fills in the double-fault task (stack, CR3, entry) and returns the
+/// `(main, double_fault)` TSS addresses for the GDT.
+///
+/// # Safety
+/// Call once, on the boot CPU with interrupts disabled, after paging is set
+/// up (the current CR3 is copied into the task).
+pub unsafe fn prepare_tasks() -> (*const TaskStateSegment, *const TaskStateSegment) {
+    let stack_top = (&raw mut STACK as usize + STACK_SIZE) as u32;
+    let data = u32::from(gdt::KERNEL_DATA);
+    let task = TaskStateSegment {
+        cr3: cpu::cr3(),
+        eip: double_fault_task_entry as *const () as usize as u32,
+        eflags: 0x2, // reserved bit 1; interrupts off
+        esp: stack_top,
+        cs: u32::from(gdt::KERNEL_CODE),
+        ss: data,
+        ds: data,
+        es: data,
+        fs: data,
+        gs: data,
+        ..TaskStateSegment::empty()
+    };
+    // SAFETY: single CPU, interrupts off, and the TSSs are not yet in the
+    // GDT, so the CPU cannot be using them.
+    unsafe { (&raw mut DOUBLE_FAULT_TASK).write(task) };
+    (&raw const MAIN_TASK, &raw const DOUBLE_FAULT_TASK)
+}
+
+/// Runs on the double-fault task's stack; reports and stops QEMU.
+#[unsafe(no_mangle)]
+extern "C" fn double_fault_handler(error_code: u32) -> ! {
+    // SAFETY: the CPU finished writing the interrupted state into the main
+    // TSS before switching here; nothing else writes it.
+    let saved = unsafe { (&raw const MAIN_TASK).read_volatile() };
+    println!();
+    println!("DOUBLE FAULT (error code {error_code:#x}), handled on the double-fault task's stack");
+    println!(
+        "  interrupted: EIP {:#010x}  ESP {:#010x}  EBP {:#010x}  EFLAGS {:#010x}",
+        saved.eip, saved.esp, saved.ebp, saved.eflags
+    );
+    println!(
+        "  EAX {:#010x}  EBX {:#010x}  ECX {:#010x}  EDX {:#010x}  ESI {:#010x}  EDI {:#010x}",
+        saved.eax, saved.ebx, saved.ecx, saved.edx, saved.esi, saved.edi
+    );
+    println!(
+        "  CR2 {:#010x} (last page-fault address)  CR3 {:#010x}",
+        cpu::cr2(),
+        cpu::cr3()
+    );
+    io::exit_qemu(false)
+}

@@ -1,0 +1,210 @@
+//! CPU exception entry stubs and their Rust dispatcher.
+//!
+//! Each stub pushes a dummy error code (for vectors where the CPU pushes
+//! none) and its vector number, then the common path saves the general
+//! registers (`pushad`) and calls [`exception_dispatch`] with a pointer to
+//! the resulting [`ExceptionFrame`]. If the dispatcher returns, the stub
+//! restores the (possibly edited) frame and `iretd`s.
+//!
+//! A page fault armed by [`crate::fault_probe`] resumes at the probe's
+//! recovery address; every other exception is reported and ends the run.
+
+use crate::{cpu, fault_probe, io, println};
+
+/// Vector of the page-fault exception.
+const PAGE_FAULT: u32 = 14;
+
+/// State saved on the stack by a stub, lowest address first.
+#[derive(Debug)]
+#[repr(C)]
+pub struct ExceptionFrame {
+    /// EDI (from `pushad`).
+    pub edi: u32,
+    /// ESI.
+    pub esi: u32,
+    /// EBP.
+    pub ebp: u32,
+    /// ESP at the `pushad` (ignored by `popad`); see [`Self::interrupted_esp`].
+    pub esp: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// EDX.
+    pub edx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EAX.
+    pub eax: u32,
+    /// Exception vector.
+    pub vector: u32,
+    /// Error code pushed by the CPU, or 0.
+    pub error_code: u32,
+    /// Faulting (or next) instruction; `iretd` resumes here.
+    pub eip: u32,
+    /// Code segment.
+    pub cs: u32,
+    /// Flags.
+    pub eflags: u32,
+}
+
+impl ExceptionFrame {
+    /// Stack pointer of the interrupted code (same privilege level: the CPU
+    /// pushed EFLAGS, CS and EIP, the stub the error code and vector).
+    pub fn interrupted_esp(&self) -> u32 {
+        self.esp.wrapping_add(5 * 4)
+    }
+}
+
+core::arch::global_asm!(
+    r#"
+    .macro EXC_NOERR n
+exception_stub_\n:
+    push 0
+    push \n
+    jmp exception_common
+    .endm
+    .macro EXC_ERR n
+exception_stub_\n:
+    push \n
+    jmp exception_common
+    .endm
+
+    .section .text, "ax"
+exception_common:
+    pushad
+    cld
+    push esp
+    call exception_dispatch
+    add esp, 4
+    popad
+    add esp, 8
+    iretd
+
+    EXC_NOERR 0
+    EXC_NOERR 1
+    EXC_NOERR 2
+    EXC_NOERR 3
+    EXC_NOERR 4
+    EXC_NOERR 5
+    EXC_NOERR 6
+    EXC_NOERR 7
+    EXC_ERR 8
+    EXC_NOERR 9
+    EXC_ERR 10
+    EXC_ERR 11
+    EXC_ERR 12
+    EXC_ERR 13
+    EXC_ERR 14
+    EXC_NOERR 15
+    EXC_NOERR 16
+    EXC_ERR 17
+    EXC_NOERR 18
+    EXC_NOERR 19
+    EXC_NOERR 20
+    EXC_ERR 21
+    EXC_NOERR 22
+    EXC_NOERR 23
+    EXC_NOERR 24
+    EXC_NOERR 25
+    EXC_NOERR 26
+    EXC_NOERR 27
+    EXC_NOERR 28
+    EXC_ERR 29
+    EXC_ERR 30
+    EXC_NOERR 31
+
+    .section .rodata, "a"
+    .p2align 2
+    .global exception_stub_table
+exception_stub_table:
+    .long exception_stub_0, exception_stub_1, exception_stub_2, exception_stub_3
+    .long exception_stub_4, exception_stub_5, exception_stub_6, exception_stub_7
+    .long exception_stub_8, exception_stub_9, exception_stub_10, exception_stub_11
+    .long exception_stub_12, exception_stub_13, exception_stub_14, exception_stub_15
+    .long exception_stub_16, exception_stub_17, exception_stub_18, exception_stub_19
+    .long exception_stub_20, exception_stub_21, exception_stub_22, exception_stub_23
+    .long exception_stub_24, exception_stub_25, exception_stub_26, exception_stub_27
+    .long exception_stub_28, exception_stub_29, exception_stub_30, exception_stub_31
+    "#
+);
+
+unsafe extern "C" {
+    /// Addresses of the 32 exception stubs (assembly above).
+    static exception_stub_table: [u32; 32];
+}
+
+/// Addresses of the stubs for vectors 0..32.
+pub fn stubs() -> &'static [u32; 32] {
+    // SAFETY: the table is initialised read-only data emitted above.
+    unsafe { &exception_stub_table }
+}
+
+/// Short name of an exception vector.
+fn name(vector: u32) -> &'static str {
+    const NAMES: [&str; 22] = [
+        "divide error",
+        "debug",
+        "NMI",
+        "breakpoint",
+        "overflow",
+        "BOUND range exceeded",
+        "invalid opcode",
+        "device not available",
+        "double fault",
+        "coprocessor segment overrun",
+        "invalid TSS",
+        "segment not present",
+        "stack-segment fault",
+        "general protection",
+        "page fault",
+        "reserved",
+        "x87 floating-point error",
+        "alignment check",
+        "machine check",
+        "SIMD floating-point error",
+        "virtualization exception",
+        "control protection",
+    ];
+    NAMES.get(vector as usize).copied().unwrap_or("reserved")
+}
+
+/// Called by `exception_common` with the saved state.
+#[unsafe(no_mangle)]
+extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
+    if frame.vector == PAGE_FAULT {
+        let address = cpu::cr2();
+        if let Some(resume) = fault_probe::catch(address, frame.error_code, frame.eip) {
+            frame.eip = resume;
+            return;
+        }
+        println!();
+        println!(
+            "PAGE FAULT at EIP {:#010x}: address (CR2) {:#010x}, error code {:#x} ({})",
+            frame.eip,
+            address,
+            frame.error_code,
+            fault_probe::ErrorCode(frame.error_code)
+        );
+    } else {
+        println!();
+        println!(
+            "EXCEPTION {} ({}) at EIP {:#010x}, error code {:#x}",
+            frame.vector,
+            name(frame.vector),
+            frame.eip,
+            frame.error_code
+        );
+    }
+    println!(
+        "  EAX {:#010x}  EBX {:#010x}  ECX {:#010x}  EDX {:#010x}",
+        frame.eax, frame.ebx, frame.ecx, frame.edx
+    );
+    println!(
+        "  ESI {:#010x}  EDI {:#010x}  EBP {:#010x}  ESP {:#010x}  EFLAGS {:#010x}",
+        frame.esi,
+        frame.edi,
+        frame.ebp,
+        frame.interrupted_esp(),
+        frame.eflags
+    );
+    io::exit_qemu(false)
+}

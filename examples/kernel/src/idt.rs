@@ -1,0 +1,56 @@
+//! The interrupt descriptor table: an interrupt gate for every CPU exception
+//! (dispatched by [`crate::exceptions`]) except the double fault, whose entry
+//! is a task gate to the double-fault task ([`crate::double_fault`]).
+
+use core::arch::asm;
+
+use crate::exceptions;
+use crate::gdt::{self, DescriptorTablePointer};
+
+/// Vector of the double-fault exception.
+const DOUBLE_FAULT_VECTOR: usize = 8;
+/// Present, ring 0, 32-bit interrupt gate (clears IF on entry).
+const INTERRUPT_GATE: u64 = 0x8E;
+/// Present, ring 0, task gate.
+const TASK_GATE: u64 = 0x85;
+
+/// The table (256 gates; vectors without a gate stay not-present).
+static mut IDT: [u64; 256] = [0; 256];
+
+fn interrupt_gate(handler: u32) -> u64 {
+    let handler = u64::from(handler);
+    (handler & 0xFFFF)
+        | (u64::from(gdt::KERNEL_CODE) << 16)
+        | (INTERRUPT_GATE << 40)
+        | ((handler >> 16) << 48)
+}
+
+fn task_gate(tss_selector: u16) -> u64 {
+    (u64::from(tss_selector) << 16) | (TASK_GATE << 40)
+}
+
+/// Fills and loads the IDT.
+///
+/// # Safety
+/// Call once on the boot CPU with interrupts disabled, after [`gdt::init`]
+/// (the gates name its selectors).
+pub unsafe fn init() {
+    let idt = &raw mut IDT;
+    for (vector, stub) in exceptions::stubs().iter().enumerate() {
+        let gate = if vector == DOUBLE_FAULT_VECTOR {
+            task_gate(gdt::DOUBLE_FAULT_TSS)
+        } else {
+            interrupt_gate(*stub)
+        };
+        // SAFETY: single CPU, interrupts off, the IDT is not loaded yet.
+        unsafe { (*idt)[vector] = gate };
+    }
+    let pointer = DescriptorTablePointer {
+        limit: (size_of::<[u64; 256]>() - 1) as u16,
+        base: idt as usize as u32,
+    };
+    // SAFETY: every present gate points at a valid stub or TSS.
+    unsafe {
+        asm!("lidt [{}]", in(reg) &raw const pointer, options(readonly, nostack, preserves_flags))
+    };
+}

@@ -1,0 +1,114 @@
+//! Tests that the boot page tables protect what they should and that the
+//! page-fault handler reports faults precisely (CR2 and error code).
+
+use crate::fault_probe::{self, ErrorCode, PageFault};
+use crate::layout;
+use crate::test::TestResult;
+use crate::{BootContext, ensure, fail};
+
+/// An address above the boot window, which the boot tables leave unmapped.
+const UNMAPPED: usize = 0xE000_0000;
+/// Value of `ro_probe_word` (assembly below).
+const RO_PROBE_VALUE: u32 = 0x5EED_1234;
+
+core::arch::global_asm!(
+    r#"
+    .section .rodata.ro_probe, "a"
+    .p2align 2
+    .global ro_probe_word
+ro_probe_word:
+    .long {value}
+    "#,
+    value = const RO_PROBE_VALUE,
+);
+
+unsafe extern "C" {
+    /// A word in `.rodata` that no Rust code reads through a reference.
+    static ro_probe_word: u32;
+}
+
+/// Checks that reading `address` faults with exactly `error_code` and CR2 =
+/// `address`, at an instruction inside the kernel.
+fn expect_read_fault(address: usize, error_code: u32) -> TestResult {
+    // SAFETY: if `address` is (wrongly) mapped, it is kernel RAM in the boot
+    // window or nothing at all (no MMIO is mapped), so a read is harmless.
+    let result = unsafe { fault_probe::read_u32(address) };
+    let fault = match result {
+        Ok(value) => fail!("read of {address:#x} succeeded (value {value:#x})"),
+        Err(fault) => fault,
+    };
+    check_fault(fault, address, error_code)
+}
+
+fn check_fault(fault: PageFault, address: usize, error_code: u32) -> TestResult {
+    ensure!(
+        fault.address as usize == address,
+        "CR2 {:#x}, expected {address:#x}",
+        fault.address
+    );
+    ensure!(
+        fault.error_code == ErrorCode(error_code),
+        "error code {:#x} ({}), expected {error_code:#x} ({})",
+        fault.error_code.0,
+        fault.error_code,
+        ErrorCode(error_code)
+    );
+    let text = layout::read_only();
+    ensure!(
+        text.contains(&(fault.eip as usize)),
+        "faulting EIP {:#x} is outside the kernel text",
+        fault.eip
+    );
+    Ok(())
+}
+
+pub fn read_of_unmapped_address_faults_not_present(_: &BootContext) -> TestResult {
+    // Not present, read, supervisor: error code 0.
+    expect_read_fault(UNMAPPED, 0)?;
+    expect_read_fault(UNMAPPED + 0x1234, 0)
+}
+
+pub fn low_identity_mapping_is_gone(_: &BootContext) -> TestResult {
+    // The boot code identity-mapped the kernel for the jump to the higher
+    // half and removed that mapping before calling kmain.
+    expect_read_fault(layout::kernel_image_phys().start, 0)
+}
+
+pub fn stack_guard_page_is_unmapped(_: &BootContext) -> TestResult {
+    let guard = layout::stack_guard_page();
+    expect_read_fault(guard.start, 0)?;
+    expect_read_fault(guard.end - 4, 0)?;
+    // The stack itself, just above the guard, is mapped.
+    let stack_bottom = layout::boot_stack().start;
+    // SAFETY: the lowest stack word is ordinary kernel RAM.
+    let read = unsafe { fault_probe::read_u32(stack_bottom) };
+    ensure!(
+        read.is_ok(),
+        "bottom of the boot stack unreadable: {read:?}"
+    );
+    Ok(())
+}
+
+pub fn write_to_read_only_kernel_page_faults(_: &BootContext) -> TestResult {
+    let address = &raw const ro_probe_word as usize;
+    ensure!(
+        layout::read_only().contains(&address),
+        "probe word {address:#x} is not in the read-only range"
+    );
+    // SAFETY: `ro_probe_word` is never read through a Rust reference, so
+    // even a (wrongly) successful write would not break any Rust invariant.
+    let result = unsafe { fault_probe::write_u32(address, !RO_PROBE_VALUE) };
+    let fault = match result {
+        Ok(()) => fail!("write to read-only {address:#x} succeeded"),
+        Err(fault) => fault,
+    };
+    // Present (protection violation), write, supervisor.
+    check_fault(fault, address, ErrorCode::PRESENT | ErrorCode::WRITE)?;
+    // SAFETY: reading the probe word is a plain RAM read.
+    let value = unsafe { fault_probe::read_u32(address) };
+    ensure!(
+        value == Ok(RO_PROBE_VALUE),
+        "probe word changed to {value:?}"
+    );
+    Ok(())
+}

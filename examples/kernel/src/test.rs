@@ -1,0 +1,100 @@
+//! A tiny self-test runner.
+//!
+//! Each test prints `test <name> ... ok` or `test <name> ... FAILED` plus a
+//! reason line; the run ends with exactly one `N passed, N failed` line and
+//! exits QEMU with the pass code only if nothing failed.
+
+use core::fmt::{self, Write};
+
+use crate::{io, print, println};
+
+/// A self-test: a name and a function returning why it failed, if it did.
+pub struct Test {
+    /// Printed in the result line.
+    pub name: &'static str,
+    /// The test body.
+    pub run: fn(&crate::BootContext) -> TestResult,
+}
+
+/// Outcome of one test.
+pub type TestResult = Result<(), Failure>;
+
+/// Why a test failed: a message in a fixed buffer (longer text is cut).
+pub struct Failure {
+    buf: [u8; 240],
+    len: usize,
+}
+
+impl Failure {
+    /// A failure with the formatted message `args`.
+    pub fn new(args: fmt::Arguments<'_>) -> Self {
+        let mut failure = Self {
+            buf: [0; 240],
+            len: 0,
+        };
+        // Writing into the buffer cannot fail: overflow is truncated.
+        let _ = failure.write_fmt(args);
+        failure
+    }
+
+    fn message(&self) -> &str {
+        let bytes = &self.buf[..self.len];
+        // Truncation may split a UTF-8 sequence; keep the valid prefix.
+        match core::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(error) => core::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or(""),
+        }
+    }
+}
+
+impl Write for Failure {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.buf.len() - self.len;
+        let take = s.len().min(room);
+        self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
+/// Fails the current test with a formatted reason unless `$cond` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($reason:tt)+) => {
+        if !$cond {
+            return Err($crate::test::Failure::new(format_args!($($reason)+)));
+        }
+    };
+}
+
+/// Fails the current test with a formatted reason.
+#[macro_export]
+macro_rules! fail {
+    ($($reason:tt)+) => {
+        return Err($crate::test::Failure::new(format_args!($($reason)+)))
+    };
+}
+
+/// Runs every test, prints the summary and exits QEMU (pass code only if no
+/// test failed).
+pub fn run_all(tests: &[Test], context: &crate::BootContext) -> ! {
+    println!("running {} self-tests", tests.len());
+    let mut passed = 0usize;
+    let mut failed = 0usize;
+    for test in tests {
+        print!("test {} ... ", test.name);
+        match (test.run)(context) {
+            Ok(()) => {
+                passed += 1;
+                println!("ok");
+            }
+            Err(failure) => {
+                failed += 1;
+                println!("FAILED");
+                println!("    reason: {}", failure.message());
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    io::exit_qemu(failed == 0 && passed > 0)
+}

@@ -1,0 +1,290 @@
+//! Booting the kernel in `qemu-system-i386` and judging the run.
+//!
+//! The kernel reports through two channels: its serial console (streamed
+//! here line by line, prefixed with the boot's label) and the exit status
+//! that QEMU's `isa-debug-exit` device produces: `(value << 1) | 1`, so 33
+//! for the kernel's pass code 0x10 and 35 for its fail code 0x11. A triple
+//! fault under `-no-reboot` makes QEMU exit 0, so only 33 counts as a pass,
+//! and only together with a `N passed, 0 failed` line with N > 0.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::kernel::Mode;
+use crate::process;
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-i386";
+/// QEMU's exit status when the kernel wrote its pass code (0x10).
+const EXIT_PASS: i32 = 33;
+/// QEMU's exit status when the kernel wrote its fail code (0x11).
+const EXIT_FAIL: i32 = 35;
+
+/// What a boot must show to count as a success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Exit 33 and a `N passed, 0 failed` line with N > 0.
+    Pass,
+    /// A deliberate crash: exit 35 and a line containing the marker.
+    Crash(&'static str),
+}
+
+impl Expect {
+    /// `Crash` for a command line that asks for a crash demo, else `Pass`.
+    pub fn for_cmdline(cmdline: Option<&str>) -> Self {
+        let words = cmdline.unwrap_or("");
+        if words.split_whitespace().any(|w| w == "fault=page") {
+            Expect::Crash("PAGE FAULT")
+        } else if words
+            .split_whitespace()
+            .any(|w| w == "fault=stack-overflow")
+        {
+            Expect::Crash("DOUBLE FAULT")
+        } else {
+            Expect::Pass
+        }
+    }
+}
+
+/// One boot of the kernel.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    /// The kernel ELF.
+    pub elf: PathBuf,
+    /// Its paging mode (for the label).
+    pub mode: Mode,
+    /// Guest RAM (`-m`).
+    pub mem: String,
+    /// CPU model (`-cpu`).
+    pub cpu: String,
+    /// Kernel command line (`-append`), if any.
+    pub cmdline: Option<String>,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// What counts as success.
+    pub expect: Expect,
+}
+
+/// Result of a boot: whether it met its expectation, and a one-line detail.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The boot met [`Boot::expect`].
+    pub passed: bool,
+    /// What happened, for the summary.
+    pub detail: String,
+    /// Wall-clock time of the boot.
+    pub elapsed: Duration,
+}
+
+impl Boot {
+    /// Label used in output and the summary, e.g. `2level -m 2G`.
+    pub fn label(&self) -> String {
+        let mut label = format!("{} -m {}", self.mode.name(), self.mem);
+        if let Some(cmdline) = &self.cmdline {
+            label.push_str(&format!(" [{cmdline}]"));
+        }
+        label
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(QEMU);
+        command
+            .arg("-kernel")
+            .arg(&self.elf)
+            .args(["-m", &self.mem, "-cpu", &self.cpu])
+            .args(["-no-reboot", "-display", "none", "-serial", "stdio"])
+            .args(["-monitor", "none"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if let Some(cmdline) = &self.cmdline {
+            command.args(["-append", cmdline]);
+        }
+        command
+    }
+}
+
+/// Checks a `-m` size: digits with an optional `M` or `G` suffix.
+pub fn check_mem_size(size: &str) -> Result<String, String> {
+    let digits = size.trim_end_matches(['M', 'G', 'm', 'g']);
+    let suffix_len = size.len() - digits.len();
+    if !digits.is_empty() && suffix_len <= 1 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(size.to_string())
+    } else {
+        Err(format!(
+            "--mem expects a size like 128M or 2G, got `{size}`"
+        ))
+    }
+}
+
+/// Streams `pipe` line by line to our stdout, prefixed with `label`, and
+/// returns the lines (carriage returns removed).
+fn stream(pipe: impl Read, label: String) -> Vec<String> {
+    let mut reader = BufReader::new(pipe);
+    let mut lines = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+                println!("[{label}] {line}");
+                lines.push(line);
+            }
+        }
+    }
+    lines
+}
+
+/// Boots the kernel, streams its console and judges the run. `Err` only if
+/// QEMU could not be run at all.
+pub fn boot(boot: &Boot) -> Result<Outcome, String> {
+    let mut command = boot.command();
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let label = boot.label();
+    println!("$ {}", process::describe(&command));
+    let start = Instant::now();
+    let mut child = command
+        .spawn()
+        .map_err(|error| format!("cannot start {QEMU}: {error}"))?;
+    let stdout = child.stdout.take().map(|pipe| {
+        let label = label.clone();
+        thread::spawn(move || stream(pipe, label))
+    });
+    let stderr = child.stderr.take().map(|pipe| {
+        let label = format!("{label} stderr");
+        thread::spawn(move || stream(pipe, label))
+    });
+
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() >= boot.timeout => {
+                timed_out = true;
+                let secs = boot.timeout.as_secs();
+                println!("[{label}] TIMEOUT: no exit after {secs} s, killing QEMU");
+                // Best effort: the process may have exited meanwhile.
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Err(error) => return Err(format!("waiting for {QEMU}: {error}")),
+        }
+    };
+    let elapsed = start.elapsed();
+    let lines = stdout
+        .and_then(|handle| handle.join().ok())
+        .unwrap_or_default();
+    // Joined only so its lines are printed before the verdict.
+    let _ = stderr.map(|handle| handle.join());
+
+    let (passed, detail) = if timed_out {
+        let secs = boot.timeout.as_secs();
+        (
+            false,
+            format!("TIMEOUT: no exit after {secs} s; QEMU killed (raise with --timeout)"),
+        )
+    } else {
+        judge(boot.expect, status.and_then(|s| s.code()), &lines)
+    };
+    println!("[{label}] => {}", if passed { "PASS" } else { "FAIL" });
+    Ok(Outcome {
+        passed,
+        detail,
+        elapsed,
+    })
+}
+
+/// Parses a `N passed, M failed` line.
+fn summary_line(line: &str) -> Option<(u32, u32)> {
+    let (passed, failed) = line.trim().split_once(" passed, ")?;
+    let failed = failed.strip_suffix(" failed")?;
+    Some((passed.parse().ok()?, failed.parse().ok()?))
+}
+
+/// Whether a finished boot met `expect`, and why.
+fn judge(expect: Expect, code: Option<i32>, lines: &[String]) -> (bool, String) {
+    let counts = lines.iter().rev().find_map(|line| summary_line(line));
+    let status = match code {
+        Some(EXIT_PASS) => "exit 33 (kernel: pass)".to_string(),
+        Some(EXIT_FAIL) => "exit 35 (kernel: fail)".to_string(),
+        Some(0) => "exit 0: the guest reset or triple-faulted".to_string(),
+        Some(code) => format!("exit {code}: QEMU error, or an unknown debug-exit value"),
+        None => "killed by a signal".to_string(),
+    };
+    match expect {
+        Expect::Pass => match (code, counts) {
+            (Some(EXIT_PASS), Some((passed, 0))) if passed > 0 => {
+                (true, format!("{passed} passed, 0 failed; {status}"))
+            }
+            (_, Some((passed, failed))) => {
+                (false, format!("{passed} passed, {failed} failed; {status}"))
+            }
+            (_, None) => (false, format!("no `N passed, N failed` line; {status}")),
+        },
+        Expect::Crash(marker) => {
+            let seen = lines.iter().any(|line| line.contains(marker));
+            let passed = code == Some(EXIT_FAIL) && seen;
+            let detail = if seen {
+                format!("reported `{marker}`; {status}")
+            } else {
+                format!("no `{marker}` report; {status}")
+            };
+            (passed, detail)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[&str]) -> Vec<String> {
+        text.iter().map(|line| line.to_string()).collect()
+    }
+
+    #[test]
+    fn pass_needs_exit_33_and_a_clean_summary() {
+        let ok = lines(&["test a ... ok", "3 passed, 0 failed"]);
+        assert!(judge(Expect::Pass, Some(33), &ok).0);
+        assert!(!judge(Expect::Pass, Some(0), &ok).0, "triple fault");
+        assert!(!judge(Expect::Pass, Some(35), &ok).0);
+        assert!(!judge(Expect::Pass, Some(33), &lines(&["0 passed, 0 failed"])).0);
+        assert!(!judge(Expect::Pass, Some(33), &lines(&["2 passed, 1 failed"])).0);
+        assert!(!judge(Expect::Pass, Some(33), &lines(&["no summary"])).0);
+    }
+
+    #[test]
+    fn crash_needs_exit_35_and_the_marker() {
+        let report = lines(&["DOUBLE FAULT (error code 0x0)"]);
+        assert!(judge(Expect::Crash("DOUBLE FAULT"), Some(35), &report).0);
+        assert!(!judge(Expect::Crash("DOUBLE FAULT"), Some(0), &report).0);
+        assert!(!judge(Expect::Crash("PAGE FAULT"), Some(35), &report).0);
+    }
+
+    #[test]
+    fn summary_line_parses_only_the_exact_form() {
+        assert_eq!(summary_line("12 passed, 0 failed"), Some((12, 0)));
+        assert_eq!(summary_line("  3 passed, 2 failed\r"), Some((3, 2)));
+        assert_eq!(summary_line("x passed, 0 failed"), None);
+        assert_eq!(summary_line("3 passed, 0 failed!"), None);
+    }
+
+    #[test]
+    fn mem_sizes_are_checked() {
+        assert!(check_mem_size("128M").is_ok());
+        assert!(check_mem_size("8G").is_ok());
+        assert!(check_mem_size("512").is_ok());
+        assert!(check_mem_size("G").is_err());
+        assert!(check_mem_size("2GG").is_err());
+        assert!(check_mem_size("1.5G").is_err());
+    }
+}
