@@ -60,6 +60,21 @@ impl SimConfig {
         }
     }
 
+    /// The CPU a kernel built for paging mode `M` runs on: 2-level if the
+    /// mode folds the PMD, else PAE with `M`'s physical width; PSE, PGE and
+    /// WP on, NXE on where the mode has NX.
+    pub fn for_mode<M: crate::PagingMode>() -> Self {
+        if M::PMD_FOLDED {
+            Self::two_level()
+        } else {
+            Self {
+                max_phys_bits: M::MAX_PHYS_BITS,
+                nxe: M::SUPPORTS_NX,
+                ..Self::pae()
+            }
+        }
+    }
+
     /// The configuration with the fields that do not apply to its mode fixed.
     pub const fn normalized(self) -> Self {
         match self.paging {
