@@ -3,7 +3,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-#[cfg(feature = "sim")]
+#[cfg(any(feature = "sim", test))]
 extern crate std;
 
 pub mod access;
@@ -18,8 +18,10 @@ pub mod flush;
 pub mod hooks;
 pub mod mapper;
 pub mod mode;
+pub mod pgtbuf;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod sync;
 pub mod table;
 pub mod walk;
 
@@ -36,5 +38,7 @@ pub use flush::{Flush, FlushBatch, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};
 pub use mapper::{FreeStats, LargePages, Mapper, Replaced, Unmapped};
 pub use mode::PagingMode;
+pub use pgtbuf::{PgtBuf, PgtBufReport};
+pub use sync::{KernelSync, SyncError, SyncOutcome, sync_kernel_entry};
 pub use table::{PtrTable, RawTable};
 pub use walk::{Slot, Translation, Walk, Walker};

@@ -16,6 +16,9 @@
 //!   cached PDEs until an `invlpg`, a CR3 load or a CR4.PGE toggle removes
 //!   them. It implements [`TlbOps`](crate::TlbOps) and counts every flush
 //!   ([`TlbStats`]). [`SimCpus`] is several CPUs with shootdown.
+//! - [`MmuVirt`]: kernel virtual addresses as tables
+//!   ([`VirtTables`](crate::VirtTables)), every access translated by one
+//!   simulated CPU and its TLB (what a kmap'd page table looks like).
 //! - [`ZonedAllocator`] and [`ScatteredAllocator`]: test
 //!   [`FrameAllocator`](crate::FrameAllocator)s with leak and double-free
 //!   tracking and failure injection; the scattered one never hands out two
@@ -54,7 +57,9 @@ mod mmu;
 mod ram;
 mod table;
 mod tlb;
+mod virt;
 mod walk;
+mod xen;
 
 pub use alloc::{Contiguous, ScatteredAllocator, ZonedAllocator};
 pub use config::{SimConfig, SimPaging};
@@ -65,11 +70,14 @@ pub use mmu::{HwTranslation, Mmu};
 pub use ram::{SimError, SimRam};
 pub use table::{ObservedStore, SimAccess, SimTable, StoreObserver, StoreOp};
 pub use tlb::{PdeCacheEntry, Tlb, TlbEntry, TlbStats};
+pub use virt::{MmuVirt, VirtTable};
+pub use xen::{GuestHooks, HypercallAccess, HypercallTable, Hypervisor, Violation};
 
 // Tests share the model between threads.
 static_assertions::assert_impl_all!(SimRam: Send, Sync);
 static_assertions::assert_impl_all!(Mmu<'static>: Send, Sync);
 static_assertions::assert_impl_all!(SimCpus<'static>: Send, Sync);
+static_assertions::assert_impl_all!(MmuVirt<'static>: Send, Sync);
 static_assertions::assert_impl_all!(SimAccess<'static>: Send, Sync, Copy);
 static_assertions::assert_impl_all!(SimTable<'static>: Send, Sync, Copy);
 static_assertions::assert_impl_all!(ZonedAllocator: Send, Sync);

@@ -1,0 +1,367 @@
+//! Kernel mappings shared by many page directories.
+//!
+//! Every address space maps the same kernel half. New kernel mappings (the
+//! vmalloc area, say) are made in one *reference* directory; the other
+//! directories learn about a new top-level entry in one of two ways:
+//!
+//! - **eager** ([`KernelSync::publish`]): copy it into every registered
+//!   directory right away. Registration and publication take the same lock,
+//!   so a directory registered concurrently either gets the entry copied by
+//!   `register` or is in the list `publish` walks: it cannot miss it.
+//! - **lazy** ([`sync_kernel_entry`]): do nothing until a CPU faults on the
+//!   address in a directory that lacks the entry; the page-fault handler copies
+//!   that one entry and retries. This path takes no lock, so it is safe in an
+//!   interrupt or NMI, and it is idempotent: if a nested fault (an interrupt
+//!   arriving between the outer check and the outer fill) has already filled
+//!   the entry, the outer call finds it equal to the reference and reports
+//!   [`SyncOutcome::AlreadySynced`] instead of mistaking the fault for a bad
+//!   access (the 2001 vmalloc-fault race).
+//!
+//! | | eager | lazy |
+//! |---|---|---|
+//! | cost of a new kernel top-level entry | one copy per registered directory, under a lock | nothing |
+//! | cost on first use in a directory | nothing | one page fault |
+//! | works in NMI / with interrupts off | needs the registry lock (not in NMI) | yes, lock-free |
+//! | bookkeeping | a registry of every directory | none |
+//! | wins when | few directories, or kernel mappings used from contexts that must not fault | many short-lived address spaces, rare new kernel top-level entries |
+//!
+//! **2-level mode**: the kernel's PGD entries (each covers 4 MiB) are copied
+//! into each directory; new vmalloc page tables create new PGD entries, which
+//! is what both paths synchronise.
+//!
+//! **PAE mode**: the kernel half is one PDPT entry (the top GiB) whose PMD
+//! table is *shared* by every directory: it is copied once when a directory
+//! is registered (the top level changes at most once) and every later
+//! kernel mapping, being below it, is visible everywhere at once. The lazy
+//! path then has nothing to do and reports [`SyncOutcome::NotSyncFault`]. A
+//! directory with a *private* copy of the kernel PMD (as Xen PV guests use)
+//! is synchronised one PMD entry at a time by the same functions.
+
+use core::fmt;
+
+use crate::access::{AccessError, TableAccess};
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::entry::{Entry, Level, PmdEntry};
+use crate::error::{Error, ErrorKind};
+use crate::hooks::TableHooks;
+use crate::mode::PagingMode;
+use crate::table::RawTable;
+use crate::walk::{Slot, Walker};
+
+/// What the lazy path found for one faulting kernel address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The entry was missing and has been copied from the reference: retry
+    /// the access.
+    Filled,
+    /// The entry already equals the reference (filled by a nested fault, by
+    /// another CPU, or by `publish`): retry the access.
+    AlreadySynced,
+    /// Not a synchronisation fault: the reference has no entry either, the
+    /// address is not in the kernel half, or the directory holds a different
+    /// entry. Handle it as a real fault.
+    NotSyncFault,
+}
+
+/// Why an eager-sync call did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncError {
+    /// The registry holds as many directories as it can.
+    RegistryFull {
+        /// Its capacity.
+        capacity: usize,
+    },
+    /// The directory is not registered.
+    NotRegistered(PhysAddr),
+    /// The directory is already registered.
+    AlreadyRegistered(PhysAddr),
+    /// The directory holds a different kernel entry than the reference.
+    Conflict {
+        /// The directory.
+        root: PhysAddr,
+        /// An address the conflicting entry covers.
+        va: VirtAddr,
+    },
+    /// A table could not be reached.
+    Access(AccessError),
+}
+
+impl fmt::Display for SyncError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::RegistryFull { capacity } => write!(f, "registry full ({capacity} directories)"),
+            Self::NotRegistered(r) => write!(f, "directory {r} is not registered"),
+            Self::AlreadyRegistered(r) => write!(f, "directory {r} is already registered"),
+            Self::Conflict { root, va } => {
+                write!(
+                    f,
+                    "directory {root} maps {va} differently from the reference"
+                )
+            }
+            Self::Access(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for SyncError {}
+
+impl Error for SyncError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::RegistryFull { .. } => ErrorKind::Exhausted,
+            Self::NotRegistered(_) | Self::AlreadyRegistered(_) => ErrorKind::InvalidState,
+            Self::Conflict { .. } => ErrorKind::AlreadyMapped,
+            Self::Access(e) => e.kind(),
+        }
+    }
+}
+
+impl From<AccessError> for SyncError {
+    fn from(e: AccessError) -> Self {
+        Self::Access(e)
+    }
+}
+
+/// The slot (and reference value) that `va` synchronises through in a
+/// directory: the PGD entry in 2-level mode, the PMD entry of a private
+/// kernel PMD in PAE mode, or nothing (shared PMD, or no reference entry).
+fn sync_point<M: PagingMode, A: TableAccess + ?Sized>(
+    access: &A,
+    reference: PhysAddr,
+    active: PhysAddr,
+    va: VirtAddr,
+) -> Result<Option<(Slot, u64, Level)>, AccessError> {
+    let r = Walker::<M, &A>::new(reference, access);
+    let a = Walker::<M, &A>::new(active, access);
+    let rpgd: M::Pgd = r.pgd_slot(va).read(access)?;
+    if !rpgd.is_present() {
+        return Ok(None);
+    }
+    if M::PMD_FOLDED {
+        return Ok(Some((a.pgd_slot(va), rpgd.raw(), Level::Pgd)));
+    }
+    let apgd: M::Pgd = a.pgd_slot(va).read(access)?;
+    if !apgd.is_present() || apgd.addr() == rpgd.addr() {
+        // No kernel PMD in this directory (register it first), or the shared
+        // one: nothing below the PGD ever differs.
+        return Ok(None);
+    }
+    let (Some(rslot), Some(aslot)) = (r.pmd_slot(va, rpgd), a.pmd_slot(va, apgd)) else {
+        return Ok(None);
+    };
+    let rpmd: M::Pmd = rslot.read(access)?;
+    Ok(rpmd.is_present().then_some((aslot, rpmd.raw(), Level::Pmd)))
+}
+
+/// Whether two entries say the same thing, ignoring the Accessed and Dirty
+/// bits the MMU sets on its own in each directory.
+fn same_entry<E: PmdEntry>(a: E, b: E) -> bool {
+    a.is_present() == b.is_present()
+        && a.addr() == b.addr()
+        && a.flags().without_status() == b.flags().without_status()
+}
+
+/// Copy `reference` into `slot` if it is empty. Lock-free and idempotent.
+fn fill<M: PagingMode, A: TableAccess + ?Sized, H: TableHooks + ?Sized>(
+    access: &A,
+    hooks: &H,
+    slot: Slot,
+    reference: u64,
+    level: Level,
+) -> Result<SyncOutcome, AccessError> {
+    let table = access.table(slot.table)?;
+    let current = M::Pmd::load(&table, slot.index);
+    let want = M::Pmd::from_raw(reference);
+    if same_entry(current, want) {
+        return Ok(SyncOutcome::AlreadySynced);
+    }
+    if !current.is_none() {
+        return Ok(SyncOutcome::NotSyncFault);
+    }
+    // One atomic exchange of the whole entry (xchg, or cmpxchg8b for PAE):
+    // the MMU sees the old empty entry or the complete new one, and the old
+    // value says exactly whether a nested fault got here first.
+    let old = if M::ENTRY_BYTES == 4 {
+        u64::from(table.swap32(slot.index, reference as u32))
+    } else {
+        table.swap64(slot.index, reference)
+    };
+    let old = M::Pmd::from_raw(old);
+    drop(table);
+    hooks.entry_written(slot.table, level, slot.index, old.raw(), reference);
+    Ok(if same_entry(old, want) {
+        SyncOutcome::AlreadySynced
+    } else {
+        SyncOutcome::Filled
+    })
+}
+
+/// The lazy path: called by a page-fault handler for a kernel address that
+/// faulted in the directory `active`. Copies the one missing entry from
+/// `reference` and tells the handler to retry, or says the fault is not a
+/// synchronisation fault. Takes no lock: safe in interrupts and NMIs, and
+/// safe to re-enter.
+pub fn sync_kernel_entry<M, A, H>(
+    access: &A,
+    hooks: &H,
+    reference: PhysAddr,
+    active: PhysAddr,
+    va: VirtAddr,
+) -> Result<SyncOutcome, AccessError>
+where
+    M: PagingMode,
+    A: TableAccess + ?Sized,
+    H: TableHooks + ?Sized,
+{
+    match sync_point::<M, A>(access, reference, active, va)? {
+        Some((slot, raw, level)) => fill::<M, A, H>(access, hooks, slot, raw, level),
+        None => Ok(SyncOutcome::NotSyncFault),
+    }
+}
+
+/// The eager path: a registry of directories kept in step with a reference
+/// directory for the kernel half `[kernel_start, 4 GiB)`.
+pub struct KernelSync<M: PagingMode, A, H, const CAP: usize> {
+    reference: PhysAddr,
+    kernel_start: VirtAddr,
+    access: A,
+    hooks: H,
+    dirs: spin::Mutex<heapless::Vec<PhysAddr, CAP>>,
+    _mode: core::marker::PhantomData<fn() -> M>,
+}
+
+impl<M: PagingMode, A, H, const CAP: usize> fmt::Debug for KernelSync<M, A, H, CAP> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KernelSync")
+            .field("reference", &self.reference)
+            .field("kernel_start", &self.kernel_start)
+            .field("registered", &self.dirs.lock().len())
+            .finish()
+    }
+}
+
+impl<M: PagingMode, A: TableAccess, H: TableHooks, const CAP: usize> KernelSync<M, A, H, CAP> {
+    /// Keep directories in step with `reference` for `[kernel_start, 4 GiB)`.
+    pub const fn new(reference: PhysAddr, kernel_start: VirtAddr, access: A, hooks: H) -> Self {
+        Self {
+            reference,
+            kernel_start,
+            access,
+            hooks,
+            dirs: spin::Mutex::new(heapless::Vec::new()),
+            _mode: core::marker::PhantomData,
+        }
+    }
+
+    /// The reference directory.
+    pub fn reference(&self) -> PhysAddr {
+        self.reference
+    }
+
+    /// How many directories are registered.
+    pub fn registered(&self) -> usize {
+        self.dirs.lock().len()
+    }
+
+    /// Start of each kernel PGD entry's span, in order.
+    fn kernel_pgd_spans(&self) -> impl Iterator<Item = VirtAddr> + use<M, A, H, CAP> {
+        let span = M::pgd_span();
+        let first = self.kernel_start.as_u64() / span;
+        (first..(1 << 32) / span).map(move |i| VirtAddr::new((i * span) as u32))
+    }
+
+    /// Add `root` to the registry, first copying every kernel PGD entry of
+    /// the reference into it. Never overwrites: a different entry already
+    /// there is a [`SyncError::Conflict`], and then nothing is changed.
+    /// Returns how many entries were copied.
+    pub fn register(&self, root: PhysAddr) -> Result<usize, SyncError> {
+        let mut dirs = self.dirs.lock();
+        if dirs.contains(&root) {
+            return Err(SyncError::AlreadyRegistered(root));
+        }
+        if dirs.is_full() {
+            return Err(SyncError::RegistryFull { capacity: CAP });
+        }
+        let r = Walker::<M, &A>::new(self.reference, &self.access);
+        let d = Walker::<M, &A>::new(root, &self.access);
+        // Check everything before the first write.
+        for va in self.kernel_pgd_spans() {
+            let want: M::Pgd = r.pgd_slot(va).read(&self.access)?;
+            let have: M::Pgd = d.pgd_slot(va).read(&self.access)?;
+            if !have.is_none() && have != want {
+                return Err(SyncError::Conflict { root, va });
+            }
+        }
+        let mut copied = 0;
+        for va in self.kernel_pgd_spans() {
+            let want: M::Pgd = r.pgd_slot(va).read(&self.access)?;
+            let slot = d.pgd_slot(va);
+            let have: M::Pgd = slot.read(&self.access)?;
+            if want.is_present() && have.is_none() {
+                let table = self.access.table(slot.table)?;
+                M::Pgd::store(&table, slot.index, want);
+                drop(table);
+                self.hooks
+                    .entry_written(slot.table, Level::Pgd, slot.index, 0, want.raw());
+                copied += 1;
+            }
+        }
+        // Cannot fail: capacity was checked under the same lock.
+        let _ = dirs.push(root);
+        Ok(copied)
+    }
+
+    /// Remove `root` from the registry (when its address space dies).
+    pub fn unregister(&self, root: PhysAddr) -> Result<(), SyncError> {
+        let mut dirs = self.dirs.lock();
+        let i = dirs
+            .iter()
+            .position(|&d| d == root)
+            .ok_or(SyncError::NotRegistered(root))?;
+        dirs.swap_remove(i);
+        Ok(())
+    }
+
+    /// The eager path: after a kernel mapping in `[start, start + len)` was
+    /// made in the reference, copy every entry the registered directories
+    /// lack. Returns how many entries were written.
+    pub fn publish(&self, start: VirtAddr, len: u64) -> Result<usize, SyncError> {
+        let dirs = self.dirs.lock();
+        let span = if M::PMD_FOLDED {
+            M::pgd_span()
+        } else {
+            M::pmd_span()
+        };
+        let from = start.as_u64().max(self.kernel_start.as_u64()) / span * span;
+        let to = (start.as_u64() + len).min(1 << 32);
+        let mut written = 0;
+        for &root in dirs.iter() {
+            let mut at = from;
+            while at < to {
+                let va = VirtAddr::new(at as u32);
+                match sync_kernel_entry::<M, A, H>(
+                    &self.access,
+                    &self.hooks,
+                    self.reference,
+                    root,
+                    va,
+                )? {
+                    SyncOutcome::Filled => written += 1,
+                    SyncOutcome::AlreadySynced | SyncOutcome::NotSyncFault => {}
+                }
+                at += span;
+            }
+        }
+        Ok(written)
+    }
+
+    /// The lazy path for a fault at `va` in directory `active` (lock-free:
+    /// see [`sync_kernel_entry`]). Addresses below the kernel half are never
+    /// synchronisation faults.
+    pub fn sync_fault(&self, active: PhysAddr, va: VirtAddr) -> Result<SyncOutcome, AccessError> {
+        if va < self.kernel_start {
+            return Ok(SyncOutcome::NotSyncFault);
+        }
+        sync_kernel_entry::<M, A, H>(&self.access, &self.hooks, self.reference, active, va)
+    }
+}
