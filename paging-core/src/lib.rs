@@ -42,3 +42,8 @@ pub use pgtbuf::{PgtBuf, PgtBufReport};
 pub use sync::{KernelSync, SyncError, SyncOutcome, sync_kernel_entry};
 pub use table::{PtrTable, RawTable};
 pub use walk::{Slot, Translation, Walk, Walker};
+
+/// The workspace README's Rust examples, run as doctests so they stay true.
+#[cfg(all(doctest, feature = "sim"))]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadme;
