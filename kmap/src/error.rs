@@ -8,7 +8,7 @@ use paging_core::{AccessError, EntryError, Error, ErrorKind, PhysFrame, VirtAddr
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KmapError {
     /// No slot is free and the call may not wait (`try_map`, a full
-    /// per-CPU local stack).
+    /// per-CPU local stack), or the page already has 65534 users.
     Exhausted,
     /// A reservation asked for more slots than the pool has.
     ReservationTooLarge {

@@ -9,15 +9,18 @@
 //! error and changes nothing; dropping a guard out of order defers its unmap
 //! until everything above it is gone and counts a LIFO violation.
 //!
-//! With `guard_slots`, every other slot is left unmapped, so an overrun off
-//! the end of one mapping faults instead of reading the next one (Linux's
+//! With `guard_slots`, every other slot is left unmapped, so each mapping
+//! has an unmapped page on both sides and an overrun off either end of it
+//! faults instead of reading the neighbouring mapping (Linux's
 //! `DEBUG_KMAP_LOCAL`).
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use fixmap::{FixIndex, FixRange, Fixmap, FixmapError, FixmapLayout};
-use paging_core::{MapFlags, PagingMode, PhysFrame, TableAccess, TableHooks, TlbOps, VirtAddr};
+use paging_core::{
+    MapFlags, PAGE_SIZE, PagingMode, PhysFrame, TableAccess, TableHooks, TlbOps, VirtAddr,
+};
 
 use crate::direct::DirectMap;
 use crate::error::KmapError;
@@ -95,6 +98,33 @@ where
     lifo_violations: AtomicU64,
 }
 
+impl<L, M, A, H, T, const DEPTH: usize, const CPUS: usize> fmt::Debug
+    for LocalSlots<'_, L, M, A, H, T, DEPTH, CPUS>
+where
+    L: FixmapLayout,
+    M: PagingMode,
+    A: TableAccess,
+    H: TableHooks,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let depths: [usize; CPUS] =
+            core::array::from_fn(|c| self.cpus[c].depth.load(Ordering::Relaxed));
+        f.debug_struct("LocalSlots")
+            .field("first", &self.first)
+            .field("guard_slots", &(self.stride == 2))
+            .field("depths", &depths)
+            .field("maps", &self.maps.load(Ordering::Relaxed))
+            .field(
+                "lifo_violations",
+                &self.lifo_violations.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+/// A fixmap refusal as a kmap error. `new` has checked the layout, so what
+/// remains is a slot someone else set behind our back (`SlotInUse`: no slot
+/// for us) and the entry and access errors.
 fn fixmap_error(e: FixmapError) -> KmapError {
     match e {
         FixmapError::Entry(e) => KmapError::Entry(e),
@@ -128,6 +158,16 @@ where
             let va = FixIndex::<L>::new(last).map_or(VirtAddr::ZERO, |i| fixmap.virt(i));
             return Err(KmapError::BadLayout { va });
         }
+        // Every slot's PTE must be reachable now: the fixmap is borrowed
+        // shared from here on, so its tables cannot be attached later.
+        if needed > 0 {
+            let low = FixIndex::<L>::new(FIRST + needed - 1).map_err(fixmap_error)?;
+            let high = FixIndex::<L>::new(FIRST).map_err(fixmap_error)?;
+            let (start, end) = (fixmap.virt(low), fixmap.virt(high).as_u64() + PAGE_SIZE);
+            if !fixmap.window().is_some_and(|w| w.covers(start, end)) {
+                return Err(KmapError::BadLayout { va: start });
+            }
+        }
         Ok(Self {
             fixmap,
             first: FIRST,
@@ -141,9 +181,13 @@ where
         })
     }
 
-    /// The fixmap index of `cpu`'s slot at `depth`.
+    /// The fixmap index of `cpu`'s slot at `depth`. With guard slots the
+    /// slot is the second of its pair: fixmap addresses grow downwards, so
+    /// the guard of the pair sits *above* the slot and the next pair's guard
+    /// below it, and an overrun in either direction faults.
     fn index(&self, cpu: usize, depth: usize) -> Result<FixIndex<L>, KmapError> {
-        FixIndex::new(self.first + (cpu * DEPTH + depth) * self.stride).map_err(fixmap_error)
+        FixIndex::new(self.first + (cpu * DEPTH + depth) * self.stride + self.stride - 1)
+            .map_err(fixmap_error)
     }
 
     /// The address of `cpu`'s slot at `depth` (for tests and debuggers).

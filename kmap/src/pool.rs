@@ -73,6 +73,29 @@ where
     counters: Counters,
 }
 
+impl<M, A, T, P, W, const N: usize> core::fmt::Debug for PersistentPool<M, A, T, P, W, N>
+where
+    M: PagingMode,
+    P: FlushPolicy,
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (in_use, reserved, waiters) = {
+            let st = self.state.lock();
+            (st.in_use, st.reserved, st.waiters)
+        };
+        f.debug_struct("PersistentPool")
+            .field("mode", &M::NAME)
+            .field("base", &self.base)
+            .field("slots", &N)
+            .field("policy", &self.policy.name())
+            .field("in_use", &in_use)
+            .field("reserved", &reserved)
+            .field("waiters", &waiters)
+            .field("stats", &self.counters.snapshot())
+            .finish()
+    }
+}
+
 /// What a successful claim produced.
 pub(crate) struct Claimed {
     pub(crate) va: VirtAddr,
@@ -207,8 +230,9 @@ where
         Ok(Kmap::new(self, frame, c.va, c.slotted))
     }
 
-    /// Map `frame`, waiting for a slot if none is free. The guard unmaps on
-    /// drop and borrows `task` mutably, so no second map can wait while it
+    /// Map `frame`, waiting for a slot if none is free (never if the page
+    /// already has a slot in use, or is lowmem). The guard unmaps on drop
+    /// and borrows `task` mutably, so no second map can wait while it
     /// lives: nested mappings go through [`reserve`](Self::reserve).
     pub fn map<'a>(
         &'a self,
@@ -219,6 +243,12 @@ where
             self.counters.add(&self.counters.direct);
             self.counters.add(&self.counters.maps);
             return Ok(Kmap::new(self, frame, va, false));
+        }
+        // A page already in use is shared without taking capacity, so it
+        // never waits (as Linux's `kmap_high` finds a mapped page first).
+        let in_use = self.add_user(&mut self.state.lock(), frame.number())?;
+        if let Some(slot) = in_use {
+            return Ok(Kmap::new(self, frame, self.slot_va(slot), true));
         }
         self.acquire(1, true)?;
         match self.claim(frame, Payer::Ticket) {
@@ -274,7 +304,9 @@ where
         st.counts[slot] -= 1;
         if st.counts[slot] == 1 {
             st.in_use -= 1;
-            self.wake(&mut st);
+            let wake = self.capacity_returned(&st);
+            drop(st);
+            self.wake_if(wake);
         }
         Ok(())
     }
@@ -326,13 +358,25 @@ where
         }
         let mut st = self.state.lock();
         st.reserved -= k.min(st.reserved);
-        self.wake(&mut st);
+        let wake = self.capacity_returned(&st);
+        drop(st);
+        self.wake_if(wake);
     }
 
-    /// Capacity came back: move the epoch on, and wake waiters if any.
-    fn wake(&self, st: &mut PoolState<N>) {
+    /// Capacity came back (called with the lock held): move the epoch on.
+    /// Returns whether somebody waits, to be woken once the lock is
+    /// released (as Linux's `kunmap_high` does: the wake-up never runs
+    /// under the pool lock, so a waking hook that blocks cannot stall every
+    /// other user of the pool).
+    fn capacity_returned(&self, st: &PoolState<N>) -> bool {
         self.epoch.fetch_add(1, Ordering::Release);
-        if st.waiters > 0 {
+        st.waiters > 0
+    }
+
+    /// Wake the waiters if [`capacity_returned`](Self::capacity_returned)
+    /// said so. Call without the lock.
+    fn wake_if(&self, wake: bool) {
+        if wake {
             self.wait.wake(&self.epoch);
         }
     }
@@ -350,22 +394,19 @@ where
         let entry = self.slot_entry(frame)?;
         let mut st = self.state.lock();
         let pfn = frame.number();
-        if let Some(&slot) = st.map.get(&pfn) {
-            let slot = slot as usize;
-            if st.counts[slot] >= 2 {
-                // Already in use: one more user, no capacity taken.
-                st.counts[slot] += 1;
-                if payer == Payer::Ticket {
-                    st.reserved -= 1;
-                    self.wake(&mut st);
-                }
-                self.counters.add(&self.counters.hits);
-                self.counters.add(&self.counters.maps);
-                return Ok(Claimed {
-                    va: self.slot_va(slot),
-                    slotted: true,
-                });
+        if let Some(slot) = self.add_user(&mut st, pfn)? {
+            let mut wake = false;
+            if payer == Payer::Ticket {
+                // The ticket's promised slot was not needed.
+                st.reserved -= 1;
+                wake = self.capacity_returned(&st);
             }
+            drop(st);
+            self.wake_if(wake);
+            return Ok(Claimed {
+                va: self.slot_va(slot),
+                slotted: true,
+            });
         }
         match payer {
             Payer::Ticket => st.reserved -= 1,
@@ -420,6 +461,26 @@ where
             va: self.slot_va(slot),
             slotted: true,
         })
+    }
+
+    /// If `pfn` has a slot in use (count ≥ 2), add a user to it: no
+    /// capacity is taken. `None` if the page has no slot in use.
+    fn add_user(&self, st: &mut PoolState<N>, pfn: u64) -> Result<Option<usize>, KmapError> {
+        let Some(&slot) = st.map.get(&pfn) else {
+            return Ok(None);
+        };
+        let slot = slot as usize;
+        match st.counts[slot] {
+            0 | 1 => Ok(None),
+            // 65534 users of one page: the count cannot grow.
+            u16::MAX => Err(KmapError::Exhausted),
+            _ => {
+                st.counts[slot] += 1;
+                self.counters.add(&self.counters.hits);
+                self.counters.add(&self.counters.maps);
+                Ok(Some(slot))
+            }
+        }
     }
 
     /// The PTE a slot mapping `frame` gets, or why it cannot be built.

@@ -12,24 +12,8 @@
 //!   ([`reserve`]: all or wait, with nothing held), and every map from the
 //!   reservation is guaranteed a slot without waiting.
 //!
-//! ```compile_fail
-//! # fn nested<'p>(
-//! #     pool: &'p kmap::PersistentPool<
-//! #         paging_x86_pae::Pae,
-//! #         paging_core::OffsetAccess,
-//! #         paging_core::sim::Mmu<'p>,
-//! #     >,
-//! #     task: &mut kmap::KmapTask,
-//! #     a: paging_core::PhysFrame,
-//! #     b: paging_core::PhysFrame,
-//! # ) {
-//! let first = pool.map(task, a).unwrap();
-//! // Waiting for a second slot while holding the first: rejected by the
-//! // borrow checker (`task` is still mutably borrowed by `first`).
-//! let second = pool.map(task, b).unwrap();
-//! # drop((first, second));
-//! # }
-//! ```
+//! The examples on [`KmapTask`] show both patterns: the one that compiles
+//! and the ones that do not.
 //!
 //! [`try_map`]: crate::PersistentPool::try_map
 //! [`map`]: crate::PersistentPool::map
@@ -47,6 +31,77 @@ use crate::pool::{Payer, PoolOps};
 ///
 /// Not `Clone`: a task has exactly one, and the borrow checker uses it to
 /// keep the task from waiting while it holds a mapping.
+///
+/// A task that needs two pages at once reserves both, then maps them; the
+/// maps never wait. One page after the other needs no reservation:
+///
+/// ```
+/// # use kmap::{KmapError, KmapTask, PersistentPool};
+/// # use paging_core::sim::{Mmu, SimAccess};
+/// # use paging_core::PhysFrame;
+/// # type Pool<'p> = PersistentPool<paging_x86_pae::Pae, SimAccess<'p>, &'p Mmu<'p>>;
+/// fn copy_page(pool: &Pool<'_>, task: &mut KmapTask, a: PhysFrame, b: PhysFrame)
+///     -> Result<(), KmapError>
+/// {
+///     let both = pool.reserve(task, 2)?; // may wait, holding nothing
+///     let from = both.map(a)?; // never waits
+///     let to = both.map(b)?; // never waits
+///     # let _ = (from.va(), to.va());
+///     Ok(())
+/// }
+///
+/// fn one_then_other(pool: &Pool<'_>, task: &mut KmapTask, a: PhysFrame, b: PhysFrame)
+///     -> Result<(), KmapError>
+/// {
+///     let from = pool.map(task, a)?;
+///     # let _ = from.va();
+///     drop(from);
+///     let to = pool.map(task, b)?; // may wait: nothing is held
+///     # let _ = to.va();
+///     Ok(())
+/// }
+/// ```
+///
+/// Without the reservation, holding both does not compile: the second
+/// `map` could wait while the first mapping is held, and `task` is still
+/// mutably borrowed by `from` (error E0499). It is `one_then_other` without
+/// the `drop`:
+///
+/// ```compile_fail,E0499
+/// # use kmap::{KmapError, KmapTask, PersistentPool};
+/// # use paging_core::sim::{Mmu, SimAccess};
+/// # use paging_core::PhysFrame;
+/// # type Pool<'p> = PersistentPool<paging_x86_pae::Pae, SimAccess<'p>, &'p Mmu<'p>>;
+/// fn one_then_other(pool: &Pool<'_>, task: &mut KmapTask, a: PhysFrame, b: PhysFrame)
+///     -> Result<(), KmapError>
+/// {
+///     let from = pool.map(task, a)?;
+///     # let _ = from.va();
+///     let to = pool.map(task, b)?; // waits while holding `from`: rejected
+///     # let _ = (from.va(), to.va());
+///     Ok(())
+/// }
+/// ```
+///
+/// Nor can a task that holds a mapping from
+/// [`try_map`](crate::PersistentPool::try_map) go on to wait (error E0502:
+/// `task` is shared-borrowed by the mapping):
+///
+/// ```compile_fail,E0502
+/// # use kmap::{KmapError, KmapTask, PersistentPool};
+/// # use paging_core::sim::{Mmu, SimAccess};
+/// # use paging_core::PhysFrame;
+/// # type Pool<'p> = PersistentPool<paging_x86_pae::Pae, SimAccess<'p>, &'p Mmu<'p>>;
+/// fn copy_page(pool: &Pool<'_>, task: &mut KmapTask, a: PhysFrame, b: PhysFrame)
+///     -> Result<(), KmapError>
+/// {
+///     let from = pool.try_map(task, a)?;
+///     let more = pool.reserve(task, 1)?; // waits while holding `from`: rejected
+///     # let _ = (from.va(), more.remaining());
+///     Ok(())
+/// }
+/// ```
+///
 #[derive(Debug)]
 pub struct KmapTask {
     _private: (),

@@ -124,7 +124,7 @@ impl Geo {
         page / self.per_block
     }
     fn gib(&self, block: u32) -> u32 {
-        (self.base as u64 + block as u64 * self.large >> 30) as u32
+        ((self.base as u64 + block as u64 * self.large) >> 30) as u32
     }
     fn small_pa(&self, frame: u32) -> u64 {
         0x1000_0000 + frame as u64 * 4096
@@ -196,7 +196,7 @@ impl Model {
                     let chunk_end = ((b + 1) * g.per_block).min(end);
                     let pa = pa0 + (p - page) as u64 * 4096;
                     let whole = p == b * g.per_block && chunk_end - p == g.per_block;
-                    if large && whole && pa % g.large == 0 && !self.pte_tables.contains(&b) {
+                    if large && whole && pa.is_multiple_of(g.large) && !self.pte_tables.contains(&b) {
                         self.large.insert(b, (pa, flags_of(flags)));
                         self.pmd_tables.insert(g.gib(b));
                     } else {

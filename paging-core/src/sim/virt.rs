@@ -128,6 +128,19 @@ impl VirtTables for MmuVirt<'_> {
     }
 }
 
+/// Shared use: keep the [`MmuVirt`] (and its fault counter) in the test
+/// while a [`TableAccess`](crate::TableAccess) built on it owns a reference.
+impl<'v, 'r> VirtTables for &'v MmuVirt<'r> {
+    type Table<'a>
+        = VirtTable<'a>
+    where
+        Self: 'a;
+
+    fn table_at(&self, va: VirtAddr) -> VirtTable<'_> {
+        (**self).table_at(va)
+    }
+}
+
 /// The 4 KiB page at one virtual address, every access translated by the
 /// simulated CPU of its [`MmuVirt`].
 #[derive(Clone, Copy)]

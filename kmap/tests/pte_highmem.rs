@@ -1,0 +1,209 @@
+//! pte-highmem: the paging-core mapper running over `HighmemTables`, with
+//! every PTE table in a highmem frame reached through a one-deep local kmap
+//! stack, gives the same translations as the same operations on a
+//! hierarchy with lowmem tables. Every table access goes through the
+//! simulated MMU and TLB of the CPU doing the work; afterwards no local slot
+//! is left mapped, not even in the TLB.
+
+mod support;
+
+use kmap::{HighmemTables, LocalSlots};
+use paging_core::sim::{Access, Mmu, MmuVirt, SimAccess, SimConfig, SimRam, ZonedAllocator};
+use paging_core::{
+    LargePages, MapFlags, Mapper, PAGE_SIZE, Page, PhysFrame, TableAccess, VirtAddr, Zone,
+};
+use support::{CPUS, Kernel, LOWMEM_LIMIT, ModeUnderTest, TestFixmap, frame, va};
+
+/// The user addresses the operations touch: many PTE tables' worth.
+fn addresses() -> Vec<VirtAddr> {
+    let dense = (0..300u32).map(|i| va(0x0800_0000 + i * 0x5000));
+    let sparse = (0..40u32).map(|i| va(0x4000_0000 + i * 0x40_0000 + 0x3000));
+    let range = (0..64u32).map(|i| va(0x6000_0000 + i * 0x1000));
+    dense.chain(sparse).chain(range).collect()
+}
+
+/// The same operations on any hierarchy; their results, as text.
+fn operate<M: ModeUnderTest, A: TableAccess>(
+    mapper: &mut Mapper<M, A>,
+    alloc: &mut ZonedAllocator,
+    cpu: &Mmu<'_>,
+) -> Vec<String> {
+    let data = |i: usize| frame(M::DATA + 0x100_0000 + i as u64 * PAGE_SIZE);
+    let user = MapFlags::KERNEL_RW | MapFlags::USER;
+    let mut log = Vec::new();
+    let addrs = addresses();
+    for (i, &a) in addrs.iter().take(340).enumerate() {
+        let page = Page::from_start_address(a).unwrap();
+        let r = mapper.map(page, data(i), user, alloc).map(|f| f.flush(cpu));
+        log.push(format!("map {a}: {r:?}"));
+    }
+    let r = mapper
+        .map_range(
+            va(0x6000_0000),
+            data(1000).start_address(),
+            64 * PAGE_SIZE,
+            user,
+            LargePages::Avoid,
+            alloc,
+        )
+        .map(|f| f.flush(cpu));
+    log.push(format!("range: {r:?}"));
+    // Populate the TLB, so the flushes below matter.
+    for &a in &addrs {
+        let _ = cpu.translate(a, Access::USER_READ);
+    }
+    // Mapping over a mapping is refused the same way.
+    let r = mapper.map(
+        Page::from_start_address(addrs[0]).unwrap(),
+        data(9),
+        user,
+        alloc,
+    );
+    log.push(format!("remap: {:?}", r.map(|f| f.flush(cpu))));
+    for (i, &a) in addrs.iter().enumerate() {
+        if i % 3 == 0 {
+            let r = mapper.unmap(a).map(|(u, f)| {
+                f.flush(cpu);
+                u
+            });
+            log.push(format!("unmap {a}: {r:?}"));
+        } else if i % 3 == 1 {
+            let r = mapper
+                .update_flags(a, MapFlags::KERNEL_RO | MapFlags::USER)
+                .map(|f| f.flush(cpu));
+            log.push(format!("ro {a}: {r:?}"));
+        }
+    }
+    // Empty the sparse region and give its tables back.
+    for &a in &addrs[300..340] {
+        if let Ok((_, f)) = mapper.unmap(a) {
+            f.flush(cpu);
+        }
+    }
+    let r = mapper.free_empty_tables(va(0x4000_0000), 0x1000_0000, cpu, alloc);
+    log.push(format!("free: {r:?}"));
+    log
+}
+
+/// What the CPU running on `root` makes of every address.
+fn hardware_view(cpu: &Mmu<'_>) -> Vec<String> {
+    let mut probe = addresses();
+    probe.extend([va(0x0800_1000), va(0x5000_0000), va(0x6004_0000)]);
+    probe
+        .iter()
+        .flat_map(|&a| {
+            [Access::USER_READ, Access::USER_WRITE]
+                .map(|acc| format!("{a} {acc:?}: {:?}", cpu.translate(a, acc)))
+        })
+        .collect()
+}
+
+/// A user CPU with its own CR3 over the same RAM.
+fn user_cpu<'r, M: ModeUnderTest>(ram: &'r SimRam, root: u64) -> Mmu<'r> {
+    let cpu = Mmu::new(ram, SimConfig::for_mode::<M>());
+    cpu.load_cr3(root as u32).unwrap();
+    cpu
+}
+
+fn pte_frames<M: ModeUnderTest, A: TableAccess>(mapper: &Mapper<M, A>) -> Vec<PhysFrame> {
+    addresses()
+        .into_iter()
+        .filter_map(|a| mapper.walk(a).ok()?.pte.map(|(slot, _)| slot.table))
+        .collect()
+}
+
+fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let mut k = Kernel::<M>::new(&ram);
+    // One slot per CPU is enough: the mapper holds one table at a time.
+    let walk_slots = LocalSlots::<_, _, _, _, _, 1, CPUS>::new(
+        &k.fixmap,
+        TestFixmap::PTE_WALK,
+        false,
+        k.direct,
+        &k.m.mmu,
+    )
+    .unwrap();
+    let virt = MmuVirt::new(&k.m.mmu);
+    let alloc = &mut k.m.alloc;
+
+    // Reference: every table in lowmem, reached physically.
+    let mut lo = Mapper::<M, _>::create(SimAccess::new(&ram), alloc).unwrap();
+    let lo_cpu = user_cpu::<M>(&ram, lo.root().as_u64());
+    let lo_log = operate(&mut lo, alloc, &lo_cpu);
+    let lo_view = hardware_view(&lo_cpu);
+
+    // Lowmem tables through HighmemTables: all direct, no slot used.
+    let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
+    let mut ld = Mapper::<M, _>::create(tables, alloc).unwrap();
+    let ld_cpu = user_cpu::<M>(&ram, ld.root().as_u64());
+    assert_eq!(operate(&mut ld, alloc, &ld_cpu), lo_log);
+    assert_eq!(hardware_view(&ld_cpu), lo_view);
+    assert_eq!(walk_slots.stats().maps, 0);
+    let direct_accesses = virt.accesses();
+    assert!(direct_accesses > 0);
+
+    // PTE tables in highmem, each reached through a local kmap.
+    let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
+    let mut hi = Mapper::<M, _>::create(tables, alloc)
+        .unwrap()
+        .with_pte_zone(Zone::PreferHighmem);
+    let hi_cpu = user_cpu::<M>(&ram, hi.root().as_u64());
+    let hi_log = operate(&mut hi, alloc, &hi_cpu);
+    assert_eq!(hi_log, lo_log);
+    assert_eq!(hardware_view(&hi_cpu), lo_view);
+    assert!(walk_slots.stats().maps > 0);
+    assert!(virt.accesses() > direct_accesses);
+
+    // Where the tables are.
+    let (lo_ptes, hi_ptes) = (pte_frames(&lo), pte_frames(&hi));
+    assert!(!hi_ptes.is_empty() && hi_ptes.len() == lo_ptes.len());
+    for t in &hi_ptes {
+        let pa = t.start_address().as_u64();
+        assert!(pa >= LOWMEM_LIMIT && M::HIGHMEM.contains(&pa), "{t:?}");
+        if M::MAX_PHYS_BITS > 32 {
+            assert!(pa >= 1 << 32, "{t:?}");
+        }
+    }
+    assert!(
+        lo_ptes
+            .iter()
+            .all(|t| t.start_address().as_u64() < LOWMEM_LIMIT)
+    );
+    // The freed highmem tables went back to the allocator.
+    let live_high =
+        k.m.alloc
+            .live_frames()
+            .into_iter()
+            .filter(|&f| k.m.alloc.is_highmem(f))
+            .count();
+    let mut distinct = hi_ptes.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(live_high, distinct.len());
+
+    // Nothing left mapped: no slot PTE, no TLB entry, no fault.
+    for cpu in 0..CPUS {
+        assert_eq!(walk_slots.depth(cpu), Some(0));
+        let slot = walk_slots.slot_va(cpu, 0).unwrap();
+        assert_eq!(k.pte(slot), 0);
+        assert!(k.m.mmu.tlb_snapshot().peek(slot).is_none());
+    }
+    assert_eq!(walk_slots.stats().lifo_violations, 0);
+    assert_eq!(virt.faults(), 0, "{:?}", virt.last_fault());
+    // The highmem path is real: without a slot to map into, the mapper
+    // reports it, and changes nothing.
+    let held = walk_slots.map(0, k.high_page(0)).unwrap();
+    let before = k.m.alloc.live();
+    let r = hi.map(
+        Page::from_start_address(va(0x0800_0000)).unwrap(),
+        k.high_page(1),
+        MapFlags::KERNEL_RW,
+        &mut k.m.alloc,
+    );
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(k.m.alloc.live(), before);
+    drop(held);
+}
+
+both_modes!(mapper_with_highmem_tables_matches_lowmem);
