@@ -234,7 +234,7 @@ fn attaching_a_window_that_misses_the_fixmap_fails<M: PagingMode>() {
     assert!(fix.window().is_none());
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     set_and_clear_flush_one_page_each,
     index_errors,
     slot_errors_change_nothing,

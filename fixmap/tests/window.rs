@@ -305,7 +305,7 @@ fn windows_crossing_pmd_and_pgd_boundaries<M: PagingMode>() {
     );
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     contiguous_allocation_makes_one_pte_array,
     a_never_adjacent_allocator_gets_a_real_chunk_or_a_refusal,
     allocator_failure_is_typed_and_changes_nothing,
@@ -365,4 +365,4 @@ fn hooks_hear_of_every_table_the_builder_installs<M: PagingMode>() {
     assert_eq!(released, [PhysFrame::containing_address(early)]);
 }
 
-both_modes!(hooks_hear_of_every_table_the_builder_installs);
+paging_core::for_each_mode!(hooks_hear_of_every_table_the_builder_installs);

@@ -335,7 +335,7 @@ fn local_slots_refuse_bad_layouts<M: ModeUnderTest>() {
     assert_eq!(local.save(99).unwrap_err(), KmapError::BadCpu { cpu: 99 });
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     exhaustion_and_reservations,
     double_unmap_and_unmapped_pages,
     a_page_user_count_saturates,

@@ -194,4 +194,4 @@ fn flush_counts_meet_their_bounds<M: ModeUnderTest>() {
     }
 }
 
-both_modes!(flush_counts_meet_their_bounds);
+paging_core::for_each_mode!(flush_counts_meet_their_bounds);

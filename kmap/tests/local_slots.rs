@@ -109,7 +109,7 @@ fn guard_slots_leave_unmapped_pages_around_each_slot<M: ModeUnderTest>() {
     assert_eq!(local.slot_va(0, support::DEPTH), None);
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     save_and_restore_across_a_context_switch,
     an_interrupt_nests_on_top_of_a_task,
     guard_slots_leave_unmapped_pages_around_each_slot,

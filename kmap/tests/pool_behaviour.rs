@@ -229,7 +229,7 @@ fn a_page_in_use_is_shared_without_waiting<M: ModeUnderTest>() {
     assert_eq!(pool.stats().waits, 0);
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     a_page_in_use_is_shared_without_waiting,
     slot_life_cycle,
     lowmem_is_direct_unless_forced,

@@ -206,4 +206,4 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
     drop(held);
 }
 
-both_modes!(mapper_with_highmem_tables_matches_lowmem);
+paging_core::for_each_mode!(mapper_with_highmem_tables_matches_lowmem);

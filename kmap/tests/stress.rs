@@ -180,7 +180,7 @@ fn eight_threads_spinning_finish<M: ModeUnderTest>() {
     println!("{} spinning: {stats:?}", M::NAME);
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     eight_threads_with_a_blocking_wait_finish,
     eight_threads_spinning_finish
 );

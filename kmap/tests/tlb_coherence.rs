@@ -137,7 +137,7 @@ fn a_policy_that_never_flushes_is_caught<M: ModeUnderTest>() {
     }
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     every_policy_keeps_live_slots_coherent,
     a_policy_that_never_flushes_is_caught
 );

@@ -5,7 +5,7 @@
 
 mod mapper_support;
 
-use mapper_support::{ModeUnderTest, Rig, frame, pa, va};
+use mapper_support::{Rig, frame, machine, pa, unreachable_frame, va};
 use paging_core::{
     Entry, Error, ErrorKind, LargePages, Level, MapError, MapFlags, Page, PagingMode, PhysFrame,
     RootError, TranslateError, UnmapError,
@@ -17,8 +17,8 @@ fn page(x: u32) -> Page {
 
 /// A rig with a 4 KiB page at 0xC000_1000, a large page at the second large
 /// slot above 0x8000_0000, and TLB entries for both.
-fn populated<M: ModeUnderTest>() -> Rig<M> {
-    let mut rig = Rig::<M>::new();
+fn populated<M: PagingMode>() -> Rig<M> {
+    let mut rig = machine::<M>();
     let size = M::LARGE_PAGE_SIZE.bytes();
     rig.mapper
         .map(
@@ -46,7 +46,7 @@ fn large<M: PagingMode>() -> u32 {
     M::LARGE_PAGE_SIZE.bytes() as u32
 }
 
-fn unaligned_addresses<M: ModeUnderTest>() {
+fn unaligned_addresses<M: PagingMode>() {
     let mut rig = populated::<M>();
     let size = large::<M>();
     let e = rig.assert_unchanged(|r| {
@@ -97,9 +97,9 @@ fn unaligned_addresses<M: ModeUnderTest>() {
     assert_eq!(e.unwrap_err().kind(), ErrorKind::Unaligned);
 }
 
-fn physical_addresses_beyond_the_mode<M: ModeUnderTest>() {
+fn physical_addresses_beyond_the_mode<M: PagingMode>() {
     let mut rig = populated::<M>();
-    let beyond = M::first_unreachable_frame();
+    let beyond = unreachable_frame::<M>();
     let e = rig.assert_unchanged(|r| {
         r.mapper.map(
             page(0x4000_0000),
@@ -138,7 +138,7 @@ fn physical_addresses_beyond_the_mode<M: ModeUnderTest>() {
     assert_eq!(e.unwrap_err().kind(), ErrorKind::OutOfRange);
 }
 
-fn ranges_past_four_gib<M: ModeUnderTest>() {
+fn ranges_past_four_gib<M: PagingMode>() {
     let mut rig = populated::<M>();
     let e = rig.assert_unchanged(|r| {
         r.mapper.map_range(
@@ -159,7 +159,7 @@ fn ranges_past_four_gib<M: ModeUnderTest>() {
     );
 }
 
-fn no_execute<M: ModeUnderTest>() {
+fn no_execute<M: PagingMode>() {
     let mut rig = populated::<M>();
     let nx = MapFlags::KERNEL_RW | MapFlags::NO_EXECUTE;
     if M::SUPPORTS_NX {
@@ -196,7 +196,7 @@ fn no_execute<M: ModeUnderTest>() {
     assert_eq!(e.unwrap_err().kind(), ErrorKind::Unsupported);
 }
 
-fn never_overwrite<M: ModeUnderTest>() {
+fn never_overwrite<M: PagingMode>() {
     let mut rig = populated::<M>();
     let size = large::<M>();
     // Over a present 4 KiB page: the error carries what is there.
@@ -273,7 +273,7 @@ fn never_overwrite<M: ModeUnderTest>() {
     assert_eq!(e.unwrap_err().kind(), ErrorKind::SizeConflict);
 }
 
-fn not_empty_entries_are_not_free<M: ModeUnderTest>() {
+fn not_empty_entries_are_not_free<M: PagingMode>() {
     let mut rig = populated::<M>();
     // A non-present PTE holding data (a swap entry, say) next to the page.
     let walk = rig.mapper.walk(va(0xC000_1000)).unwrap();
@@ -303,7 +303,7 @@ fn not_empty_entries_are_not_free<M: ModeUnderTest>() {
     );
 }
 
-fn unmapping_what_is_not_mapped<M: ModeUnderTest>() {
+fn unmapping_what_is_not_mapped<M: PagingMode>() {
     let mut rig = populated::<M>();
     let size = large::<M>();
     let e = rig.assert_unchanged(|r| r.mapper.unmap(va(0xC000_2000)));
@@ -338,7 +338,7 @@ fn unmapping_what_is_not_mapped<M: ModeUnderTest>() {
     ));
 }
 
-fn allocator_failures_give_every_frame_back<M: ModeUnderTest>() {
+fn allocator_failures_give_every_frame_back<M: PagingMode>() {
     let mut rig = populated::<M>();
     // A page needing a PTE table (and a PMD table in PAE): fail each step.
     let needed = if M::PMD_FOLDED { 1 } else { 2 };
@@ -395,8 +395,8 @@ fn allocator_failures_give_every_frame_back<M: ModeUnderTest>() {
     assert_eq!(e.unwrap_err(), RootError::OutOfFrames);
 }
 
-fn bad_roots<M: ModeUnderTest>() {
-    let rig = Rig::<M>::new();
+fn bad_roots<M: PagingMode>() {
+    let rig = machine::<M>();
     let access = paging_core::sim::SimAccess::new(rig.ram);
     let odd = pa(M::PGD_ALIGN / 2);
     assert_eq!(
@@ -415,7 +415,7 @@ fn bad_roots<M: ModeUnderTest>() {
     let _ = <M::Pte as Entry>::NONE;
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     unaligned_addresses,
     physical_addresses_beyond_the_mode,
     ranges_past_four_gib,

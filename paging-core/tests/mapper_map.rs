@@ -5,16 +5,16 @@
 
 mod mapper_support;
 
-use mapper_support::{ModeUnderTest, Rig, frame, pa, va};
+use mapper_support::{frame, machine, pa, va};
 use paging_core::sim::Access;
-use paging_core::{LargePages, MapFlags, Page, PageSize, TlbOps};
+use paging_core::{LargePages, MapFlags, Page, PageSize, PagingMode, TlbOps};
 
 fn page(x: u32) -> Page {
     Page::from_start_address(va(x)).unwrap()
 }
 
-fn map_translate_unmap<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn map_translate_unmap<M: PagingMode>() {
+    let mut rig = machine::<M>();
     let live = rig.alloc.live();
     let flush = rig
         .mapper
@@ -53,8 +53,8 @@ fn map_translate_unmap<M: ModeUnderTest>() {
     assert_eq!(rig.hw(va(0xC012_3000)), Err(0), "not-present read fault");
 }
 
-fn missing_flush_leaves_a_stale_translation<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn missing_flush_leaves_a_stale_translation<M: PagingMode>() {
+    let mut rig = machine::<M>();
     rig.mapper
         .map(
             page(0x4000_0000),
@@ -94,8 +94,8 @@ fn missing_flush_leaves_a_stale_translation<M: ModeUnderTest>() {
     assert_eq!(rig.ram.read_u32(pa(0x9000)).unwrap(), 2);
 }
 
-fn large_pages<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn large_pages<M: PagingMode>() {
+    let mut rig = machine::<M>();
     let size = M::LARGE_PAGE_SIZE.bytes();
     let base = 0xC000_0000u32 + 2 * size as u32;
     let live = rig.alloc.live();
@@ -132,8 +132,8 @@ fn large_pages<M: ModeUnderTest>() {
     );
 }
 
-fn range_mapping_uses_large_pages_where_aligned<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn range_mapping_uses_large_pages_where_aligned<M: PagingMode>() {
+    let mut rig = machine::<M>();
     let size = M::LARGE_PAGE_SIZE.bytes();
     // 4 KiB head, three large pages, 4 KiB tail.
     let start = 0x8000_0000u32 + size as u32 - 0x3000;
@@ -166,7 +166,7 @@ fn range_mapping_uses_large_pages_where_aligned<M: ModeUnderTest>() {
     assert!(rig.hw(va(start + len as u32)).is_err());
 
     // Without large pages: the same translations, all 4 KiB.
-    let mut rig2 = Rig::<M>::new();
+    let mut rig2 = machine::<M>();
     rig2.mapper
         .map_range(
             va(start),
@@ -187,8 +187,8 @@ fn range_mapping_uses_large_pages_where_aligned<M: ModeUnderTest>() {
     }
 }
 
-fn a_one_gib_range_of_small_pages<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn a_one_gib_range_of_small_pages<M: PagingMode>() {
+    let mut rig = machine::<M>();
     let live = rig.alloc.live();
     rig.mapper
         .map_range(
@@ -212,8 +212,8 @@ fn a_one_gib_range_of_small_pages<M: ModeUnderTest>() {
     }
 }
 
-fn user_mappings_open_their_tables<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn user_mappings_open_their_tables<M: PagingMode>() {
+    let mut rig = machine::<M>();
     // A kernel page first: its table entry is supervisor-only.
     rig.mapper
         .map(
@@ -253,8 +253,8 @@ fn user_mappings_open_their_tables<M: ModeUnderTest>() {
     assert!(f.is_protection() && f.is_user());
 }
 
-fn empty_tables_are_freed_after_the_flush<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn empty_tables_are_freed_after_the_flush<M: PagingMode>() {
+    let mut rig = machine::<M>();
     let live = rig.alloc.live();
     let size = M::LARGE_PAGE_SIZE.bytes() as u32;
     for i in 0..3 {
@@ -308,8 +308,8 @@ fn empty_tables_are_freed_after_the_flush<M: ModeUnderTest>() {
     );
 }
 
-fn flags_round_trip_through_the_hardware<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn flags_round_trip_through_the_hardware<M: PagingMode>() {
+    let mut rig = machine::<M>();
     let mut flags =
         MapFlags::KERNEL_RO | MapFlags::USER | MapFlags::GLOBAL | MapFlags::CACHE_DISABLE;
     if M::SUPPORTS_NX {
@@ -337,8 +337,8 @@ fn flags_round_trip_through_the_hardware<M: ModeUnderTest>() {
     assert!(seen.contains(flags | MapFlags::ACCESSED));
 }
 
-fn batches_flush_once<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn batches_flush_once<M: PagingMode>() {
+    let mut rig = machine::<M>();
     for i in 0..4u32 {
         rig.mapper
             .map(
@@ -367,7 +367,7 @@ fn batches_flush_once<M: ModeUnderTest>() {
     rig.mmu.flush_everything();
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     map_translate_unmap,
     missing_flush_leaves_a_stale_translation,
     large_pages,

@@ -7,7 +7,7 @@ mod mapper_support;
 
 use std::sync::Mutex;
 
-use mapper_support::{Rig, frame, pa, va};
+use mapper_support::{frame, machine, pa, va};
 use paging_core::sim::{Access, Mmu, ObservedStore, SimAccess, SimConfig, SimRam, ZonedAllocator};
 use paging_core::{MapFlags, Mapper, Page, PhysAddr, VirtAddr};
 use paging_x86_pae::Pae;
@@ -18,7 +18,7 @@ fn page(x: u32) -> Page {
 
 #[test]
 fn a_pdpt_change_is_invisible_until_cr3_is_reloaded() {
-    let mut rig = Rig::<Pae>::new();
+    let mut rig = machine::<Pae>();
     let token = rig
         .mapper
         .map(
@@ -57,7 +57,7 @@ fn a_pdpt_change_is_invisible_until_cr3_is_reloaded() {
 
 #[test]
 fn pdptes_hold_only_the_bits_the_sdm_allows() {
-    let mut rig = Rig::<Pae>::new();
+    let mut rig = machine::<Pae>();
     for gib in 0..4u32 {
         rig.mapper
             .map(
@@ -205,7 +205,7 @@ fn no_half_written_entry_is_ever_visible() {
 
 #[test]
 fn pae_reaches_memory_above_4_gib_and_refuses_past_its_width() {
-    let mut rig = Rig::<Pae>::new();
+    let mut rig = machine::<Pae>();
     // 36 bits by default: 63 GiB is fine, 64 GiB is not.
     rig.mapper
         .map(

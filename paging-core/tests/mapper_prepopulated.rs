@@ -7,11 +7,11 @@ mod mapper_support;
 
 use std::sync::Mutex;
 
-use mapper_support::{ModeUnderTest, Rig, frame, pa, va};
+use mapper_support::{Rig, frame, machine, pa, unreachable_frame, va};
 use paging_core::sim::{Mmu, SimAccess};
 use paging_core::{
-    Entry, Error, ErrorKind, InstallError, LargePages, Level, MapFlags, Mapper, Page, PhysFrame,
-    PmdEntry, PteEntry, TableHooks,
+    Entry, Error, ErrorKind, InstallError, LargePages, Level, MapFlags, Mapper, Page, PagingMode,
+    PhysFrame, PmdEntry, PteEntry, TableHooks,
 };
 
 fn page(x: u32) -> Page {
@@ -19,7 +19,7 @@ fn page(x: u32) -> Page {
 }
 
 /// Write raw entry `index` of the table in `table` (a "foreign" writer).
-fn poke<M: ModeUnderTest>(rig: &Rig<M>, table: PhysFrame, index: usize, raw: u64) {
+fn poke<M: PagingMode>(rig: &Rig<M>, table: PhysFrame, index: usize, raw: u64) {
     let addr = pa(table.start_address().as_u64() + (index * M::ENTRY_BYTES) as u64);
     if M::ENTRY_BYTES == 4 {
         rig.ram.write_u32(addr, raw as u32).unwrap();
@@ -28,8 +28,8 @@ fn poke<M: ModeUnderTest>(rig: &Rig<M>, table: PhysFrame, index: usize, raw: u64
     }
 }
 
-fn a_loaders_mappings_are_kept<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn a_loaders_mappings_are_kept<M: PagingMode>() {
+    let mut rig = machine::<M>();
     // The "loader" maps 0xC000_0000 -> 0x10_0000 with its own PTE table,
     // built with the backend's entry types but written behind the mapper's back.
     let pte_table = frame(0x3F_0000);
@@ -84,8 +84,8 @@ fn a_loaders_mappings_are_kept<M: ModeUnderTest>() {
     assert_eq!(rig.hw(va(0xC000_0123)), Ok(pa(0x10_0123)));
 }
 
-fn early_tables_are_copied_on_handover<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn early_tables_are_copied_on_handover<M: PagingMode>() {
+    let mut rig = machine::<M>();
     let span = M::pmd_span() as u32;
     let start = 0xFF00_0000u32 & !(span - 1);
     // An "early" table for the second slot, holding one mapping, in use
@@ -155,8 +155,8 @@ fn early_tables_are_copied_on_handover<M: ModeUnderTest>() {
     assert!(again.unwrap().is_empty());
 }
 
-fn install_errors_change_nothing<M: ModeUnderTest>() {
-    let mut rig = Rig::<M>::new();
+fn install_errors_change_nothing<M: PagingMode>() {
+    let mut rig = machine::<M>();
     let span = M::pmd_span() as u32;
     let size = M::LARGE_PAGE_SIZE.bytes();
     rig.mapper
@@ -195,7 +195,7 @@ fn install_errors_change_nothing<M: ModeUnderTest>() {
             .install_pte_tables(va(0u32.wrapping_sub(span)), first, 2, &r.mmu, &mut r.alloc)
     });
     assert_eq!(e.unwrap_err().kind(), ErrorKind::OutOfRange);
-    let beyond = frame(M::first_unreachable_frame());
+    let beyond = frame(unreachable_frame::<M>());
     let e = rig.assert_unchanged(|r| {
         r.mapper
             .install_pte_tables(va(0x4000_0000), beyond, 1, &r.mmu, &mut r.alloc)
@@ -253,9 +253,12 @@ impl TableHooks for &Recorder {
     }
 }
 
-fn hooks_see_tables_complete_before_linking_and_released_after_flushing<M: ModeUnderTest>() {
-    let rig = Rig::<M>::new();
-    let mmu: &'static Mmu<'static> = Box::leak(Box::new(Mmu::new(rig.ram, M::sim_config())));
+fn hooks_see_tables_complete_before_linking_and_released_after_flushing<M: PagingMode>() {
+    let rig = machine::<M>();
+    let mmu: &'static Mmu<'static> = Box::leak(Box::new(Mmu::new(
+        rig.ram,
+        paging_core::sim::SimConfig::for_mode::<M>(),
+    )));
     let recorder: &'static Recorder = Box::leak(Box::new(Recorder {
         events: Mutex::new(Vec::new()),
         mmu,
@@ -312,7 +315,7 @@ fn hooks_see_tables_complete_before_linking_and_released_after_flushing<M: ModeU
     assert_eq!(alloc.live(), live + 1, "only the new PGD is left");
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     a_loaders_mappings_are_kept,
     early_tables_are_copied_on_handover,
     install_errors_change_nothing,

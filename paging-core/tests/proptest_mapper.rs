@@ -196,7 +196,8 @@ impl Model {
                     let chunk_end = ((b + 1) * g.per_block).min(end);
                     let pa = pa0 + (p - page) as u64 * 4096;
                     let whole = p == b * g.per_block && chunk_end - p == g.per_block;
-                    if large && whole && pa.is_multiple_of(g.large) && !self.pte_tables.contains(&b) {
+                    if large && whole && pa.is_multiple_of(g.large) && !self.pte_tables.contains(&b)
+                    {
                         self.large.insert(b, (pa, flags_of(flags)));
                         self.pmd_tables.insert(g.gib(b));
                     } else {

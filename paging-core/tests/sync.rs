@@ -345,7 +345,7 @@ fn a_nested_fault_between_check_and_fill_is_harmless<M: PagingMode>() {
     }
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     eager_and_lazy_sync_across_100_directories,
     registry_errors_change_nothing,
     a_nested_fault_between_check_and_fill_is_harmless,

@@ -229,7 +229,7 @@ fn the_2011_crash_and_its_fix<M: PagingMode>() {
     assert!(hv.audit::<M>(m.mapper.root()).is_empty());
 }
 
-both_modes!(
+paging_core::for_each_mode!(
     with_the_hooks_tables_are_never_writable,
     without_the_hooks_the_model_reports_the_breach,
     the_2011_crash_and_its_fix,

@@ -14,22 +14,3 @@ pub fn va(x: u32) -> VirtAddr {
 pub fn frame(x: u64) -> PhysFrame {
     PhysFrame::from_start_address(pa(x)).unwrap()
 }
-
-/// Instantiate a generic test `fn name<M: PagingMode>()` for both modes.
-#[macro_export]
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn two_level() {
-                    super::$name::<paging_x86_2level::TwoLevel>();
-                }
-                #[test]
-                fn pae() {
-                    super::$name::<paging_x86_pae::Pae>();
-                }
-            }
-        )*
-    };
-}

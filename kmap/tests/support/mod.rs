@@ -63,25 +63,6 @@ impl ModeUnderTest for paging_x86_pae::Pae {
     const DATA: u64 = 0x2_0000_0000;
 }
 
-/// Instantiate a generic test `fn name<M: ModeUnderTest>()` for both modes.
-#[macro_export]
-macro_rules! both_modes {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[test]
-                fn two_level() {
-                    super::$name::<paging_x86_2level::TwoLevel>();
-                }
-                #[test]
-                fn pae() {
-                    super::$name::<paging_x86_pae::Pae>();
-                }
-            }
-        )*
-    };
-}
-
 pub fn va(x: u32) -> VirtAddr {
     VirtAddr::new(x)
 }

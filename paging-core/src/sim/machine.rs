@@ -115,3 +115,37 @@ impl<'r, M: PagingMode> Machine<'r, M> {
         out
     }
 }
+
+/// Expand each generic test function `fn name<M: PagingMode>()` into a
+/// module `name` with one `#[test]` per backend (`two_level`, `pae`).
+///
+/// The calling crate must depend on `paging-x86-2level` and
+/// `paging-x86-pae` (every crate of this workspace does, for its tests).
+///
+/// ```
+/// use paging_core::PagingMode;
+///
+/// fn geometry_is_consistent<M: PagingMode>() {
+///     assert_eq!(M::pmd_span(), M::LARGE_PAGE_SIZE.bytes());
+/// }
+///
+/// paging_core::for_each_mode!(geometry_is_consistent);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! for_each_mode {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn two_level() {
+                    super::$name::<paging_x86_2level::TwoLevel>();
+                }
+                #[test]
+                fn pae() {
+                    super::$name::<paging_x86_pae::Pae>();
+                }
+            }
+        )*
+    };
+}
