@@ -347,7 +347,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             let (slot, pmd) = match (state, frames.as_deref_mut()) {
                 (PmdState::Entry(slot, pmd), _) => (Some(slot), pmd),
                 (PmdState::NoPmdTable, None) => {
-                    needs.pmd_tables += 1;
+                    needs.pmd_tables += usize::from(planned_new_pgd != Some(M::pgd_index(va)));
                     planned_new_pgd = Some(M::pgd_index(va));
                     (None, M::Pmd::NONE)
                 }
