@@ -378,3 +378,35 @@ paging_core::for_each_mode!(
     flags_round_trip_through_the_hardware,
     batches_flush_once,
 );
+
+fn a_range_takes_exactly_the_frames_it_needs<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let span = M::pmd_span();
+    // Three PTE tables, and in PAE one new PMD table for the empty GiB.
+    let needed = 3 + usize::from(!M::PMD_FOLDED);
+    rig.alloc.fail_after(needed);
+    let live = rig.alloc.live();
+    rig.mapper
+        .map_range(
+            va(0x4000_0000),
+            pa(0x100_0000),
+            3 * span,
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    assert_eq!(rig.alloc.live(), live + needed);
+    assert_eq!(
+        rig.alloc.allocated_total() as usize,
+        needed + 1,
+        "no frame taken and given back"
+    );
+    assert_eq!(
+        rig.hw(va(0x4000_0000 + 2 * span as u32)),
+        Ok(pa(0x100_0000 + 2 * span))
+    );
+}
+
+paging_core::for_each_mode!(a_range_takes_exactly_the_frames_it_needs);
