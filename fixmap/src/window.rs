@@ -11,8 +11,8 @@
 use core::marker::PhantomData;
 
 use paging_core::{
-    FrameAllocator, Mapper, PAGE_SIZE, PagingMode, PhysAddr, PhysFrame, Replaced, Slot,
-    TableAccess, TableHooks, TlbOps, VirtAddr, Zone,
+    FrameAllocator, FreshTables, Mapper, PAGE_SIZE, PagingMode, PhysAddr, PhysFrame, Replaced,
+    Slot, TableAccess, TableHooks, TlbOps, VirtAddr, Zone,
 };
 
 use crate::error::WindowError;
@@ -143,7 +143,7 @@ impl WindowBuilder {
             Some(first) => first,
             None => one_by_one(alloc, count)?,
         };
-        let result = self.build_on(mapper, first, count, tlb, alloc);
+        let result = self.build_on(mapper, first, count, FreshTables::Zero, tlb, alloc);
         if result.is_err() {
             for k in 0..count as u64 {
                 if let Some(f) = first.checked_add(k) {
@@ -155,8 +155,11 @@ impl WindowBuilder {
     }
 
     /// Install `given` caller-owned consecutive frames from `first` (static
-    /// tables, for an early fixmap that exists before any allocator).
-    /// `alloc` is only asked for a missing PAE PMD table.
+    /// tables, for an early fixmap that exists before any allocator). Their
+    /// content is kept where the directory has no table yet (static tables
+    /// start zeroed; an early table linked into a second hierarchy keeps its
+    /// mappings), and replaced by a copy where it has one. `alloc` is only
+    /// asked for a missing PAE PMD table.
     pub fn build_static<M, A, H, T, F>(
         &self,
         mapper: &mut Mapper<M, A, H>,
@@ -179,7 +182,7 @@ impl WindowBuilder {
                 given,
             });
         }
-        self.build_on(mapper, first, count, tlb, alloc)
+        self.build_on(mapper, first, count, FreshTables::Keep, tlb, alloc)
     }
 
     fn build_on<M, A, H, T, F>(
@@ -187,6 +190,7 @@ impl WindowBuilder {
         mapper: &mut Mapper<M, A, H>,
         first: PhysFrame,
         count: usize,
+        fresh: FreshTables,
         tlb: &T,
         alloc: &mut F,
     ) -> Result<(ContiguousWindow<M>, Replaced), WindowError>
@@ -198,7 +202,7 @@ impl WindowBuilder {
         F: FrameAllocator + ?Sized,
     {
         let (start, _) = self.geometry::<M>();
-        let replaced = mapper.install_pte_tables(start, first, count, tlb, alloc)?;
+        let replaced = mapper.install_pte_tables(start, first, count, fresh, tlb, alloc)?;
         Ok((
             ContiguousWindow {
                 start,

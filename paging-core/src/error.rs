@@ -276,6 +276,13 @@ pub enum UnmapError {
     },
     /// The new flags cannot be expressed in this mode (flag updates only).
     Unsupported(MapFlags),
+    /// The range runs past the end of the 4 GiB virtual space (range calls).
+    VirtOutOfRange {
+        /// Start of the range.
+        start: VirtAddr,
+        /// Its length in bytes.
+        len: u64,
+    },
     /// A table could not be reached.
     Access(AccessError),
 }
@@ -284,6 +291,9 @@ impl fmt::Display for UnmapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unaligned { addr } => write!(f, "{addr} is not page aligned"),
+            Self::VirtOutOfRange { start, len } => {
+                write!(f, "range {start} + {len:#x} runs past 4 GiB")
+            }
             Self::NotMapped { va, level } => write!(f, "{va} is not mapped (no {level} entry)"),
             Self::InLargePage { va, base, size } => {
                 write!(f, "{va} is inside the {size} page at {base}")
@@ -303,6 +313,7 @@ impl Error for UnmapError {
             Self::NotMapped { .. } => ErrorKind::NotMapped,
             Self::InLargePage { .. } => ErrorKind::SizeConflict,
             Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::VirtOutOfRange { .. } => ErrorKind::OutOfRange,
             Self::Access(e) => e.kind(),
         }
     }

@@ -36,7 +36,7 @@ pub use error::{
 pub use flags::MapFlags;
 pub use flush::{Flush, FlushBatch, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};
-pub use mapper::{FreeStats, LargePages, Mapper, Replaced, Unmapped};
+pub use mapper::{FreeStats, FreshTables, LargePages, Mapper, Replaced, UnmapStats, Unmapped};
 pub use mode::PagingMode;
 pub use pgtbuf::{PgtBuf, PgtBufReport};
 pub use sync::{KernelSync, SyncError, SyncOutcome, sync_kernel_entry};

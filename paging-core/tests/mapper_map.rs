@@ -410,3 +410,104 @@ fn a_range_takes_exactly_the_frames_it_needs<M: PagingMode>() {
 }
 
 paging_core::for_each_mode!(a_range_takes_exactly_the_frames_it_needs);
+
+fn unmap_range_reaches_each_table_once<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let size = M::LARGE_PAGE_SIZE.bytes();
+    let base = 0x4000_0000u32;
+    // Small pages, a hole, a large page, more small pages.
+    rig.mapper
+        .map_range(
+            va(base),
+            pa(0x100_0000),
+            0x5000,
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    rig.mapper
+        .map_large(
+            va(base + size as u32),
+            pa(4 * size),
+            MapFlags::KERNEL_RW,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    rig.mapper
+        .map_range(
+            va(base + 2 * size as u32),
+            pa(0x200_0000),
+            0x3000,
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    for off in [0u32, 0x4000, size as u32 + 0x1234, 2 * size as u32 + 0x2000] {
+        assert!(rig.hw(va(base + off)).is_ok());
+    }
+    // Cutting the large page is refused, and nothing changes.
+    let e = rig.assert_unchanged(|r| {
+        r.mapper
+            .unmap_range(va(base + size as u32 + 0x1000), 0x1000)
+    });
+    assert_eq!(
+        paging_core::Error::kind(&e.unwrap_err()),
+        paging_core::ErrorKind::SizeConflict
+    );
+    let e = rig.assert_unchanged(|r| r.mapper.unmap_range(va(0xFFFF_F000), 0x2000));
+    assert!(matches!(
+        e,
+        Err(paging_core::UnmapError::VirtOutOfRange { .. })
+    ));
+    let (stats, flush) = rig.mapper.unmap_range(va(base), 3 * size).unwrap();
+    assert_eq!((stats.pages, stats.large_pages), (8, 1));
+    flush.flush(&rig.mmu);
+    for off in [0u32, 0x4000, size as u32 + 0x1234, 2 * size as u32 + 0x2000] {
+        assert!(rig.hw(va(base + off)).is_err(), "offset {off:#x}");
+    }
+    // An empty range unmaps nothing and needs no flush.
+    let (stats, flush) = rig.mapper.unmap_range(va(base), 3 * size).unwrap();
+    assert_eq!(stats, paging_core::UnmapStats::default());
+    assert_eq!(flush, paging_core::Flush::none());
+}
+
+fn teardown_gives_every_table_back<M: PagingMode>() {
+    let ram = paging_core::sim::SimRam::new();
+    let mut m = paging_core::sim::Machine::<M>::new(&ram);
+    let before = m.alloc.live();
+    let mut space =
+        paging_core::Mapper::<M, _>::create(paging_core::sim::SimAccess::new(&ram), &mut m.alloc)
+            .unwrap();
+    space
+        .map_range(
+            va(0x0800_0000),
+            pa(0x100_0000),
+            64 << 20,
+            MapFlags::KERNEL_RW | MapFlags::USER,
+            LargePages::Avoid,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .ignore();
+    space
+        .map_large(va(0x8000_0000), pa(0), MapFlags::KERNEL_RW, &mut m.alloc)
+        .unwrap()
+        .ignore();
+    assert!(m.alloc.live() > before + 16);
+    let stats = space
+        .teardown(va(0xC000_0000), &m.mmu, &mut m.alloc)
+        .unwrap();
+    assert!(stats.pte_tables >= 16);
+    assert_eq!(m.alloc.live(), before, "every table and the PGD are back");
+    assert_eq!(m.alloc.double_frees(), 0);
+}
+
+paging_core::for_each_mode!(
+    unmap_range_reaches_each_table_once,
+    teardown_gives_every_table_back
+);

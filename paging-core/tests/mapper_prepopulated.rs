@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use mapper_support::{Rig, frame, machine, pa, unreachable_frame, va};
 use paging_core::sim::{Mmu, SimAccess};
 use paging_core::{
-    Entry, Error, ErrorKind, InstallError, LargePages, Level, MapFlags, Mapper, Page, PagingMode,
-    PhysFrame, PmdEntry, PteEntry, TableHooks,
+    Entry, Error, ErrorKind, FreshTables, InstallError, LargePages, Level, MapFlags, Mapper, Page,
+    PagingMode, PhysFrame, PmdEntry, PteEntry, TableHooks,
 };
 
 fn page(x: u32) -> Page {
@@ -113,7 +113,14 @@ fn early_tables_are_copied_on_handover<M: PagingMode>() {
     let first = rig.alloc_contiguous(3);
     let replaced = rig
         .mapper
-        .install_pte_tables(va(start), first, 3, &rig.mmu, &mut rig.alloc)
+        .install_pte_tables(
+            va(start),
+            first,
+            3,
+            FreshTables::Zero,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
         .unwrap();
     assert_eq!(
         replaced.frames().collect::<Vec<_>>(),
@@ -150,7 +157,7 @@ fn early_tables_are_copied_on_handover<M: PagingMode>() {
     // Installing the same frames again changes nothing.
     let again = rig.assert_unchanged(|r| {
         r.mapper
-            .install_pte_tables(va(start), first, 3, &r.mmu, &mut r.alloc)
+            .install_pte_tables(va(start), first, 3, FreshTables::Zero, &r.mmu, &mut r.alloc)
     });
     assert!(again.unwrap().is_empty());
 }
@@ -170,43 +177,79 @@ fn install_errors_change_nothing<M: PagingMode>() {
         .flush(&rig.mmu);
     let first = rig.alloc_contiguous(40);
     let e = rig.assert_unchanged(|r| {
-        r.mapper
-            .install_pte_tables(va(0x8000_1000), first, 1, &r.mmu, &mut r.alloc)
+        r.mapper.install_pte_tables(
+            va(0x8000_1000),
+            first,
+            1,
+            FreshTables::Zero,
+            &r.mmu,
+            &mut r.alloc,
+        )
     });
     assert_eq!(e.unwrap_err().kind(), ErrorKind::Unaligned);
     let e = rig.assert_unchanged(|r| {
-        r.mapper
-            .install_pte_tables(va(0x8000_0000), first, 40, &r.mmu, &mut r.alloc)
+        r.mapper.install_pte_tables(
+            va(0x8000_0000),
+            first,
+            40,
+            FreshTables::Zero,
+            &r.mmu,
+            &mut r.alloc,
+        )
     });
     assert_eq!(
         e.unwrap_err(),
         InstallError::TooManyTables { count: 40, max: 32 }
     );
     let e = rig.assert_unchanged(|r| {
-        r.mapper
-            .install_pte_tables(va(0x8000_0000), first, 3, &r.mmu, &mut r.alloc)
+        r.mapper.install_pte_tables(
+            va(0x8000_0000),
+            first,
+            3,
+            FreshTables::Zero,
+            &r.mmu,
+            &mut r.alloc,
+        )
     });
     assert!(matches!(
         e.unwrap_err(),
         InstallError::LargePageInTheWay { .. }
     ));
     let e = rig.assert_unchanged(|r| {
-        r.mapper
-            .install_pte_tables(va(0u32.wrapping_sub(span)), first, 2, &r.mmu, &mut r.alloc)
+        r.mapper.install_pte_tables(
+            va(0u32.wrapping_sub(span)),
+            first,
+            2,
+            FreshTables::Zero,
+            &r.mmu,
+            &mut r.alloc,
+        )
     });
     assert_eq!(e.unwrap_err().kind(), ErrorKind::OutOfRange);
     let beyond = frame(unreachable_frame::<M>());
     let e = rig.assert_unchanged(|r| {
-        r.mapper
-            .install_pte_tables(va(0x4000_0000), beyond, 1, &r.mmu, &mut r.alloc)
+        r.mapper.install_pte_tables(
+            va(0x4000_0000),
+            beyond,
+            1,
+            FreshTables::Zero,
+            &r.mmu,
+            &mut r.alloc,
+        )
     });
     assert_eq!(e.unwrap_err().kind(), ErrorKind::OutOfRange);
     if !M::PMD_FOLDED {
         // PAE: an empty GiB needs a PMD table from the allocator.
         rig.alloc.fail_after(0);
         let e = rig.assert_unchanged(|r| {
-            r.mapper
-                .install_pte_tables(va(0x4000_0000), first, 1, &r.mmu, &mut r.alloc)
+            r.mapper.install_pte_tables(
+                va(0x4000_0000),
+                first,
+                1,
+                FreshTables::Zero,
+                &r.mmu,
+                &mut r.alloc,
+            )
         });
         assert_eq!(e.unwrap_err(), InstallError::OutOfFrames);
         rig.alloc.never_fail();
@@ -321,3 +364,68 @@ paging_core::for_each_mode!(
     install_errors_change_nothing,
     hooks_see_tables_complete_before_linking_and_released_after_flushing,
 );
+
+fn a_populated_table_links_into_a_second_hierarchy_as_it_is<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let span = M::pmd_span() as u32;
+    let start = 0xFF00_0000u32 & !(span - 1);
+    // Hierarchy 1 (the boot tables) has a table with a console mapping.
+    rig.mapper
+        .map(
+            page(start + 0x3000),
+            frame(0xB_8000),
+            MapFlags::KERNEL_UNCACHED,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    let table =
+        PhysFrame::containing_address(rig.mapper.walk(va(start)).unwrap().pmd.unwrap().1.addr());
+    // Hierarchy 2 (the final tables) links that same frame, kept as it is.
+    let mut second =
+        Mapper::<M, _>::create(paging_core::sim::SimAccess::new(rig.ram), &mut rig.alloc).unwrap();
+    let replaced = second
+        .install_pte_tables(
+            va(start),
+            table,
+            1,
+            FreshTables::Keep,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    assert!(replaced.is_empty());
+    rig.mmu.load_cr3(second.root().as_u64() as u32).unwrap();
+    assert_eq!(
+        rig.hw(va(start + 0x3000)),
+        Ok(pa(0xB_8000)),
+        "seen through the second hierarchy"
+    );
+    rig.reload_cr3();
+    assert_eq!(
+        rig.hw(va(start + 0x3000)),
+        Ok(pa(0xB_8000)),
+        "and still through the first"
+    );
+    // Zeroing it instead would have wiped the live console.
+    let mut third =
+        Mapper::<M, _>::create(paging_core::sim::SimAccess::new(rig.ram), &mut rig.alloc).unwrap();
+    let fresh = rig.alloc_contiguous(1);
+    rig.ram.fill_frame(fresh, 0xAA);
+    third
+        .install_pte_tables(
+            va(start),
+            fresh,
+            1,
+            FreshTables::Zero,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    assert!(
+        rig.ram.frame_words(fresh).iter().all(|&w| w == 0),
+        "a fresh frame is zeroed"
+    );
+}
+
+paging_core::for_each_mode!(a_populated_table_links_into_a_second_hierarchy_as_it_is);

@@ -46,6 +46,17 @@ impl Replaced {
     }
 }
 
+/// What [`Mapper::install_pte_tables`] does with a given frame whose PMD
+/// slot is empty (a slot that already has a table always gets a copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreshTables {
+    /// Zero it: the frames are fresh from an allocator.
+    Zero,
+    /// Link it as it is: the frames already hold a table (static boot
+    /// tables, or an early table being linked into a second hierarchy).
+    Keep,
+}
+
 /// What to do for one PMD slot.
 #[derive(Clone, Copy)]
 enum Plan {
@@ -68,10 +79,9 @@ fn install_error(e: MapError) -> InstallError {
 impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// Make the PTE tables of the `count` PMD slots starting at `start`
     /// (aligned to the PMD span) be the frames `first`, `first + 1`, ...
-    /// `first + count - 1`, which the caller owns and which need not be
-    /// zeroed.
+    /// `first + count - 1`, which the caller owns.
     ///
-    /// Empty slots get a zeroed table. A slot that already has a table gets
+    /// Empty slots get their frame zeroed or kept as it is, as `fresh` says. A slot that already has a table gets
     /// a copy of every entry of it (so nothing mapped before is lost, inside
     /// or outside the range), is repointed, and the old table is reported in
     /// the result. The TLB and paging-structure caches are flushed through
@@ -86,6 +96,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         start: VirtAddr,
         first: PhysFrame,
         count: usize,
+        fresh: FreshTables,
         tlb: &T,
         alloc: &mut F,
     ) -> Result<Replaced, InstallError>
@@ -146,7 +157,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             });
         }
 
-        let result = self.install_planned(start, first, &plans[..count], &mut pmd_frames);
+        let result = self.install_planned(start, first, &plans[..count], fresh, &mut pmd_frames);
         pmd_frames.release(self.walker.access(), alloc);
         let (flush, replaced) = result?;
         flush.flush(tlb);
@@ -196,6 +207,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         start: VirtAddr,
         first: PhysFrame,
         plans: &[Plan],
+        fresh: FreshTables,
         pmd_frames: &mut FrameChain,
     ) -> Result<(Flush, Replaced), InstallError> {
         let span = M::pmd_span();
@@ -228,11 +240,15 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             };
             let user = match *plan {
                 Plan::Done => continue,
-                Plan::Fresh => {
+                Plan::Fresh if fresh == FreshTables::Zero => {
                     self.fill_new_table::<M::Pte>(target, Level::Pte, M::PTRS_PER_PTE, |_| {
                         <M::Pte as Entry>::NONE
                     })
                     .map_err(install_error)?;
+                    false
+                }
+                Plan::Fresh => {
+                    self.hooks.table_allocated(target, Level::Pte);
                     false
                 }
                 Plan::Copy(old) => {

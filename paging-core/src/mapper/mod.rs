@@ -17,10 +17,12 @@
 mod chain;
 mod install;
 mod map;
+mod teardown;
 mod unmap;
 
-pub use install::{MAX_INSTALL_TABLES, Replaced};
+pub use install::{FreshTables, MAX_INSTALL_TABLES, Replaced};
 pub use map::LargePages;
+pub use teardown::UnmapStats;
 pub use unmap::{FreeStats, Unmapped};
 
 use crate::access::{AccessError, TableAccess};
