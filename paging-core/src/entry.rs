@@ -138,6 +138,10 @@ pub trait PmdEntry: Entry {
 }
 
 /// A bottom-level entry mapping one 4 KiB page.
+///
+/// As in every x86 format, the frame address sits in place in the raw bits
+/// (bits 12 and up), so adding 4096 to the raw value of a present entry maps
+/// the next frame with the same flags: the mapper fills new tables that way.
 pub trait PteEntry: Entry {
     /// An entry mapping `frame` with `flags`.
     fn page(frame: PhysFrame, flags: MapFlags) -> Result<Self, EntryError>;

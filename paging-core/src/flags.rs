@@ -2,8 +2,10 @@
 //!
 //! These are *generic* flags: each backend converts them to its own entry bits
 //! and refuses what its format cannot express (for example `NO_EXECUTE` in
-//! 2-level mode, which has no XD bit). The bit values here are this crate's
-//! own and are not the hardware layout.
+//! 2-level mode, which has no XD bit). The values are part of the API: bits
+//! 0-6 (present .. dirty) sit where every x86 leaf entry has them, and
+//! `GLOBAL` is bit 7 (one below the hardware's bit 8), so a backend converts
+//! with two masks and a shift instead of a loop over flags.
 
 bitflags::bitflags! {
     /// What a mapping allows and how it is cached.

@@ -36,6 +36,23 @@ pub trait RawTable {
     /// Atomically exchange the whole 64-bit entry `entry` (`cmpxchg8b` on a
     /// 32-bit CPU), returning the old value.
     fn swap64(&self, entry: usize, value: u64) -> u64;
+
+    /// Fill words `first..first + count` with `value`, `value + step`, ...
+    /// Only for a table no MMU can reach yet (a new table before it is
+    /// linked): the stores may be merged or reordered among themselves, but
+    /// all of them happen before any later store to another table.
+    fn store_run32(&self, first: usize, count: usize, value: u32, step: u32) {
+        for i in 0..count {
+            self.store32(first + i, value.wrapping_add(step.wrapping_mul(i as u32)));
+        }
+    }
+
+    /// The same for 64-bit entries `first..first + count`.
+    fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
+        for i in 0..count {
+            self.store64(first + i, value.wrapping_add(step.wrapping_mul(i as u64)));
+        }
+    }
 }
 
 impl<T: RawTable + ?Sized> RawTable for &T {
@@ -56,6 +73,12 @@ impl<T: RawTable + ?Sized> RawTable for &T {
     }
     fn swap64(&self, entry: usize, value: u64) -> u64 {
         (**self).swap64(entry, value)
+    }
+    fn store_run32(&self, first: usize, count: usize, value: u32, step: u32) {
+        (**self).store_run32(first, count, value, step)
+    }
+    fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
+        (**self).store_run64(first, count, value, step)
     }
 }
 
@@ -112,7 +135,44 @@ impl<'a> PtrTable<'a> {
     }
 }
 
+/// `first..first + count` clamped to a table of `len` entries.
+fn clamp_run(first: usize, count: usize, len: usize) -> (usize, usize) {
+    let first = first.min(len);
+    (first, count.min(len - first))
+}
+
 impl RawTable for PtrTable<'_> {
+    fn store_run32(&self, first: usize, count: usize, value: u32, step: u32) {
+        let (first, count) = clamp_run(first, count, WORDS_PER_TABLE);
+        // SAFETY: `first + count <= 1024`: inside the table `new`'s caller
+        // promised is valid; the caller of `store_run32` promises no MMU
+        // (and no other accessor) reaches this table yet, so plain stores
+        // race with nothing.
+        let words =
+            unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(first), count) };
+        let mut v = value;
+        for w in words {
+            *w = v;
+            v = v.wrapping_add(step);
+        }
+        // The stores are visible before whatever links the table.
+        core::sync::atomic::fence(Ordering::Release);
+    }
+
+    fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
+        let (first, count) = clamp_run(first, count, QWORDS_PER_TABLE);
+        // SAFETY: as in `store_run32`, for the 512 8-byte entries.
+        let entries = unsafe {
+            core::slice::from_raw_parts_mut(self.base.as_ptr().cast::<u64>().add(first), count)
+        };
+        let mut v = value;
+        for e in entries {
+            *e = v;
+            v = v.wrapping_add(step);
+        }
+        core::sync::atomic::fence(Ordering::Release);
+    }
+
     fn load32(&self, word: usize) -> u32 {
         // SAFETY: in-bounds, aligned, valid per `new`'s contract.
         unsafe { self.word_ptr(word).read_volatile() }

@@ -191,6 +191,9 @@ impl<M: PagingMode, A: TableAccess> Walker<M, A> {
     }
 
     /// Walk the tables for `va`, reading one entry per level.
+    // Inlined: translate is a few dependent loads; the call and the
+    // returned structure through memory cost as much as the walk.
+    #[inline(always)]
     pub fn walk(&self, va: VirtAddr) -> Result<Walk<M>, AccessError> {
         let pgd_slot = self.pgd_slot(va);
         let pgd: M::Pgd = pgd_slot.read(&self.access)?;
@@ -215,6 +218,7 @@ impl<M: PagingMode, A: TableAccess> Walker<M, A> {
     }
 
     /// What `va` translates to, according to the tables in memory.
+    #[inline(always)]
     pub fn translate(&self, va: VirtAddr) -> Result<Translation, TranslateError> {
         self.walk(va)?.translation(va)
     }

@@ -75,6 +75,9 @@ pub const PHYS_BITS: u32 = 32;
 
 /// The flag bits a generic 4 KiB / large-page mapping can set, at the
 /// positions they share in a PTE and in a 4 MiB PDE (everything but PAT).
+/// (`leaf_bits` and `leaf_flags` compute it; the test below checks them
+/// against it.)
+#[cfg(test)]
 const COMMON: [(MapFlags, u32); 8] = [
     (MapFlags::PRESENT, 1 << 0),
     (MapFlags::WRITABLE, 1 << 1),
@@ -99,12 +102,10 @@ pub(crate) fn leaf_bits(flags: MapFlags, pat: u32) -> Result<u32, EntryError> {
     if !unsupported.is_empty() {
         return Err(EntryError::Unsupported(unsupported));
     }
-    let mut raw = 0;
-    for (flag, bit) in COMMON {
-        if flags.contains(flag) {
-            raw |= bit;
-        }
-    }
+    // P, RW, US, PWT, PCD, A, D are bits 0-6 in both encodings; G moves
+    // from generic bit 7 to bit 8 (see `COMMON`).
+    let generic = u32::from(flags.bits());
+    let mut raw = generic & 0x7F | (generic & u32::from(MapFlags::GLOBAL.bits())) << 1;
     if flags.contains(MapFlags::PAT) {
         raw |= pat;
     }
@@ -113,12 +114,9 @@ pub(crate) fn leaf_bits(flags: MapFlags, pat: u32) -> Result<u32, EntryError> {
 
 /// The generic flags of a leaf whose PAT bit is at `pat`.
 pub(crate) fn leaf_flags(raw: u32, pat: u32) -> MapFlags {
-    let mut flags = MapFlags::empty();
-    for (flag, bit) in COMMON {
-        if raw & bit != 0 {
-            flags |= flag;
-        }
-    }
+    // The inverse of `leaf_bits`: bits 0-6 as they are, G down to bit 7.
+    let bits = (raw & 0x7F) as u16 | ((raw >> 1) as u16 & MapFlags::GLOBAL.bits());
+    let mut flags = MapFlags::from_bits_retain(bits);
     if raw & pat != 0 {
         flags |= MapFlags::PAT;
     }
@@ -156,3 +154,39 @@ static_assertions::const_assert_eq!(
     LARGE_ADDR_MASK | LARGE_RESERVED_MASK | PdeBits::all().bits(),
     u32::MAX
 );
+
+#[cfg(test)]
+mod flag_table_tests {
+    use super::*;
+
+    #[test]
+    fn leaf_bits_and_flags_follow_the_common_table() {
+        for bits in 0..=MapFlags::all().bits() {
+            let flags = MapFlags::from_bits_retain(bits);
+            let Ok(raw) = leaf_bits(flags, 1 << 7) else {
+                continue;
+            };
+            let mut want: u32 = 0;
+            for (flag, bit) in COMMON {
+                if flags.contains(flag) {
+                    want |= bit;
+                }
+            }
+            if flags.contains(MapFlags::PAT) {
+                want |= 1 << 7;
+            }
+            assert_eq!(raw, want, "{flags:?}");
+            assert_eq!(leaf_flags(raw, 1 << 7), flags);
+        }
+    }
+}
+
+// `leaf_bits`/`leaf_flags` rely on the generic flags' documented positions.
+static_assertions::const_assert_eq!(MapFlags::PRESENT.bits(), 1 << 0);
+static_assertions::const_assert_eq!(MapFlags::WRITABLE.bits(), 1 << 1);
+static_assertions::const_assert_eq!(MapFlags::USER.bits(), 1 << 2);
+static_assertions::const_assert_eq!(MapFlags::WRITE_THROUGH.bits(), 1 << 3);
+static_assertions::const_assert_eq!(MapFlags::CACHE_DISABLE.bits(), 1 << 4);
+static_assertions::const_assert_eq!(MapFlags::ACCESSED.bits(), 1 << 5);
+static_assertions::const_assert_eq!(MapFlags::DIRTY.bits(), 1 << 6);
+static_assertions::const_assert_eq!(MapFlags::GLOBAL.bits(), 1 << 7);

@@ -11,6 +11,7 @@ use crate::flags::MapFlags;
 use crate::flush::Flush;
 use crate::hooks::TableHooks;
 use crate::mode::PagingMode;
+use crate::table::RawTable;
 use crate::walk::{Slot, Translation};
 
 /// Whether [`Mapper::map_range`] may use large pages.
@@ -381,14 +382,8 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                         let frame = frames.pte.pop(access)?.ok_or(MapError::OutOfFrames)?;
                         let first = M::pte_index(va);
                         let count = ((chunk_end - cur) / PAGE_SIZE) as usize;
-                        self.fill_new_table::<M::Pte>(frame, Level::Pte, M::PTRS_PER_PTE, |i| {
-                            if i >= first && i < first + count {
-                                let pa = chunk_pa + (i - first) as u64 * PAGE_SIZE;
-                                template.with_addr(PhysAddr::new_truncate(pa))
-                            } else {
-                                M::Pte::NONE
-                            }
-                        })?;
+                        let start = template.with_addr(PhysAddr::new_truncate(chunk_pa));
+                        self.fill_new_pte_run(frame, first, count, start)?;
                         let entry = M::Pmd::table(frame, user).map_err(entry_error)?;
                         let slot = slot.ok_or(MapError::OutOfFrames)?;
                         self.write(slot, Level::Pmd, entry)?;
@@ -509,6 +504,39 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         Ok(())
     }
 
+    /// Fill a new PTE table (not linked yet): entries `first..first + count`
+    /// map consecutive 4 KiB pages from `start`'s address with `start`'s
+    /// flags, every other entry is empty; then announce it to the hooks.
+    /// One run of plain stores per part instead of one call per entry.
+    fn fill_new_pte_run(
+        &self,
+        frame: PhysFrame,
+        first: usize,
+        count: usize,
+        start: M::Pte,
+    ) -> Result<(), MapError> {
+        let table = self.walker.access().table(frame)?;
+        let per_frame = 4096 / M::ENTRY_BYTES;
+        let end = (first + count).min(per_frame);
+        let first = first.min(end);
+        // Adding a page to an entry's address adds PAGE_SIZE to its raw
+        // value: the address is page aligned and `check_phys` made sure the
+        // range fits, so no carry reaches the flag bits.
+        if M::ENTRY_BYTES == 8 {
+            table.store_run64(0, first, 0, 0);
+            table.store_run64(first, end - first, start.raw(), PAGE_SIZE);
+            table.store_run64(end, per_frame - end, 0, 0);
+        } else {
+            let raw = start.raw() as u32;
+            table.store_run32(0, first, 0, 0);
+            table.store_run32(first, end - first, raw, PAGE_SIZE as u32);
+            table.store_run32(end, per_frame - end, 0, 0);
+        }
+        drop(table);
+        self.hooks.table_allocated(frame, Level::Pte);
+        Ok(())
+    }
+
     /// Point `va`'s (empty) PGD entry at the filled PMD table in `frame`.
     pub(super) fn link_pmd_table(&self, va: VirtAddr, frame: PhysFrame) -> Result<Flush, MapError> {
         let entry = M::Pgd::table(frame).map_err(entry_error)?;
@@ -523,6 +551,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// Make the PMD table entry in `slot` allow what a leaf with `flags`
     /// needs (writable, and user if the leaf is user). A present table entry
     /// may sit in the paging-structure caches, so an upgrade needs a flush.
+    // Always inlined: on the single-page path the check is almost always a
+    // no-op, and an outlined call costs more than the check (35 of the ~165
+    // instructions of a 4 KiB map).
+    #[inline(always)]
     pub(super) fn allow_through(
         &self,
         slot: Slot,
