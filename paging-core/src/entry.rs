@@ -119,6 +119,10 @@ pub trait Entry: Copy + Eq + fmt::Debug + Send + Sync + 'static {
 pub trait PgdEntry: Entry {
     /// An entry pointing at the PMD table in `frame`.
     fn table(frame: PhysFrame) -> Result<Self, EntryError>;
+
+    /// The generic flags the entry carries (a PAE PDPTE holds only present
+    /// and the cache bits; a folded 2-level PGD entry is a PMD entry).
+    fn table_flags(self) -> MapFlags;
 }
 
 /// A middle-level entry: points at a PTE table or maps a large page.

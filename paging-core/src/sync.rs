@@ -41,7 +41,7 @@ use core::fmt;
 
 use crate::access::{AccessError, TableAccess};
 use crate::addr::{PhysAddr, VirtAddr};
-use crate::entry::{Entry, Level, PmdEntry};
+use crate::entry::{Entry, Level, PgdEntry, PmdEntry};
 use crate::error::{Error, ErrorKind};
 use crate::hooks::TableHooks;
 use crate::mode::PagingMode;
@@ -213,6 +213,33 @@ where
     A: TableAccess + ?Sized,
     H: TableHooks + ?Sized,
 {
+    // Only a fault on an address the reference really maps is a sync fault
+    // (Linux's vmalloc_fault checks the reference PTE too): a guard page, or
+    // any hole, under a top-level entry both directories share must be
+    // reported as a real fault, or the handler would retry it forever.
+    if Walker::<M, &A>::new(reference, access)
+        .translate(va)
+        .is_err()
+    {
+        return Ok(SyncOutcome::NotSyncFault);
+    }
+    sync_entry::<M, A, H>(access, hooks, reference, active, va)
+}
+
+/// Copy the entry through which `va` synchronises, if the reference has one
+/// and `active` lacks it (whatever the reference maps below it).
+fn sync_entry<M, A, H>(
+    access: &A,
+    hooks: &H,
+    reference: PhysAddr,
+    active: PhysAddr,
+    va: VirtAddr,
+) -> Result<SyncOutcome, AccessError>
+where
+    M: PagingMode,
+    A: TableAccess + ?Sized,
+    H: TableHooks + ?Sized,
+{
     match sync_point::<M, A>(access, reference, active, va)? {
         Some((slot, raw, level)) => fill::<M, A, H>(access, hooks, slot, raw, level),
         None => Ok(SyncOutcome::NotSyncFault),
@@ -288,7 +315,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks, const CAP: usize> KernelSync<
         for va in self.kernel_pgd_spans() {
             let want: M::Pgd = r.pgd_slot(va).read(&self.access)?;
             let have: M::Pgd = d.pgd_slot(va).read(&self.access)?;
-            if !have.is_none() && have != want {
+            let same = have.addr() == want.addr()
+                && have.table_flags().without_status() == want.table_flags().without_status();
+            if !have.is_none() && !same {
                 return Err(SyncError::Conflict { root, va });
             }
         }
@@ -339,13 +368,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks, const CAP: usize> KernelSync<
             let mut at = from;
             while at < to {
                 let va = VirtAddr::new(at as u32);
-                match sync_kernel_entry::<M, A, H>(
-                    &self.access,
-                    &self.hooks,
-                    self.reference,
-                    root,
-                    va,
-                )? {
+                match sync_entry::<M, A, H>(&self.access, &self.hooks, self.reference, root, va)? {
                     SyncOutcome::Filled => written += 1,
                     SyncOutcome::AlreadySynced | SyncOutcome::NotSyncFault => {}
                 }

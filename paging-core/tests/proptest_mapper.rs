@@ -459,22 +459,35 @@ fn check_page<M: PagingMode>(
 
 fn ops_for<M: PagingMode>() -> impl Strategy<Value = Vec<Op>> {
     let g = Geo::of::<M>();
-    proptest::collection::vec(op_strategy(BLOCKS * g.per_block, g.per_block), OPS)
+    // Under Miri (`cargo xtask miri`), a short sequence keeps the run short.
+    let ops = if cfg!(miri) { 12 } else { OPS };
+    proptest::collection::vec(op_strategy(BLOCKS * g.per_block, g.per_block), ops)
 }
 
-/// 1,000 cases unless `PROPTEST_CASES` asks for more (or fewer).
+/// 1,000 cases unless `PROPTEST_CASES` asks for more (or fewer); one under
+/// Miri.
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .unwrap_or(if cfg!(miri) { 1 } else { 1000 })
+}
+
+/// Shrunk failures are kept beside this file and replayed first (not under
+/// Miri, whose isolation has no file system).
+fn persistence() -> Option<Box<dyn proptest::test_runner::FailurePersistence>> {
+    if cfg!(miri) {
+        return None;
+    }
+    Some(Box::new(
+        proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+    ))
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
-        // Shrunk failures are kept beside this file and replayed first.
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))),
+        failure_persistence: persistence(),
         ..ProptestConfig::default()
     })]
 

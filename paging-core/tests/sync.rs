@@ -350,3 +350,94 @@ paging_core::for_each_mode!(
     registry_errors_change_nothing,
     a_nested_fault_between_check_and_fill_is_harmless,
 );
+
+fn a_hole_under_a_synced_entry_is_a_real_fault<M: PagingMode>() {
+    let ram = SimRam::new();
+    let mut m = Machine::<M>::new(&ram);
+    m.mapper
+        .map(
+            page(KERNEL),
+            frame(0x10_0000),
+            MapFlags::KERNEL_RW,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .ignore();
+    let sync: KernelSync<M, _, _, 4> = KernelSync::new(
+        m.mapper.root(),
+        va(KERNEL),
+        SimAccess::new(&ram),
+        NativeHooks,
+    );
+    let d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc)
+        .unwrap()
+        .root();
+    sync.register(d).unwrap();
+    m.mapper
+        .map(
+            page(VMALLOC),
+            frame(0x30_0000),
+            MapFlags::KERNEL_RW,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .ignore();
+    if M::PMD_FOLDED {
+        assert_eq!(sync.sync_fault(d, va(VMALLOC)), Ok(SyncOutcome::Filled));
+    }
+    // The guard page next to it shares the (now synced) top-level entry,
+    // but the reference does not map it: a handler must not retry it.
+    assert_eq!(
+        sync.sync_fault(d, va(VMALLOC + 0x1000)),
+        Ok(SyncOutcome::NotSyncFault)
+    );
+    assert_eq!(
+        sync.sync_fault(d, va(VMALLOC)),
+        Ok(if M::PMD_FOLDED {
+            SyncOutcome::AlreadySynced
+        } else {
+            SyncOutcome::NotSyncFault
+        })
+    );
+}
+
+fn reregistering_ignores_accessed_bits<M: PagingMode>() {
+    let ram = SimRam::new();
+    let mut m = Machine::<M>::new(&ram);
+    m.mapper
+        .map(
+            page(KERNEL),
+            frame(0x10_0000),
+            MapFlags::KERNEL_RW,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .ignore();
+    // Tables someone else built may leave Accessed clear in the reference
+    // (2-level PDE bit 5; a PAE PDPTE has no Accessed bit).
+    let slot = m.mapper.walker().pgd_slot(va(KERNEL));
+    if M::PMD_FOLDED {
+        let at = pa(slot.table.start_address().as_u64() + 4 * slot.index as u64);
+        let raw = ram.read_u32(at).unwrap();
+        ram.write_u32(at, raw & !0x20).unwrap();
+    }
+    let sync: KernelSync<M, _, _, 4> = KernelSync::new(
+        m.mapper.root(),
+        va(KERNEL),
+        SimAccess::new(&ram),
+        NativeHooks,
+    );
+    let d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc)
+        .unwrap()
+        .root();
+    assert_eq!(sync.register(d).unwrap(), 1);
+    // The CPU walks the directory: it sets Accessed in its copy only.
+    assert_eq!(hw_in(&m, d, va(KERNEL)), Ok(pa(0x10_0000)));
+    sync.unregister(d).unwrap();
+    assert_eq!(sync.register(d), Ok(0), "same entry, A bit aside");
+}
+
+paging_core::for_each_mode!(
+    a_hole_under_a_synced_entry_is_a_real_fault,
+    reregistering_ignores_accessed_bits
+);

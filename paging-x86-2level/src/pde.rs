@@ -149,4 +149,8 @@ impl PgdEntry for Pde {
     fn table(frame: PhysFrame) -> Result<Self, EntryError> {
         <Self as PmdEntry>::table(frame, false)
     }
+
+    fn table_flags(self) -> MapFlags {
+        <Self as PmdEntry>::flags(self)
+    }
 }

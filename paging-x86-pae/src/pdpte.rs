@@ -8,7 +8,7 @@
 
 use core::fmt;
 
-use paging_core::{Entry, EntryError, PgdEntry, PhysAddr, PhysFrame, RawTable};
+use paging_core::{Entry, EntryError, MapFlags, PgdEntry, PhysAddr, PhysFrame, RawTable};
 
 use crate::bits::{self, ADDR_MASK, PDPTE_RESERVED_MASK, PdpteBits};
 use crate::write;
@@ -104,5 +104,20 @@ impl PgdEntry for Pdpte {
     fn table(frame: PhysFrame) -> Result<Self, EntryError> {
         let addr = bits::phys52(frame.start_address())?;
         Ok(Self(addr | PdpteBits::PRESENT.bits()))
+    }
+
+    fn table_flags(self) -> MapFlags {
+        let hw = self.hw_flags();
+        let mut flags = MapFlags::empty();
+        for (bit, flag) in [
+            (PdpteBits::PRESENT, MapFlags::PRESENT),
+            (PdpteBits::WRITE_THROUGH, MapFlags::WRITE_THROUGH),
+            (PdpteBits::CACHE_DISABLE, MapFlags::CACHE_DISABLE),
+        ] {
+            if hw.contains(bit) {
+                flags |= flag;
+            }
+        }
+        flags
     }
 }
