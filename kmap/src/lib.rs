@@ -5,6 +5,10 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+// The model checker's lock and atomics (`--cfg loom`, tests only) need std.
+#[cfg(loom)]
+extern crate std;
+
 mod direct;
 mod error;
 mod highmem;
@@ -13,6 +17,7 @@ pub mod policy;
 mod pool;
 mod reserve;
 mod stats;
+mod sync;
 pub mod wait;
 
 pub use direct::DirectMap;

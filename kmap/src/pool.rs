@@ -25,7 +25,7 @@
 //! [`PersistentPool::reserve`], and a task can only call it while it holds no
 //! pool mapping (see [`KmapTask`](crate::KmapTask)).
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
 use heapless::index_map::FnvIndexMap;
 use paging_core::{
@@ -40,6 +40,7 @@ use crate::local::{LocalKmap, LocalMapper};
 use crate::policy::{FlushCounts, FlushPolicy, GlobalFlush};
 use crate::reserve::{Kmap, KmapTask, Reservation};
 use crate::stats::{Counters, KmapStats};
+use crate::sync::{AtomicU32, Mutex};
 use crate::wait::{SpinWait, WaitHook};
 
 pub(crate) struct PoolState<const N: usize> {
@@ -68,7 +69,7 @@ where
     tlb: T,
     policy: P,
     wait: W,
-    state: spin::Mutex<PoolState<N>>,
+    state: Mutex<PoolState<N>>,
     epoch: AtomicU32,
     counters: Counters,
 }
@@ -152,7 +153,7 @@ where
             tlb,
             policy,
             wait,
-            state: spin::Mutex::new(PoolState {
+            state: Mutex::new(PoolState {
                 counts: [0; N],
                 pages: [0; N],
                 map: FnvIndexMap::new(),

@@ -6,7 +6,9 @@
 //! moved on (or spuriously: the pool re-checks). [`WaitHook::wake`] is only
 //! called when somebody is waiting.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
+
+use crate::sync::{AtomicU32, spin_hint};
 
 /// Blocks and wakes tasks waiting for pool capacity.
 pub trait WaitHook: Send + Sync {
@@ -26,7 +28,7 @@ pub struct SpinWait;
 impl WaitHook for SpinWait {
     fn wait(&self, epoch: &AtomicU32, seen: u32) {
         while epoch.load(Ordering::Acquire) == seen {
-            core::hint::spin_loop();
+            spin_hint();
         }
     }
 

@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use fixmap::{ContiguousWindow, WindowBuilder};
 use kmap::{
-    DirectMap, FlushPolicy, GlobalFlush, Kmap, KmapTask, PerPage, PersistentPool, SpinWait,
-    WaitHook,
+    DirectMap, FlushPolicy, GlobalFlush, Kmap, KmapTask, PerPage, PersistentPool, WaitHook,
 };
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicU32, Ordering};
@@ -40,8 +39,6 @@ use paging_x86_pae::Pae;
 const SLOTS: usize = 2;
 /// Where slot 0 is (the start of one PTE table in both modes).
 const BASE: u32 = 0xFF80_0000;
-/// Scheduling decisions one execution may take (loom's default is 1,000).
-const MAX_BRANCHES: usize = 20_000;
 /// 32-bit words of table memory the model keeps: both slots' PTEs in PAE.
 const WORDS: usize = 2 * SLOTS;
 
@@ -276,11 +273,7 @@ fn assert_returned<M: PagingMode, P: FlushPolicy, W: WaitHook>(pool: &Pool<M, P,
 type Task<M, P, W> = fn(&Pool<M, P, W>, &LoomTables);
 
 /// Explore every interleaving of `tasks` on a fresh two-slot pool.
-fn explore<M, P, W>(
-    policy: P,
-    wait: fn() -> W,
-    tasks: [Task<M, P, W>; 3],
-) -> std::sync::Arc<Seen>
+fn explore<M, P, W>(policy: P, wait: fn() -> W, tasks: [Task<M, P, W>; 3]) -> std::sync::Arc<Seen>
 where
     M: PagingMode + Send + Sync + 'static,
     P: FlushPolicy + Copy + 'static,
@@ -289,11 +282,7 @@ where
     let window = window::<M>();
     let seen = std::sync::Arc::new(Seen::default());
     let report = seen.clone();
-    let mut builder = loom::model::Builder::new();
-    // A spinning waiter takes a branch per look at the epoch; let the model
-    // run long enough for the holder it waits for to finish.
-    builder.max_branches = builder.max_branches.max(MAX_BRANCHES);
-    builder.check(move || {
+    loom::model::Builder::new().check(move || {
         seen.executions.fetch_add(1, Relaxed);
         let tables = LoomTables::new(window.first_frame());
         let pool = Arc::new(pool(&window, &tables, policy, wait()));
@@ -349,9 +338,9 @@ fn sharing_scenario<M: PagingMode, P: FlushPolicy, W: WaitHook>() -> [Task<M, P,
 }
 
 #[test]
-fn nesting_tasks_wait_and_wrap_two_level_spinning() {
-    let seen = explore::<TwoLevel, _, _>(GlobalFlush, || SpinWait, nesting_scenario());
-    report("2-level nesting, GlobalFlush, SpinWait", &seen);
+fn nesting_tasks_wait_and_wrap_two_level_condvar() {
+    let seen = explore::<TwoLevel, _, _>(GlobalFlush, CondvarWait::default, nesting_scenario());
+    report("2-level nesting, GlobalFlush, Condvar", &seen);
     assert!(seen.waited.load(Relaxed), "no execution waited");
     assert!(seen.wrapped.load(Relaxed), "no execution wrapped");
 }

@@ -19,14 +19,16 @@ use paging_core::sim::{SimAccess, SimConfig, SimCpus, SimRam};
 use paging_core::{PhysFrame, VirtAddr};
 use support::{CPUS, Kernel, ModeUnderTest, PKMAP_BASE, Rng, reads_frame, va};
 
-const THREADS: usize = CPUS;
-const SLOTS: usize = 8;
+/// Under Miri (`cargo xtask miri`) the run shrinks: 4 threads, 4 slots,
+/// a round or two each.
+const THREADS: usize = if cfg!(miri) { 4 } else { CPUS };
+const SLOTS: usize = if cfg!(miri) { 4 } else { 8 };
 /// Reservations per thread with a blocking wait.
-const ROUNDS: usize = 100;
+const ROUNDS: usize = if cfg!(miri) { 2 } else { 100 };
 /// Reservations per thread when waiters spin: a spinning waiter burns its
 /// whole time slice whenever the holder it waits for is descheduled, so on
 /// a small, busy host each wait costs milliseconds.
-const SPIN_ROUNDS: usize = 12;
+const SPIN_ROUNDS: usize = if cfg!(miri) { 1 } else { 12 };
 const PAGES: usize = 24;
 
 /// A blocking wait: sleep on a condition variable until the pool's epoch

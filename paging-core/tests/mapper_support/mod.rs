@@ -11,8 +11,17 @@ pub type Rig<M> = Machine<'static, M>;
 
 /// A fresh machine of mode `M`.
 pub fn machine<M: PagingMode>() -> Rig<M> {
-    Machine::new(Box::leak(Box::new(SimRam::new())))
+    let ram: &'static SimRam = Box::leak(Box::new(SimRam::new()));
+    // Miri reports memory nobody can reach at exit as leaked; kept in a
+    // static, the deliberately leaked RAM is reachable.
+    #[cfg(miri)]
+    KEPT.lock().unwrap().push(ram);
+    Machine::new(ram)
 }
+
+/// Every leaked RAM, reachable (under Miri only).
+#[cfg(miri)]
+static KEPT: std::sync::Mutex<Vec<&'static SimRam>> = std::sync::Mutex::new(Vec::new());
 
 /// The first frame mode `M` cannot map.
 pub fn unreachable_frame<M: PagingMode>() -> u64 {
