@@ -6,31 +6,45 @@
 //!    both modes, warnings denied;
 //! 4. `doc`: `cargo doc` for the workspace with warnings denied;
 //! 5. `test`: `cargo test` for the workspace, all features;
+//!    `loom`: the kmap pool's protocol model-checked with loom at a
+//!    CI-sized preemption bound ([`crate::loom`]);
 //! 6. `i586`: every library crate (every workspace member but xtask) built
 //!    for the bare-metal target;
 //! 7. `qemu`: the kernel built in both modes and booted in the QEMU matrix,
-//!    plus the two crash demos that must be caught and reported.
+//!    plus the two crash demos that must be caught and reported, a PAE
+//!    boot with page tables above 4 GiB (on `qemu-system-x86_64`, whose
+//!    walker handles them), the GRUB ISO booted with `-cdrom` in both modes
+//!    (if the GRUB tools are present or installable), and a check that the
+//!    memory map in the kernel's README is what the kernel prints.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{self, Mode, TARGET};
-use crate::qemu::{self, Expect};
+use crate::qemu::{self, Expect, Medium, QEMU, QEMU_X86_64};
 use crate::summary::{Status, Table};
-use crate::{DEFAULT_TIMEOUT_SECS, option_value, parse_timeout, prereq, process};
+use crate::{DEFAULT_TIMEOUT_SECS, iso, memory_map, option_value, parse_timeout, prereq, process};
 
 /// The steps, in the order they run.
-const STEPS: [&str; 6] = ["fmt", "clippy", "doc", "test", "i586", "qemu"];
+const STEPS: [&str; 7] = ["fmt", "clippy", "doc", "test", "loom", "i586", "qemu"];
 
-/// The QEMU matrix: mode and guest RAM. 2-level at a small size and at its
-/// 2 GiB default; PAE at 2 GiB and at 8 GiB (RAM above 4 GiB).
-const MATRIX: [(Mode, &str); 4] = [
-    (Mode::TwoLevel, "128M"),
-    (Mode::TwoLevel, "2G"),
-    (Mode::Pae, "2G"),
-    (Mode::Pae, "8G"),
+/// The QEMU matrix: mode, guest RAM, emulator and command line. 2-level at
+/// a small size and at its 2 GiB default; PAE at 2 GiB and at 8 GiB (RAM
+/// above 4 GiB); PAE at 8 GiB once more with highmem handed out from 4 GiB
+/// up, so the pte-highmem test puts page tables above 4 GiB (QEMU 7.2's
+/// `qemu-system-i386` cannot walk those: it keeps table addresses in 32
+/// bits; `qemu-system-x86_64` runs the same 32-bit kernel and walks them).
+const MATRIX: [(Mode, &str, &str, Option<&str>); 5] = [
+    (Mode::TwoLevel, "128M", QEMU, None),
+    (Mode::TwoLevel, "2G", QEMU, None),
+    (Mode::Pae, "2G", QEMU, None),
+    (Mode::Pae, "8G", QEMU, None),
+    (Mode::Pae, "8G", QEMU_X86_64, Some("frames=high-first")),
 ];
+
+/// RAM for the GRUB ISO boots, per mode.
+const ISO_MEM: [(Mode, &str); 2] = [(Mode::TwoLevel, "1G"), (Mode::Pae, "2G")];
 
 /// Crash demos: the kernel must catch and report these, then exit 35.
 const CRASH_DEMOS: [&str; 2] = ["fault=page", "fault=stack-overflow"];
@@ -112,6 +126,7 @@ pub fn run(options: &TestOptions) -> Result<(), String> {
             "clippy" => clippy(),
             "doc" => doc(),
             "test" => test(),
+            "loom" => crate::loom::run(crate::loom::CI_PREEMPTIONS),
             "i586" => i586(),
             _ => qemu_matrix(options.timeout, &mut table),
         };
@@ -203,8 +218,9 @@ fn i586() -> Result<(), String> {
     ]))
 }
 
-/// Builds the kernel in both modes and boots the matrix and crash demos;
-/// adds one row per boot to `table`.
+/// Builds the kernel in both modes and boots the matrix, the crash demos
+/// and the ISO; checks the README's memory map; adds one row per boot to
+/// `table`.
 fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
     let mut elves = Vec::new();
     for mode in Mode::ALL {
@@ -219,19 +235,21 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
     };
     let mut boots: Vec<qemu::Boot> = MATRIX
         .iter()
-        .map(|&(mode, mem)| qemu::Boot {
-            elf: elf_of(mode).to_path_buf(),
+        .map(|&(mode, mem, emulator, cmdline)| qemu::Boot {
+            medium: Medium::Kernel(elf_of(mode).to_path_buf()),
+            emulator,
             mode,
             mem: mem.to_string(),
             cpu: mode.qemu_cpu().to_string(),
-            cmdline: None,
+            cmdline: cmdline.map(str::to_string),
             timeout,
             expect: Expect::Pass,
         })
         .collect();
     for demo in CRASH_DEMOS {
         boots.push(qemu::Boot {
-            elf: elf_of(Mode::TwoLevel).to_path_buf(),
+            medium: Medium::Kernel(elf_of(Mode::TwoLevel).to_path_buf()),
+            emulator: QEMU,
             mode: Mode::TwoLevel,
             mem: "128M".to_string(),
             cpu: Mode::TwoLevel.qemu_cpu().to_string(),
@@ -240,23 +258,78 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
             expect: Expect::for_cmdline(Some(demo)),
         });
     }
+    boots.extend(iso_boots(timeout, table)?);
     let mut failed = Vec::new();
+    let mut layouts = Vec::new();
     for boot in &boots {
         println!();
         let outcome = qemu::boot(boot)?;
         if !outcome.passed {
             failed.push(boot.label());
         }
+        if boot.emulator == QEMU
+            && boot.cmdline.is_none()
+            && matches!(boot.medium, Medium::Kernel(_))
+            && boot.mem == boot.mode.default_mem()
+        {
+            layouts.push(memory_map::parse(&outcome.layout, &boot.mem)?);
+        }
         table.push(format!("  qemu {}", boot.label()), outcome);
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
+    if !failed.is_empty() {
+        return Err(format!(
             "{} of {} boots failed: {}",
             failed.len(),
             boots.len(),
             failed.join("; ")
-        ))
+        ));
     }
+    let started = Instant::now();
+    let check = memory_map::check(&layouts);
+    table.add(
+        "  README memory map is what the kernel prints",
+        status_of(&check),
+        detail_of(&check),
+        Some(started.elapsed()),
+    );
+    check
+}
+
+/// Boots of the GRUB ISO, one per mode (the menu's default set to it), or
+/// none if the GRUB tools are missing and cannot be installed.
+fn iso_boots(timeout: Duration, table: &mut Table) -> Result<Vec<qemu::Boot>, String> {
+    let started = Instant::now();
+    match iso::tools_available(true) {
+        Ok(true) => {}
+        Ok(false) | Err(_) => {
+            let why = "GRUB ISO boot skipped: grub-mkrescue, the i386-pc GRUB modules or xorriso are missing and could not be installed (Debian: grub-common grub-pc-bin xorriso mtools)";
+            println!("\n{why}");
+            table.add(
+                "  qemu GRUB ISO",
+                Status::NotRun,
+                why,
+                Some(started.elapsed()),
+            );
+            return Ok(Vec::new());
+        }
+    }
+    let mut boots = Vec::new();
+    for (mode, mem) in ISO_MEM {
+        let out = kernel::kernel_dir()
+            .join("target")
+            .join("iso")
+            .join(format!("test-{}.iso", mode.name()));
+        let iso = iso::build(&out, mode, 0)?;
+        boots.push(qemu::Boot {
+            medium: Medium::Cdrom(iso),
+            emulator: QEMU,
+            mode,
+            mem: mem.to_string(),
+            cpu: mode.qemu_cpu().to_string(),
+            cmdline: None,
+            timeout,
+            expect: Expect::Pass,
+        });
+    }
+    Ok(boots)
 }

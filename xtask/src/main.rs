@@ -5,14 +5,26 @@
 //! cargo xtask run  [--mode 2level|pae|both] [--mem SIZE] [--cpu MODEL]
 //!                  [--cmdline TEXT] [--timeout SECS]
 //! cargo xtask test [--no-qemu] [--only STEP[,STEP...]] [--timeout SECS]
+//! cargo xtask iso  [--default 2level|pae] [--timeout SECS] [--out PATH]
+//! cargo xtask memory-map
+//! cargo xtask fuzz [--target NAME] [--seconds N]
+//! cargo xtask miri [--all]
+//! cargo xtask loom [--preemptions N]
 //! ```
 //!
-//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `i586`, `qemu`
+//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`, `qemu`
 //! (`--only host` selects every step but `qemu`). Prerequisites (target,
 //! components, QEMU) are checked first by both commands.
 
+mod bench;
 mod checks;
+mod fuzz;
+mod iso;
 mod kernel;
+mod loom;
+mod memory_map;
+mod miri;
+mod nightly;
 mod prereq;
 mod process;
 mod qemu;
@@ -21,7 +33,10 @@ mod summary;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use kernel::Mode;
+use qemu::{Medium, QEMU};
 
 /// Seconds one QEMU boot may take before it is killed.
 const DEFAULT_TIMEOUT_SECS: u64 = 120;
@@ -41,9 +56,30 @@ commands:
            --timeout SECS           per boot (default: 120)
   test   run every check in order, stopping at the first failure
            --only STEP[,STEP...]    only these steps: fmt, clippy, doc, test,
-                                    i586, qemu, or host (all but qemu)
+                                    loom, i586, qemu, or host (all but qemu)
            --no-qemu                skip the qemu step
            --timeout SECS           per QEMU boot (default: 120)
+  iso    build a GRUB rescue ISO with both kernels (boot a PC from USB)
+           --default 2level|pae     menu entry booted by default (2level)
+           --timeout SECS           menu timeout (default: 10)
+           --out PATH               where to write it (default:
+                                    examples/kernel/target/iso/example-kernel.iso)
+  memory-map
+         boot both modes and redraw the kernel's virtual memory map from
+         what it prints: examples/kernel/memory-map.svg and the table in
+         examples/kernel/README.md
+  bench  run the benchmark suite (benches/README.md) and print its table
+           --quick                  short measurements (smoke run)
+           --no-callgrind           skip the instruction counts
+  fuzz   run the cargo-fuzz targets in fuzz/ (installs nightly and cargo-fuzz)
+           --target NAME            one of mapper_ops, kmap_ops, multiboot
+                                    (default: all)
+           --seconds N              per target (default: 60)
+  miri   run host tests under Miri: every test over real memory and a
+         sample of the simulated-machine tests (installs nightly + miri)
+           --all                    every test of the library crates (hours)
+  loom   model-check the kmap pool protocol with loom
+           --preemptions N          per execution (default: 4)
   help   print this message";
 
 /// Options of `cargo xtask run`.
@@ -61,6 +97,12 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => parse_run(&args[1..]).and_then(|options| run(&options)),
         Some("test") => checks::parse(&args[1..]).and_then(|options| checks::run(&options)),
+        Some("iso") => parse_iso(&args[1..]).and_then(|options| build_iso(&options)),
+        Some("memory-map") => memory_map_command(&args[1..]),
+        Some("fuzz") => fuzz::parse(&args[1..]).and_then(|options| fuzz::run(&options)),
+        Some("miri") => miri::parse(&args[1..]).and_then(miri::run),
+        Some("loom") => loom::parse(&args[1..]).and_then(loom::run),
+        Some("bench") => bench::parse(&args[1..]).and_then(|options| bench::run(&options)),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
@@ -124,7 +166,8 @@ fn run(options: &RunOptions) -> Result<(), String> {
     for &mode in &options.modes {
         let elf = kernel::build(mode)?;
         let boot = qemu::Boot {
-            elf,
+            medium: Medium::Kernel(elf),
+            emulator: QEMU,
             mode,
             mem: options
                 .mem
@@ -150,4 +193,88 @@ fn run(options: &RunOptions) -> Result<(), String> {
     } else {
         Err(format!("{failures} boot(s) failed"))
     }
+}
+
+/// Options of `cargo xtask iso`.
+#[derive(Debug)]
+struct IsoOptions {
+    default: Mode,
+    timeout: u32,
+    out: PathBuf,
+}
+
+fn parse_iso(args: &[String]) -> Result<IsoOptions, String> {
+    let mut options = IsoOptions {
+        default: Mode::TwoLevel,
+        timeout: 10,
+        out: iso::default_output(),
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--default" => {
+                let modes = Mode::parse_list(option_value(arg, &mut args)?)?;
+                match modes.as_slice() {
+                    [mode] => options.default = *mode,
+                    _ => return Err("--default expects 2level or pae".to_string()),
+                }
+            }
+            "--timeout" => {
+                let value = option_value(arg, &mut args)?;
+                options.timeout = value
+                    .parse()
+                    .map_err(|_| format!("--timeout expects seconds, got `{value}`"))?;
+            }
+            "--out" => options.out = PathBuf::from(option_value(arg, &mut args)?),
+            other => return Err(format!("unknown option `{other}` for iso\n\n{USAGE}")),
+        }
+    }
+    Ok(options)
+}
+
+/// `cargo xtask iso`.
+fn build_iso(options: &IsoOptions) -> Result<(), String> {
+    prereq::ensure(false)?;
+    if !iso::tools_available(true)? {
+        return Err("grub-mkrescue, the i386-pc GRUB modules or xorriso are still missing".into());
+    }
+    let iso = iso::build(&options.out, options.default, options.timeout)?;
+    println!("\nwrote {}", iso.display());
+    println!(
+        "boot it in QEMU:  qemu-system-i386 -cdrom {} -m 2G -cpu max -serial stdio",
+        iso.display()
+    );
+    println!(
+        "or write it to a USB stick (all data on it is lost):  sudo dd if={} of=/dev/sdX bs=4M conv=fsync",
+        iso.display()
+    );
+    Ok(())
+}
+
+/// `cargo xtask memory-map`: boot both modes at their default RAM and
+/// redraw the memory map from the `layout:` lines.
+fn memory_map_command(args: &[String]) -> Result<(), String> {
+    if let Some(arg) = args.first() {
+        return Err(format!("unknown option `{arg}` for memory-map"));
+    }
+    prereq::ensure(true)?;
+    let mut layouts = Vec::new();
+    for mode in Mode::ALL {
+        let boot = qemu::Boot {
+            medium: Medium::Kernel(kernel::build(mode)?),
+            emulator: QEMU,
+            mode,
+            mem: mode.default_mem().to_string(),
+            cpu: mode.qemu_cpu().to_string(),
+            cmdline: None,
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            expect: qemu::Expect::Pass,
+        };
+        let outcome = qemu::boot(&boot)?;
+        if !outcome.passed {
+            return Err(format!("{} failed: {}", boot.label(), outcome.detail));
+        }
+        layouts.push(memory_map::parse(&outcome.layout, &boot.mem)?);
+    }
+    memory_map::write(&layouts)
 }

@@ -34,8 +34,29 @@ pub fn ensure(need_qemu: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Installs the Debian `packages` with apt-get (as root only).
+pub fn apt_install(packages: &[&str]) -> Result<(), String> {
+    if !is_root() {
+        return Err(format!(
+            "not root: install them with\n    sudo apt-get install -y --no-install-recommends {}",
+            packages.join(" ")
+        ));
+    }
+    process::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    process::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 /// Whether `program --version` runs.
-fn runs(program: &str) -> bool {
+pub fn runs(program: &str) -> bool {
     Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
@@ -45,7 +66,7 @@ fn runs(program: &str) -> bool {
 }
 
 /// Whether this process runs as root (uid 0), read from `/proc`.
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -69,16 +90,7 @@ fn ensure_qemu() -> Result<(), String> {
         ));
     }
     println!("{QEMU} is not on PATH; installing {QEMU_PACKAGE}");
-    process::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    process::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", QEMU_PACKAGE])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    apt_install(&[QEMU_PACKAGE])?;
     if runs(QEMU) {
         Ok(())
     } else {

@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 use crate::kernel::Mode;
 use crate::process;
 
-/// The QEMU binary.
+/// The QEMU binary for both modes.
 pub const QEMU: &str = "qemu-system-i386";
+/// A QEMU whose page walker handles PAE tables above 4 GiB (QEMU 7.2's
+/// i386 binary truncates table addresses to 32 bits while it walks).
+pub const QEMU_X86_64: &str = "qemu-system-x86_64";
 /// QEMU's exit status when the kernel wrote its pass code (0x10).
 const EXIT_PASS: i32 = 33;
 /// QEMU's exit status when the kernel wrote its fail code (0x11).
@@ -49,11 +52,22 @@ impl Expect {
     }
 }
 
+/// What QEMU boots.
+#[derive(Clone, Debug)]
+pub enum Medium {
+    /// A multiboot ELF, with `-kernel`.
+    Kernel(PathBuf),
+    /// A bootable ISO (GRUB), with `-cdrom`.
+    Cdrom(PathBuf),
+}
+
 /// One boot of the kernel.
 #[derive(Clone, Debug)]
 pub struct Boot {
-    /// The kernel ELF.
-    pub elf: PathBuf,
+    /// The kernel ELF or ISO.
+    pub medium: Medium,
+    /// The QEMU binary ([`QEMU`] unless a test needs another).
+    pub emulator: &'static str,
     /// Its paging mode (for the label).
     pub mode: Mode,
     /// Guest RAM (`-m`).
@@ -77,12 +91,20 @@ pub struct Outcome {
     pub detail: String,
     /// Wall-clock time of the boot.
     pub elapsed: Duration,
+    /// The `layout: ...` lines the kernel printed (its memory map).
+    pub layout: Vec<String>,
 }
 
 impl Boot {
     /// Label used in output and the summary, e.g. `2level -m 2G`.
     pub fn label(&self) -> String {
         let mut label = format!("{} -m {}", self.mode.name(), self.mem);
+        if let Medium::Cdrom(_) = self.medium {
+            label.push_str(" (GRUB ISO)");
+        }
+        if self.emulator != QEMU {
+            label.push_str(&format!(" ({})", self.emulator));
+        }
         if let Some(cmdline) = &self.cmdline {
             label.push_str(&format!(" [{cmdline}]"));
         }
@@ -90,15 +112,17 @@ impl Boot {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(QEMU);
+        let mut command = Command::new(self.emulator);
+        match &self.medium {
+            Medium::Kernel(elf) => command.arg("-kernel").arg(elf),
+            Medium::Cdrom(iso) => command.arg("-cdrom").arg(iso),
+        };
         command
-            .arg("-kernel")
-            .arg(&self.elf)
             .args(["-m", &self.mem, "-cpu", &self.cpu])
             .args(["-no-reboot", "-display", "none", "-serial", "stdio"])
             .args(["-monitor", "none"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
-        if let Some(cmdline) = &self.cmdline {
+        if let (Some(cmdline), Medium::Kernel(_)) = (&self.cmdline, &self.medium) {
             command.args(["-append", cmdline]);
         }
         command
@@ -129,7 +153,7 @@ fn stream(pipe: impl Read, label: String) -> Vec<String> {
         match reader.read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
+                let line = strip_escapes(&String::from_utf8_lossy(&buf));
                 let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
                 println!("[{label}] {line}");
                 lines.push(line);
@@ -137,6 +161,27 @@ fn stream(pipe: impl Read, label: String) -> Vec<String> {
         }
     }
     lines
+}
+
+/// `text` without terminal escape sequences (`ESC [ ... letter`), which
+/// GRUB's menu sends when it draws on a serial line.
+fn strip_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Boots the kernel, streams its console and judges the run. `Err` only if
@@ -196,10 +241,16 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
         judge(boot.expect, status.and_then(|s| s.code()), &lines)
     };
     println!("[{label}] => {}", if passed { "PASS" } else { "FAIL" });
+    let layout = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("layout: "))
+        .map(str::to_string)
+        .collect();
     Ok(Outcome {
         passed,
         detail,
         elapsed,
+        layout,
     })
 }
 
@@ -276,6 +327,13 @@ mod tests {
         assert_eq!(summary_line("  3 passed, 2 failed\r"), Some((3, 2)));
         assert_eq!(summary_line("x passed, 0 failed"), None);
         assert_eq!(summary_line("3 passed, 0 failed!"), None);
+    }
+
+    #[test]
+    fn escape_sequences_are_stripped() {
+        assert_eq!(strip_escapes("\u{1b}[2J\u{1b}[1;1Hok"), "ok");
+        assert_eq!(strip_escapes("a\u{1b}[?25lb"), "ab");
+        assert_eq!(strip_escapes("plain"), "plain");
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct BootContext {
     pub cmdline: &'static str,
     /// Paging features of this CPU.
     pub features: PagingFeatures,
+    /// Physical address of the multiboot information (EBX at entry).
+    pub info_phys: u32,
 }
 
 impl BootContext {
@@ -79,6 +81,7 @@ impl BootContext {
             memory_map,
             cmdline,
             features: PagingFeatures::detect(),
+            info_phys,
         }
     }
 

@@ -26,6 +26,18 @@ pub fn cr2() -> u32 {
     value
 }
 
+/// Writes CR2 (an NMI handler puts back the value a page fault it
+/// interrupted has not read yet).
+///
+/// # Safety
+/// Nothing but fault handlers reads CR2; the caller must write the value a
+/// pending handler expects.
+pub unsafe fn write_cr2(value: u32) {
+    // SAFETY: ring 0; CR2 only reports fault addresses, so writing it
+    // changes no translation (the caller's contract covers its readers).
+    unsafe { asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
 /// Reads CR3, the physical address of the current top-level page table.
 pub fn cr3() -> u32 {
     let value: u32;
@@ -93,4 +105,10 @@ pub fn halt_forever() -> ! {
         // SAFETY: ring 0; `cli; hlt` only stops this CPU.
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
     }
+}
+
+/// The time-stamp counter (cycles since reset, on the CPUs QEMU models).
+pub fn rdtsc() -> u64 {
+    // SAFETY: `rdtsc` only reads the time-stamp counter; every i586 has it.
+    unsafe { core::arch::x86::_rdtsc() }
 }

@@ -6,19 +6,17 @@
 //! `double_fault_task_entry` as EIP. So the handler runs even when the fault
 //! was the kernel stack running into its guard page, and it can print the
 //! interrupted state instead of letting the CPU triple-fault.
+//!
+//! The task's stack has an unmapped guard page below it too (the final
+//! tables leave it out: [`crate::kernel_tables`]), so a handler that ran
+//! away would fault instead of overwriting what lies below.
 
 use crate::gdt;
 use crate::tss::TaskStateSegment;
 use crate::{cpu, io, println};
 
-/// Bytes of the double-fault task's stack.
+/// Bytes of the double-fault task's stack (above its guard page).
 const STACK_SIZE: usize = 16 << 10;
-
-#[repr(C, align(16))]
-struct Stack([u8; STACK_SIZE]);
-
-/// Stack of the double-fault task.
-static mut STACK: Stack = Stack([0; STACK_SIZE]);
 /// TSS of the main (only) kernel task; the CPU saves into it on a task switch.
 static mut MAIN_TASK: TaskStateSegment = TaskStateSegment::empty();
 /// TSS of the double-fault task.
@@ -26,6 +24,15 @@ static mut DOUBLE_FAULT_TASK: TaskStateSegment = TaskStateSegment::empty();
 
 core::arch::global_asm!(
     r#"
+    .section .bss.double_fault_stack, "aw", @nobits
+    .p2align 12
+    .global double_fault_stack_guard
+double_fault_stack_guard:
+    .skip 4096
+    .skip {stack_size}
+    .global double_fault_stack_top
+double_fault_stack_top:
+
     .section .text, "ax"
     .global double_fault_task_entry
 double_fault_task_entry:
@@ -35,7 +42,8 @@ double_fault_task_entry:
     cli
     hlt
     jmp 2b
-    "#
+    "#,
+    stack_size = const STACK_SIZE,
 );
 
 unsafe extern "C" {
@@ -50,7 +58,7 @@ unsafe extern "C" {
 /// Call once, on the boot CPU with interrupts disabled, after paging is set
 /// up (the current CR3 is copied into the task).
 pub unsafe fn prepare_tasks() -> (*const TaskStateSegment, *const TaskStateSegment) {
-    let stack_top = (&raw mut STACK as usize + STACK_SIZE) as u32;
+    let stack_top = crate::layout::double_fault_stack().end as u32;
     let data = u32::from(gdt::KERNEL_DATA);
     let task = TaskStateSegment {
         cr3: cpu::cr3(),
@@ -69,6 +77,16 @@ pub unsafe fn prepare_tasks() -> (*const TaskStateSegment, *const TaskStateSegme
     // GDT, so the CPU cannot be using them.
     unsafe { (&raw mut DOUBLE_FAULT_TASK).write(task) };
     (&raw const MAIN_TASK, &raw const DOUBLE_FAULT_TASK)
+}
+
+/// Gives the double-fault task a new CR3 (the final tables): the task
+/// switch loads CR3 from its TSS.
+pub fn set_cr3(cr3: u32) {
+    // SAFETY: single CPU; the CPU reads this TSS only when it switches to
+    // the double-fault task, which cannot happen during this store (a
+    // double fault here would be one in kernel code running with the old
+    // CR3, which maps the same kernel).
+    unsafe { (&raw mut DOUBLE_FAULT_TASK.cr3).write_volatile(cr3) };
 }
 
 /// Runs on the double-fault task's stack; reports and stops QEMU.

@@ -6,11 +6,18 @@
 //! the resulting [`ExceptionFrame`]. If the dispatcher returns, the stub
 //! restores the (possibly edited) frame and `iretd`s.
 //!
-//! A page fault armed by [`crate::fault_probe`] resumes at the probe's
-//! recovery address; every other exception is reported and ends the run.
+//! A page fault goes first to the lazy kernel sync path
+//! ([`crate::kernel_sync::handle_fault`]): a kernel address the running
+//! directory lacks only because it was mapped later in the reference gets
+//! its entry copied, and the instruction is retried. Otherwise a fault
+//! armed by [`crate::fault_probe`] resumes at the probe's recovery address.
+//! An NMI (vector 2) goes to [`crate::nmi`] and returns. Every other
+//! exception is reported and ends the run.
 
-use crate::{cpu, fault_probe, io, println};
+use crate::{cpu, fault_probe, io, kernel_sync, nmi, println};
 
+/// Vector of the non-maskable interrupt.
+const NMI: u32 = 2;
 /// Vector of the page-fault exception.
 const PAGE_FAULT: u32 = 14;
 
@@ -170,8 +177,15 @@ fn name(vector: u32) -> &'static str {
 /// Called by `exception_common` with the saved state.
 #[unsafe(no_mangle)]
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
+    if frame.vector == NMI {
+        nmi::handle();
+        return;
+    }
     if frame.vector == PAGE_FAULT {
         let address = cpu::cr2();
+        if kernel_sync::handle_fault(address, frame.error_code) {
+            return;
+        }
         if let Some(resume) = fault_probe::catch(address, frame.error_code, frame.eip) {
             frame.eip = resume;
             return;

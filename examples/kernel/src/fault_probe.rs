@@ -89,6 +89,26 @@ pub fn catch(address: u32, error_code: u32, eip: u32) -> Option<u32> {
     Some(resume)
 }
 
+/// Runs `f` (which may use probes) from inside an interrupt or NMI handler
+/// without disturbing a probe the interrupted code may have armed: every
+/// probe slot is saved before and put back after.
+pub fn preserving<R>(f: impl FnOnce() -> R) -> R {
+    let saved = (
+        RECOVERY_EIP.swap(0, Ordering::SeqCst),
+        FAULTED.load(Ordering::SeqCst),
+        FAULT_ADDRESS.load(Ordering::SeqCst),
+        FAULT_ERROR_CODE.load(Ordering::SeqCst),
+        FAULT_EIP.load(Ordering::SeqCst),
+    );
+    let result = f();
+    FAULT_ADDRESS.store(saved.2, Ordering::SeqCst);
+    FAULT_ERROR_CODE.store(saved.3, Ordering::SeqCst);
+    FAULT_EIP.store(saved.4, Ordering::SeqCst);
+    FAULTED.store(saved.1, Ordering::SeqCst);
+    RECOVERY_EIP.store(saved.0, Ordering::SeqCst);
+    result
+}
+
 /// Result of the probe that just ran.
 fn outcome() -> Result<(), PageFault> {
     if FAULTED.swap(false, Ordering::SeqCst) {
@@ -153,6 +173,41 @@ pub unsafe fn write_u32(address: usize, value: u32) -> Result<(), PageFault> {
             value = in(reg) value,
             tmp = out(reg) _,
             options(nostack, preserves_flags),
+        );
+    }
+    outcome()
+}
+
+/// Calls the code at `address`, returning the page fault if fetching it
+/// faults (an instruction fetch from a no-execute page, say).
+///
+/// The `call` has pushed its return address when the fetch faults, so the
+/// stack pointer is saved before the call and put back at the recovery
+/// address.
+///
+/// # Safety
+/// If `address` is executable, the code there must return at once and
+/// change nothing but the flags (a lone `ret`).
+pub unsafe fn call(address: usize) -> Result<(), PageFault> {
+    FAULTED.store(false, Ordering::SeqCst);
+    // SAFETY: the callee returns at once (caller's contract), or the fetch
+    // faults and the handler resumes at label 2 with ESP four bytes lower,
+    // which the `mov esp` undoes. `saved` holds ESP across the call: the
+    // callee clobbers no register, and on a fault the handler's `popad`
+    // restores every register as it was at the fault.
+    unsafe {
+        asm!(
+            "lea {tmp}, [2f]",
+            "mov dword ptr [{slot}], {tmp}",
+            "mov {saved}, esp",
+            "call {target}",
+            "2:",
+            "mov esp, {saved}",
+            "mov dword ptr [{slot}], 0",
+            slot = in(reg) RECOVERY_EIP.as_ptr(),
+            target = in(reg) address,
+            saved = out(reg) _,
+            tmp = out(reg) _,
         );
     }
     outcome()

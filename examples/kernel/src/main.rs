@@ -1,10 +1,11 @@
-//! Example i386 kernel for the paging crates.
+//! Example i386 kernel for the paging crates: a guided tour.
 //!
 //! A multiboot v1 kernel (boots from GRUB or `qemu-system-i386 -kernel`),
-//! built once per paging mode (`mode-2level` or `mode-pae`). It enters the
-//! higher half on static boot page tables ([`boot`]), installs its own GDT,
-//! IDT and double-fault task, reads the loader's memory map, runs its
-//! self-tests and exits QEMU through `isa-debug-exit` (33 = pass).
+//! built once per paging mode (`mode-2level` or `mode-pae`). Read [`kmain`]
+//! first: it is the boot sequence, one step per line, and each step is a
+//! short function whose doc comment says which crate feature it shows.
+//! Then the self-tests ([`selftests`]) exercise what the boot built and
+//! exit QEMU through `isa-debug-exit` (33 = pass).
 //!
 //! `cargo xtask run` builds and boots it; see `examples/kernel/README.md`.
 
@@ -21,43 +22,121 @@ compile_error!("enable exactly one of the features `mode-2level` and `mode-pae`,
 #[cfg(not(any(feature = "mode-2level", feature = "mode-pae")))]
 compile_error!("enable one of the features `mode-2level` or `mode-pae`");
 
+mod address_space;
+mod apic;
 mod boot;
 mod context;
 mod cpu;
 mod crash_demo;
+mod direct_map;
 mod double_fault;
+mod early_fixmap;
 mod exceptions;
 mod fault_probe;
+mod frames;
 mod gdt;
+mod handover;
 mod idt;
 mod io;
+mod kernel;
+mod kernel_sync;
+mod kernel_tables;
+mod kmap_policy;
+mod kmap_setup;
 mod layout;
 mod mem_intrinsics;
 mod memmap;
+mod memory;
+mod mode;
 mod multiboot;
+mod nmi;
 mod phys_window;
 mod selftests;
 mod serial;
 mod test;
 mod tss;
+mod vga;
+mod vmalloc;
 
 pub use context::BootContext;
 
-/// The paging mode this kernel was built for.
-#[cfg(feature = "mode-2level")]
-pub const MODE: &str = "2-level (32-bit entries, 4 GiB physical)";
-/// The paging mode this kernel was built for.
-#[cfg(all(feature = "mode-pae", not(feature = "mode-2level")))]
-pub const MODE: &str = "PAE (64-bit entries, NX, 64 GiB physical)";
+use kernel::Kernel;
+use kmap_policy::KernelPolicy;
+use test::Failure;
 
-/// Rust entry point, called by the boot code on the boot stack with paging
-/// on (see [`boot`]); `magic` and `info_phys` are EAX and EBX at entry.
+/// First row of the VGA console, written through the early fixmap and read
+/// back by the fixmap self-test after the handover.
+const BANNER: &str = concat!(
+    "example-kernel ",
+    env!("CARGO_PKG_VERSION"),
+    ": early console on fixmap slot VGA_CONSOLE (serial is the main console)"
+);
+
+/// Rust entry point, called by the boot code ([`boot`], step 1: the static
+/// boot tables, paging turned on by the mode's crate) on the boot stack in
+/// the higher half; `magic` and `info_phys` are EAX and EBX at entry.
 #[unsafe(no_mangle)]
 pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
     serial::init();
     println!("example-kernel {}", env!("CARGO_PKG_VERSION"));
-    println!("paging mode: {MODE}");
-    println!("boot page tables: static 2-level, 4 KiB pages for 0..4 MiB, 4 MiB pages to 16 MiB");
+    println!("paging mode: {}", mode::DESCRIPTION);
+    match boot(magic, info_phys) {
+        Ok(kernel) => {
+            crash_demo::run_if_requested(&kernel.context);
+            test::run_all(selftests::ALL, &kernel)
+        }
+        Err(failure) => {
+            println!("BOOT FAILED: {}", failure.message());
+            io::exit_qemu(false)
+        }
+    }
+}
+
+/// The boot sequence after the assembly: each line one step.
+fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Failure> {
+    install_cpu_tables();
+    let early = early_fixmap::set_up(BANNER)?; // 2. early fixmap + VGA console
+    println!("early fixmap: static table, VGA text buffer in slot VGA_CONSOLE");
+    let context = BootContext::gather(magic, info_phys); // 3. memory map
+    report(&context);
+    let layout = memory::init_frames(&context)?; // 4. frame allocator
+    let mut frames = frames::lock();
+    let mut mapper = kernel_tables::build(&layout, &mut frames)?; // 5. final tables
+    kernel_tables::load(&mapper, &layout)?;
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    println!(
+        "final tables loaded: root {}, lowmem direct map to {:#x}, NX {}, global pages {}",
+        mapper.root(),
+        layout.direct_map_end,
+        on_off(mode::nx_enabled()),
+        on_off(mode::global_pages_enabled())
+    );
+    kernel_sync::init(mapper.root()); // shared kernel half: reference directory
+    println!(
+        "kernel sync: reference directory {}, vmalloc {:#x}..{:#x} mapped there only",
+        mapper.root(),
+        layout::VMALLOC_START,
+        layout::VMALLOC_END
+    );
+    let (fixmap, window) = handover::hand_over(early, &mut mapper, &mut frames)?; // 6. handover
+    drop(frames);
+    let policy = KernelPolicy::from_cmdline(context.cmdline).unwrap_or(KernelPolicy::Global);
+    kmap_setup::init(fixmap, &window, &layout, policy)?; // 7. kmap pools
+    layout.print();
+    Ok(Kernel {
+        context,
+        layout,
+        root: mapper.root(),
+        fixmap,
+        window,
+        banner: BANNER,
+    })
+}
+
+/// Own GDT (flat segments, two TSSs), IDT with the page-fault handler
+/// ([`exceptions`]) and the double fault as a task with its own stack
+/// ([`double_fault`]): faults are caught and reported, never triple faults.
+fn install_cpu_tables() {
     // SAFETY: first thing after boot, single CPU, interrupts disabled (the
     // loader leaves IF clear and nothing sets it); paging is already on.
     unsafe {
@@ -65,10 +144,6 @@ pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
         gdt::init(main_task, double_fault_task);
         idt::init();
     }
-    let context = BootContext::gather(magic, info_phys);
-    report(&context);
-    crash_demo::run_if_requested(&context);
-    test::run_all(selftests::ALL, &context)
 }
 
 /// Prints what the kernel found at boot.
@@ -78,8 +153,8 @@ fn report(context: &BootContext) {
         "kernel image: {:#x}..{:#x} (physical {:#x}..{:#x})",
         image.start,
         image.end,
-        image.start - boot::PAGE_OFFSET,
-        image.end - boot::PAGE_OFFSET
+        layout::virt_to_phys(image.start),
+        layout::virt_to_phys(image.end)
     );
     println!("command line: {:?}", context.cmdline);
     println!("cpu paging features: {:?}", context.features);

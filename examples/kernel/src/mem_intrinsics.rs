@@ -3,7 +3,8 @@
 //!
 //! Written with string instructions in inline assembly so the optimiser
 //! cannot recognise a copy loop and turn it back into a call to itself.
-//! (LLVM reserves ESI on i386, so the code saves and loads it by hand.)
+//! (Rust does not let ESI be an operand on i386, so the code saves and
+//! loads it by hand.)
 
 use core::arch::asm;
 
@@ -92,17 +93,18 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     let b_next: *const u8;
     // SAFETY: the caller guarantees both ranges; `repe cmpsb` stops after
     // the first differing pair or after n bytes, reading nothing beyond.
+    // `xchg` (not push/mov/pop) moves `a` into ESI and the end pointer back
+    // out: when this is inlined the register allocator may pick ESI itself
+    // for `{a}`, and then a `pop esi` would throw the end pointer away.
     unsafe {
         asm!(
-            "push esi",
-            "mov esi, {a}",
+            "xchg esi, {a}",
             "repe cmpsb",
-            "mov {a}, esi",
-            "pop esi",
+            "xchg esi, {a}",
             a = inout(reg) a => a_next,
             inout("edi") b => b_next,
             inout("ecx") n => _,
-            options(readonly),
+            options(readonly, nostack),
         );
     }
     // Both pointers are one past the last pair compared.

@@ -7,8 +7,9 @@
 
 use core::fmt;
 
-use crate::boot::{BOOT_WINDOW_SIZE, PAGE_OFFSET};
-use crate::layout;
+use crate::layout::{self, BOOT_WINDOW_SIZE, PAGE_OFFSET};
+
+const WINDOW: usize = BOOT_WINDOW_SIZE as usize;
 
 /// Why a physical range cannot be read through the window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +33,7 @@ impl fmt::Display for WindowError {
         match *self {
             Self::OutsideWindow { phys, len } => write!(
                 f,
-                "physical range {phys:#x}+{len:#x} is outside the boot window (0..{BOOT_WINDOW_SIZE:#x})"
+                "physical range {phys:#x}+{len:#x} is outside the boot window (0..{WINDOW:#x})"
             ),
             Self::OverlapsKernel { phys } => {
                 write!(f, "physical range at {phys:#x} overlaps the kernel image")
@@ -50,7 +51,7 @@ pub fn bytes(phys: u64, len: usize) -> Result<&'static [u8], WindowError> {
     let outside = WindowError::OutsideWindow { phys, len };
     let start = usize::try_from(phys).map_err(|_| outside)?;
     let end = start.checked_add(len).ok_or(outside)?;
-    if end > BOOT_WINDOW_SIZE {
+    if end > WINDOW {
         return Err(outside);
     }
     let kernel = layout::kernel_image_phys();
@@ -61,7 +62,7 @@ pub fn bytes(phys: u64, len: usize) -> Result<&'static [u8], WindowError> {
     // tables map readable at PAGE_OFFSET for the kernel's lifetime, and
     // outside the kernel image, so no Rust object lives there and nothing
     // writes it while the slice exists (see the doc comment).
-    Ok(unsafe { core::slice::from_raw_parts((PAGE_OFFSET + start) as *const u8, len) })
+    Ok(unsafe { core::slice::from_raw_parts((PAGE_OFFSET as usize + start) as *const u8, len) })
 }
 
 /// The NUL-terminated string at physical `phys`, at most `max` bytes long
@@ -69,7 +70,7 @@ pub fn bytes(phys: u64, len: usize) -> Result<&'static [u8], WindowError> {
 pub fn c_str(phys: u64, max: usize) -> Result<&'static [u8], WindowError> {
     let available = usize::try_from(phys)
         .ok()
-        .and_then(|start| BOOT_WINDOW_SIZE.checked_sub(start))
+        .and_then(|start| WINDOW.checked_sub(start))
         .unwrap_or(0);
     let bytes = bytes(phys, max.min(available))?;
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());

@@ -110,15 +110,16 @@ impl fmt::Write for Console {
 pub fn _print(args: fmt::Arguments<'_>) {
     // The console never fails.
     let _ = fmt::Write::write_fmt(&mut Console, args);
+    crate::vga::mirror(args);
 }
 
-/// Prints to COM1.
+/// Prints to COM1 (mirrored on the VGA console once it is on).
 #[macro_export]
 macro_rules! print {
     ($($arg:tt)*) => { $crate::serial::_print(format_args!($($arg)*)) };
 }
 
-/// Prints to COM1, with a newline.
+/// Prints to COM1 (mirrored on the VGA console), with a newline.
 #[macro_export]
 macro_rules! println {
     () => { $crate::print!("\n") };

@@ -6,6 +6,7 @@
 
 use core::fmt::{self, Write};
 
+use crate::kernel::Kernel;
 use crate::{io, print, println};
 
 /// A self-test: a name and a function returning why it failed, if it did.
@@ -13,7 +14,7 @@ pub struct Test {
     /// Printed in the result line.
     pub name: &'static str,
     /// The test body.
-    pub run: fn(&crate::BootContext) -> TestResult,
+    pub run: fn(&Kernel) -> TestResult,
 }
 
 /// Outcome of one test.
@@ -37,7 +38,8 @@ impl Failure {
         failure
     }
 
-    fn message(&self) -> &str {
+    /// The message.
+    pub fn message(&self) -> &str {
         let bytes = &self.buf[..self.len];
         // Truncation may split a UTF-8 sequence; keep the valid prefix.
         match core::str::from_utf8(bytes) {
@@ -67,6 +69,14 @@ macro_rules! ensure {
     };
 }
 
+/// A [`Failure`] with a formatted message (for `map_err`).
+#[macro_export]
+macro_rules! failure {
+    ($($reason:tt)+) => {
+        $crate::test::Failure::new(format_args!($($reason)+))
+    };
+}
+
 /// Fails the current test with a formatted reason.
 #[macro_export]
 macro_rules! fail {
@@ -77,13 +87,13 @@ macro_rules! fail {
 
 /// Runs every test, prints the summary and exits QEMU (pass code only if no
 /// test failed).
-pub fn run_all(tests: &[Test], context: &crate::BootContext) -> ! {
+pub fn run_all(tests: &[Test], kernel: &Kernel) -> ! {
     println!("running {} self-tests", tests.len());
     let mut passed = 0usize;
     let mut failed = 0usize;
     for test in tests {
         print!("test {} ... ", test.name);
-        match (test.run)(context) {
+        match (test.run)(kernel) {
             Ok(()) => {
                 passed += 1;
                 println!("ok");

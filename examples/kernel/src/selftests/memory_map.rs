@@ -1,15 +1,16 @@
 //! Tests of the multiboot memory map: the real one the loader passed, and
 //! forged maps fed to the parser and the normaliser.
 
+use crate::kernel::Kernel;
 use crate::memmap::MemoryMap;
 use crate::multiboot::{BootInfo, MemoryMapEntries, MultibootError, Region, RegionKind};
 use crate::test::TestResult;
-use crate::{BootContext, ensure, fail};
+use crate::{ensure, fail};
 
 const MIB: u64 = 1 << 20;
 
-pub fn multiboot_memory_map_is_sane(context: &BootContext) -> TestResult {
-    let map = match &context.memory_map {
+pub fn multiboot_memory_map_is_sane(kernel: &Kernel) -> TestResult {
+    let map = match &kernel.context.memory_map {
         Ok(map) => map,
         Err(error) => fail!("no usable memory map: {error}"),
     };
@@ -23,7 +24,7 @@ pub fn multiboot_memory_map_is_sane(context: &BootContext) -> TestResult {
     if let Ok(BootInfo {
         mem_kib: Some((_, upper_kib)),
         ..
-    }) = context.boot_info
+    }) = kernel.context.boot_info
     {
         // mem_upper counts KiB from 1 MiB to the first hole. The map's usable
         // RAM above 1 MiB covers at least that, less what the firmware keeps
@@ -47,7 +48,7 @@ fn put_entry(buf: &mut [u8], at: usize, size: u32, base: u64, len: u64, kind: u3
     at + 4 + size as usize
 }
 
-pub fn normalises_unsorted_overlapping_regions(_: &BootContext) -> TestResult {
+pub fn normalises_unsorted_overlapping_regions(_: &Kernel) -> TestResult {
     const USABLE: u32 = 1;
     const RESERVED: u32 = 2;
     const ACPI: u32 = 3;
@@ -95,7 +96,7 @@ pub fn normalises_unsorted_overlapping_regions(_: &BootContext) -> TestResult {
     Ok(())
 }
 
-pub fn parser_rejects_malformed_maps(_: &BootContext) -> TestResult {
+pub fn parser_rejects_malformed_maps(_: &Kernel) -> TestResult {
     let mut buf = [0u8; 64];
     let good_end = put_entry(&mut buf, 0, 20, 0x10_0000, 0x10_0000, 1);
 

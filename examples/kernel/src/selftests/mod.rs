@@ -1,9 +1,19 @@
 //! The kernel's self-tests, in the order they run.
 
+mod fixmap;
+mod flush_policies;
+mod global_pages;
+mod hardening;
+mod highmem;
+mod kernel_sync;
+mod kernel_walk;
+mod kmap;
 mod mem_intrinsics;
+mod memory_access;
 mod memory_map;
 mod page_faults;
 mod platform;
+mod pte_highmem;
 
 use crate::test::Test;
 
@@ -46,11 +56,71 @@ pub const ALL: &[Test] = &[
         run: page_faults::low_identity_mapping_is_gone,
     },
     Test {
-        name: "stack_guard_page_is_unmapped",
-        run: page_faults::stack_guard_page_is_unmapped,
+        name: "stack_guard_pages_are_unmapped",
+        run: page_faults::stack_guard_pages_are_unmapped,
     },
     Test {
         name: "write_to_read_only_kernel_page_faults",
         run: page_faults::write_to_read_only_kernel_page_faults,
+    },
+    Test {
+        name: "write_to_kernel_text_faults_protection_write",
+        run: hardening::write_to_kernel_text_faults_protection_write,
+    },
+    Test {
+        name: "execute_from_data_faults_with_nx",
+        run: hardening::execute_from_data_faults_with_nx,
+    },
+    Test {
+        name: "fixmap_early_console_mapping_survives_the_handover",
+        run: fixmap::early_console_mapping_survives_the_handover,
+    },
+    Test {
+        name: "fixmap_kmap_window_tables_are_contiguous",
+        run: fixmap::kmap_window_tables_are_contiguous,
+    },
+    Test {
+        name: "frame_allocator_keeps_zones_and_contiguous_runs",
+        run: kmap::frame_allocator_keeps_zones_and_contiguous_runs,
+    },
+    Test {
+        name: "kmap_maps_lowmem_directly_and_highmem_through_slots",
+        run: kmap::kmap_maps_lowmem_directly_and_highmem_through_slots,
+    },
+    Test {
+        name: "local_kmap_slots_are_lifo_with_guard_pages",
+        run: kmap::local_kmap_slots_are_lifo_with_guard_pages,
+    },
+    Test {
+        name: "highmem_every_frame_kmapped_written_and_read_back",
+        run: highmem::every_highmem_frame_is_kmapped_written_and_read_back,
+    },
+    Test {
+        name: "pte_highmem_page_tables_in_highmem_save_lowmem",
+        run: pte_highmem::page_tables_in_highmem_save_lowmem,
+    },
+    Test {
+        name: "kmap_flush_policies_under_one_workload",
+        run: flush_policies::flush_policies_under_one_workload,
+    },
+    Test {
+        name: "kernel_sync_lazy_fault_fills_a_new_vmalloc_entry",
+        run: kernel_sync::lazy_fault_fills_a_new_vmalloc_entry,
+    },
+    Test {
+        name: "kernel_sync_lazy_fault_inside_an_nmi",
+        run: kernel_sync::lazy_fault_inside_an_nmi,
+    },
+    Test {
+        name: "kernel_sync_eager_publish_reaches_every_registered_space",
+        run: kernel_sync::eager_publish_reaches_every_registered_space,
+    },
+    Test {
+        name: "global_kernel_pages_survive_cr3_switch",
+        run: global_pages::global_kernel_pages_survive_cr3_switch,
+    },
+    Test {
+        name: "kernel_mappings_are_w_xor_x_and_never_user",
+        run: hardening::kernel_mappings_are_w_xor_x_and_never_user,
     },
 ];

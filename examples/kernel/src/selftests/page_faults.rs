@@ -2,12 +2,13 @@
 //! page-fault handler reports faults precisely (CR2 and error code).
 
 use crate::fault_probe::{self, ErrorCode, PageFault};
+use crate::kernel::Kernel;
 use crate::layout;
 use crate::test::TestResult;
-use crate::{BootContext, ensure, fail};
+use crate::{ensure, fail, println};
 
-/// An address above the boot window, which the boot tables leave unmapped.
-const UNMAPPED: usize = 0xE000_0000;
+/// An address the final tables leave unmapped (the empty vmalloc area).
+const UNMAPPED: usize = layout::UNMAPPED_PROBE as usize;
 /// Value of `ro_probe_word` (assembly below).
 const RO_PROBE_VALUE: u32 = 0x5EED_1234;
 
@@ -40,7 +41,9 @@ fn expect_read_fault(address: usize, error_code: u32) -> TestResult {
     check_fault(fault, address, error_code)
 }
 
-fn check_fault(fault: PageFault, address: usize, error_code: u32) -> TestResult {
+/// Checks that `fault` was at CR2 = `address` with exactly `error_code`, at
+/// an instruction inside the kernel's read-only image.
+pub(super) fn check_fault(fault: PageFault, address: usize, error_code: u32) -> TestResult {
     ensure!(
         fault.address as usize == address,
         "CR2 {:#x}, expected {address:#x}",
@@ -62,34 +65,53 @@ fn check_fault(fault: PageFault, address: usize, error_code: u32) -> TestResult 
     Ok(())
 }
 
-pub fn read_of_unmapped_address_faults_not_present(_: &BootContext) -> TestResult {
+pub fn read_of_unmapped_address_faults_not_present(_: &Kernel) -> TestResult {
     // Not present, read, supervisor: error code 0.
     expect_read_fault(UNMAPPED, 0)?;
     expect_read_fault(UNMAPPED + 0x1234, 0)
 }
 
-pub fn low_identity_mapping_is_gone(_: &BootContext) -> TestResult {
+pub fn low_identity_mapping_is_gone(_: &Kernel) -> TestResult {
     // The boot code identity-mapped the kernel for the jump to the higher
-    // half and removed that mapping before calling kmain.
+    // half and removed that mapping before calling kmain; the final tables
+    // have no identity map at all.
     expect_read_fault(layout::kernel_image_phys().start, 0)
 }
 
-pub fn stack_guard_page_is_unmapped(_: &BootContext) -> TestResult {
-    let guard = layout::stack_guard_page();
-    expect_read_fault(guard.start, 0)?;
-    expect_read_fault(guard.end - 4, 0)?;
-    // The stack itself, just above the guard, is mapped.
-    let stack_bottom = layout::boot_stack().start;
-    // SAFETY: the lowest stack word is ordinary kernel RAM.
-    let read = unsafe { fault_probe::read_u32(stack_bottom) };
-    ensure!(
-        read.is_ok(),
-        "bottom of the boot stack unreadable: {read:?}"
-    );
+pub fn stack_guard_pages_are_unmapped(_: &Kernel) -> TestResult {
+    let stacks = [
+        (
+            "boot stack",
+            layout::stack_guard_page(),
+            layout::boot_stack(),
+        ),
+        (
+            "double-fault stack",
+            layout::double_fault_guard_page(),
+            layout::double_fault_stack(),
+        ),
+    ];
+    for (name, guard, stack) in stacks {
+        ensure!(
+            guard.end == stack.start,
+            "the {name}'s guard {guard:#x?} is not right below it ({stack:#x?})"
+        );
+        expect_read_fault(guard.start, 0)?;
+        expect_read_fault(guard.end - 4, 0)?;
+        // The stack itself, just above the guard, is mapped.
+        // SAFETY: the lowest stack word is ordinary kernel RAM.
+        let read = unsafe { fault_probe::read_u32(stack.start) };
+        ensure!(read.is_ok(), "bottom of the {name} unreadable: {read:?}");
+        println!(
+            "    {name} {:#x}..{:#x}: guard page {:#x} faults not-present",
+            stack.start, stack.end, guard.start
+        );
+    }
+    println!("    NMIs run on the interrupted stack (interrupt gate): no stack of their own");
     Ok(())
 }
 
-pub fn write_to_read_only_kernel_page_faults(_: &BootContext) -> TestResult {
+pub fn write_to_read_only_kernel_page_faults(_: &Kernel) -> TestResult {
     let address = &raw const ro_probe_word as usize;
     ensure!(
         layout::read_only().contains(&address),

@@ -2,11 +2,12 @@
 //! features.
 
 use crate::cpu;
+use crate::kernel::Kernel;
 use crate::layout;
 use crate::test::TestResult;
-use crate::{BootContext, ensure, serial};
+use crate::{ensure, serial};
 
-pub fn serial_loopback_echoes_a_byte(_: &BootContext) -> TestResult {
+pub fn serial_loopback_echoes_a_byte(_: &Kernel) -> TestResult {
     for byte in [0xA5, 0x5A] {
         let echoed = serial::loopback_echo(byte);
         ensure!(
@@ -17,31 +18,38 @@ pub fn serial_loopback_echoes_a_byte(_: &BootContext) -> TestResult {
     Ok(())
 }
 
-pub fn kernel_runs_in_higher_half_with_write_protect(_: &BootContext) -> TestResult {
+pub fn kernel_runs_in_higher_half_with_write_protect(kernel: &Kernel) -> TestResult {
     let code = kernel_runs_in_higher_half_with_write_protect as *const () as usize;
     ensure!(
-        code >= crate::boot::PAGE_OFFSET,
+        code >= layout::PAGE_OFFSET as usize,
         "code at {code:#x} is below PAGE_OFFSET"
     );
     let cr0 = cpu::cr0();
     ensure!(cr0 & cpu::CR0_PG != 0, "paging is off (CR0 {cr0:#x})");
     ensure!(cr0 & cpu::CR0_WP != 0, "CR0.WP is clear (CR0 {cr0:#x})");
     let cr3 = cpu::cr3() as usize;
-    let boot_pd = layout::boot_page_directory_phys();
+    let root = kernel.root.as_u64() as usize;
     ensure!(
-        cr3 & !0xFFF == boot_pd,
-        "CR3 {cr3:#x} is not the boot page directory {boot_pd:#x}"
+        cr3 & !0x1F == root,
+        "CR3 {cr3:#x} is not the root of the final kernel tables {root:#x}"
     );
     Ok(())
 }
 
-pub fn cpu_has_paging_features_for_mode(context: &BootContext) -> TestResult {
-    let features = context.features;
-    ensure!(features.pse, "no PSE: the boot tables need 4 MiB pages");
-    ensure!(cpu::cr4() & cpu::CR4_PSE != 0, "CR4.PSE is off after boot");
-    if cfg!(feature = "mode-pae") {
+pub fn cpu_has_paging_features_for_mode(kernel: &Kernel) -> TestResult {
+    let features = kernel.context.features;
+    if cfg!(feature = "mode-2level") {
+        ensure!(features.pse, "no PSE: the 2-level tables use 4 MiB pages");
+        ensure!(cpu::cr4() & cpu::CR4_PSE != 0, "CR4.PSE is off after boot");
+    } else {
         ensure!(features.pae, "PAE mode on a CPU without PAE ({features:?})");
         ensure!(features.nx, "PAE mode on a CPU without NX ({features:?})");
+        let pae = cpu::cr4() & (1 << 5) != 0;
+        ensure!(pae, "CR4.PAE is off in a PAE kernel");
+        ensure!(
+            crate::mode::nx_enabled(),
+            "the CPU has NX but EFER.NXE is off"
+        );
     }
     Ok(())
 }

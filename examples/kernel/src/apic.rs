@@ -1,0 +1,134 @@
+//! The local APIC, just enough to send this CPU an NMI.
+//!
+//! Its registers are MMIO at the physical base in IA32_APIC_BASE
+//! (0xFEE0_0000 on every PC), mapped uncached into the fixmap slot
+//! `LOCAL_APIC`. An NMI to self goes through the interrupt command
+//! register: delivery mode NMI, physical destination = this APIC's own ID.
+//! Not the "self" destination shorthand: the SDM lists self + NMI as an
+//! invalid combination on xAPICs (Linux's `apic_send_IPI_self` avoids it
+//! the same way), although QEMU would accept it.
+
+use core::ptr::NonNull;
+
+use paging_core::cpu::{self, NativeTlb};
+use paging_core::{PhysAddr, PhysFrame};
+use volatile::VolatilePtr;
+
+use crate::early_fixmap::{self, KernelFixmapT};
+use crate::failure;
+use crate::layout::KernelFixmap;
+use crate::test::Failure;
+
+/// IA32_APIC_BASE: the APIC's physical base and enable bits.
+const IA32_APIC_BASE: u32 = 0x1B;
+/// IA32_APIC_BASE bit 11: the APIC is globally enabled.
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+/// IA32_APIC_BASE bit 10: x2APIC mode (registers are MSRs, not MMIO).
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+/// CPUID.1:EDX.APIC (bit 9).
+const CPUID_1_EDX_APIC: u32 = 1 << 9;
+
+/// Local APIC ID register (bits 24..32).
+const REG_ID: usize = 0x20;
+/// Spurious-interrupt vector register.
+const REG_SVR: usize = 0xF0;
+/// Interrupt command register, low half (writing it sends the IPI).
+const REG_ICR_LOW: usize = 0x300;
+/// Interrupt command register, high half (destination in bits 24..32).
+const REG_ICR_HIGH: usize = 0x310;
+
+/// SVR bit 8: the APIC is software-enabled.
+pub const SVR_ENABLE: u32 = 1 << 8;
+/// Spurious vector used while enabled (never delivered: interrupts are off).
+const SPURIOUS_VECTOR: u32 = 0xFF;
+/// ICR delivery mode NMI (0b100 << 8).
+const ICR_DELIVERY_NMI: u32 = 0b100 << 8;
+/// ICR level: assert (required for every mode but INIT de-assert).
+const ICR_LEVEL_ASSERT: u32 = 1 << 14;
+/// ICR delivery status: the IPI has not been accepted yet.
+const ICR_SEND_PENDING: u32 = 1 << 12;
+
+/// The local APIC of the (only) CPU, mapped.
+#[derive(Debug)]
+pub struct LocalApic {
+    base: usize,
+}
+
+static APIC: spin::Once<LocalApic> = spin::Once::new();
+
+/// The local APIC, mapped into the fixmap on first use.
+pub fn local_apic(fixmap: &KernelFixmapT) -> Result<&'static LocalApic, Failure> {
+    if let Some(apic) = APIC.get() {
+        return Ok(apic);
+    }
+    if cpu::basic_features() & CPUID_1_EDX_APIC == 0 {
+        return Err(failure!("the CPU has no local APIC"));
+    }
+    // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (checked
+    // above); reading it has no side effect.
+    let msr = unsafe { cpu::rdmsr(IA32_APIC_BASE) };
+    if msr & APIC_BASE_ENABLE == 0 || msr & APIC_BASE_X2APIC != 0 {
+        return Err(failure!(
+            "the local APIC is disabled or in x2APIC mode (IA32_APIC_BASE {msr:#x})"
+        ));
+    }
+    let frame = PhysFrame::containing_address(PhysAddr::new_truncate(msr & 0xF_FFFF_F000));
+    fixmap
+        .set(
+            KernelFixmap::LOCAL_APIC,
+            frame,
+            early_fixmap::mmio_flags(),
+            &NativeTlb,
+        )
+        .map_err(|e| failure!("mapping the local APIC at {frame:?}: {e}"))?;
+    let base = fixmap.virt(KernelFixmap::LOCAL_APIC).as_u32() as usize;
+    Ok(APIC.call_once(|| LocalApic { base }))
+}
+
+impl LocalApic {
+    fn register(&self, offset: usize) -> VolatilePtr<'static, u32> {
+        // SAFETY: `base` is the fixmap slot mapped (uncached, writable) to
+        // the APIC's 4 KiB register page for the kernel's life; `offset` is
+        // one of the 16-byte aligned registers above; no Rust object refers
+        // to device memory.
+        unsafe { VolatilePtr::new(NonNull::new_unchecked((self.base + offset) as *mut u32)) }
+    }
+
+    /// This APIC's ID.
+    pub fn id(&self) -> u32 {
+        self.register(REG_ID).read() >> 24
+    }
+
+    /// The spurious-interrupt vector register.
+    pub fn svr(&self) -> u32 {
+        self.register(REG_SVR).read()
+    }
+
+    /// Software-enables the APIC (SVR bit 8) and returns the SVR it had.
+    pub fn enable(&self) -> u32 {
+        let old = self.svr();
+        self.register(REG_SVR)
+            .write(old | SVR_ENABLE | SPURIOUS_VECTOR);
+        old
+    }
+
+    /// Puts back an SVR value [`enable`](Self::enable) returned.
+    pub fn restore_svr(&self, svr: u32) {
+        self.register(REG_SVR).write(svr);
+    }
+
+    /// Sends an NMI to this CPU and waits until the APIC has accepted it
+    /// (the NMI itself may arrive a few instructions later).
+    pub fn send_nmi_to_self(&self) -> Result<(), Failure> {
+        self.register(REG_ICR_HIGH).write(self.id() << 24);
+        self.register(REG_ICR_LOW)
+            .write(ICR_DELIVERY_NMI | ICR_LEVEL_ASSERT);
+        for _ in 0..1_000_000 {
+            if self.register(REG_ICR_LOW).read() & ICR_SEND_PENDING == 0 {
+                return Ok(());
+            }
+            core::hint::spin_loop();
+        }
+        Err(failure!("the APIC never accepted the NMI"))
+    }
+}

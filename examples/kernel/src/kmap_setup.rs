@@ -1,0 +1,136 @@
+//! Boot step 7: the kmap pools over the contiguous window.
+//!
+//! Demonstrates `kmap::PersistentPool` (refcounted slots below the fixmap,
+//! flushing at wrap through the chosen policy), `kmap::LocalSlots` (per-CPU
+//! LIFO slots in the fixmap, with guard slots), `kmap::DirectMap` (lowmem
+//! needs no slot), `kmap::KmapTask` (the main task's token, which makes the
+//! two-kmaps deadlock a compile error), `kmap::HighmemTables` (page tables
+//! in highmem for the mapper), `paging_core::cpu::NativeTlb` as the TLB and
+//! `paging_core::DirectVirt` for kernel virtual access.
+
+use fixmap::ContiguousWindow;
+use kmap::{DirectMap, HighmemTables, KmapTask, LocalSlots, PersistentPool, SpinWait};
+use paging_core::cpu::NativeTlb;
+use paging_core::{DirectVirt, NativeHooks, VirtAddr};
+
+use crate::direct_map::DirectMapAccess;
+use crate::early_fixmap::KernelFixmapT;
+use crate::kmap_policy::KernelPolicy;
+use crate::layout::{
+    CPUS, KMAP_LOCAL_DEPTH, KMAP_LOCAL_GUARDS, KMAP_POOL_SLOTS, KernelFixmap, Layout, PAGE_OFFSET,
+    PKMAP_BASE,
+};
+use crate::mode::Mode;
+use crate::test::Failure;
+use crate::{failure, println};
+
+/// The local (atomic) kmap slots of every CPU.
+pub type KernelLocalSlots = LocalSlots<
+    'static,
+    KernelFixmap,
+    Mode,
+    DirectMapAccess,
+    NativeHooks,
+    NativeTlb,
+    KMAP_LOCAL_DEPTH,
+    CPUS,
+>;
+
+/// The kernel's persistent kmap pool.
+pub type KernelPool =
+    PersistentPool<Mode, DirectMapAccess, NativeTlb, KernelPolicy, SpinWait, KMAP_POOL_SLOTS>;
+
+/// Page-table access that reaches highmem tables through local kmaps.
+pub type KernelHighmemTables = HighmemTables<'static, KernelLocalSlots, DirectVirt, fn() -> usize>;
+
+static LOCAL: spin::Once<KernelLocalSlots> = spin::Once::new();
+static POOL: spin::Once<KernelPool> = spin::Once::new();
+static DIRECT: spin::Once<DirectMap> = spin::Once::new();
+/// The main (and only) task's kmap token, lent to whoever maps.
+static MAIN_TASK: spin::Mutex<Option<KmapTask>> = spin::Mutex::new(None);
+
+/// The CPU running now (there is one).
+fn this_cpu() -> usize {
+    0
+}
+
+/// Creates the local slots, the persistent pool with `policy`, and the main
+/// task's token.
+pub fn init(
+    fixmap: &'static KernelFixmapT,
+    window: &ContiguousWindow<Mode>,
+    layout: &Layout,
+    policy: KernelPolicy,
+) -> Result<(), Failure> {
+    let direct = *DIRECT.call_once(|| DirectMap::new(PAGE_OFFSET, layout.lowmem_limit));
+    let local = KernelLocalSlots::new(
+        fixmap,
+        KernelFixmap::KMAP_LOCAL,
+        KMAP_LOCAL_GUARDS,
+        direct,
+        NativeTlb,
+    )
+    .map_err(|e| failure!("local kmap slots: {e}"))?;
+    LOCAL.call_once(|| local);
+    let pool = KernelPool::new(
+        window,
+        VirtAddr::new(PKMAP_BASE),
+        direct,
+        DirectMapAccess,
+        NativeTlb,
+        policy,
+        SpinWait,
+    )
+    .map_err(|e| failure!("persistent kmap pool: {e}"))?;
+    POOL.call_once(|| pool);
+    // SAFETY: the kernel runs one task (this one), and this is the only
+    // token ever created.
+    *MAIN_TASK.lock() = Some(unsafe { KmapTask::new() });
+    println!(
+        "kmap: persistent pool of {KMAP_POOL_SLOTS} slots at {PKMAP_BASE:#x} ({} flushes), \
+         {KMAP_LOCAL_DEPTH} local slots per CPU (with guard slots), lowmem below {:#x} direct",
+        kmap::FlushPolicy::name(&policy),
+        layout.lowmem_limit
+    );
+    Ok(())
+}
+
+/// The local slots.
+pub fn local() -> Option<&'static KernelLocalSlots> {
+    LOCAL.get()
+}
+
+/// The persistent pool.
+pub fn pool() -> Option<&'static KernelPool> {
+    POOL.get()
+}
+
+/// Which frames are lowmem, and where the direct map is.
+pub fn direct_map() -> Option<DirectMap> {
+    DIRECT.get().copied()
+}
+
+/// Runs `f` with the main task's kmap token (`None` if it is lent out).
+pub fn with_task<R>(f: impl FnOnce(&mut KmapTask) -> R) -> Option<R> {
+    let mut guard = MAIN_TASK.try_lock()?;
+    guard.as_mut().map(f)
+}
+
+/// A table access for the mapper that keeps PTE tables in highmem
+/// reachable: lowmem frames through the direct map, highmem frames through
+/// a local kmap held while the mapper uses the table.
+pub fn highmem_tables() -> Option<KernelHighmemTables> {
+    let local = LOCAL.get()?;
+    let direct = direct_map()?;
+    // SAFETY: every address the mapper reaches through this access is a
+    // direct-map address of a lowmem table or a local kmap slot mapping a
+    // highmem table, writable while the view lives; tables are only
+    // accessed volatilely, atomically or by the MMU.
+    let virt = unsafe { DirectVirt::new() };
+    Some(HighmemTables::new(
+        local,
+        virt,
+        direct,
+        this_cpu as fn() -> usize,
+    ))
+}

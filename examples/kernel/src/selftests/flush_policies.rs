@@ -1,0 +1,167 @@
+//! The same kmap workload under each TLB flush policy: flush counts and
+//! cycles per map+unmap, and every touched mapping shows the right page
+//! (a policy that skipped a needed flush would show a stale one).
+
+use kmap::{DirectMap, FlushPolicy, KmapStats, PersistentPool, SpinWait};
+use paging_core::cpu::NativeTlb;
+use paging_core::{
+    Entry, FrameAllocator, PagingMode, PhysFrame, TableAccess, TlbOps, VirtAddr, Zone,
+};
+
+use super::memory_access::{pattern, read_word, write_word};
+use crate::direct_map::DirectMapAccess;
+use crate::frames::{self, ZoneId};
+use crate::kernel::Kernel;
+use crate::kmap_policy::KernelPolicy;
+use crate::kmap_setup;
+use crate::layout::{KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
+use crate::mode::Mode;
+use crate::test::{Failure, TestResult};
+use crate::{cpu, failure, println};
+
+/// A pool over one flush-policy test area.
+type BenchPool =
+    PersistentPool<Mode, DirectMapAccess, NativeTlb, KernelPolicy, SpinWait, KMAP_BENCH_SLOTS>;
+
+/// Distinct pages cycled through (4x the slots: the pool wraps often).
+const PAGES: usize = 4 * KMAP_BENCH_SLOTS;
+/// Map+unmap operations per policy.
+const OPERATIONS: usize = 8192;
+
+pub fn flush_policies_under_one_workload(kernel: &Kernel) -> TestResult {
+    let mut pages = [PhysFrame::containing_address(Default::default()); PAGES];
+    let mut frames = frames::lock();
+    let highmem = frames.free_frames(ZoneId::High) >= PAGES as u64;
+    for page in pages.iter_mut() {
+        *page = frames
+            .allocate_frame(Zone::PreferHighmem)
+            .ok_or_else(|| failure!("out of frames"))?;
+    }
+    drop(frames);
+    // Without highmem, lowmem pages go through the slots too (force_map),
+    // so the workload is the same.
+    let direct = DirectMap::new(PAGE_OFFSET, kernel.layout.lowmem_limit).with_force_map(!highmem);
+    let result = run_all(kernel, &pages, direct);
+    let mut frames = frames::lock();
+    for page in pages {
+        frames.deallocate_frame(page);
+    }
+    let rows = result?;
+    println!(
+        "    {OPERATIONS} map+unmap of {PAGES} {} pages through {KMAP_BENCH_SLOTS} slots, every other mapping touched:",
+        if highmem {
+            "highmem"
+        } else {
+            "lowmem (force-mapped: no highmem)"
+        }
+    );
+    for (policy, stats, cycles) in rows {
+        println!(
+            "    {:<13} wraps {:>3}  invlpg {:>5}  range {:>3}  global {:>3}  avoided {:>5}  {:>6} cycles per map+unmap",
+            policy.name(),
+            stats.wraps,
+            stats.flushes.pages,
+            stats.flushes.ranges,
+            stats.flushes.globals,
+            stats.flushes.avoided,
+            cycles
+        );
+    }
+    Ok(())
+}
+
+/// Runs the workload under every policy, each on its own area of pkmap.
+fn run_all(
+    kernel: &Kernel,
+    pages: &[PhysFrame; PAGES],
+    direct: DirectMap,
+) -> Result<[(KernelPolicy, KmapStats, u64); 4], Failure> {
+    let mut rows = [(KernelPolicy::Global, KmapStats::default(), 0); 4];
+    for (k, policy) in KernelPolicy::ALL.into_iter().enumerate() {
+        let base = VirtAddr::new(kmap_bench_base(k));
+        let pool = BenchPool::new(
+            &kernel.window,
+            base,
+            direct,
+            DirectMapAccess,
+            NativeTlb,
+            policy,
+            SpinWait,
+        )
+        .map_err(|e| failure!("{} pool: {e}", policy.name()))?;
+        let cycles = workload(&pool, pages)?;
+        let stats = pool.stats();
+        clear_area(kernel, base)?;
+        check_counts(policy, &stats)?;
+        rows[k] = (policy, stats, cycles);
+    }
+    Ok(rows)
+}
+
+/// Writes each page's pattern, then maps and unmaps round-robin, checking
+/// the pattern through every other mapping. Returns cycles per operation.
+fn workload(pool: &BenchPool, pages: &[PhysFrame; PAGES]) -> Result<u64, Failure> {
+    let result = kmap_setup::with_task(|task| -> Result<u64, Failure> {
+        for page in pages {
+            let kmap = pool.map(task, *page).map_err(|e| failure!("{e}"))?;
+            // SAFETY: the slot maps `page`, a frame allocated for this test.
+            unsafe { write_word(kmap.va().as_u32() as usize, pattern(page.number())) };
+        }
+        let start = cpu::rdtsc();
+        for i in 0..OPERATIONS {
+            let page = pages[(i * 7) % PAGES];
+            let kmap = pool.map(task, page).map_err(|e| failure!("{e}"))?;
+            if i % 2 == 0 {
+                // SAFETY: as above.
+                let seen = unsafe { read_word(kmap.va().as_u32() as usize) };
+                if seen != pattern(page.number()) {
+                    return Err(failure!(
+                        "{page:?} at {} reads {seen:#x}: a stale translation",
+                        kmap.va()
+                    ));
+                }
+            }
+        }
+        Ok((cpu::rdtsc() - start) / OPERATIONS as u64)
+    });
+    result.unwrap_or_else(|| Err(failure!("the main task's kmap token is in use")))
+}
+
+/// Each policy flushes the way it says it does.
+fn check_counts(policy: KernelPolicy, stats: &KmapStats) -> Result<(), Failure> {
+    let f = stats.flushes;
+    let ok = stats.wraps > 0
+        && match policy {
+            KernelPolicy::PerPage => f.pages > 0 && f.ranges + f.globals + f.avoided == 0,
+            KernelPolicy::Range => f.ranges > 0 && f.pages + f.globals + f.avoided == 0,
+            KernelPolicy::Global => f.globals > 0 && f.pages + f.ranges + f.avoided == 0,
+            KernelPolicy::AccessedBit => f.pages > 0 && f.avoided > 0 && f.ranges + f.globals == 0,
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(failure!("{} flushed {stats:?}", policy.name()))
+    }
+}
+
+/// A dropped pool leaves its unused slots mapped (they are cleared at the
+/// next wrap, which never comes): clear them and flush, so no stale
+/// translation outlives the test.
+fn clear_area(kernel: &Kernel, base: VirtAddr) -> Result<(), Failure> {
+    for slot in 0..KMAP_BENCH_SLOTS as u32 {
+        let va = VirtAddr::new(base.as_u32() + slot * 4096);
+        let Some(pte) = kernel.window.pte_slot(va) else {
+            return Err(failure!("{va} is outside the window"));
+        };
+        let table = DirectMapAccess
+            .table(pte.table)
+            .map_err(|e| failure!("{e}"))?;
+        <Mode as PagingMode>::Pte::store(
+            &table,
+            pte.index,
+            <<Mode as PagingMode>::Pte as Entry>::NONE,
+        );
+    }
+    NativeTlb.flush_range(base, KMAP_BENCH_SLOTS as u32);
+    Ok(())
+}

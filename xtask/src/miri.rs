@@ -1,0 +1,117 @@
+//! `cargo xtask miri [--all]`: run host tests under Miri, the interpreter
+//! that checks every memory access of the `unsafe` code and of everything
+//! built on it, and reports undefined behaviour, data races and leaks.
+//!
+//! Installs the nightly toolchain with the `miri` and `rust-src` components
+//! (rustup), Miri's sysroot (`cargo +nightly miri setup`) and, if missing,
+//! cargo-nextest, which runs each test in its own Miri process, two at a
+//! time. The build goes to its own target directory.
+//!
+//! Miri interprets every instruction, roughly a thousand times slower than
+//! native code; a test on the simulated machine takes 15 to 40 s. So the
+//! default run is a selection ([`SELECTION`], about 15 minutes on two
+//! cores): every test whose code has `unsafe` under it (`PtrTable` and
+//! `OffsetAccess` over host buffers: the backends' tests and paging-core's
+//! unit tests; the early fixmap's static tables), and a sample of the
+//! simulated-machine tests of each crate: the property test of the mapper
+//! and the eight-thread kmap stress test (both shrunk under `cfg(miri)`),
+//! and a few mapper, fixmap and kmap tests. `--all` runs every test of the
+//! five library crates (hours).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::{nightly, process};
+
+/// The library crates whose tests run under Miri.
+const CRATES: [&str; 5] = [
+    "paging-core",
+    "paging-x86-2level",
+    "paging-x86-pae",
+    "fixmap",
+    "kmap",
+];
+
+/// The default selection, as a nextest filterset, one line per crate.
+const SELECTION: [&str; 5] = [
+    // Unit tests (PtrTable, OffsetAccess, the sim's parts) and a sample of
+    // the simulated-machine tests, the property test among them.
+    "package(paging-core) & (kind(lib) | binary(proptest_mapper) \
+     | (binary(mapper_map) & test(/^(map_translate_unmap|large_pages)::/)) \
+     | (binary(mapper_errors) & test(/^never_overwrite::/)) \
+     | (binary(bad_inputs) & test(/^unreachable_tables/)))",
+    // Every test: the mapper tests run over host buffers through
+    // OffsetAccess and PtrTable.
+    "package(paging-x86-2level)",
+    "package(paging-x86-pae)",
+    "package(fixmap) & (kind(lib) \
+     | (binary(slots) & test(/^set_and_clear/)) \
+     | (binary(window) & test(/^early_static_tables/)))",
+    // Threads on the pool's lock and atomics: Miri's data-race detector.
+    "package(kmap) & (binary(stress) \
+     | (binary(errors) & test(/^exhaustion_and_reservations::/)) \
+     | (binary(pool_behaviour) & test(/^slot_life_cycle::/)) \
+     | (binary(local_slots) & test(/^save_and_restore/)))",
+];
+
+/// Parses `[--all]`: whether to run every test rather than the selection.
+pub fn parse(args: &[String]) -> Result<bool, String> {
+    match args {
+        [] => Ok(false),
+        [flag] if flag == "--all" => Ok(true),
+        [other, ..] => Err(format!("unknown option `{other}` for miri")),
+    }
+}
+
+/// Where Miri's build goes: beside the normal one.
+fn target_dir() -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| process::repo_root().join("target"));
+    base.join("miri")
+}
+
+/// Installs cargo-nextest if `cargo nextest` does not run.
+fn ensure_nextest() -> Result<(), String> {
+    let runs = nightly::cargo()
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if runs {
+        return Ok(());
+    }
+    println!("cargo-nextest is missing; installing it");
+    process::run(Command::new("cargo").args(["install", "cargo-nextest", "--locked"]))
+}
+
+/// Runs the selection (or, with `all`, every test) under Miri.
+pub fn run(all: bool) -> Result<(), String> {
+    nightly::ensure(&["miri", "rust-src"])?;
+    ensure_nextest()?;
+    process::run(
+        nightly::cargo()
+            .args(["miri", "setup"])
+            .env("CARGO_TARGET_DIR", target_dir()),
+    )?;
+    let mut command = nightly::cargo();
+    command.args(["miri", "nextest", "run", "--no-fail-fast"]);
+    for name in CRATES {
+        command.args(["-p", name]);
+    }
+    command.args(["--features", "paging-core/sim", "-j", "2"]);
+    if !all {
+        let filter: Vec<String> = SELECTION.iter().map(|f| format!("({f})")).collect();
+        command.args(["-E", &filter.join(" | ")]);
+    }
+    command.env("CARGO_TARGET_DIR", target_dir());
+    let started = std::time::Instant::now();
+    let result = process::run(&mut command);
+    println!(
+        "\nmiri: {} in {:.0} s",
+        if result.is_ok() { "passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    result
+}
