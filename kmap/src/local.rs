@@ -15,7 +15,7 @@
 //! `DEBUG_KMAP_LOCAL`).
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use fixmap::{FixIndex, FixRange, Fixmap, FixmapError, FixmapLayout};
 use paging_core::{
@@ -31,10 +31,38 @@ pub trait LocalMapper {
     fn map_local(&self, cpu: usize, frame: PhysFrame) -> Result<LocalKmap<'_>, KmapError>;
 }
 
+/// A frame number kept as two 32-bit halves: on i586 a 64-bit atomic load
+/// compiles to x87 `fild`/`fistp`, and kernel code must not touch the FPU.
+/// Only the owning CPU writes and reads it, so the halves need no ordering
+/// between them.
+struct PfnCell {
+    lo: AtomicU32,
+    hi: AtomicU32,
+}
+
+impl PfnCell {
+    const fn new() -> Self {
+        Self {
+            lo: AtomicU32::new(0),
+            hi: AtomicU32::new(0),
+        }
+    }
+
+    fn set(&self, pfn: u64) {
+        self.lo.store(pfn as u32, Ordering::Relaxed);
+        self.hi.store((pfn >> 32) as u32, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        u64::from(self.lo.load(Ordering::Relaxed))
+            | u64::from(self.hi.load(Ordering::Relaxed)) << 32
+    }
+}
+
 /// The per-CPU state of one stack.
 struct CpuStack<const D: usize> {
     depth: AtomicUsize,
-    frames: [AtomicU64; D],
+    frames: [PfnCell; D],
     released: [AtomicBool; D],
 }
 
@@ -42,7 +70,7 @@ impl<const D: usize> CpuStack<D> {
     const fn new() -> Self {
         Self {
             depth: AtomicUsize::new(0),
-            frames: [const { AtomicU64::new(0) }; D],
+            frames: [const { PfnCell::new() }; D],
             released: [const { AtomicBool::new(false) }; D],
         }
     }
@@ -94,8 +122,8 @@ where
     flags: MapFlags,
     tlb: T,
     cpus: [CpuStack<DEPTH>; CPUS],
-    maps: AtomicU64,
-    lifo_violations: AtomicU64,
+    maps: AtomicUsize,
+    lifo_violations: AtomicUsize,
 }
 
 impl<L, M, A, H, T, const DEPTH: usize, const CPUS: usize> fmt::Debug
@@ -176,9 +204,26 @@ where
             flags: MapFlags::KERNEL_RW | MapFlags::ACCESSED | MapFlags::DIRTY,
             tlb,
             cpus: [const { CpuStack::new() }; CPUS],
-            maps: AtomicU64::new(0),
-            lifo_violations: AtomicU64::new(0),
+            maps: AtomicUsize::new(0),
+            lifo_violations: AtomicUsize::new(0),
         })
+    }
+
+    /// Write slot PTEs with `flags` (`PRESENT` is added) instead of the
+    /// default writable + accessed + dirty: for example with `NO_EXECUTE` on
+    /// a PAE kernel that keeps data non-executable. Flags the mode cannot
+    /// express are refused here rather than at the first map.
+    pub fn with_flags(mut self, flags: MapFlags) -> Result<Self, KmapError> {
+        let flags = flags | MapFlags::PRESENT;
+        let probe = PhysFrame::containing_address(paging_core::PhysAddr::ZERO);
+        <M::Pte as paging_core::PteEntry>::page(probe, flags).map_err(KmapError::Entry)?;
+        self.flags = flags;
+        Ok(self)
+    }
+
+    /// The flags slot PTEs are written with.
+    pub fn flags(&self) -> MapFlags {
+        self.flags
     }
 
     /// The fixmap index of `cpu`'s slot at `depth`. With guard slots the
@@ -205,8 +250,8 @@ where
     /// Counters so far.
     pub fn stats(&self) -> LocalStats {
         LocalStats {
-            maps: self.maps.load(Ordering::Relaxed),
-            lifo_violations: self.lifo_violations.load(Ordering::Relaxed),
+            maps: self.maps.load(Ordering::Relaxed) as u64,
+            lifo_violations: self.lifo_violations.load(Ordering::Relaxed) as u64,
         }
     }
 
@@ -244,7 +289,7 @@ where
                 return Err(e);
             }
         };
-        stack.frames[depth].store(frame.number(), Ordering::Relaxed);
+        stack.frames[depth].set(frame.number());
         stack.released[depth].store(false, Ordering::Relaxed);
         self.maps.fetch_add(1, Ordering::Relaxed);
         Ok(LocalKmap {
@@ -296,7 +341,7 @@ where
             released: [false; DEPTH],
         };
         for d in (0..depth).rev() {
-            saved.frames[d] = stack.frames[d].load(Ordering::Relaxed);
+            saved.frames[d] = stack.frames[d].get();
             saved.released[d] = stack.released[d].load(Ordering::Relaxed);
             if let Ok(idx) = self.index(cpu, d) {
                 let _ = self.fixmap.clear(idx, &self.tlb);
@@ -328,7 +373,7 @@ where
                 stack.depth.store(0, Ordering::Release);
                 return Err(fixmap_error(e));
             }
-            stack.frames[d].store(saved.frames[d], Ordering::Relaxed);
+            stack.frames[d].set(saved.frames[d]);
             stack.released[d].store(saved.released[d], Ordering::Relaxed);
             stack.depth.store(d + 1, Ordering::Release);
         }

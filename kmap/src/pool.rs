@@ -40,7 +40,7 @@ use crate::local::{LocalKmap, LocalMapper};
 use crate::policy::{FlushCounts, FlushPolicy, GlobalFlush};
 use crate::reserve::{Kmap, KmapTask, Reservation};
 use crate::stats::{Counters, KmapStats};
-use crate::sync::{AtomicU32, Mutex};
+use crate::sync::{AtomicU32, Mutex, MutexGuard};
 use crate::wait::{SpinWait, WaitHook};
 
 pub(crate) struct PoolState<const N: usize> {
@@ -247,7 +247,11 @@ where
         }
         // A page already in use is shared without taking capacity, so it
         // never waits (as Linux's `kmap_high` finds a mapped page first).
-        let in_use = self.add_user(&mut self.state.lock(), frame.number())?;
+        let in_use = {
+            let mut st = self.state.lock();
+            let cached = st.map.get(&frame.number()).map(|&slot| usize::from(slot));
+            self.add_user(&mut st, cached)?
+        };
         if let Some(slot) = in_use {
             return Ok(Kmap::new(self, frame, self.slot_va(slot), true));
         }
@@ -294,7 +298,7 @@ where
         if self.direct.direct_va(frame).is_some() {
             return Ok(());
         }
-        let mut st = self.state.lock();
+        let st = self.state.lock();
         let slot = *st
             .map
             .get(&frame.number())
@@ -302,6 +306,13 @@ where
         if st.counts[slot] <= 1 {
             return Err(KmapError::DoubleUnmap { frame });
         }
+        self.drop_user(st, slot);
+        Ok(())
+    }
+
+    /// Take one user off `slot` (count ≥ 2, lock held), giving the capacity
+    /// back when the last one goes.
+    fn drop_user(&self, mut st: MutexGuard<'_, PoolState<N>>, slot: usize) {
         st.counts[slot] -= 1;
         if st.counts[slot] == 1 {
             st.in_use -= 1;
@@ -309,7 +320,6 @@ where
             drop(st);
             self.wake_if(wake);
         }
-        Ok(())
     }
 
     /// A persistent mapping if a slot is free without waiting, else a local
@@ -370,8 +380,13 @@ where
     /// under the pool lock, so a waking hook that blocks cannot stall every
     /// other user of the pool).
     fn capacity_returned(&self, st: &PoolState<N>) -> bool {
+        // A waiter registers (under this lock) before it reads the epoch it
+        // waits on, so with nobody registered there is nobody to tell.
+        if st.waiters == 0 {
+            return false;
+        }
         self.epoch.fetch_add(1, Ordering::Release);
-        st.waiters > 0
+        true
     }
 
     /// Wake the waiters if [`capacity_returned`](Self::capacity_returned)
@@ -395,7 +410,9 @@ where
         let entry = self.slot_entry(frame)?;
         let mut st = self.state.lock();
         let pfn = frame.number();
-        if let Some(slot) = self.add_user(&mut st, pfn)? {
+        // One lookup serves both the in-use and the unused-but-mapped case.
+        let cached = st.map.get(&pfn).map(|&slot| usize::from(slot));
+        if let Some(slot) = self.add_user(&mut st, cached)? {
             let mut wake = false;
             if payer == Payer::Ticket {
                 // The ticket's promised slot was not needed.
@@ -416,11 +433,11 @@ where
             }
             Payer::Unreserved => {}
         }
-        let slot = match st.map.get(&pfn) {
+        let slot = match cached {
             // An unused slot that still maps this page: reuse it as is.
-            Some(&slot) => {
+            Some(slot) => {
                 self.counters.add(&self.counters.hits);
-                slot as usize
+                slot
             }
             None => match self.free_slot(&mut st) {
                 Some(slot) => {
@@ -456,7 +473,7 @@ where
         st.in_use += 1;
         self.counters
             .peak_in_use
-            .fetch_max(st.in_use as u64, Ordering::Relaxed);
+            .fetch_max(st.in_use, Ordering::Relaxed);
         self.counters.add(&self.counters.maps);
         Ok(Claimed {
             va: self.slot_va(slot),
@@ -464,13 +481,17 @@ where
         })
     }
 
-    /// If `pfn` has a slot in use (count ≥ 2), add a user to it: no
-    /// capacity is taken. `None` if the page has no slot in use.
-    fn add_user(&self, st: &mut PoolState<N>, pfn: u64) -> Result<Option<usize>, KmapError> {
-        let Some(&slot) = st.map.get(&pfn) else {
+    /// If the page's slot (`cached`, from the page→slot map) is in use
+    /// (count ≥ 2), add a user to it: no capacity is taken. `None` if the
+    /// page has no slot in use.
+    fn add_user(
+        &self,
+        st: &mut PoolState<N>,
+        cached: Option<usize>,
+    ) -> Result<Option<usize>, KmapError> {
+        let Some(slot) = cached else {
             return Ok(None);
         };
-        let slot = slot as usize;
         match st.counts[slot] {
             0 | 1 => Ok(None),
             // 65534 users of one page: the count cannot grow.
@@ -565,6 +586,19 @@ where
         (off < N).then_some(off)
     }
 
+    /// Drop one user of `frame`, which its guard has at `va`: the slot is
+    /// known, so no lookup is needed.
+    pub(crate) fn release_at(&self, frame: PhysFrame, va: VirtAddr) {
+        if let Some(slot) = self.slot_index(va) {
+            let st = self.state.lock();
+            if st.pages[slot] == frame.number() && st.counts[slot] >= 2 {
+                self.drop_user(st, slot);
+                return;
+            }
+        }
+        self.release(frame)
+    }
+
     /// Drop one user of `frame` (guards).
     pub(crate) fn release(&self, frame: PhysFrame) {
         if self.kunmap_raw(frame).is_err() {
@@ -597,7 +631,7 @@ impl NowaitKmap<'_> {
 /// parameters.
 pub(crate) trait PoolOps: Sync {
     fn claim_dyn(&self, frame: PhysFrame, payer: Payer) -> Result<Claimed, KmapError>;
-    fn release_dyn(&self, frame: PhysFrame);
+    fn release_dyn(&self, frame: PhysFrame, va: VirtAddr);
     fn unreserve_dyn(&self, k: usize);
 }
 
@@ -612,8 +646,8 @@ where
     fn claim_dyn(&self, frame: PhysFrame, payer: Payer) -> Result<Claimed, KmapError> {
         self.claim(frame, payer)
     }
-    fn release_dyn(&self, frame: PhysFrame) {
-        self.release(frame)
+    fn release_dyn(&self, frame: PhysFrame, va: VirtAddr) {
+        self.release_at(frame, va)
     }
     fn unreserve_dyn(&self, k: usize) {
         self.unreserve(k)

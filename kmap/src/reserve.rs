@@ -242,7 +242,7 @@ impl<'a> Kmap<'a> {
 impl Drop for Kmap<'_> {
     fn drop(&mut self) {
         if self.slotted {
-            self.pool.release_dyn(self.frame);
+            self.pool.release_dyn(self.frame, self.va);
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Counters every pool keeps.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+// Counters are `AtomicUsize`: 32 bits on i586, where a 64-bit atomic load
+// compiles to x87 `fild`/`fistp` (kernel code must not touch the FPU). They
+// wrap after 2^32 events there; the snapshot widens them to u64.
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::policy::FlushCounts;
 
@@ -28,25 +31,25 @@ pub struct KmapStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) maps: AtomicU64,
-    pub(crate) hits: AtomicU64,
-    pub(crate) direct: AtomicU64,
-    pub(crate) waits: AtomicU64,
-    pub(crate) wraps: AtomicU64,
-    pub(crate) pages: AtomicU64,
-    pub(crate) ranges: AtomicU64,
-    pub(crate) globals: AtomicU64,
-    pub(crate) avoided: AtomicU64,
-    pub(crate) peak_in_use: AtomicU64,
-    pub(crate) release_errors: AtomicU64,
+    pub(crate) maps: AtomicUsize,
+    pub(crate) hits: AtomicUsize,
+    pub(crate) direct: AtomicUsize,
+    pub(crate) waits: AtomicUsize,
+    pub(crate) wraps: AtomicUsize,
+    pub(crate) pages: AtomicUsize,
+    pub(crate) ranges: AtomicUsize,
+    pub(crate) globals: AtomicUsize,
+    pub(crate) avoided: AtomicUsize,
+    pub(crate) peak_in_use: AtomicUsize,
+    pub(crate) release_errors: AtomicUsize,
 }
 
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
+fn bump(c: &AtomicUsize, n: u64) {
+    c.fetch_add(n as usize, Ordering::Relaxed);
 }
 
 impl Counters {
-    pub(crate) fn add(&self, c: &AtomicU64) {
+    pub(crate) fn add(&self, c: &AtomicUsize) {
         bump(c, 1);
     }
 
@@ -58,7 +61,7 @@ impl Counters {
     }
 
     pub(crate) fn snapshot(&self) -> KmapStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = |c: &AtomicUsize| c.load(Ordering::Relaxed) as u64;
         KmapStats {
             maps: get(&self.maps),
             hits: get(&self.hits),

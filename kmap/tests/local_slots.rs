@@ -109,7 +109,35 @@ fn guard_slots_leave_unmapped_pages_around_each_slot<M: ModeUnderTest>() {
     assert_eq!(local.slot_va(0, support::DEPTH), None);
 }
 
+fn slot_flags_are_configurable<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let nx = paging_core::MapFlags::KERNEL_RW | paging_core::MapFlags::NO_EXECUTE;
+    let local = k.local(false, k.direct).with_flags(nx);
+    if !<M as paging_core::PagingMode>::SUPPORTS_NX {
+        // Refused up front, not at the first map.
+        assert_eq!(
+            local.err(),
+            Some(kmap::KmapError::Entry(
+                paging_core::EntryError::Unsupported(paging_core::MapFlags::NO_EXECUTE)
+            ))
+        );
+        return;
+    }
+    let local = local.unwrap();
+    let page = k.high_page(0);
+    let g = local.map(0, page).unwrap();
+    let mmu = &k.m.mmu;
+    assert!(reads_frame(mmu, g.va(), page));
+    let fetch = mmu
+        .translate(g.va(), paging_core::sim::Access::EXEC)
+        .unwrap_err();
+    assert!(fetch.is_fetch() && fetch.is_protection(), "{fetch:?}");
+    g.try_unmap().unwrap();
+}
+
 paging_core::for_each_mode!(
+    slot_flags_are_configurable,
     save_and_restore_across_a_context_switch,
     an_interrupt_nests_on_top_of_a_task,
     guard_slots_leave_unmapped_pages_around_each_slot,

@@ -226,6 +226,17 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
     for mode in Mode::ALL {
         elves.push((mode, kernel::build(mode)?));
     }
+    let started = Instant::now();
+    let fpu = elves
+        .iter()
+        .try_for_each(|(_, elf)| kernel::check_no_fpu(elf));
+    table.add(
+        "  kernel code uses no x87/MMX/SSE (never saves FPU state)",
+        status_of(&fpu),
+        detail_of(&fpu),
+        Some(started.elapsed()),
+    );
+    fpu?;
     let elf_of = |mode: Mode| -> &Path {
         elves
             .iter()

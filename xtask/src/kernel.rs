@@ -7,7 +7,7 @@
 //! (`examples/kernel/target/mode-*`) so the two builds do not overwrite each
 //! other's ELF or invalidate each other's cache.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::process;
@@ -122,4 +122,51 @@ pub fn fmt_check() -> Result<(), String> {
     let mut command = process::cargo();
     command.current_dir(kernel_dir()).args(["fmt", "--check"]);
     process::run(&mut command)
+}
+
+/// Fail if `elf` holds an x87, MMX or SSE instruction. The kernel never
+/// saves FPU state, so none of its code may touch the FPU; on i586 the usual
+/// culprit is a 64-bit atomic load (`AtomicU64`), which LLVM compiles to
+/// `fild`/`fistp`. Every x87 mnemonic starts with `f` (no integer one does);
+/// MMX/SSE use `%mm`/`%xmm` registers. (`scripts/check-no-fpu.sh` is the
+/// same check as a shell command.)
+pub fn check_no_fpu(elf: &Path) -> Result<(), String> {
+    let out = Command::new("objdump")
+        .args(["-d", "-C", "--no-show-raw-insn"])
+        .arg(elf)
+        .output()
+        .map_err(|e| format!("cannot run objdump (binutils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("objdump failed on {}", elf.display()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut function = "";
+    let mut hits = std::collections::BTreeMap::<String, usize>::new();
+    for line in text.lines() {
+        if line.ends_with(">:") {
+            function = line.split_once(' ').map_or(line, |(_, f)| f);
+            continue;
+        }
+        let Some((_, insn)) = line.split_once(":\t") else {
+            continue;
+        };
+        let mnemonic = insn.split_whitespace().next().unwrap_or("");
+        if mnemonic.starts_with('f')
+            || mnemonic == "emms"
+            || insn.contains("%mm")
+            || insn.contains("%xmm")
+        {
+            *hits.entry(function.to_string()).or_default() += 1;
+        }
+    }
+    if hits.is_empty() {
+        Ok(())
+    } else {
+        let list: Vec<String> = hits.iter().map(|(f, n)| format!("{f} ({n})")).collect();
+        Err(format!(
+            "{} uses the FPU in: {}",
+            elf.display(),
+            list.join(", ")
+        ))
+    }
 }
