@@ -63,6 +63,7 @@ pub fn init(
     policy: KernelPolicy,
 ) -> Result<(), Failure> {
     let direct = *DIRECT.call_once(|| DirectMap::new(PAGE_OFFSET, layout.lowmem_limit));
+    // Local slots hold data, never code: no-execute where the mode has NX.
     let local = KernelLocalSlots::new(
         fixmap,
         KernelFixmap::KMAP_LOCAL,
@@ -70,6 +71,10 @@ pub fn init(
         direct,
         NativeTlb,
     )
+    .and_then(|slots| {
+        let flags = slots.flags() | crate::mode::no_execute();
+        slots.with_flags(flags)
+    })
     .map_err(|e| failure!("local kmap slots: {e}"))?;
     LOCAL.call_once(|| local);
     let pool = KernelPool::new(
