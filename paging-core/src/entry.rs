@@ -107,6 +107,15 @@ pub trait Entry: Copy + Eq + fmt::Debug + Send + Sync + 'static {
     /// previous value (including Accessed/Dirty bits the MMU set).
     fn store<T: RawTable + ?Sized>(table: &T, index: usize, new: Self) -> Self;
 
+    /// Write `new` into entry `index`, which the caller has just read as
+    /// empty (all zero) and which no other software can write meanwhile (the
+    /// MMU never writes a non-present entry): the same store order as
+    /// [`store`](Self::store), without reading the old value again. The
+    /// default calls `store`.
+    fn fill<T: RawTable + ?Sized>(table: &T, index: usize, new: Self) {
+        let _ = Self::store(table, index, new);
+    }
+
     /// Write entry `index` of a table that no MMU can reach yet (not linked
     /// into any hierarchy): plain stores, no ordering, no read of the old
     /// value (the frame may hold garbage).

@@ -100,6 +100,11 @@ impl Entry for Pde {
         Self(write::store(table, index, new.0))
     }
 
+    fn fill<T: RawTable + ?Sized>(table: &T, index: usize, new: Self) {
+        // One 32-bit store: the MMU sees the empty entry or the new one.
+        table.store32(index, new.0);
+    }
+
     fn init<T: RawTable + ?Sized>(table: &T, index: usize, new: Self) {
         table.store32(index, new.0);
     }

@@ -81,6 +81,10 @@ impl Entry for Pte {
         Self(write::store(table, index, new.0))
     }
 
+    fn fill<T: RawTable + ?Sized>(table: &T, index: usize, new: Self) {
+        write::fill(table, index, new.0);
+    }
+
     fn init<T: RawTable + ?Sized>(table: &T, index: usize, new: Self) {
         table.store64(index, new.0);
     }

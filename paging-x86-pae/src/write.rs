@@ -58,3 +58,11 @@ pub(crate) fn store<T: RawTable + ?Sized>(table: &T, index: usize, new: u64) -> 
         }
     }
 }
+
+/// Write `new` into entry `index`, known to be empty: when `new` is present,
+/// the high half first and the low half (with P) last, as in `store`.
+pub(crate) fn fill<T: RawTable + ?Sized>(table: &T, index: usize, new: u64) {
+    let (lo, hi) = (new as u32, (new >> 32) as u32);
+    table.store32(2 * index + 1, hi);
+    table.store32(2 * index, lo);
+}

@@ -118,7 +118,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 // The PTE table exists: one entry write, plus a table-entry
                 // upgrade if it does not yet let this mapping through.
                 check_pte_free::<M::Pte>(va, pte_slot.read(self.walker.access())?)?;
-                self.write(pte_slot, Level::Pte, pte)?;
+                self.write_empty(pte_slot, Level::Pte, pte)?;
                 return self.allow_through(slot, pmd, flags, va);
             }
         }
@@ -160,7 +160,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                     self.link_pmd_table(va, pmd_frame)
                 }
                 (PmdState::Entry(slot, _), None) => {
-                    self.write(slot, Level::Pmd, pmd)?;
+                    self.write_empty(slot, Level::Pmd, pmd)?;
                     Ok(Flush::none())
                 }
                 (PmdState::NoPmdTable, None) => Err(MapError::OutOfFrames),
@@ -206,7 +206,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         match self.pmd_state(va)? {
             PmdState::Entry(slot, pmd) => {
                 check_pmd_free_for_large::<M>(va, pmd)?;
-                self.write(slot, Level::Pmd, entry)?;
+                self.write_empty(slot, Level::Pmd, entry)?;
                 Ok(Flush::none())
             }
             PmdState::NoPmdTable => {
@@ -374,7 +374,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                     (true, Some(_), Some(slot)) => {
                         let base = PhysAddr::new_truncate(chunk_pa);
                         let entry = large_template.map_or(M::Pmd::NONE, |t| t.with_addr(base));
-                        self.write(slot, Level::Pmd, entry)?;
+                        self.write_empty(slot, Level::Pmd, entry)?;
                     }
                     (true, _, _) => {}
                     (false, None, _) => needs.pte_tables += 1,
@@ -386,7 +386,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                         self.fill_new_pte_run(frame, first, count, start)?;
                         let entry = M::Pmd::table(frame, user).map_err(entry_error)?;
                         let slot = slot.ok_or(MapError::OutOfFrames)?;
-                        self.write(slot, Level::Pmd, entry)?;
+                        self.write_empty(slot, Level::Pmd, entry)?;
                         needs.pte_tables += 1;
                     }
                 }
@@ -420,18 +420,15 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                         }
                     }
                     Some(_) => {
+                        // The planning pass saw every one of these empty,
+                        // and `&mut self` keeps other writers out since.
                         for i in first..first + count {
                             let pa =
                                 PhysAddr::new_truncate(chunk_pa + (i - first) as u64 * PAGE_SIZE);
                             let entry = template.with_addr(pa);
-                            let old = M::Pte::store(&table, i, entry);
-                            self.hooks.entry_written(
-                                table_frame,
-                                Level::Pte,
-                                i,
-                                old.raw(),
-                                entry.raw(),
-                            );
+                            M::Pte::fill(&table, i, entry);
+                            self.hooks
+                                .entry_written(table_frame, Level::Pte, i, 0, entry.raw());
                         }
                         drop(table);
                         needs.flush = needs.flush.and(self.allow_through(slot, pmd, flags, va)?);
@@ -540,7 +537,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// Point `va`'s (empty) PGD entry at the filled PMD table in `frame`.
     pub(super) fn link_pmd_table(&self, va: VirtAddr, frame: PhysFrame) -> Result<Flush, MapError> {
         let entry = M::Pgd::table(frame).map_err(entry_error)?;
-        self.write(self.walker.pgd_slot(va), Level::Pgd, entry)?;
+        self.write_empty(self.walker.pgd_slot(va), Level::Pgd, entry)?;
         Ok(if M::PGD_LATCHED {
             Flush::reload_cr3()
         } else {

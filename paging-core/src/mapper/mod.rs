@@ -169,6 +169,17 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         self.walker.translate(va)
     }
 
+    /// Write `new` into an installed table's slot that was just read as
+    /// empty, then tell the hooks (the old value was zero).
+    fn write_empty<E: Entry>(&self, slot: Slot, level: Level, new: E) -> Result<(), AccessError> {
+        let table = self.walker.access().table(slot.table)?;
+        E::fill(&table, slot.index, new);
+        drop(table);
+        self.hooks
+            .entry_written(slot.table, level, slot.index, 0, new.raw());
+        Ok(())
+    }
+
     /// Write `new` into an installed table's slot, then tell the hooks.
     fn write<E: Entry>(&self, slot: Slot, level: Level, new: E) -> Result<E, AccessError> {
         let table = self.walker.access().table(slot.table)?;
