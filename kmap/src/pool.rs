@@ -57,7 +57,42 @@ pub(crate) struct PoolState<const N: usize> {
 ///
 /// `M` is the paging mode, `A` reaches the window's PTE tables, `T` flushes
 /// the TLB (on SMP, every CPU's), `P` is the flush policy and `W` how tasks
-/// wait. `N` must be a power of two (as `LAST_PKMAP` is) and at most 32768.
+/// wait. `N` must be a power of two (as `LAST_PKMAP` is) and at most 32768;
+/// anything else does not compile:
+///
+/// ```
+/// # use kmap::{DirectMap, GlobalFlush, PersistentPool, SpinWait};
+/// # use paging_core::sim::{Machine, SimAccess, SimRam};
+/// # use paging_core::VirtAddr;
+/// # use paging_x86_pae::Pae;
+/// # let ram = SimRam::new();
+/// # let mut m = Machine::<Pae>::new(&ram);
+/// # let base = VirtAddr::new(0xFF80_0000);
+/// # let (w, _) = fixmap::WindowBuilder::new(base, 1 << 32).unwrap()
+/// #     .build(&mut m.mapper, &m.mmu, &mut m.alloc).unwrap();
+/// # let direct = DirectMap::new(0xC000_0000, 0);
+/// let pool = PersistentPool::<Pae, _, _, GlobalFlush, SpinWait, 4>::new(
+///     &w, base, direct, SimAccess::new(&ram), &m.mmu, GlobalFlush, SpinWait,
+/// );
+/// assert!(pool.is_ok());
+/// ```
+///
+/// ```compile_fail
+/// # use kmap::{DirectMap, GlobalFlush, PersistentPool, SpinWait};
+/// # use paging_core::sim::{Machine, SimAccess, SimRam};
+/// # use paging_core::VirtAddr;
+/// # use paging_x86_pae::Pae;
+/// # let ram = SimRam::new();
+/// # let mut m = Machine::<Pae>::new(&ram);
+/// # let base = VirtAddr::new(0xFF80_0000);
+/// # let (w, _) = fixmap::WindowBuilder::new(base, 1 << 32).unwrap()
+/// #     .build(&mut m.mapper, &m.mmu, &mut m.alloc).unwrap();
+/// # let direct = DirectMap::new(0xC000_0000, 0);
+/// // Three slots: not a power of two.
+/// let pool = PersistentPool::<Pae, _, _, GlobalFlush, SpinWait, 3>::new(
+///     &w, base, direct, SimAccess::new(&ram), &m.mmu, GlobalFlush, SpinWait,
+/// );
+/// ```
 pub struct PersistentPool<M, A, T, P = GlobalFlush, W = SpinWait, const N: usize = 1024>
 where
     M: PagingMode,
