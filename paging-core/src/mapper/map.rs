@@ -1,7 +1,6 @@
 //! Creating mappings: one 4 KiB page, one large page, or a whole range.
 
 use super::Mapper;
-use super::chain::{ChainError, FrameChain};
 use crate::access::TableAccess;
 use crate::addr::{PAGE_SIZE, Page, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
@@ -11,7 +10,6 @@ use crate::flags::MapFlags;
 use crate::flush::Flush;
 use crate::hooks::TableHooks;
 use crate::mode::PagingMode;
-use crate::table::RawTable;
 use crate::walk::{Slot, Translation};
 
 /// Whether [`Mapper::map_range`] may use large pages.
@@ -25,7 +23,7 @@ pub enum LargePages {
     Avoid,
 }
 
-fn entry_error(e: EntryError) -> MapError {
+pub(super) fn entry_error(e: EntryError) -> MapError {
     match e {
         EntryError::Unaligned { addr, align } => MapError::Unaligned {
             addr: addr.as_u64(),
@@ -38,7 +36,7 @@ fn entry_error(e: EntryError) -> MapError {
     }
 }
 
-fn large_translation<M: PagingMode>(va: VirtAddr, pmd: M::Pmd) -> Translation {
+pub(super) fn large_translation<M: PagingMode>(va: VirtAddr, pmd: M::Pmd) -> Translation {
     Translation {
         base: pmd.addr(),
         offset: va.as_u32() & (M::LARGE_PAGE_SIZE.bytes() as u32 - 1),
@@ -69,27 +67,6 @@ pub(super) enum PmdState<E> {
     NoPmdTable,
     /// The PMD slot exists; here is its entry.
     Entry(Slot, E),
-}
-
-/// A validated `map_range` request.
-struct RangeRequest {
-    va: u64,
-    end: u64,
-    pa: u64,
-    large: bool,
-}
-
-/// What a range pass found (planning) or did (writing).
-struct RangeNeeds {
-    pmd_tables: usize,
-    pte_tables: usize,
-    flush: Flush,
-}
-
-/// Frames reserved for a range; `None` while only planning.
-struct RangeFrames {
-    pmd: FrameChain,
-    pte: FrameChain,
 }
 
 impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
@@ -230,216 +207,6 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         }
     }
 
-    /// Map `len` bytes at `va` to `pa` (all 4 KiB aligned), using large pages
-    /// where `large` allows and alignment permits.
-    ///
-    /// The whole range is checked, and every table it needs is allocated,
-    /// before the first entry is written: on error nothing has changed and
-    /// no frame is kept. New PTE tables are filled completely before they
-    /// are linked. The returned token is empty unless a PAE PDPT entry was
-    /// added (then it reloads CR3): filling non-present entries needs no
-    /// invalidation.
-    pub fn map_range<F: FrameAllocator + ?Sized>(
-        &mut self,
-        va: VirtAddr,
-        pa: PhysAddr,
-        len: u64,
-        flags: MapFlags,
-        large: LargePages,
-        alloc: &mut F,
-    ) -> Result<Flush, MapError> {
-        let flags = flags | MapFlags::PRESENT;
-        for addr in [va.as_u64(), pa.as_u64(), len] {
-            if addr % PAGE_SIZE != 0 {
-                return Err(MapError::Unaligned {
-                    addr,
-                    align: PAGE_SIZE,
-                });
-            }
-        }
-        if len == 0 {
-            return Ok(Flush::none());
-        }
-        if va.as_u64() + len > 1 << 32 {
-            return Err(MapError::VirtOutOfRange { start: va, len });
-        }
-        check_phys::<M>(pa, len)?;
-        let first = PhysFrame::from_start_address(pa).map_err(|_| MapError::Unaligned {
-            addr: pa.as_u64(),
-            align: PAGE_SIZE,
-        })?;
-        let template = M::Pte::page(first, flags).map_err(entry_error)?;
-        let large_ok = large == LargePages::Use;
-        let large_template = if large_ok {
-            // Only built if a large page will be used; checked here so a
-            // flag the large form cannot carry fails before any write.
-            Some(M::Pmd::large(PhysAddr::ZERO, flags).map_err(entry_error)?)
-        } else {
-            None
-        };
-        let req = RangeRequest {
-            va: va.as_u64(),
-            end: va.as_u64() + len,
-            pa: pa.as_u64(),
-            large: large_ok,
-        };
-
-        let needs = self.range_pass(&req, flags, template, large_template, None)?;
-        let mut frames = RangeFrames {
-            pmd: FrameChain::new(),
-            pte: FrameChain::new(),
-        };
-        let access = self.walker.access();
-        let reserve = frames
-            .pmd
-            .fill(access, alloc, Zone::Lowmem, needs.pmd_tables)
-            .and_then(|()| {
-                frames
-                    .pte
-                    .fill(access, alloc, self.pte_zone, needs.pte_tables)
-            });
-        if let Err(e) = reserve {
-            frames.pmd.release(access, alloc);
-            return Err(match e {
-                ChainError::OutOfFrames => MapError::OutOfFrames,
-                ChainError::Access(e) => MapError::Access(e),
-            });
-        }
-        let result = self.range_pass(&req, flags, template, large_template, Some(&mut frames));
-        // Only an access failure can leave frames unused; give them back.
-        let access = self.walker.access();
-        frames.pmd.release(access, alloc);
-        frames.pte.release(access, alloc);
-        result.map(|done| done.flush)
-    }
-
-    /// One pass over a range: with `frames == None`, check it and count the
-    /// tables it needs; with frames, write it. Both passes take the same
-    /// decisions from the same state, which is what makes the plan exact.
-    fn range_pass(
-        &self,
-        req: &RangeRequest,
-        flags: MapFlags,
-        template: M::Pte,
-        large_template: Option<M::Pmd>,
-        mut frames: Option<&mut RangeFrames>,
-    ) -> Result<RangeNeeds, MapError> {
-        let access = self.walker.access();
-        let span = M::pmd_span();
-        let user = flags.contains(MapFlags::USER);
-        let mut needs = RangeNeeds {
-            pmd_tables: 0,
-            pte_tables: 0,
-            flush: Flush::none(),
-        };
-        // PGD index whose PMD table this plan is creating (planning only).
-        let mut planned_new_pgd: Option<usize> = None;
-        let mut cur = req.va;
-        while cur < req.end {
-            let va = VirtAddr::new(cur as u32);
-            let chunk_end = ((cur & !(span - 1)) + span).min(req.end);
-            let chunk_pa = req.pa + (cur - req.va);
-
-            let state = if planned_new_pgd == Some(M::pgd_index(va)) {
-                PmdState::NoPmdTable
-            } else {
-                self.pmd_state(va)?
-            };
-            let (slot, pmd) = match (state, frames.as_deref_mut()) {
-                (PmdState::Entry(slot, pmd), _) => (Some(slot), pmd),
-                (PmdState::NoPmdTable, None) => {
-                    needs.pmd_tables += usize::from(planned_new_pgd != Some(M::pgd_index(va)));
-                    planned_new_pgd = Some(M::pgd_index(va));
-                    (None, M::Pmd::NONE)
-                }
-                (PmdState::NoPmdTable, Some(frames)) => {
-                    let frame = frames.pmd.pop(access)?.ok_or(MapError::OutOfFrames)?;
-                    self.fill_new_table::<M::Pmd>(frame, Level::Pmd, M::PTRS_PER_PMD, |_| {
-                        M::Pmd::NONE
-                    })?;
-                    needs.flush = needs.flush.and(self.link_pmd_table(va, frame)?);
-                    needs.pmd_tables += 1;
-                    match self.pmd_state(va)? {
-                        PmdState::Entry(slot, pmd) => (Some(slot), pmd),
-                        PmdState::NoPmdTable => return Err(MapError::OutOfFrames),
-                    }
-                }
-            };
-
-            let whole_block = cur.is_multiple_of(span)
-                && chunk_end - cur == span
-                && chunk_pa.is_multiple_of(span);
-            if pmd.is_none() {
-                match (req.large && whole_block, frames.as_deref_mut(), slot) {
-                    (true, Some(_), Some(slot)) => {
-                        let base = PhysAddr::new_truncate(chunk_pa);
-                        let entry = large_template.map_or(M::Pmd::NONE, |t| t.with_addr(base));
-                        self.write_empty(slot, Level::Pmd, entry)?;
-                    }
-                    (true, _, _) => {}
-                    (false, None, _) => needs.pte_tables += 1,
-                    (false, Some(frames), slot) => {
-                        let frame = frames.pte.pop(access)?.ok_or(MapError::OutOfFrames)?;
-                        let first = M::pte_index(va);
-                        let count = ((chunk_end - cur) / PAGE_SIZE) as usize;
-                        let start = template.with_addr(PhysAddr::new_truncate(chunk_pa));
-                        self.fill_new_pte_run(frame, first, count, start)?;
-                        let entry = M::Pmd::table(frame, user).map_err(entry_error)?;
-                        let slot = slot.ok_or(MapError::OutOfFrames)?;
-                        self.write_empty(slot, Level::Pmd, entry)?;
-                        needs.pte_tables += 1;
-                    }
-                }
-            } else {
-                let slot = slot.ok_or(MapError::OutOfFrames)?;
-                if pmd.is_large() && pmd.is_present() {
-                    let existing = large_translation::<M>(va, pmd);
-                    return Err(if req.large && whole_block {
-                        MapError::AlreadyMapped { va, existing }
-                    } else {
-                        MapError::InLargePage { va, existing }
-                    });
-                }
-                if !pmd.is_present() {
-                    return Err(MapError::NotEmpty {
-                        va,
-                        raw: pmd.raw(),
-                        level: Level::Pmd,
-                    });
-                }
-                let table_frame = PhysFrame::containing_address(pmd.addr());
-                let table = access.table(table_frame)?;
-                let first = M::pte_index(va);
-                let count = ((chunk_end - cur) / PAGE_SIZE) as usize;
-                match frames {
-                    None => {
-                        for i in first..first + count {
-                            let page_va =
-                                VirtAddr::new((cur + (i - first) as u64 * PAGE_SIZE) as u32);
-                            check_pte_free::<M::Pte>(page_va, M::Pte::load(&table, i))?;
-                        }
-                    }
-                    Some(_) => {
-                        // The planning pass saw every one of these empty,
-                        // and `&mut self` keeps other writers out since.
-                        for i in first..first + count {
-                            let pa =
-                                PhysAddr::new_truncate(chunk_pa + (i - first) as u64 * PAGE_SIZE);
-                            let entry = template.with_addr(pa);
-                            M::Pte::fill(&table, i, entry);
-                            self.hooks
-                                .entry_written(table_frame, Level::Pte, i, 0, entry.raw());
-                        }
-                        drop(table);
-                        needs.flush = needs.flush.and(self.allow_through(slot, pmd, flags, va)?);
-                    }
-                }
-            }
-            cur = chunk_end;
-        }
-        Ok(needs)
-    }
-
     /// Where `va`'s PMD entry is and what it holds, or that the PGD entry is
     /// empty (PAE). A non-empty, non-present PGD entry is an error.
     pub(super) fn pmd_state(&self, va: VirtAddr) -> Result<PmdState<M::Pmd>, MapError> {
@@ -501,39 +268,6 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         Ok(())
     }
 
-    /// Fill a new PTE table (not linked yet): entries `first..first + count`
-    /// map consecutive 4 KiB pages from `start`'s address with `start`'s
-    /// flags, every other entry is empty; then announce it to the hooks.
-    /// One run of plain stores per part instead of one call per entry.
-    fn fill_new_pte_run(
-        &self,
-        frame: PhysFrame,
-        first: usize,
-        count: usize,
-        start: M::Pte,
-    ) -> Result<(), MapError> {
-        let table = self.walker.access().table(frame)?;
-        let per_frame = 4096 / M::ENTRY_BYTES;
-        let end = (first + count).min(per_frame);
-        let first = first.min(end);
-        // Adding a page to an entry's address adds PAGE_SIZE to its raw
-        // value: the address is page aligned and `check_phys` made sure the
-        // range fits, so no carry reaches the flag bits.
-        if M::ENTRY_BYTES == 8 {
-            table.store_run64(0, first, 0, 0);
-            table.store_run64(first, end - first, start.raw(), PAGE_SIZE);
-            table.store_run64(end, per_frame - end, 0, 0);
-        } else {
-            let raw = start.raw() as u32;
-            table.store_run32(0, first, 0, 0);
-            table.store_run32(first, end - first, raw, PAGE_SIZE as u32);
-            table.store_run32(end, per_frame - end, 0, 0);
-        }
-        drop(table);
-        self.hooks.table_allocated(frame, Level::Pte);
-        Ok(())
-    }
-
     /// Point `va`'s (empty) PGD entry at the filled PMD table in `frame`.
     pub(super) fn link_pmd_table(&self, va: VirtAddr, frame: PhysFrame) -> Result<Flush, MapError> {
         let entry = M::Pgd::table(frame).map_err(entry_error)?;
@@ -571,7 +305,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
 }
 
 /// `len` bytes from `pa` fit the mode's physical address width.
-fn check_phys<M: PagingMode>(pa: PhysAddr, len: u64) -> Result<(), MapError> {
+pub(super) fn check_phys<M: PagingMode>(pa: PhysAddr, len: u64) -> Result<(), MapError> {
     let last = pa.as_u64().checked_add(len - 1);
     match last {
         Some(last) if last >> M::MAX_PHYS_BITS == 0 => Ok(()),
@@ -583,7 +317,7 @@ fn check_phys<M: PagingMode>(pa: PhysAddr, len: u64) -> Result<(), MapError> {
 }
 
 /// The PTE for `va` is free to fill.
-fn check_pte_free<E: PteEntry>(va: VirtAddr, pte: E) -> Result<(), MapError> {
+pub(super) fn check_pte_free<E: PteEntry>(va: VirtAddr, pte: E) -> Result<(), MapError> {
     if pte.is_present() {
         return Err(MapError::AlreadyMapped {
             va,

@@ -17,6 +17,7 @@
 mod chain;
 mod install;
 mod map;
+mod range;
 mod teardown;
 mod unmap;
 
