@@ -49,11 +49,82 @@ impl MapFlags {
     pub const fn without_status(self) -> Self {
         self.difference(Self::ACCESSED.union(Self::DIRTY))
     }
+
+    /// The low bits of an x86 leaf entry (a PTE, or a PDE mapping a large
+    /// page) that these flags set: present .. dirty at bits 0-6 as they are,
+    /// global at bit 8, PAT at `pat` (bit 7 in a PTE, bit 12 in a large-page
+    /// entry). `NO_EXECUTE` is not included: only PAE has it (bit 63).
+    pub const fn x86_leaf_bits(self, pat: u64) -> u64 {
+        let generic = self.bits() as u64;
+        let mut raw = generic & LOW_SEVEN | (generic & Self::GLOBAL.bits() as u64) << 1;
+        if self.contains(Self::PAT) {
+            raw |= pat;
+        }
+        raw
+    }
+
+    /// The flags an x86 leaf entry's low bits carry (the inverse of
+    /// [`x86_leaf_bits`](Self::x86_leaf_bits); `NO_EXECUTE` is the caller's).
+    pub const fn from_x86_leaf_bits(raw: u64, pat: u64) -> Self {
+        let bits = (raw & LOW_SEVEN) as u16 | ((raw >> 1) as u16 & Self::GLOBAL.bits());
+        let flags = Self::from_bits_retain(bits);
+        if raw & pat != 0 {
+            flags.union(Self::PAT)
+        } else {
+            flags
+        }
+    }
 }
+
+/// Present .. dirty: bits 0-6 in the generic flags and in every x86 entry.
+const LOW_SEVEN: u64 = 0x7F;
+
+// The positions `x86_leaf_bits` relies on (part of the API).
+static_assertions::const_assert_eq!(MapFlags::PRESENT.bits(), 1 << 0);
+static_assertions::const_assert_eq!(MapFlags::WRITABLE.bits(), 1 << 1);
+static_assertions::const_assert_eq!(MapFlags::USER.bits(), 1 << 2);
+static_assertions::const_assert_eq!(MapFlags::WRITE_THROUGH.bits(), 1 << 3);
+static_assertions::const_assert_eq!(MapFlags::CACHE_DISABLE.bits(), 1 << 4);
+static_assertions::const_assert_eq!(MapFlags::ACCESSED.bits(), 1 << 5);
+static_assertions::const_assert_eq!(MapFlags::DIRTY.bits(), 1 << 6);
+static_assertions::const_assert_eq!(MapFlags::GLOBAL.bits(), 1 << 7);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where the SDM puts each flag in a leaf entry (Vol. 3A tables 4-4,
+    /// 4-6, 4-9, 4-11): the table `x86_leaf_bits` must agree with.
+    const SDM: [(MapFlags, u64); 8] = [
+        (MapFlags::PRESENT, 1 << 0),
+        (MapFlags::WRITABLE, 1 << 1),
+        (MapFlags::USER, 1 << 2),
+        (MapFlags::WRITE_THROUGH, 1 << 3),
+        (MapFlags::CACHE_DISABLE, 1 << 4),
+        (MapFlags::ACCESSED, 1 << 5),
+        (MapFlags::DIRTY, 1 << 6),
+        (MapFlags::GLOBAL, 1 << 8),
+    ];
+
+    #[test]
+    fn x86_leaf_bits_follow_the_sdm_for_every_combination() {
+        for pat in [1u64 << 7, 1 << 12] {
+            for bits in 0..=MapFlags::all().bits() {
+                let flags = MapFlags::from_bits_retain(bits).difference(MapFlags::NO_EXECUTE);
+                let mut want = 0;
+                for (flag, bit) in SDM {
+                    if flags.contains(flag) {
+                        want |= bit;
+                    }
+                }
+                if flags.contains(MapFlags::PAT) {
+                    want |= pat;
+                }
+                assert_eq!(flags.x86_leaf_bits(pat), want, "{flags:?}");
+                assert_eq!(MapFlags::from_x86_leaf_bits(want, pat), flags);
+            }
+        }
+    }
 
     #[test]
     fn status_bits_are_separable() {

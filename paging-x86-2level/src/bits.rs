@@ -73,22 +73,6 @@ pub const LARGE_RESERVED_MASK: u32 = 0x003F_E000;
 /// Physical address width of this format.
 pub const PHYS_BITS: u32 = 32;
 
-/// The flag bits a generic 4 KiB / large-page mapping can set, at the
-/// positions they share in a PTE and in a 4 MiB PDE (everything but PAT).
-/// (`leaf_bits` and `leaf_flags` compute it; the test below checks them
-/// against it.)
-#[cfg(test)]
-const COMMON: [(MapFlags, u32); 8] = [
-    (MapFlags::PRESENT, 1 << 0),
-    (MapFlags::WRITABLE, 1 << 1),
-    (MapFlags::USER, 1 << 2),
-    (MapFlags::WRITE_THROUGH, 1 << 3),
-    (MapFlags::CACHE_DISABLE, 1 << 4),
-    (MapFlags::ACCESSED, 1 << 5),
-    (MapFlags::DIRTY, 1 << 6),
-    (MapFlags::GLOBAL, 1 << 8),
-];
-
 /// Where PAT lives in a PTE.
 pub(crate) const PTE_PAT: u32 = PteBits::PAT.bits();
 /// Where PAT lives in a 4 MiB PDE.
@@ -102,25 +86,13 @@ pub(crate) fn leaf_bits(flags: MapFlags, pat: u32) -> Result<u32, EntryError> {
     if !unsupported.is_empty() {
         return Err(EntryError::Unsupported(unsupported));
     }
-    // P, RW, US, PWT, PCD, A, D are bits 0-6 in both encodings; G moves
-    // from generic bit 7 to bit 8 (see `COMMON`).
-    let generic = u32::from(flags.bits());
-    let mut raw = generic & 0x7F | (generic & u32::from(MapFlags::GLOBAL.bits())) << 1;
-    if flags.contains(MapFlags::PAT) {
-        raw |= pat;
-    }
-    Ok(raw)
+    // The low 12 bits only: the cast drops nothing.
+    Ok(flags.x86_leaf_bits(u64::from(pat)) as u32)
 }
 
 /// The generic flags of a leaf whose PAT bit is at `pat`.
 pub(crate) fn leaf_flags(raw: u32, pat: u32) -> MapFlags {
-    // The inverse of `leaf_bits`: bits 0-6 as they are, G down to bit 7.
-    let bits = (raw & 0x7F) as u16 | ((raw >> 1) as u16 & MapFlags::GLOBAL.bits());
-    let mut flags = MapFlags::from_bits_retain(bits);
-    if raw & pat != 0 {
-        flags |= MapFlags::PAT;
-    }
-    flags
+    MapFlags::from_x86_leaf_bits(u64::from(raw), u64::from(pat))
 }
 
 /// The generic flags a table PDE carries: what it lets through to the
@@ -154,39 +126,3 @@ static_assertions::const_assert_eq!(
     LARGE_ADDR_MASK | LARGE_RESERVED_MASK | PdeBits::all().bits(),
     u32::MAX
 );
-
-#[cfg(test)]
-mod flag_table_tests {
-    use super::*;
-
-    #[test]
-    fn leaf_bits_and_flags_follow_the_common_table() {
-        for bits in 0..=MapFlags::all().bits() {
-            let flags = MapFlags::from_bits_retain(bits);
-            let Ok(raw) = leaf_bits(flags, 1 << 7) else {
-                continue;
-            };
-            let mut want: u32 = 0;
-            for (flag, bit) in COMMON {
-                if flags.contains(flag) {
-                    want |= bit;
-                }
-            }
-            if flags.contains(MapFlags::PAT) {
-                want |= 1 << 7;
-            }
-            assert_eq!(raw, want, "{flags:?}");
-            assert_eq!(leaf_flags(raw, 1 << 7), flags);
-        }
-    }
-}
-
-// `leaf_bits`/`leaf_flags` rely on the generic flags' documented positions.
-static_assertions::const_assert_eq!(MapFlags::PRESENT.bits(), 1 << 0);
-static_assertions::const_assert_eq!(MapFlags::WRITABLE.bits(), 1 << 1);
-static_assertions::const_assert_eq!(MapFlags::USER.bits(), 1 << 2);
-static_assertions::const_assert_eq!(MapFlags::WRITE_THROUGH.bits(), 1 << 3);
-static_assertions::const_assert_eq!(MapFlags::CACHE_DISABLE.bits(), 1 << 4);
-static_assertions::const_assert_eq!(MapFlags::ACCESSED.bits(), 1 << 5);
-static_assertions::const_assert_eq!(MapFlags::DIRTY.bits(), 1 << 6);
-static_assertions::const_assert_eq!(MapFlags::GLOBAL.bits(), 1 << 7);
