@@ -21,6 +21,34 @@ fn page(x: u32) -> Page {
     Page::from_start_address(va(x)).unwrap()
 }
 
+/// A machine whose reference directory maps the kernel image page.
+fn with_kernel<M: PagingMode>(ram: &SimRam) -> Machine<'_, M> {
+    let mut m = Machine::<M>::new(ram);
+    m.mapper
+        .map(
+            page(KERNEL),
+            frame(0x10_0000),
+            MapFlags::KERNEL_RW,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .flush(&m.mmu);
+    m
+}
+
+/// Eager sync of the kernel half `[KERNEL, 4 GiB)` against `m`'s directory.
+fn kernel_sync<'r, M: PagingMode, const CAP: usize>(
+    m: &Machine<'r, M>,
+    ram: &'r SimRam,
+) -> KernelSync<M, SimAccess<'r>, NativeHooks, CAP> {
+    KernelSync::new(
+        m.mapper.root(),
+        va(KERNEL),
+        SimAccess::new(ram),
+        NativeHooks,
+    )
+}
+
 /// What `root` translates `va` to, through the MMU, after loading it.
 fn hw_in<M: PagingMode>(m: &Machine<'_, M>, root: PhysAddr, at: VirtAddr) -> Result<PhysAddr, u32> {
     m.mmu.load_cr3(root.as_u64() as u32).unwrap();
@@ -32,20 +60,8 @@ fn hw_in<M: PagingMode>(m: &Machine<'_, M>, root: PhysAddr, at: VirtAddr) -> Res
 
 fn eager_and_lazy_sync_across_100_directories<M: PagingMode>() {
     let ram = SimRam::new();
-    let mut m = Machine::<M>::new(&ram);
-    // The reference: the kernel image page.
-    m.mapper
-        .map(
-            page(KERNEL),
-            frame(0x10_0000),
-            MapFlags::KERNEL_RW,
-            &mut m.alloc,
-        )
-        .unwrap()
-        .flush(&m.mmu);
-    let reference = m.mapper.root();
-    let sync: KernelSync<M, _, _, 128> =
-        KernelSync::new(reference, va(KERNEL), SimAccess::new(&ram), NativeHooks);
+    let mut m = with_kernel::<M>(&ram);
+    let sync = kernel_sync::<M, 128>(&m, &ram);
     let mut dirs = Vec::new();
     for i in 0..100u64 {
         let mut d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
@@ -129,22 +145,8 @@ fn eager_and_lazy_sync_across_100_directories<M: PagingMode>() {
 
 fn registry_errors_change_nothing<M: PagingMode>() {
     let ram = SimRam::new();
-    let mut m = Machine::<M>::new(&ram);
-    m.mapper
-        .map(
-            page(KERNEL),
-            frame(0x10_0000),
-            MapFlags::KERNEL_RW,
-            &mut m.alloc,
-        )
-        .unwrap()
-        .ignore();
-    let sync: KernelSync<M, _, _, 2> = KernelSync::new(
-        m.mapper.root(),
-        va(KERNEL),
-        SimAccess::new(&ram),
-        NativeHooks,
-    );
+    let mut m = with_kernel::<M>(&ram);
+    let sync = kernel_sync::<M, 2>(&m, &ram);
     let a = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
     let b = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
     let mut c = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
@@ -243,24 +245,10 @@ impl<'r, 'n> TableAccess for Interrupting<'r, 'n> {
 /// that synchronises it: its PGD entry (2-level), or, in PAE, the PMD entry
 /// of a private copy of the kernel PMD (the Xen PV arrangement).
 fn race_setup<M: PagingMode>(ram: &SimRam) -> (Machine<'_, M>, PhysAddr) {
-    let mut m = Machine::<M>::new(ram);
-    m.mapper
-        .map(
-            page(KERNEL),
-            frame(0x10_0000),
-            MapFlags::KERNEL_RW,
-            &mut m.alloc,
-        )
-        .unwrap()
-        .ignore();
+    let mut m = with_kernel::<M>(ram);
     let mut d = Mapper::<M, _>::create(SimAccess::new(ram), &mut m.alloc).unwrap();
     if M::PMD_FOLDED {
-        let sync: KernelSync<M, _, _, 1> = KernelSync::new(
-            m.mapper.root(),
-            va(KERNEL),
-            SimAccess::new(ram),
-            NativeHooks,
-        );
+        let sync = kernel_sync::<M, 1>(&m, ram);
         sync.register(d.root()).unwrap();
     } else {
         // Private kernel PMD: the directory maps the kernel image itself.
@@ -353,22 +341,8 @@ paging_core::for_each_mode!(
 
 fn a_hole_under_a_synced_entry_is_a_real_fault<M: PagingMode>() {
     let ram = SimRam::new();
-    let mut m = Machine::<M>::new(&ram);
-    m.mapper
-        .map(
-            page(KERNEL),
-            frame(0x10_0000),
-            MapFlags::KERNEL_RW,
-            &mut m.alloc,
-        )
-        .unwrap()
-        .ignore();
-    let sync: KernelSync<M, _, _, 4> = KernelSync::new(
-        m.mapper.root(),
-        va(KERNEL),
-        SimAccess::new(&ram),
-        NativeHooks,
-    );
+    let mut m = with_kernel::<M>(&ram);
+    let sync = kernel_sync::<M, 4>(&m, &ram);
     let d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc)
         .unwrap()
         .root();
@@ -403,16 +377,7 @@ fn a_hole_under_a_synced_entry_is_a_real_fault<M: PagingMode>() {
 
 fn reregistering_ignores_accessed_bits<M: PagingMode>() {
     let ram = SimRam::new();
-    let mut m = Machine::<M>::new(&ram);
-    m.mapper
-        .map(
-            page(KERNEL),
-            frame(0x10_0000),
-            MapFlags::KERNEL_RW,
-            &mut m.alloc,
-        )
-        .unwrap()
-        .ignore();
+    let mut m = with_kernel::<M>(&ram);
     // Tables someone else built may leave Accessed clear in the reference
     // (2-level PDE bit 5; a PAE PDPTE has no Accessed bit).
     let slot = m.mapper.walker().pgd_slot(va(KERNEL));
@@ -421,12 +386,7 @@ fn reregistering_ignores_accessed_bits<M: PagingMode>() {
         let raw = ram.read_u32(at).unwrap();
         ram.write_u32(at, raw & !0x20).unwrap();
     }
-    let sync: KernelSync<M, _, _, 4> = KernelSync::new(
-        m.mapper.root(),
-        va(KERNEL),
-        SimAccess::new(&ram),
-        NativeHooks,
-    );
+    let sync = kernel_sync::<M, 4>(&m, &ram);
     let d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc)
         .unwrap()
         .root();
