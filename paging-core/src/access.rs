@@ -37,6 +37,15 @@ impl core::error::Error for AccessError {}
 /// The mapper holds at most one table view at a time and drops it before
 /// asking for the next, so an implementation backed by a LIFO stack of
 /// temporary mappings needs a depth of one.
+///
+/// # Failures
+/// `table` may fail, and the mapper copes: an operation reaches every table
+/// it will write while it plans, before its first write, so a failure there
+/// returns a typed error with nothing changed; a failed access is always
+/// tried once more. The contract an implementation keeps: once it has
+/// reached a frame during an operation, it does not refuse that frame twice
+/// in a row before the operation ends (a temporary-mapping stack that an
+/// interrupt borrowed from and gave back keeps it).
 pub trait TableAccess {
     /// A view of one table; dropping it ends the access (and may unmap it).
     type Table<'a>: RawTable
@@ -45,6 +54,27 @@ pub trait TableAccess {
 
     /// Reach the table in `frame`.
     fn table(&self, frame: PhysFrame) -> Result<Self::Table<'_>, AccessError>;
+}
+
+/// Reach `frame` the way the walker and the mapper always do: an access
+/// that fails is tried once more before the failure counts.
+///
+/// Every operation reaches each table it will write while it plans, before
+/// its first write; a failure then changes nothing. What can still fail
+/// later is transient by nature (an interrupt held the last temporary
+/// mapping slot for a moment), and one retry is what lets an operation that
+/// has started writing finish instead of stopping half-way. An access that
+/// refuses the same frame twice in a row after the operation reached it is
+/// outside the [`TableAccess`] contract.
+#[inline]
+pub(crate) fn reach<A: TableAccess + ?Sized>(
+    access: &A,
+    frame: PhysFrame,
+) -> Result<A::Table<'_>, AccessError> {
+    match access.table(frame) {
+        Ok(table) => Ok(table),
+        Err(_) => access.table(frame),
+    }
 }
 
 impl<A: TableAccess + ?Sized> TableAccess for &A {

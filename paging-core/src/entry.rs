@@ -132,6 +132,16 @@ pub trait PgdEntry: Entry {
     /// The generic flags the entry carries (a PAE PDPTE holds only present
     /// and the cache bits; a folded 2-level PGD entry is a PMD entry).
     fn table_flags(self) -> MapFlags;
+
+    /// The entry as another top-level table may hold it: every bit the CPU
+    /// reserves at this level cleared. Emulators write bits real CPUs never
+    /// do (QEMU's TCG sets Accessed, bit 5, in the PAE PDPTEs it walks,
+    /// where it is reserved); copied into a new directory such an entry
+    /// makes the next CR3 load raise #GP. The default keeps every bit (a
+    /// 2-level PGD entry has no reserved bits a walk could set).
+    fn without_reserved_bits(self) -> Self {
+        self
+    }
 }
 
 /// A middle-level entry: points at a PTE table or maps a large page.
@@ -145,6 +155,24 @@ pub trait PmdEntry: Entry {
 
     /// Whether the PS bit is set (this entry maps a large page).
     fn is_large(self) -> bool;
+
+    /// This table entry granting more: R/W set if `write`, U/S set if
+    /// `user`, XD cleared if `exec`; every other bit (cache bits, software
+    /// bits, Accessed, the address) kept as it is. The default uses the bit
+    /// positions both i386 formats share (R/W bit 1, U/S bit 2, XD bit 63).
+    fn widened(self, write: bool, user: bool, exec: bool) -> Self {
+        let mut raw = self.raw();
+        if write {
+            raw |= 1 << 1;
+        }
+        if user {
+            raw |= 1 << 2;
+        }
+        if exec {
+            raw &= !(1 << 63);
+        }
+        Self::from_raw(raw)
+    }
 
     /// The generic flags of the entry (for a table entry: what it allows).
     fn flags(self) -> MapFlags;

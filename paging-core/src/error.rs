@@ -5,7 +5,7 @@
 use core::fmt;
 
 use crate::access::AccessError;
-use crate::addr::{AddrError, PageSize, PhysAddr, VirtAddr};
+use crate::addr::{AddrError, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::entry::{EntryError, Level};
 use crate::flags::MapFlags;
 use crate::walk::Translation;
@@ -35,6 +35,9 @@ pub enum ErrorKind {
     /// The call was made in a state that does not allow it (for example
     /// moving the fixmap top after a slot was set, or an out-of-order unmap).
     InvalidState,
+    /// A table entry above the mapping withholds a right the mapping needs,
+    /// and granting it would widen other mappings below that entry.
+    Restricted,
 }
 
 impl fmt::Display for ErrorKind {
@@ -50,6 +53,7 @@ impl fmt::Display for ErrorKind {
             Self::Unreachable => "page table not reachable",
             Self::Exhausted => "pool exhausted",
             Self::InvalidState => "invalid state for this operation",
+            Self::Restricted => "a table entry above withholds a needed right",
         })
     }
 }
@@ -196,6 +200,27 @@ pub enum MapError {
     },
     /// The frame allocator could not supply the tables needed.
     OutOfFrames,
+    /// The frame allocator returned a frame for a page table that the mode
+    /// cannot point a table entry at (PAE: at or above 2^`max_bits`; 2-level:
+    /// at or above 4 GiB). The frame was given back and nothing changed.
+    TableOutOfReach {
+        /// The frame the allocator returned.
+        frame: PhysFrame,
+        /// The widest table address the mode can hold, in bits.
+        max_bits: u32,
+    },
+    /// The table entry at `level` above `va` withholds a right the new
+    /// mapping needs (R/W, U/S, or execution through XD), and granting it
+    /// would widen another present mapping below that entry. See
+    /// [`Mapper`](crate::Mapper)'s rule on restrictive table entries.
+    TableRestricts {
+        /// The address being mapped.
+        va: VirtAddr,
+        /// The level of the restrictive entry.
+        level: Level,
+        /// The entry as it is (left unchanged).
+        raw: u64,
+    },
     /// A table could not be reached.
     Access(AccessError),
 }
@@ -222,6 +247,16 @@ impl fmt::Display for MapError {
             }
             Self::TableInTheWay { va } => write!(f, "a page table is installed at {va}"),
             Self::OutOfFrames => f.write_str("out of frames for page tables"),
+            Self::TableOutOfReach { frame, max_bits } => write!(
+                f,
+                "table frame {} is beyond the {max_bits} bits a table entry can hold",
+                frame.start_address()
+            ),
+            Self::TableRestricts { va, level, raw } => write!(
+                f,
+                "{level} entry {raw:#x} above {va} withholds a right the mapping needs \
+                 and would widen other mappings below it"
+            ),
             Self::Access(e) => write!(f, "{e}"),
         }
     }
@@ -238,6 +273,8 @@ impl Error for MapError {
             Self::AlreadyMapped { .. } | Self::NotEmpty { .. } => ErrorKind::AlreadyMapped,
             Self::InLargePage { .. } | Self::TableInTheWay { .. } => ErrorKind::SizeConflict,
             Self::OutOfFrames => ErrorKind::OutOfMemory,
+            Self::TableOutOfReach { .. } => ErrorKind::OutOfRange,
+            Self::TableRestricts { .. } => ErrorKind::Restricted,
             Self::Access(e) => e.kind(),
         }
     }
@@ -283,6 +320,17 @@ pub enum UnmapError {
         /// Its length in bytes.
         len: u64,
     },
+    /// The table entry at `level` above `va` withholds a right the new flags
+    /// need, and granting it would widen another present mapping below it
+    /// (flag updates only; see [`MapError::TableRestricts`]).
+    TableRestricts {
+        /// The address whose flags were to change.
+        va: VirtAddr,
+        /// The level of the restrictive entry.
+        level: Level,
+        /// The entry as it is (left unchanged).
+        raw: u64,
+    },
     /// A table could not be reached.
     Access(AccessError),
 }
@@ -299,6 +347,11 @@ impl fmt::Display for UnmapError {
                 write!(f, "{va} is inside the {size} page at {base}")
             }
             Self::Unsupported(flags) => write!(f, "flags {flags:?} are not supported in this mode"),
+            Self::TableRestricts { va, level, raw } => write!(
+                f,
+                "{level} entry {raw:#x} above {va} withholds a right the flags need \
+                 and would widen other mappings below it"
+            ),
             Self::Access(e) => write!(f, "{e}"),
         }
     }
@@ -314,6 +367,7 @@ impl Error for UnmapError {
             Self::InLargePage { .. } => ErrorKind::SizeConflict,
             Self::Unsupported(_) => ErrorKind::Unsupported,
             Self::VirtOutOfRange { .. } => ErrorKind::OutOfRange,
+            Self::TableRestricts { .. } => ErrorKind::Restricted,
             Self::Access(e) => e.kind(),
         }
     }

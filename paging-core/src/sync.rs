@@ -39,7 +39,7 @@
 
 use core::fmt;
 
-use crate::access::{AccessError, TableAccess};
+use crate::access::{AccessError, TableAccess, reach};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::entry::{Entry, Level, PgdEntry, PmdEntry};
 use crate::error::{Error, ErrorKind};
@@ -169,7 +169,7 @@ fn fill<M: PagingMode, A: TableAccess + ?Sized, H: TableHooks + ?Sized>(
     reference: u64,
     level: Level,
 ) -> Result<SyncOutcome, AccessError> {
-    let table = access.table(slot.table)?;
+    let table = reach(access, slot.table)?;
     let current = M::Pmd::load(&table, slot.index);
     let want = M::Pmd::from_raw(reference);
     if same_entry(current, want) {
@@ -327,7 +327,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks, const CAP: usize> KernelSync<
             let slot = d.pgd_slot(va);
             let have: M::Pgd = slot.read(&self.access)?;
             if want.is_present() && have.is_none() {
-                let table = self.access.table(slot.table)?;
+                // Only bits the CPU accepts in a top-level entry: an
+                // emulator may have set reserved ones in the reference.
+                let want = want.without_reserved_bits();
+                let table = reach(&self.access, slot.table)?;
                 M::Pgd::store(&table, slot.index, want);
                 drop(table);
                 self.hooks

@@ -3,7 +3,7 @@
 
 use core::marker::PhantomData;
 
-use crate::access::{AccessError, TableAccess};
+use crate::access::{AccessError, TableAccess, reach};
 use crate::addr::{PAGE_SIZE, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::entry::{Entry, Level, PmdEntry, PteEntry};
 use crate::error::TranslateError;
@@ -23,7 +23,7 @@ pub struct Slot {
 impl Slot {
     /// Read the entry in this slot.
     pub fn read<E: Entry, A: TableAccess + ?Sized>(self, access: &A) -> Result<E, AccessError> {
-        let t = access.table(self.table)?;
+        let t = reach(access, self.table)?;
         Ok(E::load(&t, self.index))
     }
 }

@@ -110,6 +110,12 @@ impl PgdEntry for Pdpte {
         Ok(Self(addr | PdpteBits::PRESENT.bits()))
     }
 
+    fn without_reserved_bits(self) -> Self {
+        // Bits 1, 2, 5-8 and 63 (`PDPTE_RESERVED_MASK`) and 52-62: no
+        // MAXPHYADDR is wider than 52 bits.
+        Self(self.0 & !(PDPTE_RESERVED_MASK | bits::above_phys(52, 62)))
+    }
+
     fn table_flags(self) -> MapFlags {
         let hw = self.hw_flags();
         let mut flags = MapFlags::empty();

@@ -5,7 +5,7 @@
 //! each hold the next frame's number), so it needs no storage of its own and
 //! no `alloc`.
 
-use crate::access::{AccessError, TableAccess};
+use crate::access::{AccessError, TableAccess, reach};
 use crate::addr::PhysFrame;
 use crate::alloc::{FrameAllocator, Zone};
 use crate::table::RawTable;
@@ -20,6 +20,8 @@ pub(crate) struct FrameChain {
 /// Why a chain could not be filled.
 pub(crate) enum ChainError {
     OutOfFrames,
+    /// The allocator returned a frame a table entry cannot point at.
+    OutOfReach(PhysFrame),
     Access(AccessError),
 }
 
@@ -28,14 +30,16 @@ impl FrameChain {
         Self { head: None }
     }
 
-    /// Take `count` frames from `zone`. On failure every frame taken so far
-    /// is given back and the chain is empty.
+    /// Take `count` frames from `zone`, each one a table entry can point at
+    /// (below 2^`max_bits`). On failure every frame taken so far is given
+    /// back and the chain is empty.
     pub(crate) fn fill<A, F>(
         &mut self,
         access: &A,
         alloc: &mut F,
         zone: Zone,
         count: usize,
+        max_bits: u32,
     ) -> Result<(), ChainError>
     where
         A: TableAccess + ?Sized,
@@ -46,6 +50,11 @@ impl FrameChain {
                 self.release(access, alloc);
                 return Err(ChainError::OutOfFrames);
             };
+            if !frame.start_address().fits_bits(max_bits) {
+                alloc.deallocate_frame(frame);
+                self.release(access, alloc);
+                return Err(ChainError::OutOfReach(frame));
+            }
             if let Err(e) = self.push(access, frame) {
                 alloc.deallocate_frame(frame);
                 self.release(access, alloc);
@@ -61,7 +70,7 @@ impl FrameChain {
         frame: PhysFrame,
     ) -> Result<(), AccessError> {
         let next = self.head.map_or(END, PhysFrame::number);
-        let t = access.table(frame)?;
+        let t = reach(access, frame)?;
         t.store32(0, next as u32);
         t.store32(1, (next >> 32) as u32);
         self.head = Some(frame);
@@ -77,7 +86,7 @@ impl FrameChain {
         let Some(frame) = self.head else {
             return Ok(None);
         };
-        let t = access.table(frame)?;
+        let t = reach(access, frame)?;
         let next = t.load32(0) as u64 | (t.load32(1) as u64) << 32;
         self.head = if next == END {
             None

@@ -5,7 +5,7 @@
 use super::Mapper;
 use super::chain::{ChainError, FrameChain};
 use super::map::PmdState;
-use crate::access::TableAccess;
+use crate::access::{TableAccess, reach};
 use crate::addr::{PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, Level, PmdEntry};
@@ -150,9 +150,19 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         }
         let mut pmd_frames = FrameChain::new();
         let access = self.walker.access();
-        if let Err(e) = pmd_frames.fill(access, alloc, Zone::Lowmem, new_pmd_tables) {
+        if let Err(e) = pmd_frames.fill(
+            access,
+            alloc,
+            Zone::Lowmem,
+            new_pmd_tables,
+            M::MAX_PHYS_BITS,
+        ) {
             return Err(match e {
                 ChainError::OutOfFrames => InstallError::OutOfFrames,
+                ChainError::OutOfReach(frame) => InstallError::PhysOutOfRange {
+                    first: frame.start_address(),
+                    max_bits: M::MAX_PHYS_BITS,
+                },
                 ChainError::Access(e) => InstallError::Access(e),
             });
         }
@@ -279,12 +289,12 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let mut buf = [0u32; CHUNK];
         for base in (0..crate::table::WORDS_PER_TABLE).step_by(CHUNK) {
             {
-                let src = access.table(from)?;
+                let src = reach(access, from)?;
                 for (i, w) in buf.iter_mut().enumerate() {
                     *w = src.load32(base + i);
                 }
             }
-            let dst = access.table(to)?;
+            let dst = reach(access, to)?;
             for (i, w) in buf.iter().enumerate() {
                 dst.store32(base + i, *w);
             }

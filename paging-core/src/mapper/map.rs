@@ -1,7 +1,7 @@
 //! Creating mappings: one 4 KiB page, one large page, or a whole range.
 
 use super::Mapper;
-use crate::access::TableAccess;
+use crate::access::{TableAccess, reach};
 use crate::addr::{PAGE_SIZE, Page, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
@@ -54,10 +54,17 @@ fn pte_translation(pte: impl PteEntry) -> Translation {
     }
 }
 
-/// Whether a table entry lets through what a leaf with `flags` needs.
-fn table_allows(table: MapFlags, flags: MapFlags) -> bool {
-    table.contains(MapFlags::WRITABLE)
-        && (table.contains(MapFlags::USER) || !flags.contains(MapFlags::USER))
+/// The rights a leaf with `flags` needs that a table entry with `table`
+/// withholds: `(write, user, exec)`. A read-only leaf never needs R/W, a
+/// supervisor leaf never needs U/S, a no-execute leaf never needs XD clear.
+#[inline(always)]
+fn missing_rights(table: MapFlags, flags: MapFlags) -> (bool, bool, bool) {
+    let needs = |flag| flags.contains(flag) && !table.contains(flag);
+    (
+        needs(MapFlags::WRITABLE),
+        needs(MapFlags::USER),
+        !flags.contains(MapFlags::NO_EXECUTE) && table.contains(MapFlags::NO_EXECUTE),
+    )
 }
 
 /// The state of the PMD slot for a virtual address, as far as mapping is
@@ -95,25 +102,25 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 // The PTE table exists: one entry write, plus a table-entry
                 // upgrade if it does not yet let this mapping through.
                 check_pte_free::<M::Pte>(va, pte_slot.read(self.walker.access())?)?;
+                let widen = self.widen_for(va, pmd, flags, None)?;
                 self.write_empty(pte_slot, Level::Pte, pte)?;
-                return self.allow_through(slot, pmd, flags, va);
+                return self.write_widened(slot, widen, va);
             }
         }
 
         // Missing tables: reserve every frame before writing anything.
         let pmd_frame = match pmd_state {
-            PmdState::NoPmdTable => Some(
-                alloc
-                    .allocate_frame(Zone::Lowmem)
-                    .ok_or(MapError::OutOfFrames)?,
-            ),
+            PmdState::NoPmdTable => Some(take_table_frame::<M, F>(alloc, Zone::Lowmem)?),
             PmdState::Entry(..) => None,
         };
-        let Some(pte_frame) = alloc.allocate_frame(self.pte_zone) else {
-            if let Some(f) = pmd_frame {
-                alloc.deallocate_frame(f);
+        let pte_frame = match take_table_frame::<M, F>(alloc, self.pte_zone) {
+            Ok(frame) => frame,
+            Err(e) => {
+                if let Some(f) = pmd_frame {
+                    alloc.deallocate_frame(f);
+                }
+                return Err(e);
             }
-            return Err(MapError::OutOfFrames);
         };
         let user = flags.contains(MapFlags::USER);
         let result = (|| {
@@ -187,9 +194,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 Ok(Flush::none())
             }
             PmdState::NoPmdTable => {
-                let frame = alloc
-                    .allocate_frame(Zone::Lowmem)
-                    .ok_or(MapError::OutOfFrames)?;
+                let frame = take_table_frame::<M, F>(alloc, Zone::Lowmem)?;
                 let result = self
                     .fill_new_table::<M::Pmd>(frame, Level::Pmd, M::PTRS_PER_PMD, |i| {
                         if i == M::pmd_index(va) {
@@ -256,7 +261,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         entries: usize,
         entry: impl Fn(usize) -> E,
     ) -> Result<(), MapError> {
-        let table = self.walker.access().table(frame)?;
+        let table = reach(self.walker.access(), frame)?;
         // A folded PMD "table" is the PGD slot itself and is never allocated;
         // any other table is a whole frame of entries.
         let per_frame = 4096 / M::ENTRY_BYTES;
@@ -279,28 +284,102 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         })
     }
 
-    /// Make the PMD table entry in `slot` allow what a leaf with `flags`
-    /// needs (writable, and user if the leaf is user). A present table entry
-    /// may sit in the paging-structure caches, so an upgrade needs a flush.
-    // Always inlined: on the single-page path the check is almost always a
-    // no-op, and an outlined call costs more than the check (35 of the ~165
-    // instructions of a 4 KiB map).
+    /// What `va`'s table entry `pmd` must become to let a leaf with `flags`
+    /// through, or `None` if it already does.
+    ///
+    /// The rule for a table entry someone else made restrictive (a loader's
+    /// read-only or no-execute PDE, say): it is widened (R/W or U/S set, XD
+    /// cleared, every other bit kept) only if no other present mapping below
+    /// it gains anything by that, so no mapping the caller did not name
+    /// changes its effective rights. Otherwise the call is refused with
+    /// [`MapError::TableRestricts`]. The leaf at index `except` (the one
+    /// being changed) is left out of that check.
+    // Always inlined: on the single-page path the entry almost always lets
+    // the leaf through already, and an outlined call costs more than the
+    // check (35 of the ~165 instructions of a 4 KiB map).
     #[inline(always)]
-    pub(super) fn allow_through(
+    pub(super) fn widen_for(
         &self,
-        slot: Slot,
+        va: VirtAddr,
         pmd: M::Pmd,
         flags: MapFlags,
+        except: Option<usize>,
+    ) -> Result<Option<M::Pmd>, MapError> {
+        let (write, user, exec) = missing_rights(pmd.flags(), flags);
+        if !(write || user || exec) {
+            return Ok(None);
+        }
+        self.check_no_gain(va, pmd, (write, user, exec), except)?;
+        Ok(Some(pmd.widened(write, user, exec)))
+    }
+
+    /// Refuse if widening `pmd` by `(write, user, exec)` would give any
+    /// present leaf below it (but `except`) a right it does not have now.
+    #[inline(never)]
+    fn check_no_gain(
+        &self,
+        va: VirtAddr,
+        pmd: M::Pmd,
+        (write, user, exec): (bool, bool, bool),
+        except: Option<usize>,
+    ) -> Result<(), MapError> {
+        let frame = PhysFrame::containing_address(pmd.addr());
+        let table = reach(self.walker.access(), frame)?;
+        for i in (0..M::PTRS_PER_PTE).filter(|&i| Some(i) != except) {
+            let pte = M::Pte::load(&table, i);
+            if !pte.is_present() {
+                continue;
+            }
+            let f = pte.flags();
+            if (write && f.contains(MapFlags::WRITABLE))
+                || (user && f.contains(MapFlags::USER))
+                || (exec && !f.contains(MapFlags::NO_EXECUTE))
+            {
+                return Err(MapError::TableRestricts {
+                    va,
+                    level: Level::Pmd,
+                    raw: pmd.raw(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Write a widened table entry computed by [`widen_for`](Self::widen_for)
+    /// (if any). A present table entry may sit in the paging-structure
+    /// caches with its old rights, so widening it needs a flush.
+    #[inline(always)]
+    pub(super) fn write_widened(
+        &self,
+        slot: Slot,
+        widen: Option<M::Pmd>,
         va: VirtAddr,
     ) -> Result<Flush, MapError> {
-        if table_allows(pmd.flags(), flags) {
-            return Ok(Flush::none());
+        match widen {
+            None => Ok(Flush::none()),
+            Some(entry) => {
+                self.write(slot, Level::Pmd, entry)?;
+                Ok(Flush::page(va))
+            }
         }
-        let user = flags.contains(MapFlags::USER) || pmd.flags().contains(MapFlags::USER);
-        let frame = PhysFrame::containing_address(pmd.addr());
-        let entry = M::Pmd::table(frame, user).map_err(entry_error)?;
-        self.write(slot, Level::Pmd, entry)?;
-        Ok(Flush::page(va))
+    }
+}
+
+/// A frame for a new page table from `zone`, one the mode's table entries
+/// can point at; a frame beyond that is given back and refused.
+fn take_table_frame<M: PagingMode, F: FrameAllocator + ?Sized>(
+    alloc: &mut F,
+    zone: Zone,
+) -> Result<PhysFrame, MapError> {
+    let frame = alloc.allocate_frame(zone).ok_or(MapError::OutOfFrames)?;
+    if frame.start_address().fits_bits(M::MAX_PHYS_BITS) {
+        Ok(frame)
+    } else {
+        alloc.deallocate_frame(frame);
+        Err(MapError::TableOutOfReach {
+            frame,
+            max_bits: M::MAX_PHYS_BITS,
+        })
     }
 }
 

@@ -26,7 +26,7 @@ pub use map::LargePages;
 pub use teardown::UnmapStats;
 pub use unmap::{FreeStats, Unmapped};
 
-use crate::access::{AccessError, TableAccess};
+use crate::access::{AccessError, TableAccess, reach};
 use crate::addr::{PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, Level};
@@ -173,7 +173,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// Write `new` into an installed table's slot that was just read as
     /// empty, then tell the hooks (the old value was zero).
     fn write_empty<E: Entry>(&self, slot: Slot, level: Level, new: E) -> Result<(), AccessError> {
-        let table = self.walker.access().table(slot.table)?;
+        let table = reach(self.walker.access(), slot.table)?;
         E::fill(&table, slot.index, new);
         drop(table);
         self.hooks
@@ -183,7 +183,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
 
     /// Write `new` into an installed table's slot, then tell the hooks.
     fn write<E: Entry>(&self, slot: Slot, level: Level, new: E) -> Result<E, AccessError> {
-        let table = self.walker.access().table(slot.table)?;
+        let table = reach(self.walker.access(), slot.table)?;
         let old = E::store(&table, slot.index, new);
         drop(table);
         self.hooks
@@ -197,7 +197,7 @@ pub(crate) fn zero_frame<A: TableAccess + ?Sized>(
     access: &A,
     frame: PhysFrame,
 ) -> Result<(), AccessError> {
-    let table = access.table(frame)?;
+    let table = reach(access, frame)?;
     for word in 0..WORDS_PER_TABLE {
         table.store32(word, 0);
     }

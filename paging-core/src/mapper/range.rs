@@ -6,7 +6,7 @@ use super::chain::{ChainError, FrameChain};
 use super::map::{
     LargePages, PmdState, check_phys, check_pte_free, entry_error, large_translation,
 };
-use crate::access::TableAccess;
+use crate::access::{TableAccess, reach};
 use crate::addr::{PAGE_SIZE, PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, Level, PmdEntry, PteEntry};
@@ -101,16 +101,30 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let access = self.walker.access();
         let reserve = frames
             .pmd
-            .fill(access, alloc, Zone::Lowmem, needs.pmd_tables)
+            .fill(
+                access,
+                alloc,
+                Zone::Lowmem,
+                needs.pmd_tables,
+                M::MAX_PHYS_BITS,
+            )
             .and_then(|()| {
-                frames
-                    .pte
-                    .fill(access, alloc, self.pte_zone, needs.pte_tables)
+                frames.pte.fill(
+                    access,
+                    alloc,
+                    self.pte_zone,
+                    needs.pte_tables,
+                    M::MAX_PHYS_BITS,
+                )
             });
         if let Err(e) = reserve {
             frames.pmd.release(access, alloc);
             return Err(match e {
                 ChainError::OutOfFrames => MapError::OutOfFrames,
+                ChainError::OutOfReach(frame) => MapError::TableOutOfReach {
+                    frame,
+                    max_bits: M::MAX_PHYS_BITS,
+                },
                 ChainError::Access(e) => MapError::Access(e),
             });
         }
@@ -216,8 +230,11 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                         level: Level::Pmd,
                     });
                 }
+                // Decided on the entries as they are, before this chunk's
+                // leaves are filled (the planning pass saw the same state).
+                let widen = self.widen_for(va, pmd, flags, None)?;
                 let table_frame = PhysFrame::containing_address(pmd.addr());
-                let table = access.table(table_frame)?;
+                let table = reach(access, table_frame)?;
                 let first = M::pte_index(va);
                 let count = ((chunk_end - cur) / PAGE_SIZE) as usize;
                 match frames {
@@ -240,7 +257,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                                 .entry_written(table_frame, Level::Pte, i, 0, entry.raw());
                         }
                         drop(table);
-                        needs.flush = needs.flush.and(self.allow_through(slot, pmd, flags, va)?);
+                        needs.flush = needs.flush.and(self.write_widened(slot, widen, va)?);
                     }
                 }
             }
@@ -260,7 +277,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         count: usize,
         start: M::Pte,
     ) -> Result<(), MapError> {
-        let table = self.walker.access().table(frame)?;
+        let table = reach(self.walker.access(), frame)?;
         let per_frame = 4096 / M::ENTRY_BYTES;
         let end = (first + count).min(per_frame);
         let first = first.min(end);

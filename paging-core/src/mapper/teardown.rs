@@ -1,7 +1,7 @@
 //! Removing many mappings at once, and tearing a whole address space down.
 
 use super::Mapper;
-use crate::access::TableAccess;
+use crate::access::{TableAccess, reach};
 use crate::addr::{PAGE_SIZE, PhysFrame, VirtAddr};
 use crate::alloc::FrameAllocator;
 use crate::entry::{Entry, Level, PmdEntry};
@@ -87,7 +87,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 continue;
             }
             let table_frame = PhysFrame::containing_address(pmd.addr());
-            let table = self.walker.access().table(table_frame)?;
+            let table = reach(self.walker.access(), table_frame)?;
             let first = M::pte_index(va);
             for i in first..first + ((hi - lo) / PAGE_SIZE) as usize {
                 let pte = M::Pte::load(&table, i);

@@ -1,7 +1,7 @@
 //! Removing and changing mappings, and freeing tables that became empty.
 
 use super::Mapper;
-use crate::access::TableAccess;
+use crate::access::{TableAccess, reach};
 use crate::addr::{PAGE_SIZE, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::FrameAllocator;
 use crate::entry::{Entry, Level, PmdEntry, PteEntry};
@@ -52,6 +52,9 @@ struct Pending {
 fn map_to_update_error(e: MapError, flags: MapFlags) -> UnmapError {
     match e {
         MapError::Access(e) => UnmapError::Access(e),
+        MapError::TableRestricts { va, level, raw } => {
+            UnmapError::TableRestricts { va, level, raw }
+        }
         _ => UnmapError::Unsupported(flags),
     }
 }
@@ -150,13 +153,18 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 let frame = PhysFrame::containing_address(old.addr());
                 let entry = |old: M::Pte| M::Pte::page(frame, flags | (old.flags() & status));
                 let new = entry(old).map_err(|_| UnmapError::Unsupported(flags))?;
+                // Every check before the first write: the table entry above
+                // may only be widened if no other leaf below gains by it.
+                let widen = self
+                    .widen_for(va, pmd, flags, Some(slot.index))
+                    .map_err(|e| map_to_update_error(e, flags))?;
                 let prev = self.write(slot, Level::Pte, new)?;
                 if prev != old {
                     let merged = entry(prev).map_err(|_| UnmapError::Unsupported(flags))?;
                     self.write(slot, Level::Pte, merged)?;
                 }
                 Flush::page(va).and(
-                    self.allow_through(pmd_slot, pmd, flags, va)
+                    self.write_widened(pmd_slot, widen, va)
                         .map_err(|e| map_to_update_error(e, flags))?,
                 )
             }
@@ -267,7 +275,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         frame: PhysFrame,
         entries: usize,
     ) -> Result<bool, FreeError> {
-        let table = self.walker.access().table(frame)?;
+        let table = reach(self.walker.access(), frame)?;
         Ok((0..entries).all(|i| E::load(&table, i).is_none()))
     }
 
