@@ -13,6 +13,34 @@
 //!   filled, announced to the [`TableHooks`], and only then written into its
 //!   parent, so no MMU ever walks a half-built table.
 //! - **Every change returns a [`Flush`](crate::Flush)** saying what the TLB needs.
+//! - **No mapping the caller did not name gains or loses anything.** Its
+//!   translation, effective rights (R/W and U/S ANDed over the levels, XD
+//!   ORed), cache type and software bits stay as they were. A table entry
+//!   the mapper rewrites keeps every bit it had. When a new or re-flagged
+//!   leaf needs a right its table entry withholds (a loader's read-only,
+//!   supervisor-only or no-execute PDE), the entry is widened by exactly
+//!   that bit only if no other present leaf below it gains anything by
+//!   that; otherwise the call fails with
+//!   [`MapError::TableRestricts`](crate::MapError::TableRestricts) and
+//!   changes nothing. A read-only leaf never needs a writable table entry,
+//!   a supervisor leaf never needs U/S, a no-execute leaf never needs XD
+//!   cleared. (To open such an entry regardless, rewrite it yourself: it
+//!   is the caller's decision which mappings below may gain.)
+//! - **Nothing is linked that the CPU cannot walk.** A table frame from the
+//!   allocator that the mode's entries cannot point at (PAE: at or above
+//!   2^`MAX_PHYS_BITS`; 2-level: at or above 4 GiB) is given back and the
+//!   call fails with [`MapError::TableOutOfReach`](crate::MapError::TableOutOfReach)
+//!   before anything is written. Entries copied into another top-level
+//!   table carry only the bits the CPU accepts there
+//!   ([`PgdEntry::without_reserved_bits`](crate::PgdEntry::without_reserved_bits)).
+//! - **Table access failures.** `map`, `map_large`, `map_range`, `unmap`,
+//!   `update_flags` and `unmap_range` reach every table they will write
+//!   while they check, before their first write, so a [`TableAccess`] that
+//!   cannot reach one makes them return `Access` with nothing changed.
+//!   Every access is tried twice before it counts as failed, which is what
+//!   carries an operation past a transient failure once it has started
+//!   writing (see [`TableAccess`]'s contract). `free_empty_tables` and
+//!   `teardown` work table by table and may stop between two tables.
 
 mod chain;
 mod install;

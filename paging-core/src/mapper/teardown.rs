@@ -61,7 +61,8 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         if end > 1 << 32 {
             return Err(UnmapError::VirtOutOfRange { start, len });
         }
-        // Check: no large page may be cut.
+        // Check, before the first write: no large page may be cut, and
+        // every PTE table the range will write can be reached.
         for (lo, hi) in Self::pmd_blocks(start.as_u64(), end) {
             if let Some((_, pmd)) = self.leaf_pmd(VirtAddr::new(lo as u32))? {
                 let span = M::pmd_span();
@@ -72,6 +73,12 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                         base: va.align_down(span),
                         size: M::LARGE_PAGE_SIZE,
                     });
+                }
+                if !pmd.is_large() {
+                    reach(
+                        self.walker.access(),
+                        PhysFrame::containing_address(pmd.addr()),
+                    )?;
                 }
             }
         }
