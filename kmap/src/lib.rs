@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // No unsafe operations anywhere; the only `unsafe` items are two constructors
 // whose contracts protect deadlock freedom (`KmapTask::new`, `Kmap::into_raw`).
 #![deny(unsafe_code)]

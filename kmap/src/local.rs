@@ -482,10 +482,10 @@ impl LocalKmap<'_> {
 
 impl Drop for LocalKmap<'_> {
     fn drop(&mut self) {
-        if let Some(owner) = self.owner {
-            if owner.pop_dyn(self.cpu, self.depth).is_err() {
-                owner.defer_dyn(self.cpu, self.depth);
-            }
+        if let Some(owner) = self.owner
+            && owner.pop_dyn(self.cpu, self.depth).is_err()
+        {
+            owner.defer_dyn(self.cpu, self.depth);
         }
     }
 }

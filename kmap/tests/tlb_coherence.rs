@@ -66,10 +66,10 @@ fn run<M: ModeUnderTest, P: FlushPolicy>(
         let tlb = k.m.mmu.tlb_snapshot();
         for (g, touched) in &live {
             // Whatever the TLB holds for a live slot is the right frame.
-            if let Some((_, e)) = tlb.peek(g.va()) {
-                if e.base != g.frame().start_address() {
-                    return Err(format!("step {step}: stale TLB entry for {}", g.va()));
-                }
+            if let Some((_, e)) = tlb.peek(g.va())
+                && e.base != g.frame().start_address()
+            {
+                return Err(format!("step {step}: stale TLB entry for {}", g.va()));
             }
             // The tables say the right thing...
             let walked = k.m.mmu.walk_uncached(g.va(), Access::READ);

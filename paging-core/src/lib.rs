@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -10,6 +11,7 @@ pub mod access;
 pub mod addr;
 pub mod alloc;
 #[cfg(target_arch = "x86")]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "x86")))]
 pub mod cpu;
 pub mod entry;
 pub mod error;
@@ -20,6 +22,7 @@ pub mod mapper;
 pub mod mode;
 pub mod pgtbuf;
 #[cfg(feature = "sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
 pub mod sync;
 pub mod table;

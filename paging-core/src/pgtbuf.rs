@@ -81,10 +81,10 @@ impl PgtBuf {
     /// longer set aside for tables (so a hypervisor makes it writable), and
     /// report what to keep reserved and what the frame allocator may take.
     pub fn finish<H: TableHooks + ?Sized>(self, hooks: &H) -> PgtBufReport {
-        if self.end < self.top {
-            if let Ok(first) = PhysFrame::from_number(self.end) {
-                hooks.frames_returned(first, self.top - self.end);
-            }
+        if self.end < self.top
+            && let Ok(first) = PhysFrame::from_number(self.end)
+        {
+            hooks.frames_returned(first, self.top - self.end);
         }
         PgtBufReport {
             start: self.start,

@@ -195,10 +195,10 @@ impl InterruptingTable<'_, '_, '_> {
     fn tick(&self) {
         let n = self.outer.loads.get();
         self.outer.loads.set(n + 1);
-        if n == self.outer.at {
-            if let Some(f) = self.outer.nested.take() {
-                f();
-            }
+        if n == self.outer.at
+            && let Some(f) = self.outer.nested.take()
+        {
+            f();
         }
     }
 }

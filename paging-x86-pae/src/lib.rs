@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 #![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub use bits::{PdeBits, PdpteBits, PteBits};
 pub use cr3::{Cr3, Cr3Error};
 pub use enable::{EnableError, Features};
 #[cfg(target_arch = "x86")]
+#[cfg_attr(docsrs, doc(cfg(target_arch = "x86")))]
 pub use enable::{enable_pae_paging, supported_features};
 pub use mode::Pae;
 pub use pde::Pde;

@@ -64,17 +64,15 @@ impl<const MAX_PHYS_BITS: u32> PagingMode for Pae<MAX_PHYS_BITS> {
     const PGD_LATCHED: bool = Self::checked(true);
 }
 
-type Default36 = Pae;
-
 // A PMD or PTE table fills one 4 KiB frame; the PDPT is 32 bytes; the three
 // levels cover exactly 32 bits of virtual address.
-static_assertions::const_assert_eq!(Default36::PTRS_PER_PMD * Default36::ENTRY_BYTES, 4096);
-static_assertions::const_assert_eq!(Default36::PTRS_PER_PTE * Default36::ENTRY_BYTES, 4096);
+static_assertions::const_assert_eq!(Pae::<36>::PTRS_PER_PMD * Pae::<36>::ENTRY_BYTES, 4096);
+static_assertions::const_assert_eq!(Pae::<36>::PTRS_PER_PTE * Pae::<36>::ENTRY_BYTES, 4096);
 static_assertions::const_assert_eq!(
-    Default36::PTRS_PER_PGD as u64 * Default36::ENTRY_BYTES as u64,
-    Default36::PGD_ALIGN
+    Pae::<36>::PTRS_PER_PGD as u64 * Pae::<36>::ENTRY_BYTES as u64,
+    Pae::<36>::PGD_ALIGN
 );
-static_assertions::const_assert_eq!(Default36::PGD_SHIFT, Default36::PMD_SHIFT + 9);
-static_assertions::const_assert_eq!(Default36::PMD_SHIFT, 12 + 9);
-static_assertions::const_assert_eq!(Default36::LARGE_PAGE_SIZE.shift(), Default36::PMD_SHIFT);
-static_assertions::const_assert_eq!(Default36::PGD_SHIFT + 2, 32);
+static_assertions::const_assert_eq!(Pae::<36>::PGD_SHIFT, Pae::<36>::PMD_SHIFT + 9);
+static_assertions::const_assert_eq!(Pae::<36>::PMD_SHIFT, 12 + 9);
+static_assertions::const_assert_eq!(Pae::<36>::LARGE_PAGE_SIZE.shift(), Pae::<36>::PMD_SHIFT);
+static_assertions::const_assert_eq!(Pae::<36>::PGD_SHIFT + 2, 32);

@@ -36,11 +36,9 @@ pub fn parse(args: &[String]) -> Result<BenchOptions, String> {
 /// Runs the suite.
 pub fn run(options: &BenchOptions) -> Result<(), String> {
     let mut no_callgrind = options.no_callgrind;
-    if !no_callgrind {
-        if let Err(message) = ensure_valgrind() {
-            println!("instruction counts skipped: {message}");
-            no_callgrind = true;
-        }
+    if !no_callgrind && let Err(message) = ensure_valgrind() {
+        println!("instruction counts skipped: {message}");
+        no_callgrind = true;
     }
     let mut command = process::cargo();
     command.current_dir(process::repo_root()).args([

@@ -4,12 +4,18 @@
 //! 2. `fmt`: `cargo fmt --check` for the workspace and the kernel;
 //! 3. `clippy`: the workspace (all targets, all features) and the kernel in
 //!    both modes, warnings denied;
-//! 4. `doc`: `cargo doc` for the workspace with warnings denied;
+//! 4. `doc`: `cargo doc` for the workspace with warnings denied, with all
+//!    features and with none;
 //! 5. `test`: `cargo test` for the workspace, all features;
 //!    `loom`: the kmap pool's protocol model-checked with loom at a
 //!    CI-sized preemption bound ([`crate::loom`]);
 //! 6. `i586`: every library crate (every workspace member but xtask) built
 //!    for the bare-metal target;
+//!    `msrv`: the library crates built with the declared `rust-version`
+//!    after a fresh dependency resolve, both resolver behaviours
+//!    ([`crate::publish`]);
+//!    `package`: `cargo package` of the library crates, and their tests run
+//!    from the unpacked tarballs;
 //! 7. `qemu`: the kernel built in both modes and booted in the QEMU matrix,
 //!    plus the two crash demos that must be caught and reported, a PAE
 //!    boot with page tables above 4 GiB (on `qemu-system-x86_64`, whose
@@ -27,7 +33,9 @@ use crate::summary::{Status, Table};
 use crate::{DEFAULT_TIMEOUT_SECS, iso, memory_map, option_value, parse_timeout, prereq, process};
 
 /// The steps, in the order they run.
-const STEPS: [&str; 7] = ["fmt", "clippy", "doc", "test", "loom", "i586", "qemu"];
+const STEPS: [&str; 9] = [
+    "fmt", "clippy", "doc", "test", "loom", "i586", "msrv", "package", "qemu",
+];
 
 /// The QEMU matrix: mode, guest RAM, emulator and command line. 2-level at
 /// a small size and at its 2 GiB default; PAE at 2 GiB and at 8 GiB (RAM
@@ -128,6 +136,8 @@ pub fn run(options: &TestOptions) -> Result<(), String> {
             "test" => test(),
             "loom" => crate::loom::run(crate::loom::CI_PREEMPTIONS),
             "i586" => i586(),
+            "msrv" => crate::publish::msrv(),
+            "package" => crate::publish::package(),
             _ => qemu_matrix(options.timeout, &mut table),
         };
         table.add(
@@ -190,10 +200,15 @@ fn clippy() -> Result<(), String> {
     Mode::ALL.into_iter().try_for_each(kernel::clippy)
 }
 
+/// The docs with every feature and with none (what docs.rs and a default
+/// build each show), warnings denied.
 fn doc() -> Result<(), String> {
-    let mut command = workspace_cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
-    command.env("RUSTDOCFLAGS", "-D warnings");
-    process::run(&mut command)
+    for features in ["--all-features", "--no-default-features"] {
+        let mut command = workspace_cargo(&["doc", "--workspace", "--no-deps", features]);
+        command.env("RUSTDOCFLAGS", "-D warnings");
+        process::run(&mut command)?;
+    }
+    Ok(())
 }
 
 fn test() -> Result<(), String> {

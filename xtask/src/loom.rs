@@ -57,7 +57,16 @@ pub fn run(preemptions: u32) -> Result<(), String> {
     let mut command = process::cargo();
     command
         .current_dir(process::repo_root())
-        .args(["test", "-p", "kmap", "--test", "loom", "--release"])
+        .args([
+            "test",
+            "-p",
+            "kmap",
+            "--features",
+            "loom",
+            "--test",
+            "loom",
+            "--release",
+        ])
         .args(["--", "--nocapture"])
         .env("RUSTFLAGS", rustflags)
         .env("LOOM_MAX_PREEMPTIONS", preemptions.to_string())

@@ -12,8 +12,8 @@
 //! cargo xtask loom [--preemptions N]
 //! ```
 //!
-//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`, `qemu`
-//! (`--only host` selects every step but `qemu`). Prerequisites (target,
+//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`,
+//! `msrv`, `package`, `qemu` (`--only host` selects every step but `qemu`). Prerequisites (target,
 //! components, QEMU) are checked first by both commands.
 
 mod bench;
@@ -27,6 +27,7 @@ mod miri;
 mod nightly;
 mod prereq;
 mod process;
+mod publish;
 mod qemu;
 mod summary;
 
@@ -56,7 +57,8 @@ commands:
            --timeout SECS           per boot (default: 120)
   test   run every check in order, stopping at the first failure
            --only STEP[,STEP...]    only these steps: fmt, clippy, doc, test,
-                                    loom, i586, qemu, or host (all but qemu)
+                                    loom, i586, msrv, package, qemu, or host
+                                    (all but qemu)
            --no-qemu                skip the qemu step
            --timeout SECS           per QEMU boot (default: 120)
   iso    build a GRUB rescue ISO with both kernels (boot a PC from USB)

@@ -291,16 +291,16 @@ pub fn svg(layouts: &[Layout]) -> String {
                 y + h / 2.0 + 12.0,
                 escape(purpose(&row.name))
             );
-            if row.name == "lowmem" {
-                if let Some(text) = layout.region("kernel-text") {
-                    let _ = writeln!(
-                        out,
-                        r#"<text x="{:.0}" y="{:.1}" font-size="9">kernel image from {} (physical 1 MiB)</text>"#,
-                        x0 + BOX_X + 8.0,
-                        y + h / 2.0 + 24.0,
-                        address(text.start)
-                    );
-                }
+            if row.name == "lowmem"
+                && let Some(text) = layout.region("kernel-text")
+            {
+                let _ = writeln!(
+                    out,
+                    r#"<text x="{:.0}" y="{:.1}" font-size="9">kernel image from {} (physical 1 MiB)</text>"#,
+                    x0 + BOX_X + 8.0,
+                    y + h / 2.0 + 24.0,
+                    address(text.start)
+                );
             }
             if row.name == "fixmap" || row.name == "pkmap" {
                 window_top.get_or_insert(y);

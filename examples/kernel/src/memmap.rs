@@ -109,11 +109,12 @@ impl MemoryMap {
     /// Appends a region above all others, merging it with the last one if
     /// they touch and have the same kind.
     fn push(&mut self, region: Region) {
-        if let Some(last) = self.regions[..self.len].last_mut() {
-            if last.kind == region.kind && last.end() == region.base {
-                last.len += region.len;
-                return;
-            }
+        if let Some(last) = self.regions[..self.len].last_mut()
+            && last.kind == region.kind
+            && last.end() == region.base
+        {
+            last.len += region.len;
+            return;
         }
         // At most CAPACITY - 1 pieces exist (see CAPACITY), so this always
         // has room; `get_mut` keeps it panic-free regardless.

@@ -184,7 +184,7 @@ where
             drop(table);
             st.counts[slot] = 0;
             let pfn = st.pages[slot];
-            st.map.remove(&pfn);
+            st.map.swap_remove(&pfn);
             cleared += 1;
             self.policy.slot_cleared(
                 &self.tlb,

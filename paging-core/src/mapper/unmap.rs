@@ -235,14 +235,15 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         while block + span <= end {
             let va = VirtAddr::new(block as u32);
             let walk = self.walker.walk(va)?;
-            if let Some((slot, pmd)) = walk.pmd {
-                if (M::PMD_FOLDED || walk.pgd.1.is_present()) && pmd.is_present() && !pmd.is_large()
-                {
-                    let frame = PhysFrame::containing_address(pmd.addr());
-                    if self.table_is_empty::<M::Pte>(frame, M::PTRS_PER_PTE)? {
-                        self.write(slot, Level::Pmd, M::Pmd::NONE)?;
-                        self.defer_release(tlb, alloc, pending, stats, (frame, Level::Pte, va));
-                    }
+            if let Some((slot, pmd)) = walk.pmd
+                && (M::PMD_FOLDED || walk.pgd.1.is_present())
+                && pmd.is_present()
+                && !pmd.is_large()
+            {
+                let frame = PhysFrame::containing_address(pmd.addr());
+                if self.table_is_empty::<M::Pte>(frame, M::PTRS_PER_PTE)? {
+                    self.write(slot, Level::Pmd, M::Pmd::NONE)?;
+                    self.defer_release(tlb, alloc, pending, stats, (frame, Level::Pte, va));
                 }
             }
             block += span;
