@@ -57,7 +57,9 @@ struct Counting<'a> {
     usage: Usage,
 }
 
-impl FrameAllocator for Counting<'_> {
+// SAFETY: every frame comes from (and goes back to) the wrapped allocator,
+// which keeps the contract; this only counts.
+unsafe impl FrameAllocator for Counting<'_> {
     fn allocate_frame(&mut self, zone: Zone) -> Option<PhysFrame> {
         let f = self.inner.allocate_frame(zone)?;
         if self.inner.is_lowmem(f) {
@@ -93,7 +95,7 @@ pub fn address_space<M: SimMode>(pte_zone: Zone) -> Result<Usage, String> {
         inner: &mut zoned,
         usage: Usage::default(),
     };
-    let mut space = Mapper::<M, _>::create(access, &mut alloc)
+    let mut space = Mapper::<M, _>::create_isolated(access, &mut alloc)
         .map_err(|e| format!("create: {e}"))?
         .with_pte_zone(pte_zone);
     let pa = PhysAddr::new(PA).map_err(|e| e.to_string())?;

@@ -138,7 +138,9 @@ impl BumpFrames {
     }
 }
 
-impl FrameAllocator for BumpFrames {
+// SAFETY: hands out each frame of its own host buffer once, in order, and
+// takes none back: no frame is ever in two hands.
+unsafe impl FrameAllocator for BumpFrames {
     fn allocate_frame(&mut self, _zone: Zone) -> Option<PhysFrame> {
         self.take(1).and_then(|n| PhysFrame::from_number(n).ok())
     }

@@ -88,7 +88,9 @@ impl<M: PagingMode, P: FlushPolicy> KmapHost<M, P> {
         // SAFETY: `memory` is the struct's last field, so it outlives the
         // mapper (dropped at the end of this function) and the pool.
         let access = unsafe { memory.access() };
-        let mut mapper = Mapper::<M, _>::create(access, &mut alloc)?;
+        // SAFETY: the tables live in a host buffer no CPU walks; the pool's
+        // mappings never reach this program's memory.
+        let mut mapper = unsafe { Mapper::<M, _>::create(access, &mut alloc) }?;
         let build_tlb = CountingTlb::default();
         let (window, _replaced) = WindowBuilder::new(VirtAddr::new(PKMAP_BASE), 1 << 32)?.build(
             &mut mapper,

@@ -41,7 +41,9 @@ impl<M: PagingMode> OursPages<M> {
         // SAFETY: `memory` is the struct's last field, so it outlives the
         // mapper holding this access.
         let access = unsafe { memory.access() };
-        let mut mapper = Mapper::<M, _>::create(access, &mut alloc).map_err(FixtureError::from)?;
+        // SAFETY: the tables live in a host buffer no CPU walks.
+        let mut mapper =
+            unsafe { Mapper::<M, _>::create(access, &mut alloc) }.map_err(FixtureError::from)?;
         mapper
             .map_range(
                 VirtAddr::new(REGION_VA),
@@ -153,8 +155,9 @@ impl<M: PagingMode> OursRange<M> {
     /// `map_range` call (4 KiB pages only). Returns the frames taken.
     #[inline]
     pub fn map_range(&mut self) -> Result<u64, FixtureError> {
-        let mut mapper =
-            Mapper::<M, _>::create(self.access, &mut self.alloc).map_err(FixtureError::from)?;
+        // SAFETY: the tables live in a host buffer no CPU walks.
+        let mut mapper = unsafe { Mapper::<M, _>::create(self.access, &mut self.alloc) }
+            .map_err(FixtureError::from)?;
         mapper
             .map_range(
                 VirtAddr::new(RANGE_VA),
@@ -173,7 +176,8 @@ impl<M: PagingMode> OursRange<M> {
     fn last(&self) -> Result<Mapper<M, OffsetAccess>, FixtureError> {
         // The PGD is the first frame the allocator handed out.
         let root = frame_at(4096).ok_or(FixtureError::Frame)?;
-        Ok(Mapper::<M, _>::new(root.start_address(), self.access)?)
+        // SAFETY: the tables live in a host buffer no CPU walks.
+        Ok(unsafe { Mapper::<M, _>::new(root.start_address(), self.access) }?)
     }
 
     /// What the last hierarchy says about `va`.

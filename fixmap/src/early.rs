@@ -9,8 +9,6 @@
 
 use core::sync::atomic::AtomicU64;
 
-use paging_core::{FrameAllocator, PhysFrame, Zone};
-
 /// Page-aligned, zero-initialised static storage for `N` page tables.
 ///
 /// Being one array, the `N` tables are virtually and physically contiguous
@@ -51,18 +49,9 @@ impl<const N: usize> Default for EarlyTables<N> {
     }
 }
 
-/// A frame allocator with nothing in it: what exists before the real one.
-/// Building on it fails with a typed error if a table is missing.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NoFrames;
-
-impl FrameAllocator for NoFrames {
-    fn allocate_frame(&mut self, _zone: Zone) -> Option<PhysFrame> {
-        None
-    }
-
-    fn deallocate_frame(&mut self, _frame: PhysFrame) {}
-}
+/// A frame allocator with nothing in it (paging-core's): building early
+/// tables on it fails with a typed error if a table is missing.
+pub use paging_core::NoFrames;
 
 #[cfg(test)]
 mod tests {
@@ -75,6 +64,9 @@ mod tests {
         assert_eq!(TABLES.as_ptr() as usize % 4096, 0);
         assert_eq!(core::mem::size_of::<EarlyTables<3>>(), 3 * 4096);
         assert_eq!(TABLES.len(), 3);
-        assert!(NoFrames.allocate_frame(Zone::Any).is_none());
+        assert!(
+            paging_core::FrameAllocator::allocate_frame(&mut NoFrames, paging_core::Zone::Any)
+                .is_none()
+        );
     }
 }

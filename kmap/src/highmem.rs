@@ -69,6 +69,17 @@ impl<R: RawTable> RawTable for HighmemTable<'_, R> {
     }
 }
 
+// SAFETY: every table is reached through `V`, whose addresses are not this
+// program's memory (`IsolatedVirt`).
+#[allow(unsafe_code)]
+unsafe impl<S, V, C> paging_core::IsolatedTables for HighmemTables<'_, S, V, C>
+where
+    S: LocalMapper,
+    V: paging_core::IsolatedVirt,
+    C: Fn() -> usize,
+{
+}
+
 impl<'l, S, V, C> TableAccess for HighmemTables<'l, S, V, C>
 where
     S: LocalMapper,

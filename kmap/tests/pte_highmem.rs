@@ -128,14 +128,14 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
     let alloc = &mut k.m.alloc;
 
     // Reference: every table in lowmem, reached physically.
-    let mut lo = Mapper::<M, _>::create(SimAccess::new(&ram), alloc).unwrap();
+    let mut lo = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), alloc).unwrap();
     let lo_cpu = user_cpu::<M>(&ram, lo.root().as_u64());
     let lo_log = operate(&mut lo, alloc, &lo_cpu);
     let lo_view = hardware_view(&lo_cpu);
 
     // Lowmem tables through HighmemTables: all direct, no slot used.
     let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
-    let mut ld = Mapper::<M, _>::create(tables, alloc).unwrap();
+    let mut ld = Mapper::<M, _>::create_isolated(tables, alloc).unwrap();
     let ld_cpu = user_cpu::<M>(&ram, ld.root().as_u64());
     assert_eq!(operate(&mut ld, alloc, &ld_cpu), lo_log);
     assert_eq!(hardware_view(&ld_cpu), lo_view);
@@ -145,7 +145,7 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
 
     // PTE tables in highmem, each reached through a local kmap.
     let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
-    let mut hi = Mapper::<M, _>::create(tables, alloc)
+    let mut hi = Mapper::<M, _>::create_isolated(tables, alloc)
         .unwrap()
         .with_pte_zone(Zone::PreferHighmem);
     let hi_cpu = user_cpu::<M>(&ram, hi.root().as_u64());

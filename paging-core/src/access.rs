@@ -88,6 +88,24 @@ impl<A: TableAccess + ?Sized> TableAccess for &A {
     }
 }
 
+/// A [`TableAccess`] whose tables no CPU running this program walks: the
+/// host model, a buffer a test fills, an image built for another machine.
+///
+/// Whatever a mapper writes into such tables, this program's memory stays
+/// safe, so [`Mapper::new_isolated`](crate::Mapper::new_isolated) and its
+/// siblings bind one without `unsafe` (see `docs/safety.md`).
+///
+/// # Safety
+/// Implement it only if no table reached through this access is, or will
+/// be, part of a hierarchy loaded into CR3 (or otherwise used for memory
+/// accesses) on a CPU that runs this program, and if the memory behind it
+/// is only ever reached through this access (or is not memory of this
+/// program at all, as in the host model).
+pub unsafe trait IsolatedTables: TableAccess {}
+
+// SAFETY: the same tables, reached through a reference.
+unsafe impl<A: IsolatedTables + ?Sized> IsolatedTables for &A {}
+
 /// Tables reached at `virtual = physical + offset`, for physical addresses
 /// below `limit`: a kernel's lowmem direct map (offset `0xC000_0000`, limit
 /// 896 MiB), identity mapping (offset 0), or a host buffer standing in for
@@ -175,6 +193,15 @@ pub trait VirtTables {
     /// The 4 KiB page at `va` (page aligned, currently mapped).
     fn table_at(&self, va: crate::addr::VirtAddr) -> Self::Table<'_>;
 }
+
+/// A [`VirtTables`] whose virtual addresses belong to a CPU that does not
+/// run this program (the host model's simulated CPU): an access built on it
+/// (kmap's `HighmemTables`) is then an [`IsolatedTables`].
+///
+/// # Safety
+/// Implement it only if the addresses it reaches are not this program's
+/// memory: no CPU running this program translates them.
+pub unsafe trait IsolatedVirt: VirtTables {}
 
 /// Virtual addresses dereferenced by the CPU.
 #[derive(Debug, Clone, Copy)]

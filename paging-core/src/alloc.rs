@@ -21,7 +21,18 @@ pub enum Zone {
 ///
 /// Frames handed out are owned by the caller until given back. Their content
 /// is unspecified: the mapper zeroes every frame before using it as a table.
-pub trait FrameAllocator {
+///
+/// # Safety
+/// The mapper, fixmap and kmap write page tables into the frames an
+/// allocator returns, from safe code. So an implementation must only return
+/// frames that nothing else uses (no Rust object, no other table, no device
+/// buffer) and must not return a frame again until it has been given back
+/// with [`deallocate_frame`](Self::deallocate_frame);
+/// [`allocate_contiguous`](Self::allocate_contiguous) must return the first
+/// of `count` such frames that are really consecutive. Returning a frame
+/// beyond what the paging mode can address is allowed: the mapper checks
+/// and gives it back. See `docs/safety.md`.
+pub unsafe trait FrameAllocator {
     /// One frame from `zone`, or `None` if that zone is exhausted.
     fn allocate_frame(&mut self, zone: Zone) -> Option<PhysFrame>;
 
@@ -37,7 +48,8 @@ pub trait FrameAllocator {
     fn deallocate_frame(&mut self, frame: PhysFrame);
 }
 
-impl<A: FrameAllocator + ?Sized> FrameAllocator for &mut A {
+// SAFETY: every frame comes from `A`, which keeps the contract.
+unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for &mut A {
     fn allocate_frame(&mut self, zone: Zone) -> Option<PhysFrame> {
         (**self).allocate_frame(zone)
     }
@@ -47,4 +59,19 @@ impl<A: FrameAllocator + ?Sized> FrameAllocator for &mut A {
     fn deallocate_frame(&mut self, frame: PhysFrame) {
         (**self).deallocate_frame(frame)
     }
+}
+
+/// A frame allocator with nothing in it: what exists before the real one
+/// (early tables built from static memory). Anything that needs a frame
+/// from it fails with a typed error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoFrames;
+
+// SAFETY: it never returns a frame.
+unsafe impl FrameAllocator for NoFrames {
+    fn allocate_frame(&mut self, _zone: Zone) -> Option<PhysFrame> {
+        None
+    }
+
+    fn deallocate_frame(&mut self, _frame: PhysFrame) {}
 }

@@ -28,9 +28,11 @@ pub mod sync;
 pub mod table;
 pub mod walk;
 
-pub use access::{AccessError, DirectVirt, OffsetAccess, TableAccess, VirtTables};
+pub use access::{
+    AccessError, DirectVirt, IsolatedTables, IsolatedVirt, OffsetAccess, TableAccess, VirtTables,
+};
 pub use addr::{AddrError, PAGE_SIZE, Page, PageSize, PhysAddr, PhysFrame, VirtAddr};
-pub use alloc::{FrameAllocator, Zone};
+pub use alloc::{FrameAllocator, NoFrames, Zone};
 pub use entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
 pub use error::{
     Error, ErrorKind, FreeError, InstallError, MapError, RootError, TranslateError, UnmapError,

@@ -48,7 +48,12 @@ impl PgtBufReport {
 
 impl PgtBuf {
     /// A buffer over `count` frames from `first`.
-    pub fn new(first: PhysFrame, count: u64) -> Self {
+    ///
+    /// # Safety
+    /// The frames `first .. first + count` must be unused memory (the boot
+    /// code's page-table area) for as long as the buffer hands them out:
+    /// tables are written into them from safe code.
+    pub const unsafe fn new(first: PhysFrame, count: u64) -> Self {
         let start = first.number();
         Self {
             start,
@@ -94,7 +99,9 @@ impl PgtBuf {
     }
 }
 
-impl FrameAllocator for PgtBuf {
+// SAFETY: hands out each frame of `[start, top)` once, which `PgtBuf::new`'s
+// caller promised is unused memory; only the newest can come back.
+unsafe impl FrameAllocator for PgtBuf {
     /// The next frame of the buffer, whatever the zone (the buffer is
     /// lowmem by construction).
     fn allocate_frame(&mut self, _zone: Zone) -> Option<PhysFrame> {
@@ -139,7 +146,8 @@ mod tests {
 
     #[test]
     fn bump_allocates_then_returns_its_tail() {
-        let mut b = PgtBuf::new(PhysFrame::from_number(0x100).unwrap(), 8);
+        // SAFETY: the frames are never touched; only the bookkeeping is.
+        let mut b = unsafe { PgtBuf::new(PhysFrame::from_number(0x100).unwrap(), 8) };
         assert_eq!(b.allocate_frame(Zone::Lowmem).unwrap().number(), 0x100);
         assert_eq!(b.allocate_contiguous(3, Zone::Any).unwrap().number(), 0x101);
         assert_eq!(b.allocate_contiguous(5, Zone::Any), None, "only 4 left");
@@ -162,7 +170,8 @@ mod tests {
 
     #[test]
     fn a_full_buffer_returns_nothing() {
-        let mut b = PgtBuf::new(PhysFrame::from_number(7).unwrap(), 1);
+        // SAFETY: the frame is never touched; only the bookkeeping is.
+        let mut b = unsafe { PgtBuf::new(PhysFrame::from_number(7).unwrap(), 1) };
         assert!(b.allocate_frame(Zone::Lowmem).is_some());
         assert!(b.allocate_frame(Zone::Lowmem).is_none());
         let hooks = Returned::default();

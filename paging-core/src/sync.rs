@@ -201,7 +201,13 @@ fn fill<M: PagingMode, A: TableAccess + ?Sized, H: TableHooks + ?Sized>(
 /// `reference` and tells the handler to retry, or says the fault is not a
 /// synchronisation fault. Takes no lock: safe in interrupts and NMIs, and
 /// safe to re-enter.
-pub fn sync_kernel_entry<M, A, H>(
+///
+/// # Safety
+/// `reference` and `active` are page directories (PDPTs in PAE mode) that
+/// `access` reaches: an entry is written into `active` from safe code.
+/// (Over an [`IsolatedTables`](crate::IsolatedTables) access this holds for
+/// any value.)
+pub unsafe fn sync_kernel_entry<M, A, H>(
     access: &A,
     hooks: &H,
     reference: PhysAddr,
@@ -269,7 +275,22 @@ impl<M: PagingMode, A, H, const CAP: usize> fmt::Debug for KernelSync<M, A, H, C
 
 impl<M: PagingMode, A: TableAccess, H: TableHooks, const CAP: usize> KernelSync<M, A, H, CAP> {
     /// Keep directories in step with `reference` for `[kernel_start, 4 GiB)`.
-    pub const fn new(reference: PhysAddr, kernel_start: VirtAddr, access: A, hooks: H) -> Self {
+    ///
+    /// # Safety
+    /// `reference`, and every root later passed to [`register`](Self::register),
+    /// [`publish`](Self::publish) (through the registry) and
+    /// [`sync_fault`](Self::sync_fault), is a page directory (a PDPT in PAE
+    /// mode) that `access` reaches: entries are written into it from safe
+    /// code. What the copied kernel mappings mean is covered by the binding
+    /// of the reference hierarchy ([`Mapper::new`](crate::Mapper::new)).
+    /// Over an [`IsolatedTables`](crate::IsolatedTables) access, use
+    /// [`new_isolated`](Self::new_isolated).
+    pub const unsafe fn new(
+        reference: PhysAddr,
+        kernel_start: VirtAddr,
+        access: A,
+        hooks: H,
+    ) -> Self {
         Self {
             reference,
             kernel_start,
@@ -388,6 +409,26 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks, const CAP: usize> KernelSync<
         if va < self.kernel_start {
             return Ok(SyncOutcome::NotSyncFault);
         }
-        sync_kernel_entry::<M, A, H>(&self.access, &self.hooks, self.reference, active, va)
+        // SAFETY: `new`'s caller promised `active` and the reference are
+        // directories `self.access` reaches.
+        unsafe {
+            sync_kernel_entry::<M, A, H>(&self.access, &self.hooks, self.reference, active, va)
+        }
+    }
+}
+
+impl<M: PagingMode, A: crate::IsolatedTables, H: TableHooks, const CAP: usize>
+    KernelSync<M, A, H, CAP>
+{
+    /// [`new`](Self::new) over tables no CPU running this program walks.
+    pub const fn new_isolated(
+        reference: PhysAddr,
+        kernel_start: VirtAddr,
+        access: A,
+        hooks: H,
+    ) -> Self {
+        // SAFETY: writes through an isolated access cannot touch this
+        // program's memory or the tables its CPUs use.
+        unsafe { Self::new(reference, kernel_start, access, hooks) }
     }
 }

@@ -129,7 +129,7 @@ fn unreachable_tables_change_nothing<M: PagingMode>() {
     let root = rig.mapper.root();
     let limit = PhysFrame::containing_address(root).start_address().as_u64() + 4096;
     let ram = rig.ram;
-    let mut short = Mapper::<M, _>::new(root, SimAccess::below(ram, limit)).unwrap();
+    let mut short = Mapper::<M, _>::new_isolated(root, SimAccess::below(ram, limit)).unwrap();
     let unreachable = |e: &dyn Error| e.kind() == ErrorKind::Unreachable;
 
     let e = rig.assert_unchanged(|r| {
@@ -168,8 +168,9 @@ fn unreachable_tables_change_nothing<M: PagingMode>() {
         Err(TranslateError::Access(AccessError::Unreachable(_)))
     ));
     // A new hierarchy whose PGD cannot be zeroed: the frame is given back.
-    let e =
-        rig.assert_unchanged(|r| Mapper::<M, _>::create(SimAccess::below(ram, 0), &mut r.alloc));
+    let e = rig.assert_unchanged(|r| {
+        Mapper::<M, _>::create_isolated(SimAccess::below(ram, 0), &mut r.alloc)
+    });
     assert!(
         matches!(e, Err(RootError::Access(_))),
         "{:?}",
@@ -183,7 +184,8 @@ fn an_exhausted_boot_buffer_gets_every_frame_back<M: PagingMode>() {
     // Two frames of early page-table buffer; a range over three large-page
     // blocks of 4 KiB pages needs three PTE tables (and a PMD table in PAE).
     let first = rig.alloc_contiguous(2);
-    let mut buf = PgtBuf::new(first, 2);
+    // SAFETY: frames of simulated RAM that nothing else uses.
+    let mut buf = unsafe { PgtBuf::new(first, 2) };
     let len = 3 * M::pmd_span();
     // The buffer's free frames may hold scratch data; the tables may not
     // change.

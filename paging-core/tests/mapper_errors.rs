@@ -388,7 +388,7 @@ fn allocator_failures_give_every_frame_back<M: PagingMode>() {
     );
     // A fresh hierarchy with no frame at all.
     rig.alloc.fail_after(0);
-    let e = paging_core::Mapper::<M, _>::create(
+    let e = paging_core::Mapper::<M, _>::create_isolated(
         paging_core::sim::SimAccess::new(rig.ram),
         &mut rig.alloc,
     );
@@ -400,7 +400,7 @@ fn bad_roots<M: PagingMode>() {
     let access = paging_core::sim::SimAccess::new(rig.ram);
     let odd = pa(M::PGD_ALIGN / 2);
     assert_eq!(
-        paging_core::Mapper::<M, _>::new(odd, access).unwrap_err(),
+        paging_core::Mapper::<M, _>::new_isolated(odd, access).unwrap_err(),
         RootError::Unaligned {
             addr: odd,
             align: M::PGD_ALIGN
@@ -408,7 +408,7 @@ fn bad_roots<M: PagingMode>() {
     );
     let high = pa(1 << 32);
     assert_eq!(
-        paging_core::Mapper::<M, _>::new(high, access).unwrap_err(),
+        paging_core::Mapper::<M, _>::new_isolated(high, access).unwrap_err(),
         RootError::AboveCr3Limit(high)
     );
     let _ = PhysFrame::containing_address(high);

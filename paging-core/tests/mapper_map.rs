@@ -480,9 +480,11 @@ fn teardown_gives_every_table_back<M: PagingMode>() {
     let ram = paging_core::sim::SimRam::new();
     let mut m = paging_core::sim::Machine::<M>::new(&ram);
     let before = m.alloc.live();
-    let mut space =
-        paging_core::Mapper::<M, _>::create(paging_core::sim::SimAccess::new(&ram), &mut m.alloc)
-            .unwrap();
+    let mut space = paging_core::Mapper::<M, _>::create_isolated(
+        paging_core::sim::SimAccess::new(&ram),
+        &mut m.alloc,
+    )
+    .unwrap();
     space
         .map_range(
             va(0x0800_0000),

@@ -248,7 +248,8 @@ impl ListAlloc {
     }
 }
 
-impl FrameAllocator for ListAlloc {
+// SAFETY: frames of simulated RAM from its own list, each out at most once.
+unsafe impl FrameAllocator for ListAlloc {
     fn allocate_frame(&mut self, _zone: Zone) -> Option<PhysFrame> {
         let f = self.frames.pop()?;
         self.live.insert(f.number());
@@ -366,7 +367,7 @@ fn pae_copied_pdptes_carry_only_bits_the_cpu_accepts() {
     let clean = rig.ram.read_u64(pdpte_addr).unwrap();
     rig.ram.write_u64(pdpte_addr, clean | 1 << 5).unwrap();
 
-    let sync: KernelSync<M, _, _, 4> = KernelSync::new(
+    let sync: KernelSync<M, _, _, 4> = KernelSync::new_isolated(
         root,
         VirtAddr::new(0xC000_0000),
         SimAccess::new(rig.ram),

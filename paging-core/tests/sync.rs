@@ -41,7 +41,7 @@ fn kernel_sync<'r, M: PagingMode, const CAP: usize>(
     m: &Machine<'r, M>,
     ram: &'r SimRam,
 ) -> KernelSync<M, SimAccess<'r>, NativeHooks, CAP> {
-    KernelSync::new(
+    KernelSync::new_isolated(
         m.mapper.root(),
         va(KERNEL),
         SimAccess::new(ram),
@@ -64,7 +64,7 @@ fn eager_and_lazy_sync_across_100_directories<M: PagingMode>() {
     let sync = kernel_sync::<M, 128>(&m, &ram);
     let mut dirs = Vec::new();
     for i in 0..100u64 {
-        let mut d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
+        let mut d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
         d.map(
             page(0x0800_0000),
             frame(0x200_0000 + i * 0x1000),
@@ -147,9 +147,9 @@ fn registry_errors_change_nothing<M: PagingMode>() {
     let ram = SimRam::new();
     let mut m = with_kernel::<M>(&ram);
     let sync = kernel_sync::<M, 2>(&m, &ram);
-    let a = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
-    let b = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
-    let mut c = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let a = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let b = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let mut c = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
     sync.register(a.root()).unwrap();
     assert_eq!(
         sync.register(a.root()),
@@ -246,7 +246,7 @@ impl<'r, 'n> TableAccess for Interrupting<'r, 'n> {
 /// of a private copy of the kernel PMD (the Xen PV arrangement).
 fn race_setup<M: PagingMode>(ram: &SimRam) -> (Machine<'_, M>, PhysAddr) {
     let mut m = with_kernel::<M>(ram);
-    let mut d = Mapper::<M, _>::create(SimAccess::new(ram), &mut m.alloc).unwrap();
+    let mut d = Mapper::<M, _>::create_isolated(SimAccess::new(ram), &mut m.alloc).unwrap();
     if M::PMD_FOLDED {
         let sync = kernel_sync::<M, 1>(&m, ram);
         sync.register(d.root()).unwrap();
@@ -284,9 +284,11 @@ fn a_nested_fault_between_check_and_fill_is_harmless<M: PagingMode>() {
             at: usize::MAX,
             nested: Cell::new(None),
         };
-        let out =
+        // SAFETY: both roots are directories in simulated RAM.
+        let out = unsafe {
             sync_kernel_entry::<M, _, _>(&access, &NativeHooks, m.mapper.root(), d, va(VMALLOC))
-                .unwrap();
+        }
+        .unwrap();
         assert_eq!(out, SyncOutcome::Filled);
         access.loads.get()
     };
@@ -301,10 +303,11 @@ fn a_nested_fault_between_check_and_fill_is_harmless<M: PagingMode>() {
         let inner = Cell::new(None);
         let nested = || {
             let plain = SimAccess::new(&ram);
-            inner.set(Some(
+            // SAFETY: both roots are directories in simulated RAM.
+            let out = unsafe {
                 sync_kernel_entry::<M, _, _>(&plain, &NativeHooks, reference, d, va(VMALLOC))
-                    .unwrap(),
-            ));
+            };
+            inner.set(Some(out.unwrap()));
         };
         let access = Interrupting {
             ram: &ram,
@@ -312,8 +315,11 @@ fn a_nested_fault_between_check_and_fill_is_harmless<M: PagingMode>() {
             at,
             nested: Cell::new(Some(&nested)),
         };
-        let outer =
-            sync_kernel_entry::<M, _, _>(&access, &NativeHooks, reference, d, va(VMALLOC)).unwrap();
+        // SAFETY: both roots are directories in simulated RAM.
+        let outer = unsafe {
+            sync_kernel_entry::<M, _, _>(&access, &NativeHooks, reference, d, va(VMALLOC))
+        }
+        .unwrap();
         let inner = inner.get();
         // Exactly one of the two filled the entry; neither saw a bad fault.
         let outcomes = [Some(outer), inner];
@@ -343,7 +349,7 @@ fn a_hole_under_a_synced_entry_is_a_real_fault<M: PagingMode>() {
     let ram = SimRam::new();
     let mut m = with_kernel::<M>(&ram);
     let sync = kernel_sync::<M, 4>(&m, &ram);
-    let d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc)
+    let d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc)
         .unwrap()
         .root();
     sync.register(d).unwrap();
@@ -387,7 +393,7 @@ fn reregistering_ignores_accessed_bits<M: PagingMode>() {
         ram.write_u32(at, raw & !0x20).unwrap();
     }
     let sync = kernel_sync::<M, 4>(&m, &ram);
-    let d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc)
+    let d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc)
         .unwrap()
         .root();
     assert_eq!(sync.register(d).unwrap(), 1);

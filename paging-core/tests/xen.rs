@@ -49,7 +49,7 @@ fn with_the_hooks_tables_are_never_writable<M: PagingMode>() {
     let (mut m, hv) = boot::<M>(&ram);
     let root = m.mapper.root();
     let hooks = GuestHooks::<M>::new(&hv, root, &m.mmu);
-    let mut guest = Mapper::<M, _>::new(root, HypercallAccess::<M>::new(&hv))
+    let mut guest = Mapper::<M, _>::new_isolated(root, HypercallAccess::<M>::new(&hv))
         .unwrap()
         .with_hooks(hooks);
     // New kernel tables (a vmalloc area), made by the guest.
@@ -101,7 +101,7 @@ fn without_the_hooks_the_model_reports_the_breach<M: PagingMode>() {
     let (mut m, hv) = boot::<M>(&ram);
     let root = m.mapper.root();
     // The native hooks neither pin nor write-protect.
-    let mut guest = Mapper::<M, _>::new(root, HypercallAccess::<M>::new(&hv)).unwrap();
+    let mut guest = Mapper::<M, _>::new_isolated(root, HypercallAccess::<M>::new(&hv)).unwrap();
     guest
         .map(
             page(0xE000_0000),
@@ -149,7 +149,7 @@ fn build_from<M: PagingMode>(
 ) {
     let root = m.mapper.root();
     let hooks = GuestHooks::<M>::new(hv, root, &m.mmu);
-    let mut guest = Mapper::<M, _>::new(root, HypercallAccess::<M>::new(hv))
+    let mut guest = Mapper::<M, _>::new_isolated(root, HypercallAccess::<M>::new(hv))
         .unwrap()
         .with_hooks(hooks);
     for i in 0..3u32 {
@@ -172,7 +172,8 @@ struct NaiveBuf {
     top: u64,
 }
 
-impl FrameAllocator for NaiveBuf {
+// SAFETY: frames of simulated RAM, each handed out once.
+unsafe impl FrameAllocator for NaiveBuf {
     fn allocate_frame(&mut self, _zone: Zone) -> Option<PhysFrame> {
         (self.next < self.top).then(|| {
             self.next += 1;
@@ -209,7 +210,8 @@ fn the_2011_crash_and_its_fix<M: PagingMode>() {
     let ram = SimRam::new();
     let (mut m, hv) = boot::<M>(&ram);
     let (first, count) = pgt_buffer(&hv, &mut m);
-    let mut buf = PgtBuf::new(first, count);
+    // SAFETY: frames of simulated RAM that nothing else uses.
+    let mut buf = unsafe { PgtBuf::new(first, count) };
     build_from(&hv, &m, &mut buf);
     let hooks = GuestHooks::<M>::new(&hv, m.mapper.root(), &m.mmu);
     let report = buf.finish(&hooks);

@@ -30,7 +30,8 @@ fn frame(x: u64) -> PhysFrame {
 
 fn setup(ram: &HostRam) -> (Mapper<TwoLevel, OffsetAccess>, TestAlloc) {
     let mut alloc = TestAlloc::new(1, FRAMES as u64);
-    let mapper = Mapper::<TwoLevel, _>::create(ram.access(), &mut alloc).unwrap();
+    // SAFETY: the tables live in a host buffer no CPU walks.
+    let mapper = unsafe { Mapper::<TwoLevel, _>::create(ram.access(), &mut alloc) }.unwrap();
     assert_eq!(mapper.root(), pa(0x1000));
     (mapper, alloc)
 }
@@ -362,11 +363,15 @@ fn update_flags_opens_the_table_entry_and_free_releases_empty_tables() {
 fn an_existing_directory_must_be_page_aligned() {
     let ram = HostRam::new(4);
     assert_eq!(
-        Mapper::<TwoLevel, _>::new(pa(0x1020), ram.access()).err(),
+        // SAFETY: a host buffer no CPU walks.
+        unsafe { Mapper::<TwoLevel, _>::new(pa(0x1020), ram.access()) }.err(),
         Some(RootError::Unaligned {
             addr: pa(0x1020),
             align: 4096
         })
     );
-    assert!(Mapper::<TwoLevel, _>::new(pa(0x1000), ram.access()).is_ok());
+    assert!(
+        // SAFETY: a host buffer no CPU walks.
+        unsafe { Mapper::<TwoLevel, _>::new(pa(0x1000), ram.access()) }.is_ok()
+    );
 }

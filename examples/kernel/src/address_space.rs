@@ -30,7 +30,11 @@ impl<A: TableAccess> AddressSpace<A> {
         frames: &mut F,
     ) -> Result<Self, Failure> {
         let sync = kernel_sync::get().ok_or_else(|| failure!("kernel sync not set up"))?;
-        let mapper = Mapper::<Mode, A>::create(access, frames)
+        // SAFETY: `access` reaches every frame `frames` hands out. The
+        // binding contract: an address space maps only its own frames below
+        // PAGE_OFFSET (user or test pages, never kernel memory), and its
+        // kernel half is the reference's, copied by the registry.
+        let mapper = unsafe { Mapper::<Mode, A>::create(access, frames) }
             .map_err(|e| failure!("new directory: {e}"))?
             .with_pte_zone(zone);
         if let Err(e) = sync.register(mapper.root()) {

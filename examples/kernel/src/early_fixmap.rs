@@ -37,7 +37,11 @@ pub fn early_table_frame() -> PhysFrame {
 pub fn set_up(banner: &str) -> Result<KernelFixmapT, Failure> {
     let boot_root = PhysAddr::new_truncate(layout::boot_root_phys() as u64);
     // The assembly tables are this mode's format: the mapper adopts them.
-    let mut boot_tables = Mapper::<Mode, _>::new(boot_root, DirectMapAccess)
+    // SAFETY: the boot tables are a directory of this mode reached through
+    // the direct map; through this binding only the fixmap window's tables
+    // are installed and its slots set (the VGA buffer, which no Rust object
+    // owns), so nothing the running kernel uses changes.
+    let mut boot_tables = unsafe { Mapper::<Mode, _>::new(boot_root, DirectMapAccess) }
         .map_err(|e| failure!("boot tables at {boot_root}: {e}"))?;
     let (window, replaced) = WindowBuilder::new(VirtAddr::new(FIXADDR_START), FIXADDR_END)
         .and_then(|builder| {

@@ -210,7 +210,10 @@ impl Frames {
     }
 }
 
-impl FrameAllocator for Frames {
+// SAFETY: a bitmap allocator over the RAM the Multiboot map calls free,
+// less the kernel image and boot data: a frame is handed out only while its
+// bit is clear, and its bit stays set until it is given back.
+unsafe impl FrameAllocator for Frames {
     fn allocate_frame(&mut self, zone: Zone) -> Option<PhysFrame> {
         match zone {
             Zone::Lowmem => self.take(ZoneId::Low),

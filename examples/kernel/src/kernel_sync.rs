@@ -71,12 +71,18 @@ impl SyncFaults {
 /// `[PAGE_OFFSET, 4 GiB)`. Called once, right after they are loaded.
 pub fn init(reference: PhysAddr) -> &'static KernelSyncT {
     SYNC.call_once(|| {
-        KernelSyncT::new(
-            reference,
-            VirtAddr::new(PAGE_OFFSET),
-            DirectMapAccess,
-            NativeHooks,
-        )
+        // SAFETY: `reference` is the loaded kernel directory, and every root
+        // registered or passed to `sync_fault` is a directory of this mode
+        // (made by `AddressSpace::create`, or read from CR3), all in lowmem
+        // where `DirectMapAccess` reaches them.
+        unsafe {
+            KernelSyncT::new(
+                reference,
+                VirtAddr::new(PAGE_OFFSET),
+                DirectMapAccess,
+                NativeHooks,
+            )
+        }
     })
 }
 

@@ -61,8 +61,14 @@ pub fn kernel_flags() -> KernelFlags {
 
 /// Builds the final tables (not yet loaded).
 pub fn build(layout: &Layout, frames: &mut Frames) -> Result<KernelMapper, Failure> {
-    let mut mapper =
-        KernelMapper::create(DirectMapAccess, frames).map_err(|e| failure!("new PGD: {e}"))?;
+    // SAFETY: lowmem frames from `frames`, reached through the direct map.
+    // The binding contract: these tables map the kernel image, the direct
+    // map, vmalloc, the pkmap window and the fixmap exactly as the layout
+    // says (text read-only, data non-executable), and once loaded every
+    // later change goes through vmalloc, fixmap or kmap, each of which maps
+    // only frames it owns at addresses no Rust object uses.
+    let mut mapper = unsafe { KernelMapper::create(DirectMapAccess, frames) }
+        .map_err(|e| failure!("new PGD: {e}"))?;
     let flags = kernel_flags();
     let phys = |va: usize| layout::virt_to_phys(va) as u64;
     let (text, rodata) = (layout::text(), layout::rodata());

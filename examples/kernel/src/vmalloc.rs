@@ -31,7 +31,12 @@ static NEXT_REGION: spin::Mutex<u32> = spin::Mutex::new(VMALLOC_START + PMD_SPAN
 /// A mapper over the reference directory.
 fn reference() -> Result<Mapper<Mode, DirectMapAccess>, Failure> {
     let sync = kernel_sync::get().ok_or_else(|| failure!("kernel sync not set up"))?;
-    Mapper::new(sync.reference(), DirectMapAccess).map_err(|e| failure!("reference: {e}"))
+    // SAFETY: the loaded kernel directory, in lowmem. Through this binding
+    // vmalloc maps only frames it allocated for its own regions, at
+    // addresses above `NEXT_REGION`'s start that no Rust object uses, and
+    // unmaps only those.
+    unsafe { Mapper::new(sync.reference(), DirectMapAccess) }
+        .map_err(|e| failure!("reference: {e}"))
 }
 
 /// Maps `frame` (kernel data: writable, no-execute, global) at the first

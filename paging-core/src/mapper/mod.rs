@@ -54,7 +54,7 @@ pub use map::LargePages;
 pub use teardown::UnmapStats;
 pub use unmap::{FreeStats, Unmapped};
 
-use crate::access::{AccessError, TableAccess, reach};
+use crate::access::{AccessError, IsolatedTables, TableAccess, reach};
 use crate::addr::{PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, Level};
@@ -91,7 +91,19 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
     ///
     /// `root` must be aligned to [`PagingMode::PGD_ALIGN`] and below 4 GiB
     /// (CR3 holds a 32-bit address in both modes).
-    pub fn new(root: PhysAddr, access: A) -> Result<Self, RootError> {
+    ///
+    /// # Safety
+    /// `root` is a page directory (a PDPT in PAE mode) that `access`
+    /// reaches, whose tables are reached by `access` too; and the binding
+    /// contract: while a CPU running this program uses this hierarchy,
+    /// every change made through this mapper, or anything built with it
+    /// (fixmap windows, kmap pools), keeps Rust's memory safety: no second
+    /// mapping of a frame that breaks a Rust object's aliasing rules, no
+    /// removed, restricted or redirected mapping that live references or
+    /// running code use, nothing immutable made writable. Tables reached
+    /// through an [`IsolatedTables`] access need
+    /// none of this: use [`new_isolated`](Self::new_isolated).
+    pub unsafe fn new(root: PhysAddr, access: A) -> Result<Self, RootError> {
         if !root.is_aligned(M::PGD_ALIGN) {
             return Err(RootError::Unaligned {
                 addr: root,
@@ -109,14 +121,58 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
     }
 
     /// A new, empty hierarchy: one zeroed lowmem frame becomes the PGD.
-    pub fn create<F: FrameAllocator + ?Sized>(access: A, alloc: &mut F) -> Result<Self, RootError> {
-        Self::create_with_hooks(access, NativeHooks, alloc)
+    ///
+    /// # Safety
+    /// `access` reaches the frames `alloc` hands out, and the binding
+    /// contract of [`new`](Self::new) holds for the new hierarchy once a CPU
+    /// running this program uses it.
+    pub unsafe fn create<F: FrameAllocator + ?Sized>(
+        access: A,
+        alloc: &mut F,
+    ) -> Result<Self, RootError> {
+        // SAFETY: the caller keeps the same contract.
+        unsafe { Self::create_with_hooks(access, NativeHooks, alloc) }
+    }
+}
+
+impl<M: PagingMode, A: IsolatedTables> Mapper<M, A, NativeHooks> {
+    /// [`new`](Self::new) for tables no CPU running this program walks
+    /// (the host model, a test buffer): nothing to promise.
+    pub fn new_isolated(root: PhysAddr, access: A) -> Result<Self, RootError> {
+        // SAFETY: `IsolatedTables` promises no CPU running this program uses
+        // these tables, so no mapping made through them can affect it.
+        unsafe { Self::new(root, access) }
+    }
+
+    /// [`create`](Self::create) for tables no CPU running this program walks.
+    pub fn create_isolated<F: FrameAllocator + ?Sized>(
+        access: A,
+        alloc: &mut F,
+    ) -> Result<Self, RootError> {
+        // SAFETY: as in `new_isolated`.
+        unsafe { Self::create(access, alloc) }
+    }
+}
+
+impl<M: PagingMode, A: IsolatedTables, H: TableHooks> Mapper<M, A, H> {
+    /// [`create_with_hooks`](Self::create_with_hooks) for tables no CPU
+    /// running this program walks.
+    pub fn create_isolated_with_hooks<F: FrameAllocator + ?Sized>(
+        access: A,
+        hooks: H,
+        alloc: &mut F,
+    ) -> Result<Self, RootError> {
+        // SAFETY: as in `new_isolated`.
+        unsafe { Self::create_with_hooks(access, hooks, alloc) }
     }
 }
 
 impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// Like [`Mapper::create`], announcing the new PGD to `hooks`.
-    pub fn create_with_hooks<F: FrameAllocator + ?Sized>(
+    ///
+    /// # Safety
+    /// As for [`Mapper::create`].
+    pub unsafe fn create_with_hooks<F: FrameAllocator + ?Sized>(
         access: A,
         hooks: H,
         alloc: &mut F,

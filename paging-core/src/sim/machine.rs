@@ -44,7 +44,7 @@ impl<'r, M: PagingMode> Machine<'r, M> {
     /// A machine on `ram` with an empty hierarchy loaded in CR3.
     pub fn new(ram: &'r SimRam) -> Self {
         let mut alloc = ZonedAllocator::new(MACHINE_LOWMEM, MACHINE_HIGHMEM);
-        let mapper = match Mapper::<M, _>::create(SimAccess::new(ram), &mut alloc) {
+        let mapper = match Mapper::<M, _>::create_isolated(SimAccess::new(ram), &mut alloc) {
             Ok(m) => m,
             Err(e) => panic!("a fresh machine has frames for its PGD: {e}"),
         };

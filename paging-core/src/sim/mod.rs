@@ -25,7 +25,8 @@
 //!   adjacent frames.
 //!
 //! The model is written from the manual, independently of the backends'
-//! entry code, and contains no `unsafe`.
+//! entry code, and contains no `unsafe` code (only the `unsafe impl`s that
+//! mark its table accesses as [`IsolatedTables`](crate::IsolatedTables)).
 //!
 //! ```
 //! use paging_core::sim::{Access, Mmu, SimConfig, SimRam};

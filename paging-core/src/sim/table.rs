@@ -269,6 +269,10 @@ impl<'r> SimAccess<'r> {
     }
 }
 
+// SAFETY: simulated RAM is a host data structure; no CPU running this
+// program walks the tables in it.
+unsafe impl crate::IsolatedTables for SimAccess<'_> {}
+
 impl TableAccess for SimAccess<'_> {
     type Table<'a>
         = SimTable<'a>

@@ -114,6 +114,9 @@ impl<'r> MmuVirt<'r> {
     }
 }
 
+// SAFETY: the simulated CPU's virtual addresses lead into simulated RAM.
+unsafe impl crate::IsolatedVirt for MmuVirt<'_> {}
+
 impl VirtTables for MmuVirt<'_> {
     type Table<'a>
         = VirtTable<'a>
@@ -130,6 +133,9 @@ impl VirtTables for MmuVirt<'_> {
 
 /// Shared use: keep the [`MmuVirt`] (and its fault counter) in the test
 /// while a [`TableAccess`](crate::TableAccess) built on it owns a reference.
+// SAFETY: as for `MmuVirt` itself.
+unsafe impl crate::IsolatedVirt for &MmuVirt<'_> {}
+
 impl<'v, 'r> VirtTables for &'v MmuVirt<'r> {
     type Table<'a>
         = VirtTable<'a>

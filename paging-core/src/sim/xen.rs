@@ -376,6 +376,9 @@ impl<M: PagingMode> RawTable for HypercallTable<'_, '_, M> {
     }
 }
 
+// SAFETY: it writes simulated RAM only (through the hypervisor model).
+unsafe impl<M: PagingMode> crate::IsolatedTables for HypercallAccess<'_, '_, M> {}
+
 impl<'h, 'r, M: PagingMode> TableAccess for HypercallAccess<'h, 'r, M> {
     type Table<'a>
         = HypercallTable<'h, 'r, M>

@@ -82,7 +82,9 @@ impl TestAlloc {
     }
 }
 
-impl FrameAllocator for TestAlloc {
+// SAFETY: hands out frames of the test's own host buffer, each at most once
+// until it is given back.
+unsafe impl FrameAllocator for TestAlloc {
     fn allocate_frame(&mut self, _zone: Zone) -> Option<PhysFrame> {
         let frame = match self.free.pop() {
             Some(f) => f,

@@ -225,7 +225,9 @@ struct CountAbove4G<'a> {
     above: u64,
 }
 
-impl FrameAllocator for CountAbove4G<'_> {
+// SAFETY: every frame comes from (and goes back to) the kernel's allocator;
+// this only counts.
+unsafe impl FrameAllocator for CountAbove4G<'_> {
     fn allocate_frame(&mut self, zone: Zone) -> Option<PhysFrame> {
         let frame = self.frames.allocate_frame(zone)?;
         self.above += u64::from(frame.number() >= PFN_4G);
@@ -354,7 +356,10 @@ fn unmap_first_table<A: TableAccess>(
     root: PhysAddr,
     frames: &mut Frames,
 ) -> Result<u64, Failure> {
-    let mut mapper = Mapper::<Mode, &A>::new(root, access).map_err(|e| failure!("{e}"))?;
+    // SAFETY: a test address space, never loaded into CR3, reached through
+    // `access`; it maps only the test's own frames.
+    let mut mapper =
+        unsafe { Mapper::<Mode, &A>::new(root, access) }.map_err(|e| failure!("{e}"))?;
     let pages = PMD_SPAN / 4096;
     let start = cpu::rdtsc();
     for page in 0..pages {

@@ -135,7 +135,9 @@ impl ScatteredAllocator {
     ledger_accessors!();
 }
 
-impl FrameAllocator for ScatteredAllocator {
+// SAFETY: frames of simulated RAM (no Rust object lives there), each
+// handed out at most once until given back (the ledger checks it).
+unsafe impl FrameAllocator for ScatteredAllocator {
     fn allocate_frame(&mut self, zone: Zone) -> Option<PhysFrame> {
         if !self.ledger.may_allocate() {
             return None;

@@ -70,7 +70,9 @@ impl ZonedAllocator {
     ledger_accessors!();
 }
 
-impl FrameAllocator for ZonedAllocator {
+// SAFETY: frames of simulated RAM (no Rust object lives there), each
+// handed out at most once until given back (the ledger checks it).
+unsafe impl FrameAllocator for ZonedAllocator {
     fn allocate_frame(&mut self, zone: Zone) -> Option<PhysFrame> {
         if !self.ledger.may_allocate() {
             return None;
