@@ -330,7 +330,7 @@ fn iso_boots(timeout: Duration, table: &mut Table) -> Result<Vec<qemu::Boot>, St
             .join("target")
             .join("iso")
             .join(format!("test-{}.iso", mode.name()));
-        let iso = iso::build(&out, mode, 0)?;
+        let iso = iso::build(&out, mode, 0, None)?;
         boots.push(qemu::Boot {
             medium: Medium::Cdrom(iso),
             emulator: QEMU,

@@ -5,7 +5,8 @@
 //! cargo xtask run  [--mode 2level|pae|both] [--mem SIZE] [--cpu MODEL]
 //!                  [--cmdline TEXT] [--timeout SECS]
 //! cargo xtask test [--no-qemu] [--only STEP[,STEP...]] [--timeout SECS]
-//! cargo xtask iso  [--default 2level|pae] [--timeout SECS] [--out PATH]
+//! cargo xtask iso  [--default 2level|pae] [--timeout SECS] [--cmdline TEXT]
+//!                  [--out PATH]
 //! cargo xtask memory-map
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
@@ -62,6 +63,7 @@ commands:
   iso    build a GRUB rescue ISO with both kernels (boot a PC from USB)
            --default 2level|pae     menu entry booted by default (2level)
            --timeout SECS           menu timeout (default: 10)
+           --cmdline TEXT           kernel command line of both entries
            --out PATH               where to write it (default:
                                     examples/kernel/target/iso/example-kernel.iso)
   memory-map
@@ -200,6 +202,7 @@ fn run(options: &RunOptions) -> Result<(), String> {
 struct IsoOptions {
     default: Mode,
     timeout: u32,
+    cmdline: Option<String>,
     out: PathBuf,
 }
 
@@ -207,6 +210,7 @@ fn parse_iso(args: &[String]) -> Result<IsoOptions, String> {
     let mut options = IsoOptions {
         default: Mode::TwoLevel,
         timeout: 10,
+        cmdline: None,
         out: iso::default_output(),
     };
     let mut args = args.iter();
@@ -225,6 +229,7 @@ fn parse_iso(args: &[String]) -> Result<IsoOptions, String> {
                     .parse()
                     .map_err(|_| format!("--timeout expects seconds, got `{value}`"))?;
             }
+            "--cmdline" => options.cmdline = Some(option_value(arg, &mut args)?.clone()),
             "--out" => options.out = PathBuf::from(option_value(arg, &mut args)?),
             other => return Err(format!("unknown option `{other}` for iso\n\n{USAGE}")),
         }
@@ -238,7 +243,12 @@ fn build_iso(options: &IsoOptions) -> Result<(), String> {
     if !iso::tools_available(true)? {
         return Err("grub-mkrescue, the i386-pc GRUB modules or xorriso are still missing".into());
     }
-    let iso = iso::build(&options.out, options.default, options.timeout)?;
+    let iso = iso::build(
+        &options.out,
+        options.default,
+        options.timeout,
+        options.cmdline.as_deref(),
+    )?;
     println!("\nwrote {}", iso.display());
     println!(
         "boot it in QEMU:  qemu-system-i386 -cdrom {} -m 2G -cpu max -serial stdio",
