@@ -4,7 +4,10 @@
 //! ```text
 //! cargo xtask run  [--mode 2level|pae|both] [--mem SIZE] [--cpu MODEL]
 //!                  [--cmdline TEXT] [--timeout SECS]
-//! cargo xtask test [--no-qemu] [--only STEP[,STEP...]] [--timeout SECS]
+//! cargo xtask test [--no-qemu] [--no-bochs] [--only STEP[,STEP...]]
+//!                  [--timeout SECS]
+//! cargo xtask bochs [--mode 2level|pae|both] [--mem SIZE] [--cmdline TEXT]
+//!                   [--timeout SECS]
 //! cargo xtask iso  [--default 2level|pae] [--timeout SECS] [--cmdline TEXT]
 //!                  [--out PATH]
 //! cargo xtask memory-map
@@ -13,11 +16,13 @@
 //! cargo xtask loom [--preemptions N]
 //! ```
 //!
-//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`, `qemu`
-//! (`--only host` selects every step but `qemu`). Prerequisites (target,
-//! components, QEMU) are checked first by both commands.
+//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`,
+//! `qemu`, `bochs` (`--only host` selects every step but the two emulator
+//! ones). Prerequisites (target, components, QEMU) are checked first by both
+//! commands; the `bochs` step and command install Bochs themselves.
 
 mod bench;
+mod bochs;
 mod checks;
 mod fuzz;
 mod iso;
@@ -57,9 +62,21 @@ commands:
            --timeout SECS           per boot (default: 120)
   test   run every check in order, stopping at the first failure
            --only STEP[,STEP...]    only these steps: fmt, clippy, doc, test,
-                                    loom, i586, qemu, or host (all but qemu)
-           --no-qemu                skip the qemu step
-           --timeout SECS           per QEMU boot (default: 120)
+                                    loom, i586, qemu, bochs, or host (all but
+                                    qemu and bochs)
+           --no-qemu                skip both emulator steps (qemu, bochs)
+           --no-bochs               skip the bochs step (the GRUB ISO booted
+                                    in Bochs, both modes at 128M)
+           --timeout SECS           per QEMU or Bochs boot (default: 120)
+  bochs  boot the GRUB ISO in Bochs (installs it): 2G both modes, PAE 8G,
+         PAE 8G frames=high-first, PAE 2G under each kmap.policy; prints
+         the outcomes and the instructions per map+unmap of each flush
+         policy
+           --mode 2level|pae|both   instead of the matrix: these modes
+           --mem SIZE               instead of the matrix: this RAM (2G)
+           --cmdline TEXT           instead of the matrix: this command line
+                                    (a crash demo must then be reported)
+           --timeout SECS           per boot (default: 900)
   iso    build a GRUB rescue ISO with both kernels (boot a PC from USB)
            --default 2level|pae     menu entry booted by default (2level)
            --timeout SECS           menu timeout (default: 10)
@@ -104,6 +121,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::parse(&args[1..]).and_then(|options| fuzz::run(&options)),
         Some("miri") => miri::parse(&args[1..]).and_then(miri::run),
         Some("loom") => loom::parse(&args[1..]).and_then(loom::run),
+        Some("bochs") => bochs::parse(&args[1..]).and_then(|options| bochs::run(&options)),
         Some("bench") => bench::parse(&args[1..]).and_then(|options| bench::run(&options)),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
