@@ -365,3 +365,30 @@ fn iso_boots(timeout: Duration, table: &mut Table) -> Result<Vec<qemu::Boot>, St
     }
     Ok(boots)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(args: &[&str]) -> Vec<&'static str> {
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        parse(&args).unwrap().steps
+    }
+
+    #[test]
+    fn bochs_runs_last_and_is_selectable() {
+        assert_eq!(steps(&[]).last(), Some(&"bochs"));
+        assert_eq!(steps(&["--only", "bochs"]), ["bochs"]);
+        assert_eq!(steps(&["--only", "bochs,qemu"]), ["qemu", "bochs"]);
+    }
+
+    #[test]
+    fn no_qemu_and_host_leave_out_both_emulators() {
+        for selected in [steps(&["--no-qemu"]), steps(&["--only", "host"])] {
+            assert!(!selected.contains(&"qemu") && !selected.contains(&"bochs"));
+            assert!(selected.contains(&"test"));
+        }
+        let no_bochs = steps(&["--no-bochs"]);
+        assert!(no_bochs.contains(&"qemu") && !no_bochs.contains(&"bochs"));
+    }
+}
