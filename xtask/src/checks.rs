@@ -21,7 +21,11 @@
 //!    boot with page tables above 4 GiB (on `qemu-system-x86_64`, whose
 //!    walker handles them), the GRUB ISO booted with `-cdrom` in both modes
 //!    (if the GRUB tools are present or installable), and a check that the
-//!    memory map in the kernel's README is what the kernel prints.
+//!    memory map in the kernel's README is what the kernel prints;
+//! 8. `bochs`: the GRUB ISO booted in Bochs in both modes at 128 MiB
+//!    ([`crate::bochs`]; installs Bochs and the GRUB tools as root), which
+//!    keeps global TLB entries across CR3 loads and checks PDPTE reserved
+//!    bits where QEMU's TCG does not.
 
 use std::path::Path;
 use std::process::Command;
@@ -33,9 +37,13 @@ use crate::summary::{Status, Table};
 use crate::{DEFAULT_TIMEOUT_SECS, iso, memory_map, option_value, parse_timeout, prereq, process};
 
 /// The steps, in the order they run.
-const STEPS: [&str; 9] = [
-    "fmt", "clippy", "doc", "test", "loom", "i586", "msrv", "package", "qemu",
+const STEPS: [&str; 10] = [
+    "fmt", "clippy", "doc", "test", "loom", "i586", "msrv", "package", "qemu", "bochs",
 ];
+
+/// The steps that boot the kernel in an emulator (left out by `host` and
+/// `--no-qemu`).
+const EMULATOR_STEPS: [&str; 2] = ["qemu", "bochs"];
 
 /// The QEMU matrix: mode, guest RAM, emulator and command line. 2-level at
 /// a small size and at its 2 GiB default; PAE at 2 GiB and at 8 GiB (RAM
@@ -68,18 +76,23 @@ pub struct TestOptions {
 pub fn parse(args: &[String]) -> Result<TestOptions, String> {
     let mut steps: Vec<&'static str> = STEPS.to_vec();
     let mut no_qemu = false;
+    let mut no_bochs = false;
     let mut timeout = Duration::from_secs(DEFAULT_TIMEOUT_SECS);
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--no-qemu" => no_qemu = true,
+            "--no-bochs" => no_bochs = true,
             "--only" => steps = parse_only(option_value(arg, &mut args)?)?,
             "--timeout" => timeout = parse_timeout(option_value(arg, &mut args)?)?,
             other => return Err(format!("unknown option `{other}` for test")),
         }
     }
     if no_qemu {
-        steps.retain(|&step| step != "qemu");
+        steps.retain(|step| !EMULATOR_STEPS.contains(step));
+    }
+    if no_bochs {
+        steps.retain(|&step| step != "bochs");
     }
     Ok(TestOptions { steps, timeout })
 }
@@ -88,7 +101,12 @@ fn parse_only(list: &str) -> Result<Vec<&'static str>, String> {
     let mut wanted: Vec<&'static str> = Vec::new();
     for name in list.split(',') {
         match name {
-            "host" => wanted.extend(STEPS.iter().copied().filter(|&step| step != "qemu")),
+            "host" => wanted.extend(
+                STEPS
+                    .iter()
+                    .copied()
+                    .filter(|step| !EMULATOR_STEPS.contains(step)),
+            ),
             _ => match STEPS.iter().find(|&&step| step == name) {
                 Some(&step) => wanted.push(step),
                 None => {
@@ -138,7 +156,8 @@ pub fn run(options: &TestOptions) -> Result<(), String> {
             "i586" => i586(),
             "msrv" => crate::publish::msrv(),
             "package" => crate::publish::package(),
-            _ => qemu_matrix(options.timeout, &mut table),
+            "qemu" => qemu_matrix(options.timeout, &mut table),
+            _ => crate::bochs::test_step(options.timeout, &mut table),
         };
         table.add(
             step,
@@ -345,7 +364,7 @@ fn iso_boots(timeout: Duration, table: &mut Table) -> Result<Vec<qemu::Boot>, St
             .join("target")
             .join("iso")
             .join(format!("test-{}.iso", mode.name()));
-        let iso = iso::build(&out, mode, 0)?;
+        let iso = iso::build(&out, mode, 0, None)?;
         boots.push(qemu::Boot {
             medium: Medium::Cdrom(iso),
             emulator: QEMU,
@@ -358,4 +377,31 @@ fn iso_boots(timeout: Duration, table: &mut Table) -> Result<Vec<qemu::Boot>, St
         });
     }
     Ok(boots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steps(args: &[&str]) -> Vec<&'static str> {
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        parse(&args).unwrap().steps
+    }
+
+    #[test]
+    fn bochs_runs_last_and_is_selectable() {
+        assert_eq!(steps(&[]).last(), Some(&"bochs"));
+        assert_eq!(steps(&["--only", "bochs"]), ["bochs"]);
+        assert_eq!(steps(&["--only", "bochs,qemu"]), ["qemu", "bochs"]);
+    }
+
+    #[test]
+    fn no_qemu_and_host_leave_out_both_emulators() {
+        for selected in [steps(&["--no-qemu"]), steps(&["--only", "host"])] {
+            assert!(!selected.contains(&"qemu") && !selected.contains(&"bochs"));
+            assert!(selected.contains(&"test"));
+        }
+        let no_bochs = steps(&["--no-bochs"]);
+        assert!(no_bochs.contains(&"qemu") && !no_bochs.contains(&"bochs"));
+    }
 }

@@ -4,8 +4,12 @@
 //! ```text
 //! cargo xtask run  [--mode 2level|pae|both] [--mem SIZE] [--cpu MODEL]
 //!                  [--cmdline TEXT] [--timeout SECS]
-//! cargo xtask test [--no-qemu] [--only STEP[,STEP...]] [--timeout SECS]
-//! cargo xtask iso  [--default 2level|pae] [--timeout SECS] [--out PATH]
+//! cargo xtask test [--no-qemu] [--no-bochs] [--only STEP[,STEP...]]
+//!                  [--timeout SECS]
+//! cargo xtask bochs [--mode 2level|pae|both] [--mem SIZE] [--cmdline TEXT]
+//!                   [--timeout SECS]
+//! cargo xtask iso  [--default 2level|pae] [--timeout SECS] [--cmdline TEXT]
+//!                  [--out PATH]
 //! cargo xtask memory-map
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
@@ -13,10 +17,13 @@
 //! ```
 //!
 //! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`,
-//! `msrv`, `package`, `qemu` (`--only host` selects every step but `qemu`). Prerequisites (target,
-//! components, QEMU) are checked first by both commands.
+//! `msrv`, `package`, `qemu`, `bochs` (`--only host` selects every step but
+//! the two emulator ones). Prerequisites (target, components, QEMU) are
+//! checked first by both commands; the `bochs` step and command install
+//! Bochs themselves.
 
 mod bench;
+mod bochs;
 mod checks;
 mod fuzz;
 mod iso;
@@ -57,13 +64,25 @@ commands:
            --timeout SECS           per boot (default: 120)
   test   run every check in order, stopping at the first failure
            --only STEP[,STEP...]    only these steps: fmt, clippy, doc, test,
-                                    loom, i586, msrv, package, qemu, or host
-                                    (all but qemu)
-           --no-qemu                skip the qemu step
-           --timeout SECS           per QEMU boot (default: 120)
+                                    loom, i586, msrv, package, qemu, bochs,
+                                    or host (all but qemu and bochs)
+           --no-qemu                skip both emulator steps (qemu, bochs)
+           --no-bochs               skip the bochs step (the GRUB ISO booted
+                                    in Bochs, both modes at 128M)
+           --timeout SECS           per QEMU or Bochs boot (default: 120)
+  bochs  boot the GRUB ISO in Bochs (installs it): 2G both modes, PAE 8G,
+         PAE 8G frames=high-first, PAE 2G under each kmap.policy; prints
+         the outcomes and the instructions per map+unmap of each flush
+         policy
+           --mode 2level|pae|both   instead of the matrix: these modes
+           --mem SIZE               instead of the matrix: this RAM (2G)
+           --cmdline TEXT           instead of the matrix: this command line
+                                    (a crash demo must then be reported)
+           --timeout SECS           per boot (default: 900)
   iso    build a GRUB rescue ISO with both kernels (boot a PC from USB)
            --default 2level|pae     menu entry booted by default (2level)
            --timeout SECS           menu timeout (default: 10)
+           --cmdline TEXT           kernel command line of both entries
            --out PATH               where to write it (default:
                                     examples/kernel/target/iso/example-kernel.iso)
   memory-map
@@ -104,6 +123,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::parse(&args[1..]).and_then(|options| fuzz::run(&options)),
         Some("miri") => miri::parse(&args[1..]).and_then(miri::run),
         Some("loom") => loom::parse(&args[1..]).and_then(loom::run),
+        Some("bochs") => bochs::parse(&args[1..]).and_then(|options| bochs::run(&options)),
         Some("bench") => bench::parse(&args[1..]).and_then(|options| bench::run(&options)),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
@@ -202,6 +222,7 @@ fn run(options: &RunOptions) -> Result<(), String> {
 struct IsoOptions {
     default: Mode,
     timeout: u32,
+    cmdline: Option<String>,
     out: PathBuf,
 }
 
@@ -209,6 +230,7 @@ fn parse_iso(args: &[String]) -> Result<IsoOptions, String> {
     let mut options = IsoOptions {
         default: Mode::TwoLevel,
         timeout: 10,
+        cmdline: None,
         out: iso::default_output(),
     };
     let mut args = args.iter();
@@ -227,6 +249,7 @@ fn parse_iso(args: &[String]) -> Result<IsoOptions, String> {
                     .parse()
                     .map_err(|_| format!("--timeout expects seconds, got `{value}`"))?;
             }
+            "--cmdline" => options.cmdline = Some(option_value(arg, &mut args)?.clone()),
             "--out" => options.out = PathBuf::from(option_value(arg, &mut args)?),
             other => return Err(format!("unknown option `{other}` for iso\n\n{USAGE}")),
         }
@@ -240,7 +263,12 @@ fn build_iso(options: &IsoOptions) -> Result<(), String> {
     if !iso::tools_available(true)? {
         return Err("grub-mkrescue, the i386-pc GRUB modules or xorriso are still missing".into());
     }
-    let iso = iso::build(&options.out, options.default, options.timeout)?;
+    let iso = iso::build(
+        &options.out,
+        options.default,
+        options.timeout,
+        options.cmdline.as_deref(),
+    )?;
     println!("\nwrote {}", iso.display());
     println!(
         "boot it in QEMU:  qemu-system-i386 -cdrom {} -m 2G -cpu max -serial stdio",
