@@ -440,6 +440,7 @@ impl Ctx<'_> {
             }
             Op::MapRange {
                 page: first,
+                pages,
                 frame,
                 flags,
                 large,
@@ -448,7 +449,7 @@ impl Ctx<'_> {
                 let got = leaf(got)?.without_status();
                 let pa = small_pa(g, frame) + u64::from(page - first) * 4096;
                 let b = page / per;
-                let end = first + (self.targets(op).len() as u32);
+                let end = self.range_end(first, pages);
                 let whole = first <= b * per
                     && end >= (b + 1) * per
                     && (pa - u64::from(page % per) * 4096).is_multiple_of(g.large)
@@ -625,6 +626,7 @@ fn run_once<M: PagingMode>(
     alloc.set_budget(None);
     access.fail_at(None);
     let log = access.take_log();
+    mark_dirty(log.iter().map(|r| r.addr));
     let handed = alloc.take_handed();
     let transient: BTreeSet<u64> = handed
         .iter()
@@ -656,18 +658,40 @@ fn describe(net: &BTreeMap<u64, (u32, u32)>) -> String {
         .join(", ")
 }
 
-/// The per-thread RAM: one `SimRam` reused (zeroed) across cases, since
-/// building the radix over the far regions costs more than a case.
-fn with_ram<T>(f: impl FnOnce(&'static SimRam) -> T) -> T {
-    thread_local! {
-        static RAM: &'static SimRam = Box::leak(Box::new(SimRam::new()));
-    }
-    RAM.with(|ram| {
-        for frame in ram.frames_with_storage() {
-            ram.fill_frame(frame, 0);
+thread_local! {
+    static RAM: &'static SimRam = Box::leak(Box::new(SimRam::new()));
+    /// Frames written since the RAM was last cleared.
+    static DIRTY: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Remember that the frames of `addrs` were written.
+fn mark_dirty(addrs: impl Iterator<Item = u64>) {
+    DIRTY.with(|d| {
+        let mut d = d.borrow_mut();
+        for a in addrs {
+            if d.last() != Some(&(a >> 12)) {
+                d.push(a >> 12);
+            }
         }
-        f(ram)
-    })
+    });
+}
+
+/// The per-thread RAM: one `SimRam` reused across cases (building the
+/// radix over the far regions costs more than a case), with every frame
+/// the last case wrote zeroed.
+fn with_ram<T>(f: impl FnOnce(&'static SimRam) -> T) -> T {
+    DIRTY.with(|d| {
+        let mut d = d.borrow_mut();
+        d.sort_unstable();
+        d.dedup();
+        RAM.with(|ram| {
+            for &f in d.iter() {
+                ram.fill_frame(PhysFrame::from_number(f).unwrap(), 0);
+            }
+        });
+        d.clear();
+    });
+    RAM.with(|ram| f(ram))
 }
 
 /// `HOSTILE_TABLES=plain` builds worlds whose table entries restrict
@@ -712,6 +736,7 @@ fn run_in<M: PagingMode>(
     let g = Geo::of::<M>();
     let World { root, owned, pool } =
         build_world(ram, g, seed, style_of(style), POOL, plain_tables());
+    mark_dirty(owned.iter().map(|f| f.start_address().as_u64()));
     let access = HostileAccess::new(ram);
     let mut alloc = ScriptedAllocator::new(pool);
     alloc.adopt(owned);
@@ -822,10 +847,13 @@ fn check_success(
     new_pages: &[PageView],
 ) -> Result<(), String> {
     let g = &ctx.g;
-    let targets: BTreeSet<u32> = ctx.targets(op).into_iter().collect();
+    let mut targets = vec![false; new_pages.len()];
+    for t in ctx.targets(op) {
+        targets[t as usize] = true;
+    }
     for (p, (&before, &after)) in ctx.pages.iter().zip(new_pages).enumerate() {
         let p = p as u32;
-        if targets.contains(&p) {
+        if targets[p as usize] {
             ctx.check_target(op, p, after)?;
         } else if before != after {
             return Err(format!(
