@@ -2,7 +2,8 @@
 //! can fail, and a [`FrameAllocator`] that hands out whatever frames it is
 //! told to, in any order, and runs dry on command.
 //!
-//! - [`HostileAccess`] reaches every frame of a [`SimRam`], counts every
+//! - [`HostileAccess`] reaches every frame of a [`SimRam`] (or only those
+//!   below a limit, like a lowmem-only direct map), counts every
 //!   [`TableAccess::table`] call, can make exactly the k-th call fail
 //!   (one transient [`AccessError`]), and records every store made through
 //!   the tables it hands out ([`StoreRecord`]). The record is what lets a
@@ -72,6 +73,7 @@ pub struct HostileAccess<'r> {
     calls: Cell<u64>,
     fail_at: Cell<Option<u64>>,
     failures: Cell<u64>,
+    limit: Cell<Option<u64>>,
     log: RefCell<Vec<StoreRecord>>,
 }
 
@@ -93,6 +95,7 @@ impl<'r> HostileAccess<'r> {
             calls: Cell::new(0),
             fail_at: Cell::new(None),
             failures: Cell::new(0),
+            limit: Cell::new(None),
             log: RefCell::new(Vec::new()),
         }
     }
@@ -120,6 +123,13 @@ impl<'r> HostileAccess<'r> {
         self.fail_at.set(k);
     }
 
+    /// Reach only frames that end at or below physical address `limit`
+    /// (a lowmem-only direct map): every call for another frame fails with
+    /// [`AccessError::Unreachable`], every time. `None`: reach everything.
+    pub fn set_limit(&self, limit: Option<u64>) {
+        self.limit.set(limit);
+    }
+
     /// How many calls have failed so far.
     pub fn failures(&self) -> u64 {
         self.failures.get()
@@ -144,6 +154,12 @@ impl TableAccess for HostileAccess<'_> {
         if self.fail_at.get() == Some(n) {
             self.failures.set(self.failures.get() + 1);
             return Err(AccessError::NoSlot);
+        }
+        if let Some(limit) = self.limit.get() {
+            if frame.start_address().as_u64() + 4096 > limit {
+                self.failures.set(self.failures.get() + 1);
+                return Err(AccessError::Unreachable(frame));
+            }
         }
         Ok(HostileTable {
             inner: SimTable::new(self.ram, frame),

@@ -542,6 +542,7 @@ struct Builder<'a> {
     used: BTreeSet<u64>,
     owned: Vec<PhysFrame>,
     plain: bool,
+    low_tables: bool,
 }
 
 impl Builder<'_> {
@@ -557,7 +558,7 @@ impl Builder<'_> {
 
     /// A frame a table entry of this mode can point at.
     fn table_frame(&mut self) -> u64 {
-        let regions: &[usize] = if self.geo.pae && self.geo.maxphy >= 36 {
+        let regions: &[usize] = if self.geo.pae && self.geo.maxphy >= 36 && !self.low_tables {
             &[0, 1, 2, 3]
         } else {
             &[0, 1]
@@ -708,6 +709,7 @@ impl Builder<'_> {
 /// allocator script of `pool_len` frames in `style`. With `plain_tables`,
 /// every pre-built table entry is present, writable and user with nothing
 /// else set (no restriction, cache or software bits on table entries).
+/// With `low_tables`, every pre-built paging structure is below 4 GiB.
 pub fn build_world(
     ram: &SimRam,
     geo: Geo,
@@ -715,6 +717,7 @@ pub fn build_world(
     style: AllocStyle,
     pool_len: usize,
     plain_tables: bool,
+    low_tables: bool,
 ) -> World {
     let mut b = Builder {
         ram,
@@ -723,6 +726,7 @@ pub fn build_world(
         used: BTreeSet::new(),
         owned: Vec::new(),
         plain: plain_tables,
+        low_tables,
     };
     let region = if b.rng.chance(50) { 0 } else { 1 };
     let root_frame = b.frame_in(region);
