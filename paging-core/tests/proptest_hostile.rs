@@ -756,7 +756,7 @@ fn run_in<M: PagingMode>(
     let g = Geo::of::<M>();
     // One case in four reaches tables only below 4 GiB (a kernel whose
     // direct map ends there); the pre-built tables then live below it.
-    let limit = (seed % 4 == 0).then_some(1u64 << 32);
+    let limit = seed.is_multiple_of(4).then_some(1u64 << 32);
     let World { root, owned, pool } = build_world(
         ram,
         g,
