@@ -23,7 +23,7 @@
 //!   (overwrites, unreachable frames, a dry allocator, ...) do;
 //! - in one case in four the table access reaches frames below 4 GiB
 //!   only (a lowmem direct map), so new tables may be unreachable;
-//! - for about one operation in ten, the operation is first run once per
+//! - for about one operation in four, the operation is first run once per
 //!   table access it makes, with exactly that access failing: each run
 //!   either succeeds with the unfailed outcome or changes nothing.
 //!
@@ -153,7 +153,7 @@ fn op_strategy(g: Geo) -> impl Strategy<Value = Op> {
 }
 
 fn step_strategy(g: Geo) -> impl Strategy<Value = Step> {
-    (op_strategy(g), prop::bool::weighted(0.1)).prop_map(|(op, sweep)| Step { op, sweep })
+    (op_strategy(g), prop::bool::weighted(0.25)).prop_map(|(op, sweep)| Step { op, sweep })
 }
 
 /// A TLB that does nothing: the oracle reads the tables, not a TLB.
