@@ -30,8 +30,9 @@
 //! `HOSTILE_TABLES=plain` keeps pre-built table entries unrestrictive (see
 //! `plain_tables`).
 //!
-//! Default size: 1,000 cases of 500 operations per mode (1,000,000
-//! operations, not counting the failure-injection reruns). Set
+//! Default size: 2,000 cases of 1 to 500 operations (250 on average) per
+//! mode: about 1,000,000 operations, not counting the failure-injection
+//! reruns; each test prints what it ran (`--nocapture`). Set
 //! `PROPTEST_CASES` for more or fewer cases.
 #![cfg(feature = "sim")]
 
@@ -785,6 +786,7 @@ fn run_in<M: PagingMode>(
         "world tables"
     );
     for (i, step) in steps.iter().enumerate() {
+        OPS_RUN.with(|c| c.set(c.get() + 1));
         let op = &step.op;
         let ctx = Ctx {
             g,
@@ -1005,6 +1007,7 @@ fn sweep<M: PagingMode>(
     let clean = run_once::<M>(&ctx.g, mapper, access, alloc, op, None);
     undo(ctx.ram, &clean.log);
     *alloc = saved.clone();
+    SWEEP_RUNS.with(|c| c.set(c.get() + clean.calls + 1));
     for k in 1..=clean.calls {
         let run = run_once::<M>(&ctx.g, mapper, access, alloc, op, Some(k));
         let double = alloc.double_frees();
@@ -1067,17 +1070,19 @@ fn steps_for<M: PagingMode>() -> impl Strategy<Value = (u64, u8, Vec<Step>)> {
     (
         any::<u64>(),
         0u8..3,
-        proptest::collection::vec(step_strategy(g), ops),
+        // Any length up to `ops` (250 on average), so that a failure
+        // shrinks to the few operations that matter.
+        proptest::collection::vec(step_strategy(g), 1..=ops),
     )
 }
 
-/// 1,000 cases unless `PROPTEST_CASES` asks for more (or fewer); one under
+/// 2,000 cases unless `PROPTEST_CASES` asks for more (or fewer); one under
 /// Miri.
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if cfg!(miri) { 1 } else { 1000 })
+        .unwrap_or(if cfg!(miri) { 1 } else { 2000 })
 }
 
 fn persistence() -> Option<Box<dyn proptest::test_runner::FailurePersistence>> {
@@ -1089,20 +1094,43 @@ fn persistence() -> Option<Box<dyn proptest::test_runner::FailurePersistence>> {
     ))
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
+thread_local! {
+    /// Operations run (each sweep rerun counted once in `SWEEP_RUNS`).
+    static OPS_RUN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static SWEEP_RUNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Run the property for mode `M` and print how much it did.
+fn check<M: PagingMode>() {
+    let config = ProptestConfig {
         cases: cases(),
         failure_persistence: persistence(),
+        source_file: Some(file!()),
         ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn two_level_hostile_world((seed, style, steps) in steps_for::<paging_x86_2level::TwoLevel>()) {
-        run::<paging_x86_2level::TwoLevel>(seed, style, &steps)?;
+    };
+    let start = std::time::Instant::now();
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&steps_for::<M>(), |(seed, style, steps)| {
+        run::<M>(seed, style, &steps)
+    });
+    eprintln!(
+        "{}: {} operations, {} failure-injection reruns, {:.1} s",
+        M::NAME,
+        OPS_RUN.with(|c| c.get()),
+        SWEEP_RUNS.with(|c| c.get()),
+        start.elapsed().as_secs_f64()
+    );
+    if let Err(e) = result {
+        panic!("{e}");
     }
+}
 
-    #[test]
-    fn pae36_hostile_world((seed, style, steps) in steps_for::<paging_x86_pae::Pae<36>>()) {
-        run::<paging_x86_pae::Pae<36>>(seed, style, &steps)?;
-    }
+#[test]
+fn two_level_hostile_world() {
+    check::<paging_x86_2level::TwoLevel>();
+}
+
+#[test]
+fn pae36_hostile_world() {
+    check::<paging_x86_pae::Pae<36>>();
 }
