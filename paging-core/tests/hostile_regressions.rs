@@ -319,6 +319,61 @@ fn widening_keeps_cache_and_software_bits<M: PagingMode>() {
     rig.assert_no_leak();
 }
 
+/// A read-only, supervisor, no-execute leaf needs nothing from the table
+/// entry: mapping it must not rewrite a restrictive entry at all.
+fn restricted_leaf_leaves_the_table_entry_alone<M: PagingMode>() {
+    let mut rig = restricted_world::<M>(false);
+    let slot = rig.pde_slot(0);
+    let was = rig.read(slot);
+    let before = rig.pages();
+    let nx = if rig.geo.pae {
+        MapFlags::NO_EXECUTE
+    } else {
+        MapFlags::empty()
+    };
+    let out = rig.run(|m, a| {
+        let page = Page::from_start_address(VirtAddr::new(Geo::of::<M>().va(1))).unwrap();
+        m.map(page, frame(0x900_0000), MapFlags::KERNEL_RO | nx, a)
+            .map(|f| f.flush(&NoTlb))
+    });
+    assert!(out.result.is_ok(), "{:?}", out.result);
+    assert_eq!(rig.read(slot), was, "the table entry was rewritten");
+    assert_eq!(rig.pages()[0], before[0], "the neighbour changed");
+    rig.assert_no_leak();
+}
+
+/// PAE: an executable leaf under an XD table entry with no other mapping
+/// below it: the mapper may clear XD (nobody else gains) or refuse, but it
+/// must not report success for a page that cannot execute.
+#[test]
+fn pae_executable_leaf_under_xd_table_entry_is_executable_or_refused() {
+    let mut rig = Rig::<Pae>::new(true, &[0x50_0000]);
+    rig.table(0, PT, RW | US | A | XD);
+    let out = rig.run(|m, a| {
+        let page = Page::from_start_address(VirtAddr::new(Geo::of::<Pae>().va(1))).unwrap();
+        m.map(page, frame(0x900_0000), MapFlags::KERNEL_RW, a)
+            .map(|f| f.flush(&NoTlb))
+    });
+    out.assert_atomic("map");
+    if out.result.is_ok() {
+        match rig.pages()[1] {
+            PageView::Mapped(l) => assert!(!l.nx, "mapped without NO_EXECUTE, but XD applies"),
+            other => panic!("page 1 not mapped: {other:?}"),
+        }
+    }
+    rig.assert_no_leak();
+}
+
+#[test]
+fn two_level_restricted_leaf_leaves_the_table_entry_alone() {
+    restricted_leaf_leaves_the_table_entry_alone::<TwoLevel>();
+}
+
+#[test]
+fn pae_restricted_leaf_leaves_the_table_entry_alone() {
+    restricted_leaf_leaves_the_table_entry_alone::<Pae>();
+}
+
 #[test]
 fn two_level_map_does_not_widen_a_neighbour() {
     map_does_not_widen_a_neighbour::<TwoLevel>();
@@ -532,6 +587,35 @@ fn map_range_is_atomic_under_access_failure<M: PagingMode>() {
         .map(|f| f.flush(&NoTlb))
         .map_err(|e| format!("{e:?}"))
     });
+}
+
+/// One page in an empty hierarchy: the new tables come off the reserved
+/// chain and are filled; a failure while filling one must give it back.
+fn map_range_new_table_is_atomic_under_access_failure<M: PagingMode>() {
+    let mut rig = Rig::<M>::new(false, &[0x50_0000, 0x51_0000]);
+    let g = rig.geo;
+    sweep(&mut rig, "map_range", |m, a| {
+        m.map_range(
+            VirtAddr::new(g.va(0)),
+            PhysAddr::new(0x900_0000).unwrap(),
+            0x1000,
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            a,
+        )
+        .map(|f| f.flush(&NoTlb))
+        .map_err(|e| format!("{e:?}"))
+    });
+}
+
+#[test]
+fn two_level_map_range_new_table_is_atomic_under_access_failure() {
+    map_range_new_table_is_atomic_under_access_failure::<TwoLevel>();
+}
+
+#[test]
+fn pae_map_range_new_table_is_atomic_under_access_failure() {
+    map_range_new_table_is_atomic_under_access_failure::<Pae>();
 }
 
 fn unmap_range_is_atomic_under_access_failure<M: PagingMode>() {
