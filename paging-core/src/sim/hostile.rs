@@ -67,7 +67,13 @@ pub struct StoreRecord {
 }
 
 /// A [`TableAccess`] over a [`SimRam`] that counts, records and fails on
-/// command. See the [module docs](self).
+/// command.
+///
+/// Every [`table`](TableAccess::table) call is counted; the k-th can be
+/// made to fail once ([`fail_at`](Self::fail_at)), frames above a limit can
+/// be made unreachable ([`set_limit`](Self::set_limit)), and every store
+/// through the tables handed out is recorded ([`take_log`](Self::take_log))
+/// for [`net_changes`] and [`undo`].
 pub struct HostileAccess<'r> {
     ram: &'r SimRam,
     calls: Cell<u64>,
@@ -270,7 +276,11 @@ pub fn undo(ram: &SimRam, log: &[StoreRecord]) {
 
 /// A [`FrameAllocator`] that hands out a scripted sequence of frames (any
 /// address, any zone), then the frames given back to it (oldest first), and
-/// refuses once its budget is spent. See the [module docs](self).
+/// refuses once its budget is spent.
+///
+/// Frames a pre-built hierarchy owns can be [adopted](Self::adopt) as
+/// handed out already, so the mapper may give them back. Cloning is cheap:
+/// that is how a test rewinds it.
 #[derive(Debug, Clone, Default)]
 pub struct ScriptedAllocator {
     script: VecDeque<PhysFrame>,
