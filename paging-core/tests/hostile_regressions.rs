@@ -40,10 +40,9 @@ fn frame(addr: u64) -> PhysFrame {
 /// A world for mode `M`: RAM, the table access, the window and the root.
 struct Rig<M: PagingMode> {
     ram: &'static SimRam,
-    access: &'static HostileAccess<'static>,
     geo: Geo,
     root: u64,
-    mapper: Mapper<M, &'static HostileAccess<'static>>,
+    mapper: Mapper<M, HostileAccess<'static>>,
     alloc: ScriptedAllocator,
 }
 
@@ -58,8 +57,8 @@ impl<M: PagingMode> Rig<M> {
     /// An empty hierarchy (in PAE with the first PDPTE present iff
     /// `pdpte`), and an allocator handing out `script`.
     fn new(pdpte: bool, script: &[u64]) -> Self {
-        let ram: &'static SimRam = Box::leak(Box::new(SimRam::new()));
-        let access: &'static HostileAccess<'static> = Box::leak(Box::new(HostileAccess::new(ram)));
+        let ram = hostile_support::leaked_ram();
+        let access = HostileAccess::new(ram);
         let geo = Geo::of::<M>();
         let mut owned = vec![frame(ROOT)];
         if geo.pae && pdpte {
@@ -71,7 +70,6 @@ impl<M: PagingMode> Rig<M> {
         let mapper = Mapper::new(PhysAddr::new(ROOT).unwrap(), access).unwrap();
         Self {
             ram,
-            access,
             geo,
             root: ROOT,
             mapper,
@@ -129,15 +127,12 @@ impl<M: PagingMode> Rig<M> {
     /// and whether the frames handed out are those before it.
     fn run<T: core::fmt::Debug>(
         &mut self,
-        op: impl FnOnce(
-            &mut Mapper<M, &'static HostileAccess<'static>>,
-            &mut ScriptedAllocator,
-        ) -> Result<(), T>,
+        op: impl FnOnce(&mut Mapper<M, HostileAccess<'static>>, &mut ScriptedAllocator) -> Result<(), T>,
     ) -> Outcome {
-        self.access.take_log();
+        self.mapper.access().take_log();
         let live = self.alloc.live().clone();
         let result = op(&mut self.mapper, &mut self.alloc).map_err(|e| format!("{e:?}"));
-        let log = self.access.take_log();
+        let log = self.mapper.access().take_log();
         let handed: BTreeSet<u64> = self
             .alloc
             .take_handed()
@@ -232,7 +227,7 @@ fn restricted_world<M: PagingMode>(second: bool) -> Rig<M> {
 fn neighbour_keeps_its_rights<M: PagingMode>(
     what: &str,
     op: impl FnOnce(
-        &mut Mapper<M, &'static HostileAccess<'static>>,
+        &mut Mapper<M, HostileAccess<'static>>,
         &mut ScriptedAllocator,
     ) -> Result<(), String>,
     second: bool,
@@ -501,23 +496,20 @@ fn pae_map_range_is_all_or_nothing() {
 fn sweep<M: PagingMode>(
     rig: &mut Rig<M>,
     what: &str,
-    op: impl Fn(
-        &mut Mapper<M, &'static HostileAccess<'static>>,
-        &mut ScriptedAllocator,
-    ) -> Result<(), String>,
+    op: impl Fn(&mut Mapper<M, HostileAccess<'static>>, &mut ScriptedAllocator) -> Result<(), String>,
 ) {
     let saved = rig.alloc.clone();
-    rig.access.reset_calls();
+    rig.mapper.access().reset_calls();
     let clean = rig.run(&op);
-    let calls = rig.access.calls();
+    let calls = rig.mapper.access().calls();
     undo(rig.ram, &clean.log);
     rig.alloc = saved.clone();
     assert!(clean.result.is_ok(), "{what} fails without a failure");
     for k in 1..=calls {
-        rig.access.reset_calls();
-        rig.access.fail_at(Some(k));
+        rig.mapper.access().reset_calls();
+        rig.mapper.access().fail_at(Some(k));
         let out = rig.run(&op);
-        rig.access.fail_at(None);
+        rig.mapper.access().fail_at(None);
         undo(rig.ram, &out.log);
         rig.alloc = saved.clone();
         if out.result.is_ok() {

@@ -673,7 +673,7 @@ fn describe(net: &BTreeMap<u64, (u32, u32)>) -> String {
 }
 
 thread_local! {
-    static RAM: &'static SimRam = Box::leak(Box::new(SimRam::new()));
+    static RAM: &'static SimRam = hostile_support::leaked_ram();
     /// Frames written since the RAM was last cleared.
     static DIRTY: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }

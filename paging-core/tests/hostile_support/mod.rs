@@ -14,6 +14,20 @@ use std::collections::BTreeSet;
 use paging_core::sim::SimRam;
 use paging_core::{MapFlags, PagingMode, PhysAddr, PhysFrame};
 
+/// A fresh RAM that lives for the rest of the test.
+pub fn leaked_ram() -> &'static SimRam {
+    let ram: &'static SimRam = Box::leak(Box::new(SimRam::new()));
+    // Miri reports memory nobody can reach at exit as leaked; kept in a
+    // static, the deliberately leaked RAM is reachable.
+    #[cfg(miri)]
+    KEPT.lock().unwrap().push(ram);
+    ram
+}
+
+/// Every leaked RAM, reachable (under Miri only).
+#[cfg(miri)]
+static KEPT: std::sync::Mutex<Vec<&'static SimRam>> = std::sync::Mutex::new(Vec::new());
+
 /// Large-page blocks in the window: two below the 1 GiB line, two above (a
 /// PDPTE boundary in PAE).
 pub const BLOCKS: u32 = 4;
