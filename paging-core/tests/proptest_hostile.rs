@@ -35,8 +35,8 @@
 //! (run only the operations named).
 //!
 //! Default size: 2,000 cases of 1 to 500 operations (250 on average) per
-//! mode: about 1,000,000 operations, not counting the failure-injection
-//! reruns; each test prints what it ran (`--nocapture`). Set
+//! mode: about 500,000 operations per mode, 1,000,000 in all, not counting
+//! the failure-injection reruns; each test prints what it ran (`--nocapture`). Set
 //! `PROPTEST_CASES` for more or fewer cases.
 #![cfg(feature = "sim")]
 

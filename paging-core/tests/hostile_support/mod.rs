@@ -593,6 +593,10 @@ impl Builder<'_> {
     }
 
     /// A non-present, non-zero entry (software contents: any bit but P).
+    /// This is the only place bits 52-62 are set in PAE: in a present PAE
+    /// entry bits 62:MAXPHYADDR are reserved (SDM Vol. 3A tables 4-8 to
+    /// 4-11; unlike 4-level paging, PAE ignores none of them), so a leaf
+    /// with software bits up there would fault with RSVD.
     fn soft(&mut self) -> u64 {
         let mask = if self.geo.pae { !P } else { 0xFFFF_FFFE };
         (self.rng.next() & mask).max(2)
