@@ -23,6 +23,10 @@
 //!   [`FrameAllocator`](crate::FrameAllocator)s with leak and double-free
 //!   tracking and failure injection; the scattered one never hands out two
 //!   adjacent frames.
+//! - [`HostileAccess`] and [`ScriptedAllocator`]: a hostile world for
+//!   property tests: table access that counts, records every store and
+//!   fails at the k-th call; an allocator that hands out any frame in the
+//!   52-bit space, in any order, and runs dry on command.
 //!
 //! The model is written from the manual, independently of the backends'
 //! entry code, and contains no `unsafe` code (only the `unsafe impl`s that
@@ -52,6 +56,7 @@ mod alloc;
 mod config;
 mod cpus;
 mod fault;
+mod hostile;
 mod linear;
 mod machine;
 mod mmu;
@@ -66,6 +71,7 @@ pub use alloc::{Contiguous, ScatteredAllocator, ZonedAllocator};
 pub use config::{SimConfig, SimPaging};
 pub use cpus::SimCpus;
 pub use fault::{Access, Cr3Fault, GeneralProtection, PageFault};
+pub use hostile::{HostileAccess, HostileTable, ScriptedAllocator, StoreRecord, net_changes, undo};
 pub use machine::{MACHINE_HIGHMEM, MACHINE_LOWMEM, Machine};
 pub use mmu::{HwTranslation, Mmu};
 pub use ram::{SimError, SimRam};
