@@ -788,7 +788,8 @@ fn run_in<M: PagingMode>(
     let mut alloc = ScriptedAllocator::new(pool);
     alloc.adopt(owned);
     let mut mapper =
-        Mapper::<M, &HostileAccess<'_>>::new(PhysAddr::new(root).unwrap(), &access).unwrap();
+        Mapper::<M, &HostileAccess<'_>>::new_isolated(PhysAddr::new(root).unwrap(), &access)
+            .unwrap();
     let mut hier = hierarchy(ram, &g, root);
     let mut pages = view(ram, &g, &hier);
     prop_assert!(

@@ -148,6 +148,9 @@ impl<'r> HostileAccess<'r> {
     }
 }
 
+// SAFETY: it reaches simulated RAM only.
+unsafe impl crate::IsolatedTables for HostileAccess<'_> {}
+
 impl TableAccess for HostileAccess<'_> {
     type Table<'a>
         = HostileTable<'a>
@@ -161,11 +164,11 @@ impl TableAccess for HostileAccess<'_> {
             self.failures.set(self.failures.get() + 1);
             return Err(AccessError::NoSlot);
         }
-        if let Some(limit) = self.limit.get() {
-            if frame.start_address().as_u64() + 4096 > limit {
-                self.failures.set(self.failures.get() + 1);
-                return Err(AccessError::Unreachable(frame));
-            }
+        if let Some(limit) = self.limit.get()
+            && frame.start_address().as_u64() + 4096 > limit
+        {
+            self.failures.set(self.failures.get() + 1);
+            return Err(AccessError::Unreachable(frame));
         }
         Ok(HostileTable {
             inner: SimTable::new(self.ram, frame),
@@ -355,7 +358,10 @@ impl ScriptedAllocator {
     }
 }
 
-impl FrameAllocator for ScriptedAllocator {
+// SAFETY: frames of simulated RAM: whatever the script hands out (even a
+// frame twice, as a hostile allocator may), no memory of this program is
+// written through it.
+unsafe impl FrameAllocator for ScriptedAllocator {
     fn allocate_frame(&mut self, _zone: Zone) -> Option<PhysFrame> {
         if self.budget == Some(0) {
             self.refused += 1;
