@@ -8,8 +8,8 @@
 //! touched, which is what the accessed-bit policy exploits).
 
 use kmap::{AccessedBit, FlushCounts, FlushPolicy, GlobalFlush, KmapTask, PerPage, RangeFlush};
-use paging_core::sim::{Access, SimRam};
 use paging_core::{PAGE_SIZE, PhysAddr, PhysFrame};
+use paging_sim::{Access, SimRam};
 
 use super::sim_kernel::{SimKernel, SimMode};
 

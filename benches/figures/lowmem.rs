@@ -3,10 +3,10 @@
 //! while walked) versus in lowmem, on the simulated machine.
 
 use kmap::HighmemTables;
-use paging_core::sim::{MmuVirt, SimRam, ZonedAllocator};
 use paging_core::{
     FrameAllocator, LargePages, MapFlags, Mapper, PAGE_SIZE, PhysAddr, PhysFrame, VirtAddr, Zone,
 };
+use paging_sim::{MmuVirt, SimRam, ZonedAllocator};
 
 use super::sim_kernel::{SimKernel, SimMode};
 

@@ -8,10 +8,10 @@ use std::ops::Range;
 
 use fixmap::{ContiguousWindow, Fixmap, WindowBuilder, fixmap_layout};
 use kmap::{DirectMap, FlushPolicy, LocalSlots, PersistentPool, SpinWait};
-use paging_core::sim::{
+use paging_core::{LargePages, MapFlags, NativeHooks, PagingMode, PhysAddr, VirtAddr};
+use paging_sim::{
     MACHINE_HIGHMEM, MACHINE_LOWMEM, Machine, Mmu, SimAccess, SimRam, ZonedAllocator,
 };
-use paging_core::{LargePages, MapFlags, NativeHooks, PagingMode, PhysAddr, VirtAddr};
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
 

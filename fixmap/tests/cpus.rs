@@ -6,8 +6,8 @@
 mod support;
 
 use fixmap::{Fixmap, FixmapLayout, WindowBuilder};
-use paging_core::sim::{Machine, SimAccess, SimRam};
 use paging_core::{Entry, MapFlags, PagingMode, PteEntry, TlbOps};
+use paging_sim::{Machine, SimAccess, SimRam};
 use support::{frame, pa, va};
 
 /// Pages of pkmap window below the fixmap.

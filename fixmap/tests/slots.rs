@@ -10,8 +10,8 @@ use fixmap::{
     FixIndex, Fixmap, FixmapError, FixmapLayout, TOP_STEP, WindowBuilder, fixmap_layout,
     virt_to_fix,
 };
-use paging_core::sim::{Machine, SimAccess, SimRam};
 use paging_core::{EntryError, Level, MapFlags, PagingMode, PhysFrame, TableHooks};
+use paging_sim::{Machine, SimAccess, SimRam};
 use support::{frame, pa, va};
 
 fixmap_layout! {
@@ -59,7 +59,7 @@ fn set_and_clear_flush_one_page_each<M: PagingMode>() {
         .unwrap();
     let t = m
         .mmu
-        .translate(Small::CONSOLE.virt(), paging_core::sim::Access::WRITE)
+        .translate(Small::CONSOLE.virt(), paging_sim::Access::WRITE)
         .unwrap();
     assert_eq!(t.pa, pa(0xB_8000));
     assert_eq!(
@@ -234,7 +234,7 @@ fn attaching_a_window_that_misses_the_fixmap_fails<M: PagingMode>() {
     assert!(fix.window().is_none());
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     set_and_clear_flush_one_page_each,
     index_errors,
     slot_errors_change_nothing,

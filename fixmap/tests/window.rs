@@ -6,11 +6,11 @@
 mod support;
 
 use fixmap::{ContiguousWindow, NoFrames, WindowBuilder, WindowError};
-use paging_core::sim::{Contiguous, Machine, ScatteredAllocator, SimAccess, SimRam};
 use paging_core::{
     Entry, ErrorKind, InstallError, LargePages, MapFlags, Page, PagingMode, PhysFrame, PteEntry,
     VirtAddr,
 };
+use paging_sim::{Contiguous, Machine, ScatteredAllocator, SimAccess, SimRam};
 use support::{frame, pa, va};
 
 /// A window from 0xFF80_0000 (pkmap) to the top of the address space.
@@ -221,10 +221,7 @@ fn early_static_tables_hand_over_with_their_mappings<M: PagingMode>() {
     m.mmu.read_bytes(console, &mut seen).unwrap();
     assert_eq!(&seen, b"early console");
     assert_ne!(w.pte_slot(console).unwrap().table, slot.table);
-    let t = m
-        .mmu
-        .translate(console, paging_core::sim::Access::WRITE)
-        .unwrap();
+    let t = m.mmu.translate(console, paging_sim::Access::WRITE).unwrap();
     assert_eq!(t.pa, pa(0xB_8000));
     // Clearing the copy really unmaps it: the CPU walks the new table.
     let new_slot = w.pte_slot(console).unwrap();
@@ -305,7 +302,7 @@ fn windows_crossing_pmd_and_pgd_boundaries<M: PagingMode>() {
     );
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     contiguous_allocation_makes_one_pte_array,
     a_never_adjacent_allocator_gets_a_real_chunk_or_a_refusal,
     allocator_failure_is_typed_and_changes_nothing,
@@ -366,4 +363,4 @@ fn hooks_hear_of_every_table_the_builder_installs<M: PagingMode>() {
     assert_eq!(released, [PhysFrame::containing_address(early)]);
 }
 
-paging_core::for_each_mode!(hooks_hear_of_every_table_the_builder_installs);
+paging_sim::for_each_mode!(hooks_hear_of_every_table_the_builder_installs);

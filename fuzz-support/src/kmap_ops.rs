@@ -28,8 +28,8 @@ use kmap::{
     AccessedBit, FlushPolicy, GlobalFlush, Kmap, KmapTask, LocalKmap, LocalSlots, PerPage,
     PersistentPool, RangeFlush, SavedLocal,
 };
-use paging_core::sim::{Mmu, SimAccess, SimRam};
 use paging_core::{NativeHooks, PhysFrame, VirtAddr};
+use paging_sim::{Mmu, SimAccess, SimRam};
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
 

@@ -7,13 +7,11 @@ use std::ops::Range;
 
 use fixmap::{ContiguousWindow, Fixmap, WindowBuilder, fixmap_layout};
 use kmap::DirectMap;
-use paging_core::sim::{
-    MACHINE_HIGHMEM, MACHINE_LOWMEM, Machine, SimAccess, SimRam, ZonedAllocator,
-};
 use paging_core::{
     FrameAllocator, LargePages, MapFlags, PAGE_SIZE, PagingMode, PhysAddr, PhysFrame, VirtAddr,
     Zone,
 };
+use paging_sim::{MACHINE_HIGHMEM, MACHINE_LOWMEM, Machine, SimAccess, SimRam, ZonedAllocator};
 
 /// CPUs with local-kmap stacks.
 pub(crate) const CPUS: usize = 2;

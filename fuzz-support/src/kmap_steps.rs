@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use kmap::{FlushPolicy, Kmap, KmapError, KmapTask, NowaitKmap, WaitHook};
 use paging_core::PhysFrame;
-use paging_core::sim::Access;
+use paging_sim::Access;
 
 use crate::input::Input;
 use crate::kmap_ops::{Local, Pool, Pushed, State};

@@ -19,10 +19,10 @@
 //!   agrees with [`Mapper::translate`](paging_core::Mapper::translate) for
 //!   every address the operation touched and a sample of others.
 
-use paging_core::sim::{Access, Machine, SimRam};
 use paging_core::{
     Entry, LargePages, MapFlags, Page, PagingMode, PhysAddr, PhysFrame, PmdEntry, VirtAddr,
 };
+use paging_sim::{Access, Machine, SimRam};
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
 

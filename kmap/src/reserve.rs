@@ -37,7 +37,7 @@ use crate::pool::{Payer, PoolOps};
 ///
 /// ```
 /// # use kmap::{KmapError, KmapTask, PersistentPool};
-/// # use paging_core::sim::{Mmu, SimAccess};
+/// # use paging_sim::{Mmu, SimAccess};
 /// # use paging_core::PhysFrame;
 /// # type Pool<'p> = PersistentPool<paging_x86_pae::Pae, SimAccess<'p>, &'p Mmu<'p>>;
 /// fn copy_page(pool: &Pool<'_>, task: &mut KmapTask, a: PhysFrame, b: PhysFrame)
@@ -69,7 +69,7 @@ use crate::pool::{Payer, PoolOps};
 ///
 /// ```compile_fail,E0499
 /// # use kmap::{KmapError, KmapTask, PersistentPool};
-/// # use paging_core::sim::{Mmu, SimAccess};
+/// # use paging_sim::{Mmu, SimAccess};
 /// # use paging_core::PhysFrame;
 /// # type Pool<'p> = PersistentPool<paging_x86_pae::Pae, SimAccess<'p>, &'p Mmu<'p>>;
 /// fn one_then_other(pool: &Pool<'_>, task: &mut KmapTask, a: PhysFrame, b: PhysFrame)
@@ -89,7 +89,7 @@ use crate::pool::{Payer, PoolOps};
 ///
 /// ```compile_fail,E0502
 /// # use kmap::{KmapError, KmapTask, PersistentPool};
-/// # use paging_core::sim::{Mmu, SimAccess};
+/// # use paging_sim::{Mmu, SimAccess};
 /// # use paging_core::PhysFrame;
 /// # type Pool<'p> = PersistentPool<paging_x86_pae::Pae, SimAccess<'p>, &'p Mmu<'p>>;
 /// fn copy_page(pool: &Pool<'_>, task: &mut KmapTask, a: PhysFrame, b: PhysFrame)

@@ -7,10 +7,10 @@
 mod support;
 
 use kmap::{GlobalFlush, HighmemTables, KmapError, KmapTask, LocalSlots, SpinWait};
-use paging_core::sim::{MmuVirt, SimAccess, SimRam};
 use paging_core::{
     AccessError, Error, ErrorKind, MapError, MapFlags, Mapper, Page, PhysFrame, Zone,
 };
+use paging_sim::{MmuVirt, SimAccess, SimRam};
 use support::{CPUS, Kernel, ModeUnderTest, PKMAP_BASE, TestFixmap, reads_frame, va};
 
 fn unreachable_slot_tables_keep_every_slot_and_promise<M: ModeUnderTest>() {
@@ -139,7 +139,7 @@ fn highmem_tables_without_a_slot_or_a_cpu_change_nothing<M: ModeUnderTest>() {
     assert_eq!(walk_slots.depth(0), Some(0));
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     unreachable_slot_tables_keep_every_slot_and_promise,
     highmem_tables_without_a_slot_or_a_cpu_change_nothing,
 );

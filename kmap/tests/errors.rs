@@ -4,11 +4,11 @@
 mod support;
 
 use kmap::{GlobalFlush, KmapError, KmapStats, KmapTask, PersistentPool, SpinWait};
-use paging_core::sim::{SimAccess, SimRam, TlbStats};
 use paging_core::{Error, ErrorKind, PhysFrame};
+use paging_sim::{SimAccess, SimRam, TlbStats};
 use support::{DEPTH, Kernel, ModeUnderTest, PKMAP_BASE, TestFixmap, frame, reads_frame, va};
 
-type Pool<'k, 'r, M> = PersistentPool<M, SimAccess<'r>, &'k paging_core::sim::Mmu<'r>>;
+type Pool<'k, 'r, M> = PersistentPool<M, SimAccess<'r>, &'k paging_sim::Mmu<'r>>;
 
 /// Everything an error must leave as it was.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,7 +21,7 @@ struct State {
 
 fn state<M: ModeUnderTest, const N: usize>(
     k: &Kernel<'_, M>,
-    pool: &PersistentPool<M, SimAccess<'_>, &paging_core::sim::Mmu<'_>, GlobalFlush, SpinWait, N>,
+    pool: &PersistentPool<M, SimAccess<'_>, &paging_sim::Mmu<'_>, GlobalFlush, SpinWait, N>,
 ) -> State {
     State {
         ptes: k.window_ptes(),
@@ -335,7 +335,7 @@ fn local_slots_refuse_bad_layouts<M: ModeUnderTest>() {
     assert_eq!(local.save(99).unwrap_err(), KmapError::BadCpu { cpu: 99 });
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     exhaustion_and_reservations,
     double_unmap_and_unmapped_pages,
     a_page_user_count_saturates,

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use kmap::{AccessedBit, FlushPolicy, GlobalFlush, KmapStats, PerPage, RangeFlush, SpinWait};
 use paging_core::PAGE_SIZE;
-use paging_core::sim::TlbStats;
+use paging_sim::TlbStats;
 use support::{Kernel, ModeUnderTest, PKMAP_BASE, Rng, read_u64};
 
 const SLOTS: usize = 1024;
@@ -41,7 +41,7 @@ struct Run {
 }
 
 fn run<M: ModeUnderTest, P: FlushPolicy>(policy: P) -> Run {
-    let ram = paging_core::sim::SimRam::new();
+    let ram = paging_sim::SimRam::new();
     let k = Kernel::<M>::new(&ram);
     let pages: Vec<_> = (0..PAGES).map(|i| k.high_page(i)).collect();
     let pool = k.pool::<P, SpinWait, SLOTS>(policy, SpinWait);
@@ -194,4 +194,4 @@ fn flush_counts_meet_their_bounds<M: ModeUnderTest>() {
     }
 }
 
-paging_core::for_each_mode!(flush_counts_meet_their_bounds);
+paging_sim::for_each_mode!(flush_counts_meet_their_bounds);

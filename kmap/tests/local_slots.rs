@@ -5,7 +5,7 @@
 mod support;
 
 use paging_core::PAGE_SIZE;
-use paging_core::sim::SimRam;
+use paging_sim::SimRam;
 use support::{Kernel, ModeUnderTest, TestFixmap, read_u64, reads_frame, va};
 
 fn save_and_restore_across_a_context_switch<M: ModeUnderTest>() {
@@ -129,14 +129,12 @@ fn slot_flags_are_configurable<M: ModeUnderTest>() {
     let g = local.map(0, page).unwrap();
     let mmu = &k.m.mmu;
     assert!(reads_frame(mmu, g.va(), page));
-    let fetch = mmu
-        .translate(g.va(), paging_core::sim::Access::EXEC)
-        .unwrap_err();
+    let fetch = mmu.translate(g.va(), paging_sim::Access::EXEC).unwrap_err();
     assert!(fetch.is_fetch() && fetch.is_protection(), "{fetch:?}");
     g.try_unmap().unwrap();
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     slot_flags_are_configurable,
     save_and_restore_across_a_context_switch,
     an_interrupt_nests_on_top_of_a_task,

@@ -28,10 +28,10 @@ use kmap::{
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::{Arc, Condvar, Mutex};
-use paging_core::sim::{Machine, SimRam};
 use paging_core::{
     AccessError, Entry, PagingMode, PhysAddr, PhysFrame, RawTable, TableAccess, TlbOps, VirtAddr,
 };
+use paging_sim::{Machine, SimRam};
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
 

@@ -10,7 +10,7 @@ use kmap::{
     WaitHook,
 };
 use paging_core::PAGE_SIZE;
-use paging_core::sim::{SimAccess, SimRam};
+use paging_sim::{SimAccess, SimRam};
 use support::{Kernel, ModeUnderTest, PAGE_OFFSET, PKMAP_BASE, read_u64, reads_frame, va};
 
 fn slot_life_cycle<M: ModeUnderTest>() {
@@ -229,7 +229,7 @@ fn a_page_in_use_is_shared_without_waiting<M: ModeUnderTest>() {
     assert_eq!(pool.stats().waits, 0);
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     a_page_in_use_is_shared_without_waiting,
     slot_life_cycle,
     lowmem_is_direct_unless_forced,

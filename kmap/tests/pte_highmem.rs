@@ -8,10 +8,10 @@
 mod support;
 
 use kmap::{HighmemTables, LocalSlots};
-use paging_core::sim::{Access, Mmu, MmuVirt, SimAccess, SimConfig, SimRam, ZonedAllocator};
 use paging_core::{
     LargePages, MapFlags, Mapper, PAGE_SIZE, Page, PhysFrame, TableAccess, VirtAddr, Zone,
 };
+use paging_sim::{Access, Mmu, MmuVirt, SimAccess, SimConfig, SimRam, ZonedAllocator};
 use support::{CPUS, Kernel, LOWMEM_LIMIT, ModeUnderTest, TestFixmap, frame, va};
 
 /// The user addresses the operations touch: many PTE tables' worth.
@@ -206,4 +206,4 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
     drop(held);
 }
 
-paging_core::for_each_mode!(mapper_with_highmem_tables_matches_lowmem);
+paging_sim::for_each_mode!(mapper_with_highmem_tables_matches_lowmem);

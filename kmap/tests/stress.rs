@@ -15,8 +15,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use kmap::{FlushPolicy, GlobalFlush, KmapTask, PerPage, PersistentPool, SpinWait, WaitHook};
-use paging_core::sim::{SimAccess, SimConfig, SimCpus, SimRam};
 use paging_core::{PhysFrame, VirtAddr};
+use paging_sim::{SimAccess, SimConfig, SimCpus, SimRam};
 use support::{CPUS, Kernel, ModeUnderTest, PKMAP_BASE, Rng, reads_frame, va};
 
 /// Under Miri (`cargo xtask miri`) the run shrinks: 4 threads, 4 slots,
@@ -182,7 +182,7 @@ fn eight_threads_spinning_finish<M: ModeUnderTest>() {
     println!("{} spinning: {stats:?}", M::NAME);
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     eight_threads_with_a_blocking_wait_finish,
     eight_threads_spinning_finish
 );

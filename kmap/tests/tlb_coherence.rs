@@ -6,8 +6,8 @@
 mod support;
 
 use kmap::{AccessedBit, FlushCounts, FlushPolicy, GlobalFlush, PerPage, RangeFlush, SpinWait};
-use paging_core::sim::Access;
 use paging_core::{TlbOps, VirtAddr};
+use paging_sim::Access;
 use support::{Kernel, ModeUnderTest, Rng, read_u64};
 
 /// Test-only policy that forgets to flush.
@@ -42,7 +42,7 @@ fn run<M: ModeUnderTest, P: FlushPolicy>(
     policy: P,
     read_all: bool,
 ) -> Result<kmap::KmapStats, String> {
-    let ram = paging_core::sim::SimRam::new();
+    let ram = paging_sim::SimRam::new();
     let k = Kernel::<M>::new(&ram);
     let pool = k.pool::<P, SpinWait, 16>(policy, SpinWait);
     let pages: Vec<_> = (0..PAGES).map(|i| k.high_page(i)).collect();
@@ -137,7 +137,7 @@ fn a_policy_that_never_flushes_is_caught<M: ModeUnderTest>() {
     }
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     every_policy_keeps_live_slots_coherent,
     a_policy_that_never_flushes_is_caught
 );

@@ -4,7 +4,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-#[cfg(any(feature = "sim", test))]
+#[cfg(test)]
 extern crate std;
 
 pub mod access;
@@ -21,9 +21,6 @@ pub mod hooks;
 pub mod mapper;
 pub mod mode;
 pub mod pgtbuf;
-#[cfg(feature = "sim")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
-pub mod sim;
 pub mod sync;
 pub mod table;
 pub mod walk;
@@ -49,6 +46,6 @@ pub use table::{PtrTable, RawTable};
 pub use walk::{Slot, Translation, Walk, Walker};
 
 /// The workspace README's Rust examples, run as doctests so they stay true.
-#[cfg(all(doctest, feature = "sim"))]
+#[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct WorkspaceReadme;

@@ -1,16 +1,14 @@
 //! Bad inputs of the mapper that `mapper_errors.rs` does not cover, each
 //! refused with a typed error while tables, frames and translations stay as
 //! they were (see `docs/bad-inputs.md` for the whole matrix).
-#![cfg(feature = "sim")]
-
 mod mapper_support;
 
 use mapper_support::{Rig, frame, machine, pa, va};
-use paging_core::sim::SimAccess;
 use paging_core::{
     AccessError, Error, ErrorKind, FreeError, FreshTables, InstallError, LargePages, MapError,
     MapFlags, Mapper, Page, PagingMode, PgtBuf, PhysFrame, RootError, TranslateError, UnmapError,
 };
+use paging_sim::SimAccess;
 
 fn page(x: u32) -> Page {
     Page::from_start_address(va(x)).unwrap()
@@ -253,7 +251,7 @@ fn installing_over_a_non_empty_entry_changes_nothing<M: PagingMode>() {
     assert_eq!(rig.hw(va(0x4000_0000)), Ok(pa(0x5_0000)));
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     an_exhausted_boot_buffer_gets_every_frame_back,
     installing_over_a_non_empty_entry_changes_nothing,
     freeing_a_bad_range_changes_nothing,

@@ -4,15 +4,13 @@
 //! bit planted: every page of the window, translation, rights, size,
 //! global bit and the kind of fault. A disagreement is a bug in one of the
 //! two models, and would make the property test lie.
-#![cfg(feature = "sim")]
-
 mod hostile_support;
 
 use hostile_support::{
     AllocStyle, BLOCKS, Geo, PDPTE_RESERVED_LOW, PS, PageView, Rng, build_world, hierarchy, view,
 };
-use paging_core::sim::{Access, Mmu, SimConfig, SimRam};
 use paging_core::{PagingMode, PhysAddr, VirtAddr};
+use paging_sim::{Access, Mmu, SimConfig, SimRam};
 
 /// Worlds per mode (a few under Miri).
 fn worlds() -> u64 {

@@ -6,8 +6,6 @@
 //! The rule every test checks: an operation either succeeds without
 //! changing anything it was not asked to change, or fails and leaves every
 //! table byte and the set of frames handed out exactly as they were.
-#![cfg(feature = "sim")]
-
 mod hostile_support;
 
 use std::collections::BTreeSet;
@@ -15,10 +13,10 @@ use std::collections::BTreeSet;
 use hostile_support::{
     A, BLOCKS, BlockKind, Geo, P, PCD, PWT, PageView, RW, US, XD, hierarchy, reachable_tables, view,
 };
-use paging_core::sim::{HostileAccess, ScriptedAllocator, SimRam, net_changes, undo};
 use paging_core::{
     LargePages, MapFlags, Mapper, Page, PagingMode, PhysAddr, PhysFrame, TlbOps, VirtAddr,
 };
+use paging_sim::{HostileAccess, ScriptedAllocator, SimRam, net_changes, undo};
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
 
@@ -166,7 +164,7 @@ struct Outcome {
     result: Result<(), String>,
     changed: usize,
     frames_as_before: bool,
-    log: Vec<paging_core::sim::StoreRecord>,
+    log: Vec<paging_sim::StoreRecord>,
 }
 
 impl Outcome {

@@ -1,8 +1,6 @@
 //! Every error path of the mapper: a typed error, tables byte-for-byte
 //! unchanged, no frame leaked or double-freed, and the hardware sees the
 //! same translations as before.
-#![cfg(feature = "sim")]
-
 mod mapper_support;
 
 use mapper_support::{Rig, frame, machine, pa, unreachable_frame, va};
@@ -389,7 +387,7 @@ fn allocator_failures_give_every_frame_back<M: PagingMode>() {
     // A fresh hierarchy with no frame at all.
     rig.alloc.fail_after(0);
     let e = paging_core::Mapper::<M, _>::create_isolated(
-        paging_core::sim::SimAccess::new(rig.ram),
+        paging_sim::SimAccess::new(rig.ram),
         &mut rig.alloc,
     );
     assert_eq!(e.unwrap_err(), RootError::OutOfFrames);
@@ -397,7 +395,7 @@ fn allocator_failures_give_every_frame_back<M: PagingMode>() {
 
 fn bad_roots<M: PagingMode>() {
     let rig = machine::<M>();
-    let access = paging_core::sim::SimAccess::new(rig.ram);
+    let access = paging_sim::SimAccess::new(rig.ram);
     let odd = pa(M::PGD_ALIGN / 2);
     assert_eq!(
         paging_core::Mapper::<M, _>::new_isolated(odd, access).unwrap_err(),
@@ -415,7 +413,7 @@ fn bad_roots<M: PagingMode>() {
     let _ = <M::Pte as Entry>::NONE;
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     unaligned_addresses,
     physical_addresses_beyond_the_mode,
     ranges_past_four_gib,

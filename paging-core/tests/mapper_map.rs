@@ -1,13 +1,11 @@
 //! Map, translate, unmap, large pages, ranges and table freeing, each seen
 //! through the simulated MMU (what the hardware does), not the mapper's own
 //! reader.
-#![cfg(feature = "sim")]
-
 mod mapper_support;
 
 use mapper_support::{frame, machine, pa, va};
-use paging_core::sim::Access;
 use paging_core::{LargePages, MapFlags, Page, PageSize, PagingMode, TlbOps};
+use paging_sim::Access;
 
 fn page(x: u32) -> Page {
     Page::from_start_address(va(x)).unwrap()
@@ -367,7 +365,7 @@ fn batches_flush_once<M: PagingMode>() {
     rig.mmu.flush_everything();
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     map_translate_unmap,
     missing_flush_leaves_a_stale_translation,
     large_pages,
@@ -409,7 +407,7 @@ fn a_range_takes_exactly_the_frames_it_needs<M: PagingMode>() {
     );
 }
 
-paging_core::for_each_mode!(a_range_takes_exactly_the_frames_it_needs);
+paging_sim::for_each_mode!(a_range_takes_exactly_the_frames_it_needs);
 
 fn unmap_range_reaches_each_table_once<M: PagingMode>() {
     let mut rig = machine::<M>();
@@ -477,11 +475,11 @@ fn unmap_range_reaches_each_table_once<M: PagingMode>() {
 }
 
 fn teardown_gives_every_table_back<M: PagingMode>() {
-    let ram = paging_core::sim::SimRam::new();
-    let mut m = paging_core::sim::Machine::<M>::new(&ram);
+    let ram = paging_sim::SimRam::new();
+    let mut m = paging_sim::Machine::<M>::new(&ram);
     let before = m.alloc.live();
     let mut space = paging_core::Mapper::<M, _>::create_isolated(
-        paging_core::sim::SimAccess::new(&ram),
+        paging_sim::SimAccess::new(&ram),
         &mut m.alloc,
     )
     .unwrap();
@@ -509,7 +507,7 @@ fn teardown_gives_every_table_back<M: PagingMode>() {
     assert_eq!(m.alloc.double_frees(), 0);
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     unmap_range_reaches_each_table_once,
     teardown_gives_every_table_back
 );

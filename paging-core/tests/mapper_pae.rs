@@ -1,15 +1,13 @@
 //! PAE-only behaviour, seen by the simulated MMU: the PDPT is latched at CR3
 //! load, PDPTEs never carry bits the SDM reserves, and 64-bit entries are
 //! never seen half written.
-#![cfg(feature = "sim")]
-
 mod mapper_support;
 
 use std::sync::Mutex;
 
 use mapper_support::{frame, machine, pa, va};
-use paging_core::sim::{Access, Mmu, ObservedStore, SimAccess, SimConfig, SimRam, ZonedAllocator};
 use paging_core::{MapFlags, Mapper, Page, PhysAddr, VirtAddr};
+use paging_sim::{Access, Mmu, ObservedStore, SimAccess, SimConfig, SimRam, ZonedAllocator};
 use paging_x86_pae::Pae;
 
 fn page(x: u32) -> Page {

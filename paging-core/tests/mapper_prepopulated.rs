@@ -1,18 +1,16 @@
 //! Building on tables someone else made (a loader, a hypervisor), handing
 //! early tables over to final ones, and the order in which table-lifecycle
 //! hooks see it all.
-#![cfg(feature = "sim")]
-
 mod mapper_support;
 
 use std::sync::Mutex;
 
 use mapper_support::{Rig, frame, machine, pa, unreachable_frame, va};
-use paging_core::sim::{Mmu, SimAccess};
 use paging_core::{
     Entry, Error, ErrorKind, FreshTables, InstallError, LargePages, Level, MapFlags, Mapper, Page,
     PagingMode, PhysFrame, PmdEntry, PteEntry, TableHooks,
 };
+use paging_sim::{Mmu, SimAccess};
 
 fn page(x: u32) -> Page {
     Page::from_start_address(va(x)).unwrap()
@@ -300,7 +298,7 @@ fn hooks_see_tables_complete_before_linking_and_released_after_flushing<M: Pagin
     let rig = machine::<M>();
     let mmu: &'static Mmu<'static> = Box::leak(Box::new(Mmu::new(
         rig.ram,
-        paging_core::sim::SimConfig::for_mode::<M>(),
+        paging_sim::SimConfig::for_mode::<M>(),
     )));
     let recorder: &'static Recorder = Box::leak(Box::new(Recorder {
         events: Mutex::new(Vec::new()),
@@ -358,7 +356,7 @@ fn hooks_see_tables_complete_before_linking_and_released_after_flushing<M: Pagin
     assert_eq!(alloc.live(), live + 1, "only the new PGD is left");
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     a_loaders_mappings_are_kept,
     early_tables_are_copied_on_handover,
     install_errors_change_nothing,
@@ -383,7 +381,7 @@ fn a_populated_table_links_into_a_second_hierarchy_as_it_is<M: PagingMode>() {
         PhysFrame::containing_address(rig.mapper.walk(va(start)).unwrap().pmd.unwrap().1.addr());
     // Hierarchy 2 (the final tables) links that same frame, kept as it is.
     let mut second =
-        Mapper::<M, _>::create_isolated(paging_core::sim::SimAccess::new(rig.ram), &mut rig.alloc)
+        Mapper::<M, _>::create_isolated(paging_sim::SimAccess::new(rig.ram), &mut rig.alloc)
             .unwrap();
     let replaced = second
         .install_pte_tables(
@@ -410,7 +408,7 @@ fn a_populated_table_links_into_a_second_hierarchy_as_it_is<M: PagingMode>() {
     );
     // Zeroing it instead would have wiped the live console.
     let mut third =
-        Mapper::<M, _>::create_isolated(paging_core::sim::SimAccess::new(rig.ram), &mut rig.alloc)
+        Mapper::<M, _>::create_isolated(paging_sim::SimAccess::new(rig.ram), &mut rig.alloc)
             .unwrap();
     let fresh = rig.alloc_contiguous(1);
     rig.ram.fill_frame(fresh, 0xAA);
@@ -430,4 +428,4 @@ fn a_populated_table_links_into_a_second_hierarchy_as_it_is<M: PagingMode>() {
     );
 }
 
-paging_core::for_each_mode!(a_populated_table_links_into_a_second_hierarchy_as_it_is);
+paging_sim::for_each_mode!(a_populated_table_links_into_a_second_hierarchy_as_it_is);

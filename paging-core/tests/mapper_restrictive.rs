@@ -6,18 +6,16 @@
 //! mapping below it gains anything by that; otherwise the call is refused
 //! with `TableRestricts` and nothing changes. A leaf that does not need a
 //! right never causes the entry to change.
-#![cfg(feature = "sim")]
-
 mod mapper_support;
 
 use std::collections::BTreeSet;
 
 use mapper_support::{Rig, frame, machine, pa, va};
-use paging_core::sim::{Access, SimAccess};
 use paging_core::{
     Entry, Error, ErrorKind, FrameAllocator, KernelSync, LargePages, Level, MapError, MapFlags,
     NativeHooks, Page, PagingMode, PgdEntry, PhysFrame, TlbOps, UnmapError, VirtAddr, Walker, Zone,
 };
+use paging_sim::{Access, SimAccess};
 
 /// A 4 MiB-aligned block both modes cover with one PTE table.
 const BASE: u32 = 0xD000_0000;
@@ -344,7 +342,7 @@ fn a_range_whose_second_table_is_out_of_reach_changes_nothing<M: PagingMode>() {
     );
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     a_read_only_leaf_never_needs_a_writable_table_entry,
     widening_that_would_give_another_mapping_a_right_is_refused,
     a_table_entry_is_widened_when_nothing_below_gains,

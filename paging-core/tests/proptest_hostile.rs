@@ -38,8 +38,6 @@
 //! mode: about 500,000 operations per mode, 1,000,000 in all, not counting
 //! the failure-injection reruns; each test prints what it ran (`--nocapture`). Set
 //! `PROPTEST_CASES` for more or fewer cases.
-#![cfg(feature = "sim")]
-
 mod hostile_support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,10 +46,10 @@ use hostile_support::{
     AllocStyle, BLOCKS, BlockHier, BlockKind, Geo, Leaf, P, PS, PageView, RW, US, World, XD,
     build_world, hierarchy, reachable_tables, table_is_zero, view,
 };
-use paging_core::sim::{HostileAccess, ScriptedAllocator, SimRam, net_changes, undo};
 use paging_core::{
     LargePages, MapFlags, Mapper, Page, PagingMode, PhysAddr, PhysFrame, TlbOps, VirtAddr,
 };
+use paging_sim::{HostileAccess, ScriptedAllocator, SimRam, net_changes, undo};
 use proptest::prelude::*;
 
 const OPS: usize = 500;
@@ -620,7 +618,7 @@ struct Run {
     /// Frames handed out by this run and still live.
     fresh: BTreeSet<u64>,
     calls: u64,
-    log: Vec<paging_core::sim::StoreRecord>,
+    log: Vec<paging_sim::StoreRecord>,
 }
 
 fn run_once<M: PagingMode>(

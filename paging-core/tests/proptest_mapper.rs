@@ -8,13 +8,11 @@
 //!
 //! Default size: 1,000 cases of 500 operations per mode (1,000,000
 //! operations). A longer soak: `PROPTEST_CASES=20000 cargo test -p
-//! paging-core --features sim --release --test proptest_mapper`.
-#![cfg(feature = "sim")]
-
+//! paging-core --release --test proptest_mapper`.
 use std::collections::{BTreeMap, BTreeSet};
 
-use paging_core::sim::{Access, Machine, SimRam};
 use paging_core::{LargePages, MapFlags, Page, PagingMode, PhysAddr, PhysFrame, VirtAddr};
+use paging_sim::{Access, Machine, SimRam};
 use proptest::prelude::*;
 
 /// Large-page blocks in the test window.

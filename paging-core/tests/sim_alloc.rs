@@ -1,11 +1,9 @@
 //! The test frame allocators: zones, contiguity, scattering, leak and
 //! double-free tracking, failure injection.
-#![cfg(feature = "sim")]
-
 use std::collections::BTreeSet;
 
-use paging_core::sim::{Contiguous, ScatteredAllocator, ZonedAllocator};
 use paging_core::{FrameAllocator, PhysFrame, Zone};
+use paging_sim::{Contiguous, ScatteredAllocator, ZonedAllocator};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;

@@ -1,10 +1,8 @@
 //! Several simulated CPUs: TLB shootdown, and the model shared across threads.
-#![cfg(feature = "sim")]
-
 mod sim_support;
 
-use paging_core::sim::{Access, Mmu, SimAccess, SimConfig, SimCpus, SimRam};
 use paging_core::{RawTable, TableAccess, TlbOps};
+use paging_sim::{Access, Mmu, SimAccess, SimConfig, SimCpus, SimRam};
 use sim_support::*;
 
 const PD: u64 = 0x1000;

@@ -1,11 +1,9 @@
 //! The simulated MMU in PAE mode, on tables built by hand from the SDM's
 //! entry formats.
-#![cfg(feature = "sim")]
-
 mod sim_support;
 
-use paging_core::sim::{Access, Cr3Fault, Mmu, SimConfig, SimRam};
 use paging_core::{PageSize, TlbOps};
+use paging_sim::{Access, Cr3Fault, Mmu, SimConfig, SimRam};
 use sim_support::*;
 
 /// The PDPT, deliberately not page aligned (CR3 bits 31:5 address it).

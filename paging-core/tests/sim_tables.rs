@@ -1,15 +1,11 @@
 //! Table views of simulated RAM: word aliasing, reach limits, and the store
 //! observer that lets a test run the MMU on every intermediate state.
-#![cfg(feature = "sim")]
-
 mod sim_support;
 
 use std::sync::Mutex;
 
-use paging_core::sim::{
-    Access, Mmu, ObservedStore, SimAccess, SimConfig, SimRam, SimTable, StoreOp,
-};
 use paging_core::{AccessError, PhysAddr, RawTable, TableAccess};
+use paging_sim::{Access, Mmu, ObservedStore, SimAccess, SimConfig, SimRam, SimTable, StoreOp};
 use sim_support::*;
 
 #[test]

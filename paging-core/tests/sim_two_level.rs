@@ -1,11 +1,9 @@
 //! The simulated MMU in 32-bit (2-level) paging mode, on tables built by hand
 //! from the SDM's entry formats.
-#![cfg(feature = "sim")]
-
 mod sim_support;
 
 use paging_core::PageSize;
-use paging_core::sim::{Access, Mmu, SimConfig, SimRam};
+use paging_sim::{Access, Mmu, SimConfig, SimRam};
 use sim_support::*;
 
 const PD: u64 = 0x1000;

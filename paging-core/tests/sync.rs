@@ -1,18 +1,16 @@
 //! Kernel mappings shared by many directories: eager publication and the
 //! lazy, lock-free fault path, across 100 directories in both modes, and the
 //! 2001 race (a nested fault between check and fill) driven at every point.
-#![cfg(feature = "sim")]
-
 mod mapper_support;
 
 use std::cell::Cell;
 
 use mapper_support::{frame, pa, va};
-use paging_core::sim::{Access, Machine, SimAccess, SimRam, SimTable};
 use paging_core::{
     AccessError, Entry, KernelSync, MapFlags, Mapper, NativeHooks, Page, PagingMode, PhysAddr,
     PhysFrame, RawTable, SyncError, SyncOutcome, TableAccess, VirtAddr, sync_kernel_entry,
 };
+use paging_sim::{Access, Machine, SimAccess, SimRam, SimTable};
 
 const KERNEL: u32 = 0xC000_0000;
 const VMALLOC: u32 = 0xE000_0000;
@@ -339,7 +337,7 @@ fn a_nested_fault_between_check_and_fill_is_harmless<M: PagingMode>() {
     }
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     eager_and_lazy_sync_across_100_directories,
     registry_errors_change_nothing,
     a_nested_fault_between_check_and_fill_is_harmless,
@@ -403,7 +401,7 @@ fn reregistering_ignores_accessed_bits<M: PagingMode>() {
     assert_eq!(sync.register(d), Ok(0), "same entry, A bit aside");
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     a_hole_under_a_synced_entry_is_a_real_fault,
     reregistering_ignores_accessed_bits
 );

@@ -3,16 +3,14 @@
 //! mapping, and is writable again once it stops being a table), and the
 //! early page-table buffer's tail: the 2011 boot crash reproduced with a
 //! naive buffer and shown fixed with `PgtBuf`.
-#![cfg(feature = "sim")]
-
 mod mapper_support;
 
 use mapper_support::{frame, va};
-use paging_core::sim::{GuestHooks, HypercallAccess, Hypervisor, Machine, SimRam, Violation};
 use paging_core::{
     Entry, FrameAllocator, LargePages, MapFlags, Mapper, Page, PagingMode, PgtBuf, PhysAddr,
     PhysFrame, Zone,
 };
+use paging_sim::{GuestHooks, HypercallAccess, Hypervisor, Machine, SimRam, Violation};
 
 const PAGE_OFFSET: u32 = 0xC000_0000;
 /// Lowmem the guest maps at PAGE_OFFSET, with 4 KiB pages.
@@ -231,7 +229,7 @@ fn the_2011_crash_and_its_fix<M: PagingMode>() {
     assert!(hv.audit::<M>(m.mapper.root()).is_empty());
 }
 
-paging_core::for_each_mode!(
+paging_sim::for_each_mode!(
     with_the_hooks_tables_are_never_writable,
     without_the_hooks_the_model_reports_the_breach,
     the_2011_crash_and_its_fix,

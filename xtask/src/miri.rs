@@ -24,8 +24,9 @@ use std::process::{Command, Stdio};
 use crate::{nightly, process};
 
 /// The library crates whose tests run under Miri.
-const CRATES: [&str; 5] = [
+const CRATES: [&str; 6] = [
     "paging-core",
+    "paging-sim",
     "paging-x86-2level",
     "paging-x86-pae",
     "fixmap",
@@ -100,7 +101,7 @@ pub fn run(all: bool) -> Result<(), String> {
     for name in CRATES {
         command.args(["-p", name]);
     }
-    command.args(["--features", "paging-core/sim", "-j", "2"]);
+    command.args(["-j", "2"]);
     if !all {
         let filter: Vec<String> = SELECTION.iter().map(|f| format!("({f})")).collect();
         command.args(["-E", &filter.join(" | ")]);

@@ -25,9 +25,11 @@ use crate::process;
 /// the MSRV check is about.
 const MSRV_X86_TARGET: &str = "i686-unknown-linux-gnu";
 
-/// The crates a kernel links: what gets published.
-pub const LIBRARY_CRATES: [&str; 5] = [
+/// The crates that get published: what a kernel links, and the host model
+/// its tests use.
+pub const LIBRARY_CRATES: [&str; 6] = [
     "paging-core",
+    "paging-sim",
     "paging-x86-2level",
     "paging-x86-pae",
     "fixmap",
@@ -294,7 +296,7 @@ mod tests {
     fn the_scratch_workspace_lists_only_the_library_crates() {
         let manifest = "[workspace]\nresolver = \"2\"\nmembers = [\n    \"paging-core\",\n    \"xtask\",\n]\nexclude = [\"examples\"]\n\n[workspace.package]\nversion = \"0.1.0\"\n";
         let out = library_workspace(manifest);
-        assert!(out.contains("members = [\"paging-core\", \"paging-x86-2level\""));
+        assert!(out.contains("members = [\"paging-core\", \"paging-sim\", \"paging-x86-2level\""));
         assert!(!out.contains("xtask"));
         assert!(!out.contains("exclude"));
         assert!(out.contains("[workspace.package]\nversion = \"0.1.0\""));

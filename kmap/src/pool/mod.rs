@@ -62,7 +62,7 @@ pub(crate) struct PoolState<const N: usize> {
 ///
 /// ```
 /// # use kmap::{DirectMap, GlobalFlush, PersistentPool, SpinWait};
-/// # use paging_core::sim::{Machine, SimAccess, SimRam};
+/// # use paging_sim::{Machine, SimAccess, SimRam};
 /// # use paging_core::VirtAddr;
 /// # use paging_x86_pae::Pae;
 /// # let ram = SimRam::new();
@@ -79,7 +79,7 @@ pub(crate) struct PoolState<const N: usize> {
 ///
 /// ```compile_fail
 /// # use kmap::{DirectMap, GlobalFlush, PersistentPool, SpinWait};
-/// # use paging_core::sim::{Machine, SimAccess, SimRam};
+/// # use paging_sim::{Machine, SimAccess, SimRam};
 /// # use paging_core::VirtAddr;
 /// # use paging_x86_pae::Pae;
 /// # let ram = SimRam::new();

@@ -11,12 +11,12 @@ use std::ops::Range;
 
 use fixmap::{ContiguousWindow, Fixmap, WindowBuilder, fixmap_layout};
 use kmap::{DirectMap, FlushPolicy, LocalSlots, PersistentPool, WaitHook};
-use paging_core::sim::{
-    MACHINE_HIGHMEM, MACHINE_LOWMEM, Machine, Mmu, PageFault, SimAccess, SimRam, ZonedAllocator,
-};
 use paging_core::{
     FrameAllocator, LargePages, MapFlags, PAGE_SIZE, PagingMode, PhysAddr, PhysFrame, VirtAddr,
     Zone,
+};
+use paging_sim::{
+    MACHINE_HIGHMEM, MACHINE_LOWMEM, Machine, Mmu, PageFault, SimAccess, SimRam, ZonedAllocator,
 };
 
 /// CPUs of the simulated machine (local-kmap stacks).
@@ -161,7 +161,7 @@ impl<'r, M: ModeUnderTest> Kernel<'r, M> {
         // The direct map really is large pages.
         let t =
             k.m.mmu
-                .walk_uncached(va(PAGE_OFFSET + 0x20_0000), paging_core::sim::Access::READ);
+                .walk_uncached(va(PAGE_OFFSET + 0x20_0000), paging_sim::Access::READ);
         assert_eq!(t.unwrap().size, M::LARGE_PAGE_SIZE);
         k
     }

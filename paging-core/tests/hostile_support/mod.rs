@@ -11,8 +11,8 @@
 
 use std::collections::BTreeSet;
 
-use paging_core::sim::SimRam;
 use paging_core::{MapFlags, PagingMode, PhysAddr, PhysFrame};
+use paging_sim::SimRam;
 
 /// A fresh RAM that lives for the rest of the test.
 pub fn leaked_ram() -> &'static SimRam {

@@ -3,8 +3,8 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use paging_core::sim::{Machine, SimRam};
 use paging_core::{PagingMode, PhysAddr, PhysFrame, VirtAddr};
+use paging_sim::{Machine, SimRam};
 
 /// A simulated machine whose RAM lives for the rest of the test.
 pub type Rig<M> = Machine<'static, M>;

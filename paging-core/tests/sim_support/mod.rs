@@ -4,8 +4,8 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use paging_core::sim::SimRam;
 use paging_core::{PhysAddr, PhysFrame, VirtAddr};
+use paging_sim::SimRam;
 
 pub const P: u64 = 1 << 0;
 pub const RW: u64 = 1 << 1;

@@ -7,8 +7,8 @@ use super::fault::Cr3Fault;
 use super::mmu::Mmu;
 use super::ram::SimRam;
 use super::tlb::TlbStats;
-use crate::addr::VirtAddr;
-use crate::flush::TlbOps;
+use paging_core::addr::VirtAddr;
+use paging_core::flush::TlbOps;
 
 /// A multiprocessor: one [`Mmu`] per CPU, all over the same [`SimRam`].
 ///

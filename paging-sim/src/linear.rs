@@ -5,7 +5,7 @@ use std::vec::Vec;
 
 use super::fault::{Access, PageFault};
 use super::mmu::Mmu;
-use crate::addr::{PAGE_SIZE, PhysAddr, PhysFrame, VirtAddr};
+use paging_core::addr::{PAGE_SIZE, PhysAddr, PhysFrame, VirtAddr};
 
 impl Mmu<'_> {
     /// Translate every page `len` bytes from `va` touch, before any byte is

@@ -6,7 +6,7 @@
 //! fail ([`ZonedAllocator::fail_after`]) to reach every out-of-frames path.
 //! Both are deterministic: the same calls give the same frames every run.
 //!
-//! [`FrameAllocator`]: crate::alloc::FrameAllocator
+//! [`FrameAllocator`]: paging_core::alloc::FrameAllocator
 
 mod ledger;
 mod pool;

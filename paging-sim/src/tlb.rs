@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
-use crate::addr::{PageSize, PhysAddr, PhysFrame, VirtAddr};
+use paging_core::addr::{PageSize, PhysAddr, PhysFrame, VirtAddr};
 
 /// A cached translation: the combined result of one walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,7 +3,7 @@
 use core::ops::Range;
 use std::collections::BTreeSet;
 
-use crate::addr::PAGE_SIZE;
+use paging_core::addr::PAGE_SIZE;
 
 /// Frames `start..end` (frame numbers): `start..next` have been handed out
 /// at some point, `freed` holds those among them that came back.

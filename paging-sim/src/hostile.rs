@@ -18,7 +18,7 @@
 //!   back. Cloning it is cheap, which is how a test rewinds it.
 //!
 //! ```
-//! use paging_core::sim::{HostileAccess, ScriptedAllocator, SimRam, net_changes, undo};
+//! use paging_sim::{HostileAccess, ScriptedAllocator, SimRam, net_changes, undo};
 //! use paging_core::{FrameAllocator, PhysAddr, PhysFrame, RawTable, TableAccess, Zone};
 //!
 //! let ram = SimRam::new();
@@ -47,10 +47,10 @@ use std::vec::Vec;
 
 use super::ram::SimRam;
 use super::table::SimTable;
-use crate::access::{AccessError, TableAccess};
-use crate::addr::{PhysAddr, PhysFrame};
-use crate::alloc::{FrameAllocator, Zone};
-use crate::table::RawTable;
+use paging_core::access::{AccessError, TableAccess};
+use paging_core::addr::{PhysAddr, PhysFrame};
+use paging_core::alloc::{FrameAllocator, Zone};
+use paging_core::table::RawTable;
 
 /// One store made through a [`HostileAccess`] table, as 32-bit or 64-bit
 /// word at a physical address, with the value it replaced.
@@ -149,7 +149,7 @@ impl<'r> HostileAccess<'r> {
 }
 
 // SAFETY: it reaches simulated RAM only.
-unsafe impl crate::IsolatedTables for HostileAccess<'_> {}
+unsafe impl paging_core::IsolatedTables for HostileAccess<'_> {}
 
 impl TableAccess for HostileAccess<'_> {
     type Table<'a>

@@ -18,14 +18,14 @@ use std::sync::Mutex;
 use std::vec::Vec;
 
 use super::{Access, Mmu, SimAccess, SimRam, SimTable};
-use crate::access::{AccessError, TableAccess};
-use crate::addr::{PAGE_SIZE, PhysFrame, VirtAddr};
-use crate::entry::{Entry, Level, PmdEntry, PteEntry};
-use crate::flags::MapFlags;
-use crate::hooks::TableHooks;
-use crate::mode::PagingMode;
-use crate::table::RawTable;
-use crate::walk::Walker;
+use paging_core::access::{AccessError, TableAccess};
+use paging_core::addr::{PAGE_SIZE, PhysFrame, VirtAddr};
+use paging_core::entry::{Entry, Level, PmdEntry, PteEntry};
+use paging_core::flags::MapFlags;
+use paging_core::hooks::TableHooks;
+use paging_core::mode::PagingMode;
+use paging_core::table::RawTable;
+use paging_core::walk::Walker;
 
 /// A breach of the rule, as the hypervisor reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +115,11 @@ impl<'r> Hypervisor<'r> {
     }
 
     /// Whether `frame` is writable through its direct mapping in `root`.
-    pub fn direct_writable<M: PagingMode>(&self, root: crate::PhysAddr, frame: PhysFrame) -> bool {
+    pub fn direct_writable<M: PagingMode>(
+        &self,
+        root: paging_core::PhysAddr,
+        frame: PhysFrame,
+    ) -> bool {
         let w = Walker::<M, _>::new(root, SimAccess::new(self.ram));
         w.translate(self.direct_va(frame))
             .is_ok_and(|t| t.flags.contains(MapFlags::WRITABLE))
@@ -126,7 +130,7 @@ impl<'r> Hypervisor<'r> {
     /// flushes its TLB afterwards.
     pub fn set_direct_writable<M: PagingMode>(
         &self,
-        root: crate::PhysAddr,
+        root: paging_core::PhysAddr,
         frame: PhysFrame,
         writable: bool,
     ) {
@@ -150,7 +154,7 @@ impl<'r> Hypervisor<'r> {
 
     /// What a domain builder does before the guest runs: pin every table of
     /// `root`'s hierarchy and make each one read-only in the direct map.
-    pub fn adopt<M: PagingMode>(&self, root: crate::PhysAddr) {
+    pub fn adopt<M: PagingMode>(&self, root: paging_core::PhysAddr) {
         let mut tables = Vec::new();
         self.visit::<M>(root, &mut |frame, _, is_table| {
             if is_table {
@@ -167,7 +171,7 @@ impl<'r> Hypervisor<'r> {
 
     /// Pin `frame` as a table of `root`'s hierarchy: refused (reported) if
     /// any mapping in `root` makes it writable.
-    pub fn pin<M: PagingMode>(&self, root: crate::PhysAddr, frame: PhysFrame) {
+    pub fn pin<M: PagingMode>(&self, root: paging_core::PhysAddr, frame: PhysFrame) {
         if self.writable_frames::<M>(root).contains(&frame.number()) {
             self.report(Violation::WritableTable { frame });
         }
@@ -184,7 +188,7 @@ impl<'r> Hypervisor<'r> {
     }
 
     /// Every frame a present, writable leaf entry of `root` maps.
-    fn writable_frames<M: PagingMode>(&self, root: crate::PhysAddr) -> BTreeSet<u64> {
+    fn writable_frames<M: PagingMode>(&self, root: paging_core::PhysAddr) -> BTreeSet<u64> {
         let mut out = BTreeSet::new();
         self.visit::<M>(root, &mut |leaf_frame, writable, _| {
             if writable {
@@ -196,7 +200,11 @@ impl<'r> Hypervisor<'r> {
 
     /// Call `f(frame, writable, is_table)` for every table frame and every
     /// 4 KiB frame a leaf maps in `root`'s hierarchy.
-    fn visit<M: PagingMode>(&self, root: crate::PhysAddr, f: &mut dyn FnMut(u64, bool, bool)) {
+    fn visit<M: PagingMode>(
+        &self,
+        root: paging_core::PhysAddr,
+        f: &mut dyn FnMut(u64, bool, bool),
+    ) {
         let access = SimAccess::new(self.ram);
         let w = Walker::<M, _>::new(root, access);
         f(PhysFrame::containing_address(root).number(), false, true);
@@ -218,7 +226,7 @@ impl<'r> Hypervisor<'r> {
             };
             for p in 0..M::PTRS_PER_PMD {
                 let slot = match pmd_table {
-                    Some(t) => crate::walk::Slot { table: t, index: p },
+                    Some(t) => paging_core::walk::Slot { table: t, index: p },
                     None => w.pgd_slot_at(g),
                 };
                 let Ok(pmd) = slot.read::<M::Pmd, _>(&access) else {
@@ -255,7 +263,7 @@ impl<'r> Hypervisor<'r> {
     /// Check `root`'s whole hierarchy against the rule: every table frame
     /// pinned and mapped read-only everywhere. Returns (and records) what it
     /// finds.
-    pub fn audit<M: PagingMode>(&self, root: crate::PhysAddr) -> Vec<Violation> {
+    pub fn audit<M: PagingMode>(&self, root: paging_core::PhysAddr) -> Vec<Violation> {
         let mut tables = BTreeSet::new();
         let mut writable = BTreeSet::new();
         self.visit::<M>(root, &mut |frame, w, is_table| {
@@ -289,7 +297,7 @@ impl<'r> Hypervisor<'r> {
         let pa = match mmu.translate(va, Access::WRITE) {
             Ok(t) => t.pa,
             Err(_) => {
-                let frame = PhysFrame::containing_address(crate::PhysAddr::new_truncate(
+                let frame = PhysFrame::containing_address(paging_core::PhysAddr::new_truncate(
                     (va.as_u32().wrapping_sub(self.page_offset)) as u64,
                 ));
                 let v = Violation::WriteFault { frame };
@@ -377,7 +385,7 @@ impl<M: PagingMode> RawTable for HypercallTable<'_, '_, M> {
 }
 
 // SAFETY: it writes simulated RAM only (through the hypervisor model).
-unsafe impl<M: PagingMode> crate::IsolatedTables for HypercallAccess<'_, '_, M> {}
+unsafe impl<M: PagingMode> paging_core::IsolatedTables for HypercallAccess<'_, '_, M> {}
 
 impl<'h, 'r, M: PagingMode> TableAccess for HypercallAccess<'h, 'r, M> {
     type Table<'a>
@@ -397,14 +405,14 @@ impl<'h, 'r, M: PagingMode> TableAccess for HypercallAccess<'h, 'r, M> {
 /// What a paravirtualised guest does in the table-lifecycle hooks.
 pub struct GuestHooks<'h, 'r, M> {
     hv: &'h Hypervisor<'r>,
-    root: crate::PhysAddr,
+    root: paging_core::PhysAddr,
     mmu: &'h Mmu<'r>,
     _mode: core::marker::PhantomData<fn() -> M>,
 }
 
 impl<'h, 'r, M: PagingMode> GuestHooks<'h, 'r, M> {
     /// Hooks for a guest whose kernel hierarchy is `root`, running on `mmu`.
-    pub fn new(hv: &'h Hypervisor<'r>, root: crate::PhysAddr, mmu: &'h Mmu<'r>) -> Self {
+    pub fn new(hv: &'h Hypervisor<'r>, root: paging_core::PhysAddr, mmu: &'h Mmu<'r>) -> Self {
         Self {
             hv,
             root,

@@ -13,7 +13,7 @@
 //! test asserts [`MmuVirt::faults`] is zero.
 //!
 //! ```
-//! use paging_core::sim::{Mmu, MmuVirt, SimConfig, SimRam};
+//! use paging_sim::{Mmu, MmuVirt, SimConfig, SimRam};
 //! use paging_core::{PhysAddr, RawTable, VirtAddr, VirtTables};
 //!
 //! let ram = SimRam::new();
@@ -40,9 +40,9 @@ use std::sync::{Mutex, PoisonError};
 
 use super::fault::{Access, PageFault};
 use super::mmu::Mmu;
-use crate::access::VirtTables;
-use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::table::{QWORDS_PER_TABLE, RawTable, WORDS_PER_TABLE};
+use paging_core::access::VirtTables;
+use paging_core::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use paging_core::table::{QWORDS_PER_TABLE, RawTable, WORDS_PER_TABLE};
 
 /// Virtual addresses reached through one simulated CPU (its page tables and
 /// its TLB), as a [`VirtTables`].
@@ -115,7 +115,7 @@ impl<'r> MmuVirt<'r> {
 }
 
 // SAFETY: the simulated CPU's virtual addresses lead into simulated RAM.
-unsafe impl crate::IsolatedVirt for MmuVirt<'_> {}
+unsafe impl paging_core::IsolatedVirt for MmuVirt<'_> {}
 
 impl VirtTables for MmuVirt<'_> {
     type Table<'a>
@@ -132,9 +132,9 @@ impl VirtTables for MmuVirt<'_> {
 }
 
 /// Shared use: keep the [`MmuVirt`] (and its fault counter) in the test
-/// while a [`TableAccess`](crate::TableAccess) built on it owns a reference.
+/// while a [`TableAccess`](paging_core::TableAccess) built on it owns a reference.
 // SAFETY: as for `MmuVirt` itself.
-unsafe impl crate::IsolatedVirt for &MmuVirt<'_> {}
+unsafe impl paging_core::IsolatedVirt for &MmuVirt<'_> {}
 
 impl<'v, 'r> VirtTables for &'v MmuVirt<'r> {
     type Table<'a>
@@ -244,7 +244,7 @@ impl RawTable for VirtTable<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{SimConfig, SimRam};
+    use crate::{SimConfig, SimRam};
 
     fn pa(x: u64) -> PhysAddr {
         PhysAddr::new(x).unwrap()

@@ -9,9 +9,9 @@ use core::fmt;
 use std::sync::atomic::Ordering;
 
 use super::ram::{FrameWords, SimRam};
-use crate::access::{AccessError, TableAccess};
-use crate::addr::{PhysAddr, PhysFrame};
-use crate::table::{QWORDS_PER_TABLE, RawTable, WORDS_PER_TABLE};
+use paging_core::access::{AccessError, TableAccess};
+use paging_core::addr::{PhysAddr, PhysFrame};
+use paging_core::table::{QWORDS_PER_TABLE, RawTable, WORDS_PER_TABLE};
 
 /// Which [`RawTable`] operation an [`ObservedStore`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,7 +229,7 @@ impl<'r> SimAccess<'r> {
     /// swap made through the tables handed out.
     ///
     /// ```
-    /// use paging_core::sim::{ObservedStore, SimAccess, SimRam};
+    /// use paging_sim::{ObservedStore, SimAccess, SimRam};
     /// use paging_core::{PhysAddr, PhysFrame, RawTable, TableAccess};
     /// use std::sync::Mutex;
     ///
@@ -271,7 +271,7 @@ impl<'r> SimAccess<'r> {
 
 // SAFETY: simulated RAM is a host data structure; no CPU running this
 // program walks the tables in it.
-unsafe impl crate::IsolatedTables for SimAccess<'_> {}
+unsafe impl paging_core::IsolatedTables for SimAccess<'_> {}
 
 impl TableAccess for SimAccess<'_> {
     type Table<'a>

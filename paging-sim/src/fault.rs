@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use crate::addr::VirtAddr;
+use paging_core::addr::VirtAddr;
 
 /// The kind of a memory access, as the CPU checks it against the rights of
 /// the paging-structure entries.

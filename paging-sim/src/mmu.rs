@@ -8,8 +8,8 @@ use super::fault::{Access, Cr3Fault, PageFault};
 use super::ram::SimRam;
 use super::tlb::{Tlb, TlbEntry, TlbStats};
 use super::walk::{self, A, D, Regs, UsedEntry, WalkFail, Walked};
-use crate::addr::{PageSize, PhysAddr, VirtAddr};
-use crate::flush::TlbOps;
+use paging_core::addr::{PageSize, PhysAddr, VirtAddr};
+use paging_core::flush::TlbOps;
 
 /// What the hardware made of a linear address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,8 +5,8 @@ use std::vec::Vec;
 
 use super::ledger::{Ledger, ledger_accessors};
 use super::pool::RangePool;
-use crate::addr::PhysFrame;
-use crate::alloc::{FrameAllocator, Zone};
+use paging_core::addr::PhysFrame;
+use paging_core::alloc::{FrameAllocator, Zone};
 
 /// A frame allocator with a lowmem and a highmem zone, like a kernel's.
 ///
@@ -21,7 +21,7 @@ use crate::alloc::{FrameAllocator, Zone};
 /// | [`Zone::Any`] | low, then high |
 ///
 /// ```
-/// use paging_core::sim::ZonedAllocator;
+/// use paging_sim::ZonedAllocator;
 /// use paging_core::{FrameAllocator, Zone};
 ///
 /// let mut alloc = ZonedAllocator::new(0x10_0000..0x20_0000, 0x1_0000_0000..0x1_0010_0000);

@@ -1,7 +1,7 @@
 //! The simulated CPU's configuration: paging mode and the control-register
 //! and CPUID bits that change how a walk behaves.
 
-use crate::addr::PageSize;
+use paging_core::addr::PageSize;
 
 /// Which paging format the simulated CPU uses (CR4.PAE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,7 +63,7 @@ impl SimConfig {
     /// The CPU a kernel built for paging mode `M` runs on: 2-level if the
     /// mode folds the PMD, else PAE with `M`'s physical width; PSE, PGE and
     /// WP on, NXE on where the mode has NX.
-    pub fn for_mode<M: crate::PagingMode>() -> Self {
+    pub fn for_mode<M: paging_core::PagingMode>() -> Self {
         if M::PMD_FOLDED {
             Self::two_level()
         } else {

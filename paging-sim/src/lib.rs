@@ -1,11 +1,17 @@
-//! Host-only software model of RAM, MMU and TLB (feature `sim`).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc = include_str!("../README.md")]
+//!
+//! # What is in it
+//!
+//! The module map (the crate docs above, from the README, say what it is
+//! for):
 //!
 //! Tests use it to state what the *hardware* would see, not what the library
 //! believes:
 //!
 //! - [`SimRam`]: sparse physical memory over the whole 52-bit space.
 //! - [`SimAccess`] / [`SimTable`]: the physical view of that RAM as the
-//!   crate's [`TableAccess`](crate::TableAccess) / [`RawTable`](crate::RawTable),
+//!   crate's [`TableAccess`](paging_core::TableAccess) / [`RawTable`](paging_core::RawTable),
 //!   optionally limited to lowmem, optionally reporting every store to a
 //!   closure ([`ObservedStore`]) so a test can run the MMU on every
 //!   intermediate state of an update.
@@ -14,13 +20,13 @@
 //!   bits, rights combined over levels, Accessed/Dirty updates with
 //!   compare-exchange), with a [`Tlb`] that keeps stale translations and
 //!   cached PDEs until an `invlpg`, a CR3 load or a CR4.PGE toggle removes
-//!   them. It implements [`TlbOps`](crate::TlbOps) and counts every flush
+//!   them. It implements [`TlbOps`](paging_core::TlbOps) and counts every flush
 //!   ([`TlbStats`]). [`SimCpus`] is several CPUs with shootdown.
 //! - [`MmuVirt`]: kernel virtual addresses as tables
-//!   ([`VirtTables`](crate::VirtTables)), every access translated by one
+//!   ([`VirtTables`](paging_core::VirtTables)), every access translated by one
 //!   simulated CPU and its TLB (what a kmap'd page table looks like).
 //! - [`ZonedAllocator`] and [`ScatteredAllocator`]: test
-//!   [`FrameAllocator`](crate::FrameAllocator)s with leak and double-free
+//!   [`FrameAllocator`](paging_core::FrameAllocator)s with leak and double-free
 //!   tracking and failure injection; the scattered one never hands out two
 //!   adjacent frames.
 //! - [`HostileAccess`] and [`ScriptedAllocator`]: a hostile world for
@@ -30,10 +36,10 @@
 //!
 //! The model is written from the manual, independently of the backends'
 //! entry code, and contains no `unsafe` code (only the `unsafe impl`s that
-//! mark its table accesses as [`IsolatedTables`](crate::IsolatedTables)).
+//! mark its table accesses as [`IsolatedTables`](paging_core::IsolatedTables)).
 //!
 //! ```
-//! use paging_core::sim::{Access, Mmu, SimConfig, SimRam};
+//! use paging_sim::{Access, Mmu, SimConfig, SimRam};
 //! use paging_core::{PhysAddr, VirtAddr};
 //!
 //! let ram = SimRam::new();

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::vec::Vec;
 
 use super::{Access, Mmu, SimAccess, SimConfig, SimRam, ZonedAllocator};
-use crate::{FrameAllocator, Mapper, PagingMode, PhysAddr, PhysFrame, VirtAddr, Zone};
+use paging_core::{FrameAllocator, Mapper, PagingMode, PhysAddr, PhysFrame, VirtAddr, Zone};
 
 /// Lowmem of a [`Machine`]: 1 MiB .. 64 MiB.
 pub const MACHINE_LOWMEM: Range<u64> = 0x10_0000..0x400_0000;
@@ -18,7 +18,7 @@ pub const MACHINE_HIGHMEM: Range<u64> = 0x1_0000_0000..0x1_0400_0000;
 /// RAM, a CPU, an allocator and a hierarchy, wired together.
 ///
 /// ```
-/// use paging_core::sim::{Machine, SimRam};
+/// use paging_sim::{Machine, SimRam};
 /// use paging_core::{MapFlags, Page, PhysAddr, PhysFrame, VirtAddr};
 /// use paging_x86_pae::Pae;
 ///
@@ -129,7 +129,7 @@ impl<'r, M: PagingMode> Machine<'r, M> {
 ///     assert_eq!(M::pmd_span(), M::LARGE_PAGE_SIZE.bytes());
 /// }
 ///
-/// paging_core::for_each_mode!(geometry_is_consistent);
+/// paging_sim::for_each_mode!(geometry_is_consistent);
 /// # fn main() {}
 /// ```
 #[macro_export]

@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::vec::Vec;
 
-use crate::addr::{MAX_PHYS_BITS_ARCH, PAGE_SIZE, PhysAddr, PhysFrame};
-use crate::table::QWORDS_PER_TABLE;
+use paging_core::addr::{MAX_PHYS_BITS_ARCH, PAGE_SIZE, PhysAddr, PhysFrame};
+use paging_core::table::QWORDS_PER_TABLE;
 
 /// One frame of simulated RAM.
 pub(crate) type FrameWords = [AtomicU64; QWORDS_PER_TABLE];

@@ -6,8 +6,8 @@ use std::vec::Vec;
 
 use super::ledger::{Ledger, ledger_accessors};
 use super::pool::RangePool;
-use crate::addr::{PAGE_SIZE, PhysFrame};
-use crate::alloc::{FrameAllocator, Zone};
+use paging_core::addr::{PAGE_SIZE, PhysFrame};
+use paging_core::alloc::{FrameAllocator, Zone};
 
 /// What [`ScatteredAllocator::allocate_contiguous`] does.
 ///
@@ -94,7 +94,7 @@ impl Scatter {
 /// `Any` low first.
 ///
 /// ```
-/// use paging_core::sim::{Contiguous, ScatteredAllocator};
+/// use paging_sim::{Contiguous, ScatteredAllocator};
 /// use paging_core::{FrameAllocator, Zone};
 ///
 /// let mut alloc = ScatteredAllocator::new(0..0x100_0000, 0..0, Contiguous::Refuse);

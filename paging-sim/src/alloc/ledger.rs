@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::vec::Vec;
 
-use crate::addr::PhysFrame;
+use paging_core::addr::PhysFrame;
 
 /// Which frames are live, totals, bad frees, and the failure budget.
 #[derive(Debug, Clone, Default)]

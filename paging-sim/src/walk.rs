@@ -8,7 +8,7 @@ use super::config::{SimConfig, SimPaging};
 use super::fault::{Access, PageFault};
 use super::ram::SimRam;
 use super::tlb::PdeCacheEntry;
-use crate::addr::{PageSize, PhysAddr, PhysFrame, VirtAddr};
+use paging_core::addr::{PageSize, PhysAddr, PhysFrame, VirtAddr};
 
 /// Present.
 pub(crate) const P: u64 = 1 << 0;
