@@ -35,22 +35,6 @@ fn booted<M: PagingMode>(ram: &SimRam) -> Machine<'_, M> {
     m
 }
 
-fn va(addr: u64) -> VirtAddr {
-    VirtAddr::new(addr as u32)
-}
-
-fn pa(addr: u64) -> PhysAddr {
-    PhysAddr::new(addr).unwrap()
-}
-
-/// What the CPU does with `access` at `addr`: the physical address or the
-/// page-fault error code.
-fn hw(mmu: &Mmu<'_>, addr: u64, access: Access) -> Result<PhysAddr, u32> {
-    mmu.translate(va(addr), access)
-        .map(|t| t.pa)
-        .map_err(|f| f.code)
-}
-
 fn kernel_image_runs_where_it_is<M: PagingMode>() {
     let ram = SimRam::new();
     let m = booted::<M>(&ram);
@@ -73,6 +57,22 @@ fn kernel_image_runs_where_it_is<M: PagingMode>() {
     // Nothing around the image: the null page, the page after the image.
     assert_eq!(hw(&m.mmu, 0, Access::READ), Err(0));
     assert_eq!(hw(&m.mmu, IMAGE.end, Access::READ), Err(0));
+}
+
+fn va(addr: u64) -> VirtAddr {
+    VirtAddr::new(addr as u32)
+}
+
+fn pa(addr: u64) -> PhysAddr {
+    PhysAddr::new(addr).unwrap()
+}
+
+/// What the CPU does with `access` at `addr`: the physical address or the
+/// page-fault error code.
+fn hw(mmu: &Mmu<'_>, addr: u64, access: Access) -> Result<PhysAddr, u32> {
+    mmu.translate(va(addr), access)
+        .map(|t| t.pa)
+        .map_err(|f| f.code)
 }
 
 fn direct_map_covers_lowmem<M: PagingMode>() {
