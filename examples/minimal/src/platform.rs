@@ -148,48 +148,40 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 #[unsafe(no_mangle)]
 extern "C" fn rust_eh_personality() {}
 
-// The memory functions the compiler emits calls to. String instructions in
-// assembly, so the optimiser cannot turn them back into calls to
-// themselves. ESI cannot be an asm operand on i386: saved by hand.
-
-/// # Safety
-/// `src` valid for `n` reads, `dest` for `n` writes, no overlap.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    // SAFETY: the caller's contract; DF is clear (ABI).
-    unsafe {
-        asm!("xchg esi, {s}", "rep movsb", "xchg esi, {s}", s = inout(reg) src => _,
-            inout("ecx") n => _, inout("edi") dest => _);
-    }
-    dest
-}
+// The memory functions the compiler emits calls to. Volatile accesses, so
+// the optimiser cannot turn the loops back into calls to themselves (speed
+// does not matter here).
 
 /// # Safety
 /// `src` valid for `n` reads, `dest` for `n` writes; they may overlap.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
-    if (dest as usize).wrapping_sub(src as usize) >= n {
-        // SAFETY: `dest` is below `src` or past it: a forward copy is right.
-        return unsafe { memcpy(dest, src, n) };
-    }
-    // SAFETY: `dest` overlaps the tail of `src` (so n > 0): copy backwards
-    // from the last byte, then clear DF again.
-    unsafe {
-        asm!("xchg esi, {s}", "std", "rep movsb", "cld", "xchg esi, {s}",
-            s = inout(reg) src.add(n - 1) => _, inout("ecx") n => _,
-            inout("edi") dest.add(n - 1) => _);
+    let backwards = (dest as usize).wrapping_sub(src as usize) < n;
+    for k in 0..n {
+        let i = if backwards { n - 1 - k } else { k };
+        // SAFETY: i < n, inside both ranges (caller's contract); when `dest`
+        // overlaps the tail of `src` the copy runs backwards, so every byte
+        // is read before it is overwritten.
+        unsafe { dest.add(i).write_volatile(src.add(i).read_volatile()) };
     }
     dest
+}
+
+/// # Safety
+/// As for [`memmove`] (and the ranges do not overlap).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: a weaker contract than `memmove`'s.
+    unsafe { memmove(dest, src, n) }
 }
 
 /// # Safety
 /// `dest` valid for `n` writes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memset(dest: *mut u8, value: i32, n: usize) -> *mut u8 {
-    // SAFETY: the caller's contract; DF is clear (ABI).
-    unsafe {
-        asm!("rep stosb", in("al") value as u8, inout("ecx") n => _, inout("edi") dest => _,
-            options(nostack));
+    for i in 0..n {
+        // SAFETY: i < n, inside the range (caller's contract).
+        unsafe { dest.add(i).write_volatile(value as u8) };
     }
     dest
 }
@@ -206,12 +198,4 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
         }
     }
     0
-}
-
-/// # Safety
-/// As for [`memcmp`].
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    // SAFETY: the same contract.
-    unsafe { memcmp(a, b, n) }
 }
