@@ -1,12 +1,16 @@
 //! `cargo xtask test`: every check, in order, stopping at the first failure.
 //!
 //! 1. prerequisites ([`crate::prereq`]);
-//! 2. `fmt`: `cargo fmt --check` for the workspace and the kernel;
-//! 3. `clippy`: the workspace (all targets, all features) and the kernel in
-//!    both modes, warnings denied;
+//! 2. `fmt`: `cargo fmt --check` for the workspace and both kernels;
+//! 3. `clippy`: the workspace (all targets, all features) and both kernels
+//!    in both modes, plus the minimal kernel's library and host tests built
+//!    for the host, warnings denied;
 //! 4. `doc`: `cargo doc` for the workspace with warnings denied, with all
 //!    features and with none;
-//! 5. `test`: `cargo test` for the workspace, all features;
+//! 5. `test`: `cargo test` for the workspace, all features (xtask's own
+//!    tests include the check that every Rust block of `docs/adopting.md`
+//!    is code of `examples/minimal/src`), and the minimal kernel's host
+//!    tests (its tables checked through the simulated MMU);
 //!    `loom`: the kmap pool's protocol model-checked with loom at a
 //!    CI-sized preemption bound ([`crate::loom`]);
 //! 6. `i586`: every library crate (every workspace member but xtask) built
@@ -21,7 +25,8 @@
 //!    boot with page tables above 4 GiB (on `qemu-system-x86_64`, whose
 //!    walker handles them), the GRUB ISO booted with `-cdrom` in both modes
 //!    (if the GRUB tools are present or installable), and a check that the
-//!    memory map in the kernel's README is what the kernel prints;
+//!    memory map in the kernel's README is what the kernel prints; and the
+//!    minimal kernel built and booted in both modes at 1 GiB;
 //! 8. `bochs`: the GRUB ISO booted in Bochs in both modes at 128 MiB
 //!    ([`crate::bochs`]; installs Bochs and the GRUB tools as root), which
 //!    keeps global TLB entries across CR3 loads and checks PDPTE reserved
@@ -31,7 +36,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::kernel::{self, Mode, TARGET};
+use crate::kernel::{self, Kernel, Mode, TARGET};
 use crate::qemu::{self, Expect, Medium, QEMU, QEMU_X86_64};
 use crate::summary::{Status, Table};
 use crate::{DEFAULT_TIMEOUT_SECS, iso, memory_map, option_value, parse_timeout, prereq, process};
@@ -216,7 +221,12 @@ fn clippy() -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
-    Mode::ALL.into_iter().try_for_each(kernel::clippy)
+    for kernel in Kernel::ALL {
+        Mode::ALL
+            .into_iter()
+            .try_for_each(|mode| kernel::clippy(kernel, mode))?;
+    }
+    kernel::minimal_host_clippy()
 }
 
 /// The docs with every feature and with none (what docs.rs and a default
@@ -231,11 +241,18 @@ fn doc() -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
+    let blocks = crate::adopting::check_repository(&process::repo_root())?;
+    println!(
+        "{}: all {blocks} Rust blocks are code of {}",
+        crate::adopting::GUIDE,
+        crate::adopting::SOURCES
+    );
     process::run(&mut workspace_cargo(&[
         "test",
         "--workspace",
         "--all-features",
-    ]))
+    ]))?;
+    kernel::minimal_host_tests()
 }
 
 /// Builds every library crate (workspace members except xtask) for the
@@ -252,20 +269,23 @@ fn i586() -> Result<(), String> {
     ]))
 }
 
-/// Builds the kernel in both modes and boots the matrix, the crash demos
-/// and the ISO; checks the README's memory map; adds one row per boot to
-/// `table`.
+/// Builds both kernels in both modes and boots the matrix, the crash
+/// demos, the minimal kernel and the ISO; checks the README's memory map;
+/// adds one row per boot to `table`.
 fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
     let mut elves = Vec::new();
+    let mut minimal = Vec::new();
     for mode in Mode::ALL {
         elves.push((mode, kernel::build(mode)?));
+        minimal.push((mode, kernel::build_kernel(Kernel::Minimal, mode)?));
     }
     let started = Instant::now();
     let fpu = elves
         .iter()
+        .chain(&minimal)
         .try_for_each(|(_, elf)| kernel::check_no_fpu(elf));
     table.add(
-        "  kernel code uses no x87/MMX/SSE (never saves FPU state)",
+        "  kernels' code uses no x87/MMX/SSE (never saves FPU state)",
         status_of(&fpu),
         detail_of(&fpu),
         Some(started.elapsed()),
@@ -281,6 +301,7 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
     let mut boots: Vec<qemu::Boot> = MATRIX
         .iter()
         .map(|&(mode, mem, emulator, cmdline)| qemu::Boot {
+            kernel: Kernel::Example,
             medium: Medium::Kernel(elf_of(mode).to_path_buf()),
             emulator,
             mode,
@@ -293,6 +314,7 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
         .collect();
     for demo in CRASH_DEMOS {
         boots.push(qemu::Boot {
+            kernel: Kernel::Example,
             medium: Medium::Kernel(elf_of(Mode::TwoLevel).to_path_buf()),
             emulator: QEMU,
             mode: Mode::TwoLevel,
@@ -303,6 +325,17 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
             expect: Expect::for_cmdline(Some(demo)),
         });
     }
+    boots.extend(minimal.iter().map(|(mode, elf)| qemu::Boot {
+        kernel: Kernel::Minimal,
+        medium: Medium::Kernel(elf.clone()),
+        emulator: QEMU,
+        mode: *mode,
+        mem: Kernel::Minimal.default_mem(*mode).to_string(),
+        cpu: mode.qemu_cpu().to_string(),
+        cmdline: None,
+        timeout,
+        expect: Expect::Pass,
+    }));
     boots.extend(iso_boots(timeout, table)?);
     let mut failed = Vec::new();
     let mut layouts = Vec::new();
@@ -312,7 +345,8 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
         if !outcome.passed {
             failed.push(boot.label());
         }
-        if boot.emulator == QEMU
+        if boot.kernel == Kernel::Example
+            && boot.emulator == QEMU
             && boot.cmdline.is_none()
             && matches!(boot.medium, Medium::Kernel(_))
             && boot.mem == boot.mode.default_mem()
@@ -366,6 +400,7 @@ fn iso_boots(timeout: Duration, table: &mut Table) -> Result<Vec<qemu::Boot>, St
             .join(format!("test-{}.iso", mode.name()));
         let iso = iso::build(&out, mode, 0, None)?;
         boots.push(qemu::Boot {
+            kernel: Kernel::Example,
             medium: Medium::Cdrom(iso),
             emulator: QEMU,
             mode,

@@ -1,11 +1,14 @@
-//! Building the example kernel (`examples/kernel`), one build per paging
-//! mode.
+//! Building the kernels, one build per paging mode: the example kernel
+//! (`examples/kernel`) and the minimal one (`examples/minimal`, the code of
+//! `docs/adopting.md`).
 //!
-//! The kernel is not a workspace member: its target and linker settings live
-//! in `examples/kernel/.cargo/config.toml`, which cargo only reads when run
-//! from that directory. Each mode gets its own target directory
-//! (`examples/kernel/target/mode-*`) so the two builds do not overwrite each
-//! other's ELF or invalidate each other's cache.
+//! Neither kernel is a workspace member: its target and linker settings
+//! live in its `.cargo/config.toml`, which cargo only reads when run from
+//! that directory. Each mode gets its own target directory
+//! (`target/mode-*` in the kernel's directory) so the two builds do not
+//! overwrite each other's ELF or invalidate each other's cache. The minimal
+//! kernel's library also builds for the host, where its tests run on the
+//! simulated MMU (`target/host`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -73,33 +76,90 @@ impl Mode {
     }
 }
 
+/// One of the repository's kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `examples/kernel`: every feature of the crates, 26 self-tests.
+    Example,
+    /// `examples/minimal`: the adoption guide's kernel.
+    Minimal,
+}
+
+impl Kernel {
+    /// Both kernels.
+    pub const ALL: [Kernel; 2] = [Kernel::Example, Kernel::Minimal];
+
+    /// Parses `example` or `minimal`.
+    pub fn parse(text: &str) -> Result<Kernel, String> {
+        match text {
+            "example" => Ok(Kernel::Example),
+            "minimal" => Ok(Kernel::Minimal),
+            other => Err(format!(
+                "--kernel expects example or minimal, got `{other}`"
+            )),
+        }
+    }
+
+    /// Its directory.
+    pub fn dir(self) -> PathBuf {
+        let name = match self {
+            Kernel::Example => "kernel",
+            Kernel::Minimal => "minimal",
+        };
+        process::repo_root().join("examples").join(name)
+    }
+
+    /// The name of its binary (the ELF).
+    fn bin(self) -> &'static str {
+        match self {
+            Kernel::Example => "example-kernel",
+            Kernel::Minimal => "minimal-kernel",
+        }
+    }
+
+    /// Guest RAM for a boot of `mode`: the example kernel's defaults; 1 GiB
+    /// for the minimal one (highmem starts at 896 MiB).
+    pub fn default_mem(self, mode: Mode) -> &'static str {
+        match self {
+            Kernel::Example => mode.default_mem(),
+            Kernel::Minimal => "1G",
+        }
+    }
+}
+
 /// `examples/kernel`.
 pub fn kernel_dir() -> PathBuf {
-    process::repo_root().join("examples").join("kernel")
+    Kernel::Example.dir()
 }
 
 /// Target directory of one mode's build.
-fn target_dir(mode: Mode) -> PathBuf {
-    kernel_dir().join("target").join(mode.feature())
+fn target_dir(kernel: Kernel, mode: Mode) -> PathBuf {
+    kernel.dir().join("target").join(mode.feature())
 }
 
-/// A cargo command run in the kernel's directory for `mode`.
-fn kernel_cargo(mode: Mode, subcommand: &str) -> Command {
+/// A cargo command run in `kernel`'s directory for `mode`.
+fn kernel_cargo(kernel: Kernel, mode: Mode, subcommand: &str) -> Command {
     let mut command = process::cargo();
     command
-        .current_dir(kernel_dir())
-        .env("CARGO_TARGET_DIR", target_dir(mode))
+        .current_dir(kernel.dir())
+        .env("CARGO_TARGET_DIR", target_dir(kernel, mode))
         .args([subcommand, "--release", "--features", mode.feature()]);
     command
 }
 
-/// Builds the kernel for `mode` (release profile); returns the ELF's path.
+/// Builds the example kernel for `mode` (release profile); returns the
+/// ELF's path.
 pub fn build(mode: Mode) -> Result<PathBuf, String> {
-    process::run(&mut kernel_cargo(mode, "build"))?;
-    let elf = target_dir(mode)
+    build_kernel(Kernel::Example, mode)
+}
+
+/// Builds `kernel` for `mode` (release profile); returns the ELF's path.
+pub fn build_kernel(kernel: Kernel, mode: Mode) -> Result<PathBuf, String> {
+    process::run(&mut kernel_cargo(kernel, mode, "build"))?;
+    let elf = target_dir(kernel, mode)
         .join(TARGET)
         .join("release")
-        .join("example-kernel");
+        .join(kernel.bin());
     if elf.is_file() {
         Ok(elf)
     } else {
@@ -110,18 +170,60 @@ pub fn build(mode: Mode) -> Result<PathBuf, String> {
     }
 }
 
-/// `cargo clippy -- -D warnings` on the kernel for `mode`.
-pub fn clippy(mode: Mode) -> Result<(), String> {
-    let mut command = kernel_cargo(mode, "clippy");
+/// `cargo clippy -- -D warnings` on `kernel` for `mode`.
+pub fn clippy(kernel: Kernel, mode: Mode) -> Result<(), String> {
+    let mut command = kernel_cargo(kernel, mode, "clippy");
     command.args(["--", "-D", "warnings"]);
     process::run(&mut command)
 }
 
-/// `cargo fmt --check` on the kernel.
+/// `cargo fmt --check` on both kernels.
 pub fn fmt_check() -> Result<(), String> {
+    Kernel::ALL.into_iter().try_for_each(|kernel| {
+        let mut command = process::cargo();
+        command.current_dir(kernel.dir()).args(["fmt", "--check"]);
+        process::run(&mut command)
+    })
+}
+
+/// A cargo command for the minimal kernel's library and its tests, built
+/// for the host (its `.cargo/config.toml` defaults to the bare-metal
+/// target).
+fn minimal_host_cargo(subcommand: &str) -> Result<Command, String> {
+    let dir = Kernel::Minimal.dir();
     let mut command = process::cargo();
-    command.current_dir(kernel_dir()).args(["fmt", "--check"]);
+    command
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", dir.join("target").join("host"))
+        .args([subcommand, "--lib", "--target", &host_triple()?]);
+    Ok(command)
+}
+
+/// The minimal kernel's host tests: its page-table set-up run on the
+/// simulated MMU in both modes.
+pub fn minimal_host_tests() -> Result<(), String> {
+    process::run(&mut minimal_host_cargo("test")?)
+}
+
+/// Clippy on the minimal kernel's library and host tests, warnings denied.
+pub fn minimal_host_clippy() -> Result<(), String> {
+    let mut command = minimal_host_cargo("clippy")?;
+    command.args(["--tests", "--", "-D", "warnings"]);
     process::run(&mut command)
+}
+
+/// The host's target triple, from `rustc -vV`.
+fn host_triple() -> Result<String, String> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("cannot run rustc -vV: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_string)
+        .ok_or_else(|| "rustc -vV printed no host line".to_string())
 }
 
 /// Fail if `elf` holds an x87, MMX or SSE instruction. The kernel never

@@ -2,8 +2,9 @@
 //! check of the workspace.
 //!
 //! ```text
-//! cargo xtask run  [--mode 2level|pae|both] [--mem SIZE] [--cpu MODEL]
-//!                  [--cmdline TEXT] [--timeout SECS]
+//! cargo xtask run  [--kernel example|minimal] [--mode 2level|pae|both]
+//!                  [--mem SIZE] [--cpu MODEL] [--cmdline TEXT]
+//!                  [--timeout SECS]
 //! cargo xtask test [--no-qemu] [--no-bochs] [--only STEP[,STEP...]]
 //!                  [--timeout SECS]
 //! cargo xtask bochs [--mode 2level|pae|both] [--mem SIZE] [--cmdline TEXT]
@@ -22,6 +23,7 @@
 //! checked first by both commands; the `bochs` step and command install
 //! Bochs themselves.
 
+mod adopting;
 mod bench;
 mod bochs;
 mod checks;
@@ -43,7 +45,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use kernel::Mode;
+use kernel::{Kernel, Mode};
 use qemu::{Medium, QEMU};
 
 /// Seconds one QEMU boot may take before it is killed.
@@ -54,9 +56,13 @@ usage: cargo xtask <command> [options]
 
 commands:
   run    build the example kernel and boot it in QEMU
+           --kernel example|minimal which kernel (default: example);
+                                    minimal is examples/minimal, the
+                                    code of docs/adopting.md
            --mode 2level|pae|both   paging mode(s) (default: both)
            --mem SIZE               guest RAM, QEMU syntax, e.g. 512M, 2G
-                                    (default: 2G for 2level, 8G for pae)
+                                    (default: 2G for 2level, 8G for pae;
+                                    1G for the minimal kernel)
            --cpu MODEL              QEMU -cpu value (default: qemu32 for
                                     2level, max for pae)
            --cmdline TEXT           kernel command line (e.g. fault=page,
@@ -106,6 +112,7 @@ commands:
 /// Options of `cargo xtask run`.
 #[derive(Debug)]
 struct RunOptions {
+    kernel: Kernel,
     modes: Vec<Mode>,
     mem: Option<String>,
     cpu: Option<String>,
@@ -160,6 +167,7 @@ fn parse_timeout(value: &str) -> Result<Duration, String> {
 
 fn parse_run(args: &[String]) -> Result<RunOptions, String> {
     let mut options = RunOptions {
+        kernel: Kernel::Example,
         modes: Mode::ALL.to_vec(),
         mem: None,
         cpu: None,
@@ -169,6 +177,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, String> {
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--kernel" => options.kernel = Kernel::parse(option_value(arg, &mut args)?)?,
             "--mode" => options.modes = Mode::parse_list(option_value(arg, &mut args)?)?,
             "--mem" => options.mem = Some(qemu::check_mem_size(option_value(arg, &mut args)?)?),
             "--cpu" => options.cpu = Some(option_value(arg, &mut args)?.clone()),
@@ -180,21 +189,22 @@ fn parse_run(args: &[String]) -> Result<RunOptions, String> {
     Ok(options)
 }
 
-/// `cargo xtask run`: build and boot each requested mode.
+/// `cargo xtask run`: build the chosen kernel and boot each requested mode.
 fn run(options: &RunOptions) -> Result<(), String> {
     prereq::ensure(true)?;
     let mut table = summary::Table::new("boot");
     let mut failures = 0;
     for &mode in &options.modes {
-        let elf = kernel::build(mode)?;
+        let elf = kernel::build_kernel(options.kernel, mode)?;
         let boot = qemu::Boot {
+            kernel: options.kernel,
             medium: Medium::Kernel(elf),
             emulator: QEMU,
             mode,
             mem: options
                 .mem
                 .clone()
-                .unwrap_or_else(|| mode.default_mem().to_string()),
+                .unwrap_or_else(|| options.kernel.default_mem(mode).to_string()),
             cpu: options
                 .cpu
                 .clone()
@@ -291,6 +301,7 @@ fn memory_map_command(args: &[String]) -> Result<(), String> {
     let mut layouts = Vec::new();
     for mode in Mode::ALL {
         let boot = qemu::Boot {
+            kernel: Kernel::Example,
             medium: Medium::Kernel(kernel::build(mode)?),
             emulator: QEMU,
             mode,

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::kernel::Mode;
+use crate::kernel::{Kernel, Mode};
 use crate::process;
 
 /// The QEMU binary for both modes.
@@ -64,6 +64,8 @@ pub enum Medium {
 /// One boot of the kernel.
 #[derive(Clone, Debug)]
 pub struct Boot {
+    /// Which kernel (for the label).
+    pub kernel: Kernel,
     /// The kernel ELF or ISO.
     pub medium: Medium,
     /// The QEMU binary ([`QEMU`] unless a test needs another).
@@ -96,9 +98,13 @@ pub struct Outcome {
 }
 
 impl Boot {
-    /// Label used in output and the summary, e.g. `2level -m 2G`.
+    /// Label used in output and the summary, e.g. `2level -m 2G` (the
+    /// example kernel) or `minimal 2level -m 1G`.
     pub fn label(&self) -> String {
         let mut label = format!("{} -m {}", self.mode.name(), self.mem);
+        if self.kernel == Kernel::Minimal {
+            label.insert_str(0, "minimal ");
+        }
         if let Medium::Cdrom(_) = self.medium {
             label.push_str(" (GRUB ISO)");
         }
