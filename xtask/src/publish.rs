@@ -186,6 +186,7 @@ fn library_workspace(manifest: &str) -> String {
 /// The `package` step.
 pub fn package() -> Result<(), String> {
     let root = process::repo_root();
+    forget_earlier_packages(&root)?;
     let mut package = process::cargo();
     package
         .current_dir(&root)
@@ -241,6 +242,43 @@ pub fn package() -> Result<(), String> {
             test.args(["--config", patch]);
         }
         process::run(&mut test)?;
+    }
+    Ok(())
+}
+
+/// Removes what earlier `cargo package` runs left: `target/package`, and
+/// the copies cargo unpacked from its temporary local registry into
+/// `$CARGO_HOME/registry/src/<local registry>/` to verify each crate against
+/// the others. Cargo keys those by name and version only, so without this a
+/// second run verifies against the *first* run's sources (seen here: a
+/// crate failing to find an item its dependency had gained since).
+fn forget_earlier_packages(root: &Path) -> Result<(), String> {
+    let package_dir = root.join("target").join("package");
+    if package_dir.exists() {
+        remove(&package_dir)?;
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let Some(sources) = cargo_home.map(|home| home.join("registry").join("src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = fs::read_dir(&sources) else {
+        return Ok(());
+    };
+    let version = workspace_version(root)?;
+    for registry in registries.flatten() {
+        // crates.io's is `index.crates.io-<hash>`; the temporary local
+        // registries have no host name.
+        if registry.file_name().to_string_lossy().starts_with("index.") {
+            continue;
+        }
+        for krate in LIBRARY_CRATES {
+            let unpacked = registry.path().join(format!("{krate}-{version}"));
+            if unpacked.exists() {
+                remove(&unpacked)?;
+            }
+        }
     }
     Ok(())
 }

@@ -5,9 +5,9 @@
 //! `cargo test --lib --target x86_64-unknown-linux-gnu` (the crate's
 //! `.cargo/config.toml` builds for the bare-metal target by default).
 
-// The one place that names the simulator (it is moving to its own crate,
-// `paging-sim`, with the same items).
-use paging_core::sim::{Access, Machine, Mmu, SimAccess, SimRam};
+// The one place that names the simulator (the `paging-sim` crate, a
+// dev-dependency).
+use paging_sim::{Access, Machine, Mmu, SimAccess, SimRam};
 
 use fixmap::Fixmap;
 use kmap::{GlobalFlush, KmapTask, SpinWait};
