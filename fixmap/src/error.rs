@@ -2,7 +2,9 @@
 
 use core::fmt;
 
-use paging_core::{AccessError, EntryError, Error, ErrorKind, InstallError, PhysFrame, VirtAddr};
+use paging_core::{
+    AccessError, EntryError, ErrorKind, InstallError, PagingError, PhysFrame, VirtAddr,
+};
 
 /// Why a fixmap operation did nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +82,7 @@ impl fmt::Display for FixmapError {
 
 impl core::error::Error for FixmapError {}
 
-impl Error for FixmapError {
+impl PagingError for FixmapError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::IndexOutOfRange { .. } | Self::NotInFixmap { .. } | Self::BadTop { .. } => {
@@ -161,7 +163,7 @@ impl fmt::Display for WindowError {
 
 impl core::error::Error for WindowError {}
 
-impl Error for WindowError {
+impl PagingError for WindowError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::BadRange { .. } | Self::TooFewTables { .. } => ErrorKind::OutOfRange,
@@ -174,5 +176,46 @@ impl Error for WindowError {
 impl From<InstallError> for WindowError {
     fn from(e: InstallError) -> Self {
         Self::Install(e)
+    }
+}
+
+impl From<FixmapError> for paging_core::AnyError {
+    /// Keeps the kind and names the variant (paging-core's catch-all cannot
+    /// hold this crate's types).
+    fn from(e: FixmapError) -> Self {
+        let what = match e {
+            FixmapError::IndexOutOfRange { .. } => "fixmap: index out of range",
+            FixmapError::NotInFixmap { .. } => "fixmap: not in fixmap",
+            FixmapError::TopMovedAfterUse => "fixmap: top moved after use",
+            FixmapError::BadTop { .. } => "fixmap: bad top",
+            FixmapError::NoTables => "fixmap: no tables",
+            FixmapError::WindowDoesNotCover { .. } => "fixmap: window does not cover",
+            FixmapError::SlotInUse { .. } => "fixmap: slot in use",
+            FixmapError::NotSet { .. } => "fixmap: not set",
+            FixmapError::Entry(..) => "fixmap: entry",
+            FixmapError::Access(..) => "fixmap: access",
+        };
+        Self::Other {
+            kind: e.kind(),
+            what,
+        }
+    }
+}
+
+impl From<WindowError> for paging_core::AnyError {
+    /// Keeps the kind and names the variant (paging-core's catch-all cannot
+    /// hold this crate's types).
+    fn from(e: WindowError) -> Self {
+        let what = match e {
+            WindowError::BadRange { .. } => "fixmap window: bad range",
+            WindowError::NoContiguousFrames { .. } => "fixmap window: no contiguous frames",
+            WindowError::Discontiguous { .. } => "fixmap window: discontiguous",
+            WindowError::TooFewTables { .. } => "fixmap window: too few tables",
+            WindowError::Install(..) => "fixmap window: install",
+        };
+        Self::Other {
+            kind: e.kind(),
+            what,
+        }
     }
 }

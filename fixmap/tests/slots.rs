@@ -241,3 +241,16 @@ paging_sim::for_each_mode!(
     the_top_moves_only_before_first_use,
     attaching_a_window_that_misses_the_fixmap_fails,
 );
+
+/// fixmap errors propagate with `?` into paging-core's catch-all, keeping
+/// their kind.
+#[test]
+fn fixmap_errors_convert_into_the_catch_all_error() {
+    let e = fixmap::FixmapError::IndexOutOfRange { index: 9, end: 4 };
+    let any = paging_core::AnyError::from(e);
+    assert_eq!(
+        paging_core::PagingError::kind(&any),
+        paging_core::PagingError::kind(&e)
+    );
+    assert_eq!(any.to_string(), "fixmap: index out of range");
+}

@@ -161,7 +161,7 @@ fn a_large_page_in_the_window_is_refused<M: PagingMode>() {
         ),
         "{e:?}"
     );
-    assert_eq!(paging_core::Error::kind(&e), ErrorKind::SizeConflict);
+    assert_eq!(paging_core::PagingError::kind(&e), ErrorKind::SizeConflict);
     assert_eq!(m.hw(va(base as u32 + 0x1234)), Ok(pa(size + 0x1234)));
 }
 
@@ -297,7 +297,7 @@ fn windows_crossing_pmd_and_pgd_boundaries<M: PagingMode>() {
         )
     });
     assert_eq!(
-        paging_core::Error::kind(&e.unwrap_err()),
+        paging_core::PagingError::kind(&e.unwrap_err()),
         ErrorKind::AlreadyMapped
     );
 }

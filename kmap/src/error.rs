@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use paging_core::{AccessError, EntryError, Error, ErrorKind, PhysFrame, VirtAddr};
+use paging_core::{AccessError, EntryError, ErrorKind, PagingError, PhysFrame, VirtAddr};
 
 /// Why a kmap operation did nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl fmt::Display for KmapError {
 
 impl core::error::Error for KmapError {}
 
-impl Error for KmapError {
+impl PagingError for KmapError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Exhausted | Self::ReservationSpent => ErrorKind::Exhausted,
@@ -107,5 +107,29 @@ impl Error for KmapError {
 impl From<AccessError> for KmapError {
     fn from(e: AccessError) -> Self {
         Self::Access(e)
+    }
+}
+
+impl From<KmapError> for paging_core::AnyError {
+    /// Keeps the kind and names the variant (paging-core's catch-all cannot
+    /// hold this crate's types).
+    fn from(e: KmapError) -> Self {
+        let what = match e {
+            KmapError::Exhausted => "kmap: exhausted",
+            KmapError::ReservationTooLarge { .. } => "kmap: reservation too large",
+            KmapError::ReservationSpent => "kmap: reservation spent",
+            KmapError::NotMapped { .. } => "kmap: not mapped",
+            KmapError::DoubleUnmap { .. } => "kmap: double unmap",
+            KmapError::OutOfOrder { .. } => "kmap: out of order",
+            KmapError::BadCpu { .. } => "kmap: bad cpu",
+            KmapError::RestoreMismatch { .. } => "kmap: restore mismatch",
+            KmapError::BadLayout { .. } => "kmap: bad layout",
+            KmapError::Entry(..) => "kmap: entry",
+            KmapError::Access(..) => "kmap: access",
+        };
+        Self::Other {
+            kind: e.kind(),
+            what,
+        }
     }
 }

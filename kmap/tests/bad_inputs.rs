@@ -8,7 +8,7 @@ mod support;
 
 use kmap::{GlobalFlush, HighmemTables, KmapError, KmapTask, LocalSlots, SpinWait};
 use paging_core::{
-    AccessError, Error, ErrorKind, MapError, MapFlags, Mapper, Page, PhysFrame, Zone,
+    AccessError, ErrorKind, MapError, MapFlags, Mapper, Page, PagingError, PhysFrame, Zone,
 };
 use paging_sim::{MmuVirt, SimAccess, SimRam};
 use support::{CPUS, Kernel, ModeUnderTest, PKMAP_BASE, TestFixmap, reads_frame, va};

@@ -4,7 +4,7 @@
 mod support;
 
 use kmap::{GlobalFlush, KmapError, KmapStats, KmapTask, PersistentPool, SpinWait};
-use paging_core::{Error, ErrorKind, PhysFrame};
+use paging_core::{ErrorKind, PagingError, PhysFrame};
 use paging_sim::{SimAccess, SimRam, TlbStats};
 use support::{DEPTH, Kernel, ModeUnderTest, PKMAP_BASE, TestFixmap, frame, reads_frame, va};
 
@@ -343,3 +343,14 @@ paging_sim::for_each_mode!(
     local_lifo_violations_and_exhaustion,
     local_slots_refuse_bad_layouts,
 );
+
+/// A kernel can propagate kmap errors with `?` into paging-core's
+/// catch-all and still react to the kind.
+#[test]
+fn kmap_errors_convert_into_the_catch_all_error() {
+    let any = paging_core::AnyError::from(KmapError::Exhausted);
+    assert_eq!(any.kind(), ErrorKind::Exhausted);
+    assert_eq!(any.to_string(), "kmap: exhausted");
+    let spent = paging_core::AnyError::from(KmapError::ReservationSpent);
+    assert_eq!(spent.kind(), KmapError::ReservationSpent.kind());
+}

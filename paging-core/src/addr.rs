@@ -154,6 +154,24 @@ impl VirtAddr {
             Some(Self(v as u32))
         }
     }
+
+    /// The address of `ptr` (on the 32-bit target, the whole pointer; on a
+    /// 64-bit host, its low 32 bits).
+    pub fn from_ptr<T: ?Sized>(ptr: *const T) -> Self {
+        Self(ptr.cast::<u8>() as usize as u32)
+    }
+
+    /// The address as a pointer, for the code running on the CPU whose
+    /// tables map it. Making the pointer is safe; dereferencing it is the
+    /// caller's business (is it mapped, and with what?).
+    pub const fn as_ptr<T>(self) -> *const T {
+        self.0 as usize as *const T
+    }
+
+    /// The address as a mutable pointer (see [`as_ptr`](Self::as_ptr)).
+    pub const fn as_mut_ptr<T>(self) -> *mut T {
+        self.0 as usize as *mut T
+    }
 }
 
 impl fmt::Debug for VirtAddr {
@@ -372,5 +390,87 @@ mod tests {
         assert_eq!(PageSize::Size2MiB.bytes(), 1 << PageSize::Size2MiB.shift());
         assert_eq!(PageSize::Size4MiB.bytes(), 1 << PageSize::Size4MiB.shift());
         assert_eq!(PageSize::Size4KiB.bytes(), PAGE_SIZE);
+    }
+}
+
+// Address arithmetic. Linear addresses wrap at 4 GiB as the CPU's do, and
+// physical addresses are kept to 52 bits, so no operator panics; use
+// `checked_add` where running past the end is an error.
+
+impl core::ops::Add<u32> for VirtAddr {
+    type Output = Self;
+    /// `self + bytes`, wrapping at 4 GiB.
+    fn add(self, bytes: u32) -> Self {
+        Self(self.0.wrapping_add(bytes))
+    }
+}
+
+impl core::ops::AddAssign<u32> for VirtAddr {
+    fn add_assign(&mut self, bytes: u32) {
+        *self = *self + bytes;
+    }
+}
+
+impl core::ops::Sub<u32> for VirtAddr {
+    type Output = Self;
+    /// `self - bytes`, wrapping at 0.
+    fn sub(self, bytes: u32) -> Self {
+        Self(self.0.wrapping_sub(bytes))
+    }
+}
+
+impl core::ops::SubAssign<u32> for VirtAddr {
+    fn sub_assign(&mut self, bytes: u32) {
+        *self = *self - bytes;
+    }
+}
+
+impl core::ops::Sub for VirtAddr {
+    type Output = u32;
+    /// The distance from `other` up to `self`, wrapping.
+    fn sub(self, other: Self) -> u32 {
+        self.0.wrapping_sub(other.0)
+    }
+}
+
+impl core::ops::Add<u64> for PhysAddr {
+    type Output = Self;
+    /// `self + bytes`, kept to 52 bits (the architectural limit).
+    fn add(self, bytes: u64) -> Self {
+        Self::new_truncate(self.0.wrapping_add(bytes))
+    }
+}
+
+impl core::ops::AddAssign<u64> for PhysAddr {
+    fn add_assign(&mut self, bytes: u64) {
+        *self = *self + bytes;
+    }
+}
+
+impl core::ops::Sub<u64> for PhysAddr {
+    type Output = Self;
+    /// `self - bytes`, kept to 52 bits.
+    fn sub(self, bytes: u64) -> Self {
+        Self::new_truncate(self.0.wrapping_sub(bytes))
+    }
+}
+
+impl core::ops::Sub for PhysAddr {
+    type Output = u64;
+    /// The distance from `other` up to `self` (wrapping in 52 bits).
+    fn sub(self, other: Self) -> u64 {
+        self.0.wrapping_sub(other.0) & ((1 << MAX_PHYS_BITS_ARCH) - 1)
+    }
+}
+
+impl From<Page> for VirtAddr {
+    fn from(page: Page) -> Self {
+        page.start_address()
+    }
+}
+
+impl From<PhysFrame> for PhysAddr {
+    fn from(frame: PhysFrame) -> Self {
+        frame.start_address()
     }
 }

@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod mapper;
 pub mod mode;
 pub mod pgtbuf;
+pub mod range;
 pub mod sync;
 pub mod table;
 pub mod walk;
@@ -32,8 +33,8 @@ pub use addr::{AddrError, PAGE_SIZE, Page, PageSize, PhysAddr, PhysFrame, VirtAd
 pub use alloc::{FrameAllocator, NoFrames, Zone};
 pub use entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
 pub use error::{
-    Error, ErrorKind, FreeError, InstallError, MapError, RootError, TranslateError, UnmapError,
-    UpdateFlagsError,
+    AnyError, ErrorKind, FreeError, InstallError, MapError, PagingError, RootError, TranslateError,
+    UnmapError, UpdateFlagsError,
 };
 pub use flags::MapFlags;
 pub use flush::{Flush, FlushBatch, TlbOps};
@@ -41,6 +42,7 @@ pub use hooks::{NativeHooks, TableHooks};
 pub use mapper::{FreeStats, FreshTables, LargePages, Mapper, Replaced, UnmapStats, Unmapped};
 pub use mode::PagingMode;
 pub use pgtbuf::{PgtBuf, PgtBufReport};
+pub use range::{FrameRange, PageRange};
 pub use sync::{KernelSync, SyncError, SyncOutcome, sync_kernel_entry};
 pub use table::{PtrTable, RawTable};
 pub use walk::{Slot, Translation, Walk, Walker};

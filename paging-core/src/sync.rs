@@ -42,7 +42,7 @@ use core::fmt;
 use crate::access::{AccessError, TableAccess, reach};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::entry::{Entry, Level, PgdEntry, PmdEntry};
-use crate::error::{Error, ErrorKind};
+use crate::error::{ErrorKind, PagingError};
 use crate::hooks::TableHooks;
 use crate::mode::PagingMode;
 use crate::table::RawTable;
@@ -105,7 +105,7 @@ impl fmt::Display for SyncError {
 
 impl core::error::Error for SyncError {}
 
-impl Error for SyncError {
+impl PagingError for SyncError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::RegistryFull { .. } => ErrorKind::Exhausted,

@@ -5,8 +5,9 @@ mod mapper_support;
 
 use mapper_support::{Rig, frame, machine, pa, va};
 use paging_core::{
-    AccessError, Error, ErrorKind, FreeError, FreshTables, InstallError, LargePages, MapError,
-    MapFlags, Mapper, Page, PagingMode, PgtBuf, PhysFrame, RootError, TranslateError, UnmapError,
+    AccessError, ErrorKind, FreeError, FreshTables, InstallError, LargePages, MapError, MapFlags,
+    Mapper, Page, PagingError, PagingMode, PgtBuf, PhysFrame, RootError, TranslateError,
+    UnmapError,
 };
 use paging_sim::SimAccess;
 
@@ -128,7 +129,7 @@ fn unreachable_tables_change_nothing<M: PagingMode>() {
     let limit = PhysFrame::containing_address(root).start_address().as_u64() + 4096;
     let ram = rig.ram;
     let mut short = Mapper::<M, _>::new_isolated(root, SimAccess::below(ram, limit)).unwrap();
-    let unreachable = |e: &dyn Error| e.kind() == ErrorKind::Unreachable;
+    let unreachable = |e: &dyn PagingError| e.kind() == ErrorKind::Unreachable;
 
     let e = rig.assert_unchanged(|r| {
         short.map(

@@ -5,8 +5,8 @@ mod mapper_support;
 
 use mapper_support::{Rig, frame, machine, pa, unreachable_frame, va};
 use paging_core::{
-    Entry, Error, ErrorKind, LargePages, Level, MapError, MapFlags, Page, PagingMode, PhysFrame,
-    RootError, TranslateError, UnmapError,
+    Entry, ErrorKind, LargePages, Level, MapError, MapFlags, Page, PagingError, PagingMode,
+    PhysFrame, RootError, TranslateError, UnmapError,
 };
 
 fn page(x: u32) -> Page {

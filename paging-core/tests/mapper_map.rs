@@ -454,7 +454,7 @@ fn unmap_range_reaches_each_table_once<M: PagingMode>() {
             .unmap_range(va(base + size as u32 + 0x1000), 0x1000)
     });
     assert_eq!(
-        paging_core::Error::kind(&e.unwrap_err()),
+        paging_core::PagingError::kind(&e.unwrap_err()),
         paging_core::ErrorKind::SizeConflict
     );
     let e = rig.assert_unchanged(|r| r.mapper.unmap_range(va(0xFFFF_F000), 0x2000));

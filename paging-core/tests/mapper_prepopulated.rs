@@ -7,8 +7,8 @@ use std::sync::Mutex;
 
 use mapper_support::{Rig, frame, machine, pa, unreachable_frame, va};
 use paging_core::{
-    Entry, Error, ErrorKind, FreshTables, InstallError, LargePages, Level, MapFlags, Mapper, Page,
-    PagingMode, PhysFrame, PmdEntry, PteEntry, TableHooks,
+    Entry, ErrorKind, FreshTables, InstallError, LargePages, Level, MapFlags, Mapper, Page,
+    PagingError, PagingMode, PhysFrame, PmdEntry, PteEntry, TableHooks,
 };
 use paging_sim::{Mmu, SimAccess};
 

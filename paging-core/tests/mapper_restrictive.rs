@@ -12,8 +12,9 @@ use std::collections::BTreeSet;
 
 use mapper_support::{Rig, frame, machine, pa, va};
 use paging_core::{
-    Entry, Error, ErrorKind, FrameAllocator, KernelSync, LargePages, Level, MapError, MapFlags,
-    NativeHooks, Page, PagingMode, PgdEntry, PhysFrame, TlbOps, UnmapError, VirtAddr, Walker, Zone,
+    Entry, ErrorKind, FrameAllocator, KernelSync, LargePages, Level, MapError, MapFlags,
+    NativeHooks, Page, PagingError, PagingMode, PgdEntry, PhysFrame, TlbOps, UnmapError, VirtAddr,
+    Walker, Zone,
 };
 use paging_sim::{Access, SimAccess};
 

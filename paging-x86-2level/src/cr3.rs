@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use paging_core::{Error, ErrorKind, PhysAddr};
+use paging_core::{ErrorKind, PagingError, PhysAddr};
 
 bitflags::bitflags! {
     /// The cache-control bits of CR3 in 2-level mode: how the CPU caches the
@@ -48,7 +48,7 @@ impl fmt::Display for Cr3Error {
 
 impl core::error::Error for Cr3Error {}
 
-impl Error for Cr3Error {
+impl PagingError for Cr3Error {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
@@ -90,5 +90,20 @@ impl Cr3 {
     /// The cache-control bits.
     pub const fn flags(self) -> Cr3Flags {
         Cr3Flags::from_bits_truncate(self.0)
+    }
+}
+
+impl From<Cr3Error> for paging_core::AnyError {
+    /// Keeps the kind and names the variant (paging-core's catch-all cannot
+    /// hold this crate's types).
+    fn from(e: Cr3Error) -> Self {
+        let what = match e {
+            Cr3Error::Unaligned { .. } => "2-level CR3: unaligned",
+            Cr3Error::AboveFourGiB { .. } => "2-level CR3: above four gi b",
+        };
+        Self::Other {
+            kind: e.kind(),
+            what,
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use paging_core::{Error, ErrorKind};
+use paging_core::{ErrorKind, PagingError};
 
 /// CPU features 2-level paging can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,7 +51,7 @@ impl fmt::Display for EnableError {
 
 impl core::error::Error for EnableError {}
 
-impl Error for EnableError {
+impl PagingError for EnableError {
     fn kind(&self) -> ErrorKind {
         ErrorKind::Unsupported
     }
@@ -137,5 +137,20 @@ mod tests {
             EnableError::GlobalPagesUnsupported.kind(),
             ErrorKind::Unsupported
         );
+    }
+}
+
+impl From<EnableError> for paging_core::AnyError {
+    /// Keeps the kind and names the variant (paging-core's catch-all cannot
+    /// hold this crate's types).
+    fn from(e: EnableError) -> Self {
+        let what = match e {
+            EnableError::LargePagesUnsupported => "2-level paging: large pages unsupported",
+            EnableError::GlobalPagesUnsupported => "2-level paging: global pages unsupported",
+        };
+        Self::Other {
+            kind: e.kind(),
+            what,
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! CR3 values for a page directory.
 
-use paging_core::{Error, ErrorKind, PhysAddr};
+use paging_core::{ErrorKind, PagingError, PhysAddr};
 use paging_x86_2level::{Cr3, Cr3Error, Cr3Flags};
 
 fn pa(addr: u64) -> PhysAddr {

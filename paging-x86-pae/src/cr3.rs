@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use paging_core::{Error, ErrorKind, PhysAddr};
+use paging_core::{ErrorKind, PagingError, PhysAddr};
 
 /// Why a PDPT cannot be loaded into CR3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl fmt::Display for Cr3Error {
 
 impl core::error::Error for Cr3Error {}
 
-impl Error for Cr3Error {
+impl PagingError for Cr3Error {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
@@ -75,5 +75,20 @@ impl Cr3 {
     /// The PDPT's physical address.
     pub const fn pdpt(self) -> PhysAddr {
         PhysAddr::new_truncate(self.0 as u64)
+    }
+}
+
+impl From<Cr3Error> for paging_core::AnyError {
+    /// Keeps the kind and names the variant (paging-core's catch-all cannot
+    /// hold this crate's types).
+    fn from(e: Cr3Error) -> Self {
+        let what = match e {
+            Cr3Error::Unaligned { .. } => "PAE CR3: unaligned",
+            Cr3Error::AboveFourGiB { .. } => "PAE CR3: above four gi b",
+        };
+        Self::Other {
+            kind: e.kind(),
+            what,
+        }
     }
 }

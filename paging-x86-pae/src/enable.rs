@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-use paging_core::{Error, ErrorKind};
+use paging_core::{ErrorKind, PagingError};
 
 /// Optional CPU features PAE paging can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,7 +54,7 @@ impl fmt::Display for EnableError {
 
 impl core::error::Error for EnableError {}
 
-impl Error for EnableError {
+impl PagingError for EnableError {
     fn kind(&self) -> ErrorKind {
         ErrorKind::Unsupported
     }
@@ -124,6 +124,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn enable_errors_convert_into_the_catch_all_error() {
+        let any = paging_core::AnyError::from(EnableError::NoExecuteUnsupported);
+        assert_eq!(any.kind(), ErrorKind::Unsupported);
+        extern crate std;
+        assert_eq!(std::format!("{any}"), "PAE paging: no execute unsupported");
+    }
+
+    #[test]
     fn missing_features_are_reported() {
         let all = Features {
             global_pages: true,
@@ -140,5 +148,21 @@ mod tests {
         assert_eq!(all.check(only_pge), Err(EnableError::NoExecuteUnsupported));
         assert_eq!(only_pge.check(only_pge), Ok(()));
         assert_eq!(EnableError::PaeUnsupported.kind(), ErrorKind::Unsupported);
+    }
+}
+
+impl From<EnableError> for paging_core::AnyError {
+    /// Keeps the kind and names the variant (paging-core's catch-all cannot
+    /// hold this crate's types).
+    fn from(e: EnableError) -> Self {
+        let what = match e {
+            EnableError::PaeUnsupported => "PAE paging: pae unsupported",
+            EnableError::GlobalPagesUnsupported => "PAE paging: global pages unsupported",
+            EnableError::NoExecuteUnsupported => "PAE paging: no execute unsupported",
+        };
+        Self::Other {
+            kind: e.kind(),
+            what,
+        }
     }
 }

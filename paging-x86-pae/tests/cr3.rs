@@ -1,6 +1,6 @@
 //! CR3 values for a PDPT.
 
-use paging_core::{Error, ErrorKind, PhysAddr};
+use paging_core::{ErrorKind, PagingError, PhysAddr};
 use paging_x86_pae::{Cr3, Cr3Error};
 
 fn pa(addr: u64) -> PhysAddr {

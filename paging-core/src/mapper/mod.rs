@@ -103,15 +103,25 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
     /// running code use, nothing immutable made writable. Tables reached
     /// through an [`IsolatedTables`] access need
     /// none of this: use [`new_isolated`](Self::new_isolated).
-    pub unsafe fn new(root: PhysAddr, access: A) -> Result<Self, RootError> {
-        if !root.is_aligned(M::PGD_ALIGN) {
-            return Err(RootError::Unaligned {
+    ///
+    /// A `const fn`, so a kernel can bind a root it knows at compile time in
+    /// a static.
+    pub const unsafe fn new(root: PhysAddr, access: A) -> Result<Self, RootError> {
+        let error = if !root.is_aligned(M::PGD_ALIGN) {
+            Some(RootError::Unaligned {
                 addr: root,
                 align: M::PGD_ALIGN,
-            });
-        }
-        if !root.fits_bits(32) {
-            return Err(RootError::AboveCr3Limit(root));
+            })
+        } else if !root.fits_bits(32) {
+            Some(RootError::AboveCr3Limit(root))
+        } else {
+            None
+        };
+        if let Some(error) = error {
+            // A `const fn` cannot run `A`'s destructor; table accesses are
+            // handles (a reference, an offset) with nothing to release.
+            core::mem::forget(access);
+            return Err(error);
         }
         Ok(Self {
             walker: Walker::new(root, access),
@@ -138,7 +148,7 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
 impl<M: PagingMode, A: IsolatedTables> Mapper<M, A, NativeHooks> {
     /// [`new`](Self::new) for tables no CPU running this program walks
     /// (the host model, a test buffer): nothing to promise.
-    pub fn new_isolated(root: PhysAddr, access: A) -> Result<Self, RootError> {
+    pub const fn new_isolated(root: PhysAddr, access: A) -> Result<Self, RootError> {
         // SAFETY: `IsolatedTables` promises no CPU running this program uses
         // these tables, so no mapping made through them can affect it.
         unsafe { Self::new(root, access) }

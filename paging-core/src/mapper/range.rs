@@ -50,13 +50,14 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// invalidation.
     pub fn map_range<F: FrameAllocator + ?Sized>(
         &mut self,
-        va: VirtAddr,
-        pa: PhysAddr,
+        va: impl Into<VirtAddr>,
+        pa: impl Into<PhysAddr>,
         len: u64,
         flags: MapFlags,
         large: LargePages,
         alloc: &mut F,
     ) -> Result<Flush, MapError> {
+        let (va, pa) = (va.into(), pa.into());
         let flags = flags | MapFlags::PRESENT;
         for addr in [va.as_u64(), pa.as_u64(), len] {
             if addr % PAGE_SIZE != 0 {

@@ -47,9 +47,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// The token invalidates the whole range.
     pub fn unmap_range(
         &mut self,
-        start: VirtAddr,
+        start: impl Into<VirtAddr>,
         len: u64,
     ) -> Result<(UnmapStats, Flush), UnmapError> {
+        let start = start.into();
         for v in [start.as_u64(), len] {
             if v % PAGE_SIZE != 0 {
                 return Err(UnmapError::Unaligned {

@@ -105,7 +105,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     ///
     /// Returns what was mapped and the flush the TLB needs. Tables are not
     /// freed here; see [`free_empty_tables`](Self::free_empty_tables).
-    pub fn unmap(&mut self, va: VirtAddr) -> Result<(Unmapped, Flush), UnmapError> {
+    ///
+    /// `at` is a [`Page`](crate::Page) or a 4 KiB-aligned [`VirtAddr`].
+    pub fn unmap(&mut self, at: impl Into<VirtAddr>) -> Result<(Unmapped, Flush), UnmapError> {
+        let va = at.into();
         let unmapped = match self.leaf(va)? {
             Leaf::Large(slot, _) => {
                 let old = self.write(slot, Level::Pmd, M::Pmd::NONE)?;
@@ -134,7 +137,14 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// (as Linux's `pte_modify` does); every other flag comes from `flags`
     /// (`PRESENT` is added). The entry is replaced with one atomic 64-bit
     /// exchange in PAE mode.
-    pub fn update_flags(&mut self, va: VirtAddr, flags: MapFlags) -> Result<Flush, UnmapError> {
+    ///
+    /// `at` is a [`Page`](crate::Page) or a 4 KiB-aligned [`VirtAddr`].
+    pub fn update_flags(
+        &mut self,
+        at: impl Into<VirtAddr>,
+        flags: MapFlags,
+    ) -> Result<Flush, UnmapError> {
+        let va = at.into();
         let flags = flags | MapFlags::PRESENT;
         let status = MapFlags::ACCESSED | MapFlags::DIRTY;
         let flush = match self.leaf(va)? {

@@ -10,6 +10,10 @@ use crate::entry::{EntryError, Level};
 use crate::flags::MapFlags;
 use crate::walk::Translation;
 
+mod any;
+
+pub use any::AnyError;
+
 /// The broad class of an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -58,19 +62,23 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// Implemented by every error type in this workspace.
-pub trait Error: fmt::Debug {
+/// Implemented by every error type of this crate family: the broad class
+/// of the error, so generic code (fixmap, kmap, a kernel) can react to any
+/// backend's error without knowing it (embedded-hal style). Named so that it
+/// does not clash with `core::error::Error`, which every error type also
+/// implements.
+pub trait PagingError: fmt::Debug {
     /// The broad class of this error.
     fn kind(&self) -> ErrorKind;
 }
 
-impl Error for ErrorKind {
+impl PagingError for ErrorKind {
     fn kind(&self) -> ErrorKind {
         *self
     }
 }
 
-impl Error for AddrError {
+impl PagingError for AddrError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
@@ -79,7 +87,7 @@ impl Error for AddrError {
     }
 }
 
-impl Error for AccessError {
+impl PagingError for AccessError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unreachable(_) => ErrorKind::Unreachable,
@@ -88,7 +96,7 @@ impl Error for AccessError {
     }
 }
 
-impl Error for EntryError {
+impl PagingError for EntryError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
@@ -131,7 +139,7 @@ impl fmt::Display for RootError {
 
 impl core::error::Error for RootError {}
 
-impl Error for RootError {
+impl PagingError for RootError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
@@ -264,7 +272,7 @@ impl fmt::Display for MapError {
 
 impl core::error::Error for MapError {}
 
-impl Error for MapError {
+impl PagingError for MapError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
@@ -359,7 +367,7 @@ impl fmt::Display for UnmapError {
 
 impl core::error::Error for UnmapError {}
 
-impl Error for UnmapError {
+impl PagingError for UnmapError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
@@ -405,7 +413,7 @@ impl fmt::Display for TranslateError {
 
 impl core::error::Error for TranslateError {}
 
-impl Error for TranslateError {
+impl PagingError for TranslateError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::NotMapped { .. } => ErrorKind::NotMapped,
@@ -454,7 +462,7 @@ impl fmt::Display for FreeError {
 
 impl core::error::Error for FreeError {}
 
-impl Error for FreeError {
+impl PagingError for FreeError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
@@ -550,7 +558,7 @@ impl fmt::Display for InstallError {
 
 impl core::error::Error for InstallError {}
 
-impl Error for InstallError {
+impl PagingError for InstallError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
