@@ -155,6 +155,24 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
     assert!(walk_slots.stats().maps > 0);
     assert!(virt.accesses() > direct_accesses);
 
+    // The mapping iterator reaches the highmem tables through local kmaps
+    // and reports exactly what the lowmem hierarchy reports.
+    let maps_before = walk_slots.stats().maps;
+    let lo_list: Vec<_> = lo
+        .mappings(VirtAddr::ZERO, 1 << 32)
+        .map(Result::unwrap)
+        .collect();
+    let hi_list: Vec<_> = hi
+        .mappings(VirtAddr::ZERO, 1 << 32)
+        .map(Result::unwrap)
+        .collect();
+    assert!(!lo_list.is_empty());
+    assert_eq!(hi_list, lo_list);
+    assert!(
+        walk_slots.stats().maps > maps_before,
+        "highmem tables were kmapped"
+    );
+
     // Where the tables are.
     let (lo_ptes, hi_ptes) = (pte_frames(&lo), pte_frames(&hi));
     assert!(!hi_ptes.is_empty() && hi_ptes.len() == lo_ptes.len());

@@ -264,6 +264,18 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         self.walker.translate(va)
     }
 
+    /// Every present leaf in `[start, start + len)`, in address order
+    /// ([`Walker::mappings`]).
+    pub fn mappings(&self, start: impl Into<VirtAddr>, len: u64) -> crate::Mappings<'_, M, A> {
+        self.walker.mappings(start, len)
+    }
+
+    /// The mappings of `[start, start + len)` as printable text
+    /// ([`Walker::dump`]).
+    pub fn dump(&self, start: impl Into<VirtAddr>, len: u64) -> crate::Dump<'_, M, A> {
+        self.walker.dump(start, len)
+    }
+
     /// Write `new` into an installed table's slot that was just read as
     /// empty, then tell the hooks (the old value was zero).
     fn write_empty<E: Entry>(&self, slot: Slot, level: Level, new: E) -> Result<(), AccessError> {
