@@ -333,66 +333,6 @@ impl fmt::Display for PageSize {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phys_addr_rejects_bits_above_51() {
-        assert!(PhysAddr::new(1 << 51).is_ok());
-        assert_eq!(
-            PhysAddr::new(1 << 52),
-            Err(AddrError::OutOfRange { addr: 1 << 52 })
-        );
-        assert_eq!(PhysAddr::new_truncate(u64::MAX).as_u64(), (1 << 52) - 1);
-    }
-
-    #[test]
-    fn frame_and_page_constructors_check_alignment() {
-        let a = PhysAddr::new(0x1_0000_1000).unwrap();
-        assert_eq!(
-            PhysFrame::from_start_address(a).unwrap().number(),
-            0x10_0001
-        );
-        assert_eq!(
-            PhysFrame::from_start_address(PhysAddr::new(0x1234).unwrap()),
-            Err(AddrError::Unaligned {
-                addr: 0x1234,
-                align: 4096
-            })
-        );
-        assert!(Page::from_start_address(VirtAddr::new(0xC000_0000)).is_ok());
-        assert!(Page::from_start_address(VirtAddr::new(0xC000_0800)).is_err());
-        assert_eq!(
-            Page::containing_address(VirtAddr::new(0xC000_0FFF)).start_address(),
-            VirtAddr::new(0xC000_0000)
-        );
-        assert!(PhysFrame::from_number(1 << 40).is_err());
-        assert!(PhysFrame::from_number((1 << 40) - 1).is_ok());
-    }
-
-    #[test]
-    fn checked_adds_stop_at_the_end_of_the_space() {
-        assert_eq!(
-            VirtAddr::new(0xFFFF_F000).checked_add(0xFFF),
-            Some(VirtAddr::new(0xFFFF_FFFF))
-        );
-        assert_eq!(VirtAddr::new(0xFFFF_F000).checked_add(0x1000), None);
-        let last = Page::containing_address(VirtAddr::new(0xFFFF_F000));
-        assert_eq!(last.checked_add(1), None);
-        let f = PhysFrame::from_number((1 << 40) - 1).unwrap();
-        assert_eq!(f.checked_add(1), None);
-        assert_eq!(PhysAddr::new((1 << 52) - 1).unwrap().checked_add(1), None);
-    }
-
-    #[test]
-    fn page_sizes() {
-        assert_eq!(PageSize::Size2MiB.bytes(), 1 << PageSize::Size2MiB.shift());
-        assert_eq!(PageSize::Size4MiB.bytes(), 1 << PageSize::Size4MiB.shift());
-        assert_eq!(PageSize::Size4KiB.bytes(), PAGE_SIZE);
-    }
-}
-
 // Address arithmetic. Linear addresses wrap at 4 GiB as the CPU's do, and
 // physical addresses are kept to 52 bits, so no operator panics; use
 // `checked_add` where running past the end is an error.
@@ -472,5 +412,65 @@ impl From<Page> for VirtAddr {
 impl From<PhysFrame> for PhysAddr {
     fn from(frame: PhysFrame) -> Self {
         frame.start_address()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phys_addr_rejects_bits_above_51() {
+        assert!(PhysAddr::new(1 << 51).is_ok());
+        assert_eq!(
+            PhysAddr::new(1 << 52),
+            Err(AddrError::OutOfRange { addr: 1 << 52 })
+        );
+        assert_eq!(PhysAddr::new_truncate(u64::MAX).as_u64(), (1 << 52) - 1);
+    }
+
+    #[test]
+    fn frame_and_page_constructors_check_alignment() {
+        let a = PhysAddr::new(0x1_0000_1000).unwrap();
+        assert_eq!(
+            PhysFrame::from_start_address(a).unwrap().number(),
+            0x10_0001
+        );
+        assert_eq!(
+            PhysFrame::from_start_address(PhysAddr::new(0x1234).unwrap()),
+            Err(AddrError::Unaligned {
+                addr: 0x1234,
+                align: 4096
+            })
+        );
+        assert!(Page::from_start_address(VirtAddr::new(0xC000_0000)).is_ok());
+        assert!(Page::from_start_address(VirtAddr::new(0xC000_0800)).is_err());
+        assert_eq!(
+            Page::containing_address(VirtAddr::new(0xC000_0FFF)).start_address(),
+            VirtAddr::new(0xC000_0000)
+        );
+        assert!(PhysFrame::from_number(1 << 40).is_err());
+        assert!(PhysFrame::from_number((1 << 40) - 1).is_ok());
+    }
+
+    #[test]
+    fn checked_adds_stop_at_the_end_of_the_space() {
+        assert_eq!(
+            VirtAddr::new(0xFFFF_F000).checked_add(0xFFF),
+            Some(VirtAddr::new(0xFFFF_FFFF))
+        );
+        assert_eq!(VirtAddr::new(0xFFFF_F000).checked_add(0x1000), None);
+        let last = Page::containing_address(VirtAddr::new(0xFFFF_F000));
+        assert_eq!(last.checked_add(1), None);
+        let f = PhysFrame::from_number((1 << 40) - 1).unwrap();
+        assert_eq!(f.checked_add(1), None);
+        assert_eq!(PhysAddr::new((1 << 52) - 1).unwrap().checked_add(1), None);
+    }
+
+    #[test]
+    fn page_sizes() {
+        assert_eq!(PageSize::Size2MiB.bytes(), 1 << PageSize::Size2MiB.shift());
+        assert_eq!(PageSize::Size4MiB.bytes(), 1 << PageSize::Size4MiB.shift());
+        assert_eq!(PageSize::Size4KiB.bytes(), PAGE_SIZE);
     }
 }
