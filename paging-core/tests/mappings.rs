@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use mapper_support::{Rig, frame, machine, pa, va};
 use paging_core::{
-    AccessError, LargePages, MapFlags, Mapper, Page, PageSize, PagingMode, PhysAddr, VirtAddr,
+    AccessError, LargePages, MapFlags, Mapper, Page, PageSize, PagingMode, PhysAddr,
 };
 use paging_sim::{Access, HostileAccess};
 

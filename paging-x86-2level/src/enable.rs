@@ -110,6 +110,21 @@ mod native {
 #[cfg(target_arch = "x86")]
 pub use native::{enable_paging, supported_features};
 
+impl From<EnableError> for paging_core::AnyError {
+    /// Keeps the kind and names the variant (paging-core's catch-all cannot
+    /// hold this crate's types).
+    fn from(e: EnableError) -> Self {
+        let what = match e {
+            EnableError::LargePagesUnsupported => "2-level paging: large pages unsupported",
+            EnableError::GlobalPagesUnsupported => "2-level paging: global pages unsupported",
+        };
+        Self::Other {
+            kind: e.kind(),
+            what,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,20 +152,5 @@ mod tests {
             EnableError::GlobalPagesUnsupported.kind(),
             ErrorKind::Unsupported
         );
-    }
-}
-
-impl From<EnableError> for paging_core::AnyError {
-    /// Keeps the kind and names the variant (paging-core's catch-all cannot
-    /// hold this crate's types).
-    fn from(e: EnableError) -> Self {
-        let what = match e {
-            EnableError::LargePagesUnsupported => "2-level paging: large pages unsupported",
-            EnableError::GlobalPagesUnsupported => "2-level paging: global pages unsupported",
-        };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
     }
 }

@@ -119,6 +119,22 @@ mod native {
 #[cfg(target_arch = "x86")]
 pub use native::{enable_pae_paging, supported_features};
 
+impl From<EnableError> for paging_core::AnyError {
+    /// Keeps the kind and names the variant (paging-core's catch-all cannot
+    /// hold this crate's types).
+    fn from(e: EnableError) -> Self {
+        let what = match e {
+            EnableError::PaeUnsupported => "PAE paging: pae unsupported",
+            EnableError::GlobalPagesUnsupported => "PAE paging: global pages unsupported",
+            EnableError::NoExecuteUnsupported => "PAE paging: no execute unsupported",
+        };
+        Self::Other {
+            kind: e.kind(),
+            what,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,21 +164,5 @@ mod tests {
         assert_eq!(all.check(only_pge), Err(EnableError::NoExecuteUnsupported));
         assert_eq!(only_pge.check(only_pge), Ok(()));
         assert_eq!(EnableError::PaeUnsupported.kind(), ErrorKind::Unsupported);
-    }
-}
-
-impl From<EnableError> for paging_core::AnyError {
-    /// Keeps the kind and names the variant (paging-core's catch-all cannot
-    /// hold this crate's types).
-    fn from(e: EnableError) -> Self {
-        let what = match e {
-            EnableError::PaeUnsupported => "PAE paging: pae unsupported",
-            EnableError::GlobalPagesUnsupported => "PAE paging: global pages unsupported",
-            EnableError::NoExecuteUnsupported => "PAE paging: no execute unsupported",
-        };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
     }
 }
