@@ -29,6 +29,8 @@ use crate::error::KmapError;
 /// Something that hands out local kmaps (implemented by [`LocalSlots`]).
 pub trait LocalMapper {
     /// Map `frame` on `cpu`'s stack (or return its direct-map address).
+    /// `cpu` is the CPU running the call, and the task stays on it while
+    /// the guard lives (see [`LocalSlots::map`]).
     fn map_local(&self, cpu: usize, frame: PhysFrame) -> Result<LocalKmap<'_>, KmapError>;
 }
 
@@ -258,6 +260,28 @@ where
 
     /// Map `frame` on `cpu`: push a slot, write its PTE, invalidate it.
     /// Never waits; a full stack is [`KmapError::Exhausted`].
+    ///
+    /// # The per-CPU rule
+    ///
+    /// The slot is pushed on `cpu`'s stack and invalidated in the TLB of the
+    /// CPU that runs this call, so:
+    ///
+    /// - `cpu` must be the CPU running the call (its own index, as Linux's
+    ///   `kmap_local_page` uses `smp_processor_id`);
+    /// - the task must not migrate to another CPU while it holds the guard
+    ///   (disable migration, or preemption, around the mapping);
+    /// - if it is preempted meanwhile, the context switch must take its
+    ///   local mappings off the CPU with [`save`](Self::save) and put them
+    ///   back with [`restore`](Self::restore) (or the next task's maps and
+    ///   unmaps interleave with its own on one stack);
+    /// - interrupts may map and unmap on the same CPU in between: they push
+    ///   above the task's slots and pop before returning.
+    ///
+    /// What the types enforce: the guard is neither `Send` nor `Sync`
+    /// ([`LocalKmap`]), so it cannot be handed to, or shared with, another
+    /// thread of execution, and it borrows these slots, so they outlive it.
+    /// Which CPU runs the call is the kernel's to know: a wrong `cpu` below
+    /// the CPU count is not detected.
     pub fn map(&self, cpu: usize, frame: PhysFrame) -> Result<LocalKmap<'_>, KmapError> {
         let stack = self.cpus.get(cpu).ok_or(KmapError::BadCpu { cpu })?;
         if let Some(va) = self.direct.direct_va(frame) {

@@ -364,7 +364,8 @@ where
 
     /// A persistent mapping if a slot is free without waiting, else a local
     /// one on `cpu` (Linux's `kmap_atomic` fallback for contexts that must
-    /// not sleep but prefer a shareable mapping).
+    /// not sleep but prefer a shareable mapping). `cpu` is the CPU running
+    /// the call, as for [`LocalSlots::map`](crate::LocalSlots::map).
     pub fn map_nowait<'a, S: LocalMapper>(
         &'a self,
         task: &'a KmapTask,
@@ -473,7 +474,8 @@ where
 pub enum NowaitKmap<'a> {
     /// A persistent slot (or the direct map).
     Persistent(Kmap<'a>),
-    /// A local slot: unmap in LIFO order with the CPU's other local maps.
+    /// A local slot: unmap in LIFO order with the CPU's other local maps,
+    /// on that CPU (which makes this guard neither `Send` nor `Sync`).
     Local(LocalKmap<'a>),
 }
 
