@@ -225,7 +225,7 @@ where
     }
 
     /// The flags slot PTEs are written with.
-    pub fn flags(&self) -> MapFlags {
+    pub const fn flags(&self) -> MapFlags {
         self.flags
     }
 

@@ -213,22 +213,22 @@ where
     }
 
     /// Address of slot 0.
-    pub fn base(&self) -> VirtAddr {
+    pub const fn base(&self) -> VirtAddr {
         self.base
     }
 
     /// The direct-map description in use.
-    pub fn direct_map(&self) -> DirectMap {
+    pub const fn direct_map(&self) -> DirectMap {
         self.direct
     }
 
     /// The flush policy.
-    pub fn policy(&self) -> &P {
+    pub const fn policy(&self) -> &P {
         &self.policy
     }
 
     /// The TLB operations the pool flushes through.
-    pub fn tlb(&self) -> &T {
+    pub const fn tlb(&self) -> &T {
         &self.tlb
     }
 
