@@ -20,7 +20,6 @@ use crate::wait::SpinWait;
 /// use paging_core::NativeHooks;
 /// use paging_sim::{Mmu, SimAccess};
 /// use paging_x86_pae::Pae;
-/// use std::sync::OnceLock;
 ///
 /// fixmap_layout! {
 ///     /// The kernel's fixmap.
@@ -42,16 +41,15 @@ use crate::wait::SpinWait;
 /// }
 ///
 /// // 1024 slots, Linux's policy (a global flush per wrap), spinning waits.
-/// static POOL: OnceLock<kmap::Pool<Kernel, 1024>> = OnceLock::new();
+/// static POOL: spin::Once<kmap::Pool<Kernel, 1024>> = spin::Once::new();
 /// // 8 local slots on each of 4 CPUs, in the fixmap's `KMAP_LOCAL` range.
-/// static LOCAL: OnceLock<kmap::Local<'static, Kernel, 8, 4>> = OnceLock::new();
+/// static LOCAL: spin::Once<kmap::Local<'static, Kernel, 8, 4>> = spin::Once::new();
 /// ```
 ///
-/// A kernel uses `spin::Once` where this example uses `OnceLock`: both
-/// pools and local slots need run-time inputs (the window's tables, the
-/// attached fixmap, the lowmem limit the firmware reports), so they are
-/// created once at boot, into a static whose own `new` is `const`.
-/// `tests/platform.rs` builds both in such statics and maps through them.
+/// Both need run-time inputs (the window's tables, the attached fixmap, the
+/// lowmem limit the firmware reports), so they are created once at boot,
+/// into a static whose own `new` is `const`. `tests/platform.rs` builds
+/// both in such statics and maps through them.
 pub trait Platform {
     /// The paging mode.
     type Mode: PagingMode;
