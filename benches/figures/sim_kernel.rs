@@ -107,7 +107,10 @@ impl<'r, M: SimMode> SimKernel<'r, M> {
     pub fn pool<P: FlushPolicy, const N: usize>(
         &self,
         policy: P,
-    ) -> Result<PersistentPool<M, SimAccess<'r>, &Mmu<'r>, P, SpinWait, N>, String> {
+    ) -> Result<PersistentPool<M, SimAccess<'r>, &Mmu<'r>, P, SpinWait, N>, String>
+    where
+        kmap::PoolSize<N>: kmap::ValidPoolSize,
+    {
         PersistentPool::new(
             &self.window,
             VirtAddr::new(PKMAP_BASE),

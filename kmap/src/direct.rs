@@ -33,7 +33,7 @@ impl DirectMap {
     }
 
     /// Whether `frame` is lowmem (directly mapped), whatever `force_map` says.
-    pub fn is_lowmem(&self, frame: PhysFrame) -> bool {
+    pub const fn is_lowmem(&self, frame: PhysFrame) -> bool {
         frame.start_address().as_u64() + PAGE_SIZE <= self.lowmem_limit
     }
 

@@ -15,6 +15,7 @@
 //! `DEBUG_KMAP_LOCAL`).
 
 use core::fmt;
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use fixmap::{FixIndex, FixRange, Fixmap, FixmapError, FixmapLayout};
@@ -28,6 +29,8 @@ use crate::error::KmapError;
 /// Something that hands out local kmaps (implemented by [`LocalSlots`]).
 pub trait LocalMapper {
     /// Map `frame` on `cpu`'s stack (or return its direct-map address).
+    /// `cpu` is the CPU running the call, and the task stays on it while
+    /// the guard lives (see [`LocalSlots::map`]).
     fn map_local(&self, cpu: usize, frame: PhysFrame) -> Result<LocalKmap<'_>, KmapError>;
 }
 
@@ -222,7 +225,7 @@ where
     }
 
     /// The flags slot PTEs are written with.
-    pub fn flags(&self) -> MapFlags {
+    pub const fn flags(&self) -> MapFlags {
         self.flags
     }
 
@@ -257,6 +260,28 @@ where
 
     /// Map `frame` on `cpu`: push a slot, write its PTE, invalidate it.
     /// Never waits; a full stack is [`KmapError::Exhausted`].
+    ///
+    /// # The per-CPU rule
+    ///
+    /// The slot is pushed on `cpu`'s stack and invalidated in the TLB of the
+    /// CPU that runs this call, so:
+    ///
+    /// - `cpu` must be the CPU running the call (its own index, as Linux's
+    ///   `kmap_local_page` uses `smp_processor_id`);
+    /// - the task must not migrate to another CPU while it holds the guard
+    ///   (disable migration, or preemption, around the mapping);
+    /// - if it is preempted meanwhile, the context switch must take its
+    ///   local mappings off the CPU with [`save`](Self::save) and put them
+    ///   back with [`restore`](Self::restore) (or the next task's maps and
+    ///   unmaps interleave with its own on one stack);
+    /// - interrupts may map and unmap on the same CPU in between: they push
+    ///   above the task's slots and pop before returning.
+    ///
+    /// What the types enforce: the guard is neither `Send` nor `Sync`
+    /// ([`LocalKmap`]), so it cannot be handed to, or shared with, another
+    /// thread of execution, and it borrows these slots, so they outlive it.
+    /// Which CPU runs the call is the kernel's to know: a wrong `cpu` below
+    /// the CPU count is not detected.
     pub fn map(&self, cpu: usize, frame: PhysFrame) -> Result<LocalKmap<'_>, KmapError> {
         let stack = self.cpus.get(cpu).ok_or(KmapError::BadCpu { cpu })?;
         if let Some(va) = self.direct.direct_va(frame) {
@@ -267,6 +292,7 @@ where
                 depth: 0,
                 va,
                 frame,
+                _on_this_cpu: PhantomData,
             });
         }
         // Claim the depth first: an interrupt arriving after this point
@@ -298,6 +324,7 @@ where
             depth,
             va: self.fixmap.virt(idx),
             frame,
+            _on_this_cpu: PhantomData,
         })
     }
 
@@ -423,6 +450,41 @@ where
 }
 
 /// A local mapping: valid on its CPU until unmapped, in LIFO order.
+///
+/// # Neither `Send` nor `Sync`
+///
+/// The guard stays on the CPU (thread of execution) that mapped it. Its slot
+/// is an entry of that CPU's per-CPU stack: unmapping it on another CPU would
+/// pop the *other* CPU's stack (failing as out of order, or worse, freeing a
+/// slot that CPU still uses while this one stays mapped), and the slot's PTE
+/// was only invalidated in the mapping CPU's TLB, so another CPU reading
+/// through [`va`](Self::va) may see a stale translation. So the guard
+/// cannot be sent to another thread, nor shared with one:
+///
+/// ```compile_fail
+/// # use fixmap::{Fixmap, WindowBuilder, fixmap_layout};
+/// # use kmap::{DirectMap, LocalSlots};
+/// # use paging_core::{PhysAddr, PhysFrame, VirtAddr};
+/// # use paging_sim::{Machine, SimAccess, SimRam};
+/// # use paging_x86_pae::Pae;
+/// # fixmap_layout! { pub struct Fix { top: 0xFFFF_F000; LOCAL[2]; } }
+/// # let ram = SimRam::new();
+/// # let mut m = Machine::<Pae>::new(&ram);
+/// # let (window, _) = WindowBuilder::new(VirtAddr::new(0xFFE0_0000), 1 << 32).unwrap()
+/// #     .build(&mut m.mapper, &m.mmu, &mut m.alloc).unwrap();
+/// # let mut fix = Fixmap::<Fix, Pae, _>::new(SimAccess::new(&ram));
+/// # fix.attach(window).unwrap();
+/// # let direct = DirectMap::new(0xC000_0000, 0);
+/// # let slots = LocalSlots::<_, _, _, _, _, 2, 1>::new(&fix, Fix::LOCAL, false, direct, &m.mmu).unwrap();
+/// # let page = PhysFrame::from_start_address(PhysAddr::new(0x1000_0000).unwrap()).unwrap();
+/// let mapped = slots.map(0, page).unwrap();
+/// std::thread::scope(|s| {
+///     // error[E0277]: `*const ()` cannot be sent between threads safely
+///     s.spawn(move || drop(mapped));
+/// });
+/// ```
+///
+/// (A pool mapping, [`Kmap`](crate::Kmap), is a shared slot and may move.)
 #[must_use = "dropping the guard unmaps the page immediately"]
 pub struct LocalKmap<'a> {
     owner: Option<&'a dyn LocalOps>,
@@ -430,6 +492,8 @@ pub struct LocalKmap<'a> {
     depth: usize,
     va: VirtAddr,
     frame: PhysFrame,
+    /// Neither `Send` nor `Sync`: the mapping belongs to its CPU.
+    _on_this_cpu: PhantomData<*const ()>,
 }
 
 impl fmt::Debug for LocalKmap<'_> {

@@ -9,7 +9,7 @@
 //! `paging_core::DirectVirt` for kernel virtual access.
 
 use fixmap::ContiguousWindow;
-use kmap::{DirectMap, HighmemTables, KmapTask, LocalSlots, PersistentPool, SpinWait};
+use kmap::{DirectMap, HighmemTables, KmapTask, SpinWait};
 use paging_core::cpu::NativeTlb;
 use paging_core::{DirectVirt, NativeHooks, VirtAddr};
 
@@ -24,21 +24,23 @@ use crate::mode::Mode;
 use crate::test::Failure;
 use crate::{failure, println};
 
+/// This kernel's kmap types, named once: every pool and local-slot set
+/// below is one short line.
+pub enum KernelKmap {}
+
+impl kmap::Platform for KernelKmap {
+    type Mode = Mode;
+    type Access = DirectMapAccess;
+    type Tlb = NativeTlb;
+    type Hooks = NativeHooks;
+    type Fixmap = KernelFixmap;
+}
+
 /// The local (atomic) kmap slots of every CPU.
-pub type KernelLocalSlots = LocalSlots<
-    'static,
-    KernelFixmap,
-    Mode,
-    DirectMapAccess,
-    NativeHooks,
-    NativeTlb,
-    KMAP_LOCAL_DEPTH,
-    CPUS,
->;
+pub type KernelLocalSlots = kmap::Local<'static, KernelKmap, KMAP_LOCAL_DEPTH, CPUS>;
 
 /// The kernel's persistent kmap pool.
-pub type KernelPool =
-    PersistentPool<Mode, DirectMapAccess, NativeTlb, KernelPolicy, SpinWait, KMAP_POOL_SLOTS>;
+pub type KernelPool = kmap::Pool<KernelKmap, KMAP_POOL_SLOTS, KernelPolicy>;
 
 /// Page-table access that reaches highmem tables through local kmaps.
 pub type KernelHighmemTables = HighmemTables<'static, KernelLocalSlots, DirectVirt, fn() -> usize>;

@@ -7,10 +7,11 @@
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
+use core::marker::PhantomData;
 use core::ops::Range;
 
 use fixmap::{ContiguousWindow, WindowBuilder, WindowError, fixmap_layout};
-use kmap::{DirectMap, GlobalFlush, LocalSlots, PersistentPool, SpinWait};
+use kmap::DirectMap;
 use paging_core::{
     Flush, FrameAllocator, LargePages, MapError, MapFlags, Mapper, NativeHooks, PagingMode,
     PhysAddr, PhysFrame, TableAccess, TlbOps, VirtAddr, Zone,
@@ -42,10 +43,22 @@ fixmap_layout! {
     }
 }
 
-/// The persistent kmap pool of this kernel.
-pub type Pool<M, A, T> = PersistentPool<M, A, T, GlobalFlush, SpinWait, POOL_SLOTS>;
+/// kmap's types in this kernel: paging mode `M`, page-table access `A`
+/// and TLB `T` (the kernel's own, or the simulator's in the host tests).
+pub struct Kmaps<M, A, T>(PhantomData<(M, A, T)>);
+
+impl<M: PagingMode, A: TableAccess + Sync, T: TlbOps + Sync> kmap::Platform for Kmaps<M, A, T> {
+    type Mode = M;
+    type Access = A;
+    type Tlb = T;
+    type Hooks = NativeHooks;
+    type Fixmap = MinimalFixmap;
+}
+
+/// The persistent kmap pool of this kernel (global flush, spinning waits).
+pub type Pool<M, A, T> = kmap::Pool<Kmaps<M, A, T>, POOL_SLOTS>;
 /// The local kmap slots of this kernel (one CPU).
-pub type Local<'f, M, A, T> = LocalSlots<'f, MinimalFixmap, M, A, NativeHooks, T, LOCAL_DEPTH, 1>;
+pub type Local<'f, M, A, T> = kmap::Local<'f, Kmaps<M, A, T>, LOCAL_DEPTH>;
 
 /// The loaded kernel image, physical addresses (it runs identity-mapped).
 #[derive(Debug, Clone, Copy)]

@@ -39,6 +39,7 @@ use crate::error::KmapError;
 use crate::local::{LocalKmap, LocalMapper};
 use crate::policy::{FlushPolicy, GlobalFlush};
 use crate::reserve::{Kmap, KmapTask, Reservation};
+use crate::size::{PoolSize, ValidPoolSize};
 use crate::stats::{Counters, KmapStats};
 use crate::sync::{AtomicU32, Mutex, MutexGuard};
 use crate::wait::{SpinWait, WaitHook};
@@ -57,8 +58,10 @@ pub(crate) struct PoolState<const N: usize> {
 ///
 /// `M` is the paging mode, `A` reaches the window's PTE tables, `T` flushes
 /// the TLB (on SMP, every CPU's), `P` is the flush policy and `W` how tasks
-/// wait. `N` must be a power of two (as `LAST_PKMAP` is) and at most 32768;
-/// anything else does not compile:
+/// wait. `N` must be a power of two from 2 to 32768 (as `LAST_PKMAP` is):
+/// [`new`](Self::new) requires `PoolSize<N>:` [`ValidPoolSize`], so any other
+/// size is a type error that `cargo check` reports, saying "the slot count
+/// must be a power of two":
 ///
 /// ```
 /// # use kmap::{DirectMap, GlobalFlush, PersistentPool, SpinWait};
@@ -88,7 +91,8 @@ pub(crate) struct PoolState<const N: usize> {
 /// # let (w, _) = fixmap::WindowBuilder::new(base, 1 << 32).unwrap()
 /// #     .build(&mut m.mapper, &m.mmu, &mut m.alloc).unwrap();
 /// # let direct = DirectMap::new(0xC000_0000, 0);
-/// // Three slots: not a power of two.
+/// // Three slots: not a power of two (error[E0277]: a kmap pool of
+/// // `PoolSize<3>`: the slot count must be a power of two from 2 to 32768).
 /// let pool = PersistentPool::<Pae, _, _, GlobalFlush, SpinWait, 3>::new(
 ///     &w, base, direct, SimAccess::new(&ram), &m.mmu, GlobalFlush, SpinWait,
 /// );
@@ -155,12 +159,11 @@ where
     P: FlushPolicy,
     W: WaitHook,
 {
-    const VALID_N: () = assert!(N.is_power_of_two() && N >= 2 && N <= 32768, "pool size");
-
     /// A pool of `N` slots from `base`, whose PTEs live in `window`.
     ///
     /// Fails with [`KmapError::BadLayout`] if the window does not cover every
-    /// slot.
+    /// slot. `N` must be a valid size ([`ValidPoolSize`]): any other is a
+    /// type error.
     pub fn new(
         window: &ContiguousWindow<M>,
         base: VirtAddr,
@@ -169,8 +172,10 @@ where
         tlb: T,
         policy: P,
         wait: W,
-    ) -> Result<Self, KmapError> {
-        let () = Self::VALID_N;
+    ) -> Result<Self, KmapError>
+    where
+        PoolSize<N>: ValidPoolSize,
+    {
         let end = base.as_u64() + N as u64 * PAGE_SIZE;
         if !base.is_aligned(PAGE_SIZE) || !window.covers(base, end) {
             let va = if window.contains(base) {
@@ -208,22 +213,22 @@ where
     }
 
     /// Address of slot 0.
-    pub fn base(&self) -> VirtAddr {
+    pub const fn base(&self) -> VirtAddr {
         self.base
     }
 
     /// The direct-map description in use.
-    pub fn direct_map(&self) -> DirectMap {
+    pub const fn direct_map(&self) -> DirectMap {
         self.direct
     }
 
     /// The flush policy.
-    pub fn policy(&self) -> &P {
+    pub const fn policy(&self) -> &P {
         &self.policy
     }
 
     /// The TLB operations the pool flushes through.
-    pub fn tlb(&self) -> &T {
+    pub const fn tlb(&self) -> &T {
         &self.tlb
     }
 
@@ -359,7 +364,8 @@ where
 
     /// A persistent mapping if a slot is free without waiting, else a local
     /// one on `cpu` (Linux's `kmap_atomic` fallback for contexts that must
-    /// not sleep but prefer a shareable mapping).
+    /// not sleep but prefer a shareable mapping). `cpu` is the CPU running
+    /// the call, as for [`LocalSlots::map`](crate::LocalSlots::map).
     pub fn map_nowait<'a, S: LocalMapper>(
         &'a self,
         task: &'a KmapTask,
@@ -468,7 +474,8 @@ where
 pub enum NowaitKmap<'a> {
     /// A persistent slot (or the direct map).
     Persistent(Kmap<'a>),
-    /// A local slot: unmap in LIFO order with the CPU's other local maps.
+    /// A local slot: unmap in LIFO order with the CPU's other local maps,
+    /// on that CPU (which makes this guard neither `Send` nor `Sync`).
     Local(LocalKmap<'a>),
 }
 

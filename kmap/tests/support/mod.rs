@@ -189,7 +189,10 @@ impl<'r, M: ModeUnderTest> Kernel<'r, M> {
         &self,
         policy: P,
         wait: W,
-    ) -> PersistentPool<M, SimAccess<'r>, &Mmu<'r>, P, W, N> {
+    ) -> PersistentPool<M, SimAccess<'r>, &Mmu<'r>, P, W, N>
+    where
+        kmap::PoolSize<N>: kmap::ValidPoolSize,
+    {
         PersistentPool::new(
             &self.window,
             va(PKMAP_BASE),

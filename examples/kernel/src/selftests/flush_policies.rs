@@ -2,7 +2,7 @@
 //! cycles per map+unmap, and every touched mapping shows the right page
 //! (a policy that skipped a needed flush would show a stale one).
 
-use kmap::{DirectMap, FlushPolicy, KmapStats, PersistentPool, SpinWait};
+use kmap::{DirectMap, FlushPolicy, KmapStats, SpinWait};
 use paging_core::cpu::NativeTlb;
 use paging_core::{
     Entry, FrameAllocator, PagingMode, PhysFrame, TableAccess, TlbOps, VirtAddr, Zone,
@@ -13,15 +13,14 @@ use crate::direct_map::DirectMapAccess;
 use crate::frames::{self, ZoneId};
 use crate::kernel::Kernel;
 use crate::kmap_policy::KernelPolicy;
-use crate::kmap_setup;
+use crate::kmap_setup::{self, KernelKmap};
 use crate::layout::{KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
 use crate::mode::Mode;
 use crate::test::{Failure, TestResult};
 use crate::{cpu, failure, println};
 
 /// A pool over one flush-policy test area.
-type BenchPool =
-    PersistentPool<Mode, DirectMapAccess, NativeTlb, KernelPolicy, SpinWait, KMAP_BENCH_SLOTS>;
+type BenchPool = kmap::Pool<KernelKmap, KMAP_BENCH_SLOTS, KernelPolicy>;
 
 /// Distinct pages cycled through (4x the slots: the pool wraps often).
 const PAGES: usize = 4 * KMAP_BENCH_SLOTS;
