@@ -12,7 +12,7 @@
 
 use core::arch::asm;
 
-use crate::addr::VirtAddr;
+use crate::addr::{PhysAddr, VirtAddr};
 use crate::flush::TlbOps;
 
 /// CR0.WP (bit 16): supervisor writes honour read-only pages.
@@ -235,4 +235,63 @@ impl TlbOps for NativeTlb {
             }
         });
     }
+}
+
+/// What to turn on with paging, the same in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PagingFeatures {
+    /// Large pages at the PMD level (CR4.PSE in 2-level mode; always there
+    /// in PAE mode).
+    pub large_pages: bool,
+    /// Global pages (CR4.PGE).
+    pub global_pages: bool,
+    /// Execute-disable (EFER.NXE; PAE only).
+    pub no_execute: bool,
+}
+
+/// Turning paging on and switching roots, written once for every mode: a
+/// kernel generic over `M: CpuPaging` boots in either. The backends
+/// implement it (`paging_x86_2level::TwoLevel`, `paging_x86_pae::Pae`).
+///
+/// ```no_run
+/// use paging_core::cpu::{CpuPaging, PagingFeatures};
+/// use paging_core::{AnyError, PhysAddr};
+///
+/// /// Paging on, whichever mode the kernel was built for.
+/// fn paging_on<M: CpuPaging>(root: PhysAddr) -> Result<(), AnyError> {
+///     let supported = M::supported()?;
+///     let features = PagingFeatures { global_pages: supported.global_pages, ..supported };
+///     // SAFETY: (the kernel's own reasons) paging is off, and the
+///     // hierarchy at `root` maps this code, its stack and its data.
+///     unsafe { M::enable(root, features) }
+/// }
+/// ```
+pub trait CpuPaging: crate::PagingMode {
+    /// What this CPU supports in this mode (an error if it cannot run the
+    /// mode at all, like PAE on a CPU without it).
+    fn supported() -> Result<PagingFeatures, crate::AnyError>;
+
+    /// Turn paging on with the hierarchy at `root`, with `features` (a
+    /// feature the CPU or the mode lacks is refused, changing nothing).
+    ///
+    /// # Safety
+    /// Paging is off, and the hierarchy at `root` is a complete one of this
+    /// mode that maps the code executing this call, its stack and
+    /// everything touched next, at the addresses they are used at; no
+    /// entry uses a feature not in `features` (PS without `large_pages`, XD
+    /// without `no_execute`, G without `global_pages` is harmless).
+    unsafe fn enable(root: PhysAddr, features: PagingFeatures) -> Result<(), crate::AnyError>;
+
+    /// Switch the running CPU to the hierarchy at `root` (a CR3 load; in PAE
+    /// mode the CPU re-reads the four PDPTEs).
+    ///
+    /// # Safety
+    /// Paging is on in this mode, and the hierarchy at `root` maps the
+    /// running code, its stack and everything it touches next as the
+    /// current one does (the kernel half, typically, shared by sync), with
+    /// no reserved bit in a PAE PDPTE.
+    unsafe fn load_root(root: PhysAddr) -> Result<(), crate::AnyError>;
+
+    /// The root the running CPU uses (CR3's address bits).
+    fn current_root() -> PhysAddr;
 }

@@ -110,6 +110,50 @@ mod native {
 #[cfg(target_arch = "x86")]
 pub use native::{enable_paging, supported_features};
 
+#[cfg(target_arch = "x86")]
+impl paging_core::cpu::CpuPaging for crate::TwoLevel {
+    fn supported() -> Result<paging_core::cpu::PagingFeatures, paging_core::AnyError> {
+        let f = supported_features();
+        Ok(paging_core::cpu::PagingFeatures {
+            large_pages: f.large_pages,
+            global_pages: f.global_pages,
+            no_execute: false,
+        })
+    }
+
+    unsafe fn enable(
+        root: paging_core::PhysAddr,
+        features: paging_core::cpu::PagingFeatures,
+    ) -> Result<(), paging_core::AnyError> {
+        if features.no_execute {
+            return Err(paging_core::AnyError::Other {
+                kind: ErrorKind::Unsupported,
+                what: "2-level paging has no execute-disable bit",
+            });
+        }
+        let cr3 = crate::Cr3::new(root, crate::Cr3Flags::empty())?;
+        let features = Features {
+            large_pages: features.large_pages,
+            global_pages: features.global_pages,
+        };
+        // SAFETY: the caller keeps `CpuPaging::enable`'s contract, which is
+        // `enable_paging`'s.
+        Ok(unsafe { enable_paging(cr3, features) }?)
+    }
+
+    unsafe fn load_root(root: paging_core::PhysAddr) -> Result<(), paging_core::AnyError> {
+        let cr3 = crate::Cr3::new(root, crate::Cr3Flags::empty())?;
+        // SAFETY: the caller promised `root` maps the running code as the
+        // current hierarchy does.
+        unsafe { paging_core::cpu::write_cr3(cr3.bits()) };
+        Ok(())
+    }
+
+    fn current_root() -> paging_core::PhysAddr {
+        paging_core::PhysAddr::new_truncate(u64::from(paging_core::cpu::read_cr3() & !0xFFF))
+    }
+}
+
 impl From<EnableError> for paging_core::AnyError {
     /// Keeps the kind and names the variant (paging-core's catch-all cannot
     /// hold this crate's types).

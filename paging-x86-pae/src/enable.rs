@@ -119,6 +119,45 @@ mod native {
 #[cfg(target_arch = "x86")]
 pub use native::{enable_pae_paging, supported_features};
 
+#[cfg(target_arch = "x86")]
+impl<const B: u32> paging_core::cpu::CpuPaging for crate::Pae<B> {
+    fn supported() -> Result<paging_core::cpu::PagingFeatures, paging_core::AnyError> {
+        let f = supported_features()?;
+        Ok(paging_core::cpu::PagingFeatures {
+            large_pages: true,
+            global_pages: f.global_pages,
+            no_execute: f.no_execute,
+        })
+    }
+
+    unsafe fn enable(
+        root: paging_core::PhysAddr,
+        features: paging_core::cpu::PagingFeatures,
+    ) -> Result<(), paging_core::AnyError> {
+        let cr3 = crate::Cr3::new(root)?;
+        let features = Features {
+            global_pages: features.global_pages,
+            no_execute: features.no_execute,
+        };
+        // SAFETY: the caller keeps `CpuPaging::enable`'s contract, which is
+        // `enable_pae_paging`'s (PAE's 2 MiB pages need no extra bit).
+        Ok(unsafe { enable_pae_paging(cr3, features) }?)
+    }
+
+    unsafe fn load_root(root: paging_core::PhysAddr) -> Result<(), paging_core::AnyError> {
+        let cr3 = crate::Cr3::new(root)?;
+        // SAFETY: the caller promised `root` maps the running code as the
+        // current hierarchy does and its PDPTEs have no reserved bit.
+        unsafe { paging_core::cpu::write_cr3(cr3.bits()) };
+        Ok(())
+    }
+
+    fn current_root() -> paging_core::PhysAddr {
+        // A PDPT is 32-byte aligned: CR3 bits 31:5 (PWT/PCD are ignored).
+        paging_core::PhysAddr::new_truncate(u64::from(paging_core::cpu::read_cr3() & !0x1F))
+    }
+}
+
 impl From<EnableError> for paging_core::AnyError {
     /// Keeps the kind and names the variant (paging-core's catch-all cannot
     /// hold this crate's types).

@@ -22,9 +22,9 @@ use minimal_kernel::{
     BumpFrames, KernelImage, Local, MAX_LOWMEM, MinimalFixmap, PAGE_OFFSET, PKMAP_BASE, Pool,
     build_window, direct_map, map_kernel,
 };
-use paging_core::cpu::NativeTlb;
+use paging_core::cpu::{CpuPaging, NativeTlb, PagingFeatures};
 use paging_core::{
-    FrameAllocator, MapFlags, Mapper, OffsetAccess, PagingMode, PhysAddr, VirtAddr, Zone,
+    AnyError, FrameAllocator, MapFlags, Mapper, OffsetAccess, PagingMode, PhysAddr, VirtAddr, Zone,
 };
 
 #[cfg(feature = "mode-2level")]
@@ -32,38 +32,20 @@ type Mode = paging_x86_2level::TwoLevel;
 #[cfg(all(feature = "mode-pae", not(feature = "mode-2level")))]
 type Mode = paging_x86_pae::Pae;
 
-/// Turn paging on with the hierarchy at `root` (2-level, with PSE for the
-/// direct map's 4 MiB pages).
-#[cfg(feature = "mode-2level")]
-fn paging_on(root: PhysAddr) -> Result<(), &'static str> {
-    use paging_x86_2level::{Cr3, Cr3Flags, Features, enable_paging};
-    let cr3 = Cr3::new(root, Cr3Flags::empty()).map_err(|_| "bad page directory address")?;
-    let features = Features {
+/// Turn paging on with the hierarchy at `root`: one call for both modes
+/// (`CpuPaging`, which both backends implement), with large pages for the
+/// direct map and nothing else.
+fn paging_on(root: PhysAddr) -> Result<(), AnyError> {
+    let features = PagingFeatures {
         large_pages: true,
-        global_pages: false,
+        ..PagingFeatures::default()
     };
-    // SAFETY: paging is off. The tables at `root` map this code, its stack
-    // and its statics where they are (the identity-mapped image), and the
-    // direct map the kernel switches to next; its 4 MiB pages need PSE,
-    // which `features` asks for.
-    unsafe { enable_paging(cr3, features) }.map_err(|_| "the CPU has no PSE")
-}
-
-/// Turn paging on with the hierarchy at `root` (PAE, no NX: nothing here
-/// sets XD).
-#[cfg(all(feature = "mode-pae", not(feature = "mode-2level")))]
-fn paging_on(root: PhysAddr) -> Result<(), &'static str> {
-    use paging_x86_pae::{Cr3, Features, enable_pae_paging};
-    let cr3 = Cr3::new(root).map_err(|_| "bad PDPT address")?;
-    let features = Features {
-        global_pages: false,
-        no_execute: false,
-    };
-    // SAFETY: paging is off. The PDPT at `root` was written by the mapper
-    // (no reserved bits in its entries); its tables map this code, its
-    // stack and its statics where they are (the identity-mapped image) and
-    // the direct map the kernel switches to next. No entry has XD set.
-    unsafe { enable_pae_paging(cr3, features) }.map_err(|_| "the CPU has no PAE")
+    // SAFETY: paging is off. The tables at `root` (the mapper wrote them: no
+    // reserved bit in a PAE PDPTE) map this code, its stack and its statics
+    // where they are (the identity-mapped image), and the direct map the
+    // kernel switches to next; its large pages are why `large_pages` is on
+    // (PSE in 2-level mode), and no entry sets XD.
+    unsafe { Mode::enable(root, features) }
 }
 
 unsafe extern "C" {
