@@ -1,7 +1,8 @@
 //! The real x86 instructions (32-bit targets only).
 //!
 //! Small wrappers around the privileged instructions paging needs: control
-//! registers, MSRs, `invlpg`, and `cpuid`, plus [`NativeTlb`], the
+//! registers, MSRs (IA32_PAT included: [`write_pat`]), `invlpg`, and `cpuid`,
+//! plus [`NativeTlb`], the
 //! [`TlbOps`] of a bare-metal uniprocessor kernel.
 //!
 //! Reading a register and invalidating TLB entries cannot break memory
@@ -13,10 +14,16 @@
 use core::arch::asm;
 
 use crate::addr::{PhysAddr, VirtAddr};
+use crate::cache::PatLayout;
 use crate::flush::TlbOps;
 
 /// CR0.WP (bit 16): supervisor writes honour read-only pages.
 pub const CR0_WP: u32 = 1 << 16;
+/// CR0.NW (bit 29): not write-through (with CD, the cache stops being
+/// coherent; never set here).
+pub const CR0_NW: u32 = 1 << 29;
+/// CR0.CD (bit 30): cache disable (no-fill cache mode while NW is clear).
+pub const CR0_CD: u32 = 1 << 30;
 /// CR0.PG (bit 31): paging enabled.
 pub const CR0_PG: u32 = 1 << 31;
 
@@ -26,6 +33,10 @@ pub const CR4_PSE: u32 = 1 << 4;
 pub const CR4_PAE: u32 = 1 << 5;
 /// CR4.PGE (bit 7): global pages survive CR3 reloads.
 pub const CR4_PGE: u32 = 1 << 7;
+
+/// The IA32_PAT model-specific register (0x277): the eight Page Attribute
+/// Table entries (see [`PatLayout`]).
+pub const IA32_PAT: u32 = 0x277;
 
 /// The IA32_EFER model-specific register.
 pub const IA32_EFER: u32 = 0xC000_0080;
@@ -158,6 +169,8 @@ pub const CPUID_1_EDX_PSE: u32 = 1 << 3;
 pub const CPUID_1_EDX_PAE: u32 = 1 << 6;
 /// CPUID.1:EDX.PGE (bit 13): global pages.
 pub const CPUID_1_EDX_PGE: u32 = 1 << 13;
+/// CPUID.1:EDX.PAT (bit 16): the Page Attribute Table and IA32_PAT.
+pub const CPUID_1_EDX_PAT: u32 = 1 << 16;
 /// CPUID.80000001H:EDX.NX (bit 20): the XD bit and EFER.NXE.
 pub const CPUID_80000001_EDX_NX: u32 = 1 << 20;
 
@@ -170,6 +183,79 @@ pub fn basic_features() -> u32 {
 pub fn has_nx() -> bool {
     cpuid(0x8000_0000, 0).eax >= 0x8000_0001
         && cpuid(0x8000_0001, 0).edx & CPUID_80000001_EDX_NX != 0
+}
+
+/// Whether the CPU has the Page Attribute Table (CPUID.1:EDX bit 16).
+/// Without it, IA32_PAT does not exist and the PAT bit of an entry is
+/// ignored or reserved.
+pub fn has_pat() -> bool {
+    basic_features() & CPUID_1_EDX_PAT != 0
+}
+
+/// The raw IA32_PAT value, or `None` if the CPU has no PAT.
+pub fn read_pat_msr() -> Option<u64> {
+    if !has_pat() {
+        return None;
+    }
+    // SAFETY: CPUID says IA32_PAT exists; reading it has no side effect.
+    Some(unsafe { rdmsr(IA32_PAT) })
+}
+
+/// The current PAT layout, or `None` if the CPU has no PAT. An IA32_PAT
+/// value with a reserved entry cannot be there (WRMSR refuses it), so it
+/// also reads as `None`.
+pub fn read_pat() -> Option<PatLayout> {
+    read_pat_msr().and_then(|value| PatLayout::from_msr(value).ok())
+}
+
+/// `wbinvd`: write back and invalidate every cache of this CPU.
+fn wbinvd() {
+    // SAFETY: write-back-and-invalidate keeps memory's contents (dirty lines
+    // are written first); it only costs time. No `nomem`: stores before it
+    // must reach the cache before it is flushed.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
+}
+
+/// Program IA32_PAT with `layout`, on this CPU, following the cache and TLB
+/// procedure the SDM requires for a PAT change (Vol. 3A 11.12.4, which
+/// refers to the MTRR procedure of 11.11.8): with interrupts off, enter
+/// no-fill cache mode (CR0.CD = 1, NW = 0), `wbinvd`, flush the TLB
+/// (global entries included), write the MSR, `wbinvd` and flush the TLB
+/// again, then restore CR0 and the interrupt flag.
+///
+/// # Safety
+/// - The CPU must have the PAT ([`has_pat`]): without it the MSR write
+///   raises #GP.
+/// - Every CPU of the system must end up with the same PAT (the SDM's
+///   rule): on a multiprocessor system the caller runs this on every CPU,
+///   with the others held in a rendezvous so that none uses a page whose
+///   type is changing meanwhile. This function only handles the CPU it
+///   runs on.
+/// - No live mapping may change to a type that breaks what the code using
+///   it assumes (for example, a page that becomes WC loses ordering of
+///   its writes), and no physical page may end up mapped with two
+///   conflicting types (the SDM does not support aliasing; a WC page must
+///   never alias a cacheable one). [`PatLayout::RECOMMENDED`] only changes
+///   entries 4 and 5 from the power-on layout, so mappings made without the
+///   PAT bit keep their type.
+pub unsafe fn write_pat(layout: PatLayout) {
+    without_interrupts(|| {
+        let cr0 = read_cr0();
+        // SAFETY: CD with NW clear is the no-fill mode the SDM's procedure
+        // asks for; caches stay coherent, only slower. CR0 is restored below.
+        unsafe { write_cr0((cr0 | CR0_CD) & !CR0_NW) };
+        wbinvd();
+        NativeTlb.flush_everything();
+        // SAFETY: the caller promised the CPU has the PAT, and `to_msr` only
+        // produces defined encodings with reserved bits clear, so WRMSR
+        // accepts it; the caller's contract covers what the new types mean
+        // for existing mappings.
+        unsafe { wrmsr(IA32_PAT, layout.to_msr()) };
+        wbinvd();
+        NativeTlb.flush_everything();
+        // SAFETY: the CR0 value the CPU had on entry.
+        unsafe { write_cr0(cr0) };
+    });
 }
 
 /// Invalidate the TLB entries (global ones included) and the

@@ -10,6 +10,7 @@ extern crate std;
 pub mod access;
 pub mod addr;
 pub mod alloc;
+pub mod cache;
 #[cfg(target_arch = "x86")]
 #[cfg_attr(docsrs, doc(cfg(target_arch = "x86")))]
 pub mod cpu;
@@ -32,6 +33,7 @@ pub use access::{
 };
 pub use addr::{AddrError, PAGE_SIZE, Page, PageSize, PhysAddr, PhysFrame, VirtAddr};
 pub use alloc::{FrameAllocator, NoFrames, Zone};
+pub use cache::{CacheType, CacheTypeError, PatLayout};
 pub use entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
 pub use error::{
     AnyError, ErrorKind, FreeError, InstallError, MapError, PagingError, RootError, TranslateError,

@@ -1,6 +1,7 @@
 //! The simulated CPU's configuration: paging mode and the control-register
 //! and CPUID bits that change how a walk behaves.
 
+use super::memtype::PAT_POWER_ON;
 use paging_core::addr::PageSize;
 
 /// Which paging format the simulated CPU uses (CR4.PAE).
@@ -33,10 +34,16 @@ pub struct SimConfig {
     pub nxe: bool,
     /// MAXPHYADDR (PAE only).
     pub max_phys_bits: u32,
+    /// IA32_PAT: the eight PAT entries a page's PAT/PCD/PWT bits select
+    /// its memory type from (see [`HwTranslation::memory_type`](crate::HwTranslation::memory_type)).
+    /// [`PAT_POWER_ON`](crate::PAT_POWER_ON) unless set. Every entry must be
+    /// a defined encoding (WRMSR would #GP): [`Mmu::new`](crate::Mmu::new)
+    /// panics otherwise.
+    pub pat: u64,
 }
 
 impl SimConfig {
-    /// 32-bit paging with PSE, PGE and WP on.
+    /// 32-bit paging with PSE, PGE and WP on, and the power-on PAT.
     pub const fn two_level() -> Self {
         Self {
             paging: SimPaging::TwoLevel,
@@ -45,10 +52,12 @@ impl SimConfig {
             wp: true,
             nxe: false,
             max_phys_bits: 32,
+            pat: PAT_POWER_ON,
         }
     }
 
-    /// PAE paging with PGE, WP and NXE on and MAXPHYADDR 36.
+    /// PAE paging with PGE, WP and NXE on, MAXPHYADDR 36, and the power-on
+    /// PAT.
     pub const fn pae() -> Self {
         Self {
             paging: SimPaging::Pae,
@@ -57,6 +66,7 @@ impl SimConfig {
             wp: true,
             nxe: true,
             max_phys_bits: 36,
+            pat: PAT_POWER_ON,
         }
     }
 

@@ -21,7 +21,9 @@
 //!   compare-exchange), with a [`Tlb`] that keeps stale translations and
 //!   cached PDEs until an `invlpg`, a CR3 load or a CR4.PGE toggle removes
 //!   them. It implements [`TlbOps`](paging_core::TlbOps) and counts every flush
-//!   ([`TlbStats`]). [`SimCpus`] is several CPUs with shootdown.
+//!   ([`TlbStats`]). Each translation reports the [`MemoryType`] the leaf's
+//!   PAT/PCD/PWT bits select in the CPU's IA32_PAT ([`SimConfig::pat`],
+//!   [`PAT_POWER_ON`] by default). [`SimCpus`] is several CPUs with shootdown.
 //! - [`MmuVirt`]: kernel virtual addresses as tables
 //!   ([`VirtTables`](paging_core::VirtTables)), every access translated by one
 //!   simulated CPU and its TLB (what a kmap'd page table looks like).
@@ -65,6 +67,7 @@ mod fault;
 mod hostile;
 mod linear;
 mod machine;
+mod memtype;
 mod mmu;
 mod ram;
 mod table;
@@ -79,6 +82,7 @@ pub use cpus::SimCpus;
 pub use fault::{Access, Cr3Fault, GeneralProtection, PageFault};
 pub use hostile::{HostileAccess, HostileTable, ScriptedAllocator, StoreRecord, net_changes, undo};
 pub use machine::{MACHINE_HIGHMEM, MACHINE_LOWMEM, Machine};
+pub use memtype::{MemoryType, PAT_POWER_ON};
 pub use mmu::{HwTranslation, Mmu};
 pub use ram::{SimError, SimRam};
 pub use table::{ObservedStore, SimAccess, SimTable, StoreObserver, StoreOp};

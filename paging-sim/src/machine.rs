@@ -41,14 +41,22 @@ pub struct Machine<'r, M: PagingMode> {
 }
 
 impl<'r, M: PagingMode> Machine<'r, M> {
-    /// A machine on `ram` with an empty hierarchy loaded in CR3.
+    /// A machine on `ram` with an empty hierarchy loaded in CR3, on the CPU
+    /// [`SimConfig::for_mode`] describes.
     pub fn new(ram: &'r SimRam) -> Self {
+        Self::with_config(ram, SimConfig::for_mode::<M>())
+    }
+
+    /// A machine on `ram` whose CPU is `config` (another PAT, no PGE, ...),
+    /// with an empty hierarchy loaded in CR3. `config` must be of `M`'s
+    /// format (2-level or PAE).
+    pub fn with_config(ram: &'r SimRam, config: SimConfig) -> Self {
         let mut alloc = ZonedAllocator::new(MACHINE_LOWMEM, MACHINE_HIGHMEM);
         let mapper = match Mapper::<M, _>::create_isolated(SimAccess::new(ram), &mut alloc) {
             Ok(m) => m,
             Err(e) => panic!("a fresh machine has frames for its PGD: {e}"),
         };
-        let mmu = Mmu::new(ram, SimConfig::for_mode::<M>());
+        let mmu = Mmu::new(ram, config);
         if let Err(e) = mmu.load_cr3(mapper.root().as_u64() as u32) {
             panic!("an empty PGD loads: {e:?}");
         }

@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::config::{SimConfig, SimPaging};
 use super::fault::{Access, Cr3Fault, PageFault};
+use super::memtype::{MemoryType, invalid_pat_entry};
 use super::ram::SimRam;
 use super::tlb::{Tlb, TlbEntry, TlbStats};
 use super::walk::{self, A, D, Regs, UsedEntry, WalkFail, Walked};
@@ -26,6 +27,13 @@ pub struct HwTranslation {
     pub nx: bool,
     /// Global (G on the leaf and CR4.PGE on).
     pub global: bool,
+    /// The memory type the leaf's PAT, PCD and PWT bits select in the CPU's
+    /// IA32_PAT ([`SimConfig::pat`]): entry `PAT * 4 + PCD * 2 + PWT`, PAT
+    /// being bit 7 of a PTE and bit 12 of a large-page PDE (SDM Vol. 3A
+    /// 11.12.3). The model has no MTRRs, so this is the page-level type, not
+    /// combined with an MTRR type (SDM table 11-7). A TLB hit reports the
+    /// type cached with the translation.
+    pub memory_type: MemoryType,
 }
 
 #[derive(Debug)]
@@ -50,7 +58,17 @@ pub struct Mmu<'r> {
 
 impl<'r> Mmu<'r> {
     /// A CPU over `ram` with `config` (normalised, see [`SimConfig`]).
+    ///
+    /// # Panics
+    /// If an entry of `config.pat` is a reserved encoding: no CPU can hold
+    /// that PAT (WRMSR raises #GP).
     pub fn new(ram: &'r SimRam, config: SimConfig) -> Self {
+        if let Some(index) = invalid_pat_entry(config.pat) {
+            panic!(
+                "SimConfig::pat {:#018x}: entry {index} is a reserved encoding (WRMSR would #GP)",
+                config.pat
+            );
+        }
         Self {
             ram,
             config: config.normalized(),
@@ -187,6 +205,7 @@ impl<'r> Mmu<'r> {
                     user: e.user,
                     nx: e.nx,
                     global: e.global,
+                    memory_type: e.memory_type,
                 });
             }
         }
@@ -215,6 +234,7 @@ impl<'r> Mmu<'r> {
                     nx: tr.nx,
                     global: tr.global,
                     dirty: access.write || w.leaf.value & D != 0,
+                    memory_type: tr.memory_type,
                 },
             );
             if let Some(pde) = w.pde {
@@ -259,6 +279,7 @@ impl<'r> Mmu<'r> {
             user: w.user,
             nx: w.nx,
             global: w.global_bit && self.config.pge,
+            memory_type: w.memory_type,
         }
     }
 

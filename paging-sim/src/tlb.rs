@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::vec::Vec;
 
+use super::memtype::MemoryType;
 use paging_core::addr::{PageSize, PhysAddr, PhysFrame, VirtAddr};
 
 /// A cached translation: the combined result of one walk.
@@ -34,6 +35,8 @@ pub struct TlbEntry {
     /// The leaf's D flag was set when the entry was cached. A write through a
     /// clean entry makes the CPU walk again to set D.
     pub dirty: bool,
+    /// The memory type the leaf's PAT/PCD/PWT selected when it was cached.
+    pub memory_type: MemoryType,
 }
 
 /// A cached PDE that points to a PTE table.
@@ -216,6 +219,7 @@ mod tests {
             nx: false,
             global,
             dirty: false,
+            memory_type: MemoryType::Wb,
         }
     }
 

@@ -6,6 +6,7 @@
 
 use super::config::{SimConfig, SimPaging};
 use super::fault::{Access, PageFault};
+use super::memtype::{MemoryType, pat_entry};
 use super::ram::SimRam;
 use super::tlb::PdeCacheEntry;
 use paging_core::addr::{PageSize, PhysAddr, PhysFrame, VirtAddr};
@@ -16,6 +17,14 @@ pub(crate) const P: u64 = 1 << 0;
 pub(crate) const RW: u64 = 1 << 1;
 /// User/supervisor.
 pub(crate) const US: u64 = 1 << 2;
+/// Page-level write-through (PWT): bit 0 of the PAT index.
+const PWT: u64 = 1 << 3;
+/// Page-level cache disable (PCD): bit 1 of the PAT index.
+const PCD: u64 = 1 << 4;
+/// PAT bit of a PTE (bit 7; in a PDE that bit is PS): bit 2 of the index.
+const PTE_PAT: u64 = 1 << 7;
+/// PAT bit of a PDE that maps a 4 MiB or 2 MiB page (bit 12).
+const LARGE_PAT: u64 = 1 << 12;
 /// Accessed.
 pub(crate) const A: u64 = 1 << 5;
 /// Dirty (leaf entries).
@@ -61,6 +70,8 @@ pub(crate) struct Walked {
     pub nx: bool,
     /// G on the leaf (CR4.PGE not yet applied).
     pub global_bit: bool,
+    /// The type the leaf's PAT/PCD/PWT select in IA32_PAT.
+    pub memory_type: MemoryType,
     /// The PDE read from RAM when it points to a PTE table (`None` when it
     /// came from the PDE cache, or is itself the leaf).
     pub upper: Option<UsedEntry>,
@@ -146,6 +157,15 @@ fn bit(value: u64, mask: u64) -> bool {
     value & mask != 0
 }
 
+/// SDM 11.12.3: the PAT entry a leaf selects is PAT * 4 + PCD * 2 + PWT,
+/// with PAT at bit 7 of a PTE and bit 12 of a large-page PDE (`pat_bit`).
+fn memory_type(cfg: &SimConfig, leaf: u64, pat_bit: u64) -> MemoryType {
+    let index = u64::from(bit(leaf, pat_bit)) << 2
+        | u64::from(bit(leaf, PCD)) << 1
+        | u64::from(bit(leaf, PWT));
+    pat_entry(cfg.pat, index)
+}
+
 /// Walk RAM for `va`, starting from `cached` instead of the PDE if given.
 pub(crate) fn walk(
     ram: &SimRam,
@@ -187,6 +207,7 @@ fn walk_two_level(
                     user: bit(e.value, US),
                     nx: false,
                     global_bit: bit(e.value, G),
+                    memory_type: memory_type(cfg, e.value, LARGE_PAT),
                     upper: None,
                     leaf: e,
                     pde: None,
@@ -216,6 +237,7 @@ fn walk_two_level(
         user: pde.user && bit(pte.value, US),
         nx: false,
         global_bit: bit(pte.value, G),
+        memory_type: memory_type(cfg, pte.value, PTE_PAT),
         upper,
         leaf: pte,
         pde: Some(pde),
@@ -264,6 +286,7 @@ fn walk_pae(
                     user: bit(e.value, US),
                     nx: nx_of(e.value),
                     global_bit: bit(e.value, G),
+                    memory_type: memory_type(cfg, e.value, LARGE_PAT),
                     upper: None,
                     leaf: e,
                     pde: None,
@@ -294,6 +317,7 @@ fn walk_pae(
         user: pde.user && bit(pte.value, US),
         nx: pde.nx || nx_of(pte.value),
         global_bit: bit(pte.value, G),
+        memory_type: memory_type(cfg, pte.value, PTE_PAT),
         upper,
         leaf: pte,
         pde: Some(pde),

@@ -169,7 +169,9 @@ pub struct Config {
 /// The `bochsrc` for `config`: boot from CD-ROM, COM1 to a file, the
 /// terminal display, a triple fault stops Bochs (a panic, fatal) instead of
 /// resetting into GRUB again, and RAM above [`MAX_HOST_MIB`] backed by
-/// Bochs's swapping (`memory: guest=..., host=...`).
+/// Bochs's swapping (`memory: guest=..., host=...`). The VGA is the PCI
+/// `pcivga` (1234:1111, linear framebuffer in BAR0), as QEMU's `-vga std`,
+/// for the kernel's write-combining self-test.
 pub fn bochsrc(config: &Config) -> String {
     let memory = if config.mem_mib <= MAX_HOST_MIB {
         format!("megs: {}", config.mem_mib)
@@ -182,6 +184,8 @@ pub fn bochsrc(config: &Config) -> String {
 romimage: file={BIOS}
 vgaromimage: file={VGA_BIOS}
 cpu: model={CPU}, count=1, reset_on_triple_fault=0
+pci: enabled=1, chipset=i440fx, slot1=pcivga
+vga: extension=vbe
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
 ata0-master: type=cdrom, path={iso}, status=inserted
 boot: cdrom
@@ -731,6 +735,7 @@ mod tests {
         assert!(rc.contains(&format!("\nvgaromimage: file={VGA_BIOS}\n")));
         assert!(rc.contains("model=corei7_sandy_bridge_2600k"));
         assert!(rc.contains("reset_on_triple_fault=0"));
+        assert!(rc.contains("\npci: enabled=1, chipset=i440fx, slot1=pcivga\n"));
     }
 
     #[test]

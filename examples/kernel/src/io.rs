@@ -37,12 +37,21 @@ pub unsafe fn outb(port: u16, value: u8) {
     };
 }
 
-/// Reads a 32-bit value from `port`.
+/// Writes a 16-bit value to `port` (the VGA's VBE DISPI registers).
 ///
-/// Unused by the skeleton; kept so all port I/O has one home.
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: `out` touches no memory; the caller owns the device (contract).
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
+/// Reads a 32-bit value from `port` (PCI configuration data, [`crate::pci`]).
+///
 /// # Safety
 /// As for [`inb`].
-#[allow(dead_code, reason = "part of the port-I/O set; no caller yet")]
 pub unsafe fn inl(port: u16) -> u32 {
     let value: u32;
     // SAFETY: `in` touches no memory; the caller owns the device (contract).

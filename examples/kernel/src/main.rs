@@ -50,6 +50,8 @@ mod memory;
 mod mode;
 mod multiboot;
 mod nmi;
+mod pat;
+mod pci;
 mod phys_window;
 mod selftests;
 mod serial;
@@ -111,6 +113,7 @@ fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Failure> {
         on_off(mode::nx_enabled()),
         on_off(mode::global_pages_enabled())
     );
+    pat::init(); // memory types: WC and WP in the PAT
     kernel_sync::init(mapper.root()); // shared kernel half: reference directory
     println!(
         "kernel sync: reference directory {}, vmalloc {:#x}..{:#x} mapped there only",

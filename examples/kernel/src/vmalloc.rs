@@ -13,7 +13,7 @@
 //! removes the page only.
 
 use paging_core::cpu::NativeTlb;
-use paging_core::{Entry, Mapper, Page, PhysFrame, VirtAddr};
+use paging_core::{Entry, LargePages, MapFlags, Mapper, PhysAddr, PhysFrame, VirtAddr};
 
 use crate::direct_map::DirectMapAccess;
 use crate::failure;
@@ -32,9 +32,10 @@ static NEXT_REGION: spin::Mutex<u32> = spin::Mutex::new(VMALLOC_START + PMD_SPAN
 fn reference() -> Result<Mapper<Mode, DirectMapAccess>, Failure> {
     let sync = kernel_sync::get().ok_or_else(|| failure!("kernel sync not set up"))?;
     // SAFETY: the loaded kernel directory, in lowmem. Through this binding
-    // vmalloc maps only frames it allocated for its own regions, at
-    // addresses above `NEXT_REGION`'s start that no Rust object uses, and
-    // unmaps only those.
+    // vmalloc maps only frames it allocated for its own regions, or device
+    // memory (`map_io`) whose caller owns the device and which no other
+    // mapping aliases, at addresses above `NEXT_REGION`'s start that no
+    // Rust object uses, and unmaps only those.
     unsafe { Mapper::new(sync.reference(), DirectMapAccess) }
         .map_err(|e| failure!("reference: {e}"))
 }
@@ -43,6 +44,42 @@ fn reference() -> Result<Mapper<Mode, DirectMapAccess>, Failure> {
 /// page of a vmalloc region never used before, in the reference directory
 /// only, and returns its address. Page tables come from `frames`.
 pub fn map_in_new_region(frame: PhysFrame, frames: &mut Frames) -> Result<VirtAddr, Failure> {
+    map_pages_in_new_region(frame.start_address(), 1, kernel_flags().data, frames)
+}
+
+/// Maps `pages` 4 KiB pages of device memory from `phys` with `flags`
+/// (which say the memory type, for example write-combining for a
+/// framebuffer) at the start of a vmalloc region never used before, in the
+/// reference directory only, and returns its address. `pages` must fit in
+/// one region (one PMD span). The frames are not RAM the allocator owns:
+/// the caller owns the device.
+pub fn map_io(
+    phys: PhysAddr,
+    pages: u32,
+    flags: MapFlags,
+    frames: &mut Frames,
+) -> Result<VirtAddr, Failure> {
+    if pages == 0 || u64::from(pages) * 4096 > u64::from(PMD_SPAN) {
+        return Err(failure!("{pages} pages do not fit one vmalloc region"));
+    }
+    map_pages_in_new_region(phys, pages, flags, frames)
+}
+
+/// Removes `pages` pages mapped by [`map_io`] at `va` (the table stays).
+pub fn unmap_io(va: VirtAddr, pages: u32) -> Result<(), Failure> {
+    let (_, flush) = reference()?
+        .unmap_range(va, u64::from(pages) * 4096)
+        .map_err(|e| failure!("vmalloc unmap {va} + {pages} pages: {e}"))?;
+    flush.flush(&NativeTlb);
+    Ok(())
+}
+
+fn map_pages_in_new_region(
+    phys: PhysAddr,
+    pages: u32,
+    flags: MapFlags,
+    frames: &mut Frames,
+) -> Result<VirtAddr, Failure> {
     let mut next = NEXT_REGION.lock();
     let region = *next;
     if u64::from(region) + u64::from(PMD_SPAN) > u64::from(VMALLOC_END) {
@@ -54,9 +91,9 @@ pub fn map_in_new_region(frame: PhysFrame, frames: &mut Frames) -> Result<VirtAd
     if walk.pmd.is_some_and(|(_, pmd)| !pmd.is_none()) {
         return Err(failure!("vmalloc region {va} is already in use"));
     }
-    let page = Page::containing_address(va);
+    let len = u64::from(pages) * 4096;
     mapper
-        .map(page, frame, kernel_flags().data, frames)
+        .map_range(va, phys, len, flags, LargePages::Avoid, frames)
         .map_err(|e| failure!("vmalloc map {va}: {e}"))?
         .flush(&NativeTlb);
     *next = region + PMD_SPAN;

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::access::AccessError;
 use crate::addr::AddrError;
+use crate::cache::CacheTypeError;
 use crate::entry::EntryError;
 use crate::sync::SyncError;
 
@@ -58,6 +59,8 @@ pub enum AnyError {
     Install(InstallError),
     /// A kernel-space sync call did nothing.
     Sync(SyncError),
+    /// A memory type could not be expressed.
+    Cache(CacheTypeError),
     /// An error of a crate built on paging-core (a backend, fixmap, kmap).
     Other {
         /// Its broad class.
@@ -117,6 +120,7 @@ from_core_errors!(
     Free(FreeError),
     Install(InstallError),
     Sync(SyncError),
+    Cache(CacheTypeError),
 );
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod fixmap;
 mod flush_policies;
+mod framebuffer;
 mod global_pages;
 mod hardening;
 mod highmem;
@@ -118,6 +119,10 @@ pub const ALL: &[Test] = &[
     Test {
         name: "global_kernel_pages_survive_cr3_switch",
         run: global_pages::global_kernel_pages_survive_cr3_switch,
+    },
+    Test {
+        name: "framebuffer_write_combining",
+        run: framebuffer::framebuffer_write_combining,
     },
     Test {
         name: "kernel_mappings_are_w_xor_x_and_never_user",
