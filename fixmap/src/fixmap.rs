@@ -33,15 +33,16 @@ pub struct Fixmap<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks 
 }
 
 impl<L: FixmapLayout, M: PagingMode, A: TableAccess> Fixmap<L, M, A, NativeHooks> {
-    /// A fixmap at the layout's default top, with no tables yet.
-    pub fn new(access: A) -> Self {
+    /// A fixmap at the layout's default top, with no tables yet. A `const
+    /// fn`, so a kernel can put it in a static and attach the window later.
+    pub const fn new(access: A) -> Self {
         Self::with_hooks(access, NativeHooks)
     }
 }
 
 impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M, A, H> {
     /// Like [`Fixmap::new`], telling `hooks` about every entry written.
-    pub fn with_hooks(access: A, hooks: H) -> Self {
+    pub const fn with_hooks(access: A, hooks: H) -> Self {
         Self {
             top: L::TOP,
             window: None,

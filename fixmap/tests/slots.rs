@@ -254,3 +254,14 @@ fn fixmap_errors_convert_into_the_catch_all_error() {
     );
     assert_eq!(any.to_string(), "fixmap: index out of range");
 }
+
+/// A fixmap can be a kernel static with no lazy initialisation: its
+/// constructor is a `const fn`; the window is attached at boot.
+static STATIC_FIXMAP: Fixmap<Small, paging_x86_pae::Pae, paging_core::OffsetAccess> =
+    // SAFETY: the access is never used: no window is ever attached.
+    Fixmap::new(unsafe { paging_core::OffsetAccess::new(0, 0) });
+
+#[test]
+fn a_fixmap_is_a_const_static() {
+    assert_eq!(STATIC_FIXMAP.top(), Small::TOP);
+}

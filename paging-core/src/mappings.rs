@@ -164,7 +164,9 @@ impl<M: PagingMode, A: TableAccess> Iterator for Mappings<'_, M, A> {
 
 impl<M: PagingMode, A: TableAccess> core::iter::FusedIterator for Mappings<'_, M, A> {}
 
-/// A range of a hierarchy as text; see [`Walker::dump`]. Each line reads
+/// A range of a hierarchy as text, one line per run and no line break after
+/// the last (so `println!("{}", ...)` prints it whole); see
+/// [`Walker::dump`]. Each line reads
 /// `start-end -> phys size xcount flags`, flags as `W` (writable), `U`
 /// (user), `G` (global), `NX`, `PWT`, `PCD`, `PAT`, `A`, `D`.
 pub struct Dump<'w, M: PagingMode, A: TableAccess> {
@@ -194,7 +196,11 @@ impl Run {
             && next.base.as_u64() == self.first.base.as_u64() + bytes
     }
 
-    fn write(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// One line, preceded by a line break unless it is the first.
+    fn write(&self, f: &mut fmt::Formatter<'_>, first: bool) -> fmt::Result {
+        if !first {
+            writeln!(f)?;
+        }
         let end = self.first.va.as_u64() + self.first.size.bytes() * self.count;
         let size = match self.first.size {
             PageSize::Size4KiB => "4K",
@@ -225,21 +231,24 @@ impl Run {
                 write!(f, " {name}")?;
             }
         }
-        writeln!(f)
+        Ok(())
     }
 }
 
 impl<M: PagingMode, A: TableAccess> fmt::Display for Dump<'_, M, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut run: Option<Run> = None;
+        let mut written = 0;
         for found in self.walker.mappings(self.start, self.len) {
             let mapping = match found {
                 Ok(mapping) => mapping,
                 Err(e) => {
                     if let Some(run) = run.take() {
-                        run.write(f)?;
+                        run.write(f, written == 0)?;
+                        written += 1;
                     }
-                    return writeln!(f, "(stopped: {e})");
+                    let sep = if written == 0 { "" } else { "\n" };
+                    return write!(f, "{sep}(stopped: {e})");
                 }
             };
             match run.as_mut() {
@@ -249,14 +258,16 @@ impl<M: PagingMode, A: TableAccess> fmt::Display for Dump<'_, M, A> {
                         first: mapping,
                         count: 1,
                     }) {
-                        done.write(f)?;
+                        done.write(f, written == 0)?;
+                        written += 1;
                     }
                 }
             }
         }
         match run {
-            Some(run) => run.write(f),
-            None => writeln!(f, "(nothing mapped)"),
+            Some(run) => run.write(f, written == 0),
+            None if written == 0 => f.write_str("(nothing mapped)"),
+            None => Ok(()),
         }
     }
 }

@@ -152,7 +152,7 @@ fn the_dump_merges_runs_that_continue_each_other<M: PagingMode>() {
         rig.mapper
             .dump(va(base + 3 * M::pmd_span() as u32), 0x1000)
             .to_string(),
-        "(nothing mapped)\n"
+        "(nothing mapped)"
     );
 }
 

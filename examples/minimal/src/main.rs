@@ -149,6 +149,11 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         .or_fail("set");
     let (start, tables, first) = (window.start(), window.tables(), window.first_frame());
     println!("fixmap: window {start}.., {tables} tables from {first:?}; SCRATCH -> {scratch:?}");
+    // What the CPU now maps above PKMAP_BASE, as the mapper's dump prints it.
+    println!(
+        "{}",
+        kernel.dump(VirtAddr::new(PKMAP_BASE), (1 << 32) - u64::from(PKMAP_BASE))
+    );
 
     // 5. kmap: a persistent pool in the window, local slots in the fixmap.
     let lowmem = direct_map(lowmem_end);
