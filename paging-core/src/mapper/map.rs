@@ -58,13 +58,21 @@ fn pte_translation(pte: impl PteEntry) -> Translation {
 /// withholds: `(write, user, exec)`. A read-only leaf never needs R/W, a
 /// supervisor leaf never needs U/S, a no-execute leaf never needs XD clear.
 #[inline(always)]
-fn missing_rights(table: MapFlags, flags: MapFlags) -> (bool, bool, bool) {
-    let needs = |flag| flags.contains(flag) && !table.contains(flag);
-    (
-        needs(MapFlags::WRITABLE),
-        needs(MapFlags::USER),
-        !flags.contains(MapFlags::NO_EXECUTE) && table.contains(MapFlags::NO_EXECUTE),
-    )
+fn missing_rights(table: MapFlags, flags: MapFlags) -> Option<(bool, bool, bool)> {
+    const WU: u16 = MapFlags::WRITABLE.bits() | MapFlags::USER.bits();
+    const NX: u16 = MapFlags::NO_EXECUTE.bits();
+    let (t, l) = (table.bits(), flags.bits());
+    // Rights the leaf asks for that the table withholds: R/W and U/S set in
+    // the leaf but not the table; execution (NX clear) in the leaf under XD.
+    let missing = (l & !t & WU) | (!l & t & NX);
+    if missing == 0 {
+        return None;
+    }
+    Some((
+        missing & MapFlags::WRITABLE.bits() != 0,
+        missing & MapFlags::USER.bits() != 0,
+        missing & NX != 0,
+    ))
 }
 
 /// The state of the PMD slot for a virtual address, as far as mapping is
@@ -102,9 +110,12 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 // The PTE table exists: one entry write, plus a table-entry
                 // upgrade if it does not yet let this mapping through.
                 check_pte_free::<M::Pte>(va, pte_slot.read(self.walker.access())?)?;
-                let widen = self.widen_for(va, pmd, flags, None)?;
+                if missing_rights(pmd.flags(), flags).is_some() {
+                    // Rare: a table entry someone else made restrictive.
+                    return self.map_under_restrictive(va, slot, pmd, pte_slot, pte, flags);
+                }
                 self.write_empty(pte_slot, Level::Pte, pte)?;
-                return self.write_widened(slot, widen, va);
+                return Ok(Flush::none());
             }
         }
 
@@ -305,12 +316,30 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         flags: MapFlags,
         except: Option<usize>,
     ) -> Result<Option<M::Pmd>, MapError> {
-        let (write, user, exec) = missing_rights(pmd.flags(), flags);
-        if !(write || user || exec) {
+        let Some((write, user, exec)) = missing_rights(pmd.flags(), flags) else {
             return Ok(None);
-        }
+        };
         self.check_no_gain(va, pmd, (write, user, exec), except)?;
         Ok(Some(pmd.widened(write, user, exec)))
+    }
+
+    /// The rest of [`map`](Self::map) when the table entry withholds a right
+    /// the leaf needs: widen it by the rule of
+    /// [`widen_for`](Self::widen_for), or refuse, before the first write.
+    #[cold]
+    #[inline(never)]
+    fn map_under_restrictive(
+        &self,
+        va: VirtAddr,
+        slot: Slot,
+        pmd: M::Pmd,
+        pte_slot: Slot,
+        pte: M::Pte,
+        flags: MapFlags,
+    ) -> Result<Flush, MapError> {
+        let widen = self.widen_for(va, pmd, flags, None)?;
+        self.write_empty(pte_slot, Level::Pte, pte)?;
+        self.write_widened(slot, widen, va)
     }
 
     /// Refuse if widening `pmd` by `(write, user, exec)` would give any
