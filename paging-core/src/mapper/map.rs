@@ -58,7 +58,7 @@ fn pte_translation(pte: impl PteEntry) -> Translation {
 /// withholds: `(write, user, exec)`. A read-only leaf never needs R/W, a
 /// supervisor leaf never needs U/S, a no-execute leaf never needs XD clear.
 #[inline(always)]
-fn missing_rights(table: MapFlags, flags: MapFlags) -> (bool, bool, bool) {
+pub(super) fn missing_rights(table: MapFlags, flags: MapFlags) -> (bool, bool, bool) {
     let needs = |flag| flags.contains(flag) && !table.contains(flag);
     (
         needs(MapFlags::WRITABLE),
@@ -309,23 +309,25 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         if !(write || user || exec) {
             return Ok(None);
         }
+        let except = except.map_or(0..0, |i| i..i + 1);
         self.check_no_gain(va, pmd, (write, user, exec), except)?;
         Ok(Some(pmd.widened(write, user, exec)))
     }
 
     /// Refuse if widening `pmd` by `(write, user, exec)` would give any
-    /// present leaf below it (but `except`) a right it does not have now.
+    /// present leaf below it (but those at indexes `except`, the ones being
+    /// changed) a right it does not have now.
     #[inline(never)]
-    fn check_no_gain(
+    pub(super) fn check_no_gain(
         &self,
         va: VirtAddr,
         pmd: M::Pmd,
         (write, user, exec): (bool, bool, bool),
-        except: Option<usize>,
+        except: core::ops::Range<usize>,
     ) -> Result<(), MapError> {
         let frame = PhysFrame::containing_address(pmd.addr());
         let table = reach(self.walker.access(), frame)?;
-        for i in (0..M::PTRS_PER_PTE).filter(|&i| Some(i) != except) {
+        for i in (0..M::PTRS_PER_PTE).filter(|i| !except.contains(i)) {
             let pte = M::Pte::load(&table, i);
             if !pte.is_present() {
                 continue;

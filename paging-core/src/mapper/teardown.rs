@@ -25,7 +25,7 @@ pub struct UnmapStats {
 impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// The PMD slots covering `[start, end)`, each with the part of the
     /// range inside it.
-    fn pmd_blocks(start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
+    pub(super) fn pmd_blocks(start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
         let span = M::pmd_span();
         let mut at = start;
         core::iter::from_fn(move || {
@@ -116,7 +116,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     }
 
     /// The present PMD entry covering `va` (and its slot), if any.
-    fn leaf_pmd(&self, va: VirtAddr) -> Result<Option<(Slot, M::Pmd)>, UnmapError> {
+    pub(super) fn leaf_pmd(&self, va: VirtAddr) -> Result<Option<(Slot, M::Pmd)>, UnmapError> {
         let walk = self.walker.walk(va)?;
         Ok(walk
             .pmd
