@@ -43,7 +43,8 @@ pub use flags::MapFlags;
 pub use flush::{Flush, FlushBatch, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};
 pub use mapper::{
-    FreeStats, FreshTables, LargePages, Mapper, ProtectStats, Replaced, UnmapStats, Unmapped,
+    FreeStats, FreshTables, LargePages, Mapper, ProtectStats, Replaced, TEARDOWN_BATCH, UnmapStats,
+    Unmapped,
 };
 pub use mappings::{Dump, Mapping, Mappings};
 pub use mode::PagingMode;

@@ -53,7 +53,7 @@ mod unmap;
 pub use install::{FreshTables, MAX_INSTALL_TABLES, Replaced};
 pub use map::LargePages;
 pub use protect::ProtectStats;
-pub use teardown::UnmapStats;
+pub use teardown::{TEARDOWN_BATCH, UnmapStats};
 pub use unmap::{FreeStats, Unmapped};
 
 use crate::access::{AccessError, IsolatedTables, TableAccess, reach};
