@@ -7,12 +7,16 @@
 
 mod support;
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+
 use kmap::{HighmemTables, LocalSlots};
 use paging_core::{
-    LargePages, MapFlags, Mapper, PAGE_SIZE, Page, PhysFrame, TableAccess, VirtAddr, Zone,
+    FrameAllocator, LargePages, MapFlags, Mapper, PAGE_SIZE, Page, PageSize, PhysFrame,
+    TEARDOWN_BATCH, TableAccess, Unmapped, VirtAddr, Zone,
 };
 use paging_sim::{Access, Mmu, MmuVirt, SimAccess, SimConfig, SimRam, ZonedAllocator};
-use support::{CPUS, Kernel, LOWMEM_LIMIT, ModeUnderTest, TestFixmap, frame, va};
+use support::{CPUS, Kernel, LOWMEM_LIMIT, ModeUnderTest, PAGE_OFFSET, TestFixmap, frame, va};
 
 /// The user addresses the operations touch: many PTE tables' worth.
 fn addresses() -> Vec<VirtAddr> {
@@ -224,4 +228,93 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
     drop(held);
 }
 
-paging_sim::for_each_mode!(mapper_with_highmem_tables_matches_lowmem);
+/// Process exit with every PTE table in highmem: `teardown_releasing`
+/// reads each detached table through a local kmap after the flush, hands
+/// every data frame over once, never while the user CPU's TLB could still
+/// translate to it, and gives every table back.
+fn teardown_releasing_through_highmem_tables<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let mut k = Kernel::<M>::new(&ram);
+    let walk_slots = LocalSlots::<_, _, _, _, _, 1, CPUS>::new(
+        &k.fixmap,
+        TestFixmap::PTE_WALK,
+        false,
+        k.direct,
+        &k.m.mmu,
+    )
+    .unwrap();
+    let virt = MmuVirt::new(&k.m.mmu);
+    let alloc = &mut k.m.alloc;
+    let before: BTreeSet<PhysFrame> = alloc.live_frames().into_iter().collect();
+
+    let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
+    let mut space = Mapper::<M, _>::create_isolated(tables, alloc)
+        .unwrap()
+        .with_pte_zone(Zone::PreferHighmem);
+    let cpu = user_cpu::<M>(&ram, space.root().as_u64());
+    let span = M::pmd_span() as u32;
+    let mut mapped = Vec::new();
+    for t in 0..2 * TEARDOWN_BATCH as u32 + 1 {
+        for p in [0u32, 5] {
+            let at = va(0x0800_0000 + t * span + p * 0x1000);
+            let f = alloc.allocate_frame(Zone::Lowmem).unwrap();
+            let flags = MapFlags::KERNEL_RW | MapFlags::USER;
+            let flags = if p == 5 {
+                flags | MapFlags::SOFTWARE_0
+            } else {
+                flags
+            };
+            space
+                .map(Page::from_start_address(at).unwrap(), f, flags, alloc)
+                .unwrap()
+                .flush(&cpu);
+            mapped.push((at, f));
+        }
+    }
+    for &(at, _) in &mapped {
+        cpu.translate(at, Access::USER_WRITE).unwrap();
+        let table = space.walk(at).unwrap().pte.unwrap().0.table;
+        assert!(alloc.is_highmem(table), "{table:?}");
+    }
+    let maps = walk_slots.stats().maps;
+    let released = RefCell::new(Vec::new());
+    let (unmapped, freed) = space
+        .teardown_releasing(va(PAGE_OFFSET), &cpu, alloc, |at, leaf: Unmapped| {
+            assert!(cpu.tlb_snapshot().peek(at).is_none(), "{at} in the TLB");
+            assert!(cpu.translate(at, Access::USER_READ).is_err(), "{at}");
+            assert_eq!(leaf.size, PageSize::Size4KiB);
+            let cow = leaf.flags.contains(MapFlags::SOFTWARE_0);
+            assert_eq!(cow, (at.as_u32() >> 12) % 2 == 1, "{at}");
+            assert!(leaf.flags.contains(MapFlags::DIRTY));
+            released
+                .borrow_mut()
+                .push((at, PhysFrame::containing_address(leaf.base)));
+        })
+        .unwrap();
+    assert!(
+        walk_slots.stats().maps > maps,
+        "detached tables were kmapped"
+    );
+    assert_eq!(unmapped.pages, mapped.len());
+    assert_eq!(freed.pte_tables, 2 * TEARDOWN_BATCH + 1);
+    let mut released = released.into_inner();
+    released.sort();
+    mapped.sort();
+    assert_eq!(released, mapped, "each data frame once, at its address");
+    for (_, f) in released {
+        alloc.deallocate_frame(f);
+    }
+    let after: BTreeSet<PhysFrame> = alloc.live_frames().into_iter().collect();
+    assert_eq!(after, before, "tables, PGD and data frames all back");
+    assert_eq!(alloc.double_frees(), 0);
+    for c in 0..CPUS {
+        assert_eq!(walk_slots.depth(c), Some(0));
+    }
+    assert_eq!(walk_slots.stats().lifo_violations, 0);
+    assert_eq!(virt.faults(), 0, "{:?}", virt.last_fault());
+}
+
+paging_sim::for_each_mode!(
+    mapper_with_highmem_tables_matches_lowmem,
+    teardown_releasing_through_highmem_tables
+);

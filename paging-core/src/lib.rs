@@ -42,7 +42,10 @@ pub use error::{
 pub use flags::MapFlags;
 pub use flush::{Flush, FlushBatch, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};
-pub use mapper::{FreeStats, FreshTables, LargePages, Mapper, Replaced, UnmapStats, Unmapped};
+pub use mapper::{
+    FreeStats, FreshTables, LargePages, Mapper, ProtectStats, Replaced, TEARDOWN_BATCH, UnmapStats,
+    Unmapped,
+};
 pub use mappings::{Dump, Mapping, Mappings};
 pub use mode::PagingMode;
 pub use pgtbuf::{PgtBuf, PgtBufReport};

@@ -168,7 +168,8 @@ impl<M: PagingMode, A: TableAccess> core::iter::FusedIterator for Mappings<'_, M
 /// the last (so `println!("{}", ...)` prints it whole); see
 /// [`Walker::dump`]. Each line reads
 /// `start-end -> phys size xcount flags`, flags as `W` (writable), `U`
-/// (user), `G` (global), `NX`, `PWT`, `PCD`, `PAT`, `A`, `D`.
+/// (user), `G` (global), `NX`, `PWT`, `PCD`, `PAT`, `A`, `D`, and the
+/// software bits as `SW0`, `SW1`, `SW2`.
 pub struct Dump<'w, M: PagingMode, A: TableAccess> {
     walker: &'w Walker<M, A>,
     start: VirtAddr,
@@ -226,6 +227,9 @@ impl Run {
             (MapFlags::PAT, "PAT"),
             (MapFlags::ACCESSED, "A"),
             (MapFlags::DIRTY, "D"),
+            (MapFlags::SOFTWARE_0, "SW0"),
+            (MapFlags::SOFTWARE_1, "SW1"),
+            (MapFlags::SOFTWARE_2, "SW2"),
         ] {
             if flags.contains(flag) {
                 write!(f, " {name}")?;

@@ -96,7 +96,8 @@ pub(crate) fn leaf_flags(raw: u32, pat: u32) -> MapFlags {
 }
 
 /// The generic flags a table PDE carries: what it lets through to the
-/// entries below it (D, G and PAT mean nothing in a table entry).
+/// entries below it (D, G and PAT mean nothing in a table entry; the
+/// software bits are reported as they are).
 pub(crate) fn table_flags(raw: u32) -> MapFlags {
     leaf_flags(raw, 0).difference(MapFlags::DIRTY | MapFlags::GLOBAL)
 }

@@ -141,7 +141,8 @@ pub(crate) fn leaf_flags(raw: u64, pat: u64) -> MapFlags {
 }
 
 /// The generic flags of a table PDE: what it lets through to the entries
-/// below it (XD applies to them all; D, G and PAT mean nothing here).
+/// below it (XD applies to them all; D, G and PAT mean nothing here; the
+/// software bits are reported as they are).
 pub(crate) fn table_flags(raw: u64) -> MapFlags {
     leaf_flags(raw, 0).difference(MapFlags::DIRTY | MapFlags::GLOBAL)
 }

@@ -58,7 +58,7 @@ fn pte_translation(pte: impl PteEntry) -> Translation {
 /// withholds: `(write, user, exec)`. A read-only leaf never needs R/W, a
 /// supervisor leaf never needs U/S, a no-execute leaf never needs XD clear.
 #[inline(always)]
-fn missing_rights(table: MapFlags, flags: MapFlags) -> Option<(bool, bool, bool)> {
+pub(super) fn missing_rights(table: MapFlags, flags: MapFlags) -> Option<(bool, bool, bool)> {
     const WU: u16 = MapFlags::WRITABLE.bits() | MapFlags::USER.bits();
     const NX: u16 = MapFlags::NO_EXECUTE.bits();
     let (t, l) = (table.bits(), flags.bits());
@@ -319,6 +319,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let Some((write, user, exec)) = missing_rights(pmd.flags(), flags) else {
             return Ok(None);
         };
+        let except = except.map_or(0..0, |i| i..i + 1);
         self.check_no_gain(va, pmd, (write, user, exec), except)?;
         Ok(Some(pmd.widened(write, user, exec)))
     }
@@ -343,18 +344,19 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     }
 
     /// Refuse if widening `pmd` by `(write, user, exec)` would give any
-    /// present leaf below it (but `except`) a right it does not have now.
+    /// present leaf below it (but those at indexes `except`, the ones being
+    /// changed) a right it does not have now.
     #[inline(never)]
-    fn check_no_gain(
+    pub(super) fn check_no_gain(
         &self,
         va: VirtAddr,
         pmd: M::Pmd,
         (write, user, exec): (bool, bool, bool),
-        except: Option<usize>,
+        except: core::ops::Range<usize>,
     ) -> Result<(), MapError> {
         let frame = PhysFrame::containing_address(pmd.addr());
         let table = reach(self.walker.access(), frame)?;
-        for i in (0..M::PTRS_PER_PTE).filter(|&i| Some(i) != except) {
+        for i in (0..M::PTRS_PER_PTE).filter(|i| !except.contains(i)) {
             let pte = M::Pte::load(&table, i);
             if !pte.is_present() {
                 continue;

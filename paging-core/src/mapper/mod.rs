@@ -34,7 +34,7 @@
 //!   table carry only the bits the CPU accepts there
 //!   ([`PgdEntry::without_reserved_bits`](crate::PgdEntry::without_reserved_bits)).
 //! - **Table access failures.** `map`, `map_large`, `map_range`, `unmap`,
-//!   `update_flags` and `unmap_range` reach every table they will write
+//!   `update_flags`, `unmap_range` and `protect_range` reach every table they will write
 //!   while they check, before their first write, so a [`TableAccess`] that
 //!   cannot reach one makes them return `Access` with nothing changed.
 //!   Every access is tried twice before it counts as failed, which is what
@@ -45,13 +45,15 @@
 mod chain;
 mod install;
 mod map;
+mod protect;
 mod range;
 mod teardown;
 mod unmap;
 
 pub use install::{FreshTables, MAX_INSTALL_TABLES, Replaced};
 pub use map::LargePages;
-pub use teardown::UnmapStats;
+pub use protect::ProtectStats;
+pub use teardown::{TEARDOWN_BATCH, UnmapStats};
 pub use unmap::{FreeStats, Unmapped};
 
 use crate::access::{AccessError, IsolatedTables, TableAccess, reach};

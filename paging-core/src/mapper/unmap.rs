@@ -49,7 +49,7 @@ struct Pending {
     reload_cr3: bool,
 }
 
-fn map_to_update_error(e: MapError, flags: MapFlags) -> UnmapError {
+pub(super) fn map_to_update_error(e: MapError, flags: MapFlags) -> UnmapError {
     match e {
         MapError::Access(e) => UnmapError::Access(e),
         MapError::TableRestricts { va, level, raw } => {
