@@ -156,6 +156,20 @@ pub trait PmdEntry: Entry {
     /// Whether the PS bit is set (this entry maps a large page).
     fn is_large(self) -> bool;
 
+    /// What this table entry lets through to the entries below it: only
+    /// [`MapFlags::WRITABLE`], [`MapFlags::USER`] and
+    /// [`MapFlags::NO_EXECUTE`] (XD), read straight from the raw bits at the
+    /// positions both i386 formats share (R/W bit 1, U/S bit 2, XD bit 63).
+    /// The mapper asks this on every map, so it skips the full flag
+    /// conversion of [`flags`](Self::flags).
+    #[inline(always)]
+    fn table_rights(self) -> MapFlags {
+        let raw = self.raw();
+        MapFlags::from_bits_retain(
+            (raw & 0b110) as u16 | (((raw >> 63) as u16) * MapFlags::NO_EXECUTE.bits()),
+        )
+    }
+
     /// This table entry granting more: R/W set if `write`, U/S set if
     /// `user`, XD cleared if `exec`; every other bit (cache bits, software
     /// bits, Accessed, the address) kept as it is. The default uses the bit

@@ -65,6 +65,7 @@ impl MapFlags {
 
     /// The flags that say what an access may do, as opposed to how the CPU
     /// has used the entry (accessed/dirty).
+    #[inline]
     pub const fn without_status(self) -> Self {
         self.difference(Self::ACCESSED.union(Self::DIRTY))
     }
@@ -74,6 +75,7 @@ impl MapFlags {
     /// global at bit 8, PAT at `pat` (bit 7 in a PTE, bit 12 in a large-page
     /// entry), the software bits at 9-11. `NO_EXECUTE` is not included: only
     /// PAE has it (bit 63).
+    #[inline]
     pub const fn x86_leaf_bits(self, pat: u64) -> u64 {
         let generic = self.bits() as u64;
         let mut raw = generic & LOW_SEVEN
@@ -87,6 +89,7 @@ impl MapFlags {
 
     /// The flags an x86 leaf entry's low bits carry (the inverse of
     /// [`x86_leaf_bits`](Self::x86_leaf_bits); `NO_EXECUTE` is the caller's).
+    #[inline]
     pub const fn from_x86_leaf_bits(raw: u64, pat: u64) -> Self {
         let bits = (raw & LOW_SEVEN) as u16
             | ((raw >> 1) as u16 & Self::GLOBAL.bits())

@@ -398,3 +398,23 @@ fn pae_copied_pdptes_carry_only_bits_the_cpu_accepts() {
         Ok(pa(0x10_0010))
     );
 }
+
+/// The fast read of a table entry's rights says what the backend's full
+/// flag conversion says, for every combination of the bits that matter.
+fn table_rights_agree_with_the_backend<M: PagingMode>() {
+    use paging_core::PmdEntry;
+    let rights = MapFlags::WRITABLE | MapFlags::USER | MapFlags::NO_EXECUTE;
+    for bits in 0u64..64 {
+        let mut raw = 0x0012_3000 | 1 | (bits & 0b111) << 1 | (bits & 0b1000) << 5;
+        if bits & 0b1_0000 != 0 && M::SUPPORTS_NX {
+            raw |= 1 << 63;
+        }
+        if bits & 0b10_0000 != 0 {
+            raw |= 0b1110_0000_0000; // software bits
+        }
+        let pmd = <M as PagingMode>::Pmd::from_raw(raw);
+        assert_eq!(pmd.table_rights(), pmd.flags() & rights, "{raw:#x}");
+    }
+}
+
+paging_sim::for_each_mode!(table_rights_agree_with_the_backend);

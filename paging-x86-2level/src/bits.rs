@@ -80,6 +80,7 @@ pub(crate) const LARGE_PAT: u32 = PdeBits::LARGE_PAT.bits();
 
 /// The raw bits of a leaf (PTE or 4 MiB PDE) with `flags`, PAT at `pat`.
 /// `NO_EXECUTE`, and any bit `MapFlags` does not define, cannot be expressed.
+#[inline]
 pub(crate) fn leaf_bits(flags: MapFlags, pat: u32) -> Result<u32, EntryError> {
     let unsupported = flags.intersection(MapFlags::NO_EXECUTE)
         | MapFlags::from_bits_retain(flags.bits() & !MapFlags::all().bits());
@@ -91,6 +92,7 @@ pub(crate) fn leaf_bits(flags: MapFlags, pat: u32) -> Result<u32, EntryError> {
 }
 
 /// The generic flags of a leaf whose PAT bit is at `pat`.
+#[inline]
 pub(crate) fn leaf_flags(raw: u32, pat: u32) -> MapFlags {
     MapFlags::from_x86_leaf_bits(u64::from(raw), u64::from(pat))
 }
@@ -98,11 +100,13 @@ pub(crate) fn leaf_flags(raw: u32, pat: u32) -> MapFlags {
 /// The generic flags a table PDE carries: what it lets through to the
 /// entries below it (D, G and PAT mean nothing in a table entry; the
 /// software bits are reported as they are).
+#[inline]
 pub(crate) fn table_flags(raw: u32) -> MapFlags {
     leaf_flags(raw, 0).difference(MapFlags::DIRTY | MapFlags::GLOBAL)
 }
 
 /// A 32-bit physical address, or the error saying it does not fit.
+#[inline]
 pub(crate) fn phys32(addr: paging_core::PhysAddr) -> Result<u32, EntryError> {
     if addr.fits_bits(PHYS_BITS) {
         Ok(addr.as_u64() as u32)

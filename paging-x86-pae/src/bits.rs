@@ -95,6 +95,7 @@ pub const PHYS_BITS: u32 = 52;
 
 /// Bits `top:max_phys_bits` (with `max_phys_bits` clamped to 32..=52): the
 /// part of the address field above the CPU's MAXPHYADDR, plus bits 62:52.
+#[inline]
 pub(crate) const fn above_phys(max_phys_bits: u32, top: u32) -> u64 {
     let m = if max_phys_bits < 32 {
         32
@@ -118,6 +119,7 @@ pub(crate) const LARGE_PAT: u64 = PdeBits::LARGE_PAT.bits();
 
 /// The raw bits of a leaf with `flags`, PAT at `pat`. Bits `MapFlags` does
 /// not define cannot be expressed.
+#[inline]
 pub(crate) fn leaf_bits(flags: MapFlags, pat: u64) -> Result<u64, EntryError> {
     let unknown = MapFlags::from_bits_retain(flags.bits() & !MapFlags::all().bits());
     if !unknown.is_empty() {
@@ -131,6 +133,7 @@ pub(crate) fn leaf_bits(flags: MapFlags, pat: u64) -> Result<u64, EntryError> {
 }
 
 /// The generic flags of a leaf whose PAT bit is at `pat`.
+#[inline]
 pub(crate) fn leaf_flags(raw: u64, pat: u64) -> MapFlags {
     let flags = MapFlags::from_x86_leaf_bits(raw, pat);
     if raw & 1 << 63 != 0 {
@@ -143,11 +146,13 @@ pub(crate) fn leaf_flags(raw: u64, pat: u64) -> MapFlags {
 /// The generic flags of a table PDE: what it lets through to the entries
 /// below it (XD applies to them all; D, G and PAT mean nothing here; the
 /// software bits are reported as they are).
+#[inline]
 pub(crate) fn table_flags(raw: u64) -> MapFlags {
     leaf_flags(raw, 0).difference(MapFlags::DIRTY | MapFlags::GLOBAL)
 }
 
 /// `addr` as entry bits, or the error saying it does not fit 52 bits.
+#[inline]
 pub(crate) fn phys52(addr: PhysAddr) -> Result<u64, EntryError> {
     if addr.fits_bits(PHYS_BITS) {
         Ok(addr.as_u64())

@@ -22,22 +22,26 @@ static_assertions::assert_eq_size!(Pdpte, u64);
 
 impl Pdpte {
     /// The entry with these raw bits.
+    #[inline]
     pub const fn from_bits(bits: u64) -> Self {
         Self(bits)
     }
 
     /// The raw bits.
+    #[inline]
     pub const fn bits(self) -> u64 {
         self.0
     }
 
     /// The allowed flag bits that are set.
+    #[inline]
     pub const fn hw_flags(self) -> PdpteBits {
         PdpteBits::from_bits_truncate(self.0)
     }
 
     /// The same entry with PWT/PCD set as in `cache` (other bits of `cache`
     /// are ignored): how the CPU caches the page directory itself.
+    #[inline]
     pub const fn with_cache(self, cache: PdpteBits) -> Self {
         let mask = PdpteBits::WRITE_THROUGH
             .union(PdpteBits::CACHE_DISABLE)
@@ -48,12 +52,14 @@ impl Pdpte {
     /// Reserved bits that are set, for a CPU with `max_phys_bits` physical
     /// address bits (MAXPHYADDR): 2:1, 8:5, 63, and 62:MAXPHYADDR. Loading
     /// CR3 while a present PDPTE has any of them raises #GP.
+    #[inline]
     pub const fn reserved_bits(self, max_phys_bits: u32) -> u64 {
         self.0 & (PDPTE_RESERVED_MASK | bits::above_phys(max_phys_bits, 62))
     }
 }
 
 impl fmt::Debug for Pdpte {
+    #[inline]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pdpte")
             .field("addr", &format_args!("{:#x}", self.0 & ADDR_MASK))
@@ -65,38 +71,47 @@ impl fmt::Debug for Pdpte {
 impl Entry for Pdpte {
     const NONE: Self = Self(0);
 
+    #[inline]
     fn from_raw(raw: u64) -> Self {
         Self(raw)
     }
 
+    #[inline]
     fn raw(self) -> u64 {
         self.0
     }
 
+    #[inline]
     fn is_present(self) -> bool {
         self.0 & PdpteBits::PRESENT.bits() != 0
     }
 
+    #[inline]
     fn addr(self) -> PhysAddr {
         PhysAddr::new_truncate(self.0 & ADDR_MASK)
     }
 
+    #[inline]
     fn with_addr(self, addr: PhysAddr) -> Self {
         Self(self.0 & !ADDR_MASK | addr.as_u64() & ADDR_MASK)
     }
 
+    #[inline]
     fn load<T: RawTable + ?Sized>(table: &T, index: usize) -> Self {
         Self(table.load64(index))
     }
 
+    #[inline]
     fn store<T: RawTable + ?Sized>(table: &T, index: usize, new: Self) -> Self {
         Self(write::store(table, index, new.0))
     }
 
+    #[inline]
     fn fill<T: RawTable + ?Sized>(table: &T, index: usize, new: Self) {
         write::fill(table, index, new.0);
     }
 
+    #[inline]
     fn init<T: RawTable + ?Sized>(table: &T, index: usize, new: Self) {
         table.store64(index, new.0);
     }
@@ -105,17 +120,20 @@ impl Entry for Pdpte {
 impl PgdEntry for Pdpte {
     /// P and the address, nothing else: R/W and U/S are reserved here and
     /// are granted by the PDEs below.
+    #[inline]
     fn table(frame: PhysFrame) -> Result<Self, EntryError> {
         let addr = bits::phys52(frame.start_address())?;
         Ok(Self(addr | PdpteBits::PRESENT.bits()))
     }
 
+    #[inline]
     fn without_reserved_bits(self) -> Self {
         // Bits 1, 2, 5-8 and 63 (`PDPTE_RESERVED_MASK`) and 52-62: no
         // MAXPHYADDR is wider than 52 bits.
         Self(self.0 & !(PDPTE_RESERVED_MASK | bits::above_phys(52, 62)))
     }
 
+    #[inline]
     fn table_flags(self) -> MapFlags {
         let hw = self.hw_flags();
         let mut flags = MapFlags::empty();

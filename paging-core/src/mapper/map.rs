@@ -110,7 +110,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 // The PTE table exists: one entry write, plus a table-entry
                 // upgrade if it does not yet let this mapping through.
                 check_pte_free::<M::Pte>(va, pte_slot.read(self.walker.access())?)?;
-                if missing_rights(pmd.flags(), flags).is_some() {
+                if missing_rights(pmd.table_rights(), flags).is_some() {
                     // Rare: a table entry someone else made restrictive.
                     return self.map_under_restrictive(va, slot, pmd, pte_slot, pte, flags);
                 }
@@ -316,7 +316,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         flags: MapFlags,
         except: Option<usize>,
     ) -> Result<Option<M::Pmd>, MapError> {
-        let Some((write, user, exec)) = missing_rights(pmd.flags(), flags) else {
+        let Some((write, user, exec)) = missing_rights(pmd.table_rights(), flags) else {
             return Ok(None);
         };
         let except = except.map_or(0..0, |i| i..i + 1);
