@@ -1,0 +1,330 @@
+//! `cargo xtask mutants [--crate NAME] [--jobs N] [--timeout SECS] [--list]`:
+//! mutation testing with cargo-mutants over the code whose behaviour the
+//! tests pin down (docs/testing.md).
+//!
+//! Each crate has a fixed file set (the mapper, walker, sync and flush code
+//! of paging-core, kmap's pool, local slots, policies and reservations,
+//! fixmap's window and layout). cargo-mutants copies the workspace to a
+//! scratch directory, applies one mutant at a time, rebuilds and runs the
+//! crate's own tests; a mutant no test notices is *missed*. The settings
+//! shared by every crate (doctests skipped, the `mutants` profile, lints
+//! capped) are in `.cargo/mutants.toml`.
+//!
+//! Results go to `target/mutants/<crate>/mutants.out/` (`caught.txt`,
+//! `missed.txt`, `timeout.txt`, `unviable.txt`, `outcomes.json`). The score
+//! is caught / (caught + missed), with timeouts counted as caught (a mutant
+//! that makes a test hang is noticed) and unviable mutants (ones that do
+//! not compile) left out. The command fails if any crate scores below
+//! [`TARGET_PERCENT`].
+//!
+//! The run is slow (hundreds of rebuilds): run it under `nice`, e.g.
+//! `nice -n 19 cargo xtask mutants --crate fixmap`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::{option_value, process};
+
+/// The score (percent of viable mutants caught) each crate must reach.
+pub const TARGET_PERCENT: f64 = 90.0;
+
+/// Property-test cases per test run: the default of
+/// `paging-core/tests/proptest_mapper.rs` (1,000 operation sequences) would
+/// dominate every mutant's test time. Overridden by `PROPTEST_CASES` in the
+/// environment.
+const PROPTEST_CASES: &str = "20";
+
+/// Seconds a mutant's build may take (the first build of a scratch copy
+/// compiles every dependency).
+const BUILD_TIMEOUT_SECS: u64 = 900;
+
+/// One crate under mutation testing.
+#[derive(Debug)]
+pub struct CrateSet {
+    /// Package name.
+    pub name: &'static str,
+    /// Files whose mutants are tested, relative to the workspace root.
+    pub files: &'static [&'static str],
+    /// Cargo features the tests need.
+    pub features: &'static [&'static str],
+    /// Seconds one mutant's test run may take before it counts as a
+    /// timeout.
+    pub test_timeout_secs: u64,
+}
+
+/// Every crate `cargo xtask mutants` covers, in the order they run
+/// (smallest first).
+pub const CRATES: [CrateSet; 3] = [
+    CrateSet {
+        name: "fixmap",
+        files: &["fixmap/src/window.rs", "fixmap/src/layout.rs"],
+        features: &[],
+        test_timeout_secs: 60,
+    },
+    CrateSet {
+        name: "kmap",
+        files: &[
+            "kmap/src/pool/*.rs",
+            "kmap/src/local.rs",
+            "kmap/src/policy.rs",
+            "kmap/src/reserve.rs",
+        ],
+        features: &[],
+        // The stress test's watchdog fails a deadlocked run after 60 s.
+        test_timeout_secs: 90,
+    },
+    CrateSet {
+        name: "paging-core",
+        files: &[
+            "paging-core/src/mapper/*.rs",
+            "paging-core/src/walk.rs",
+            "paging-core/src/sync.rs",
+            "paging-core/src/pgtbuf.rs",
+            "paging-core/src/flush.rs",
+        ],
+        features: &["sim"],
+        test_timeout_secs: 60,
+    },
+];
+
+/// Options of `cargo xtask mutants`.
+#[derive(Debug)]
+pub struct MutantsOptions {
+    crates: Vec<&'static CrateSet>,
+    jobs: u32,
+    timeout: Option<u64>,
+    list: bool,
+    skip_baseline: bool,
+}
+
+/// Parses `[--crate NAME] [--jobs N] [--timeout SECS] [--list]
+/// [--skip-baseline]`.
+pub fn parse(args: &[String]) -> Result<MutantsOptions, String> {
+    let mut options = MutantsOptions {
+        crates: CRATES.iter().collect(),
+        jobs: 1,
+        timeout: None,
+        list: false,
+        skip_baseline: false,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--crate" => {
+                let name = option_value(arg, &mut args)?;
+                options.crates = if name == "all" {
+                    CRATES.iter().collect()
+                } else {
+                    let set = CRATES.iter().find(|c| c.name == name).ok_or_else(|| {
+                        let names: Vec<_> = CRATES.iter().map(|c| c.name).collect();
+                        format!("unknown crate `{name}` (one of {}, all)", names.join(", "))
+                    })?;
+                    vec![set]
+                };
+            }
+            "--jobs" | "-j" => {
+                let value = option_value(arg, &mut args)?;
+                options.jobs = match value.parse::<u32>() {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("--jobs expects a positive number, got `{value}`")),
+                };
+            }
+            "--timeout" => {
+                let value = option_value(arg, &mut args)?;
+                options.timeout = Some(crate::parse_timeout(value)?.as_secs());
+            }
+            "--list" => options.list = true,
+            "--skip-baseline" => options.skip_baseline = true,
+            other => return Err(format!("unknown option `{other}` for mutants")),
+        }
+    }
+    Ok(options)
+}
+
+/// Installs cargo-mutants if `cargo mutants` does not run.
+fn ensure_cargo_mutants() -> Result<(), String> {
+    let runs = process::cargo()
+        .args(["mutants", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if runs {
+        return Ok(());
+    }
+    println!("cargo-mutants is missing; installing it");
+    process::run(process::cargo().args(["install", "--locked", "cargo-mutants"]))
+}
+
+/// Where the results of `set` go: `target/mutants/<crate>/mutants.out`.
+fn output_dir(set: &CrateSet) -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| process::repo_root().join("target"));
+    base.join("mutants").join(set.name)
+}
+
+/// `cargo mutants` with the package, files and features of `set`.
+fn command(set: &CrateSet) -> Command {
+    let mut command = process::cargo();
+    command
+        .current_dir(process::repo_root())
+        .args(["mutants", "--package", set.name]);
+    for file in set.files {
+        command.args(["--file", file]);
+    }
+    if !set.features.is_empty() {
+        command.args(["--features", &set.features.join(",")]);
+    }
+    command
+}
+
+/// Counts of one run, read back from `mutants.out`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Mutants some test failed on.
+    pub caught: Vec<String>,
+    /// Mutants every test passed with.
+    pub missed: Vec<String>,
+    /// Mutants that did not build.
+    pub unviable: Vec<String>,
+    /// Mutants whose tests ran past the timeout (counted as caught).
+    pub timeout: Vec<String>,
+}
+
+impl Outcome {
+    /// Reads the `*.txt` lists of a `mutants.out` directory.
+    pub fn read(dir: &Path) -> Result<Self, String> {
+        let lines = |name: &str| -> Result<Vec<String>, String> {
+            let path = dir.join(name);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Ok(text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect())
+        };
+        Ok(Self {
+            caught: lines("caught.txt")?,
+            missed: lines("missed.txt")?,
+            unviable: lines("unviable.txt")?,
+            timeout: lines("timeout.txt")?,
+        })
+    }
+
+    /// Percent of viable mutants caught, timeouts counted as caught; 100
+    /// when there is no viable mutant.
+    pub fn score(&self) -> f64 {
+        let caught = (self.caught.len() + self.timeout.len()) as f64;
+        let viable = caught + self.missed.len() as f64;
+        if viable == 0.0 {
+            100.0
+        } else {
+            100.0 * caught / viable
+        }
+    }
+}
+
+/// Runs (or lists) every selected crate, prints the per-crate figures and
+/// the missed mutants, and fails if a crate is below [`TARGET_PERCENT`].
+pub fn run(options: &MutantsOptions) -> Result<(), String> {
+    ensure_cargo_mutants()?;
+    if options.list {
+        for set in &options.crates {
+            let out = command(set)
+                .arg("--list")
+                .output()
+                .map_err(|e| format!("cannot run cargo mutants --list: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo mutants --list failed for {}:\n{}",
+                    set.name,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            print!("{text}");
+            println!("{}: {} mutants\n", set.name, text.lines().count());
+        }
+        return Ok(());
+    }
+    let mut results = Vec::new();
+    for set in &options.crates {
+        let out = output_dir(set);
+        std::fs::create_dir_all(&out)
+            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        let timeout = options.timeout.unwrap_or(set.test_timeout_secs);
+        let mut command = command(set);
+        command
+            .args(["--jobs", &options.jobs.to_string()])
+            .args(["--timeout", &timeout.to_string()])
+            .args(["--build-timeout", &BUILD_TIMEOUT_SECS.to_string()])
+            .arg("--output")
+            .arg(&out);
+        if options.skip_baseline {
+            command.args(["--baseline", "skip"]);
+        }
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            command.env("PROPTEST_CASES", PROPTEST_CASES);
+        }
+        println!("\n==> mutants: {}", set.name);
+        let started = Instant::now();
+        let status = command
+            .status()
+            .map_err(|e| format!("cannot start cargo mutants: {e}"))?;
+        let elapsed = started.elapsed();
+        // 0: all caught; 2: some missed; 3: some timed out. Anything else
+        // (usage error, failing baseline, internal error) left no result.
+        if !matches!(status.code(), Some(0 | 2 | 3)) {
+            return Err(format!("cargo mutants failed for {} ({status})", set.name));
+        }
+        let outcome = Outcome::read(&out.join("mutants.out"))?;
+        results.push((set.name, outcome, elapsed));
+    }
+    print_summary(&results);
+    let below: Vec<_> = results
+        .iter()
+        .filter(|(_, o, _)| o.score() < TARGET_PERCENT)
+        .map(|(name, _, _)| *name)
+        .collect();
+    if below.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "below {TARGET_PERCENT}% caught: {}",
+            below.join(", ")
+        ))
+    }
+}
+
+/// Prints the per-crate table, then every missed mutant.
+fn print_summary(results: &[(&str, Outcome, Duration)]) {
+    println!();
+    println!(
+        "{:12} {:>7} {:>7} {:>9} {:>8} {:>7} {:>8}",
+        "crate", "caught", "missed", "unviable", "timeout", "score", "time"
+    );
+    println!("{}", "-".repeat(64));
+    for (name, o, elapsed) in results {
+        println!(
+            "{:12} {:>7} {:>7} {:>9} {:>8} {:>6.1}% {:>7}m",
+            name,
+            o.caught.len(),
+            o.missed.len(),
+            o.unviable.len(),
+            o.timeout.len(),
+            o.score(),
+            elapsed.as_secs().div_ceil(60)
+        );
+    }
+    println!("(score: caught / (caught + missed), timeouts counted as caught)");
+    for (name, o, _) in results {
+        if o.missed.is_empty() {
+            continue;
+        }
+        println!("\nmissed in {name}:");
+        for m in &o.missed {
+            println!("  {m}");
+        }
+    }
+}
