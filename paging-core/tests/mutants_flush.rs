@@ -1,0 +1,125 @@
+//! Flush tokens, precisely: the range-flush ceiling is inclusive, and a
+//! `&T` (or `&&T`) passes every operation on to `T` unchanged. Written for
+//! mutants that `cargo xtask mutants` found no test noticed
+//! (docs/testing.md).
+
+use std::cell::RefCell;
+
+use paging_core::flush::RANGE_FLUSH_CEILING;
+use paging_core::{Flush, FlushBatch, TlbOps, VirtAddr};
+
+/// Every TLB operation, in order: (kind, address, pages).
+#[derive(Default)]
+struct Log(RefCell<Vec<(&'static str, u32, u32)>>);
+
+impl TlbOps for Log {
+    fn flush_page(&self, va: VirtAddr) {
+        self.0.borrow_mut().push(("page", va.as_u32(), 1));
+    }
+    fn flush_all(&self) {
+        self.0.borrow_mut().push(("all", 0, 0));
+    }
+    fn flush_everything(&self) {
+        self.0.borrow_mut().push(("everything", 0, 0));
+    }
+}
+
+/// A TLB whose range flush is its own (not the default per-page loop), to
+/// see that `&T` forwards `flush_range` instead of falling back to the
+/// trait's default.
+#[derive(Default)]
+struct RangedLog(Log);
+
+impl TlbOps for RangedLog {
+    fn flush_page(&self, va: VirtAddr) {
+        self.0.flush_page(va);
+    }
+    fn flush_range(&self, start: VirtAddr, pages: u32) {
+        self.0.0.borrow_mut().push(("range", start.as_u32(), pages));
+    }
+    fn flush_all(&self) {
+        self.0.flush_all();
+    }
+    fn flush_everything(&self) {
+        self.0.flush_everything();
+    }
+}
+
+fn va(x: u32) -> VirtAddr {
+    VirtAddr::new(x)
+}
+
+#[test]
+fn a_range_of_exactly_the_ceiling_is_flushed_page_by_page() {
+    let log = Log::default();
+    log.flush_range(va(0x40_0000), RANGE_FLUSH_CEILING);
+    let log = log.0.into_inner();
+    assert_eq!(log.len(), RANGE_FLUSH_CEILING as usize);
+    for (i, &entry) in log.iter().enumerate() {
+        assert_eq!(entry, ("page", 0x40_0000 + i as u32 * 4096, 1));
+    }
+}
+
+#[test]
+fn one_page_past_the_ceiling_flushes_everything_once() {
+    let log = Log::default();
+    log.flush_range(va(0x40_0000), RANGE_FLUSH_CEILING + 1);
+    assert_eq!(log.0.into_inner(), [("everything", 0, 0)]);
+}
+
+#[test]
+fn a_range_of_zero_pages_flushes_nothing() {
+    let log = Log::default();
+    log.flush_range(va(0x40_0000), 0);
+    assert!(log.0.into_inner().is_empty());
+}
+
+#[test]
+fn a_reference_forwards_every_operation() {
+    let inner = RangedLog::default();
+    let by_ref: &RangedLog = &inner;
+    let by_ref_ref: &&RangedLog = &by_ref;
+    // Called through `<&T as TlbOps>` and `<&&T as TlbOps>`.
+    TlbOps::flush_page(&by_ref, va(0x1000));
+    TlbOps::flush_range(&by_ref, va(0x2000), 5);
+    TlbOps::flush_all(&by_ref);
+    TlbOps::flush_everything(&by_ref);
+    TlbOps::flush_page(&by_ref_ref, va(0x3000));
+    TlbOps::flush_range(&by_ref_ref, va(0x4000), 7);
+    TlbOps::flush_all(&by_ref_ref);
+    TlbOps::flush_everything(&by_ref_ref);
+    assert_eq!(
+        inner.0.0.into_inner(),
+        [
+            ("page", 0x1000, 1),
+            ("range", 0x2000, 5),
+            ("all", 0, 0),
+            ("everything", 0, 0),
+            ("page", 0x3000, 1),
+            ("range", 0x4000, 7),
+            ("all", 0, 0),
+            ("everything", 0, 0),
+        ]
+    );
+}
+
+#[test]
+fn tokens_flushed_through_a_reference_reach_the_tlb() {
+    let inner = RangedLog::default();
+    let tlb = &inner;
+    Flush::page(va(0x5000)).flush(&tlb);
+    Flush::range(va(0x6000), 3).flush(&tlb);
+    Flush::reload_cr3().flush(&tlb);
+    let mut batch = FlushBatch::new();
+    batch.add(Flush::page(va(0x7000)));
+    batch.flush(&tlb);
+    assert_eq!(
+        inner.0.0.into_inner(),
+        [
+            ("page", 0x5000, 1),
+            ("range", 0x6000, 3),
+            ("all", 0, 0),
+            ("page", 0x7000, 1),
+        ]
+    );
+}
