@@ -9,7 +9,10 @@ use std::cmp::Ordering;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use fixmap::{FixIndex, FixmapError, FixmapLayout, fixmap_layout, virt_to_fix};
+use fixmap::{
+    FixIndex, FixmapError, FixmapLayout, PAGES_PER_TABLE_BOTH_MODES, first_in_one_table,
+    fixmap_layout, virt_to_fix,
+};
 use support::va;
 
 fixmap_layout! {
@@ -127,4 +130,39 @@ fn ranges_know_their_extent() {
     assert_eq!((none.first(), none.len(), none.end()), (36, 0, 36));
     assert_eq!(none.iter().count(), 0);
     assert!(none.get(0).is_err());
+}
+
+fixmap_layout! {
+    /// A range that would straddle a 2 MiB block, so it moves down.
+    pub struct Straddling {
+        top: 0xFFFF_F000;
+        /// Slots 1 to 499.
+        LOW[499];
+        /// 64 slots in one PTE table: pushed down to start at 512.
+        BOOT[64] in_one_table;
+        /// The slot after it.
+        AFTER;
+    }
+}
+
+#[test]
+fn an_in_one_table_range_moves_down_to_the_next_block() {
+    // Slots 500..564 would cross 0xFFE0_0000; 512..576 do not.
+    assert_eq!(first_in_one_table(500, 64, 0xFFFF_F000), 512);
+    assert_eq!(Straddling::BOOT.first(), 512);
+    assert_eq!(Straddling::AFTER.index(), 576);
+    // A range that already fits stays where it is.
+    assert_eq!(first_in_one_table(3, 64, 0xFFFF_F000), 3);
+    assert_eq!(first_in_one_table(7, 1, 0xFFFF_F000), 7);
+    assert_eq!(first_in_one_table(7, 0, 0xFFFF_F000), 7);
+    // A whole table needs a block-aligned top slot.
+    assert_eq!(
+        first_in_one_table(1, PAGES_PER_TABLE_BOTH_MODES, 0xFFFF_F000),
+        PAGES_PER_TABLE_BOTH_MODES
+    );
+    let block = |i: usize| (0xFFFF_F000u32 - i as u32 * 4096) >> 21;
+    assert_eq!(
+        block(Straddling::BOOT.first()),
+        block(Straddling::BOOT.end() - 1)
+    );
 }
