@@ -123,3 +123,27 @@ fn tokens_flushed_through_a_reference_reach_the_tlb() {
         ]
     );
 }
+
+#[test]
+fn and_covers_both_spans_whichever_ends_last() {
+    // The second span ends last.
+    let f = Flush::page(va(0x2000)).and(Flush::range(va(0x5000), 2));
+    assert_eq!(f.pages(), Some((va(0x2000), 5)));
+    // The first span ends last.
+    let f = Flush::range(va(0x5000), 3).and(Flush::page(va(0x2000)));
+    assert_eq!(f.pages(), Some((va(0x2000), 6)));
+    // One inside the other.
+    let f = Flush::page(va(0x3000)).and(Flush::range(va(0x1000), 8));
+    assert_eq!(f.pages(), Some((va(0x1000), 8)));
+    let f = Flush::range(va(0x1000), 8).and(Flush::page(va(0x3000)));
+    assert_eq!(f.pages(), Some((va(0x1000), 8)));
+    // Nothing with something is the something.
+    assert_eq!(
+        Flush::none().and(Flush::range(va(0x4000), 2)).pages(),
+        Some((va(0x4000), 2))
+    );
+    assert_eq!(
+        Flush::range(va(0x4000), 2).and(Flush::none()).pages(),
+        Some((va(0x4000), 2))
+    );
+}
