@@ -147,3 +147,33 @@ fn and_covers_both_spans_whichever_ends_last() {
         Some((va(0x4000), 2))
     );
 }
+
+#[test]
+fn a_batch_with_only_a_reload_or_only_a_range_is_not_empty() {
+    let mut cr3 = FlushBatch::new();
+    cr3.add(Flush::reload_cr3());
+    assert!(!cr3.is_empty());
+    let mut range = FlushBatch::new();
+    range.add(Flush::range(va(0x8000), 2));
+    assert!(!range.is_empty());
+    let mut nothing = FlushBatch::new();
+    nothing.add(Flush::none());
+    assert!(nothing.is_empty());
+    let log = RangedLog::default();
+    cr3.flush(&log);
+    range.flush(&log);
+    nothing.flush(&log);
+    assert_eq!(log.0.0.into_inner(), [("all", 0, 0), ("range", 0x8000, 2)]);
+}
+
+#[test]
+fn once_a_batch_holds_a_range_single_pages_widen_it() {
+    let mut b = FlushBatch::new();
+    b.add(Flush::range(va(0x10_0000), 2));
+    b.add(Flush::page(va(0x10_4000)));
+    b.add(Flush::page(va(0x10_0000)));
+    let log = RangedLog::default();
+    b.flush(&log);
+    // One range from the first page to the last: no separate page flushes.
+    assert_eq!(log.0.0.into_inner(), [("range", 0x10_0000, 5)]);
+}
