@@ -15,7 +15,9 @@ fn mapper_debug_names_its_fields<M: PagingMode>() {
     let rig = machine::<M>();
     let text = format!("{:?}", rig.mapper);
     assert!(text.starts_with("Mapper {"), "{text}");
-    for field in ["walker", "hooks", "pte_zone: Lowmem"] {
+    let root = format!("root: {:?}", rig.mapper.root());
+    let mode = format!("mode: {:?}", M::NAME);
+    for field in ["walker: Walker {", &mode, &root, "hooks", "pte_zone: Lowmem"] {
         assert!(text.contains(field), "{field} missing in {text}");
     }
 }
