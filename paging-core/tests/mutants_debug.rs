@@ -17,7 +17,13 @@ fn mapper_debug_names_its_fields<M: PagingMode>() {
     assert!(text.starts_with("Mapper {"), "{text}");
     let root = format!("root: {:?}", rig.mapper.root());
     let mode = format!("mode: {:?}", M::NAME);
-    for field in ["walker: Walker {", &mode, &root, "hooks", "pte_zone: Lowmem"] {
+    for field in [
+        "walker: Walker {",
+        &mode,
+        &root,
+        "hooks",
+        "pte_zone: Lowmem",
+    ] {
         assert!(text.contains(field), "{field} missing in {text}");
     }
 }

@@ -35,10 +35,6 @@ pub const TARGET_PERCENT: f64 = 90.0;
 /// environment.
 const PROPTEST_CASES: &str = "20";
 
-/// Seconds a mutant's build may take (the first build of a scratch copy
-/// compiles every dependency).
-const BUILD_TIMEOUT_SECS: u64 = 900;
-
 /// One crate under mutation testing.
 #[derive(Debug)]
 pub struct CrateSet {
@@ -51,6 +47,9 @@ pub struct CrateSet {
     /// Seconds one mutant's test run may take before it counts as a
     /// timeout.
     pub test_timeout_secs: u64,
+    /// Seconds one mutant's build may take (the first build of a scratch
+    /// copy compiles every dependency).
+    pub build_timeout_secs: u64,
 }
 
 /// Every crate `cargo xtask mutants` covers, in the order they run
@@ -61,6 +60,12 @@ pub const CRATES: [CrateSet; 3] = [
         files: &["fixmap/src/window.rs", "fixmap/src/layout.rs"],
         features: &[],
         test_timeout_secs: 60,
+        // fixmap's layout arithmetic runs in const eval, once per layout
+        // the tests declare: a mutant that makes `first_in_one_table` loop
+        // keeps rustc busy for many minutes before `long_running_const_eval`
+        // stops each evaluation. Such a build is cut off here and reported
+        // as a timeout (an unmutated build takes well under a minute).
+        build_timeout_secs: 120,
     },
     CrateSet {
         name: "kmap",
@@ -73,6 +78,7 @@ pub const CRATES: [CrateSet; 3] = [
         features: &[],
         // The stress test's watchdog fails a deadlocked run after 60 s.
         test_timeout_secs: 90,
+        build_timeout_secs: 900,
     },
     CrateSet {
         name: "paging-core",
@@ -85,6 +91,7 @@ pub const CRATES: [CrateSet; 3] = [
         ],
         features: &["sim"],
         test_timeout_secs: 60,
+        build_timeout_secs: 900,
     },
 ];
 
@@ -258,7 +265,7 @@ pub fn run(options: &MutantsOptions) -> Result<(), String> {
         command
             .args(["--jobs", &options.jobs.to_string()])
             .args(["--timeout", &timeout.to_string()])
-            .args(["--build-timeout", &BUILD_TIMEOUT_SECS.to_string()])
+            .args(["--build-timeout", &set.build_timeout_secs.to_string()])
             .arg("--output")
             .arg(&out);
         if options.skip_baseline {
