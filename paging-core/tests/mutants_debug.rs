@@ -1,5 +1,5 @@
-//! What the `Debug` impls of the mapper and the kernel-sync registry print:
-//! their fields, not an empty string. Written for mutants that `cargo
+//! What the `Debug` impls of the mapper and the kernel-sync registry print
+//! (their fields, not an empty string), and the registry's accessors. Written for mutants that `cargo
 //! xtask mutants` found no test noticed (docs/testing.md).
 #![cfg(feature = "sim")]
 
@@ -37,6 +37,8 @@ fn kernel_sync_debug_counts_directories<M: PagingMode>() {
         *rig.mapper.access(),
         NativeHooks,
     );
+    assert_eq!(sync.reference(), reference);
+    assert_eq!(sync.registered(), 0);
     let text = format!("{sync:?}");
     assert!(text.starts_with("KernelSync {"), "{text}");
     assert!(text.contains("registered: 0"), "{text}");
