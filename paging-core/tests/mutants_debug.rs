@@ -1,6 +1,7 @@
 //! What the `Debug` impls of the mapper and the kernel-sync registry print
-//! (their fields, not an empty string), and the registry's accessors. Written for mutants that `cargo
-//! xtask mutants` found no test noticed (docs/testing.md).
+//! (their fields, not an empty string), and the registry's accessors.
+//! Written for mutants that `cargo xtask mutants` found no test noticed
+//! (docs/testing.md).
 #![cfg(feature = "sim")]
 
 mod mapper_support;
