@@ -1,6 +1,7 @@
 //! The lazy sync path never takes a directory's own, different entry for
-//! the reference's: same flags, different table is a real fault. Written
-//! for mutants that `cargo xtask mutants` found no test noticed
+//! the reference's (same flags, different table is a real fault), and
+//! publishing copies kernel entries only, never the reference's user half.
+//! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
 
@@ -9,7 +10,7 @@ mod mapper_support;
 use mapper_support::{frame, pa, va};
 use paging_core::sim::{Access, Machine, SimAccess, SimRam};
 use paging_core::{
-    MapFlags, Mapper, NativeHooks, Page, PagingMode, PhysAddr, SyncOutcome, VirtAddr,
+    KernelSync, MapFlags, Mapper, NativeHooks, Page, PagingMode, PhysAddr, SyncOutcome, VirtAddr,
     sync_kernel_entry,
 };
 use paging_x86_2level::TwoLevel;
@@ -68,12 +69,50 @@ fn a_different_entry_with_the_same_flags_is_a_real_fault<M: PagingMode>() {
     assert_eq!(hw_in(&m, m.mapper.root(), va(VMALLOC)), Ok(pa(0x30_0000)));
 }
 
+fn publish_copies_kernel_entries_only<M: PagingMode>() {
+    let ram = SimRam::new();
+    let mut m = Machine::<M>::new(&ram);
+    for (at, pfn) in [(0x0040_0000, 0x50_0000), (0xC000_0000, 0x10_0000)] {
+        m.mapper
+            .map(page(at), frame(pfn), MapFlags::KERNEL_RW, &mut m.alloc)
+            .unwrap()
+            .flush(&m.mmu);
+    }
+    let sync = KernelSync::<M, _, _, 4>::new(
+        m.mapper.root(),
+        va(0xC000_0000),
+        SimAccess::new(&ram),
+        NativeHooks,
+    );
+    let d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    sync.register(d.root()).unwrap();
+    m.mapper
+        .map(
+            page(VMALLOC),
+            frame(0x30_0000),
+            MapFlags::KERNEL_RW,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .flush(&m.mmu);
+    let new_entries = if M::PMD_FOLDED { 1 } else { 0 };
+    assert_eq!(sync.publish(va(VMALLOC), 0x1000), Ok(new_entries));
+    assert_eq!(hw_in(&m, d.root(), va(VMALLOC)), Ok(pa(0x30_0000)));
+    assert!(hw_in(&m, d.root(), va(0x0040_0000)).is_err(), "user half");
+    // All of memory: still only the kernel half, and nothing new.
+    assert_eq!(sync.publish(va(0), 1 << 32), Ok(0));
+    assert!(hw_in(&m, d.root(), va(0x0040_0000)).is_err(), "user half");
+    assert_eq!(hw_in(&m, d.root(), va(0xC000_0000)), Ok(pa(0x10_0000)));
+}
+
 #[test]
 fn two_level() {
     a_different_entry_with_the_same_flags_is_a_real_fault::<TwoLevel>();
+    publish_copies_kernel_entries_only::<TwoLevel>();
 }
 
 #[test]
 fn pae() {
     a_different_entry_with_the_same_flags_is_a_real_fault::<Pae>();
+    publish_copies_kernel_entries_only::<Pae>();
 }
