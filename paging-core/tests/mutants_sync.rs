@@ -1,6 +1,7 @@
 //! The lazy sync path never takes a directory's own, different entry for
 //! the reference's (same flags, different table is a real fault), and
-//! publishing copies kernel entries only, never the reference's user half.
+//! publishing copies kernel entries only (never the reference's user half)
+//! and exactly the range asked for.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
@@ -105,14 +106,63 @@ fn publish_copies_kernel_entries_only<M: PagingMode>() {
     assert_eq!(hw_in(&m, d.root(), va(0xC000_0000)), Ok(pa(0x10_0000)));
 }
 
+fn publish_copies_exactly_the_range_asked_for<M: PagingMode>() {
+    let ram = SimRam::new();
+    let mut m = Machine::<M>::new(&ram);
+    m.mapper
+        .map(
+            page(0xC000_0000),
+            frame(0x10_0000),
+            MapFlags::KERNEL_RW,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .flush(&m.mmu);
+    let sync = KernelSync::<M, _, _, 4>::new(
+        m.mapper.root(),
+        va(0xC000_0000),
+        SimAccess::new(&ram),
+        NativeHooks,
+    );
+    let d = Mapper::<M, _>::create(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    sync.register(d.root()).unwrap();
+    // Three new 4 MiB regions (three PGD entries in 2-level mode).
+    let regions = [VMALLOC, VMALLOC + 0x40_0000, VMALLOC + 0x80_0000];
+    for (i, &at) in regions.iter().enumerate() {
+        m.mapper
+            .map(
+                page(at),
+                frame(0x30_0000 + i as u64 * 0x1000),
+                MapFlags::KERNEL_RW,
+                &mut m.alloc,
+            )
+            .unwrap()
+            .flush(&m.mmu);
+    }
+    let sees = |at: u32| hw_in(&m, d.root(), va(at)).is_ok();
+    if M::PMD_FOLDED {
+        // Exactly the first region: its end is the second one's start.
+        assert_eq!(sync.publish(va(VMALLOC), 0x40_0000), Ok(1));
+        assert_eq!(regions.map(sees), [true, false, false]);
+        // The other two, in one call.
+        assert_eq!(sync.publish(va(regions[1]), 0x80_0000), Ok(2));
+    } else {
+        // PAE: the kernel PMD is shared; nothing to copy, all visible.
+        assert_eq!(sync.publish(va(VMALLOC), 0xC0_0000), Ok(0));
+    }
+    assert_eq!(regions.map(sees), [true, true, true]);
+}
+
 #[test]
 fn two_level() {
     a_different_entry_with_the_same_flags_is_a_real_fault::<TwoLevel>();
     publish_copies_kernel_entries_only::<TwoLevel>();
+    publish_copies_exactly_the_range_asked_for::<TwoLevel>();
 }
 
 #[test]
 fn pae() {
     a_different_entry_with_the_same_flags_is_a_real_fault::<Pae>();
     publish_copies_kernel_entries_only::<Pae>();
+    publish_copies_exactly_the_range_asked_for::<Pae>();
 }
