@@ -1,0 +1,52 @@
+//! Local kmaps of frames above 16 TiB (frame numbers past 32 bits, under
+//! 52-bit PAE) survive a context switch whole, and a saved stack knows its
+//! CPU. Written for mutants that `cargo xtask mutants` found no test
+//! noticed (docs/testing.md).
+
+mod support;
+
+use std::ops::Range;
+
+use paging_core::sim::{MACHINE_HIGHMEM, SimRam};
+use paging_x86_pae::Pae;
+use support::{Kernel, ModeUnderTest, fill, frame, reads_frame};
+
+/// PAE with the architecture's full 52-bit physical width.
+type Pae52 = Pae<52>;
+
+impl ModeUnderTest for Pae52 {
+    const HIGHMEM: Range<u64> = MACHINE_HIGHMEM;
+    const DATA: u64 = 0x2_0000_0000;
+}
+
+#[test]
+fn frames_past_32_bit_numbers_survive_save_and_restore() {
+    let ram = SimRam::new();
+    let k = Kernel::<Pae52>::new(&ram);
+    let local = k.local(false, k.direct);
+    // Frame numbers 2^32 + 5 and 2^39 + 7: their high halves matter.
+    let pages = [frame((1 << 44) + 0x5000), frame((1 << 51) + 0x7000)];
+    for &p in &pages {
+        fill(&ram, p);
+    }
+    let mmu = &k.m.mmu;
+    let guards: Vec<_> = pages.iter().map(|&p| local.map(3, p).unwrap()).collect();
+    for (g, &p) in guards.iter().zip(&pages) {
+        assert!(reads_frame(mmu, g.va(), p));
+    }
+    let saved = local.save(3).unwrap();
+    assert_eq!((saved.cpu(), saved.depth()), (3, 2));
+    assert_eq!(local.depth(3), Some(0));
+    local.restore(&saved).unwrap();
+    for (g, &p) in guards.iter().zip(&pages) {
+        assert!(reads_frame(mmu, g.va(), p), "{p:?} after restore");
+    }
+    // A saved stack goes back to its own CPU only.
+    let again = local.save(3).unwrap();
+    assert_eq!(again, saved);
+    local.restore(&again).unwrap();
+    for g in guards.into_iter().rev() {
+        g.try_unmap().unwrap();
+    }
+    assert_eq!(local.depth(3), Some(0));
+}
