@@ -1,15 +1,20 @@
 //! Local kmaps of frames above 16 TiB (frame numbers past 32 bits, under
 //! 52-bit PAE) survive a context switch whole, and a saved stack knows its
-//! CPU. Written for mutants that `cargo xtask mutants` found no test
+//! CPU; slot flags always include PRESENT; a slot table the fixmap cannot
+//! reach is a typed access error. Written for mutants that `cargo xtask mutants` found no test
 //! noticed (docs/testing.md).
 
 mod support;
 
 use std::ops::Range;
 
-use paging_core::sim::{MACHINE_HIGHMEM, SimRam};
+use fixmap::Fixmap;
+use kmap::{KmapError, LocalSlots};
+use paging_core::sim::{MACHINE_HIGHMEM, SimAccess, SimRam};
+use paging_core::{AccessError, MapFlags};
+use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
-use support::{Kernel, ModeUnderTest, fill, frame, reads_frame};
+use support::{CPUS, DEPTH, Kernel, ModeUnderTest, TestFixmap, fill, frame, reads_frame};
 
 /// PAE with the architecture's full 52-bit physical width.
 type Pae52 = Pae<52>;
@@ -49,4 +54,50 @@ fn frames_past_32_bit_numbers_survive_save_and_restore() {
         g.try_unmap().unwrap();
     }
     assert_eq!(local.depth(3), Some(0));
+}
+
+fn slot_flags_always_include_present<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    for asked in [MapFlags::KERNEL_RO, MapFlags::KERNEL_RO | MapFlags::PRESENT] {
+        let local = k.local(false, k.direct).with_flags(asked).unwrap();
+        assert_eq!(local.flags(), MapFlags::KERNEL_RO | MapFlags::PRESENT);
+        let p = k.high_page(1);
+        let g = local.map(2, p).unwrap();
+        assert!(reads_frame(&k.m.mmu, g.va(), p));
+    }
+}
+
+fn an_unreachable_slot_table_is_an_access_error<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    // A fixmap on the same window that cannot reach any table frame.
+    let mut fixmap = Fixmap::<TestFixmap, M, _>::new(SimAccess::below(&ram, 0));
+    fixmap.attach(k.window.clone()).unwrap();
+    let local = LocalSlots::<_, M, _, _, _, DEPTH, CPUS>::new(
+        &fixmap,
+        TestFixmap::KMAP_LOCAL,
+        false,
+        k.direct,
+        &k.m.mmu,
+    )
+    .unwrap();
+    let e = local.map(0, k.high_page(0)).map(|g| g.va());
+    assert!(
+        matches!(e, Err(KmapError::Access(AccessError::Unreachable(_)))),
+        "{e:?}"
+    );
+    assert_eq!(local.depth(0), Some(0));
+}
+
+#[test]
+fn two_level() {
+    slot_flags_always_include_present::<TwoLevel>();
+    an_unreachable_slot_table_is_an_access_error::<TwoLevel>();
+}
+
+#[test]
+fn pae() {
+    slot_flags_always_include_present::<Pae>();
+    an_unreachable_slot_table_is_an_access_error::<Pae>();
 }
