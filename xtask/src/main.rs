@@ -12,6 +12,7 @@
 //! cargo xtask loom [--preemptions N]
 //! cargo xtask mutants [--crate paging-core|kmap|fixmap|all] [--jobs N]
 //!                     [--timeout SECS] [--list] [--skip-baseline]
+//!                     [--retest-missed]
 //! ```
 //!
 //! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`, `qemu`
@@ -92,6 +93,8 @@ commands:
            --timeout SECS           per mutant's test run (default: 60, kmap 90)
            --list                   only list the mutants and count them
            --skip-baseline          assume the unmutated tests pass
+           --retest-missed          only the mutants the last run missed,
+                                    again (after adding tests for them)
   help   print this message";
 
 /// Options of `cargo xtask run`.

@@ -16,8 +16,12 @@
 //! `full-suite/mutants.out`), so only a mutant that survives every test
 //! counts as missed.
 //!
-//! Results go to `target/mutants/<crate>/mutants.out/` (`caught.txt`,
-//! `missed.txt`, `timeout.txt`, `unviable.txt`, `outcomes.json`). The score
+//! cargo-mutants' results go to `target/mutants/<crate>/mutants.out/`
+//! (`caught.txt`, `missed.txt`, `timeout.txt`, `unviable.txt`,
+//! `outcomes.json`, one log per mutant); the figures of both passes
+//! together to `target/mutants/<crate>/result/`. `--retest-missed` runs
+//! only the mutants listed in `result/missed.txt` again (after tests were
+//! added for them) and updates `result/`. The score
 //! is caught / (caught + missed), with timeouts counted as caught (a mutant
 //! that makes a test hang is noticed) and unviable mutants (ones that do
 //! not compile) left out. The command fails if any crate scores below
@@ -119,10 +123,11 @@ pub struct MutantsOptions {
     timeout: Option<u64>,
     list: bool,
     skip_baseline: bool,
+    retest_missed: bool,
 }
 
 /// Parses `[--crate NAME] [--jobs N] [--timeout SECS] [--list]
-/// [--skip-baseline]`.
+/// [--skip-baseline] [--retest-missed]`.
 pub fn parse(args: &[String]) -> Result<MutantsOptions, String> {
     let mut options = MutantsOptions {
         crates: CRATES.iter().collect(),
@@ -130,6 +135,7 @@ pub fn parse(args: &[String]) -> Result<MutantsOptions, String> {
         timeout: None,
         list: false,
         skip_baseline: false,
+        retest_missed: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -159,6 +165,7 @@ pub fn parse(args: &[String]) -> Result<MutantsOptions, String> {
             }
             "--list" => options.list = true,
             "--skip-baseline" => options.skip_baseline = true,
+            "--retest-missed" => options.retest_missed = true,
             other => return Err(format!("unknown option `{other}` for mutants")),
         }
     }
@@ -235,6 +242,27 @@ impl Outcome {
         })
     }
 
+    /// Writes the four lists into `dir` (as cargo-mutants names them).
+    pub fn write(&self, dir: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for (name, list) in [
+            ("caught.txt", &self.caught),
+            ("missed.txt", &self.missed),
+            ("unviable.txt", &self.unviable),
+            ("timeout.txt", &self.timeout),
+        ] {
+            let path = dir.join(name);
+            let mut text = list.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            std::fs::write(&path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
     /// Percent of viable mutants caught, timeouts counted as caught; 100
     /// when there is no viable mutant.
     pub fn score(&self) -> f64 {
@@ -274,26 +302,13 @@ pub fn run(options: &MutantsOptions) -> Result<(), String> {
     let mut results = Vec::new();
     for set in &options.crates {
         let out = output_dir(set);
-        println!("\n==> mutants: {}", set.name);
         let started = Instant::now();
-        let mut outcome = run_pass(options, set, &out, set.first_pass_skips, None)?;
-        if !set.first_pass_skips.is_empty() && !outcome.missed.is_empty() {
-            println!(
-                "\n==> mutants: {}: the {} survivors again, with the tests the first pass skipped",
-                set.name,
-                outcome.missed.len()
-            );
-            let second = run_pass(
-                options,
-                set,
-                &out.join("full-suite"),
-                &[],
-                Some(&outcome.missed),
-            )?;
-            outcome.caught.extend(second.caught);
-            outcome.timeout.extend(second.timeout);
-            outcome.missed = second.missed;
-        }
+        let outcome = if options.retest_missed {
+            retest_missed(options, set, &out)?
+        } else {
+            full_run(options, set, &out)?
+        };
+        outcome.write(&out.join("result"))?;
         results.push((set.name, outcome, started.elapsed()));
     }
     print_summary(&results);
@@ -310,6 +325,62 @@ pub fn run(options: &MutantsOptions) -> Result<(), String> {
             below.join(", ")
         ))
     }
+}
+
+/// Every mutant of `set`: a first pass (without the crate's slow tests),
+/// then its survivors with the whole suite.
+fn full_run(options: &MutantsOptions, set: &CrateSet, out: &Path) -> Result<Outcome, String> {
+    println!("\n==> mutants: {}", set.name);
+    let mut outcome = run_pass(options, set, out, set.first_pass_skips, None)?;
+    if !set.first_pass_skips.is_empty() && !outcome.missed.is_empty() {
+        println!(
+            "\n==> mutants: {}: the {} survivors again, with the tests the first pass skipped",
+            set.name,
+            outcome.missed.len()
+        );
+        let second = run_pass(
+            options,
+            set,
+            &out.join("full-suite"),
+            &[],
+            Some(&outcome.missed),
+        )?;
+        outcome.caught.extend(second.caught);
+        outcome.timeout.extend(second.timeout);
+        outcome.missed = second.missed;
+    }
+    Ok(outcome)
+}
+
+/// The mutants the last run of `set` missed (`out/result/missed.txt`),
+/// tested again with the whole suite (after tests were added for them);
+/// the figures of the last run are updated.
+fn retest_missed(options: &MutantsOptions, set: &CrateSet, out: &Path) -> Result<Outcome, String> {
+    let mut outcome = Outcome::read(&out.join("result")).map_err(|e| {
+        format!(
+            "{e}\n(run `cargo xtask mutants --crate {}` first)",
+            set.name
+        )
+    })?;
+    println!(
+        "\n==> mutants: {}: the {} mutants the last run missed",
+        set.name,
+        outcome.missed.len()
+    );
+    if outcome.missed.is_empty() {
+        return Ok(outcome);
+    }
+    let again = run_pass(
+        options,
+        set,
+        &out.join("retest"),
+        &[],
+        Some(&outcome.missed),
+    )?;
+    outcome.caught.extend(again.caught);
+    outcome.timeout.extend(again.timeout);
+    outcome.missed = again.missed;
+    Ok(outcome)
 }
 
 /// One cargo-mutants run over `set` with results in `out/mutants.out`:
