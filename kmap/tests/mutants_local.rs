@@ -1,7 +1,9 @@
 //! Local kmaps of frames above 16 TiB (frame numbers past 32 bits, under
 //! 52-bit PAE) survive a context switch whole, and a saved stack knows its
 //! CPU; slot flags always include PRESENT; a slot table the fixmap cannot
-//! reach is a typed access error. Written for mutants that `cargo xtask mutants` found no test
+//! reach is a typed access error; slot addresses exist only for real CPUs
+//! and depths; a guard dropped out of order is unmapped with the one above
+//! it, whatever its depth. Written for mutants that `cargo xtask mutants` found no test
 //! noticed (docs/testing.md).
 
 mod support;
@@ -90,14 +92,53 @@ fn an_unreachable_slot_table_is_an_access_error<M: ModeUnderTest>() {
     assert_eq!(local.depth(0), Some(0));
 }
 
+fn slot_addresses_exist_for_real_cpus_and_depths_only<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let local = k.local(true, k.direct);
+    assert!(local.slot_va(CPUS - 1, DEPTH - 1).is_some());
+    assert_eq!(local.slot_va(CPUS, 0), None);
+    assert_eq!(local.slot_va(0, DEPTH), None);
+    assert_eq!(local.depth(CPUS), None);
+}
+
+fn an_out_of_order_drop_is_deferred_at_its_own_depth<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let local = k.local(false, k.direct);
+    let mmu = &k.m.mmu;
+    let p: Vec<_> = (0..3).map(|i| k.high_page(i)).collect();
+    let g0 = local.map(4, p[0]).unwrap();
+    let g1 = local.map(4, p[1]).unwrap();
+    let g2 = local.map(4, p[2]).unwrap();
+    let (v0, v1) = (g0.va(), g1.va());
+    // Depth 1 goes first: deferred, still mapped.
+    drop(g1);
+    assert_eq!(local.stats().lifo_violations, 1);
+    assert_eq!(local.depth(4), Some(3));
+    assert!(reads_frame(mmu, v1, p[1]));
+    // Depth 2 goes: depth 1 goes with it, depth 0 stays.
+    drop(g2);
+    assert_eq!(local.depth(4), Some(1));
+    assert_eq!(k.pte(v1), 0);
+    assert!(reads_frame(mmu, v0, p[0]));
+    drop(g0);
+    assert_eq!(local.depth(4), Some(0));
+    assert_eq!(local.stats().lifo_violations, 1);
+}
+
 #[test]
 fn two_level() {
     slot_flags_always_include_present::<TwoLevel>();
     an_unreachable_slot_table_is_an_access_error::<TwoLevel>();
+    slot_addresses_exist_for_real_cpus_and_depths_only::<TwoLevel>();
+    an_out_of_order_drop_is_deferred_at_its_own_depth::<TwoLevel>();
 }
 
 #[test]
 fn pae() {
     slot_flags_always_include_present::<Pae>();
     an_unreachable_slot_table_is_an_access_error::<Pae>();
+    slot_addresses_exist_for_real_cpus_and_depths_only::<Pae>();
+    an_out_of_order_drop_is_deferred_at_its_own_depth::<Pae>();
 }
