@@ -1,5 +1,6 @@
-//! The translation a refused map reports for a large page in the way: the
-//! same one the walker gives for that address (base, offset, size, flags).
+//! The translation a refused map reports for a large page in the way (the
+//! same one the walker gives for that address: base, offset, size, flags),
+//! and the last frame of physical space is mappable, one page or a range.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
@@ -64,12 +65,64 @@ fn a_large_page_in_the_way_is_reported_exactly<M: PagingMode>() {
     );
 }
 
+fn the_last_frame_of_physical_space_is_mappable<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let top = 1u64 << M::MAX_PHYS_BITS;
+    let last = top - 0x1000;
+    rig.mapper
+        .map(
+            Page::from_start_address(va(0x5000_0000)).unwrap(),
+            frame(last),
+            MapFlags::KERNEL_RW,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    assert_eq!(
+        rig.mapper.translate(va(0x5000_0FFF)).unwrap().phys_addr(),
+        pa(top - 1)
+    );
+    rig.mapper
+        .map_range(
+            va(0x6000_0000),
+            pa(top - 0x3000),
+            0x3000,
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    assert_eq!(
+        rig.mapper.translate(va(0x6000_2FFF)).unwrap().phys_addr(),
+        pa(top - 1)
+    );
+    // One page further is out of range.
+    let e = rig.mapper.map_range(
+        va(0x7000_0000),
+        pa(top - 0x3000),
+        0x4000,
+        MapFlags::KERNEL_RW,
+        LargePages::Avoid,
+        &mut rig.alloc,
+    );
+    assert_eq!(
+        e,
+        Err(MapError::PhysOutOfRange {
+            addr: pa(top - 0x3000),
+            max_bits: M::MAX_PHYS_BITS
+        })
+    );
+}
+
 #[test]
 fn two_level() {
     a_large_page_in_the_way_is_reported_exactly::<TwoLevel>();
+    the_last_frame_of_physical_space_is_mappable::<TwoLevel>();
 }
 
 #[test]
 fn pae() {
     a_large_page_in_the_way_is_reported_exactly::<Pae>();
+    the_last_frame_of_physical_space_is_mappable::<Pae>();
 }
