@@ -1,6 +1,7 @@
 //! The translation a refused map reports for a large page in the way (the
 //! same one the walker gives for that address: base, offset, size, flags),
-//! and the last frame of physical space is mappable, one page or a range.
+//! and the last frame of physical space and the last page of virtual space
+//! are mappable, one page or a range.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
@@ -115,14 +116,50 @@ fn the_last_frame_of_physical_space_is_mappable<M: PagingMode>() {
     );
 }
 
+fn a_range_may_end_at_4_gib<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    rig.mapper
+        .map_range(
+            va(0xFFFF_E000),
+            pa(0x9000),
+            0x2000,
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    assert_eq!(
+        rig.mapper.translate(va(0xFFFF_FFFF)).unwrap().phys_addr(),
+        pa(0xAFFF)
+    );
+    let e = rig.mapper.map_range(
+        va(0xFFFF_D000),
+        pa(0x9000),
+        0x4000,
+        MapFlags::KERNEL_RW,
+        LargePages::Avoid,
+        &mut rig.alloc,
+    );
+    assert_eq!(
+        e,
+        Err(MapError::VirtOutOfRange {
+            start: va(0xFFFF_D000),
+            len: 0x4000
+        })
+    );
+}
+
 #[test]
 fn two_level() {
     a_large_page_in_the_way_is_reported_exactly::<TwoLevel>();
     the_last_frame_of_physical_space_is_mappable::<TwoLevel>();
+    a_range_may_end_at_4_gib::<TwoLevel>();
 }
 
 #[test]
 fn pae() {
     a_large_page_in_the_way_is_reported_exactly::<Pae>();
     the_last_frame_of_physical_space_is_mappable::<Pae>();
+    a_range_may_end_at_4_gib::<Pae>();
 }
