@@ -1,7 +1,7 @@
 //! The translation a refused map reports for a large page in the way (the
 //! same one the walker gives for that address: base, offset, size, flags),
-//! and the last frame of physical space and the last page of virtual space
-//! are mappable, one page or a range.
+//! the page a refused range names, and the last frame of physical space
+//! and the last page of virtual space are mappable, one page or a range.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
@@ -150,11 +150,38 @@ fn a_range_may_end_at_4_gib<M: PagingMode>() {
     );
 }
 
+fn a_refused_range_names_the_page_in_the_way<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    rig.mapper
+        .map(
+            Page::from_start_address(va(0x5000_3000)).unwrap(),
+            frame(0x9000),
+            MapFlags::KERNEL_RW,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    // From the second PTE of the table, over the mapped fourth.
+    let e = rig.mapper.map_range(
+        va(0x5000_1000),
+        pa(0x20_0000),
+        0x5000,
+        MapFlags::KERNEL_RW,
+        LargePages::Avoid,
+        &mut rig.alloc,
+    );
+    assert!(
+        matches!(e, Err(MapError::AlreadyMapped { va: at, .. }) if at == va(0x5000_3000)),
+        "{e:?}"
+    );
+}
+
 #[test]
 fn two_level() {
     a_large_page_in_the_way_is_reported_exactly::<TwoLevel>();
     the_last_frame_of_physical_space_is_mappable::<TwoLevel>();
     a_range_may_end_at_4_gib::<TwoLevel>();
+    a_refused_range_names_the_page_in_the_way::<TwoLevel>();
 }
 
 #[test]
@@ -162,4 +189,5 @@ fn pae() {
     a_large_page_in_the_way_is_reported_exactly::<Pae>();
     the_last_frame_of_physical_space_is_mappable::<Pae>();
     a_range_may_end_at_4_gib::<Pae>();
+    a_refused_range_names_the_page_in_the_way::<Pae>();
 }
