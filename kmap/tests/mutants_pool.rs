@@ -1,5 +1,5 @@
 //! Capacity bookkeeping of the persistent pool: promised slots are not
-//! promised twice. Written for mutants that `cargo xtask mutants` found no
+//! promised twice, and a task that waited is no longer counted as waiting. Written for mutants that `cargo xtask mutants` found no
 //! test noticed (docs/testing.md).
 
 mod support;
@@ -42,12 +42,39 @@ fn reserved_slots_are_not_promised_again<M: ModeUnderTest>() {
     assert_eq!(all.remaining(), 4);
 }
 
+fn a_task_that_waited_is_no_longer_a_waiter<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 2>(GlobalFlush, SpinWait);
+    // SAFETY: this thread's only token.
+    let mut a = unsafe { KmapTask::new() };
+    let everything = pool.reserve(&mut a, 2).unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            // SAFETY: the other thread's only token.
+            let mut b = unsafe { KmapTask::new() };
+            let one = pool.reserve(&mut b, 1).unwrap();
+            assert_eq!(one.remaining(), 1);
+        });
+        while pool.stats().waits == 0 {
+            std::thread::yield_now();
+        }
+        drop(everything);
+        waiter.join().unwrap();
+    });
+    let text = format!("{pool:?}");
+    assert!(text.contains("waiters: 0"), "{text}");
+    assert!(text.contains("reserved: 0"), "{text}");
+}
+
 #[test]
 fn two_level() {
     reserved_slots_are_not_promised_again::<TwoLevel>();
+    a_task_that_waited_is_no_longer_a_waiter::<TwoLevel>();
 }
 
 #[test]
 fn pae() {
     reserved_slots_are_not_promised_again::<Pae>();
+    a_task_that_waited_is_no_longer_a_waiter::<Pae>();
 }
