@@ -1,14 +1,36 @@
 //! Capacity bookkeeping of the persistent pool: promised slots are not
-//! promised twice, and a task that waited is no longer counted as waiting. Written for mutants that `cargo xtask mutants` found no
+//! promised twice, a task that waited is woken once and no longer counted
+//! as waiting, slot counts are read at the right slot, and a stale guard
+//! whose slot now serves another page leaves that page alone. Written for mutants that `cargo xtask mutants` found no
 //! test noticed (docs/testing.md).
 
 mod support;
 
-use kmap::{GlobalFlush, KmapError, KmapTask, SpinWait};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use kmap::{GlobalFlush, KmapError, KmapTask, SpinWait, WaitHook};
+use paging_core::PAGE_SIZE;
 use paging_core::sim::SimRam;
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
-use support::{Kernel, ModeUnderTest};
+use support::{Kernel, ModeUnderTest, PKMAP_BASE, va};
+
+/// Spins like `SpinWait`, and counts the wake-ups it is asked for.
+struct CountingWait<'a> {
+    wakes: &'a AtomicUsize,
+}
+
+impl WaitHook for CountingWait<'_> {
+    fn wait(&self, epoch: &AtomicU32, seen: u32) {
+        while epoch.load(Ordering::Acquire) == seen {
+            std::thread::yield_now();
+        }
+    }
+
+    fn wake(&self, _epoch: &AtomicU32) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 fn reserved_slots_are_not_promised_again<M: ModeUnderTest>() {
     let ram = SimRam::new();
@@ -45,7 +67,8 @@ fn reserved_slots_are_not_promised_again<M: ModeUnderTest>() {
 fn a_task_that_waited_is_no_longer_a_waiter<M: ModeUnderTest>() {
     let ram = SimRam::new();
     let k = Kernel::<M>::new(&ram);
-    let pool = k.pool::<GlobalFlush, SpinWait, 2>(GlobalFlush, SpinWait);
+    let wakes = AtomicUsize::new(0);
+    let pool = k.pool::<GlobalFlush, _, 2>(GlobalFlush, CountingWait { wakes: &wakes });
     // SAFETY: this thread's only token.
     let mut a = unsafe { KmapTask::new() };
     let everything = pool.reserve(&mut a, 2).unwrap();
@@ -62,19 +85,69 @@ fn a_task_that_waited_is_no_longer_a_waiter<M: ModeUnderTest>() {
         drop(everything);
         waiter.join().unwrap();
     });
+    // Woken once: the release that let it through.
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
     let text = format!("{pool:?}");
     assert!(text.contains("waiters: 0"), "{text}");
     assert!(text.contains("reserved: 0"), "{text}");
+}
+
+fn slot_counts_are_read_at_their_slot<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread.
+    let task = unsafe { KmapTask::new() };
+    let (p, q) = (k.high_page(0), k.high_page(1));
+    let p1 = pool.try_map(&task, p).unwrap();
+    let p2 = pool.try_map(&task, p).unwrap();
+    let q1 = pool.try_map(&task, q).unwrap();
+    assert_eq!(pool.slot_count(p1.va()), Some(3));
+    assert_eq!(pool.slot_count(q1.va()), Some(2));
+    assert_eq!(pool.slot_count(va(PKMAP_BASE)), Some(0));
+    assert_eq!(pool.slot_count(va(PKMAP_BASE - PAGE_SIZE as u32)), None);
+    assert_eq!(pool.slot_count(va(PKMAP_BASE + 4 * PAGE_SIZE as u32)), None);
+    drop((p1, p2, q1));
+}
+
+fn a_stale_guard_leaves_the_slots_new_page_alone<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread.
+    let task = unsafe { KmapTask::new() };
+    let p = k.high_page(0);
+    let g = pool.try_map(&task, p).unwrap();
+    let at = g.va();
+    // The guard's use is taken by a raw unmap: slot 1 is unused (count 1).
+    pool.kunmap_raw(p).unwrap();
+    // Slots 2, 3, the wrap (clearing slot 1), slot 0, then slot 1 again
+    // for another page.
+    let others: Vec<_> = (1..5)
+        .map(|i| pool.try_map(&task, k.high_page(i)).unwrap())
+        .collect();
+    assert_eq!(others[3].va(), at);
+    assert_eq!(pool.slot_count(at), Some(2));
+    // Dropping the stale guard must not take the new page's user.
+    drop(g);
+    assert_eq!(pool.stats().release_errors, 1);
+    assert_eq!(pool.slot_count(at), Some(2));
+    assert_eq!(pool.lookup(k.high_page(4)), Some(at));
+    drop(others);
 }
 
 #[test]
 fn two_level() {
     reserved_slots_are_not_promised_again::<TwoLevel>();
     a_task_that_waited_is_no_longer_a_waiter::<TwoLevel>();
+    slot_counts_are_read_at_their_slot::<TwoLevel>();
+    a_stale_guard_leaves_the_slots_new_page_alone::<TwoLevel>();
 }
 
 #[test]
 fn pae() {
     reserved_slots_are_not_promised_again::<Pae>();
     a_task_that_waited_is_no_longer_a_waiter::<Pae>();
+    slot_counts_are_read_at_their_slot::<Pae>();
+    a_stale_guard_leaves_the_slots_new_page_alone::<Pae>();
 }
