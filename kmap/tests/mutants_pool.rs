@@ -1,7 +1,8 @@
 //! Capacity bookkeeping of the persistent pool: promised slots are not
 //! promised twice, a task that waited is woken once and no longer counted
 //! as waiting, slot counts are read at the right slot, and a stale guard
-//! whose slot now serves another page leaves that page alone. Written for mutants that `cargo xtask mutants` found no
+//! whose slot now serves another page leaves that page alone; slot PTEs
+//! carry the policy's flags, so a kmap can be written through. Written for mutants that `cargo xtask mutants` found no
 //! test noticed (docs/testing.md).
 
 mod support;
@@ -136,12 +137,30 @@ fn a_stale_guard_leaves_the_slots_new_page_alone<M: ModeUnderTest>() {
     drop(others);
 }
 
+fn slot_ptes_carry_the_policy_flags<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread.
+    let task = unsafe { KmapTask::new() };
+    let p = k.high_page(0);
+    let g = pool.try_map(&task, p).unwrap();
+    // Present, writable, accessed, dirty (bits 0, 1, 5, 6 in both modes).
+    assert_eq!(k.pte(g.va()) & 0x63, 0x63);
+    k.m.mmu
+        .write_u32(va(g.va().as_u32() + 8), 0x1234_5678)
+        .unwrap();
+    let at = paging_core::PhysAddr::new(p.start_address().as_u64() + 8).unwrap();
+    assert_eq!(ram.read_u32(at).unwrap(), 0x1234_5678);
+}
+
 #[test]
 fn two_level() {
     reserved_slots_are_not_promised_again::<TwoLevel>();
     a_task_that_waited_is_no_longer_a_waiter::<TwoLevel>();
     slot_counts_are_read_at_their_slot::<TwoLevel>();
     a_stale_guard_leaves_the_slots_new_page_alone::<TwoLevel>();
+    slot_ptes_carry_the_policy_flags::<TwoLevel>();
 }
 
 #[test]
@@ -150,4 +169,5 @@ fn pae() {
     a_task_that_waited_is_no_longer_a_waiter::<Pae>();
     slot_counts_are_read_at_their_slot::<Pae>();
     a_stale_guard_leaves_the_slots_new_page_alone::<Pae>();
+    slot_ptes_carry_the_policy_flags::<Pae>();
 }
