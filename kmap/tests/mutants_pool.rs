@@ -2,7 +2,8 @@
 //! promised twice, a task that waited is woken once and no longer counted
 //! as waiting, slot counts are read at the right slot, and a stale guard
 //! whose slot now serves another page leaves that page alone; slot PTEs
-//! carry the policy's flags, so a kmap can be written through. Written for mutants that `cargo xtask mutants` found no
+//! carry the policy's flags, so a kmap can be written through; after a
+//! wrap the search goes on past a busy slot 0. Written for mutants that `cargo xtask mutants` found no
 //! test noticed (docs/testing.md).
 
 mod support;
@@ -154,6 +155,26 @@ fn slot_ptes_carry_the_policy_flags<M: ModeUnderTest>() {
     assert_eq!(ram.read_u32(at).unwrap(), 0x1234_5678);
 }
 
+fn after_a_wrap_the_search_goes_past_a_busy_slot_0<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread.
+    let task = unsafe { KmapTask::new() };
+    // Slots 1, 2, 3, then slot 0 after the first wrap.
+    let mut held: Vec<_> = (0..4)
+        .map(|i| pool.try_map(&task, k.high_page(i)).unwrap())
+        .collect();
+    assert_eq!(held[3].va(), va(PKMAP_BASE));
+    let slot1 = held[0].va();
+    drop(held.remove(0));
+    // The next page: the second wrap clears slot 1; slot 0 is busy, slot 1
+    // is taken.
+    let next = pool.try_map(&task, k.high_page(9)).unwrap();
+    assert_eq!(next.va(), slot1);
+    assert_eq!(pool.stats().wraps, 2);
+}
+
 #[test]
 fn two_level() {
     reserved_slots_are_not_promised_again::<TwoLevel>();
@@ -161,6 +182,7 @@ fn two_level() {
     slot_counts_are_read_at_their_slot::<TwoLevel>();
     a_stale_guard_leaves_the_slots_new_page_alone::<TwoLevel>();
     slot_ptes_carry_the_policy_flags::<TwoLevel>();
+    after_a_wrap_the_search_goes_past_a_busy_slot_0::<TwoLevel>();
 }
 
 #[test]
@@ -170,4 +192,5 @@ fn pae() {
     slot_counts_are_read_at_their_slot::<Pae>();
     a_stale_guard_leaves_the_slots_new_page_alone::<Pae>();
     slot_ptes_carry_the_policy_flags::<Pae>();
+    after_a_wrap_the_search_goes_past_a_busy_slot_0::<Pae>();
 }
