@@ -1,13 +1,16 @@
-//! unmap_range at its edges: a range may end exactly at 4 GiB, and a range
-//! that starts at a large page but does not cover all of it is refused.
+//! unmap_range at its edges: a range may end exactly at 4 GiB, a range
+//! that starts at a large page but does not cover all of it is refused, and
+//! a PTE table out of reach is found before the first write, while the
+//! frame behind a large page is never reached as if it were a table.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
 
 mod mapper_support;
 
-use mapper_support::{machine, pa, va};
-use paging_core::{LargePages, MapFlags, PagingMode, UnmapError};
+use mapper_support::{frame, machine, pa, va};
+use paging_core::sim::SimAccess;
+use paging_core::{Entry, LargePages, MapFlags, Mapper, Page, PagingMode, PhysFrame, UnmapError};
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
 
@@ -61,14 +64,72 @@ fn the_head_of_a_large_page_is_not_cut<M: PagingMode>() {
     assert!(rig.hw(va(0x4000_0123)).is_err());
 }
 
+fn an_unreachable_table_is_found_before_any_write<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let span = M::pmd_span() as u32;
+    let a = 0x4000_0000u32;
+    let b = a + span;
+    for (at, pfn) in [(a, 0x9000u64), (b, 0xA000)] {
+        rig.mapper
+            .map(
+                Page::from_start_address(va(at)).unwrap(),
+                frame(pfn),
+                MapFlags::KERNEL_RW,
+                &mut rig.alloc,
+            )
+            .unwrap()
+            .flush(&rig.mmu);
+    }
+    let table_of = |at: u32| {
+        let pmd = rig.mapper.walk(va(at)).unwrap().pmd.unwrap().1;
+        PhysFrame::containing_address(pmd.addr())
+    };
+    let (ta, tb) = (table_of(a), table_of(b));
+    assert!(tb > ta, "tables come from a bump allocator");
+    // Everything up to the first PTE table is reachable, the second not.
+    let limit = ta.start_address().as_u64() + 4096;
+    let mut short =
+        Mapper::<M, _>::new(rig.mapper.root(), SimAccess::below(rig.ram, limit)).unwrap();
+    let e = short.unmap_range(va(a), 2 * span as u64).map(|_| ());
+    assert!(matches!(e, Err(UnmapError::Access(_))), "{e:?}");
+    // Nothing was unmapped, not even under the reachable table.
+    assert_eq!(rig.hw(va(a)), Ok(pa(0x9000)));
+    assert_eq!(rig.mapper.translate(va(a)).unwrap().base, pa(0x9000));
+    assert_eq!(rig.mapper.translate(va(b)).unwrap().base, pa(0xA000));
+}
+
+fn a_large_pages_frame_is_not_reached<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let at = va(0x4000_0000);
+    // The large page's frames lie far above every table.
+    rig.mapper
+        .map_large(at, pa(0x4000_0000), MapFlags::KERNEL_RW, &mut rig.alloc)
+        .unwrap()
+        .flush(&rig.mmu);
+    let pmd_table = rig.mapper.walk(at).unwrap().pmd.unwrap().0.table;
+    let limit = pmd_table.start_address().as_u64() + 4096;
+    assert!(limit <= 0x4000_0000);
+    let mut short =
+        Mapper::<M, _>::new(rig.mapper.root(), SimAccess::below(rig.ram, limit)).unwrap();
+    let size = M::LARGE_PAGE_SIZE.bytes();
+    let (stats, flush) = short.unmap_range(at, size).unwrap();
+    flush.flush(&rig.mmu);
+    assert_eq!((stats.pages, stats.large_pages), (0, 1));
+    assert!(rig.hw(at).is_err());
+}
+
 #[test]
 fn two_level() {
     a_range_may_end_at_4_gib::<TwoLevel>();
     the_head_of_a_large_page_is_not_cut::<TwoLevel>();
+    an_unreachable_table_is_found_before_any_write::<TwoLevel>();
+    a_large_pages_frame_is_not_reached::<TwoLevel>();
 }
 
 #[test]
 fn pae() {
     a_range_may_end_at_4_gib::<Pae>();
     the_head_of_a_large_page_is_not_cut::<Pae>();
+    an_unreachable_table_is_found_before_any_write::<Pae>();
+    a_large_pages_frame_is_not_reached::<Pae>();
 }
