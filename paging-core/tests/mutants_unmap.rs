@@ -1,7 +1,8 @@
 //! unmap_range at its edges: a range may end exactly at 4 GiB, a range
 //! that starts at a large page but does not cover all of it is refused, and
 //! a PTE table out of reach is found before the first write, while the
-//! frame behind a large page is never reached as if it were a table.
+//! frame behind a large page is never reached as if it were a table; the
+//! pages after the range in the same table stay mapped.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
@@ -118,12 +119,35 @@ fn a_large_pages_frame_is_not_reached<M: PagingMode>() {
     assert!(rig.hw(at).is_err());
 }
 
+fn the_pages_after_the_range_stay_mapped<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    rig.mapper
+        .map_range(
+            va(0x4000_0000),
+            pa(0x9000),
+            0x4000,
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    let (stats, flush) = rig.mapper.unmap_range(va(0x4000_1000), 0x1000).unwrap();
+    flush.flush(&rig.mmu);
+    assert_eq!(stats.pages, 1);
+    assert_eq!(rig.hw(va(0x4000_0000)), Ok(pa(0x9000)));
+    assert!(rig.hw(va(0x4000_1000)).is_err());
+    assert_eq!(rig.hw(va(0x4000_2000)), Ok(pa(0xB000)));
+    assert_eq!(rig.hw(va(0x4000_3000)), Ok(pa(0xC000)));
+}
+
 #[test]
 fn two_level() {
     a_range_may_end_at_4_gib::<TwoLevel>();
     the_head_of_a_large_page_is_not_cut::<TwoLevel>();
     an_unreachable_table_is_found_before_any_write::<TwoLevel>();
     a_large_pages_frame_is_not_reached::<TwoLevel>();
+    the_pages_after_the_range_stay_mapped::<TwoLevel>();
 }
 
 #[test]
@@ -132,4 +156,5 @@ fn pae() {
     the_head_of_a_large_page_is_not_cut::<Pae>();
     an_unreachable_table_is_found_before_any_write::<Pae>();
     a_large_pages_frame_is_not_reached::<Pae>();
+    the_pages_after_the_range_stay_mapped::<Pae>();
 }
