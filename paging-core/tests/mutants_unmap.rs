@@ -2,7 +2,8 @@
 //! that starts at a large page but does not cover all of it is refused, and
 //! a PTE table out of reach is found before the first write, while the
 //! frame behind a large page is never reached as if it were a table; the
-//! pages after the range in the same table stay mapped.
+//! pages after the range in the same table stay mapped, and leave the TLB
+//! (the token flushes); a hole with no table is skipped, not read as one.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
@@ -132,6 +133,8 @@ fn the_pages_after_the_range_stay_mapped<M: PagingMode>() {
         )
         .unwrap()
         .flush(&rig.mmu);
+    // In the TLB before the unmap: only the returned token removes it.
+    assert_eq!(rig.hw(va(0x4000_1000)), Ok(pa(0xA000)));
     let (stats, flush) = rig.mapper.unmap_range(va(0x4000_1000), 0x1000).unwrap();
     flush.flush(&rig.mmu);
     assert_eq!(stats.pages, 1);
@@ -141,6 +144,31 @@ fn the_pages_after_the_range_stay_mapped<M: PagingMode>() {
     assert_eq!(rig.hw(va(0x4000_3000)), Ok(pa(0xC000)));
 }
 
+fn a_hole_without_a_table_is_skipped<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    // A table for the first PMD span (and, under PAE, a PMD table for the
+    // GiB); nothing in the second span.
+    rig.mapper
+        .map(
+            Page::from_start_address(va(0x4000_0000)).unwrap(),
+            frame(0x9000),
+            MapFlags::KERNEL_RW,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    // Physical frame 0 holds data that looks like a present entry where a
+    // PTE table at frame 0 would hold the hole's PTE.
+    let hole = 0x4000_0000 + M::pmd_span() as u32;
+    let word = pa((M::pte_index(va(hole)) * M::ENTRY_BYTES) as u64);
+    rig.ram.write_u32(word, 0x0007_7003).unwrap();
+    let (stats, flush) = rig.mapper.unmap_range(va(hole), 0x1000).unwrap();
+    flush.flush(&rig.mmu);
+    assert_eq!((stats.pages, stats.large_pages), (0, 0));
+    assert_eq!(rig.ram.read_u32(word).unwrap(), 0x0007_7003);
+    assert_eq!(rig.hw(va(0x4000_0000)), Ok(pa(0x9000)));
+}
+
 #[test]
 fn two_level() {
     a_range_may_end_at_4_gib::<TwoLevel>();
@@ -148,6 +176,7 @@ fn two_level() {
     an_unreachable_table_is_found_before_any_write::<TwoLevel>();
     a_large_pages_frame_is_not_reached::<TwoLevel>();
     the_pages_after_the_range_stay_mapped::<TwoLevel>();
+    a_hole_without_a_table_is_skipped::<TwoLevel>();
 }
 
 #[test]
@@ -157,4 +186,5 @@ fn pae() {
     an_unreachable_table_is_found_before_any_write::<Pae>();
     a_large_pages_frame_is_not_reached::<Pae>();
     the_pages_after_the_range_stay_mapped::<Pae>();
+    a_hole_without_a_table_is_skipped::<Pae>();
 }
