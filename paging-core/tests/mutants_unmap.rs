@@ -3,7 +3,8 @@
 //! a PTE table out of reach is found before the first write, while the
 //! frame behind a large page is never reached as if it were a table; the
 //! pages after the range in the same table stay mapped, and leave the TLB
-//! (the token flushes); a hole with no table is skipped, not read as one.
+//! (the token flushes); a hole with no table is skipped, not read as one;
+//! a teardown that cannot reach a table says so.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
@@ -12,7 +13,9 @@ mod mapper_support;
 
 use mapper_support::{frame, machine, pa, va};
 use paging_core::sim::SimAccess;
-use paging_core::{Entry, LargePages, MapFlags, Mapper, Page, PagingMode, PhysFrame, UnmapError};
+use paging_core::{
+    Entry, FreeError, LargePages, MapFlags, Mapper, Page, PagingMode, PhysFrame, UnmapError,
+};
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
 
@@ -169,6 +172,25 @@ fn a_hole_without_a_table_is_skipped<M: PagingMode>() {
     assert_eq!(rig.hw(va(0x4000_0000)), Ok(pa(0x9000)));
 }
 
+fn a_teardown_that_cannot_reach_a_table_says_so<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    rig.mapper
+        .map(
+            Page::from_start_address(va(0x4000_0000)).unwrap(),
+            frame(0x9000),
+            MapFlags::KERNEL_RW | MapFlags::USER,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    let root = rig.mapper.root();
+    let limit = PhysFrame::containing_address(root).start_address().as_u64() + 4096;
+    let short = Mapper::<M, _>::new(root, SimAccess::below(rig.ram, limit)).unwrap();
+    let e = short.teardown(va(0xC000_0000), &rig.mmu, &mut rig.alloc);
+    assert!(matches!(e, Err(FreeError::Access(_))), "{e:?}");
+    assert_eq!(rig.hw(va(0x4000_0000)), Ok(pa(0x9000)));
+}
+
 #[test]
 fn two_level() {
     a_range_may_end_at_4_gib::<TwoLevel>();
@@ -177,6 +199,7 @@ fn two_level() {
     a_large_pages_frame_is_not_reached::<TwoLevel>();
     the_pages_after_the_range_stay_mapped::<TwoLevel>();
     a_hole_without_a_table_is_skipped::<TwoLevel>();
+    a_teardown_that_cannot_reach_a_table_says_so::<TwoLevel>();
 }
 
 #[test]
@@ -187,4 +210,5 @@ fn pae() {
     a_large_pages_frame_is_not_reached::<Pae>();
     the_pages_after_the_range_stay_mapped::<Pae>();
     a_hole_without_a_table_is_skipped::<Pae>();
+    a_teardown_that_cannot_reach_a_table_says_so::<Pae>();
 }
