@@ -4,7 +4,8 @@
 //! frame behind a large page is never reached as if it were a table; the
 //! pages after the range in the same table stay mapped, and leave the TLB
 //! (the token flushes); a hole with no table is skipped, not read as one;
-//! a teardown that cannot reach a table says so.
+//! a teardown that cannot reach a table says so; update_flags keeps the
+//! Accessed and Dirty bits the CPU set.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
@@ -191,6 +192,39 @@ fn a_teardown_that_cannot_reach_a_table_says_so<M: PagingMode>() {
     assert_eq!(rig.hw(va(0x4000_0000)), Ok(pa(0x9000)));
 }
 
+fn update_flags_keeps_accessed_and_dirty<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let size = M::LARGE_PAGE_SIZE.bytes();
+    let (small, large) = (va(0x4000_0000), va(0x8000_0000));
+    rig.mapper
+        .map(
+            Page::from_start_address(small).unwrap(),
+            frame(0x9000),
+            MapFlags::KERNEL_RW,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    rig.mapper
+        .map_large(large, pa(2 * size), MapFlags::KERNEL_RW, &mut rig.alloc)
+        .unwrap()
+        .flush(&rig.mmu);
+    // The CPU sets Accessed and Dirty.
+    rig.mmu.write_u32(small, 1).unwrap();
+    rig.mmu.write_u32(large, 1).unwrap();
+    let status = MapFlags::ACCESSED | MapFlags::DIRTY;
+    for (at, asked) in [
+        (small, MapFlags::KERNEL_RO),
+        (large, MapFlags::KERNEL_RO),
+        (large, MapFlags::KERNEL_RO | MapFlags::ACCESSED),
+    ] {
+        rig.mapper.update_flags(at, asked).unwrap().flush(&rig.mmu);
+        let flags = rig.mapper.translate(at).unwrap().flags;
+        assert!(flags.contains(status), "{at:?} {asked:?}: {flags:?}");
+        assert!(!flags.contains(MapFlags::WRITABLE));
+    }
+}
+
 #[test]
 fn two_level() {
     a_range_may_end_at_4_gib::<TwoLevel>();
@@ -200,6 +234,7 @@ fn two_level() {
     the_pages_after_the_range_stay_mapped::<TwoLevel>();
     a_hole_without_a_table_is_skipped::<TwoLevel>();
     a_teardown_that_cannot_reach_a_table_says_so::<TwoLevel>();
+    update_flags_keeps_accessed_and_dirty::<TwoLevel>();
 }
 
 #[test]
@@ -211,4 +246,5 @@ fn pae() {
     the_pages_after_the_range_stay_mapped::<Pae>();
     a_hole_without_a_table_is_skipped::<Pae>();
     a_teardown_that_cannot_reach_a_table_says_so::<Pae>();
+    update_flags_keeps_accessed_and_dirty::<Pae>();
 }
