@@ -5,12 +5,15 @@
 //! pages after the range in the same table stay mapped, and leave the TLB
 //! (the token flushes); a hole with no table is skipped, not read as one;
 //! a teardown that cannot reach a table says so; update_flags keeps the
-//! Accessed and Dirty bits the CPU set.
+//! Accessed and Dirty bits the CPU set, with one entry write when the CPU
+//! did not race it.
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
 
 mod mapper_support;
+
+use std::cell::Cell;
 
 use mapper_support::{frame, machine, pa, va};
 use paging_core::sim::SimAccess;
@@ -225,6 +228,45 @@ fn update_flags_keeps_accessed_and_dirty<M: PagingMode>() {
     }
 }
 
+/// Counts the entries the mapper writes.
+#[derive(Default)]
+struct Writes(Cell<usize>);
+
+impl paging_core::TableHooks for Writes {
+    fn entry_written(&self, _: PhysFrame, _: paging_core::Level, _: usize, _: u64, _: u64) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+fn update_flags_writes_the_entry_once<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let size = M::LARGE_PAGE_SIZE.bytes();
+    let (small, large) = (va(0x4000_0000), va(0x8000_0000));
+    rig.mapper
+        .map(
+            Page::from_start_address(small).unwrap(),
+            frame(0x9000),
+            MapFlags::KERNEL_RW,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    rig.mapper
+        .map_large(large, pa(2 * size), MapFlags::KERNEL_RW, &mut rig.alloc)
+        .unwrap()
+        .flush(&rig.mmu);
+    let mut m = Mapper::<M, _>::new(rig.mapper.root(), SimAccess::new(rig.ram))
+        .unwrap()
+        .with_hooks(Writes::default());
+    for at in [small, large] {
+        let before = m.hooks().0.get();
+        m.update_flags(at, MapFlags::KERNEL_RO)
+            .unwrap()
+            .flush(&rig.mmu);
+        assert_eq!(m.hooks().0.get() - before, 1, "{at:?}");
+    }
+}
+
 #[test]
 fn two_level() {
     a_range_may_end_at_4_gib::<TwoLevel>();
@@ -235,6 +277,7 @@ fn two_level() {
     a_hole_without_a_table_is_skipped::<TwoLevel>();
     a_teardown_that_cannot_reach_a_table_says_so::<TwoLevel>();
     update_flags_keeps_accessed_and_dirty::<TwoLevel>();
+    update_flags_writes_the_entry_once::<TwoLevel>();
 }
 
 #[test]
@@ -247,4 +290,5 @@ fn pae() {
     a_hole_without_a_table_is_skipped::<Pae>();
     a_teardown_that_cannot_reach_a_table_says_so::<Pae>();
     update_flags_keeps_accessed_and_dirty::<Pae>();
+    update_flags_writes_the_entry_once::<Pae>();
 }
