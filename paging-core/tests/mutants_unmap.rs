@@ -218,6 +218,7 @@ fn update_flags_keeps_accessed_and_dirty<M: PagingMode>() {
     let status = MapFlags::ACCESSED | MapFlags::DIRTY;
     for (at, asked) in [
         (small, MapFlags::KERNEL_RO),
+        (small, MapFlags::KERNEL_RO | MapFlags::ACCESSED),
         (large, MapFlags::KERNEL_RO),
         (large, MapFlags::KERNEL_RO | MapFlags::ACCESSED),
     ] {
