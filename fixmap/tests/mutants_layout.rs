@@ -63,7 +63,10 @@ fn indices_compare_by_number() {
     assert_eq!(a.partial_cmp(&b), Some(Ordering::Less));
     assert_eq!(b.partial_cmp(&a), Some(Ordering::Greater));
     assert_eq!(a.partial_cmp(&a), Some(Ordering::Equal));
-    assert!(a < b && b > a && a <= a);
+    assert!(a < b);
+    assert!(b > a);
+    assert!(a <= Small::CONSOLE);
+    assert!(a >= Small::CONSOLE);
     assert_eq!(a.cmp(&b), Ordering::Less);
     let mut sorted = vec![Small::SPARE, Small::CONSOLE, Small::APIC];
     sorted.sort();
