@@ -6,7 +6,8 @@
 //! (the token flushes); a hole with no table is skipped, not read as one;
 //! a teardown that cannot reach a table says so; update_flags keeps the
 //! Accessed and Dirty bits the CPU set, with one entry write when the CPU
-//! did not race it.
+//! did not race it; freeing empty tables flushes them all before releasing
+//! any (one batch).
 //! Written for mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 #![cfg(feature = "sim")]
@@ -268,6 +269,63 @@ fn update_flags_writes_the_entry_once<M: PagingMode>() {
     }
 }
 
+/// Flushes and releases, in order.
+#[derive(Default)]
+struct Events(std::cell::RefCell<Vec<&'static str>>);
+
+impl paging_core::TlbOps for &Events {
+    fn flush_page(&self, _: paging_core::VirtAddr) {
+        self.0.borrow_mut().push("flush");
+    }
+    fn flush_all(&self) {
+        self.0.borrow_mut().push("flush");
+    }
+    fn flush_everything(&self) {
+        self.0.borrow_mut().push("flush");
+    }
+}
+
+impl paging_core::TableHooks for &Events {
+    fn table_released(&self, _: PhysFrame, level: paging_core::Level) {
+        if level == paging_core::Level::Pte {
+            self.0.borrow_mut().push("release");
+        }
+    }
+}
+
+fn empty_tables_are_flushed_then_released_in_one_batch<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let span = M::pmd_span() as u32;
+    for k in 0..3 {
+        let at = va(0x4000_0000 + k * span);
+        rig.mapper
+            .map(
+                Page::from_start_address(at).unwrap(),
+                frame(0x9000),
+                MapFlags::KERNEL_RW,
+                &mut rig.alloc,
+            )
+            .unwrap()
+            .flush(&rig.mmu);
+        rig.mapper.unmap(at).unwrap().1.flush(&rig.mmu);
+    }
+    let events = Events::default();
+    let mut m = Mapper::<M, _>::new(rig.mapper.root(), SimAccess::new(rig.ram))
+        .unwrap()
+        .with_hooks(&events);
+    let stats = m
+        .free_empty_tables(va(0x4000_0000), 3 * span as u64, &&events, &mut rig.alloc)
+        .unwrap();
+    assert_eq!(stats.pte_tables, 3);
+    let log = events.0.borrow();
+    let first_release = log.iter().position(|&e| e == "release").unwrap();
+    assert!(
+        log[first_release..].iter().all(|&e| e == "release"),
+        "every flush comes before the first release: {log:?}"
+    );
+    assert_eq!(log.iter().filter(|&&e| e == "release").count(), 3);
+}
+
 #[test]
 fn two_level() {
     a_range_may_end_at_4_gib::<TwoLevel>();
@@ -279,6 +337,7 @@ fn two_level() {
     a_teardown_that_cannot_reach_a_table_says_so::<TwoLevel>();
     update_flags_keeps_accessed_and_dirty::<TwoLevel>();
     update_flags_writes_the_entry_once::<TwoLevel>();
+    empty_tables_are_flushed_then_released_in_one_batch::<TwoLevel>();
 }
 
 #[test]
@@ -292,4 +351,5 @@ fn pae() {
     a_teardown_that_cannot_reach_a_table_says_so::<Pae>();
     update_flags_keeps_accessed_and_dirty::<Pae>();
     update_flags_writes_the_entry_once::<Pae>();
+    empty_tables_are_flushed_then_released_in_one_batch::<Pae>();
 }
