@@ -15,6 +15,9 @@
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
 //! cargo xtask loom [--preemptions N]
+//! cargo xtask mutants [--crate paging-core|kmap|fixmap|all] [--jobs N]
+//!                     [--timeout SECS] [--list] [--skip-baseline]
+//!                     [--retest-missed]
 //! ```
 //!
 //! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`,
@@ -33,6 +36,7 @@ mod kernel;
 mod loom;
 mod memory_map;
 mod miri;
+mod mutants;
 mod nightly;
 mod prereq;
 mod process;
@@ -107,6 +111,17 @@ commands:
            --all                    every test of the library crates (hours)
   loom   model-check the kmap pool protocol with loom
            --preemptions N          per execution (default: 4)
+  mutants
+         mutation testing with cargo-mutants (installs it); prints caught,
+         missed, unviable and timeout per crate and fails below 90% caught
+         (docs/testing.md; slow: run it under `nice -n 19`)
+           --crate NAME             paging-core, kmap, fixmap or all (default)
+           --jobs N                 mutants built and tested at once (default: 1)
+           --timeout SECS           per mutant's test run (default: 60, kmap 90)
+           --list                   only list the mutants and count them
+           --skip-baseline          assume the unmutated tests pass
+           --retest-missed          only the mutants the last run missed,
+                                    again (after adding tests for them)
   help   print this message";
 
 /// Options of `cargo xtask run`.
@@ -131,6 +146,7 @@ fn main() -> ExitCode {
         Some("miri") => miri::parse(&args[1..]).and_then(miri::run),
         Some("loom") => loom::parse(&args[1..]).and_then(loom::run),
         Some("bochs") => bochs::parse(&args[1..]).and_then(|options| bochs::run(&options)),
+        Some("mutants") => mutants::parse(&args[1..]).and_then(|options| mutants::run(&options)),
         Some("bench") => bench::parse(&args[1..]).and_then(|options| bench::run(&options)),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");

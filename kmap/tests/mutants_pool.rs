@@ -1,0 +1,196 @@
+//! Capacity bookkeeping of the persistent pool: promised slots are not
+//! promised twice, a task that waited is woken once and no longer counted
+//! as waiting, slot counts are read at the right slot, and a stale guard
+//! whose slot now serves another page leaves that page alone; slot PTEs
+//! carry the policy's flags, so a kmap can be written through; after a
+//! wrap the search goes on past a busy slot 0. Written for mutants that `cargo xtask mutants` found no
+//! test noticed (docs/testing.md).
+
+mod support;
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use kmap::{GlobalFlush, KmapError, KmapTask, SpinWait, WaitHook};
+use paging_core::PAGE_SIZE;
+use paging_sim::SimRam;
+use paging_x86_2level::TwoLevel;
+use paging_x86_pae::Pae;
+use support::{Kernel, ModeUnderTest, PKMAP_BASE, va};
+
+/// Spins like `SpinWait`, and counts the wake-ups it is asked for.
+struct CountingWait<'a> {
+    wakes: &'a AtomicUsize,
+}
+
+impl WaitHook for CountingWait<'_> {
+    fn wait(&self, epoch: &AtomicU32, seen: u32) {
+        while epoch.load(Ordering::Acquire) == seen {
+            std::thread::yield_now();
+        }
+    }
+
+    fn wake(&self, _epoch: &AtomicU32) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn reserved_slots_are_not_promised_again<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the two tokens stand for two tasks; neither waits here
+    // (only `try_` calls, which fail instead of waiting).
+    let (mut a, mut b) = unsafe { (KmapTask::new(), KmapTask::new()) };
+    let first = pool.try_reserve(&mut a, 3).unwrap();
+    assert_eq!(
+        pool.try_reserve(&mut b, 2).err(),
+        Some(KmapError::Exhausted)
+    );
+    let second = pool.try_reserve(&mut b, 1).unwrap();
+    // Everything is promised: no map without a ticket.
+    let page = k.high_page(0);
+    // SAFETY: a third task, which only calls `try_map` (never waits).
+    let task_c = unsafe { KmapTask::new() };
+    assert_eq!(
+        pool.try_map(&task_c, page).map(|g| g.va()).err(),
+        Some(KmapError::Exhausted)
+    );
+    let g = second.map(page).unwrap();
+    assert_eq!(pool.in_use(), 1);
+    drop(g);
+    drop(second);
+    drop(first);
+    assert_eq!(pool.in_use(), 0);
+    // All four can be promised again.
+    let all = pool.try_reserve(&mut a, 4).unwrap();
+    assert_eq!(all.remaining(), 4);
+}
+
+fn a_task_that_waited_is_no_longer_a_waiter<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let wakes = AtomicUsize::new(0);
+    let pool = k.pool::<GlobalFlush, _, 2>(GlobalFlush, CountingWait { wakes: &wakes });
+    // SAFETY: this thread's only token.
+    let mut a = unsafe { KmapTask::new() };
+    let everything = pool.reserve(&mut a, 2).unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            // SAFETY: the other thread's only token.
+            let mut b = unsafe { KmapTask::new() };
+            let one = pool.reserve(&mut b, 1).unwrap();
+            assert_eq!(one.remaining(), 1);
+        });
+        while pool.stats().waits == 0 {
+            std::thread::yield_now();
+        }
+        drop(everything);
+        waiter.join().unwrap();
+    });
+    // Woken once: the release that let it through.
+    assert_eq!(wakes.load(Ordering::SeqCst), 1);
+    let text = format!("{pool:?}");
+    assert!(text.contains("waiters: 0"), "{text}");
+    assert!(text.contains("reserved: 0"), "{text}");
+}
+
+fn slot_counts_are_read_at_their_slot<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread.
+    let task = unsafe { KmapTask::new() };
+    let (p, q) = (k.high_page(0), k.high_page(1));
+    let p1 = pool.try_map(&task, p).unwrap();
+    let p2 = pool.try_map(&task, p).unwrap();
+    let q1 = pool.try_map(&task, q).unwrap();
+    assert_eq!(pool.slot_count(p1.va()), Some(3));
+    assert_eq!(pool.slot_count(q1.va()), Some(2));
+    assert_eq!(pool.slot_count(va(PKMAP_BASE)), Some(0));
+    assert_eq!(pool.slot_count(va(PKMAP_BASE - PAGE_SIZE as u32)), None);
+    assert_eq!(pool.slot_count(va(PKMAP_BASE + 4 * PAGE_SIZE as u32)), None);
+    drop((p1, p2, q1));
+}
+
+fn a_stale_guard_leaves_the_slots_new_page_alone<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread.
+    let task = unsafe { KmapTask::new() };
+    let p = k.high_page(0);
+    let g = pool.try_map(&task, p).unwrap();
+    let at = g.va();
+    // The guard's use is taken by a raw unmap: slot 1 is unused (count 1).
+    pool.kunmap_raw(p).unwrap();
+    // Slots 2, 3, the wrap (clearing slot 1), slot 0, then slot 1 again
+    // for another page.
+    let others: Vec<_> = (1..5)
+        .map(|i| pool.try_map(&task, k.high_page(i)).unwrap())
+        .collect();
+    assert_eq!(others[3].va(), at);
+    assert_eq!(pool.slot_count(at), Some(2));
+    // Dropping the stale guard must not take the new page's user.
+    drop(g);
+    assert_eq!(pool.stats().release_errors, 1);
+    assert_eq!(pool.slot_count(at), Some(2));
+    assert_eq!(pool.lookup(k.high_page(4)), Some(at));
+    drop(others);
+}
+
+fn slot_ptes_carry_the_policy_flags<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread.
+    let task = unsafe { KmapTask::new() };
+    let p = k.high_page(0);
+    let g = pool.try_map(&task, p).unwrap();
+    // Present, writable, accessed, dirty (bits 0, 1, 5, 6 in both modes).
+    assert_eq!(k.pte(g.va()) & 0x63, 0x63);
+    k.m.mmu
+        .write_u32(va(g.va().as_u32() + 8), 0x1234_5678)
+        .unwrap();
+    let at = paging_core::PhysAddr::new(p.start_address().as_u64() + 8).unwrap();
+    assert_eq!(ram.read_u32(at).unwrap(), 0x1234_5678);
+}
+
+fn after_a_wrap_the_search_goes_past_a_busy_slot_0<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread.
+    let task = unsafe { KmapTask::new() };
+    // Slots 1, 2, 3, then slot 0 after the first wrap.
+    let mut held: Vec<_> = (0..4)
+        .map(|i| pool.try_map(&task, k.high_page(i)).unwrap())
+        .collect();
+    assert_eq!(held[3].va(), va(PKMAP_BASE));
+    let slot1 = held[0].va();
+    drop(held.remove(0));
+    // The next page: the second wrap clears slot 1; slot 0 is busy, slot 1
+    // is taken.
+    let next = pool.try_map(&task, k.high_page(9)).unwrap();
+    assert_eq!(next.va(), slot1);
+    assert_eq!(pool.stats().wraps, 2);
+}
+
+#[test]
+fn two_level() {
+    reserved_slots_are_not_promised_again::<TwoLevel>();
+    a_task_that_waited_is_no_longer_a_waiter::<TwoLevel>();
+    slot_counts_are_read_at_their_slot::<TwoLevel>();
+    a_stale_guard_leaves_the_slots_new_page_alone::<TwoLevel>();
+    slot_ptes_carry_the_policy_flags::<TwoLevel>();
+    after_a_wrap_the_search_goes_past_a_busy_slot_0::<TwoLevel>();
+}
+
+#[test]
+fn pae() {
+    reserved_slots_are_not_promised_again::<Pae>();
+    a_task_that_waited_is_no_longer_a_waiter::<Pae>();
+    slot_counts_are_read_at_their_slot::<Pae>();
+    a_stale_guard_leaves_the_slots_new_page_alone::<Pae>();
+    slot_ptes_carry_the_policy_flags::<Pae>();
+    after_a_wrap_the_search_goes_past_a_busy_slot_0::<Pae>();
+}
