@@ -3,6 +3,7 @@
 
 use super::Mapper;
 use super::map::missing_rights;
+use super::teardown::page_range_end;
 use super::unmap::map_to_update_error;
 use crate::access::{TableAccess, reach};
 use crate::addr::{PAGE_SIZE, PhysAddr, PhysFrame, VirtAddr};
@@ -71,17 +72,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         set: MapFlags,
     ) -> Result<(ProtectStats, Flush), UnmapError> {
         let start = start.into();
-        for v in [start.as_u64(), len] {
-            if v % PAGE_SIZE != 0 {
-                return Err(UnmapError::Unaligned {
-                    addr: VirtAddr::new(v as u32),
-                });
-            }
-        }
-        let end = start.as_u64() + len;
-        if end > 1 << 32 {
-            return Err(UnmapError::VirtOutOfRange { start, len });
-        }
+        let end = page_range_end(start, len)?;
         let clear = clear.difference(STATUS | MapFlags::PRESENT);
         let set = set.difference(STATUS) | MapFlags::PRESENT;
         // Every leaf's old flags are expressible, so `(old - clear) | set`

@@ -62,17 +62,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         len: u64,
     ) -> Result<(UnmapStats, Flush), UnmapError> {
         let start = start.into();
-        for v in [start.as_u64(), len] {
-            if v % PAGE_SIZE != 0 {
-                return Err(UnmapError::Unaligned {
-                    addr: VirtAddr::new(v as u32),
-                });
-            }
-        }
-        let end = start.as_u64() + len;
-        if end > 1 << 32 {
-            return Err(UnmapError::VirtOutOfRange { start, len });
-        }
+        let end = page_range_end(start, len)?;
         // Check, before the first write: no large page may be cut, and
         // every PTE table the range will write can be reached.
         for (lo, hi) in Self::pmd_blocks(start.as_u64(), end) {
@@ -383,4 +373,22 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         }
         Ok(pages)
     }
+}
+
+/// The end of `[start, start + len)` after checking that both are page
+/// aligned and the range stays below 4 GiB (the checks every range call
+/// makes first).
+pub(super) fn page_range_end(start: VirtAddr, len: u64) -> Result<u64, UnmapError> {
+    for v in [start.as_u64(), len] {
+        if v % PAGE_SIZE != 0 {
+            return Err(UnmapError::Unaligned {
+                addr: VirtAddr::new(v as u32),
+            });
+        }
+    }
+    let end = start.as_u64() + len;
+    if end > 1 << 32 {
+        return Err(UnmapError::VirtOutOfRange { start, len });
+    }
+    Ok(end)
 }
