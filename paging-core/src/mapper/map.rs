@@ -305,10 +305,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// changes its effective rights. Otherwise the call is refused with
     /// [`MapError::TableRestricts`]. The leaf at index `except` (the one
     /// being changed) is left out of that check.
-    // Always inlined: on the single-page path the entry almost always lets
-    // the leaf through already, and an outlined call costs more than the
-    // check (35 of the ~165 instructions of a 4 KiB map).
-    #[inline(always)]
+    ///
+    /// `map`'s hot path does not come here: it tests [`missing_rights`]
+    /// itself and calls this only from its cold restrictive-entry path.
     pub(super) fn widen_for(
         &self,
         va: VirtAddr,
