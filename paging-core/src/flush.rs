@@ -42,6 +42,39 @@ pub trait TlbOps {
 
     /// Invalidate every translation, global ones included (toggle CR4.PGE).
     fn flush_everything(&self);
+
+    /// A point in this TLB's flush history, to take *after* clearing entries
+    /// whose invalidation is deferred, and to hand to
+    /// [`flush_range_since`](Self::flush_range_since) later.
+    ///
+    /// A TLB that keeps no history (the default, and a uniprocessor's
+    /// `NativeTlb`) returns [`TlbMark::NONE`]; a multiprocessor's shootdown
+    /// returns its clock, which advances at each mark.
+    fn mark(&self) -> TlbMark {
+        TlbMark::NONE
+    }
+
+    /// Invalidate `pages` pages from `start` whose entries were cleared before
+    /// `since` was taken with [`mark`](Self::mark). A CPU that has flushed its
+    /// whole TLB (globals included) after `since` can no longer hold them, so
+    /// an implementation that tracks full flushes per CPU may skip it: this
+    /// is how a deferred flush saves IPIs (NetBSD's per-CPU TLB generations).
+    /// The default flushes as [`flush_range`](Self::flush_range) does.
+    fn flush_range_since(&self, start: VirtAddr, pages: u32, since: TlbMark) {
+        let _ = since;
+        self.flush_range(start, pages);
+    }
+}
+
+/// A point in a TLB's flush history: see [`TlbOps::mark`] and
+/// [`TlbOps::flush_range_since`]. Later marks compare greater.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TlbMark(pub u64);
+
+impl TlbMark {
+    /// The mark of a TLB that keeps no history: every CPU counts as not
+    /// having flushed since.
+    pub const NONE: TlbMark = TlbMark(0);
 }
 
 impl<T: TlbOps + ?Sized> TlbOps for &T {
@@ -56,6 +89,12 @@ impl<T: TlbOps + ?Sized> TlbOps for &T {
     }
     fn flush_everything(&self) {
         (**self).flush_everything()
+    }
+    fn mark(&self) -> TlbMark {
+        (**self).mark()
+    }
+    fn flush_range_since(&self, start: VirtAddr, pages: u32, since: TlbMark) {
+        (**self).flush_range_since(start, pages, since)
     }
 }
 
@@ -325,6 +364,17 @@ mod tests {
         assert_eq!(log.len(), 17);
         assert_eq!(log[0], ("page", 0x10_0000, 1));
         assert_eq!(log[16], ("page", 0x11_0000, 1));
+    }
+
+    #[test]
+    fn without_history_a_deferred_flush_is_a_range_flush() {
+        let log = Log::default();
+        // Through the `&T` forwarding impl.
+        let mark = <&Log as TlbOps>::mark(&&log);
+        assert_eq!(mark, TlbMark::NONE);
+        <&Log as TlbOps>::flush_range_since(&&log, va(0x7000), 2, mark);
+        assert_eq!(*log.0.borrow(), [("page", 0x7000, 1), ("page", 0x8000, 1)]);
+        assert!(TlbMark(2) > TlbMark(1));
     }
 
     #[test]

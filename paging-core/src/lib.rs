@@ -40,7 +40,7 @@ pub use error::{
     UnmapError, UpdateFlagsError,
 };
 pub use flags::MapFlags;
-pub use flush::{Flush, FlushBatch, TlbOps};
+pub use flush::{Flush, FlushBatch, TlbMark, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};
 pub use mapper::{
     FreeStats, FreshTables, LargePages, Mapper, ProtectStats, Replaced, TEARDOWN_BATCH, UnmapStats,
