@@ -1,4 +1,6 @@
-//! The local APIC, just enough to send this CPU an NMI.
+//! The local APIC: this CPU's ID, end of interrupt, and inter-processor
+//! interrupts (fixed vectors for TLB shootdowns and wake-ups, NMIs, and the
+//! INIT / STARTUP sequence that starts an application processor).
 //!
 //! Its registers are MMIO at the physical base in IA32_APIC_BASE
 //! (0xFEE0_0000 on every PC), mapped uncached into the fixmap slot
@@ -36,11 +38,23 @@ const REG_SVR: usize = 0xF0;
 const REG_ICR_LOW: usize = 0x300;
 /// Interrupt command register, high half (destination in bits 24..32).
 const REG_ICR_HIGH: usize = 0x310;
+/// End-of-interrupt register (write 0).
+const REG_EOI: usize = 0xB0;
+/// Error status register.
+const REG_ESR: usize = 0x280;
+/// ICR delivery mode fixed (vector in bits 0..8).
+const ICR_DELIVERY_FIXED: u32 = 0;
+/// ICR delivery mode INIT.
+const ICR_DELIVERY_INIT: u32 = 0b101 << 8;
+/// ICR delivery mode STARTUP (vector = physical page of the entry).
+const ICR_DELIVERY_STARTUP: u32 = 0b110 << 8;
+/// ICR trigger mode level (only for INIT de-assert).
+const ICR_TRIGGER_LEVEL: u32 = 1 << 15;
 
 /// SVR bit 8: the APIC is software-enabled.
 pub const SVR_ENABLE: u32 = 1 << 8;
-/// Spurious vector used while enabled (never delivered: interrupts are off).
-const SPURIOUS_VECTOR: u32 = 0xFF;
+/// Spurious vector used while enabled (its IDT gate just returns).
+pub const SPURIOUS_VECTOR: u32 = 0xFF;
 /// ICR delivery mode NMI (0b100 << 8).
 const ICR_DELIVERY_NMI: u32 = 0b100 << 8;
 /// ICR level: assert (required for every mode but INIT de-assert).
@@ -48,7 +62,7 @@ const ICR_LEVEL_ASSERT: u32 = 1 << 14;
 /// ICR delivery status: the IPI has not been accepted yet.
 const ICR_SEND_PENDING: u32 = 1 << 12;
 
-/// The local APIC of the (only) CPU, mapped.
+/// The local APIC registers, mapped (each CPU sees its own APIC there).
 #[derive(Debug)]
 pub struct LocalApic {
     base: usize,
@@ -56,7 +70,13 @@ pub struct LocalApic {
 
 static APIC: spin::Once<LocalApic> = spin::Once::new();
 
-/// The local APIC, mapped into the fixmap on first use.
+/// The local APIC, if [`local_apic`] mapped it.
+pub fn get() -> Option<&'static LocalApic> {
+    APIC.get()
+}
+
+/// The local APIC, mapped into the fixmap on first use (the same mapping
+/// afterwards).
 pub fn local_apic(fixmap: &KernelFixmapT) -> Result<&'static LocalApic, Failure> {
     if let Some(apic) = APIC.get() {
         return Ok(apic);
@@ -120,15 +140,62 @@ impl LocalApic {
     /// Sends an NMI to this CPU and waits until the APIC has accepted it
     /// (the NMI itself may arrive a few instructions later).
     pub fn send_nmi_to_self(&self) -> Result<(), Failure> {
-        self.register(REG_ICR_HIGH).write(self.id() << 24);
-        self.register(REG_ICR_LOW)
-            .write(ICR_DELIVERY_NMI | ICR_LEVEL_ASSERT);
+        self.send_nmi(self.id())
+    }
+
+    /// Sends an NMI to the CPU whose APIC ID is `apic_id`.
+    pub fn send_nmi(&self, apic_id: u32) -> Result<(), Failure> {
+        self.send(apic_id, ICR_DELIVERY_NMI | ICR_LEVEL_ASSERT)
+            .map_err(|()| failure!("the APIC never accepted the NMI"))
+    }
+
+    /// Sends the fixed interrupt `vector` to the CPU whose APIC ID is
+    /// `apic_id`.
+    pub fn send_fixed(&self, apic_id: u32, vector: u8) -> Result<(), ()> {
+        self.send(
+            apic_id,
+            ICR_DELIVERY_FIXED | ICR_LEVEL_ASSERT | u32::from(vector),
+        )
+    }
+
+    /// INIT (assert, then de-assert) to `apic_id`: the AP resets and waits
+    /// for a STARTUP IPI.
+    pub fn send_init(&self, apic_id: u32) -> Result<(), ()> {
+        self.register(REG_ESR).write(0);
+        self.send(apic_id, ICR_DELIVERY_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL)?;
+        self.send(apic_id, ICR_DELIVERY_INIT | ICR_TRIGGER_LEVEL)
+    }
+
+    /// STARTUP to `apic_id`: the AP starts in real mode at physical
+    /// `page * 4096` (CS = page << 8, IP = 0).
+    pub fn send_startup(&self, apic_id: u32, page: u8) -> Result<(), ()> {
+        self.register(REG_ESR).write(0);
+        self.send(apic_id, ICR_DELIVERY_STARTUP | u32::from(page))
+    }
+
+    /// Signals the end of the interrupt being serviced.
+    pub fn eoi(&self) {
+        self.register(REG_EOI).write(0);
+    }
+
+    /// Writes the ICR (destination first: writing the low half sends) and
+    /// waits until the APIC has accepted the IPI. Callers on several CPUs
+    /// use their own APIC: the registers are per CPU at the same address.
+    /// The caller keeps interrupts off between the two writes, or an
+    /// interrupt handler sending its own IPI could change the destination.
+    fn send(&self, apic_id: u32, low: u32) -> Result<(), ()> {
+        let flags = crate::cpu::save_and_disable_interrupts();
+        self.register(REG_ICR_HIGH).write(apic_id << 24);
+        self.register(REG_ICR_LOW).write(low);
+        let mut accepted = false;
         for _ in 0..1_000_000 {
             if self.register(REG_ICR_LOW).read() & ICR_SEND_PENDING == 0 {
-                return Ok(());
+                accepted = true;
+                break;
             }
             core::hint::spin_loop();
         }
-        Err(failure!("the APIC never accepted the NMI"))
+        crate::cpu::restore_interrupts(flags);
+        if accepted { Ok(()) } else { Err(()) }
     }
 }

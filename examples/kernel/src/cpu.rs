@@ -99,6 +99,46 @@ pub fn cpuid(leaf: u32) -> core::arch::x86::CpuidResult {
     core::arch::x86::__cpuid(leaf)
 }
 
+/// EFLAGS.IF.
+pub const EFLAGS_IF: u32 = 1 << 9;
+
+/// Disables maskable interrupts and returns the EFLAGS they had.
+#[inline]
+pub fn save_and_disable_interrupts() -> u32 {
+    let flags: u32;
+    // SAFETY: ring 0; reads EFLAGS and clears IF, nothing else.
+    // Not `nomem`: a compiler barrier, so no memory access moves out of
+    // the critical section.
+    unsafe { asm!("pushfd", "pop {}", "cli", out(reg) flags) };
+    flags
+}
+
+/// Re-enables maskable interrupts if `flags` (from
+/// [`save_and_disable_interrupts`]) had them on.
+#[inline]
+pub fn restore_interrupts(flags: u32) {
+    if flags & EFLAGS_IF != 0 {
+        // SAFETY: ring 0; puts IF back as it was.
+        unsafe { asm!("sti", options(nostack)) };
+    }
+}
+
+/// Whether maskable interrupts are on.
+pub fn interrupts_enabled() -> bool {
+    let flags: u32;
+    // SAFETY: ring 0; only reads EFLAGS.
+    unsafe { asm!("pushfd", "pop {}", out(reg) flags, options(nomem, preserves_flags)) };
+    flags & EFLAGS_IF != 0
+}
+
+/// Runs `f` with maskable interrupts off, then puts IF back.
+pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let flags = save_and_disable_interrupts();
+    let result = f();
+    restore_interrupts(flags);
+    result
+}
+
 /// Disables interrupts and halts forever.
 pub fn halt_forever() -> ! {
     loop {

@@ -12,15 +12,16 @@
 //! away would fault instead of overwriting what lies below.
 
 use crate::gdt;
+use crate::layout::CPUS;
 use crate::tss::TaskStateSegment;
 use crate::{cpu, io, println};
 
 /// Bytes of the double-fault task's stack (above its guard page).
 const STACK_SIZE: usize = 16 << 10;
-/// TSS of the main (only) kernel task; the CPU saves into it on a task switch.
-static mut MAIN_TASK: TaskStateSegment = TaskStateSegment::empty();
-/// TSS of the double-fault task.
-static mut DOUBLE_FAULT_TASK: TaskStateSegment = TaskStateSegment::empty();
+/// Each CPU's main-task TSS; the CPU saves into it on a task switch.
+static mut MAIN_TASK: [TaskStateSegment; CPUS] = [TaskStateSegment::empty(); CPUS];
+/// Each CPU's double-fault task TSS.
+static mut DOUBLE_FAULT_TASK: [TaskStateSegment; CPUS] = [TaskStateSegment::empty(); CPUS];
 
 core::arch::global_asm!(
     r#"
@@ -51,14 +52,22 @@ unsafe extern "C" {
     fn double_fault_task_entry();
 }
 
-/// Fills in the double-fault task (stack, CR3, entry) and returns the
-/// `(main, double_fault)` TSS addresses for the GDT.
+/// The boot CPU's double-fault stack (in `.bss`, with its guard page).
+pub fn boot_stack_top() -> u32 {
+    crate::layout::double_fault_stack().end as u32
+}
+
+/// Fills in CPU `cpu`'s double-fault task (stack top `stack_top`, CR3,
+/// entry) and returns the `(main, double_fault)` TSS addresses for its GDT.
 ///
 /// # Safety
-/// Call once, on the boot CPU with interrupts disabled, after paging is set
-/// up (the current CR3 is copied into the task).
-pub unsafe fn prepare_tasks() -> (*const TaskStateSegment, *const TaskStateSegment) {
-    let stack_top = crate::layout::double_fault_stack().end as u32;
+/// Call once per CPU, on that CPU with interrupts disabled, after paging is
+/// set up (the current CR3 is copied into the task); `cpu < CPUS`, and
+/// `stack_top` is the top of a mapped stack only this task uses.
+pub unsafe fn prepare_tasks(
+    cpu: usize,
+    stack_top: u32,
+) -> (*const TaskStateSegment, *const TaskStateSegment) {
     let data = u32::from(gdt::KERNEL_DATA);
     let task = TaskStateSegment {
         cr3: cpu::cr3(),
@@ -70,33 +79,46 @@ pub unsafe fn prepare_tasks() -> (*const TaskStateSegment, *const TaskStateSegme
         ds: data,
         es: data,
         fs: data,
-        gs: data,
+        gs: u32::from(gdt::PER_CPU),
         ..TaskStateSegment::empty()
     };
-    // SAFETY: single CPU, interrupts off, and the TSSs are not yet in the
-    // GDT, so the CPU cannot be using them.
-    unsafe { (&raw mut DOUBLE_FAULT_TASK).write(task) };
-    (&raw const MAIN_TASK, &raw const DOUBLE_FAULT_TASK)
+    // SAFETY: `cpu < CPUS`; only CPU `cpu` touches its own entries, with
+    // interrupts off, and the TSSs are not yet in its GDT, so the CPU
+    // cannot be using them.
+    unsafe {
+        let slot = &raw mut (*(&raw mut DOUBLE_FAULT_TASK))[cpu];
+        slot.write(task);
+        (
+            &raw const (*(&raw const MAIN_TASK))[cpu],
+            slot as *const TaskStateSegment,
+        )
+    }
 }
 
-/// Gives the double-fault task a new CR3 (the final tables): the task
-/// switch loads CR3 from its TSS.
+/// Gives every CPU's double-fault task a new CR3 (the final tables): the
+/// task switch loads CR3 from its TSS.
 pub fn set_cr3(cr3: u32) {
-    // SAFETY: single CPU; the CPU reads this TSS only when it switches to
-    // the double-fault task, which cannot happen during this store (a
-    // double fault here would be one in kernel code running with the old
-    // CR3, which maps the same kernel).
-    unsafe { (&raw mut DOUBLE_FAULT_TASK.cr3).write_volatile(cr3) };
+    for cpu in 0..CPUS {
+        // SAFETY: a CPU reads its TSS only when it switches to the
+        // double-fault task; a double fault during this store would be one
+        // in kernel code running with the old CR3, which maps the same
+        // kernel, so either value works.
+        unsafe { (&raw mut (*(&raw mut DOUBLE_FAULT_TASK))[cpu].cr3).write_volatile(cr3) };
+    }
 }
 
 /// Runs on the double-fault task's stack; reports and stops QEMU.
 #[unsafe(no_mangle)]
 extern "C" fn double_fault_handler(error_code: u32) -> ! {
-    // SAFETY: the CPU finished writing the interrupted state into the main
+    // The task's GS is this CPU's per-CPU segment.
+    let cpu = gdt::cpu_index().min(CPUS - 1);
+    // SAFETY: the CPU finished writing the interrupted state into its main
     // TSS before switching here; nothing else writes it.
-    let saved = unsafe { (&raw const MAIN_TASK).read_volatile() };
+    let saved = unsafe { (&raw const (*(&raw const MAIN_TASK))[cpu]).read_volatile() };
     println!();
-    println!("DOUBLE FAULT (error code {error_code:#x}), handled on the double-fault task's stack");
+    println!(
+        "DOUBLE FAULT on cpu {cpu} (error code {error_code:#x}), handled on the double-fault task's stack"
+    );
     println!(
         "  interrupted: EIP {:#010x}  ESP {:#010x}  EBP {:#010x}  EFLAGS {:#010x}",
         saved.eip, saved.esp, saved.ebp, saved.eflags

@@ -119,8 +119,26 @@ exception_common:
     EXC_ERR 30
     EXC_NOERR 31
 
+    .macro IRQ n
+interrupt_stub_\n:
+    push 0
+    push \n
+    jmp exception_common
+    .endm
+    IRQ 0x27
+    IRQ 0x2F
+    IRQ 0xF0
+    IRQ 0xF1
+    IRQ 0xF2
+    IRQ 0xFF
+
     .section .rodata, "a"
     .p2align 2
+    .global interrupt_stub_table
+interrupt_stub_table:
+    .long 0x27, interrupt_stub_0x27, 0x2F, interrupt_stub_0x2F
+    .long 0xF0, interrupt_stub_0xF0, 0xF1, interrupt_stub_0xF1
+    .long 0xF2, interrupt_stub_0xF2, 0xFF, interrupt_stub_0xFF
     .global exception_stub_table
 exception_stub_table:
     .long exception_stub_0, exception_stub_1, exception_stub_2, exception_stub_3
@@ -137,6 +155,17 @@ exception_stub_table:
 unsafe extern "C" {
     /// Addresses of the 32 exception stubs (assembly above).
     static exception_stub_table: [u32; 32];
+    /// `(vector, stub address)` of the interrupt vectors the kernel uses.
+    static interrupt_stub_table: [[u32; 2]; 6];
+}
+
+/// `(vector, stub address)` of the interrupt vectors above the exceptions:
+/// the legacy PIC's spurious IRQs 7 and 15 (the PIC is moved to 0x20 and
+/// masked), the shootdown, wake-up and call IPIs, and the local APIC's
+/// spurious vector.
+pub fn interrupt_stubs() -> &'static [[u32; 2]; 6] {
+    // SAFETY: the table is initialised read-only data emitted above.
+    unsafe { &interrupt_stub_table }
 }
 
 /// Addresses of the stubs for vectors 0..32.
@@ -177,6 +206,10 @@ fn name(vector: u32) -> &'static str {
 /// Called by `exception_common` with the saved state.
 #[unsafe(no_mangle)]
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
+    if frame.vector >= 32 {
+        crate::smp::interrupt(frame.vector);
+        return;
+    }
     if frame.vector == NMI {
         nmi::handle();
         return;

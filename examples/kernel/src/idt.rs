@@ -45,6 +45,20 @@ pub unsafe fn init() {
         // SAFETY: single CPU, interrupts off, the IDT is not loaded yet.
         unsafe { (*idt)[vector] = gate };
     }
+    for [vector, stub] in exceptions::interrupt_stubs() {
+        // SAFETY: as above.
+        unsafe { (*idt)[*vector as usize] = interrupt_gate(*stub) };
+    }
+    // SAFETY: the table is complete.
+    unsafe { load() };
+}
+
+/// Loads the (one, shared) IDT on this CPU.
+///
+/// # Safety
+/// After [`init`] ran on the boot CPU, with this CPU's GDT loaded.
+pub unsafe fn load() {
+    let idt = &raw mut IDT;
     let pointer = DescriptorTablePointer {
         limit: (size_of::<[u64; 256]>() - 1) as u16,
         base: idt as usize as u32,

@@ -51,9 +51,9 @@ static DIRECT: spin::Once<DirectMap> = spin::Once::new();
 /// The main (and only) task's kmap token, lent to whoever maps.
 static MAIN_TASK: spin::Mutex<Option<KmapTask>> = spin::Mutex::new(None);
 
-/// The CPU running now (there is one).
+/// The CPU running now: its local kmap stack is the one used.
 fn this_cpu() -> usize {
-    0
+    crate::gdt::cpu_index()
 }
 
 /// Creates the local slots, the persistent pool with `policy`, and the main

@@ -57,8 +57,15 @@ pub const VGA_TEXT_BUFFER: u64 = 0xB8000;
 pub const FIXADDR_TOP: u32 = 0xFFFF_F000;
 /// Local (atomic) kmap slots per CPU.
 pub const KMAP_LOCAL_DEPTH: usize = 8;
-/// CPUs the kernel runs on.
-pub const CPUS: usize = 1;
+/// Most CPUs the kernel runs on (the boot CPU is 0; more are reported and
+/// left out).
+pub const CPUS: usize = 8;
+/// Bytes of each application processor's kernel stack (in vmalloc, with an
+/// unmapped guard page below it).
+pub const AP_STACK_SIZE: usize = 64 << 10;
+/// Bytes of each application processor's double-fault stack (in vmalloc,
+/// with an unmapped guard page below it).
+pub const AP_DOUBLE_FAULT_STACK_SIZE: usize = 16 << 10;
 /// Every local slot is followed by an unmapped guard slot (as Linux's
 /// `DEBUG_KMAP_LOCAL`), so a stray access past a mapping faults.
 pub const KMAP_LOCAL_GUARDS: bool = true;
@@ -75,6 +82,9 @@ fixmap_layout! {
         /// The local APIC's registers (physical 0xFEE0_0000 on every PC),
         /// mapped uncached by the NMI self-test to send an NMI to itself.
         LOCAL_APIC;
+        /// A scratch slot through which boot code reads firmware tables
+        /// (ACPI, MP) wherever they are in physical memory.
+        FIRMWARE;
         /// Local kmap slots: [`KMAP_LOCAL_DEPTH`] per CPU, each followed by
         /// a guard slot; in one page table so their PTEs are one array.
         KMAP_LOCAL[KMAP_LOCAL_SLOTS] in_one_table;

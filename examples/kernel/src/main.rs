@@ -33,6 +33,7 @@ mod double_fault;
 mod early_fixmap;
 mod exceptions;
 mod fault_probe;
+mod firmware;
 mod frames;
 mod gdt;
 mod handover;
@@ -53,8 +54,10 @@ mod nmi;
 mod pat;
 mod pci;
 mod phys_window;
+mod pit;
 mod selftests;
 mod serial;
+mod smp;
 mod test;
 mod tss;
 mod vga;
@@ -125,6 +128,7 @@ fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Failure> {
     drop(frames);
     let policy = KernelPolicy::from_cmdline(context.cmdline).unwrap_or(KernelPolicy::Global);
     kmap_setup::init(fixmap, &window, &layout, policy)?; // 7. kmap pools
+    smp::init(&context, fixmap)?; // 8. application processors
     layout.print();
     Ok(Kernel {
         context,
@@ -143,8 +147,9 @@ fn install_cpu_tables() {
     // SAFETY: first thing after boot, single CPU, interrupts disabled (the
     // loader leaves IF clear and nothing sets it); paging is already on.
     unsafe {
-        let (main_task, double_fault_task) = double_fault::prepare_tasks();
-        gdt::init(main_task, double_fault_task);
+        let (main_task, double_fault_task) =
+            double_fault::prepare_tasks(0, double_fault::boot_stack_top());
+        gdt::init(0, main_task, double_fault_task);
         idt::init();
     }
 }

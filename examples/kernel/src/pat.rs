@@ -45,6 +45,21 @@ pub fn init() {
     LAYOUT.call_once(|| layout);
 }
 
+/// Programs this application processor's IA32_PAT with the layout the boot
+/// CPU programmed: the PAT is per CPU, and every CPU must read the kernel's
+/// cache bits the same way.
+pub fn init_ap() {
+    if let Some(layout) = LAYOUT.get()
+        && cpu::has_pat()
+    {
+        // SAFETY: CPUID says this CPU has the PAT; it is being started and
+        // has made no access through a mapping with PAT-selected types yet
+        // (only write-back kernel memory); `write_pat` follows the SDM's
+        // procedure on this CPU.
+        unsafe { cpu::write_pat(*layout) };
+    }
+}
+
 /// The PAT in force (power-on before [`init`]).
 pub fn layout() -> PatLayout {
     LAYOUT.get().copied().unwrap_or(PatLayout::POWER_ON)

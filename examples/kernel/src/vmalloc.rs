@@ -100,6 +100,31 @@ fn map_pages_in_new_region(
     Ok(va)
 }
 
+/// Takes a whole unused region (one PMD span) for the caller to map pages
+/// into with [`map_page`]; returns its start.
+pub fn reserve_region() -> Result<VirtAddr, Failure> {
+    let mut next = NEXT_REGION.lock();
+    let region = *next;
+    if u64::from(region) + u64::from(PMD_SPAN) > u64::from(VMALLOC_END) {
+        return Err(failure!("the vmalloc area has no unused region left"));
+    }
+    *next = region + PMD_SPAN;
+    Ok(VirtAddr::new(region))
+}
+
+/// Maps a fresh frame from `frames` as kernel data at `va`, inside a region
+/// [`reserve_region`] gave the caller, in the reference directory. Pages
+/// of the region left unmapped are guard pages.
+pub fn map_page(va: VirtAddr, frames: &mut Frames) -> Result<(), Failure> {
+    let frame = paging_core::FrameAllocator::allocate_frame(frames, paging_core::Zone::Any)
+        .ok_or_else(|| failure!("no frame for vmalloc page {va}"))?;
+    reference()?
+        .map(paging_core::Page::containing_address(va), frame, kernel_flags().data, frames)
+        .map_err(|e| failure!("vmalloc map {va}: {e}"))?
+        .flush(&NativeTlb);
+    Ok(())
+}
+
 /// Removes the vmalloc page at `va` (its table stays) and returns the frame
 /// it mapped. `invlpg` drops the translation whichever directory is loaded.
 pub fn unmap(va: VirtAddr) -> Result<PhysFrame, Failure> {
