@@ -52,19 +52,25 @@ const POLL: Duration = Duration::from_millis(100);
 /// The boots of `cargo xtask test`'s `bochs` step: both modes at 128 MiB.
 pub const TEST_MEM: &str = "128M";
 
-/// The `cargo xtask bochs` matrix: mode, guest RAM, kernel command line.
-/// 2 GiB in both modes; PAE with 8 GiB (RAM above 4 GiB), once more with
-/// highmem handed out from 4 GiB up (page tables there); and the kernel's
-/// kmap pool under each flush policy.
-const MATRIX: [(Mode, &str, Option<&str>); 8] = [
-    (Mode::TwoLevel, "2G", None),
-    (Mode::Pae, "2G", None),
-    (Mode::Pae, "8G", None),
-    (Mode::Pae, "8G", Some("frames=high-first")),
-    (Mode::Pae, "2G", Some("kmap.policy=per-page")),
-    (Mode::Pae, "2G", Some("kmap.policy=range")),
-    (Mode::Pae, "2G", Some("kmap.policy=global")),
-    (Mode::Pae, "2G", Some("kmap.policy=accessed-bit")),
+/// CPUs of the SMP boots of the `bochs` step (`cpu: count=`), beside the
+/// one-CPU boots.
+pub const TEST_CPUS: u32 = 4;
+
+/// The `cargo xtask bochs` matrix: mode, guest RAM, kernel command line,
+/// CPUs. 2 GiB in both modes, on one CPU and on four; PAE with 8 GiB (RAM
+/// above 4 GiB), once more with highmem handed out from 4 GiB up (page
+/// tables there); and the kernel's kmap pool under each flush policy.
+const MATRIX: [(Mode, &str, Option<&str>, u32); 10] = [
+    (Mode::TwoLevel, "2G", None, 1),
+    (Mode::Pae, "2G", None, 1),
+    (Mode::TwoLevel, "2G", None, TEST_CPUS),
+    (Mode::Pae, "2G", None, TEST_CPUS),
+    (Mode::Pae, "8G", None, 1),
+    (Mode::Pae, "8G", Some("frames=high-first"), 1),
+    (Mode::Pae, "2G", Some("kmap.policy=per-page"), 1),
+    (Mode::Pae, "2G", Some("kmap.policy=range"), 1),
+    (Mode::Pae, "2G", Some("kmap.policy=global"), 1),
+    (Mode::Pae, "2G", Some("kmap.policy=accessed-bit"), 1),
 ];
 
 /// Per-boot limit of the matrix (an 8 GiB boot takes 2-4 minutes).
@@ -160,6 +166,8 @@ pub struct Config {
     pub iso: PathBuf,
     /// Guest RAM in MiB.
     pub mem_mib: u64,
+    /// CPUs (`cpu: count=`).
+    pub cpus: u32,
     /// Where COM1 is written.
     pub com1: PathBuf,
     /// Bochs's own log.
@@ -183,7 +191,7 @@ pub fn bochsrc(config: &Config) -> String {
 {memory}
 romimage: file={BIOS}
 vgaromimage: file={VGA_BIOS}
-cpu: model={CPU}, count=1, reset_on_triple_fault=0
+cpu: model={CPU}, count={cpus}, reset_on_triple_fault=0
 pci: enabled=1, chipset=i440fx, slot1=pcivga
 vga: extension=vbe
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
@@ -199,6 +207,7 @@ info: action=report
 debug: action=ignore
 ",
         iso = config.iso.display(),
+        cpus = config.cpus,
         com1 = config.com1.display(),
         log = config.log.display(),
     )
@@ -213,6 +222,8 @@ pub struct Boot {
     pub mem: String,
     /// Kernel command line, if any (put on the ISO's menu entries).
     pub cmdline: Option<String>,
+    /// CPUs.
+    pub cpus: u32,
     /// Wall-clock limit.
     pub timeout: Duration,
     /// What counts as success.
@@ -222,7 +233,11 @@ pub struct Boot {
 impl Boot {
     /// Label used in output and the summary, e.g. `pae -m 128M (bochs)`.
     pub fn label(&self) -> String {
-        let mut label = format!("{} -m {} (bochs)", self.mode.name(), self.mem);
+        let mut label = format!("{} -m {}", self.mode.name(), self.mem);
+        if self.cpus > 1 {
+            label.push_str(&format!(" -smp {}", self.cpus));
+        }
+        label.push_str(" (bochs)");
         if let Some(cmdline) = &self.cmdline {
             label.push_str(&format!(" [{cmdline}]"));
         }
@@ -232,6 +247,9 @@ impl Boot {
     /// Directory name of this boot's files (ISO, bochsrc, logs).
     fn slug(&self) -> String {
         let mut slug = format!("{}-{}", self.mode.name(), self.mem);
+        if self.cpus > 1 {
+            slug.push_str(&format!("-smp{}", self.cpus));
+        }
         if let Some(cmdline) = &self.cmdline {
             for word in cmdline.split_whitespace() {
                 slug.push('-');
@@ -403,6 +421,7 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
     let config = Config {
         iso,
         mem_mib: mem_mib(&boot.mem)?,
+        cpus: boot.cpus,
         com1: dir.join("com1.log"),
         log: dir.join("bochs.log"),
     };
@@ -515,14 +534,17 @@ pub fn test_step(timeout: Duration, table: &mut Table) -> Result<(), String> {
     if !iso::tools_available(true)? {
         return Err("grub-mkrescue, the i386-pc GRUB modules or xorriso are still missing".into());
     }
-    let boots: Vec<Boot> = Mode::ALL
+    let boots: Vec<Boot> = [1, TEST_CPUS]
         .into_iter()
-        .map(|mode| Boot {
-            mode,
-            mem: TEST_MEM.to_string(),
-            cmdline: None,
-            timeout,
-            expect: Expect::Pass,
+        .flat_map(|cpus| {
+            Mode::ALL.into_iter().map(move |mode| Boot {
+                mode,
+                mem: TEST_MEM.to_string(),
+                cmdline: None,
+                cpus,
+                timeout,
+                expect: Expect::Pass,
+            })
         })
         .collect();
     let mut failed = Vec::new();
@@ -554,6 +576,7 @@ pub struct MatrixOptions {
     modes: Option<Vec<Mode>>,
     mem: Option<String>,
     cmdline: Option<String>,
+    cpus: Option<u32>,
 }
 
 /// Parses the options of `cargo xtask bochs`.
@@ -563,6 +586,7 @@ pub fn parse(args: &[String]) -> Result<MatrixOptions, String> {
         modes: None,
         mem: None,
         cmdline: None,
+        cpus: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -575,6 +599,7 @@ pub fn parse(args: &[String]) -> Result<MatrixOptions, String> {
                 options.mem = Some(size.clone());
             }
             "--cmdline" => options.cmdline = Some(option_value(arg, &mut args)?.clone()),
+            "--smp" => options.cpus = Some(crate::parse_smp(option_value(arg, &mut args)?)?),
             other => return Err(format!("unknown option `{other}` for bochs")),
         }
     }
@@ -584,13 +609,18 @@ pub fn parse(args: &[String]) -> Result<MatrixOptions, String> {
 /// The boots `options` ask for: [`MATRIX`] unless a mode, size or command
 /// line is given, else one boot per mode (default both, at 2 GiB).
 fn boots(options: &MatrixOptions) -> Vec<Boot> {
-    if options.modes.is_none() && options.mem.is_none() && options.cmdline.is_none() {
+    if options.modes.is_none()
+        && options.mem.is_none()
+        && options.cmdline.is_none()
+        && options.cpus.is_none()
+    {
         return MATRIX
             .iter()
-            .map(|&(mode, mem, cmdline)| Boot {
+            .map(|&(mode, mem, cmdline, cpus)| Boot {
                 mode,
                 mem: mem.to_string(),
                 cmdline: cmdline.map(str::to_string),
+                cpus,
                 timeout: options.timeout,
                 expect: Expect::Pass,
             })
@@ -603,6 +633,7 @@ fn boots(options: &MatrixOptions) -> Vec<Boot> {
             mode,
             mem: options.mem.clone().unwrap_or_else(|| "2G".to_string()),
             cmdline: options.cmdline.clone(),
+            cpus: options.cpus.unwrap_or(1),
             timeout: options.timeout,
             expect: Expect::for_cmdline(options.cmdline.as_deref()),
         })
@@ -716,6 +747,7 @@ mod tests {
         Config {
             iso: PathBuf::from("/t/boot.iso"),
             mem_mib,
+            cpus: 1,
             com1: PathBuf::from("/t/com1.log"),
             log: PathBuf::from("/t/bochs.log"),
         }

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo xtask run  [--kernel example|minimal] [--mode 2level|pae|both]
 //!                  [--mem SIZE] [--cpu MODEL] [--cmdline TEXT]
-//!                  [--timeout SECS]
+//!                  [--smp N] [--timeout SECS]
 //! cargo xtask test [--no-qemu] [--no-bochs] [--only STEP[,STEP...]]
 //!                  [--timeout SECS]
 //! cargo xtask bochs [--mode 2level|pae|both] [--mem SIZE] [--cmdline TEXT]
@@ -71,6 +71,8 @@ commands:
                                     2level, max for pae)
            --cmdline TEXT           kernel command line (e.g. fault=page,
                                     fault=stack-overflow)
+           --smp N                  CPUs (default: 1); above 1 QEMU runs
+                                    them on host threads (tcg,thread=multi)
            --timeout SECS           per boot (default: 120)
   test   run every check in order, stopping at the first failure
            --only STEP[,STEP...]    only these steps: fmt, clippy, doc, test,
@@ -132,6 +134,7 @@ struct RunOptions {
     mem: Option<String>,
     cpu: Option<String>,
     cmdline: Option<String>,
+    smp: u32,
     timeout: Duration,
 }
 
@@ -171,6 +174,16 @@ fn option_value<'a>(
     args.next().ok_or_else(|| format!("{name} needs a value"))
 }
 
+/// Parses `--smp N`: 1 to 8 CPUs (the example kernel's limit).
+fn parse_smp(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n) if (1..=8).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "--smp expects a CPU count from 1 to 8, got `{value}`"
+        )),
+    }
+}
+
 /// Parses `--timeout SECS`.
 fn parse_timeout(value: &str) -> Result<Duration, String> {
     match value.parse::<u64>() {
@@ -188,6 +201,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, String> {
         mem: None,
         cpu: None,
         cmdline: None,
+        smp: 1,
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
     };
     let mut args = args.iter();
@@ -199,6 +213,7 @@ fn parse_run(args: &[String]) -> Result<RunOptions, String> {
             "--cpu" => options.cpu = Some(option_value(arg, &mut args)?.clone()),
             "--cmdline" => options.cmdline = Some(option_value(arg, &mut args)?.clone()),
             "--timeout" => options.timeout = parse_timeout(option_value(arg, &mut args)?)?,
+            "--smp" => options.smp = parse_smp(option_value(arg, &mut args)?)?,
             other => return Err(format!("unknown option `{other}` for run\n\n{USAGE}")),
         }
     }
@@ -226,6 +241,7 @@ fn run(options: &RunOptions) -> Result<(), String> {
                 .clone()
                 .unwrap_or_else(|| mode.qemu_cpu().to_string()),
             cmdline: options.cmdline.clone(),
+            smp: options.smp,
             timeout: options.timeout,
             expect: qemu::Expect::for_cmdline(options.cmdline.as_deref()),
         };
@@ -324,6 +340,7 @@ fn memory_map_command(args: &[String]) -> Result<(), String> {
             mem: mode.default_mem().to_string(),
             cpu: mode.qemu_cpu().to_string(),
             cmdline: None,
+            smp: 1,
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             expect: qemu::Expect::Pass,
         };
@@ -334,4 +351,22 @@ fn memory_map_command(args: &[String]) -> Result<(), String> {
         layouts.push(memory_map::parse(&outcome.layout, &boot.mem)?);
     }
     memory_map::write(&layouts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smp_counts_from_one_to_eight_are_accepted() {
+        assert_eq!(parse_smp("1"), Ok(1));
+        assert_eq!(parse_smp("8"), Ok(8));
+        for bad in ["0", "9", "four", "-1", ""] {
+            assert!(parse_smp(bad).is_err(), "{bad}");
+        }
+        let args = ["--smp", "4", "--mode", "pae"].map(String::from);
+        let options = parse_run(&args).unwrap();
+        assert_eq!(options.smp, 4);
+        assert!(parse_run(&["--smp".to_string()]).is_err());
+    }
 }

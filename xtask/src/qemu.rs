@@ -78,6 +78,9 @@ pub struct Boot {
     pub cpu: String,
     /// Kernel command line (`-append`), if any.
     pub cmdline: Option<String>,
+    /// CPUs (`-smp`); above 1 QEMU runs them on host threads
+    /// (`-accel tcg,thread=multi`), so they really run at once.
+    pub smp: u32,
     /// Wall-clock limit.
     pub timeout: Duration,
     /// What counts as success.
@@ -102,6 +105,9 @@ impl Boot {
     /// example kernel) or `minimal 2level -m 1G`.
     pub fn label(&self) -> String {
         let mut label = format!("{} -m {}", self.mode.name(), self.mem);
+        if self.smp > 1 {
+            label.push_str(&format!(" -smp {}", self.smp));
+        }
         if self.kernel == Kernel::Minimal {
             label.insert_str(0, "minimal ");
         }
@@ -128,6 +134,11 @@ impl Boot {
             .args(["-no-reboot", "-display", "none", "-serial", "stdio"])
             .args(["-monitor", "none"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        if self.smp > 1 {
+            command
+                .args(["-smp", &self.smp.to_string()])
+                .args(["-accel", "tcg,thread=multi"]);
+        }
         if let (Some(cmdline), Medium::Kernel(_)) = (&self.cmdline, &self.medium) {
             command.args(["-append", cmdline]);
         }

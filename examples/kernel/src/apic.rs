@@ -162,7 +162,10 @@ impl LocalApic {
     /// for a STARTUP IPI.
     pub fn send_init(&self, apic_id: u32) -> Result<(), ()> {
         self.register(REG_ESR).write(0);
-        self.send(apic_id, ICR_DELIVERY_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL)?;
+        self.send(
+            apic_id,
+            ICR_DELIVERY_INIT | ICR_LEVEL_ASSERT | ICR_TRIGGER_LEVEL,
+        )?;
         self.send(apic_id, ICR_DELIVERY_INIT | ICR_TRIGGER_LEVEL)
     }
 

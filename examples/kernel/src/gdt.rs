@@ -99,7 +99,11 @@ fn tss_descriptor(tss: *const TaskStateSegment) -> u64 {
 /// Call once per CPU, early, on CPU `cpu` itself (`cpu < CPUS`) with
 /// interrupts disabled; `main` and `double_fault` must stay valid (they are
 /// statics in practice).
-pub unsafe fn init(cpu: usize, main: *const TaskStateSegment, double_fault: *const TaskStateSegment) {
+pub unsafe fn init(
+    cpu: usize,
+    main: *const TaskStateSegment,
+    double_fault: *const TaskStateSegment,
+) {
     // SAFETY: `cpu < CPUS` (the caller's contract); only this CPU touches
     // its own table.
     let gdt = unsafe { &raw mut (*(&raw mut GDT))[cpu] };

@@ -134,6 +134,12 @@ pub fn nx_enabled() -> bool {
     }
 }
 
+/// Whether EFER.NXE is on on the CPU running this (not cached: each CPU
+/// sets its own EFER, the APs in the trampoline).
+pub fn nx_enabled_on_this_cpu() -> bool {
+    read_nx_enabled()
+}
+
 fn read_nx_enabled() -> bool {
     #[cfg(feature = "mode-2level")]
     {

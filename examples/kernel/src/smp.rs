@@ -148,6 +148,61 @@ struct CpuSlot {
     stack_top: AtomicU32,
     /// Top of the AP's double-fault stack.
     double_fault_top: AtomicU32,
+    /// What the CPU saw of itself at start-up (for the self-tests).
+    seen: spin::Mutex<Option<CpuState>>,
+}
+
+/// A CPU's own view of its set-up, recorded on that CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuState {
+    /// [`gdt::cpu_index`].
+    pub index: usize,
+    /// Its local APIC ID.
+    pub apic_id: u32,
+    /// CR0, CR3, CR4.
+    pub cr0: u32,
+    /// CR3.
+    pub cr3: u32,
+    /// CR4.
+    pub cr4: u32,
+    /// EFER.NXE.
+    pub nxe: bool,
+    /// IA32_PAT, if the CPU has one.
+    pub pat: Option<u64>,
+    /// GDT base (`sgdt`).
+    pub gdt_base: u32,
+    /// Task register (`str`).
+    pub task_register: u16,
+    /// ESP when recorded.
+    pub esp: u32,
+}
+
+impl CpuState {
+    /// Reads it on the running CPU.
+    pub fn read() -> Self {
+        let mut gdtr = [0u8; 6];
+        let task_register: u16;
+        let esp: u32;
+        // SAFETY: `sgdt` writes 6 bytes into the buffer; `str` and reading
+        // ESP have no side effects.
+        unsafe {
+            core::arch::asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack, preserves_flags));
+            core::arch::asm!("str {:x}", out(reg) task_register, options(nomem, nostack, preserves_flags));
+            core::arch::asm!("mov {}, esp", out(reg) esp, options(nomem, nostack, preserves_flags));
+        }
+        Self {
+            index: gdt::cpu_index(),
+            apic_id: apic::get().map_or(u32::MAX, LocalApic::id),
+            cr0: cpu::cr0(),
+            cr3: cpu::cr3(),
+            cr4: cpu::cr4(),
+            nxe: mode::nx_enabled_on_this_cpu(),
+            pat: paging_core::cpu::read_pat_msr(),
+            gdt_base: u32::from_le_bytes([gdtr[2], gdtr[3], gdtr[4], gdtr[5]]),
+            task_register,
+            esp,
+        }
+    }
 }
 
 impl CpuSlot {
@@ -161,6 +216,7 @@ impl CpuSlot {
             finished: AtomicU32::new(0),
             stack_top: AtomicU32::new(0),
             double_fault_top: AtomicU32::new(0),
+            seen: spin::Mutex::new(None),
         }
     }
 }
@@ -178,17 +234,46 @@ pub fn this_cpu() -> usize {
 
 /// How many CPUs are online.
 pub fn online_count() -> usize {
-    SLOTS.iter().filter(|s| s.online.load(Ordering::Acquire)).count()
+    SLOTS
+        .iter()
+        .filter(|s| s.online.load(Ordering::Acquire))
+        .count()
 }
 
 /// Whether CPU `cpu` is online.
 pub fn is_online(cpu: usize) -> bool {
-    SLOTS.get(cpu).is_some_and(|s| s.online.load(Ordering::Acquire))
+    SLOTS
+        .get(cpu)
+        .is_some_and(|s| s.online.load(Ordering::Acquire))
 }
 
 /// CPU `cpu`'s local APIC ID.
 pub fn apic_id(cpu: usize) -> Option<u32> {
     SLOTS.get(cpu).map(|s| s.apic_id.load(Ordering::Relaxed))
+}
+
+/// What CPU `cpu` recorded of itself when it came up (APs only).
+pub fn state_at_start(cpu: usize) -> Option<CpuState> {
+    *SLOTS.get(cpu)?.seen.lock()
+}
+
+/// CPU `cpu`'s kernel stack and double-fault stack (APs only), as
+/// `(bottom, top)` pairs; the page below each bottom is its guard.
+pub fn stacks(cpu: usize) -> Option<[(u32, u32); 2]> {
+    let slot = SLOTS.get(cpu).filter(|_| cpu > 0)?;
+    let top = slot.stack_top.load(Ordering::Relaxed);
+    let df_top = slot.double_fault_top.load(Ordering::Relaxed);
+    (top != 0).then(|| {
+        [
+            (top - AP_STACK_SIZE as u32, top),
+            (df_top - AP_DOUBLE_FAULT_STACK_SIZE as u32, df_top),
+        ]
+    })
+}
+
+/// CPUs known (online or timed out), indices `0..known()`.
+pub fn known() -> usize {
+    KNOWN.load(Ordering::Acquire)
 }
 
 /// What the start-up found, for the self-tests.
@@ -349,17 +434,19 @@ fn trampoline_page(context: &BootContext) -> Result<u64, Failure> {
         .memory_map
         .as_ref()
         .map_err(|e| failure!("no memory map: {e}"))?;
-    [0x8000u64, 0x9000, 0x7000, 0x6000, 0x1_0000, 0x2_0000, 0x5_0000]
-        .into_iter()
-        .find(|&page| {
-            let usable = map.regions().iter().any(|r| {
-                r.kind == crate::multiboot::RegionKind::Usable
-                    && r.base <= page
-                    && page + 4096 <= r.end()
-            });
-            usable && busy.iter().all(|&(s, e)| e <= page || page + 4096 <= s)
-        })
-        .ok_or_else(|| failure!("no free page below 1 MiB for the AP trampoline"))
+    [
+        0x8000u64, 0x9000, 0x7000, 0x6000, 0x1_0000, 0x2_0000, 0x5_0000,
+    ]
+    .into_iter()
+    .find(|&page| {
+        let usable = map.regions().iter().any(|r| {
+            r.kind == crate::multiboot::RegionKind::Usable
+                && r.base <= page
+                && page + 4096 <= r.end()
+        });
+        usable && busy.iter().all(|&(s, e)| e <= page || page + 4096 <= s)
+    })
+    .ok_or_else(|| failure!("no free page below 1 MiB for the AP trampoline"))
 }
 
 /// One vmalloc region holds every AP's stacks: per AP a guard page, the
@@ -473,6 +560,7 @@ extern "C" fn ap_main(index: u32) -> ! {
     if let Some(apic) = apic::get() {
         apic.enable();
     }
+    *slot.seen.lock() = Some(CpuState::read());
     slot.online.store(true, Ordering::Release);
     idle(index)
 }

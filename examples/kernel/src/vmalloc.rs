@@ -119,7 +119,12 @@ pub fn map_page(va: VirtAddr, frames: &mut Frames) -> Result<(), Failure> {
     let frame = paging_core::FrameAllocator::allocate_frame(frames, paging_core::Zone::Any)
         .ok_or_else(|| failure!("no frame for vmalloc page {va}"))?;
     reference()?
-        .map(paging_core::Page::containing_address(va), frame, kernel_flags().data, frames)
+        .map(
+            paging_core::Page::containing_address(va),
+            frame,
+            kernel_flags().data,
+            frames,
+        )
         .map_err(|e| failure!("vmalloc map {va}: {e}"))?
         .flush(&NativeTlb);
     Ok(())

@@ -15,6 +15,7 @@ mod memory_map;
 mod page_faults;
 mod platform;
 mod pte_highmem;
+mod smp;
 
 use crate::test::Test;
 
@@ -47,6 +48,18 @@ pub const ALL: &[Test] = &[
     Test {
         name: "multiboot_parser_rejects_malformed_maps",
         run: memory_map::parser_rejects_malformed_maps,
+    },
+    Test {
+        name: "smp_every_listed_cpu_is_online_in_the_kernel_tables",
+        run: smp::smp_every_listed_cpu_is_online_in_the_kernel_tables,
+    },
+    Test {
+        name: "smp_ap_stacks_have_guard_pages",
+        run: smp::smp_ap_stacks_have_guard_pages,
+    },
+    Test {
+        name: "smp_firmware_tables_agree",
+        run: smp::smp_firmware_tables_agree,
     },
     Test {
         name: "read_of_unmapped_address_faults_not_present",
