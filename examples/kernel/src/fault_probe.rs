@@ -6,18 +6,42 @@
 //! slot. If the access faults, [`catch`] (called by the page-fault handler)
 //! records CR2, the error code and the faulting EIP, disarms the slot and
 //! returns the recovery address; the handler makes the CPU resume there.
+//!
+//! The state is per CPU (indexed by [`gdt::cpu_index`]): CPUs probe at the
+//! same time without seeing each other's faults.
 
 use core::arch::asm;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-/// Recovery address of the armed probe, or 0 when no probe is armed.
-static RECOVERY_EIP: AtomicU32 = AtomicU32::new(0);
-/// Set by [`catch`] when the armed probe faulted.
-static FAULTED: AtomicBool = AtomicBool::new(false);
-static FAULT_ADDRESS: AtomicU32 = AtomicU32::new(0);
-static FAULT_ERROR_CODE: AtomicU32 = AtomicU32::new(0);
-static FAULT_EIP: AtomicU32 = AtomicU32::new(0);
+use crate::gdt;
+use crate::layout::CPUS;
+
+/// One CPU's probe state.
+struct Probe {
+    /// Recovery address of the armed probe, or 0 when no probe is armed.
+    recovery_eip: AtomicU32,
+    /// Set by [`catch`] when the armed probe faulted.
+    faulted: AtomicBool,
+    fault_address: AtomicU32,
+    fault_error_code: AtomicU32,
+    fault_eip: AtomicU32,
+}
+
+static PROBES: [Probe; CPUS] = [const {
+    Probe {
+        recovery_eip: AtomicU32::new(0),
+        faulted: AtomicBool::new(false),
+        fault_address: AtomicU32::new(0),
+        fault_error_code: AtomicU32::new(0),
+        fault_eip: AtomicU32::new(0),
+    }
+}; CPUS];
+
+/// This CPU's probe state.
+fn probe() -> &'static Probe {
+    &PROBES[gdt::cpu_index() % CPUS]
+}
 
 /// A page fault caught by a probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,14 +102,15 @@ impl fmt::Display for ErrorCode {
 /// Called by the page-fault handler: if a probe is armed, records the fault,
 /// disarms the probe and returns where to resume.
 pub fn catch(address: u32, error_code: u32, eip: u32) -> Option<u32> {
-    let resume = RECOVERY_EIP.swap(0, Ordering::SeqCst);
+    let p = probe();
+    let resume = p.recovery_eip.swap(0, Ordering::SeqCst);
     if resume == 0 {
         return None;
     }
-    FAULT_ADDRESS.store(address, Ordering::SeqCst);
-    FAULT_ERROR_CODE.store(error_code, Ordering::SeqCst);
-    FAULT_EIP.store(eip, Ordering::SeqCst);
-    FAULTED.store(true, Ordering::SeqCst);
+    p.fault_address.store(address, Ordering::SeqCst);
+    p.fault_error_code.store(error_code, Ordering::SeqCst);
+    p.fault_eip.store(eip, Ordering::SeqCst);
+    p.faulted.store(true, Ordering::SeqCst);
     Some(resume)
 }
 
@@ -93,29 +118,31 @@ pub fn catch(address: u32, error_code: u32, eip: u32) -> Option<u32> {
 /// without disturbing a probe the interrupted code may have armed: every
 /// probe slot is saved before and put back after.
 pub fn preserving<R>(f: impl FnOnce() -> R) -> R {
+    let p = probe();
     let saved = (
-        RECOVERY_EIP.swap(0, Ordering::SeqCst),
-        FAULTED.load(Ordering::SeqCst),
-        FAULT_ADDRESS.load(Ordering::SeqCst),
-        FAULT_ERROR_CODE.load(Ordering::SeqCst),
-        FAULT_EIP.load(Ordering::SeqCst),
+        p.recovery_eip.swap(0, Ordering::SeqCst),
+        p.faulted.load(Ordering::SeqCst),
+        p.fault_address.load(Ordering::SeqCst),
+        p.fault_error_code.load(Ordering::SeqCst),
+        p.fault_eip.load(Ordering::SeqCst),
     );
     let result = f();
-    FAULT_ADDRESS.store(saved.2, Ordering::SeqCst);
-    FAULT_ERROR_CODE.store(saved.3, Ordering::SeqCst);
-    FAULT_EIP.store(saved.4, Ordering::SeqCst);
-    FAULTED.store(saved.1, Ordering::SeqCst);
-    RECOVERY_EIP.store(saved.0, Ordering::SeqCst);
+    p.fault_address.store(saved.2, Ordering::SeqCst);
+    p.fault_error_code.store(saved.3, Ordering::SeqCst);
+    p.fault_eip.store(saved.4, Ordering::SeqCst);
+    p.faulted.store(saved.1, Ordering::SeqCst);
+    p.recovery_eip.store(saved.0, Ordering::SeqCst);
     result
 }
 
 /// Result of the probe that just ran.
 fn outcome() -> Result<(), PageFault> {
-    if FAULTED.swap(false, Ordering::SeqCst) {
+    let p = probe();
+    if p.faulted.swap(false, Ordering::SeqCst) {
         Err(PageFault {
-            address: FAULT_ADDRESS.load(Ordering::SeqCst),
-            error_code: ErrorCode(FAULT_ERROR_CODE.load(Ordering::SeqCst)),
-            eip: FAULT_EIP.load(Ordering::SeqCst),
+            address: p.fault_address.load(Ordering::SeqCst),
+            error_code: ErrorCode(p.fault_error_code.load(Ordering::SeqCst)),
+            eip: p.fault_eip.load(Ordering::SeqCst),
         })
     } else {
         Ok(())
@@ -129,7 +156,8 @@ fn outcome() -> Result<(), PageFault> {
 /// `u32` (not MMIO with read side effects).
 pub unsafe fn read_u32(address: usize) -> Result<u32, PageFault> {
     let value: u32;
-    FAULTED.store(false, Ordering::SeqCst);
+    let p = probe();
+    p.faulted.store(false, Ordering::SeqCst);
     // SAFETY: the read either succeeds on ordinary memory (caller's
     // contract) or faults; the page-fault handler then resumes at label 2
     // (the recovery address stored first). The slot is disarmed either way.
@@ -140,7 +168,7 @@ pub unsafe fn read_u32(address: usize) -> Result<u32, PageFault> {
             "mov {value}, dword ptr [{address}]",
             "2:",
             "mov dword ptr [{slot}], 0",
-            slot = in(reg) RECOVERY_EIP.as_ptr(),
+            slot = in(reg) p.recovery_eip.as_ptr(),
             address = in(reg) address,
             value = out(reg) value,
             tmp = out(reg) _,
@@ -158,7 +186,8 @@ pub unsafe fn read_u32(address: usize) -> Result<u32, PageFault> {
 /// Rust's view of the program relies on (e.g. a page the kernel owns but
 /// never reads through a reference).
 pub unsafe fn write_u32(address: usize, value: u32) -> Result<(), PageFault> {
-    FAULTED.store(false, Ordering::SeqCst);
+    let p = probe();
+    p.faulted.store(false, Ordering::SeqCst);
     // SAFETY: as in `read_u32`; a write that succeeds lands in memory the
     // caller vouched for.
     unsafe {
@@ -168,7 +197,7 @@ pub unsafe fn write_u32(address: usize, value: u32) -> Result<(), PageFault> {
             "mov dword ptr [{address}], {value}",
             "2:",
             "mov dword ptr [{slot}], 0",
-            slot = in(reg) RECOVERY_EIP.as_ptr(),
+            slot = in(reg) p.recovery_eip.as_ptr(),
             address = in(reg) address,
             value = in(reg) value,
             tmp = out(reg) _,
@@ -189,7 +218,8 @@ pub unsafe fn write_u32(address: usize, value: u32) -> Result<(), PageFault> {
 /// If `address` is executable, the code there must return at once and
 /// change nothing but the flags (a lone `ret`).
 pub unsafe fn call(address: usize) -> Result<(), PageFault> {
-    FAULTED.store(false, Ordering::SeqCst);
+    let p = probe();
+    p.faulted.store(false, Ordering::SeqCst);
     // SAFETY: the callee returns at once (caller's contract), or the fetch
     // faults and the handler resumes at label 2 with ESP four bytes lower,
     // which the `mov esp` undoes. `saved` holds ESP across the call: the
@@ -204,7 +234,7 @@ pub unsafe fn call(address: usize) -> Result<(), PageFault> {
             "2:",
             "mov esp, {saved}",
             "mov dword ptr [{slot}], 0",
-            slot = in(reg) RECOVERY_EIP.as_ptr(),
+            slot = in(reg) p.recovery_eip.as_ptr(),
             target = in(reg) address,
             saved = out(reg) _,
             tmp = out(reg) _,

@@ -23,19 +23,36 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::kernel_sync::{self, SyncFaults};
-use crate::{cpu, fault_probe, mode};
+use crate::layout::CPUS;
+use crate::{cpu, fault_probe, gdt, mode};
 
-/// NMIs handled.
-static COUNT: AtomicU32 = AtomicU32::new(0);
-/// Address to read in the next NMI (0: nothing armed).
-static READ_ADDRESS: AtomicU32 = AtomicU32::new(0);
-/// Set when an armed read has run.
-static READ_DONE: AtomicBool = AtomicBool::new(false);
-static READ_VALUE: AtomicU32 = AtomicU32::new(0);
-static READ_FAULTED: AtomicBool = AtomicBool::new(false);
-static READ_CR3: AtomicU32 = AtomicU32::new(0);
-static READ_FILLED: AtomicU32 = AtomicU32::new(0);
-static READ_ALREADY: AtomicU32 = AtomicU32::new(0);
+/// One CPU's NMI state: the count, and the armed read and its result.
+struct NmiState {
+    /// NMIs handled on this CPU.
+    count: AtomicU32,
+    /// Address to read in the next NMI (0: nothing armed).
+    read_address: AtomicU32,
+    /// Set when an armed read has run.
+    read_done: AtomicBool,
+    read_value: AtomicU32,
+    read_faulted: AtomicBool,
+    read_cr3: AtomicU32,
+    read_filled: AtomicU32,
+    read_already: AtomicU32,
+}
+
+static STATE: [NmiState; CPUS] = [const {
+    NmiState {
+        count: AtomicU32::new(0),
+        read_address: AtomicU32::new(0),
+        read_done: AtomicBool::new(false),
+        read_value: AtomicU32::new(0),
+        read_faulted: AtomicBool::new(false),
+        read_cr3: AtomicU32::new(0),
+        read_filled: AtomicU32::new(0),
+        read_already: AtomicU32::new(0),
+    }
+}; CPUS];
 
 /// What an armed read in an NMI saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,30 +65,55 @@ pub struct NmiRead {
     pub sync: SyncFaults,
 }
 
-/// NMIs handled so far.
+/// NMIs handled so far on this CPU.
 pub fn count() -> u32 {
-    COUNT.load(Ordering::SeqCst)
+    count_on(gdt::cpu_index())
 }
 
-/// Arms a read of the `u32` at `address` in the next NMI.
+/// NMIs handled so far on CPU `cpu`.
+pub fn count_on(cpu: usize) -> u32 {
+    STATE.get(cpu).map_or(0, |s| s.count.load(Ordering::SeqCst))
+}
+
+/// Arms a read of the `u32` at `address` in the next NMI on this CPU.
+///
+/// # Safety
+/// As [`arm_read_on`].
+pub unsafe fn arm_read(address: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { arm_read_on(gdt::cpu_index(), address) }
+}
+
+/// Arms a read of the `u32` at `address` in the next NMI on CPU `cpu`.
 ///
 /// # Safety
 /// `address` must be 4-aligned and, once mapped, ordinary memory (the read
 /// goes through a fault probe, so an unmapped address is reported, not
 /// fatal).
-pub unsafe fn arm_read(address: usize) {
-    READ_DONE.store(false, Ordering::SeqCst);
-    READ_ADDRESS.store(address as u32, Ordering::SeqCst);
+pub unsafe fn arm_read_on(cpu: usize, address: usize) {
+    if let Some(state) = STATE.get(cpu) {
+        state.read_done.store(false, Ordering::SeqCst);
+        state.read_address.store(address as u32, Ordering::SeqCst);
+    }
 }
 
-/// The armed read's result, once an NMI has run it.
+/// This CPU's armed read's result, once an NMI has run it.
 pub fn read_result() -> Option<NmiRead> {
-    READ_DONE.load(Ordering::SeqCst).then(|| NmiRead {
-        value: (!READ_FAULTED.load(Ordering::SeqCst)).then(|| READ_VALUE.load(Ordering::SeqCst)),
-        root: READ_CR3.load(Ordering::SeqCst),
+    read_result_of(gdt::cpu_index())
+}
+
+/// CPU `cpu`'s armed read's result, once an NMI has run it there. The
+/// sync counts are the lazy-fault counters' growth during the read, which
+/// includes fills made by other CPUs meanwhile.
+pub fn read_result_of(cpu: usize) -> Option<NmiRead> {
+    let s = STATE.get(cpu)?;
+    s.read_done.load(Ordering::SeqCst).then(|| NmiRead {
+        value: (!s.read_faulted.load(Ordering::SeqCst))
+            .then(|| s.read_value.load(Ordering::SeqCst)),
+        root: s.read_cr3.load(Ordering::SeqCst),
         sync: SyncFaults {
-            filled: READ_FILLED.load(Ordering::SeqCst),
-            already_synced: READ_ALREADY.load(Ordering::SeqCst),
+            filled: s.read_filled.load(Ordering::SeqCst),
+            already_synced: s.read_already.load(Ordering::SeqCst),
         },
     })
 }
@@ -79,19 +121,21 @@ pub fn read_result() -> Option<NmiRead> {
 /// Called by the exception dispatcher for vector 2.
 pub fn handle() {
     let cr2 = cpu::cr2();
-    COUNT.fetch_add(1, Ordering::SeqCst);
-    let address = READ_ADDRESS.swap(0, Ordering::SeqCst);
+    let s = &STATE[gdt::cpu_index() % CPUS];
+    s.count.fetch_add(1, Ordering::SeqCst);
+    let address = s.read_address.swap(0, Ordering::SeqCst);
     if address != 0 {
         let before = kernel_sync::faults();
         // SAFETY: `arm_read`'s caller vouched for the address.
         let read = fault_probe::preserving(|| unsafe { fault_probe::read_u32(address as usize) });
         let sync = kernel_sync::faults().since(before);
-        READ_VALUE.store(read.unwrap_or(0), Ordering::SeqCst);
-        READ_FAULTED.store(read.is_err(), Ordering::SeqCst);
-        READ_CR3.store(mode::current_root().as_u64() as u32, Ordering::SeqCst);
-        READ_FILLED.store(sync.filled, Ordering::SeqCst);
-        READ_ALREADY.store(sync.already_synced, Ordering::SeqCst);
-        READ_DONE.store(true, Ordering::SeqCst);
+        s.read_value.store(read.unwrap_or(0), Ordering::SeqCst);
+        s.read_faulted.store(read.is_err(), Ordering::SeqCst);
+        s.read_cr3
+            .store(mode::current_root().as_u64() as u32, Ordering::SeqCst);
+        s.read_filled.store(sync.filled, Ordering::SeqCst);
+        s.read_already.store(sync.already_synced, Ordering::SeqCst);
+        s.read_done.store(true, Ordering::SeqCst);
     }
     if cpu::cr2() != cr2 {
         // SAFETY: puts back the value CR2 had when the NMI arrived.

@@ -21,7 +21,7 @@ type Space = AddressSpace<DirectMapAccess>;
 
 /// Lazy sync faults one first touch of a new vmalloc region costs: one
 /// PGD entry in 2-level mode, nothing in PAE mode (shared kernel PMD).
-const EXPECTED_FILLS: u32 = if <Mode as PagingMode>::PMD_FOLDED {
+pub(super) const EXPECTED_FILLS: u32 = if <Mode as PagingMode>::PMD_FOLDED {
     1
 } else {
     0
@@ -29,14 +29,16 @@ const EXPECTED_FILLS: u32 = if <Mode as PagingMode>::PMD_FOLDED {
 
 /// A lowmem page holding a known word, mapped in a new vmalloc region of
 /// the reference directory only.
-struct VmallocPage {
+pub(super) struct VmallocPage {
     frame: PhysFrame,
-    va: VirtAddr,
-    value: u32,
+    /// Where the page is mapped (in the reference directory only).
+    pub(super) va: VirtAddr,
+    /// The word it holds.
+    pub(super) value: u32,
 }
 
 impl VmallocPage {
-    fn new(frames: &mut Frames) -> Result<Self, Failure> {
+    pub(super) fn new(frames: &mut Frames) -> Result<Self, Failure> {
         let frame = frames
             .allocate_frame(Zone::Lowmem)
             .ok_or_else(|| failure!("out of lowmem frames"))?;
@@ -59,7 +61,7 @@ impl VmallocPage {
         }
     }
 
-    fn release(self, frames: &mut Frames) -> Result<(), Failure> {
+    pub(super) fn release(self, frames: &mut Frames) -> Result<(), Failure> {
         let frame = vmalloc::unmap(self.va)?;
         ensure!(frame == self.frame, "{} mapped {frame:?}", self.va);
         frames.deallocate_frame(frame);

@@ -16,6 +16,7 @@ mod page_faults;
 mod platform;
 mod pte_highmem;
 mod smp;
+mod smp_races;
 
 use crate::test::Test;
 
@@ -60,6 +61,14 @@ pub const ALL: &[Test] = &[
     Test {
         name: "smp_firmware_tables_agree",
         run: smp::smp_firmware_tables_agree,
+    },
+    Test {
+        name: "smp_lazy_sync_race_on_a_fresh_vmalloc_entry",
+        run: smp_races::smp_lazy_sync_race_on_a_fresh_vmalloc_entry,
+    },
+    Test {
+        name: "smp_nmi_on_every_cpu_while_locks_are_held",
+        run: smp_races::smp_nmi_on_every_cpu_while_locks_are_held,
     },
     Test {
         name: "read_of_unmapped_address_faults_not_present",
