@@ -117,10 +117,11 @@ impl<M, A, T, P, W, const N: usize> core::fmt::Debug for PersistentPool<M, A, T,
 where
     M: PagingMode,
     P: FlushPolicy,
+    W: WaitHook,
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let (in_use, reserved, waiters) = {
-            let st = self.state.lock();
+            let st = self.lock_state();
             (st.in_use, st.reserved, st.waiters)
         };
         f.debug_struct("PersistentPool")
@@ -133,6 +134,20 @@ where
             .field("waiters", &waiters)
             .field("stats", &self.counters.snapshot())
             .finish()
+    }
+}
+
+impl<M, A, T, P, W, const N: usize> PersistentPool<M, A, T, P, W, N>
+where
+    M: PagingMode,
+    W: WaitHook,
+{
+    /// Take the pool lock, calling the wait hook's
+    /// [`relax`](WaitHook::relax) in every iteration while another CPU holds
+    /// it (which is where an SMP kernel answers TLB shootdowns).
+    #[inline]
+    fn lock_state(&self) -> MutexGuard<'_, PoolState<N>> {
+        self.state.lock_relaxing(|| self.wait.relax())
     }
 }
 
@@ -232,6 +247,11 @@ where
         &self.tlb
     }
 
+    /// The wait hook (which also relaxes the pool's lock spin).
+    pub const fn wait_hook(&self) -> &W {
+        &self.wait
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> KmapStats {
         self.counters.snapshot()
@@ -239,12 +259,12 @@ where
 
     /// Slots with at least one user now.
     pub fn in_use(&self) -> usize {
-        self.state.lock().in_use
+        self.lock_state().in_use
     }
 
     /// The slot address `page` is mapped at, if it has a slot (count ≥ 1).
     pub fn lookup(&self, frame: PhysFrame) -> Option<VirtAddr> {
-        let st = self.state.lock();
+        let st = self.lock_state();
         st.map
             .get(&frame.number())
             .map(|&s| self.slot_va(s as usize))
@@ -253,7 +273,7 @@ where
     /// The count of the slot at `va` (0 free, 1 unused, n ≥ 2: n − 1 users).
     pub fn slot_count(&self, va: VirtAddr) -> Option<u16> {
         let i = self.slot_index(va)?;
-        Some(self.state.lock().counts[i])
+        Some(self.lock_state().counts[i])
     }
 
     /// Map `frame` if a slot is available without waiting, else
@@ -288,7 +308,7 @@ where
         // A page already in use is shared without taking capacity, so it
         // never waits (as Linux's `kmap_high` finds a mapped page first).
         let in_use = {
-            let mut st = self.state.lock();
+            let mut st = self.lock_state();
             let cached = st.map.get(&frame.number()).map(|&slot| usize::from(slot));
             self.add_user(&mut st, cached)?
         };
@@ -338,7 +358,7 @@ where
         if self.direct.direct_va(frame).is_some() {
             return Ok(());
         }
-        let st = self.state.lock();
+        let st = self.lock_state();
         let slot = *st
             .map
             .get(&frame.number())
@@ -386,7 +406,7 @@ where
             return Err(KmapError::ReservationTooLarge { asked: k, slots: N });
         }
         loop {
-            let mut st = self.state.lock();
+            let mut st = self.lock_state();
             if N - st.in_use - st.reserved >= k {
                 st.reserved += k;
                 return Ok(());
@@ -399,7 +419,7 @@ where
             drop(st);
             self.counters.add(&self.counters.waits);
             self.wait.wait(&self.epoch, seen);
-            self.state.lock().waiters -= 1;
+            self.lock_state().waiters -= 1;
         }
     }
 
@@ -408,7 +428,7 @@ where
         if k == 0 {
             return;
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock_state();
         st.reserved -= k.min(st.reserved);
         let wake = self.capacity_returned(&st);
         drop(st);
@@ -451,7 +471,7 @@ where
     /// known, so no lookup is needed.
     pub(crate) fn release_at(&self, frame: PhysFrame, va: VirtAddr) {
         if let Some(slot) = self.slot_index(va) {
-            let st = self.state.lock();
+            let st = self.lock_state();
             if st.pages[slot] == frame.number() && st.counts[slot] >= 2 {
                 self.drop_user(st, slot);
                 return;

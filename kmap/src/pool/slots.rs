@@ -30,7 +30,7 @@ where
             return Ok(Claimed { va, slotted: false });
         }
         let entry = self.slot_entry(frame)?;
-        let mut st = self.state.lock();
+        let mut st = self.lock_state();
         let pfn = frame.number();
         // One lookup serves both the in-use and the unused-but-mapped case.
         let cached = st.map.get(&pfn).map(|&slot| usize::from(slot));
