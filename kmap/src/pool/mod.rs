@@ -16,6 +16,13 @@
 //! and the TLB is flushed *once* through the [`FlushPolicy`]. So a freed slot
 //! costs nothing until the pool runs round.
 //!
+//! Under a policy that [clears on release](FlushPolicy::clears_on_release)
+//! ([`Generations`](crate::Generations)), a count-1 slot is *stale* instead:
+//! its PTE was cleared when its last user left and its page forgotten. A
+//! wrap frees the slots that were already stale at the previous wrap and
+//! flushes them from that wrap's [`TlbMark`]; the others wait for the next
+//! wrap, unless the pool would run out, when all are freed at once.
+//!
 //! # Capacity and waiting
 //!
 //! `in_use` counts slots with count ≥ 2; `reserved` counts mappings promised
@@ -30,7 +37,7 @@ mod slots;
 use core::sync::atomic::Ordering;
 
 use heapless::index_map::FnvIndexMap;
-use paging_core::{PAGE_SIZE, PagingMode, PhysFrame, TableAccess, TlbOps, VirtAddr};
+use paging_core::{PAGE_SIZE, PagingMode, PhysFrame, TableAccess, TlbMark, TlbOps, VirtAddr};
 
 use fixmap::ContiguousWindow;
 
@@ -52,6 +59,25 @@ pub(crate) struct PoolState<const N: usize> {
     in_use: usize,
     reserved: usize,
     waiters: usize,
+    /// Per slot, under a policy that clears on release: whether a count-1
+    /// slot's PTE is already clear, and since when.
+    stale: [Stale; N],
+    /// The mark taken at the last wrap, after that wrap's PTE clears.
+    wrap_mark: TlbMark,
+}
+
+/// A count-1 slot's PTE, under a policy that
+/// [clears on release](FlushPolicy::clears_on_release).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stale {
+    /// Still maps its page (every policy; and under one that clears on
+    /// release, a slot whose table could not be reached then).
+    No,
+    /// Cleared since the last wrap: after its mark, so not yet freeable.
+    Fresh,
+    /// Cleared before the last wrap's mark: the next wrap frees it.
+    Old,
 }
 
 /// `N` refcounted persistent kmap slots at `base`, `base + 4096`, ...
@@ -216,6 +242,8 @@ where
                 in_use: 0,
                 reserved: 0,
                 waiters: 0,
+                stale: [Stale::No; N],
+                wrap_mark: TlbMark::NONE,
             }),
             epoch: AtomicU32::new(0),
             counters: Counters::default(),
@@ -376,6 +404,9 @@ where
         st.counts[slot] -= 1;
         if st.counts[slot] == 1 {
             st.in_use -= 1;
+            if self.policy.clears_on_release() {
+                self.clear_released(&mut st, slot);
+            }
             let wake = self.capacity_returned(&st);
             drop(st);
             self.wake_if(wake);

@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering;
 
 use paging_core::{Entry, MapFlags, PagingMode, PhysFrame, PteEntry, TableAccess, TlbOps};
 
-use super::{Claimed, Payer, PersistentPool, PoolState};
+use super::{Claimed, Payer, PersistentPool, PoolState, Stale};
 use crate::error::KmapError;
 use crate::policy::{FlushCounts, FlushPolicy};
 use crate::wait::WaitHook;
@@ -139,32 +139,61 @@ where
     }
 
     /// Advance the cursor to a free slot, clearing unused slots when it wraps
-    /// (Linux's `map_new_virtual` and `flush_all_zero_pkmaps`).
+    /// (Linux's `map_new_virtual` and `flush_all_zero_pkmaps`). Under a
+    /// policy that clears on release, a second wrap in the same search frees
+    /// every stale slot at once.
     fn free_slot(&self, st: &mut PoolState<N>) -> Option<usize> {
+        let most = if self.policy.clears_on_release() {
+            2
+        } else {
+            1
+        };
         let mut left = N;
-        let mut wrapped = false;
+        let mut wraps = 0;
         loop {
             st.cursor = (st.cursor + 1) & (N - 1);
             if st.cursor == 0 {
-                if wrapped {
+                if wraps == most {
                     return None;
                 }
-                self.clear_unused(st);
-                wrapped = true;
+                self.clear_unused(st, wraps > 0);
+                wraps += 1;
                 left = N;
             }
             if st.counts[st.cursor] == 0 {
                 return Some(st.cursor);
             }
             left -= 1;
-            if left == 0 && wrapped {
+            if left == 0 && wraps == most {
                 return None;
             }
         }
     }
 
-    /// Clear every count-1 slot, then let the policy flush once.
-    fn clear_unused(&self, st: &mut PoolState<N>) {
+    /// Under a policy that clears on release: `slot`'s last user just left
+    /// (lock held). Clear its PTE and forget its page; the slot is stale
+    /// until a wrap frees it. If its table cannot be reached it stays an
+    /// ordinary unused slot, cleared at a wrap.
+    pub(super) fn clear_released(&self, st: &mut PoolState<N>, slot: usize) {
+        let Some(pte) = self.window.pte_slot(self.slot_va(slot)) else {
+            return;
+        };
+        let Ok(table) = self.access.table(pte.table) else {
+            return;
+        };
+        M::Pte::store(&table, pte.index, <M::Pte as Entry>::NONE);
+        drop(table);
+        let pfn = st.pages[slot];
+        st.map.swap_remove(&pfn);
+        st.stale[slot] = Stale::Fresh;
+    }
+
+    /// Clear every count-1 slot, then let the policy flush once. Under a
+    /// policy that clears on release, free only the slots stale since before
+    /// the last wrap (all of them if `urgent`), and flush from the last
+    /// wrap's mark (from now if `urgent`).
+    fn clear_unused(&self, st: &mut PoolState<N>, urgent: bool) {
+        let early = self.policy.clears_on_release() && !urgent;
         let mut counts = FlushCounts::default();
         let mut cleared = 0;
         for slot in 0..N {
@@ -172,6 +201,22 @@ where
                 continue;
             }
             let va = self.slot_va(slot);
+            match st.stale[slot] {
+                Stale::No => {}
+                // Cleared after the last wrap's mark: cools one more lap.
+                Stale::Fresh if early => {
+                    st.stale[slot] = Stale::Old;
+                    continue;
+                }
+                // PTE already clear (and page forgotten) at its release.
+                Stale::Fresh | Stale::Old => {
+                    st.counts[slot] = 0;
+                    st.stale[slot] = Stale::No;
+                    cleared += 1;
+                    self.policy.slot_cleared(&self.tlb, va, true, &mut counts);
+                    continue;
+                }
+            }
             let Some(pte) = self.window.pte_slot(va) else {
                 continue;
             };
@@ -182,9 +227,14 @@ where
             };
             let old = M::Pte::store(&table, pte.index, <M::Pte as Entry>::NONE);
             drop(table);
-            st.counts[slot] = 0;
             let pfn = st.pages[slot];
             st.map.swap_remove(&pfn);
+            if early {
+                // Cleared now, before this wrap's mark: the next wrap frees it.
+                st.stale[slot] = Stale::Old;
+                continue;
+            }
+            st.counts[slot] = 0;
             cleared += 1;
             self.policy.slot_cleared(
                 &self.tlb,
@@ -193,8 +243,14 @@ where
                 &mut counts,
             );
         }
+        // Every PTE freed now was clear before `since`: before the last
+        // wrap's mark for the slots stale since then, before `now` for all
+        // the others.
+        let now = self.tlb.mark();
+        let since = if early { st.wrap_mark } else { now };
+        st.wrap_mark = now;
         self.policy
-            .wrap_done(&self.tlb, self.base, N as u32, cleared, &mut counts);
+            .wrap_done_since(&self.tlb, self.base, N as u32, cleared, since, &mut counts);
         self.counters.add_flushes(&counts);
         self.counters.add(&self.counters.wraps);
     }
