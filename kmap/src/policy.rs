@@ -11,7 +11,7 @@
 //! | [`RangeFlush`] | one range flush of the pool | the platform has a cheap ranged flush (one IPI for the range on SMP) |
 //! | [`GlobalFlush`] | one full flush, globals included | many stale slots per wrap (Linux's choice): one flush amortised over the whole pool |
 //! | [`AccessedBit`] | `invlpg` only for slots the MMU actually used | mappings that are often never dereferenced (zero-copy I/O, `sendfile`): FreeBSD `sf_buf`'s rule |
-//! | [`Generations`] | one range flush of the slots released before the *previous* wrap, skipping every CPU that has flushed its whole TLB since ([`TlbOps::flush_range_since`]) | SMP kernels whose CPUs reload CR3 (slots not global) or toggle PGE more often than the pool wraps: NetBSD `emap`'s per-CPU TLB generations. Costs the cache hit of a released page and about twice the wraps |
+//! | [`Generations`] | slots cleared at release; per half pool, one range flush from the previous half boundary's mark that skips every CPU which has flushed its whole TLB since ([`TlbOps::flush_range_since`]) | SMP kernels whose CPUs reload CR3 (slots not global) or toggle PGE more often than the cursor crosses half the pool: NetBSD `emap`'s per-CPU TLB generations. Costs the cache hit of a released page |
 //!
 //! [`AccessedBit`] writes slot PTEs with the Accessed bit clear. The CPU
 //! sets Accessed before it caches a translation, so a cleared PTE whose
@@ -36,15 +36,18 @@
 //!
 //! 1. clears a slot's PTE when its last user releases it, and forgets the
 //!    page (a later map of it takes a new slot: no cache hit);
-//! 2. at each wrap frees only the slots cleared before the previous wrap,
-//!    whose PTEs were all clear when that wrap took its
-//!    [`TlbMark`] (`tlb.mark()`), and flushes them with
-//!    [`TlbOps::flush_range_since`] from that mark: an SMP `TlbOps` sends
-//!    no IPI to a CPU that has flushed everything since. Slots released
-//!    during the last lap cool down until the next wrap;
-//! 3. when that leaves no free slot, frees every stale slot at once with a
-//!    fresh mark (every CPU is flushed), so capacity never waits on a CPU's
-//!    flush.
+//! 2. treats the pool as two halves. When the cursor enters a half, it
+//!    frees that half's slots that were already stale at the previous
+//!    boundary, whose PTEs were all clear when that boundary took its
+//!    [`TlbMark`] (`tlb.mark()`), and flushes the half with
+//!    [`TlbOps::flush_range_since`] from that mark: an SMP `TlbOps` sends no
+//!    IPI to a CPU that has flushed everything since. Slots released since
+//!    then cool down until the cursor comes back. (Freeing whole laps at a
+//!    time does not work: one lap would take every slot and the next find
+//!    none cooled.) Each boundary counts as a wrap in [`KmapStats`](crate::KmapStats);
+//! 3. when a whole lap past both boundaries finds no free slot, frees every
+//!    stale slot at once with a fresh mark (every CPU is flushed), so
+//!    capacity never waits on a CPU's flush and reservations stay honoured.
 //!
 //! A slot is never handed out again before the flush that covers it, and
 //! every CPU skipped by that flush flushed after the slot's PTE was clear
@@ -101,13 +104,16 @@ pub trait FlushPolicy: Send + Sync {
     );
 
     /// Whether the pool clears a slot's PTE as soon as its last user
-    /// releases it (and forgets the page), rather than at the next wrap; it
-    /// then frees a released slot only at the second wrap after its release
-    /// (or when the pool would otherwise run out), so that
+    /// releases it (and forgets the page), rather than at the next wrap. It
+    /// then frees the pool half by half, each half's slots from the mark
+    /// taken at the previous half boundary (or all at once, from a fresh
+    /// mark, when it would otherwise run out), so that
     /// [`wrap_done_since`](Self::wrap_done_since) can hand the TLB a mark
-    /// that CPUs may have flushed since. [`slot_cleared`](Self::slot_cleared)
-    /// is then called at the wrap that frees the slot, with `accessed` true
-    /// (the pool keeps no record of the bit after the release).
+    /// that CPUs may have flushed since (see [the module
+    /// docs](self#generations-skipping-cpus-that-flushed-anyway)).
+    /// [`slot_cleared`](Self::slot_cleared) is called when the slot is freed,
+    /// with `accessed` true (the pool keeps no record of the bit after the
+    /// release).
     ///
     /// False by default: the slot keeps its PTE, and its page stays cached
     /// for the next map of it, until the wrap.
@@ -117,8 +123,10 @@ pub trait FlushPolicy: Send + Sync {
 
     /// What the pool calls at every wrap: [`wrap_done`](Self::wrap_done)
     /// with `since`, a [`TlbMark`] taken after the PTEs of all `cleared`
-    /// slots freed at this wrap were cleared. A CPU that has flushed its
-    /// whole TLB after `since` cannot hold any of them
+    /// slots freed at this wrap were cleared (all among the `slots` pages
+    /// from `base`: the whole pool, or the half a policy that
+    /// [clears on release](Self::clears_on_release) frees). A CPU that has
+    /// flushed its whole TLB after `since` cannot hold any of them
     /// ([`TlbOps::flush_range_since`]).
     ///
     /// The default ignores `since` and calls `wrap_done`.
@@ -261,14 +269,18 @@ impl FlushPolicy for AccessedBit {
 }
 
 /// NetBSD `emap`'s rule, with the pool's help: slots are cleared when
-/// released, and each wrap flushes the slots released before the previous
-/// wrap with [`TlbOps::flush_range_since`], so an SMP `TlbOps` skips every
-/// CPU that has flushed its whole TLB since (a CR3 load, when slot PTEs are
-/// not global; a PGE toggle). See [the module docs](self#generations-skipping-cpus-that-flushed-anyway).
+/// released, and freed half a pool at a time with
+/// [`TlbOps::flush_range_since`] from the mark of the previous half
+/// boundary, so an SMP `TlbOps` skips every CPU that has flushed its whole
+/// TLB since (a CR3 load, when slot PTEs are not global; a PGE toggle). See [the module docs](self#generations-skipping-cpus-that-flushed-anyway).
 ///
-/// On a uniprocessor, or with a `TlbOps` that keeps no history
-/// ([`TlbMark::NONE`]), it is a range flush per wrap, with no cache hits
-/// for released pages and about twice the wraps: use it on SMP.
+/// It pays for that with the cache hit of a released page (only pages in
+/// use are shared) and a PTE clear per release. On a uniprocessor, or with
+/// a `TlbOps` that keeps no history ([`TlbMark::NONE`]), it is a range
+/// flush per half lap and nothing is saved: use it on SMP, where CPUs flush
+/// everything more often than the cursor crosses half the pool (in the host
+/// model, 4 CPUs each reloading CR3 every 256 pool maps with 1,024 slots:
+/// no IPI at all, against 3 per wrap for [`GlobalFlush`]; see kmap's README).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Generations;
 

@@ -18,10 +18,11 @@
 //!
 //! Under a policy that [clears on release](FlushPolicy::clears_on_release)
 //! ([`Generations`](crate::Generations)), a count-1 slot is *stale* instead:
-//! its PTE was cleared when its last user left and its page forgotten. A
-//! wrap frees the slots that were already stale at the previous wrap and
-//! flushes them from that wrap's [`TlbMark`]; the others wait for the next
-//! wrap, unless the pool would run out, when all are freed at once.
+//! its PTE was cleared when its last user left and its page forgotten. When
+//! the cursor enters a half of the pool, that half's slots that were
+//! already stale at the previous half boundary are freed and flushed from
+//! that boundary's [`TlbMark`]; the others wait for the cursor to come
+//! back, unless a whole lap finds no free slot, when all are freed at once.
 //!
 //! # Capacity and waiting
 //!
@@ -62,7 +63,7 @@ pub(crate) struct PoolState<const N: usize> {
     /// Per slot, under a policy that clears on release: whether a count-1
     /// slot's PTE is already clear, and since when.
     stale: [Stale; N],
-    /// The mark taken at the last wrap, after that wrap's PTE clears.
+    /// The mark taken at the last wrap (half boundary), after its PTE clears.
     wrap_mark: TlbMark,
 }
 
@@ -74,9 +75,10 @@ enum Stale {
     /// Still maps its page (every policy; and under one that clears on
     /// release, a slot whose table could not be reached then).
     No,
-    /// Cleared since the last wrap: after its mark, so not yet freeable.
+    /// Cleared since the last half boundary: after its mark, not yet freeable.
     Fresh,
-    /// Cleared before the last wrap's mark: the next wrap frees it.
+    /// Cleared before the last half boundary's mark: freed when the cursor
+    /// next enters its half.
     Old,
 }
 
@@ -290,7 +292,8 @@ where
         self.lock_state().in_use
     }
 
-    /// The slot address `page` is mapped at, if it has a slot (count ≥ 1).
+    /// The slot address `page` is mapped at, if it has a slot (count ≥ 1;
+    /// count ≥ 2 under a policy that clears slots on release).
     pub fn lookup(&self, frame: PhysFrame) -> Option<VirtAddr> {
         let st = self.lock_state();
         st.map
