@@ -58,7 +58,14 @@ impl<T> Mutex<T> {
             if let Some(guard) = self.inner.try_lock() {
                 return guard;
             }
-            relax();
+            // Wait with plain loads until it looks free (no locked
+            // operation bouncing the line meanwhile), relaxing each time.
+            loop {
+                relax();
+                if !self.inner.is_locked() {
+                    break;
+                }
+            }
         }
         #[cfg(loom)]
         {
