@@ -197,10 +197,11 @@ where
             }
         }
     }
+
     /// Under a policy that clears on release: `slot`'s last user just left
     /// (lock held). Clear its PTE and forget its page; the slot is stale
-    /// until a wrap frees it. If its table cannot be reached it stays an
-    /// ordinary unused slot, cleared at a wrap.
+    /// until the cursor frees it. If its table cannot be reached it stays an
+    /// ordinary unused slot, cleared at a later half boundary.
     pub(super) fn clear_released(&self, st: &mut PoolState<N>, slot: usize) {
         if self.clear_pte(st, slot).is_some() {
             st.stale[slot] = Stale::Fresh;
