@@ -28,7 +28,9 @@ pub use error::KmapError;
 pub use highmem::{HighmemTable, HighmemTables};
 pub use local::{LocalKmap, LocalMapper, LocalSlots, LocalStats, SavedLocal};
 pub use platform::{Local, Platform, Pool};
-pub use policy::{AccessedBit, FlushCounts, FlushPolicy, GlobalFlush, PerPage, RangeFlush};
+pub use policy::{
+    AccessedBit, FlushCounts, FlushPolicy, Generations, GlobalFlush, PerPage, RangeFlush,
+};
 pub use pool::{NowaitKmap, PersistentPool};
 pub use reserve::{Kmap, KmapTask, Reservation};
 pub use size::{PoolSize, ValidPoolSize};

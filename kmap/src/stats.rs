@@ -40,6 +40,7 @@ pub(crate) struct Counters {
     pub(crate) ranges: AtomicUsize,
     pub(crate) globals: AtomicUsize,
     pub(crate) avoided: AtomicUsize,
+    pub(crate) deferred: AtomicUsize,
     pub(crate) peak_in_use: AtomicUsize,
     pub(crate) release_errors: AtomicUsize,
 }
@@ -58,6 +59,7 @@ impl Counters {
         bump(&self.ranges, f.ranges);
         bump(&self.globals, f.globals);
         bump(&self.avoided, f.avoided);
+        bump(&self.deferred, f.deferred);
     }
 
     pub(crate) fn snapshot(&self) -> KmapStats {
@@ -73,6 +75,7 @@ impl Counters {
                 ranges: get(&self.ranges),
                 globals: get(&self.globals),
                 avoided: get(&self.avoided),
+                deferred: get(&self.deferred),
             },
             peak_in_use: get(&self.peak_in_use),
             release_errors: get(&self.release_errors),

@@ -1,7 +1,9 @@
 //! The lock and the atomics of the persistent pool's map/unmap/wrap/wait
 //! protocol, swappable for the model checker.
 //!
-//! Normally they are [`spin::Mutex`] and `core`'s atomics. Built with
+//! Normally they are [`spin::Mutex`] (taken with a `try_lock` loop that
+//! calls the wait hook's `relax` in every iteration, so a CPU spinning for
+//! it keeps answering TLB shootdowns) and `core`'s atomics. Built with
 //! `RUSTFLAGS="--cfg loom"` they are `loom`'s, so the model test
 //! (`tests/loom.rs`) explores every interleaving of the protocol: the pool
 //! state, the epoch that waiters watch, and the spin hint of [`SpinWait`]
@@ -16,7 +18,7 @@ pub(crate) use core::sync::atomic::AtomicU32;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::AtomicU32;
 
-/// A mutual-exclusion lock whose `lock` returns the guard directly.
+/// A mutual-exclusion lock whose `lock_relaxing` returns the guard directly.
 pub(crate) struct Mutex<T> {
     #[cfg(not(loom))]
     inner: spin::Mutex<T>,
@@ -24,10 +26,10 @@ pub(crate) struct Mutex<T> {
     inner: loom::sync::Mutex<T>,
 }
 
-/// The guard [`Mutex::lock`] returns.
+/// The guard [`Mutex::lock_relaxing`] returns.
 #[cfg(not(loom))]
 pub(crate) type MutexGuard<'a, T> = spin::MutexGuard<'a, T>;
-/// The guard [`Mutex::lock`] returns.
+/// The guard [`Mutex::lock_relaxing`] returns.
 #[cfg(loom)]
 pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 
@@ -42,15 +44,32 @@ impl<T> Mutex<T> {
         }
     }
 
-    /// Take the lock, spinning (or, under loom, blocking) until it is free.
+    /// Take the lock, calling `relax` in every iteration while another
+    /// holder keeps it (under loom, blocking in the model's lock instead).
+    ///
+    /// A CPU spinning here may have interrupts disabled (a `map_nowait`
+    /// from an interrupt handler); `relax` is where it keeps answering TLB
+    /// shootdowns, or a holder that waits for its acknowledgement while
+    /// holding this lock (a wrap's flush on SMP) would wait forever.
     #[inline]
-    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+    pub(crate) fn lock_relaxing(&self, relax: impl Fn()) -> MutexGuard<'_, T> {
         #[cfg(not(loom))]
-        {
-            self.inner.lock()
+        loop {
+            if let Some(guard) = self.inner.try_lock() {
+                return guard;
+            }
+            // Wait with plain loads until it looks free (no locked
+            // operation bouncing the line meanwhile), relaxing each time.
+            loop {
+                relax();
+                if !self.inner.is_locked() {
+                    break;
+                }
+            }
         }
         #[cfg(loom)]
         {
+            let _ = relax;
             // A panic while the lock is held is already a failed model run;
             // the state is still the one to report, so take it anyway.
             self.inner

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use fixmap::{ContiguousWindow, WindowBuilder};
 use kmap::{
-    DirectMap, FlushPolicy, GlobalFlush, Kmap, KmapTask, PerPage, PersistentPool, WaitHook,
+    DirectMap, FlushPolicy, Generations, GlobalFlush, Kmap, KmapTask, PerPage, PersistentPool,
+    WaitHook,
 };
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicU32, Ordering};
@@ -357,5 +358,16 @@ fn nesting_tasks_wait_and_wrap_pae_condvar() {
 fn shared_pages_survive_wraps_two_level_condvar() {
     let seen = explore::<TwoLevel, _, _>(GlobalFlush, CondvarWait::default, sharing_scenario());
     report("2-level sharing, GlobalFlush, Condvar", &seen);
+    assert!(seen.wrapped.load(Relaxed), "no execution wrapped");
+}
+
+#[test]
+fn nesting_tasks_wait_and_wrap_pae_generations() {
+    // Slots cleared at release and freed half a pool (here: one slot) at a
+    // time, or all at once when a lap finds none: reservations still never
+    // wait once taken, and every task finishes.
+    let seen = explore::<Pae, _, _>(Generations, CondvarWait::default, nesting_scenario());
+    report("PAE nesting, Generations, Condvar", &seen);
+    assert!(seen.waited.load(Relaxed), "no execution waited");
     assert!(seen.wrapped.load(Relaxed), "no execution wrapped");
 }

@@ -11,9 +11,13 @@
 //!   one volatile store per entry).
 //! - `kmap`: one `try_map` + guard drop (kmap + kunmap), and the baseline:
 //!   one lock round trip plus one hash lookup.
+//! - `kmap-threads`: the same hit and baseline run by 1 and by 2 threads at
+//!   once on one shared pool (one shared lock): each thread's time per
+//!   operation, from a common start to the last thread's end.
 
 use std::hint::black_box;
 use std::ops::Range;
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, measurement::WallTime};
@@ -244,5 +248,83 @@ pub fn kmap(c: &mut Criterion) {
     let task = unsafe { KmapTask::new() };
     kmap_mode::<TwoLevel>(&mut g, &task, "2level");
     kmap_mode::<Pae>(&mut g, &task, "pae");
+    g.finish();
+}
+
+/// Thread counts of the `kmap-threads` group (the project's machine has two
+/// cores).
+pub const THREADS: [usize; 2] = [1, 2];
+
+/// Run `op(thread)` `iters` times on each of `threads` threads, started
+/// together: the wall time from the common start (all threads spawned and
+/// waiting) until the last one is done.
+fn parallel(threads: usize, iters: u64, op: impl Fn(usize) + Sync) -> Duration {
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (start, op) = (&start, &op);
+                s.spawn(move || {
+                    start.wait();
+                    for _ in 0..iters {
+                        op(t);
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        for h in handles {
+            h.join().expect("bench thread");
+        }
+        t0.elapsed()
+    })
+}
+
+/// The pool's hit path (PAE, global policy: the hit never reaches the
+/// policy) and the lock + lookup baseline, each run by 1 and 2 threads on
+/// one shared pool or lock; thread `t` maps its own warm page.
+pub fn kmap_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("kmap-threads");
+    // SAFETY: the harness thread's only token (for warming).
+    let task = unsafe { KmapTask::new() };
+    let k = KmapHost::<Pae, GlobalFlush>::new(GlobalFlush).expect("pool");
+    k.warm(&task).expect("warm");
+    // Warm pages, mapped last-first by `warm`: thread 0 gets the usual hit
+    // page, thread 1 the one mapped after it.
+    let frames = [
+        hit_frame().expect("frame"),
+        highmem_frame(MISS_PAGES - 2).expect("frame"),
+    ];
+    assert!(k.pool().lookup(frames[1]).is_some(), "second page not warm");
+    let pool = k.pool();
+    let lock = LockLookup::new();
+    let keys = [frames[0].number(), frames[1].number()];
+    for threads in THREADS {
+        g.bench_function(format!("lock-lookup-t{threads}"), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, |t| {
+                    black_box(lock.lookup(black_box(keys[t])));
+                })
+            })
+        });
+        g.bench_function(format!("hit-t{threads}"), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, |t| {
+                    thread_local! {
+                        // SAFETY: one token per bench thread, made once.
+                        static TASK: KmapTask = const { unsafe { KmapTask::new() } };
+                    }
+                    // What `KmapHost::kmap_kunmap` does, on the shared pool
+                    // (the host memory behind it is not `Sync`).
+                    TASK.with(|task| {
+                        let guard = pool.try_map(task, black_box(frames[t])).expect("kmap");
+                        black_box(guard.va());
+                        drop(guard);
+                    })
+                })
+            })
+        });
+    }
     g.finish();
 }

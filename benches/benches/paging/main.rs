@@ -87,6 +87,7 @@ fn run() -> Result<(), String> {
     groups::translate(&mut c);
     groups::range(&mut c, options.quick);
     groups::kmap(&mut c);
+    groups::kmap_threads(&mut c);
     let times = estimates::Estimates::load(&criterion_dir);
 
     let counts = if options.callgrind {

@@ -11,7 +11,7 @@ use paging_benches::report::{Row, Target, timing_table};
 
 use crate::estimates::Estimates;
 use crate::figures::{self, flush_counts::FlushFigure, lowmem::LowmemFigure};
-use crate::groups::POLICIES;
+use crate::groups::{POLICIES, THREADS};
 
 /// Instructions per operation of each hot path, by name.
 #[derive(Debug, Clone, Default)]
@@ -181,6 +181,22 @@ pub fn timing_rows(
                 ),
             )?;
         }
+    }
+    for threads in THREADS {
+        let what = if threads == 1 { "thread" } else { "threads" };
+        b.row(
+            format!(
+                "kmap+kunmap hit, {threads} {what} on one pool (time per op per thread), PAE, global"
+            ),
+            "kmap-threads",
+            (
+                &format!("hit-t{threads}"),
+                &format!("lock-lookup-t{threads}"),
+            ),
+            "lock+lookup, same threads",
+            Target::Info,
+            (None, None),
+        )?;
     }
     Ok(b.rows.into_iter().zip(b.paths).collect())
 }

@@ -16,6 +16,14 @@
 //! and the TLB is flushed *once* through the [`FlushPolicy`]. So a freed slot
 //! costs nothing until the pool runs round.
 //!
+//! Under a policy that [clears on release](FlushPolicy::clears_on_release)
+//! ([`Generations`](crate::Generations)), a count-1 slot is *stale* instead:
+//! its PTE was cleared when its last user left and its page forgotten. When
+//! the cursor enters a half of the pool, that half's slots that were
+//! already stale at the previous half boundary are freed and flushed from
+//! that boundary's [`TlbMark`]; the others wait for the cursor to come
+//! back, unless a whole lap finds no free slot, when all are freed at once.
+//!
 //! # Capacity and waiting
 //!
 //! `in_use` counts slots with count ≥ 2; `reserved` counts mappings promised
@@ -30,7 +38,7 @@ mod slots;
 use core::sync::atomic::Ordering;
 
 use heapless::index_map::FnvIndexMap;
-use paging_core::{PAGE_SIZE, PagingMode, PhysFrame, TableAccess, TlbOps, VirtAddr};
+use paging_core::{PAGE_SIZE, PagingMode, PhysFrame, TableAccess, TlbMark, TlbOps, VirtAddr};
 
 use fixmap::ContiguousWindow;
 
@@ -52,6 +60,26 @@ pub(crate) struct PoolState<const N: usize> {
     in_use: usize,
     reserved: usize,
     waiters: usize,
+    /// Per slot, under a policy that clears on release: whether a count-1
+    /// slot's PTE is already clear, and since when.
+    stale: [Stale; N],
+    /// The mark taken at the last wrap (half boundary), after its PTE clears.
+    wrap_mark: TlbMark,
+}
+
+/// A count-1 slot's PTE, under a policy that
+/// [clears on release](FlushPolicy::clears_on_release).
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stale {
+    /// Still maps its page (every policy; and under one that clears on
+    /// release, a slot whose table could not be reached then).
+    No,
+    /// Cleared since the last half boundary: after its mark, not yet freeable.
+    Fresh,
+    /// Cleared before the last half boundary's mark: freed when the cursor
+    /// next enters its half.
+    Old,
 }
 
 /// `N` refcounted persistent kmap slots at `base`, `base + 4096`, ...
@@ -117,10 +145,11 @@ impl<M, A, T, P, W, const N: usize> core::fmt::Debug for PersistentPool<M, A, T,
 where
     M: PagingMode,
     P: FlushPolicy,
+    W: WaitHook,
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let (in_use, reserved, waiters) = {
-            let st = self.state.lock();
+            let st = self.lock_state();
             (st.in_use, st.reserved, st.waiters)
         };
         f.debug_struct("PersistentPool")
@@ -133,6 +162,20 @@ where
             .field("waiters", &waiters)
             .field("stats", &self.counters.snapshot())
             .finish()
+    }
+}
+
+impl<M, A, T, P, W, const N: usize> PersistentPool<M, A, T, P, W, N>
+where
+    M: PagingMode,
+    W: WaitHook,
+{
+    /// Take the pool lock, calling the wait hook's
+    /// [`relax`](WaitHook::relax) in every iteration while another CPU holds
+    /// it (which is where an SMP kernel answers TLB shootdowns).
+    #[inline]
+    fn lock_state(&self) -> MutexGuard<'_, PoolState<N>> {
+        self.state.lock_relaxing(|| self.wait.relax())
     }
 }
 
@@ -201,6 +244,8 @@ where
                 in_use: 0,
                 reserved: 0,
                 waiters: 0,
+                stale: [Stale::No; N],
+                wrap_mark: TlbMark::NONE,
             }),
             epoch: AtomicU32::new(0),
             counters: Counters::default(),
@@ -232,6 +277,11 @@ where
         &self.tlb
     }
 
+    /// The wait hook (which also relaxes the pool's lock spin).
+    pub const fn wait_hook(&self) -> &W {
+        &self.wait
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> KmapStats {
         self.counters.snapshot()
@@ -239,12 +289,13 @@ where
 
     /// Slots with at least one user now.
     pub fn in_use(&self) -> usize {
-        self.state.lock().in_use
+        self.lock_state().in_use
     }
 
-    /// The slot address `page` is mapped at, if it has a slot (count ≥ 1).
+    /// The slot address `page` is mapped at, if it has a slot (count ≥ 1;
+    /// count ≥ 2 under a policy that clears slots on release).
     pub fn lookup(&self, frame: PhysFrame) -> Option<VirtAddr> {
-        let st = self.state.lock();
+        let st = self.lock_state();
         st.map
             .get(&frame.number())
             .map(|&s| self.slot_va(s as usize))
@@ -253,7 +304,7 @@ where
     /// The count of the slot at `va` (0 free, 1 unused, n ≥ 2: n − 1 users).
     pub fn slot_count(&self, va: VirtAddr) -> Option<u16> {
         let i = self.slot_index(va)?;
-        Some(self.state.lock().counts[i])
+        Some(self.lock_state().counts[i])
     }
 
     /// Map `frame` if a slot is available without waiting, else
@@ -288,7 +339,7 @@ where
         // A page already in use is shared without taking capacity, so it
         // never waits (as Linux's `kmap_high` finds a mapped page first).
         let in_use = {
-            let mut st = self.state.lock();
+            let mut st = self.lock_state();
             let cached = st.map.get(&frame.number()).map(|&slot| usize::from(slot));
             self.add_user(&mut st, cached)?
         };
@@ -338,7 +389,7 @@ where
         if self.direct.direct_va(frame).is_some() {
             return Ok(());
         }
-        let st = self.state.lock();
+        let st = self.lock_state();
         let slot = *st
             .map
             .get(&frame.number())
@@ -356,6 +407,9 @@ where
         st.counts[slot] -= 1;
         if st.counts[slot] == 1 {
             st.in_use -= 1;
+            if self.policy.clears_on_release() {
+                self.clear_released(&mut st, slot);
+            }
             let wake = self.capacity_returned(&st);
             drop(st);
             self.wake_if(wake);
@@ -386,7 +440,7 @@ where
             return Err(KmapError::ReservationTooLarge { asked: k, slots: N });
         }
         loop {
-            let mut st = self.state.lock();
+            let mut st = self.lock_state();
             if N - st.in_use - st.reserved >= k {
                 st.reserved += k;
                 return Ok(());
@@ -399,7 +453,7 @@ where
             drop(st);
             self.counters.add(&self.counters.waits);
             self.wait.wait(&self.epoch, seen);
-            self.state.lock().waiters -= 1;
+            self.lock_state().waiters -= 1;
         }
     }
 
@@ -408,7 +462,7 @@ where
         if k == 0 {
             return;
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock_state();
         st.reserved -= k.min(st.reserved);
         let wake = self.capacity_returned(&st);
         drop(st);
@@ -451,7 +505,7 @@ where
     /// known, so no lookup is needed.
     pub(crate) fn release_at(&self, frame: PhysFrame, va: VirtAddr) {
         if let Some(slot) = self.slot_index(va) {
-            let st = self.state.lock();
+            let st = self.lock_state();
             if st.pages[slot] == frame.number() && st.counts[slot] >= 2 {
                 self.drop_user(st, slot);
                 return;

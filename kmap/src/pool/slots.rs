@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering;
 
 use paging_core::{Entry, MapFlags, PagingMode, PhysFrame, PteEntry, TableAccess, TlbOps};
 
-use super::{Claimed, Payer, PersistentPool, PoolState};
+use super::{Claimed, Payer, PersistentPool, PoolState, Stale};
 use crate::error::KmapError;
 use crate::policy::{FlushCounts, FlushPolicy};
 use crate::wait::WaitHook;
@@ -30,7 +30,7 @@ where
             return Ok(Claimed { va, slotted: false });
         }
         let entry = self.slot_entry(frame)?;
-        let mut st = self.state.lock();
+        let mut st = self.lock_state();
         let pfn = frame.number();
         // One lookup serves both the in-use and the unused-but-mapped case.
         let cached = st.map.get(&pfn).map(|&slot| usize::from(slot));
@@ -141,6 +141,9 @@ where
     /// Advance the cursor to a free slot, clearing unused slots when it wraps
     /// (Linux's `map_new_virtual` and `flush_all_zero_pkmaps`).
     fn free_slot(&self, st: &mut PoolState<N>) -> Option<usize> {
+        if self.policy.clears_on_release() {
+            return self.free_slot_cooled(st);
+        }
         let mut left = N;
         let mut wrapped = false;
         loop {
@@ -163,6 +166,48 @@ where
         }
     }
 
+    /// [`free_slot`](Self::free_slot) under a policy that clears on release.
+    /// The pool is two halves; when the cursor enters one, the slots of that
+    /// half that were stale before the previous boundary are freed
+    /// ([`free_half`](Self::free_half)). After a whole lap past both
+    /// boundaries with no free slot, every stale slot is freed at once.
+    fn free_slot_cooled(&self, st: &mut PoolState<N>) -> Option<usize> {
+        let half = N / 2;
+        let mut boundaries = 0;
+        let mut left = None;
+        loop {
+            st.cursor = (st.cursor + 1) & (N - 1);
+            if st.cursor & (half - 1) == 0 && left.is_none() {
+                if boundaries == 2 {
+                    self.free_all_stale(st);
+                    left = Some(N);
+                } else {
+                    self.free_half(st, st.cursor);
+                    boundaries += 1;
+                }
+            }
+            if st.counts[st.cursor] == 0 {
+                return Some(st.cursor);
+            }
+            if let Some(n) = left.as_mut() {
+                *n -= 1;
+                if *n == 0 {
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Under a policy that clears on release: `slot`'s last user just left
+    /// (lock held). Clear its PTE and forget its page; the slot is stale
+    /// until the cursor frees it. If its table cannot be reached it stays an
+    /// ordinary unused slot, cleared at a later half boundary.
+    pub(super) fn clear_released(&self, st: &mut PoolState<N>, slot: usize) {
+        if self.clear_pte(st, slot).is_some() {
+            st.stale[slot] = Stale::Fresh;
+        }
+    }
+
     /// Clear every count-1 slot, then let the policy flush once.
     fn clear_unused(&self, st: &mut PoolState<N>) {
         let mut counts = FlushCounts::default();
@@ -172,19 +217,10 @@ where
                 continue;
             }
             let va = self.slot_va(slot);
-            let Some(pte) = self.window.pte_slot(va) else {
+            let Some(old) = self.clear_pte(st, slot) else {
                 continue;
             };
-            // A table that cannot be reached stays unused; it is retried at
-            // the next wrap and never handed out meanwhile.
-            let Ok(table) = self.access.table(pte.table) else {
-                continue;
-            };
-            let old = M::Pte::store(&table, pte.index, <M::Pte as Entry>::NONE);
-            drop(table);
             st.counts[slot] = 0;
-            let pfn = st.pages[slot];
-            st.map.swap_remove(&pfn);
             cleared += 1;
             self.policy.slot_cleared(
                 &self.tlb,
@@ -193,9 +229,106 @@ where
                 &mut counts,
             );
         }
+        // Taken after every clear above: no CPU that flushes everything
+        // after it can hold a cleared slot.
+        let since = self.tlb.mark();
         self.policy
-            .wrap_done(&self.tlb, self.base, N as u32, cleared, &mut counts);
-        self.counters.add_flushes(&counts);
+            .wrap_done_since(&self.tlb, self.base, N as u32, cleared, since, &mut counts);
+        self.finish_wrap(&counts);
+    }
+
+    /// Clear the PTE of count-1 `slot` and forget its page: the old entry,
+    /// or `None` if its table cannot be reached (the slot then stays unused;
+    /// it is retried at the next wrap and never handed out meanwhile).
+    fn clear_pte(&self, st: &mut PoolState<N>, slot: usize) -> Option<M::Pte> {
+        let pte = self.window.pte_slot(self.slot_va(slot))?;
+        let table = self.access.table(pte.table).ok()?;
+        let old = M::Pte::store(&table, pte.index, <M::Pte as Entry>::NONE);
+        drop(table);
+        let pfn = st.pages[slot];
+        st.map.swap_remove(&pfn);
+        Some(old)
+    }
+
+    fn finish_wrap(&self, counts: &FlushCounts) {
+        self.counters.add_flushes(counts);
         self.counters.add(&self.counters.wraps);
+    }
+
+    /// The cursor entered the half of the pool that starts at slot `first`
+    /// (policies that clear on release): free that half's slots that were
+    /// stale before the previous boundary's mark, and flush the half from
+    /// that mark; every other stale slot ages (it was cleared before the mark
+    /// taken now). A count-1 slot still mapped (its table was unreachable at
+    /// release) is cleared now, and freed at a later boundary.
+    fn free_half(&self, st: &mut PoolState<N>, first: usize) {
+        let half = N / 2;
+        let mut counts = FlushCounts::default();
+        let mut cleared = 0;
+        for slot in 0..N {
+            if st.counts[slot] != 1 {
+                continue;
+            }
+            match st.stale[slot] {
+                Stale::Old if slot.wrapping_sub(first) < half => {
+                    st.counts[slot] = 0;
+                    st.stale[slot] = Stale::No;
+                    cleared += 1;
+                    let va = self.slot_va(slot);
+                    self.policy.slot_cleared(&self.tlb, va, true, &mut counts);
+                }
+                Stale::Old => {}
+                Stale::Fresh => st.stale[slot] = Stale::Old,
+                Stale::No => {
+                    if self.clear_pte(st, slot).is_some() {
+                        st.stale[slot] = Stale::Old;
+                    }
+                }
+            }
+        }
+        let since = st.wrap_mark;
+        st.wrap_mark = self.tlb.mark();
+        let base = self.slot_va(first);
+        self.policy
+            .wrap_done_since(&self.tlb, base, half as u32, cleared, since, &mut counts);
+        self.finish_wrap(&counts);
+    }
+
+    /// No free slot in a whole lap (policies that clear on release): free
+    /// every stale slot, and flush the pool from a mark taken now.
+    fn free_all_stale(&self, st: &mut PoolState<N>) {
+        let mut counts = FlushCounts::default();
+        let mut cleared = 0;
+        for slot in 0..N {
+            if st.counts[slot] != 1 {
+                continue;
+            }
+            // A slot cleared at its release: whether the MMU used it is no
+            // longer known, so count it as used.
+            let accessed = if st.stale[slot] == Stale::No {
+                match self.clear_pte(st, slot) {
+                    Some(old) => old.flags().contains(MapFlags::ACCESSED),
+                    None => continue,
+                }
+            } else {
+                true
+            };
+            st.counts[slot] = 0;
+            st.stale[slot] = Stale::No;
+            cleared += 1;
+            let va = self.slot_va(slot);
+            self.policy
+                .slot_cleared(&self.tlb, va, accessed, &mut counts);
+        }
+        st.wrap_mark = self.tlb.mark();
+        self.policy.wrap_done_since(
+            &self.tlb,
+            self.base,
+            N as u32,
+            cleared,
+            st.wrap_mark,
+            &mut counts,
+        );
+        self.finish_wrap(&counts);
     }
 }
