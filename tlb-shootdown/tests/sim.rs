@@ -237,8 +237,8 @@ fn a_batch_costs_one_interrupt_per_target<M: PagingMode>() {
         stats.wait_rounds
     );
     assert_eq!(stats.ipis_sent, (CPUS - 1) as u64);
-    for c in 0..CPUS {
-        let invlpg = rig.cpu(c).tlb_stats().invlpg - before[c];
+    for (c, before) in before.into_iter().enumerate() {
+        let invlpg = rig.cpu(c).tlb_stats().invlpg - before;
         assert_eq!(invlpg, 3, "cpu {c}: each page once");
     }
 }
