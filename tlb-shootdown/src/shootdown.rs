@@ -1,0 +1,479 @@
+//! The protocol: per-CPU mailboxes, requests, acknowledgements, waiting
+//! that keeps answering, and per-CPU TLB generations.
+//!
+//! # Requests and acknowledgements
+//!
+//! Each CPU has a mailbox: the [`FlushRequest`] it owes, merged from every
+//! initiator, and `posted`, a counter bumped (under the mailbox lock) by
+//! every merge. An initiator merges its request into each target's mailbox,
+//! keeps the `posted` value it produced as its *ticket*, sends the
+//! interrupt to the targets that had none pending, and waits until each
+//! target's `done` counter reaches its ticket. A CPU services its mailbox by
+//! taking the request and the `posted` value under the lock, performing the
+//! request, and then storing that value in `done` (release): everything
+//! merged up to that value was in what it took, so `done >= ticket` means
+//! the initiator's invalidation has been performed (the initiator loads
+//! `done` with acquire). Counters compare with wrapping arithmetic; fewer
+//! than 2^31 requests are ever outstanding at one CPU.
+//!
+//! # Why waiting cannot deadlock
+//!
+//! An initiator waits with its shootdown interrupt masked; two initiators
+//! waiting for each other would never take each other's interrupt. So every
+//! wait round first services the waiting CPU's own mailbox: whatever
+//! another initiator asked of this CPU is performed and acknowledged
+//! without the interrupt.
+//!
+//! # Offline CPUs
+//!
+//! A CPU's online flag lives in its mailbox (and in a mask for a quick
+//! look). `set_offline` clears it under the lock and then services what is
+//! left; an initiator posts only under the lock and only if the flag is
+//! set, so every request posted to a CPU is either drained on its way out
+//! or never posted. `set_online` sets the flag and then flushes the CPU's
+//! whole TLB, so an initiator that saw it offline (and skipped it) cannot
+//! leave it a stale entry.
+
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+use paging_core::{TlbMark, TlbOps};
+
+use crate::stats::{self, Counters, CpuCounters};
+use crate::sync::{AtomicU32, AtomicU64, Mutex};
+use crate::{
+    CpuSet, CpuStats, FlushRequest, IpiPlatform, Report, ShootdownError, ShootdownStats, Targets,
+};
+
+/// One CPU's mailbox, under its lock.
+struct Mailbox {
+    /// What it owes, merged from every initiator.
+    request: FlushRequest,
+    /// Bumped by every merge: the tickets.
+    posted: u32,
+    /// An interrupt was sent and the mailbox not taken since.
+    ipi_pending: bool,
+    /// Whether the CPU takes shootdowns.
+    online: bool,
+}
+
+impl Mailbox {
+    const fn new() -> Self {
+        Self {
+            request: FlushRequest::new(),
+            posted: 0,
+            ipi_pending: false,
+            online: false,
+        }
+    }
+}
+
+/// Everything the shootdown keeps for one CPU.
+struct PerCpu {
+    mailbox: Mutex<Mailbox>,
+    /// A copy of `mailbox.posted`, so that a service with nothing to do
+    /// needs no lock.
+    posted: AtomicU32,
+    /// The last ticket whose request this CPU has performed.
+    done: AtomicU32,
+    /// The clock's value when this CPU's latest full flush began.
+    last_full: AtomicU64,
+    stats: CpuCounters,
+}
+
+impl PerCpu {
+    #[cfg(not(loom))]
+    const fn new() -> Self {
+        Self {
+            mailbox: Mutex::new(Mailbox::new()),
+            posted: AtomicU32::new(0),
+            done: AtomicU32::new(0),
+            last_full: AtomicU64::new(0),
+            stats: CpuCounters::new(),
+        }
+    }
+
+    #[cfg(loom)]
+    fn new() -> Self {
+        Self {
+            mailbox: Mutex::new(Mailbox::new()),
+            posted: AtomicU32::new(0),
+            done: AtomicU32::new(0),
+            last_full: AtomicU64::new(0),
+            stats: CpuCounters::new(),
+        }
+    }
+}
+
+/// Where a full flush began, from [`Shootdown::begin_full_flush`]: hand it
+/// to [`Shootdown::record_full_flush`] once the flush is done.
+#[must_use = "record the full flush, or it saves no interrupts"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullFlushStart(u64);
+
+/// TLB shootdown among `CPUS` CPUs (at most [`CpuSet::MAX`]), sending
+/// interrupts through `P`.
+///
+/// Made once (`new` is `const`, so it can be a `static`); every CPU that
+/// comes up calls [`set_online`](Self::set_online), the shootdown
+/// interrupt's handler calls [`service`](Self::service), and whoever changes
+/// a mapping other CPUs may hold calls [`flush`](Self::flush) with the
+/// token the change returned. See [`IpiPlatform`] for the masking rule.
+pub struct Shootdown<P, const CPUS: usize> {
+    platform: P,
+    cpus: [PerCpu; CPUS],
+    /// Bit `i`: CPU `i` is online (a copy of the mailboxes' flags).
+    online: AtomicU64,
+    /// The generation clock: advanced by each mark.
+    clock: AtomicU64,
+    ack_limit: Option<u32>,
+    stats: Counters,
+}
+
+impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
+    /// A shootdown with no CPU online, waiting without bound for
+    /// acknowledgements.
+    #[cfg(not(loom))]
+    pub const fn new(platform: P) -> Self {
+        const { assert!(CPUS <= CpuSet::MAX, "a CpuSet names at most 64 CPUs") };
+        Self {
+            platform,
+            cpus: [const { PerCpu::new() }; CPUS],
+            online: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
+            ack_limit: None,
+            stats: Counters::new(),
+        }
+    }
+
+    /// A shootdown with no CPU online, waiting without bound for
+    /// acknowledgements.
+    #[cfg(loom)]
+    pub fn new(platform: P) -> Self {
+        const { assert!(CPUS <= CpuSet::MAX, "a CpuSet names at most 64 CPUs") };
+        Self {
+            platform,
+            cpus: core::array::from_fn(|_| PerCpu::new()),
+            online: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
+            ack_limit: None,
+            stats: Counters::new(),
+        }
+    }
+
+    /// Give up waiting for acknowledgements after `rounds` wait rounds,
+    /// with [`ShootdownError::NoAck`] (a debugging aid: a CPU that never
+    /// answers is a kernel bug, and the stale translation it may still use
+    /// is then reported rather than hung on).
+    pub const fn with_ack_limit(mut self, rounds: u32) -> Self {
+        self.ack_limit = Some(rounds);
+        self
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// The CPUs online now.
+    pub fn online(&self) -> CpuSet {
+        CpuSet::from_bits(self.online.load(Acquire))
+    }
+
+    fn check(cpu: usize) -> Result<(), ShootdownError> {
+        if cpu < CPUS {
+            Ok(())
+        } else {
+            Err(ShootdownError::NoSuchCpu { cpu })
+        }
+    }
+
+    /// Bring `cpu` online: from now on it is a target of
+    /// [`Targets::AllCpus`]. Called on `cpu` itself (with its shootdown
+    /// interrupt masked, `local` being its TLB) before it uses mappings
+    /// that other CPUs change; it then flushes `local` entirely, so that no
+    /// translation it loaded while offline survives.
+    pub fn set_online(&self, cpu: usize, local: &impl TlbOps) -> Result<(), ShootdownError> {
+        Self::check(cpu)?;
+        {
+            let mut mailbox = self.cpus[cpu].mailbox.lock();
+            mailbox.online = true;
+            self.online.fetch_or(CpuSet::single(cpu).bits(), AcqRel);
+        }
+        self.full_flush(cpu, local);
+        Ok(())
+    }
+
+    /// Take `cpu` offline: it is no longer a target, and a flush naming it
+    /// fails with [`ShootdownError::Offline`]. Called on `cpu` itself, with
+    /// its shootdown interrupt masked, as the last thing before it stops
+    /// taking interrupts; requests already posted to it are performed on
+    /// `local` and acknowledged here, so no initiator waits for it forever.
+    pub fn set_offline(&self, cpu: usize, local: &impl TlbOps) -> Result<(), ShootdownError> {
+        Self::check(cpu)?;
+        {
+            let mut mailbox = self.cpus[cpu].mailbox.lock();
+            mailbox.online = false;
+            self.online.fetch_and(!CpuSet::single(cpu).bits(), AcqRel);
+        }
+        self.service_cpu(cpu, local);
+        Ok(())
+    }
+
+    /// Perform what other CPUs asked of the current one, on `local`, and
+    /// acknowledge it. The shootdown interrupt's handler calls this; so
+    /// does every wait for acknowledgements. Returns whether there was
+    /// anything to do. Does nothing for an index beyond `CPUS`.
+    pub fn service(&self, local: &impl TlbOps) -> bool {
+        let me = self.platform.current_cpu();
+        me < CPUS && self.service_cpu(me, local)
+    }
+
+    fn service_cpu(&self, me: usize, local: &impl TlbOps) -> bool {
+        let cpu = &self.cpus[me];
+        if cpu.posted.load(Acquire) == cpu.done.load(Relaxed) {
+            return false;
+        }
+        let (request, seen) = {
+            let mut mailbox = cpu.mailbox.lock();
+            mailbox.ipi_pending = false;
+            (core::mem::take(&mut mailbox.request), mailbox.posted)
+        };
+        if !request.is_empty() {
+            self.perform(me, &request, local);
+            stats::add(&cpu.stats.served, 1);
+        }
+        // Release: the invalidation above happens before any initiator
+        // that sees this value returns.
+        cpu.done.store(seen, Release);
+        true
+    }
+
+    /// Perform `request` on CPU `me`'s TLB, recording a full flush.
+    fn perform(&self, me: usize, request: &FlushRequest, local: &impl TlbOps) {
+        if request.is_everything() {
+            self.full_flush(me, local);
+        } else {
+            let ops = request.perform(local);
+            stats::add(&self.cpus[me].stats.invalidations, ops.into());
+        }
+    }
+
+    /// Flush everything on `me`'s TLB and record it.
+    fn full_flush(&self, me: usize, local: &impl TlbOps) {
+        let start = FullFlushStart(self.clock.load(Acquire));
+        local.flush_everything();
+        self.record(me, start);
+        stats::add(&self.cpus[me].stats.invalidations, 1);
+    }
+
+    fn record(&self, me: usize, start: FullFlushStart) {
+        // Release: the flush happens before any initiator that reads this
+        // value and skips this CPU.
+        self.cpus[me].last_full.fetch_max(start.0, Release);
+    }
+
+    /// Flush the current CPU's whole TLB (globals included) and record it,
+    /// so that [`flush_since`](Self::flush_since) can skip this CPU for
+    /// entries cleared before. Call with the shootdown interrupt masked.
+    pub fn flush_everything_local(&self, local: &impl TlbOps) {
+        let me = self.platform.current_cpu();
+        if me < CPUS {
+            self.full_flush(me, local);
+        } else {
+            local.flush_everything();
+        }
+    }
+
+    /// For a full flush the kernel does by itself (a CR4.PGE toggle):
+    /// take this *before* the flush begins, and hand it to
+    /// [`record_full_flush`](Self::record_full_flush) after it is done. A
+    /// CR3 reload does not count (it keeps global translations).
+    pub fn begin_full_flush(&self) -> FullFlushStart {
+        FullFlushStart(self.clock.load(Acquire))
+    }
+
+    /// Record that the current CPU flushed its whole TLB, globals
+    /// included, since `start` was taken.
+    pub fn record_full_flush(&self, start: FullFlushStart) {
+        let me = self.platform.current_cpu();
+        if me < CPUS {
+            self.record(me, start);
+        }
+    }
+
+    /// A point in the flush history: take it *after* clearing entries whose
+    /// invalidation is deferred, and hand it to
+    /// [`flush_since`](Self::flush_since). Advances the clock.
+    pub fn mark(&self) -> TlbMark {
+        // AcqRel: the clearing before it is released to every CPU that
+        // loads a value from here on as the start of its full flush.
+        TlbMark(self.clock.fetch_add(1, AcqRel) + 1)
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> ShootdownStats {
+        self.stats.snapshot()
+    }
+
+    /// One CPU's counters (`None` beyond `CPUS`).
+    pub fn cpu_stats(&self, cpu: usize) -> Option<CpuStats> {
+        self.cpus.get(cpu).map(|c| c.stats.snapshot())
+    }
+
+    /// Invalidate `request` on the TLBs of `targets` and wait until each
+    /// has done it. The current CPU, if a target, is flushed here on
+    /// `local`; every other target gets its request merged into its
+    /// mailbox and at most one interrupt from this call (so a whole
+    /// [`FlushBatch`](paging_core::FlushBatch) costs one round), and while
+    /// waiting this CPU keeps servicing its own mailbox.
+    ///
+    /// Call with this CPU's shootdown interrupt masked ([`IpiPlatform`]).
+    ///
+    /// # Errors
+    /// - [`ShootdownError::NoSuchCpu`]: the current CPU or a target is not
+    ///   below `CPUS`;
+    /// - [`ShootdownError::Offline`]: a target other than the current CPU
+    ///   is offline;
+    ///
+    /// both before anything is sent or flushed; and
+    /// - [`ShootdownError::NoAck`] if an acknowledgement limit is set and
+    ///   reached.
+    pub fn flush(
+        &self,
+        request: impl Into<FlushRequest>,
+        targets: Targets,
+        local: &impl TlbOps,
+    ) -> Result<Report, ShootdownError> {
+        self.shoot(request.into(), targets, false, TlbMark::NONE, local)
+    }
+
+    /// As [`flush`](Self::flush), for entries cleared before `since` was
+    /// taken with [`mark`](Self::mark): a target whose latest full flush
+    /// began after `since` cannot hold them, and is skipped (no interrupt,
+    /// counted in [`ShootdownStats::ipis_saved`]). With [`TlbMark::NONE`]
+    /// no CPU is skipped.
+    pub fn flush_since(
+        &self,
+        request: impl Into<FlushRequest>,
+        since: TlbMark,
+        targets: Targets,
+        local: &impl TlbOps,
+    ) -> Result<Report, ShootdownError> {
+        self.shoot(request.into(), targets, false, since, local)
+    }
+
+    /// The protocol. `clip`: offline targets are dropped instead of
+    /// reported (the TLB adapter's address-space flushes).
+    pub(crate) fn shoot(
+        &self,
+        request: FlushRequest,
+        targets: Targets,
+        clip: bool,
+        since: TlbMark,
+        local: &impl TlbOps,
+    ) -> Result<Report, ShootdownError> {
+        let me = self.platform.current_cpu();
+        Self::check(me)?;
+        let here = CpuSet::single(me);
+        let online = self.online();
+        let mut set = match targets {
+            Targets::AllCpus => online.union(here),
+            Targets::Local => here,
+            Targets::Cpus(set) if clip => set.intersection(online.union(here)),
+            Targets::Cpus(set) => {
+                if let Some(cpu) = set.minus(CpuSet::first(CPUS)).first_cpu() {
+                    return Err(ShootdownError::NoSuchCpu { cpu });
+                }
+                if let Some(cpu) = set.minus(online).minus(here).first_cpu() {
+                    return Err(ShootdownError::Offline { cpu });
+                }
+                set
+            }
+        };
+        let mut report = Report::default();
+        if request.is_empty() || set.is_empty() {
+            return Ok(report);
+        }
+        stats::add(&self.stats.shootdowns, 1);
+
+        // Per-CPU TLB generations. `since` was taken after the entries
+        // were cleared (the caller's order); `mark`'s release and a full
+        // flush's acquire load of its start make a start >= since mean
+        // "the flush began after the clear", so that CPU cannot have
+        // loaded the old translation after its flush. A flush that began
+        // before the mark has a smaller start and never qualifies; one in
+        // progress has not been recorded yet: both get the interrupt.
+        if since != TlbMark::NONE {
+            for cpu in set {
+                if self.cpus[cpu].last_full.load(Acquire) >= since.0 {
+                    set.remove(cpu);
+                    report.skipped.insert(cpu);
+                }
+            }
+            stats::add(
+                &self.stats.ipis_saved,
+                report.skipped.minus(here).len() as u64,
+            );
+        }
+
+        let mut tickets = [0u32; CPUS];
+        for cpu in set.minus(here) {
+            let per_cpu = &self.cpus[cpu];
+            let mut mailbox = per_cpu.mailbox.lock();
+            if !mailbox.online {
+                // Went offline since the look above: it drained its
+                // mailbox on the way out and flushes everything when it
+                // comes back.
+                continue;
+            }
+            mailbox.request.merge(&request);
+            mailbox.posted = mailbox.posted.wrapping_add(1);
+            tickets[cpu] = mailbox.posted;
+            per_cpu.posted.store(mailbox.posted, Release);
+            if mailbox.ipi_pending {
+                stats::add(&self.stats.ipis_coalesced, 1);
+            } else {
+                mailbox.ipi_pending = true;
+                report.ipis.insert(cpu);
+            }
+            report.acknowledged.insert(cpu);
+        }
+        if !report.ipis.is_empty() {
+            self.platform.send(report.ipis);
+            stats::add(&self.stats.ipis_sent, report.ipis.len() as u64);
+        }
+
+        // The local part, while the others work.
+        if set.contains(me) {
+            self.perform(me, &request, local);
+            report.local = true;
+        }
+
+        let mut waiting = report.acknowledged;
+        loop {
+            for cpu in waiting {
+                let done = self.cpus[cpu].done.load(Acquire);
+                if done.wrapping_sub(tickets[cpu]) as i32 >= 0 {
+                    waiting.remove(cpu);
+                }
+            }
+            if waiting.is_empty() {
+                break;
+            }
+            if self
+                .ack_limit
+                .is_some_and(|limit| report.wait_rounds >= limit)
+            {
+                report.acknowledged = report.acknowledged.minus(waiting);
+                stats::add(&self.stats.wait_rounds, report.wait_rounds.into());
+                return Err(ShootdownError::NoAck { cpus: waiting });
+            }
+            // Answer whoever waits for us, then pause.
+            self.service_cpu(me, local);
+            self.platform.relax();
+            report.wait_rounds = report.wait_rounds.saturating_add(1);
+        }
+        stats::add(&self.stats.wait_rounds, report.wait_rounds.into());
+        Ok(report)
+    }
+}
