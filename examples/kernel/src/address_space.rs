@@ -99,7 +99,7 @@ impl<A: TableAccess> AddressSpace<A> {
 unsafe fn load(root: PhysAddr) {
     // SAFETY: the caller's contract. A root that passed `Mapper::create`
     // (or came from CR3) is always a valid CR3 value.
-    if let Err(e) = unsafe { mode::load_root(root) } {
+    if let Err(e) = unsafe { crate::shootdown::load_root(root) } {
         crate::println!("cannot load {root}: {e}");
     }
 }

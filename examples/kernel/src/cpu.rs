@@ -123,14 +123,6 @@ pub fn restore_interrupts(flags: u32) {
     }
 }
 
-/// Whether maskable interrupts are on.
-pub fn interrupts_enabled() -> bool {
-    let flags: u32;
-    // SAFETY: ring 0; only reads EFLAGS.
-    unsafe { asm!("pushfd", "pop {}", out(reg) flags, options(nomem, preserves_flags)) };
-    flags & EFLAGS_IF != 0
-}
-
 /// Runs `f` with maskable interrupts off, then puts IF back.
 pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     let flags = save_and_disable_interrupts();

@@ -10,7 +10,7 @@
 //! `FIRMWARE`. Every structure's checksum is verified; a bad one is
 //! skipped, as Linux does.
 
-use paging_core::cpu::NativeTlb;
+use crate::shootdown::KernelTlb;
 use paging_core::{PhysAddr, PhysFrame};
 
 use crate::early_fixmap::KernelFixmapT;
@@ -104,7 +104,7 @@ impl PhysReader<'_> {
                     KernelFixmap::FIRMWARE,
                     frame,
                     paging_core::MapFlags::KERNEL_RW | mode::no_execute(),
-                    &NativeTlb,
+                    &KernelTlb,
                 )
                 .map_err(|_| "cannot map the firmware slot")?;
             let va = self.fixmap.virt(KernelFixmap::FIRMWARE).as_u32() as usize + offset;
@@ -117,7 +117,7 @@ impl PhysReader<'_> {
             done += take;
         }
         self.fixmap
-            .clear(KernelFixmap::FIRMWARE, &NativeTlb)
+            .clear(KernelFixmap::FIRMWARE, &KernelTlb)
             .map_err(|_| "cannot clear the firmware slot")?;
         Ok(())
     }

@@ -1,12 +1,14 @@
 //! The persistent pool's TLB flush policy, chosen at boot.
 //!
-//! Demonstrates `kmap::FlushPolicy`: the four policies of the crate are
+//! Demonstrates `kmap::FlushPolicy`: the five policies of the crate are
 //! types; this enum picks one at run time (kernel command line
-//! `kmap.policy=global|per-page|range|accessed-bit`, default `global`, as
+//! `kmap.policy=global|per-page|range|accessed-bit|generations`, default `global`, as
 //! Linux) and forwards to it, adding no-execute to the slots' PTE flags.
 
-use kmap::policy::{AccessedBit, FlushCounts, FlushPolicy, GlobalFlush, PerPage, RangeFlush};
-use paging_core::{MapFlags, TlbOps, VirtAddr};
+use kmap::policy::{
+    AccessedBit, FlushCounts, FlushPolicy, Generations, GlobalFlush, PerPage, RangeFlush,
+};
+use paging_core::{MapFlags, TlbMark, TlbOps, VirtAddr};
 
 /// One of the crate's flush policies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,15 +21,18 @@ pub enum KernelPolicy {
     Global,
     /// `kmap::AccessedBit`.
     AccessedBit,
+    /// `kmap::Generations`.
+    Generations,
 }
 
 impl KernelPolicy {
     /// Every policy, in the order the flush-policy test runs them.
-    pub const ALL: [KernelPolicy; 4] = [
+    pub const ALL: [KernelPolicy; 5] = [
         KernelPolicy::PerPage,
         KernelPolicy::Range,
         KernelPolicy::Global,
         KernelPolicy::AccessedBit,
+        KernelPolicy::Generations,
     ];
 
     /// The policy named by `kmap.policy=NAME` on the command line, if any.
@@ -45,6 +50,7 @@ impl KernelPolicy {
             Self::Range => f(&RangeFlush),
             Self::Global => f(&GlobalFlush),
             Self::AccessedBit => f(&AccessedBit),
+            Self::Generations => f(&Generations),
         }
     }
 }
@@ -53,6 +59,7 @@ impl KernelPolicy {
 trait PolicyName {
     fn policy_name(&self) -> &'static str;
     fn policy_flags(&self) -> MapFlags;
+    fn policy_clears_on_release(&self) -> bool;
 }
 
 impl<P: FlushPolicy> PolicyName for P {
@@ -61,6 +68,9 @@ impl<P: FlushPolicy> PolicyName for P {
     }
     fn policy_flags(&self) -> MapFlags {
         self.pte_flags()
+    }
+    fn policy_clears_on_release(&self) -> bool {
+        self.clears_on_release()
     }
 }
 
@@ -89,6 +99,7 @@ impl FlushPolicy for KernelPolicy {
             Self::Range => RangeFlush.slot_cleared(tlb, va, accessed, counts),
             Self::Global => GlobalFlush.slot_cleared(tlb, va, accessed, counts),
             Self::AccessedBit => AccessedBit.slot_cleared(tlb, va, accessed, counts),
+            Self::Generations => Generations.slot_cleared(tlb, va, accessed, counts),
         }
     }
 
@@ -105,6 +116,32 @@ impl FlushPolicy for KernelPolicy {
             Self::Range => RangeFlush.wrap_done(tlb, base, slots, cleared, counts),
             Self::Global => GlobalFlush.wrap_done(tlb, base, slots, cleared, counts),
             Self::AccessedBit => AccessedBit.wrap_done(tlb, base, slots, cleared, counts),
+            Self::Generations => Generations.wrap_done(tlb, base, slots, cleared, counts),
+        }
+    }
+    fn clears_on_release(&self) -> bool {
+        self.with(|p| p.policy_clears_on_release())
+    }
+
+    fn wrap_done_since<T: TlbOps + ?Sized>(
+        &self,
+        tlb: &T,
+        base: VirtAddr,
+        slots: u32,
+        cleared: usize,
+        since: TlbMark,
+        counts: &mut FlushCounts,
+    ) {
+        match self {
+            Self::PerPage => PerPage.wrap_done_since(tlb, base, slots, cleared, since, counts),
+            Self::Range => RangeFlush.wrap_done_since(tlb, base, slots, cleared, since, counts),
+            Self::Global => GlobalFlush.wrap_done_since(tlb, base, slots, cleared, since, counts),
+            Self::AccessedBit => {
+                AccessedBit.wrap_done_since(tlb, base, slots, cleared, since, counts)
+            }
+            Self::Generations => {
+                Generations.wrap_done_since(tlb, base, slots, cleared, since, counts)
+            }
         }
     }
 }

@@ -8,8 +8,10 @@
 //! in highmem for the mapper), `paging_core::cpu::NativeTlb` as the TLB and
 //! `paging_core::DirectVirt` for kernel virtual access.
 
+use core::sync::atomic::{AtomicU32, Ordering};
 use fixmap::ContiguousWindow;
-use kmap::{DirectMap, HighmemTables, KmapTask, SpinWait};
+
+use kmap::{DirectMap, HighmemTables, KmapTask, WaitHook};
 use paging_core::cpu::NativeTlb;
 use paging_core::{DirectVirt, NativeHooks, VirtAddr};
 
@@ -21,6 +23,7 @@ use crate::layout::{
     PKMAP_BASE,
 };
 use crate::mode::Mode;
+use crate::shootdown::{KernelTlb, SHOOTDOWN};
 use crate::test::Failure;
 use crate::{failure, println};
 
@@ -31,16 +34,49 @@ pub enum KernelKmap {}
 impl kmap::Platform for KernelKmap {
     type Mode = Mode;
     type Access = DirectMapAccess;
-    type Tlb = NativeTlb;
+    type Tlb = KernelTlb;
     type Hooks = NativeHooks;
     type Fixmap = KernelFixmap;
 }
 
-/// The local (atomic) kmap slots of every CPU.
-pub type KernelLocalSlots = kmap::Local<'static, KernelKmap, KMAP_LOCAL_DEPTH, CPUS>;
+/// The local (atomic) kmap slots of every CPU. Not `kmap::Local`: their
+/// flushes stay on this CPU (`NativeTlb`), since no other CPU uses a
+/// CPU's local slots; the pool's go to every CPU ([`KernelTlb`]).
+pub type KernelLocalSlots = kmap::LocalSlots<
+    'static,
+    KernelFixmap,
+    Mode,
+    DirectMapAccess,
+    NativeHooks,
+    NativeTlb,
+    KMAP_LOCAL_DEPTH,
+    CPUS,
+>;
 
 /// The kernel's persistent kmap pool.
-pub type KernelPool = kmap::Pool<KernelKmap, KMAP_POOL_SLOTS, KernelPolicy>;
+pub type KernelPool = kmap::Pool<KernelKmap, KMAP_POOL_SLOTS, KernelPolicy, KernelWait>;
+
+/// How a task waits for pool capacity and for the pool's lock: spinning,
+/// and answering TLB shootdowns meanwhile (`WaitHook::relax`), so a CPU
+/// spinning with interrupts off (in an interrupt handler) never holds up a
+/// wrap's shootdown that another CPU makes under the pool's lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelWait;
+
+impl WaitHook for KernelWait {
+    fn wait(&self, epoch: &AtomicU32, seen: u32) {
+        while epoch.load(Ordering::Acquire) == seen {
+            self.relax();
+        }
+    }
+
+    fn wake(&self, _epoch: &AtomicU32) {}
+
+    fn relax(&self) {
+        crate::cpu::without_interrupts(|| SHOOTDOWN.service(&NativeTlb));
+        core::hint::spin_loop();
+    }
+}
 
 /// Page-table access that reaches highmem tables through local kmaps.
 pub type KernelHighmemTables = HighmemTables<'static, KernelLocalSlots, DirectVirt, fn() -> usize>;
@@ -84,9 +120,9 @@ pub fn init(
         VirtAddr::new(PKMAP_BASE),
         direct,
         DirectMapAccess,
-        NativeTlb,
+        KernelTlb,
         policy,
-        SpinWait,
+        KernelWait,
     )
     .map_err(|e| failure!("persistent kmap pool: {e}"))?;
     POOL.call_once(|| pool);

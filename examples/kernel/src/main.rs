@@ -57,6 +57,7 @@ mod phys_window;
 mod pit;
 mod selftests;
 mod serial;
+mod shootdown;
 mod smp;
 mod test;
 mod tss;

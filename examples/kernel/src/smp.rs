@@ -32,7 +32,6 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use paging_core::cpu::NativeTlb;
 use paging_core::{MapFlags, PhysAddr, PhysFrame, VirtAddr, Zone};
 
 use crate::address_space::AddressSpace;
@@ -227,11 +226,6 @@ static KNOWN: AtomicUsize = AtomicUsize::new(1);
 /// The kernel's directory, loaded by each AP first thing.
 static KERNEL_CR3: AtomicU32 = AtomicU32::new(0);
 
-/// The CPU this code runs on (0 = the boot CPU).
-pub fn this_cpu() -> usize {
-    gdt::cpu_index()
-}
-
 /// How many CPUs are online.
 pub fn online_count() -> usize {
     SLOTS
@@ -325,6 +319,7 @@ pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<Smp
     let list = firmware::cpus(fixmap, context.has_option("smp.source=mp"));
     let bsp_id = apic.id();
     SLOTS[0].apic_id.store(bsp_id, Ordering::Relaxed);
+    crate::shootdown::cpu_online();
     SLOTS[0].online.store(true, Ordering::Release);
     KERNEL_CR3.store(cpu::cr3(), Ordering::Relaxed);
     println!(
@@ -561,6 +556,8 @@ extern "C" fn ap_main(index: u32) -> ! {
         apic.enable();
     }
     *slot.seen.lock() = Some(CpuState::read());
+    // From here on, kernel mapping changes reach this CPU's TLB.
+    crate::shootdown::cpu_online();
     slot.online.store(true, Ordering::Release);
     idle(index)
 }
@@ -640,6 +637,10 @@ pub fn interrupt(vector: u32) {
     match vector {
         // The wake-up IPI: the idle loop re-checks its work.
         v if v == u32::from(WAKE_VECTOR) => eoi(),
+        v if v == u32::from(SHOOTDOWN_VECTOR) => {
+            crate::shootdown::interrupt();
+            eoi();
+        }
         // Spurious (APIC 0xFF, PIC 7 and 15): no EOI.
         _ => {}
     }
@@ -650,6 +651,3 @@ fn eoi() {
         apic.eoi();
     }
 }
-
-/// The local TLB, for code that must name one.
-pub const LOCAL_TLB: NativeTlb = NativeTlb;

@@ -12,7 +12,6 @@
 //! directories may hold a copy of the entry pointing at it. [`unmap`]
 //! removes the page only.
 
-use paging_core::cpu::NativeTlb;
 use paging_core::{Entry, LargePages, MapFlags, Mapper, PhysAddr, PhysFrame, VirtAddr};
 
 use crate::direct_map::DirectMapAccess;
@@ -22,6 +21,7 @@ use crate::kernel_sync;
 use crate::kernel_tables::kernel_flags;
 use crate::layout::{PMD_SPAN, VMALLOC_END, VMALLOC_START};
 use crate::mode::Mode;
+use crate::shootdown::KernelTlb;
 use crate::test::Failure;
 
 /// The next unused region. The first span stays empty (it holds
@@ -70,7 +70,7 @@ pub fn unmap_io(va: VirtAddr, pages: u32) -> Result<(), Failure> {
     let (_, flush) = reference()?
         .unmap_range(va, u64::from(pages) * 4096)
         .map_err(|e| failure!("vmalloc unmap {va} + {pages} pages: {e}"))?;
-    flush.flush(&NativeTlb);
+    flush.flush(&KernelTlb);
     Ok(())
 }
 
@@ -95,7 +95,7 @@ fn map_pages_in_new_region(
     mapper
         .map_range(va, phys, len, flags, LargePages::Avoid, frames)
         .map_err(|e| failure!("vmalloc map {va}: {e}"))?
-        .flush(&NativeTlb);
+        .flush(&KernelTlb);
     *next = region + PMD_SPAN;
     Ok(va)
 }
@@ -126,8 +126,48 @@ pub fn map_page(va: VirtAddr, frames: &mut Frames) -> Result<(), Failure> {
             frames,
         )
         .map_err(|e| failure!("vmalloc map {va}: {e}"))?
-        .flush(&NativeTlb);
+        .flush(&KernelTlb);
     Ok(())
+}
+
+/// Maps `frame` (which the caller owns) as kernel data at `va`, inside a
+/// region [`reserve_region`] gave the caller, in the reference directory.
+pub fn map_frame(va: VirtAddr, frame: PhysFrame, frames: &mut Frames) -> Result<(), Failure> {
+    reference()?
+        .map(
+            paging_core::Page::containing_address(va),
+            frame,
+            kernel_flags().data,
+            frames,
+        )
+        .map_err(|e| failure!("vmalloc map {va}: {e}"))?
+        .flush(&KernelTlb);
+    Ok(())
+}
+
+/// Points the vmalloc page at `va` to `frame` instead, flushing with `tlb`
+/// (every CPU, for the kernel's own use: [`KernelTlb`]); returns the frame
+/// it mapped. Its flags stay.
+pub fn remap_frame<T: paging_core::TlbOps>(
+    va: VirtAddr,
+    frame: PhysFrame,
+    tlb: &T,
+) -> Result<PhysFrame, Failure> {
+    let mut mapper = reference()?;
+    let (unmapped, flush) = mapper
+        .unmap(va)
+        .map_err(|e| failure!("vmalloc unmap {va}: {e}"))?;
+    flush.flush(tlb);
+    mapper
+        .map(
+            paging_core::Page::containing_address(va),
+            frame,
+            unmapped.flags,
+            &mut paging_core::NoFrames,
+        )
+        .map_err(|e| failure!("vmalloc remap {va}: {e}"))?
+        .flush(tlb);
+    Ok(PhysFrame::containing_address(unmapped.base))
 }
 
 /// Removes the vmalloc page at `va` (its table stays) and returns the frame
@@ -136,6 +176,6 @@ pub fn unmap(va: VirtAddr) -> Result<PhysFrame, Failure> {
     let (unmapped, flush) = reference()?
         .unmap(va)
         .map_err(|e| failure!("vmalloc unmap {va}: {e}"))?;
-    flush.flush(&NativeTlb);
+    flush.flush(&KernelTlb);
     Ok(PhysFrame::containing_address(unmapped.base))
 }

@@ -2,8 +2,7 @@
 //! cycles per map+unmap, and every touched mapping shows the right page
 //! (a policy that skipped a needed flush would show a stale one).
 
-use kmap::{DirectMap, FlushPolicy, KmapStats, SpinWait};
-use paging_core::cpu::NativeTlb;
+use kmap::{DirectMap, FlushPolicy, KmapStats};
 use paging_core::{
     Entry, FrameAllocator, PagingMode, PhysFrame, TableAccess, TlbOps, VirtAddr, Zone,
 };
@@ -13,14 +12,15 @@ use crate::direct_map::DirectMapAccess;
 use crate::frames::{self, ZoneId};
 use crate::kernel::Kernel;
 use crate::kmap_policy::KernelPolicy;
-use crate::kmap_setup::{self, KernelKmap};
+use crate::kmap_setup::{self, KernelKmap, KernelWait};
 use crate::layout::{KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
 use crate::mode::Mode;
+use crate::shootdown::KernelTlb;
 use crate::test::{Failure, TestResult};
 use crate::{cpu, failure, println};
 
 /// A pool over one flush-policy test area.
-type BenchPool = kmap::Pool<KernelKmap, KMAP_BENCH_SLOTS, KernelPolicy>;
+type BenchPool = kmap::Pool<KernelKmap, KMAP_BENCH_SLOTS, KernelPolicy, KernelWait>;
 
 /// Distinct pages cycled through (4x the slots: the pool wraps often).
 const PAGES: usize = 4 * KMAP_BENCH_SLOTS;
@@ -56,13 +56,14 @@ pub fn flush_policies_under_one_workload(kernel: &Kernel) -> TestResult {
     );
     for (policy, stats, cycles) in rows {
         println!(
-            "    {:<13} wraps {:>3}  invlpg {:>5}  range {:>3}  global {:>3}  avoided {:>5}  {:>6} cycles per map+unmap",
+            "    {:<13} wraps {:>3}  invlpg {:>5}  range {:>3}  global {:>3}  avoided {:>5}  deferred {:>3}  {:>6} cycles per map+unmap",
             policy.name(),
             stats.wraps,
             stats.flushes.pages,
             stats.flushes.ranges,
             stats.flushes.globals,
             stats.flushes.avoided,
+            stats.flushes.deferred,
             cycles
         );
     }
@@ -74,18 +75,19 @@ fn run_all(
     kernel: &Kernel,
     pages: &[PhysFrame; PAGES],
     direct: DirectMap,
-) -> Result<[(KernelPolicy, KmapStats, u64); 4], Failure> {
-    let mut rows = [(KernelPolicy::Global, KmapStats::default(), 0); 4];
+) -> Result<[(KernelPolicy, KmapStats, u64); 5], Failure> {
+    let mut rows = [(KernelPolicy::Global, KmapStats::default(), 0); 5];
     for (k, policy) in KernelPolicy::ALL.into_iter().enumerate() {
-        let base = VirtAddr::new(kmap_bench_base(k));
+        // Five policies, four areas: the last reuses the first (cleared).
+        let base = VirtAddr::new(kmap_bench_base(k % 4));
         let pool = BenchPool::new(
             &kernel.window,
             base,
             direct,
             DirectMapAccess,
-            NativeTlb,
+            KernelTlb,
             policy,
-            SpinWait,
+            KernelWait,
         )
         .map_err(|e| failure!("{} pool: {e}", policy.name()))?;
         let cycles = workload(&pool, pages)?;
@@ -135,6 +137,7 @@ fn check_counts(policy: KernelPolicy, stats: &KmapStats) -> Result<(), Failure> 
             KernelPolicy::Range => f.ranges > 0 && f.pages + f.globals + f.avoided == 0,
             KernelPolicy::Global => f.globals > 0 && f.pages + f.ranges + f.avoided == 0,
             KernelPolicy::AccessedBit => f.pages > 0 && f.avoided > 0 && f.ranges + f.globals == 0,
+            KernelPolicy::Generations => f.deferred > 0 && f.pages + f.globals + f.avoided == 0,
         };
     if ok {
         Ok(())
@@ -144,9 +147,9 @@ fn check_counts(policy: KernelPolicy, stats: &KmapStats) -> Result<(), Failure> 
 }
 
 /// A dropped pool leaves its unused slots mapped (they are cleared at the
-/// next wrap, which never comes): clear them and flush, so no stale
-/// translation outlives the test.
-fn clear_area(kernel: &Kernel, base: VirtAddr) -> Result<(), Failure> {
+/// next wrap, which never comes): clear them and flush every CPU, so no
+/// stale translation outlives the test.
+pub(super) fn clear_area(kernel: &Kernel, base: VirtAddr) -> Result<(), Failure> {
     for slot in 0..KMAP_BENCH_SLOTS as u32 {
         let va = VirtAddr::new(base.as_u32() + slot * 4096);
         let Some(pte) = kernel.window.pte_slot(va) else {
@@ -161,6 +164,6 @@ fn clear_area(kernel: &Kernel, base: VirtAddr) -> Result<(), Failure> {
             <<Mode as PagingMode>::Pte as Entry>::NONE,
         );
     }
-    NativeTlb.flush_range(base, KMAP_BENCH_SLOTS as u32);
+    KernelTlb.flush_range(base, KMAP_BENCH_SLOTS as u32);
     Ok(())
 }

@@ -16,7 +16,9 @@ mod page_faults;
 mod platform;
 mod pte_highmem;
 mod smp;
+mod smp_kmap;
 mod smp_races;
+mod smp_shootdown;
 
 use crate::test::Test;
 
@@ -69,6 +71,18 @@ pub const ALL: &[Test] = &[
     Test {
         name: "smp_nmi_on_every_cpu_while_locks_are_held",
         run: smp_races::smp_nmi_on_every_cpu_while_locks_are_held,
+    },
+    Test {
+        name: "smp_shootdown_no_cpu_reads_the_old_frame",
+        run: smp_shootdown::smp_shootdown_no_cpu_reads_the_old_frame,
+    },
+    Test {
+        name: "smp_kmap_storm_under_every_flush_policy",
+        run: smp_kmap::smp_kmap_storm_under_every_flush_policy,
+    },
+    Test {
+        name: "smp_two_kmap_deadlock_is_prevented_by_reservations",
+        run: smp_kmap::smp_two_kmap_deadlock_is_prevented_by_reservations,
     },
     Test {
         name: "read_of_unmapped_address_faults_not_present",

@@ -1,0 +1,477 @@
+//! The kmap races on every CPU at once (design point 2, on real
+//! processors): a storm of pool kmaps that wraps a shared pool many times
+//! under each flush policy, and the two-kmap deadlock with a pool smaller
+//! than CPUs x mappings, kept deadlock-free by reservations and watched by
+//! the boot CPU.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use kmap::{DirectMap, FlushPolicy, KmapStats, KmapTask};
+use paging_core::{FrameAllocator, PhysAddr, PhysFrame, VirtAddr, Zone};
+
+use super::flush_policies::clear_area;
+use super::memory_access::{pattern, read_word, write_word};
+use crate::direct_map::DirectMapAccess;
+use crate::frames::{self, ZoneId};
+use crate::kernel::Kernel;
+use crate::kmap_policy::KernelPolicy;
+use crate::kmap_setup::KernelWait;
+use crate::layout::{CPUS, KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
+use crate::shootdown::{self, KernelTlb, SHOOTDOWN};
+use crate::test::{Failure, TestResult};
+use crate::{ensure, fail, failure, mode, pit, println, smp};
+
+/// A storm pool at the start of one flush-policy test area.
+type StormPool = kmap::PersistentPool<
+    crate::mode::Mode,
+    DirectMapAccess,
+    KernelTlb,
+    KernelPolicy,
+    KernelWait,
+    STORM_SLOTS,
+>;
+
+/// Slots of the storm's pool: a whole flush-policy test area.
+const STORM_SLOTS: usize = KMAP_BENCH_SLOTS;
+/// Pages the storm cycles through (4x the slots: few cache hits).
+const STORM_PAGES: usize = 4 * STORM_SLOTS;
+/// Map+unmap operations per policy, shared out among the CPUs (every other
+/// one checks and writes the page; the others leave the mapping
+/// untouched, as a zero-copy path might, which is where the accessed-bit
+/// policy saves).
+const STORM_OPS: usize = 2048;
+/// Every this many operations a CPU reloads CR3 (a context switch): a full
+/// flush of the pool's non-global slots, which the generations count.
+const SWITCH_EVERY: usize = 4;
+
+/// The storm's shared state, on the boot CPU's stack.
+struct Storm<'a> {
+    pool: &'a StormPool,
+    pages: &'a [PhysFrame; STORM_PAGES],
+    cpus: usize,
+    arrived: AtomicUsize,
+    /// Wrong words read (a stale translation).
+    bad: AtomicU32,
+    first_bad: spin::Mutex<Option<(usize, PhysFrame, VirtAddr, u32)>>,
+    errors: AtomicU32,
+}
+
+/// The offset of the second checked word of `page`.
+fn word_offset(page: PhysFrame) -> usize {
+    ((page.number() as usize * 61) % 1023 + 1) * 4
+}
+
+/// The storm, once per policy, each on a fresh pool; prints the figures.
+pub fn smp_kmap_storm_under_every_flush_policy(kernel: &Kernel) -> TestResult {
+    let mut pages = [PhysFrame::containing_address(PhysAddr::new_truncate(0)); STORM_PAGES];
+    let mut frames = frames::lock();
+    let highmem = frames.free_frames(ZoneId::High) >= STORM_PAGES as u64;
+    for page in pages.iter_mut() {
+        *page = frames
+            .allocate_frame(Zone::PreferHighmem)
+            .ok_or_else(|| failure!("out of frames"))?;
+    }
+    drop(frames);
+    let direct = DirectMap::new(PAGE_OFFSET, kernel.layout.lowmem_limit).with_force_map(!highmem);
+    let result = storms(kernel, &pages, direct);
+    let mut frames = frames::lock();
+    for page in pages {
+        frames.deallocate_frame(page);
+    }
+    let rows = result?;
+    let cpus = smp::online_count();
+    println!(
+        "    {cpus} CPUs x {} map+unmap (every other one checked and written) of {STORM_PAGES} {} pages through one {STORM_SLOTS}-slot pool, CR3 reload every {SWITCH_EVERY}:",
+        STORM_OPS / cpus,
+        if highmem {
+            "highmem"
+        } else {
+            "lowmem (force-mapped)"
+        }
+    );
+    for row in &rows {
+        println!(
+            "    {:<13} wraps {:>4}  IPIs {:>6} ({:>4.1}/wrap, {} saved)  rounds {:>5}  waits {:>4}  invalidations per cpu {:?}",
+            row.policy.name(),
+            row.kmap.wraps,
+            row.ipis,
+            row.ipis as f32 / row.kmap.wraps.max(1) as f32,
+            row.saved,
+            row.rounds,
+            row.kmap.waits,
+            &row.invalidations[..cpus]
+        );
+    }
+    // The figures, checked.
+    let by = |p: KernelPolicy| rows.iter().find(|r| r.policy == p);
+    if let Some(global) = by(KernelPolicy::Global) {
+        ensure!(
+            global.ipis <= (cpus as u64 - 1) * global.kmap.wraps,
+            "global: {} IPIs for {} wraps on {cpus} CPUs",
+            global.ipis,
+            global.kmap.wraps
+        );
+    }
+    if let (Some(per_page), Some(accessed)) =
+        (by(KernelPolicy::PerPage), by(KernelPolicy::AccessedBit))
+    {
+        let total = |r: &Row| r.invalidations.iter().sum::<u64>();
+        ensure!(
+            total(accessed) < total(per_page),
+            "accessed-bit: {} invalidations, per-page {}",
+            total(accessed),
+            total(per_page)
+        );
+    }
+    if cpus > 1
+        && let Some(generations) = by(KernelPolicy::Generations)
+    {
+        ensure!(
+            generations.saved > 0,
+            "generations skipped no CPU although every CPU reloads CR3 every {SWITCH_EVERY} maps"
+        );
+    }
+    Ok(())
+}
+
+/// One storm's figures.
+struct Row {
+    policy: KernelPolicy,
+    kmap: KmapStats,
+    ipis: u64,
+    saved: u64,
+    rounds: u64,
+    invalidations: [u64; CPUS],
+}
+
+fn invalidations() -> [u64; CPUS] {
+    core::array::from_fn(|cpu| SHOOTDOWN.cpu_stats(cpu).map_or(0, |s| s.invalidations))
+}
+
+fn storms(
+    kernel: &Kernel,
+    pages: &[PhysFrame; STORM_PAGES],
+    direct: DirectMap,
+) -> Result<heapless::Vec<Row, 8>, Failure> {
+    let mut rows = heapless::Vec::new();
+    for (k, policy) in KernelPolicy::ALL.into_iter().enumerate() {
+        let base = VirtAddr::new(kmap_bench_base(k % 4));
+        let pool = StormPool::new(
+            &kernel.window,
+            base,
+            direct,
+            DirectMapAccess,
+            KernelTlb,
+            policy,
+            KernelWait,
+        )
+        .map_err(|e| failure!("{} pool: {e}", policy.name()))?;
+        prefill(&pool, pages)?;
+        let storm = Storm {
+            pool: &pool,
+            pages,
+            cpus: smp::online_count(),
+            arrived: AtomicUsize::new(0),
+            bad: AtomicU32::new(0),
+            first_bad: spin::Mutex::new(None),
+            errors: AtomicU32::new(0),
+        };
+        let (before, inv_before) = (SHOOTDOWN.stats(), invalidations());
+        smp::run_on_all(storm_worker, &storm as *const Storm<'_> as usize);
+        let (after, inv_after) = (SHOOTDOWN.stats(), invalidations());
+        let kmap = pool.stats();
+        clear_area(kernel, base)?;
+        if let Some((cpu, page, va, seen)) = *storm.first_bad.lock() {
+            fail!(
+                "{}: CPU {cpu} read {seen:#x} from {page:?} at {va} (expected {:#x}): a stale translation; {} bad reads",
+                policy.name(),
+                pattern(page.number()),
+                storm.bad.load(Ordering::SeqCst)
+            );
+        }
+        ensure!(
+            storm.errors.load(Ordering::SeqCst) == 0,
+            "{}: {} kmap errors",
+            policy.name(),
+            storm.errors.load(Ordering::SeqCst)
+        );
+        ensure!(
+            kmap.wraps >= 8,
+            "{}: only {} wraps",
+            policy.name(),
+            kmap.wraps
+        );
+        let _ = rows.push(Row {
+            policy,
+            kmap,
+            ipis: after.ipis_sent - before.ipis_sent,
+            saved: after.ipis_saved - before.ipis_saved,
+            rounds: after.shootdowns - before.shootdowns,
+            invalidations: core::array::from_fn(|c| inv_after[c] - inv_before[c]),
+        });
+    }
+    Ok(rows)
+}
+
+/// Writes each page's two checked words.
+fn prefill(pool: &StormPool, pages: &[PhysFrame; STORM_PAGES]) -> Result<(), Failure> {
+    // SAFETY: one token for this boot-CPU task while it fills.
+    let mut task = unsafe { KmapTask::new() };
+    for page in pages {
+        let k = pool.map(&mut task, *page).map_err(|e| failure!("{e}"))?;
+        let va = k.va().as_u32() as usize;
+        // SAFETY: the slot maps `page`, a frame allocated for this test.
+        unsafe {
+            write_word(va, pattern(page.number()));
+            write_word(va + word_offset(*page), pattern(page.number()));
+        }
+    }
+    Ok(())
+}
+
+fn storm_worker(cpu: usize, arg: usize) {
+    // SAFETY: `arg` is the `Storm` on the boot CPU's stack, alive until
+    // `run_on_all` returns.
+    let storm = unsafe { &*(arg as *const Storm<'_>) };
+    // SAFETY: this worker is a task of its own on this CPU: the token is
+    // its only one, and it lives until the worker returns.
+    let mut task = unsafe { KmapTask::new() };
+    let mut rng = 0x9E37_79B9u32 ^ (cpu as u32).wrapping_mul(0x85EB_CA6B) | 1;
+    storm.arrived.fetch_add(1, Ordering::SeqCst);
+    while storm.arrived.load(Ordering::SeqCst) < storm.cpus {
+        core::hint::spin_loop();
+    }
+    for i in 0..STORM_OPS / storm.cpus {
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        let page = storm.pages[rng as usize % STORM_PAGES];
+        let Ok(k) = storm.pool.map(&mut task, page) else {
+            storm.errors.fetch_add(1, Ordering::SeqCst);
+            continue;
+        };
+        let va = k.va().as_u32() as usize;
+        let expected = pattern(page.number());
+        if i % 2 == 1 {
+            drop(k);
+            continue;
+        }
+        let off = if i % 4 == 0 { 0 } else { word_offset(page) };
+        // SAFETY: the slot maps `page`, a test frame holding plain words.
+        let seen = unsafe { read_word(va + off) };
+        if seen != expected {
+            storm.bad.fetch_add(1, Ordering::SeqCst);
+            storm
+                .first_bad
+                .lock()
+                .get_or_insert((cpu, page, k.va(), seen));
+        }
+        // Write it back: a write through a stale slot would corrupt the
+        // other page, and its next reader would see it.
+        // SAFETY: as above.
+        unsafe { write_word(va + off, expected) };
+        drop(k);
+        if i % SWITCH_EVERY == SWITCH_EVERY - 1 {
+            // SAFETY: reloading the directory this CPU runs on.
+            let _ = unsafe { shootdown::load_root(mode::current_root()) };
+        }
+    }
+}
+
+/// Pool of the deadlock test: fewer slots than CPUs x mappings.
+type TinyPool = kmap::PersistentPool<
+    crate::mode::Mode,
+    DirectMapAccess,
+    KernelTlb,
+    KernelPolicy,
+    KernelWait,
+    TINY_SLOTS,
+>;
+const TINY_SLOTS: usize = 4;
+/// Mappings each worker holds at once.
+const DEPTH: usize = 2;
+/// Rounds per worker.
+const ROUNDS: u32 = 300;
+/// The watchdog gives up after this long without progress.
+const STALL_MS: u32 = 3000;
+
+struct Deadlock<'a> {
+    pool: &'a TinyPool,
+    pages: &'a [PhysFrame; 16],
+    workers: usize,
+    arrived: AtomicUsize,
+    progress: AtomicU64,
+    finished: AtomicUsize,
+    waits: [AtomicU32; CPUS],
+    bad: AtomicU32,
+    stalled: AtomicBool,
+}
+
+pub fn smp_two_kmap_deadlock_is_prevented_by_reservations(kernel: &Kernel) -> TestResult {
+    let mut pages = [PhysFrame::containing_address(PhysAddr::new_truncate(0)); 16];
+    let mut frames = frames::lock();
+    let highmem = frames.free_frames(ZoneId::High) >= 16;
+    for page in pages.iter_mut() {
+        *page = frames
+            .allocate_frame(Zone::PreferHighmem)
+            .ok_or_else(|| failure!("out of frames"))?;
+    }
+    drop(frames);
+    let direct = DirectMap::new(PAGE_OFFSET, kernel.layout.lowmem_limit).with_force_map(!highmem);
+    let base = VirtAddr::new(kmap_bench_base(0));
+    let result = (|| {
+        let pool = TinyPool::new(
+            &kernel.window,
+            base,
+            direct,
+            DirectMapAccess,
+            KernelTlb,
+            KernelPolicy::Global,
+            KernelWait,
+        )
+        .map_err(|e| failure!("pool: {e}"))?;
+        {
+            // SAFETY: a token for the filling task.
+            let mut task = unsafe { KmapTask::new() };
+            for page in &pages {
+                let k = pool.map(&mut task, *page).map_err(|e| failure!("{e}"))?;
+                // SAFETY: the slot maps a test frame.
+                unsafe { write_word(k.va().as_u32() as usize, pattern(page.number())) };
+            }
+        }
+        let online = smp::online_count();
+        let state = Deadlock {
+            pool: &pool,
+            pages: &pages,
+            workers: if online > 1 { online - 1 } else { 1 },
+            arrived: AtomicUsize::new(0),
+            progress: AtomicU64::new(0),
+            finished: AtomicUsize::new(0),
+            waits: [const { AtomicU32::new(0) }; CPUS],
+            bad: AtomicU32::new(0),
+            stalled: AtomicBool::new(false),
+        };
+        smp::run_on_all(deadlock_worker, &state as *const Deadlock<'_> as usize);
+        let stats = pool.stats();
+        clear_area(kernel, base)?;
+        ensure!(
+            !state.stalled.load(Ordering::SeqCst),
+            "no progress for {STALL_MS} ms: deadlock"
+        );
+        ensure!(
+            state.finished.load(Ordering::SeqCst) == state.workers,
+            "{} of {} workers finished",
+            state.finished.load(Ordering::SeqCst),
+            state.workers
+        );
+        ensure!(
+            state.bad.load(Ordering::SeqCst) == 0,
+            "{} wrong words",
+            state.bad.load(Ordering::SeqCst)
+        );
+        let waits: [u32; CPUS] = core::array::from_fn(|c| state.waits[c].load(Ordering::SeqCst));
+        println!(
+            "    {} worker CPUs x {ROUNDS} rounds of {DEPTH} kmaps at once from a {TINY_SLOTS}-slot pool ({} > {TINY_SLOTS}); cpu 0 watched: every round finished, reservations waited {:?} times per CPU (pool waits {}), peak {} slots in use",
+            state.workers,
+            state.workers * DEPTH,
+            &waits[..online],
+            stats.waits,
+            stats.peak_in_use
+        );
+        if state.workers * DEPTH > TINY_SLOTS {
+            ensure!(
+                stats.waits > 0,
+                "the pool never ran out: the test did not contend"
+            );
+        }
+        Ok(())
+    })();
+    let mut frames = frames::lock();
+    for page in pages {
+        frames.deallocate_frame(page);
+    }
+    result
+}
+
+fn deadlock_worker(cpu: usize, arg: usize) {
+    // SAFETY: `arg` is the `Deadlock` on the boot CPU's stack, alive until
+    // `run_on_all` returns.
+    let state = unsafe { &*(arg as *const Deadlock<'_>) };
+    if cpu == 0 && smp::online_count() > 1 {
+        watchdog(state);
+        return;
+    }
+    // SAFETY: this worker's only token, alive until it returns.
+    let mut task = unsafe { KmapTask::new() };
+    state.arrived.fetch_add(1, Ordering::SeqCst);
+    while state.arrived.load(Ordering::SeqCst) < state.workers {
+        core::hint::spin_loop();
+    }
+    let mut rng = 0x2545_F491u32 ^ (cpu as u32).wrapping_mul(0x9E37_79B9) | 1;
+    for _ in 0..ROUNDS {
+        if state.stalled.load(Ordering::SeqCst) {
+            return;
+        }
+        let before = state.pool.stats().waits;
+        let Ok(both) = state.pool.reserve(&mut task, DEPTH) else {
+            state.bad.fetch_add(1, Ordering::SeqCst);
+            continue;
+        };
+        if state.pool.stats().waits != before {
+            state.waits[cpu].fetch_add(1, Ordering::Relaxed);
+        }
+        let mut held: heapless::Vec<kmap::Kmap<'_>, DEPTH> = heapless::Vec::new();
+        for _ in 0..DEPTH {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            let page = state.pages[rng as usize % 16];
+            match both.map(page) {
+                Ok(k) => {
+                    // SAFETY: the slot maps a test frame.
+                    let seen = unsafe { read_word(k.va().as_u32() as usize) };
+                    if seen != pattern(page.number()) {
+                        state.bad.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let _ = held.push(k);
+                }
+                Err(_) => {
+                    state.bad.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        drop(held);
+        drop(both);
+        state.progress.fetch_add(1, Ordering::SeqCst);
+    }
+    state.finished.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The boot CPU: fails the test if no worker makes progress for
+/// [`STALL_MS`].
+fn watchdog(state: &Deadlock<'_>) {
+    let mut last = state.progress.load(Ordering::SeqCst);
+    let mut quiet_ms = 0;
+    while state.finished.load(Ordering::SeqCst) < state.workers {
+        pit::delay_us(1000);
+        let now = state.progress.load(Ordering::SeqCst);
+        if now == last {
+            quiet_ms += 1;
+            if quiet_ms >= STALL_MS {
+                // The workers are stuck inside the pool: nothing returns
+                // to the test runner, so the watchdog reports and ends the
+                // run itself.
+                state.stalled.store(true, Ordering::SeqCst);
+                println!("FAILED");
+                println!(
+                    "    reason: watchdog: no kmap round finished for {STALL_MS} ms (deadlock); reservation waits per CPU {:?}",
+                    core::array::from_fn::<u32, CPUS, _>(|c| state.waits[c].load(Ordering::SeqCst))
+                );
+                crate::io::exit_qemu(false);
+            }
+        } else {
+            last = now;
+            quiet_ms = 0;
+        }
+    }
+}
