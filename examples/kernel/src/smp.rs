@@ -50,6 +50,26 @@ pub const AP_TIMEOUT_MS: u32 = 500;
 pub const SHOOTDOWN_VECTOR: u8 = 0xF0;
 /// Vector of the wake-up IPI (an idle AP has work).
 pub const WAKE_VECTOR: u8 = 0xF1;
+/// Vector of the call IPI: runs this CPU's [`set_interrupt_work`] function
+/// in interrupt context (interrupts off), for the tests of what interrupt
+/// handlers may do.
+pub const CALL_VECTOR: u8 = 0xF2;
+
+/// Per CPU: a `fn(usize)` (as `usize`, 0 for none) the call IPI runs.
+static INTERRUPT_WORK: [AtomicUsize; CPUS] = [const { AtomicUsize::new(0) }; CPUS];
+
+/// Sets what the call IPI runs on this CPU (`None`: nothing).
+pub fn set_interrupt_work(f: Option<fn(usize)>) {
+    INTERRUPT_WORK[gdt::cpu_index() % CPUS].store(f.map_or(0, |f| f as usize), Ordering::SeqCst);
+}
+
+/// Sends the call IPI to this CPU (it runs once interrupts are on).
+pub fn call_self() -> Result<(), Failure> {
+    let apic = apic::get().ok_or_else(|| failure!("no local APIC"))?;
+    let id = apic.id();
+    apic.send_fixed(id, CALL_VECTOR)
+        .map_err(|()| failure!("the APIC refused the call IPI"))
+}
 
 /// Offsets in the trampoline page.
 mod param {
@@ -637,6 +657,16 @@ pub fn interrupt(vector: u32) {
     match vector {
         // The wake-up IPI: the idle loop re-checks its work.
         v if v == u32::from(WAKE_VECTOR) => eoi(),
+        v if v == u32::from(CALL_VECTOR) => {
+            let cpu = gdt::cpu_index() % CPUS;
+            let work = INTERRUPT_WORK[cpu].load(Ordering::SeqCst);
+            if work != 0 {
+                // SAFETY: stored from a `fn(usize)` by `set_interrupt_work`.
+                let f: fn(usize) = unsafe { core::mem::transmute(work) };
+                f(cpu);
+            }
+            eoi();
+        }
         v if v == u32::from(SHOOTDOWN_VECTOR) => {
             crate::shootdown::interrupt();
             eoi();

@@ -81,6 +81,10 @@ pub const ALL: &[Test] = &[
         run: smp_kmap::smp_kmap_storm_under_every_flush_policy,
     },
     Test {
+        name: "smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait",
+        run: smp_kmap::smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait,
+    },
+    Test {
         name: "smp_two_kmap_deadlock_is_prevented_by_reservations",
         run: smp_kmap::smp_two_kmap_deadlock_is_prevented_by_reservations,
     },
