@@ -77,7 +77,7 @@ const MATRIX: [(Mode, &str, Option<&str>, u32); 10] = [
 const MATRIX_TIMEOUT_SECS: u64 = 900;
 
 /// The flush policies, in the order the kernel prints them.
-const POLICIES: [&str; 4] = ["per-page", "range", "global", "accessed-bit"];
+const POLICIES: [&str; 5] = ["per-page", "range", "global", "accessed-bit", "generations"];
 
 /// Makes sure Bochs, its BIOSes and its terminal display are installed;
 /// installs them with apt-get as root, otherwise fails with the command.
@@ -643,8 +643,8 @@ fn boots(options: &MatrixOptions) -> Vec<Boot> {
 /// The cycles per map+unmap the kernel printed for each flush policy (in
 /// [`POLICIES`] order), from its `NAME wraps ... N cycles per map+unmap`
 /// lines; `None` where a policy's line is missing.
-pub fn policy_cycles(lines: &[String]) -> [Option<u64>; 4] {
-    let mut cycles = [None; 4];
+pub fn policy_cycles(lines: &[String]) -> [Option<u64>; 5] {
+    let mut cycles = [None; 5];
     for line in lines {
         let mut words = line.split_whitespace();
         let (Some(name), Some("wraps")) = (words.next(), words.next()) else {
@@ -707,7 +707,7 @@ pub fn run(options: &MatrixOptions) -> Result<(), String> {
 
 /// Prints the flush-policy figures: one row per boot, one column per
 /// policy.
-fn print_cycles(figures: &[(String, &str, [Option<u64>; 4])]) {
+fn print_cycles(figures: &[(String, &str, [Option<u64>; 5])]) {
     let width = figures
         .iter()
         .map(|(label, _, _)| label.len())
@@ -842,9 +842,13 @@ mod tests {
             "    per-page      wraps  67  invlpg  8575  range   0  global   0  avoided     0     929 cycles per map+unmap",
             "    range         wraps  67  invlpg     0  range  67  global   0  avoided     0     924 cycles per map+unmap",
             "    accessed-bit  wraps  67  invlpg  4544  range   0  global   0  avoided  4031     931 cycles per map+unmap",
+            "    generations   wraps 136  invlpg     0  range   0  global   0  avoided     0  deferred 135    828 cycles per map+unmap",
             "    global pages: CR4.PGE on",
         ]);
-        assert_eq!(policy_cycles(&log), [Some(929), Some(924), None, Some(931)]);
+        assert_eq!(
+            policy_cycles(&log),
+            [Some(929), Some(924), None, Some(931), Some(828)]
+        );
     }
 
     #[test]
@@ -853,6 +857,7 @@ mod tests {
             mode: Mode::Pae,
             mem: "8G".to_string(),
             cmdline: Some("frames=high-first kmap.policy=range".to_string()),
+            cpus: 1,
             timeout: Duration::from_secs(1),
             expect: Expect::Pass,
         };
@@ -861,5 +866,11 @@ mod tests {
             "pae -m 8G (bochs) [frames=high-first kmap.policy=range]"
         );
         assert_eq!(boot.slug(), "pae-8G-frames-high-first-kmap-policy-range");
+        let smp = Boot { cpus: 4, cmdline: None, ..boot };
+        assert_eq!(smp.label(), "pae -m 8G -smp 4 (bochs)");
+        assert_eq!(smp.slug(), "pae-8G-smp4");
+        let rc = bochsrc(&Config { cpus: 4, ..config(128) });
+        assert!(rc.contains("\ncpu: model="), "{rc}");
+        assert!(rc.contains(", count=4, "), "{rc}");
     }
 }

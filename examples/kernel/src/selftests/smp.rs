@@ -182,9 +182,14 @@ pub fn smp_firmware_tables_agree(kernel: &Kernel) -> TestResult {
         mp.apic_base
     );
     println!(
-        "    MADT: APIC IDs {:?}; MP table: {:?} (a subset: SeaBIOS lists only the CPUs it saw); local APIC {:#x}",
+        "    MADT: APIC IDs {:?}; MP table: {:?} ({}); local APIC {:#x}",
         madt.ids(),
         mp.ids(),
+        if mp.count == madt.count {
+            "the same CPUs"
+        } else {
+            "a subset: SeaBIOS under QEMU lists only the boot CPU there"
+        },
         madt.apic_base
     );
     Ok(())

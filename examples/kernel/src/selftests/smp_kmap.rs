@@ -91,11 +91,12 @@ pub fn smp_kmap_storm_under_every_flush_policy(kernel: &Kernel) -> TestResult {
     );
     for row in &rows {
         println!(
-            "    {:<13} wraps {:>4}  IPIs {:>6} ({:>4.1}/wrap, {} saved)  rounds {:>5}  waits {:>4}  invalidations per cpu {:?}",
+            "    {:<13} wraps {:>4}  IPIs {:>6} ({:>3}.{}/wrap, {} saved)  rounds {:>5}  waits {:>4}  invalidations per cpu {:?}",
             row.policy.name(),
             row.kmap.wraps,
             row.ipis,
-            row.ipis as f32 / row.kmap.wraps.max(1) as f32,
+            row.ipis / row.kmap.wraps.max(1),
+            row.ipis * 10 / row.kmap.wraps.max(1) % 10,
             row.saved,
             row.rounds,
             row.kmap.waits,
