@@ -866,10 +866,17 @@ mod tests {
             "pae -m 8G (bochs) [frames=high-first kmap.policy=range]"
         );
         assert_eq!(boot.slug(), "pae-8G-frames-high-first-kmap-policy-range");
-        let smp = Boot { cpus: 4, cmdline: None, ..boot };
+        let smp = Boot {
+            cpus: 4,
+            cmdline: None,
+            ..boot
+        };
         assert_eq!(smp.label(), "pae -m 8G -smp 4 (bochs)");
         assert_eq!(smp.slug(), "pae-8G-smp4");
-        let rc = bochsrc(&Config { cpus: 4, ..config(128) });
+        let rc = bochsrc(&Config {
+            cpus: 4,
+            ..config(128)
+        });
         assert!(rc.contains("\ncpu: model="), "{rc}");
         assert!(rc.contains(", count=4, "), "{rc}");
     }

@@ -86,24 +86,23 @@ pub unsafe fn prepare_tasks(
     // interrupts off, and the TSSs are not yet in its GDT, so the CPU
     // cannot be using them.
     unsafe {
-        let slot = &raw mut (*(&raw mut DOUBLE_FAULT_TASK))[cpu];
+        let slot = &raw mut DOUBLE_FAULT_TASK[cpu];
         slot.write(task);
-        (
-            &raw const (*(&raw const MAIN_TASK))[cpu],
-            slot as *const TaskStateSegment,
-        )
+        (&raw const MAIN_TASK[cpu], slot as *const TaskStateSegment)
     }
 }
 
 /// Gives every CPU's double-fault task a new CR3 (the final tables): the
 /// task switch loads CR3 from its TSS.
 pub fn set_cr3(cr3: u32) {
+    // By index: iterating the `static mut` would make references to it.
+    #[allow(clippy::needless_range_loop)]
     for cpu in 0..CPUS {
         // SAFETY: a CPU reads its TSS only when it switches to the
         // double-fault task; a double fault during this store would be one
         // in kernel code running with the old CR3, which maps the same
         // kernel, so either value works.
-        unsafe { (&raw mut (*(&raw mut DOUBLE_FAULT_TASK))[cpu].cr3).write_volatile(cr3) };
+        unsafe { (&raw mut DOUBLE_FAULT_TASK[cpu].cr3).write_volatile(cr3) };
     }
 }
 
@@ -114,7 +113,7 @@ extern "C" fn double_fault_handler(error_code: u32) -> ! {
     let cpu = gdt::cpu_index().min(CPUS - 1);
     // SAFETY: the CPU finished writing the interrupted state into its main
     // TSS before switching here; nothing else writes it.
-    let saved = unsafe { (&raw const (*(&raw const MAIN_TASK))[cpu]).read_volatile() };
+    let saved = unsafe { (&raw const MAIN_TASK[cpu]).read_volatile() };
     println!();
     println!(
         "DOUBLE FAULT on cpu {cpu} (error code {error_code:#x}), handled on the double-fault task's stack"

@@ -106,7 +106,7 @@ pub unsafe fn init(
 ) {
     // SAFETY: `cpu < CPUS` (the caller's contract); only this CPU touches
     // its own table.
-    let gdt = unsafe { &raw mut (*(&raw mut GDT))[cpu] };
+    let gdt = unsafe { &raw mut GDT[cpu] };
     // SAFETY: interrupts off, and no segment refers to these slots yet, so
     // nothing reads the table while it is written.
     unsafe {

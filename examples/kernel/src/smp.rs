@@ -513,7 +513,7 @@ fn write_trampoline(page: u64, startup_cr3: u32, stack_top: u32, index: usize, h
         put(param::GDT + 8 * i + 4, (*descriptor >> 32) as u32);
     }
     let gdt_base = page as u32 + param::GDT as u32;
-    put(param::GDTR, (23 << 0) | (gdt_base << 16));
+    put(param::GDTR, 23 | (gdt_base << 16));
     put(param::GDTR + 4, gdt_base >> 16);
     put(param::FAR_POINTER, page as u32 + param::PM32 as u32);
     put(param::FAR_POINTER + 4, u32::from(gdt::KERNEL_CODE));
