@@ -39,6 +39,14 @@ pub trait IpiPlatform: Sync {
     fn relax(&self) {
         core::hint::spin_loop();
     }
+
+    /// Called after the current CPU acknowledged requests (stored its
+    /// `done` counter): a waiting initiator may now proceed. The default
+    /// does nothing. A platform whose [`relax`](Self::relax) sleeps until
+    /// something happens (a hypervisor yield, MONITOR/MWAIT on the
+    /// counters, the model checker's condition variable) wakes its waiters
+    /// here and in [`send`](Self::send).
+    fn acked(&self) {}
 }
 
 impl<T: IpiPlatform + ?Sized> IpiPlatform for &T {
@@ -50,6 +58,9 @@ impl<T: IpiPlatform + ?Sized> IpiPlatform for &T {
     }
     fn relax(&self) {
         (**self).relax()
+    }
+    fn acked(&self) {
+        (**self).acked()
     }
 }
 

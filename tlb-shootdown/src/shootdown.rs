@@ -245,6 +245,7 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
         // Release: the invalidation above happens before any initiator
         // that sees this value returns.
         cpu.done.store(seen, Release);
+        self.platform.acked();
         true
     }
 
