@@ -11,8 +11,9 @@
 //!    tests include the check that every Rust block of `docs/adopting.md`
 //!    is code of `examples/minimal/src`), and the minimal kernel's host
 //!    tests (its tables checked through the simulated MMU);
-//!    `loom`: the kmap pool's protocol model-checked with loom at a
-//!    CI-sized preemption bound ([`crate::loom`]);
+//!    `loom`: the kmap pool's and the TLB shootdown's protocols
+//!    model-checked with loom at a CI-sized preemption bound
+//!    ([`crate::loom`]);
 //! 6. `i586`: every library crate (every workspace member but xtask) built
 //!    for the bare-metal target;
 //!    `msrv`: the library crates built with the declared `rust-version`

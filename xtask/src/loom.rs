@@ -1,14 +1,20 @@
 //! `cargo xtask loom [--preemptions N]`: model-check the kmap pool's
-//! map/unmap/wrap/wait protocol with loom (`kmap/tests/loom.rs`).
+//! map/unmap/wrap/wait protocol (`kmap/tests/loom.rs`) and the TLB
+//! shootdown protocol (`tlb-shootdown/tests/loom.rs`) with loom.
 //!
-//! The test is built with `RUSTFLAGS="--cfg loom"`, which swaps the pool's
-//! lock and atomics for loom's (`kmap/src/sync.rs`), in its own target
-//! directory so the flag does not invalidate the normal build. loom
+//! The tests are built with `RUSTFLAGS="--cfg loom"`, which swaps the
+//! crates' locks and atomics for loom's (`kmap/src/sync.rs`,
+//! `tlb-shootdown/src/sync.rs`), in their own target directory so the flag
+//! does not invalidate the normal build. loom
 //! explores every interleaving with at most `N` preemptions per execution
 //! (`LOOM_MAX_PREEMPTIONS`); the number of executions grows about tenfold
 //! per step: 2 is about 2,000 executions, 3 about 40,000 (a few seconds,
 //! the `loom` step of `cargo xtask test`), 4 about 560,000 (a minute, the
 //! default here), 5 about six million (several minutes).
+//!
+//! The shootdown's models (three CPUs initiating at once) grow faster:
+//! about 20 s at 2 on two shared cores, over 14 minutes at 3. Their bound
+//! is capped at [`SHOOTDOWN_MAX_PREEMPTIONS`].
 
 use std::path::PathBuf;
 
@@ -19,6 +25,15 @@ pub const CI_PREEMPTIONS: u32 = 3;
 
 /// Preemption bound of `cargo xtask loom` unless `--preemptions` says.
 const DEFAULT_PREEMPTIONS: u32 = 4;
+
+/// The highest preemption bound the shootdown's models run at.
+pub const SHOOTDOWN_MAX_PREEMPTIONS: u32 = 2;
+
+/// The model tests: crate, and the highest bound it runs at.
+const MODELS: [(&str, u32); 2] = [
+    ("kmap", u32::MAX),
+    ("tlb-shootdown", SHOOTDOWN_MAX_PREEMPTIONS),
+];
 
 /// Parses `[--preemptions N]`, returning the bound.
 pub fn parse(args: &[String]) -> Result<u32, String> {
@@ -46,31 +61,50 @@ fn target_dir() -> PathBuf {
     base.join("loom")
 }
 
-/// Runs the model test with at most `preemptions` preemptions per
-/// execution.
+/// Runs the model tests with at most `preemptions` preemptions per
+/// execution (capped per crate, see [`MODELS`]).
 pub fn run(preemptions: u32) -> Result<(), String> {
     let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
     if !rustflags.is_empty() {
         rustflags.push(' ');
     }
     rustflags.push_str("--cfg loom");
-    let mut command = process::cargo();
-    command
-        .current_dir(process::repo_root())
-        .args([
-            "test",
-            "-p",
-            "kmap",
-            "--features",
-            "loom",
-            "--test",
-            "loom",
-            "--release",
-        ])
-        .args(["--", "--nocapture"])
-        .env("RUSTFLAGS", rustflags)
-        .env("LOOM_MAX_PREEMPTIONS", preemptions.to_string())
-        .env("CARGO_TARGET_DIR", target_dir());
-    println!("loom: at most {preemptions} preemptions per execution");
-    process::run(&mut command)
+    for (krate, cap) in MODELS {
+        let bound = preemptions.min(cap);
+        let mut command = process::cargo();
+        command
+            .current_dir(process::repo_root())
+            .args([
+                "test",
+                "-p",
+                krate,
+                "--features",
+                "loom",
+                "--test",
+                "loom",
+                "--release",
+            ])
+            .args(["--", "--nocapture"])
+            .env("RUSTFLAGS", &rustflags)
+            .env("LOOM_MAX_PREEMPTIONS", bound.to_string())
+            .env("CARGO_TARGET_DIR", target_dir());
+        println!("loom: {krate}, at most {bound} preemptions per execution");
+        process::run(&mut command)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_protocols_are_checked_and_the_shootdown_is_capped() {
+        let crates: Vec<_> = MODELS.iter().map(|(c, _)| *c).collect();
+        assert_eq!(crates, ["kmap", "tlb-shootdown"]);
+        assert_eq!(CI_PREEMPTIONS.min(MODELS[0].1), CI_PREEMPTIONS);
+        assert_eq!(CI_PREEMPTIONS.min(MODELS[1].1), SHOOTDOWN_MAX_PREEMPTIONS);
+        assert_eq!(parse(&["--preemptions".into(), "1".into()]), Ok(1));
+        assert_eq!(parse(&[]), Ok(DEFAULT_PREEMPTIONS));
+    }
 }

@@ -111,7 +111,7 @@ commands:
   miri   run host tests under Miri: every test over real memory and a
          sample of the simulated-machine tests (installs nightly + miri)
            --all                    every test of the library crates (hours)
-  loom   model-check the kmap pool protocol with loom
+  loom   model-check the kmap pool and TLB shootdown protocols with loom
            --preemptions N          per execution (default: 4)
   mutants
          mutation testing with cargo-mutants (installs it); prints caught,

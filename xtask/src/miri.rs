@@ -15,8 +15,8 @@
 //! unit tests; the early fixmap's static tables), and a sample of the
 //! simulated-machine tests of each crate: the property test of the mapper
 //! and the eight-thread kmap stress test (both shrunk under `cfg(miri)`),
-//! and a few mapper, fixmap and kmap tests. `--all` runs every test of the
-//! five library crates (hours).
+//! and a few mapper, fixmap, kmap and tlb-shootdown tests. `--all` runs
+//! every test of the library crates (hours).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -24,17 +24,18 @@ use std::process::{Command, Stdio};
 use crate::{nightly, process};
 
 /// The library crates whose tests run under Miri.
-const CRATES: [&str; 6] = [
+const CRATES: [&str; 7] = [
     "paging-core",
     "paging-sim",
     "paging-x86-2level",
     "paging-x86-pae",
     "fixmap",
     "kmap",
+    "tlb-shootdown",
 ];
 
 /// The default selection, as a nextest filterset, one line per crate.
-const SELECTION: [&str; 5] = [
+const SELECTION: [&str; 6] = [
     // Unit tests (PtrTable, OffsetAccess, the sim's parts) and a sample of
     // the simulated-machine tests, the property test among them.
     "package(paging-core) & (kind(lib) | binary(proptest_mapper) \
@@ -53,6 +54,10 @@ const SELECTION: [&str; 5] = [
      | (binary(errors) & test(/^exhaustion_and_reservations::/)) \
      | (binary(pool_behaviour) & test(/^slot_life_cycle::/)) \
      | (binary(local_slots) & test(/^save_and_restore/)))",
+    // Threads on the mailbox locks and the acknowledgement counters:
+    // Miri's data-race detector over a whole shootdown round.
+    "package(tlb-shootdown) & (kind(lib) \
+     | (binary(sim) & test(/^(no_cpu_keeps_the_old_frame|dropped_interrupts)/)))",
 ];
 
 /// Parses `[--all]`: whether to run every test rather than the selection.

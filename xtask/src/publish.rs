@@ -27,13 +27,14 @@ const MSRV_X86_TARGET: &str = "i686-unknown-linux-gnu";
 
 /// The crates that get published: what a kernel links, and the host model
 /// its tests use.
-pub const LIBRARY_CRATES: [&str; 6] = [
+pub const LIBRARY_CRATES: [&str; 7] = [
     "paging-core",
     "paging-sim",
     "paging-x86-2level",
     "paging-x86-pae",
     "fixmap",
     "kmap",
+    "tlb-shootdown",
 ];
 
 /// The crate whose tarball can only run its unit tests: its integration
