@@ -39,7 +39,7 @@ use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use paging_core::{TlbMark, TlbOps};
 
 use crate::stats::{self, Counters, CpuCounters};
-use crate::sync::{AtomicU32, AtomicU64, Mutex};
+use crate::sync::{AtomicU32, Mutex};
 use crate::{
     CpuSet, CpuStats, FlushRequest, IpiPlatform, Report, ShootdownError, ShootdownStats, Targets,
 };
@@ -75,8 +75,13 @@ struct PerCpu {
     posted: AtomicU32,
     /// The last ticket whose request this CPU has performed.
     done: AtomicU32,
-    /// The clock's value when this CPU's latest full flush began.
-    last_full: AtomicU64,
+    /// The clock's value when this CPU's latest full flush began. A
+    /// 64-bit value under a lock, not a 64-bit atomic: on a 32-bit x86
+    /// without `cmpxchg8b` in the compiler's baseline (i586) that is x87
+    /// code, and kernel code must not touch the FPU; and a 32-bit clock
+    /// would wrap. It is taken once per full flush and per target of a
+    /// deferred flush.
+    last_full: Mutex<u64>,
     stats: CpuCounters,
 }
 
@@ -87,7 +92,7 @@ impl PerCpu {
             mailbox: Mutex::new(Mailbox::new()),
             posted: AtomicU32::new(0),
             done: AtomicU32::new(0),
-            last_full: AtomicU64::new(0),
+            last_full: Mutex::new(0),
             stats: CpuCounters::new(),
         }
     }
@@ -98,7 +103,7 @@ impl PerCpu {
             mailbox: Mutex::new(Mailbox::new()),
             posted: AtomicU32::new(0),
             done: AtomicU32::new(0),
-            last_full: AtomicU64::new(0),
+            last_full: Mutex::new(0),
             stats: CpuCounters::new(),
         }
     }
@@ -121,10 +126,16 @@ pub struct FullFlushStart(u64);
 pub struct Shootdown<P, const CPUS: usize> {
     platform: P,
     cpus: [PerCpu; CPUS],
-    /// Bit `i`: CPU `i` is online (a copy of the mailboxes' flags).
-    online: AtomicU64,
-    /// The generation clock: advanced by each mark.
-    clock: AtomicU64,
+    /// Bit `i` of word `i / 32`: CPU `i` is online (a copy of the
+    /// mailboxes' flags). Two 32-bit words, not one 64-bit atomic: on a
+    /// 32-bit x86 without `cmpxchg8b` in the compiler's baseline (i586) a
+    /// 64-bit atomic is x87 code, and kernel code must not touch the FPU.
+    /// Each CPU's bit lives in one word, so reading the two words at
+    /// different moments still gives every CPU's own latest state.
+    online: [AtomicU32; 2],
+    /// The generation clock: advanced by each mark (a 64-bit value under a
+    /// lock, for the reason given at `PerCpu::last_full`).
+    clock: Mutex<u64>,
     ack_limit: Option<u32>,
     stats: Counters,
 }
@@ -138,8 +149,8 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
         Self {
             platform,
             cpus: [const { PerCpu::new() }; CPUS],
-            online: AtomicU64::new(0),
-            clock: AtomicU64::new(0),
+            online: [AtomicU32::new(0), AtomicU32::new(0)],
+            clock: Mutex::new(0),
             ack_limit: None,
             stats: Counters::new(),
         }
@@ -153,8 +164,8 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
         Self {
             platform,
             cpus: core::array::from_fn(|_| PerCpu::new()),
-            online: AtomicU64::new(0),
-            clock: AtomicU64::new(0),
+            online: [AtomicU32::new(0), AtomicU32::new(0)],
+            clock: Mutex::new(0),
             ack_limit: None,
             stats: Counters::new(),
         }
@@ -176,7 +187,9 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
 
     /// The CPUs online now.
     pub fn online(&self) -> CpuSet {
-        CpuSet::from_bits(self.online.load(Acquire))
+        let lo = u64::from(self.online[0].load(Acquire));
+        let hi = u64::from(self.online[1].load(Acquire));
+        CpuSet::from_bits(lo | hi << 32)
     }
 
     fn check(cpu: usize) -> Result<(), ShootdownError> {
@@ -197,7 +210,7 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
         {
             let mut mailbox = self.cpus[cpu].mailbox.lock();
             mailbox.online = true;
-            self.online.fetch_or(CpuSet::single(cpu).bits(), AcqRel);
+            self.online[cpu / 32].fetch_or(1 << (cpu % 32), AcqRel);
         }
         self.full_flush(cpu, local);
         Ok(())
@@ -213,7 +226,7 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
         {
             let mut mailbox = self.cpus[cpu].mailbox.lock();
             mailbox.online = false;
-            self.online.fetch_and(!CpuSet::single(cpu).bits(), AcqRel);
+            self.online[cpu / 32].fetch_and(!(1 << (cpu % 32)), AcqRel);
         }
         self.service_cpu(cpu, local);
         Ok(())
@@ -261,7 +274,7 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
 
     /// Flush everything on `me`'s TLB and record it.
     fn full_flush(&self, me: usize, local: &impl TlbOps) {
-        let start = FullFlushStart(self.clock.load(Acquire));
+        let start = FullFlushStart(*self.clock.lock());
         local.flush_everything();
         self.record(me, start);
         stats::add(&self.cpus[me].stats.invalidations, 1);
@@ -270,7 +283,10 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
     fn record(&self, me: usize, start: FullFlushStart) {
         // Release: the flush happens before any initiator that reads this
         // value and skips this CPU.
-        self.cpus[me].last_full.fetch_max(start.0, Release);
+        // The lock orders the flush before any initiator that reads this
+        // value and skips this CPU.
+        let mut last = self.cpus[me].last_full.lock();
+        *last = (*last).max(start.0);
     }
 
     /// Flush the current CPU's whole TLB (globals included) and record it,
@@ -290,7 +306,7 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
     /// [`record_full_flush`](Self::record_full_flush) after it is done. A
     /// CR3 reload does not count (it keeps global translations).
     pub fn begin_full_flush(&self) -> FullFlushStart {
-        FullFlushStart(self.clock.load(Acquire))
+        FullFlushStart(*self.clock.lock())
     }
 
     /// Record that the current CPU flushed its whole TLB, globals
@@ -308,7 +324,9 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
     pub fn mark(&self) -> TlbMark {
         // AcqRel: the clearing before it is released to every CPU that
         // loads a value from here on as the start of its full flush.
-        TlbMark(self.clock.fetch_add(1, AcqRel) + 1)
+        let mut clock = self.clock.lock();
+        *clock += 1;
+        TlbMark(*clock)
     }
 
     /// Counters since creation.
@@ -406,7 +424,7 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
         // progress has not been recorded yet: both get the interrupt.
         if since != TlbMark::NONE {
             for cpu in set {
-                if self.cpus[cpu].last_full.load(Acquire) >= since.0 {
+                if *self.cpus[cpu].last_full.lock() >= since.0 {
                     set.remove(cpu);
                     report.skipped.insert(cpu);
                 }

@@ -1,7 +1,7 @@
 //! What shootdowns did: per call, and counted since boot. Reports, not
 //! protocol: relaxed atomics, outside the model checker.
 
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crate::CpuSet;
 
@@ -52,59 +52,62 @@ pub struct CpuStats {
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) shootdowns: AtomicU64,
-    pub(crate) ipis_sent: AtomicU64,
-    pub(crate) ipis_coalesced: AtomicU64,
-    pub(crate) ipis_saved: AtomicU64,
-    pub(crate) wait_rounds: AtomicU64,
+    pub(crate) shootdowns: AtomicU32,
+    pub(crate) ipis_sent: AtomicU32,
+    pub(crate) ipis_coalesced: AtomicU32,
+    pub(crate) ipis_saved: AtomicU32,
+    pub(crate) wait_rounds: AtomicU32,
 }
 
 impl Counters {
     pub(crate) const fn new() -> Self {
         Self {
-            shootdowns: AtomicU64::new(0),
-            ipis_sent: AtomicU64::new(0),
-            ipis_coalesced: AtomicU64::new(0),
-            ipis_saved: AtomicU64::new(0),
-            wait_rounds: AtomicU64::new(0),
+            shootdowns: AtomicU32::new(0),
+            ipis_sent: AtomicU32::new(0),
+            ipis_coalesced: AtomicU32::new(0),
+            ipis_saved: AtomicU32::new(0),
+            wait_rounds: AtomicU32::new(0),
         }
     }
 
     pub(crate) fn snapshot(&self) -> ShootdownStats {
         ShootdownStats {
-            shootdowns: self.shootdowns.load(Relaxed),
-            ipis_sent: self.ipis_sent.load(Relaxed),
-            ipis_coalesced: self.ipis_coalesced.load(Relaxed),
-            ipis_saved: self.ipis_saved.load(Relaxed),
-            wait_rounds: self.wait_rounds.load(Relaxed),
+            shootdowns: u64::from(self.shootdowns.load(Relaxed)),
+            ipis_sent: u64::from(self.ipis_sent.load(Relaxed)),
+            ipis_coalesced: u64::from(self.ipis_coalesced.load(Relaxed)),
+            ipis_saved: u64::from(self.ipis_saved.load(Relaxed)),
+            wait_rounds: u64::from(self.wait_rounds.load(Relaxed)),
         }
     }
 }
 
 pub(crate) struct CpuCounters {
-    pub(crate) served: AtomicU64,
-    pub(crate) invalidations: AtomicU64,
+    pub(crate) served: AtomicU32,
+    pub(crate) invalidations: AtomicU32,
 }
 
 impl CpuCounters {
     pub(crate) const fn new() -> Self {
         Self {
-            served: AtomicU64::new(0),
-            invalidations: AtomicU64::new(0),
+            served: AtomicU32::new(0),
+            invalidations: AtomicU32::new(0),
         }
     }
 
     pub(crate) fn snapshot(&self) -> CpuStats {
         CpuStats {
-            served: self.served.load(Relaxed),
-            invalidations: self.invalidations.load(Relaxed),
+            served: u64::from(self.served.load(Relaxed)),
+            invalidations: u64::from(self.invalidations.load(Relaxed)),
         }
     }
 }
 
-/// Add `n` to a counter.
-pub(crate) fn add(counter: &AtomicU64, n: u64) {
+/// Add `n` to a counter. The counters are 32-bit atomics (they wrap after
+/// 2^32): a 64-bit atomic on a 32-bit x86 without `cmpxchg8b` in the
+/// compiler's baseline (i586) is done with x87 loads and stores, and
+/// kernel code must not touch the FPU.
+pub(crate) fn add(counter: &AtomicU32, n: u64) {
     if n != 0 {
-        counter.fetch_add(n, Relaxed);
+        counter.fetch_add(n as u32, Relaxed);
     }
 }

@@ -11,9 +11,9 @@
 //! yield.
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use core::sync::atomic::AtomicU32;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use loom::sync::atomic::AtomicU32;
 
 /// A mutual-exclusion lock whose `lock` returns the guard directly.
 pub(crate) struct Mutex<T> {

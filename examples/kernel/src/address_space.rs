@@ -92,6 +92,37 @@ impl<A: TableAccess> AddressSpace<A> {
     }
 }
 
+impl<A: TableAccess> AddressSpace<A> {
+    /// As [`destroy`](Self::destroy), and every user page is handed to
+    /// `release` (after the flush through `tlb`, which must reach every CPU
+    /// that ran the space): a process's exit
+    /// (`Mapper::teardown_releasing`).
+    pub fn destroy_releasing<T, F, R>(
+        self,
+        tlb: &T,
+        frames: &mut F,
+        release: R,
+    ) -> Result<FreeStats, Failure>
+    where
+        T: paging_core::TlbOps + ?Sized,
+        F: FrameAllocator + ?Sized,
+        R: FnMut(VirtAddr, paging_core::Unmapped),
+    {
+        let root = self.root();
+        if mode::current_root() == root {
+            return Err(failure!("tearing down {root} while it is loaded"));
+        }
+        if let Some(sync) = kernel_sync::get() {
+            sync.unregister(root)
+                .map_err(|e| failure!("unregistering {root}: {e}"))?;
+        }
+        self.mapper
+            .teardown_releasing(VirtAddr::new(PAGE_OFFSET), tlb, frames, release)
+            .map(|(_, freed)| freed)
+            .map_err(|e| failure!("tearing down {root}: {e}"))
+    }
+}
+
 /// Loads the directory at `root`.
 ///
 /// # Safety

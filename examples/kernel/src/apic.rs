@@ -38,6 +38,20 @@ const REG_SVR: usize = 0xF0;
 const REG_ICR_LOW: usize = 0x300;
 /// Interrupt command register, high half (destination in bits 24..32).
 const REG_ICR_HIGH: usize = 0x310;
+/// LVT timer register.
+const REG_LVT_TIMER: usize = 0x320;
+/// Timer initial count.
+const REG_TIMER_INITIAL: usize = 0x380;
+/// Timer current count.
+const REG_TIMER_CURRENT: usize = 0x390;
+/// Timer divide configuration.
+const REG_TIMER_DIVIDE: usize = 0x3E0;
+/// Divide by 16.
+const TIMER_DIVIDE_16: u32 = 0b0011;
+/// LVT: masked.
+const LVT_MASKED: u32 = 1 << 16;
+/// LVT timer: periodic.
+const LVT_TIMER_PERIODIC: u32 = 1 << 17;
 /// End-of-interrupt register (write 0).
 const REG_EOI: usize = 0xB0;
 /// Error status register.
@@ -174,6 +188,34 @@ impl LocalApic {
     pub fn send_startup(&self, apic_id: u32, page: u8) -> Result<(), ()> {
         self.register(REG_ESR).write(0);
         self.send(apic_id, ICR_DELIVERY_STARTUP | u32::from(page))
+    }
+
+    /// Runs the APIC timer periodically: `vector` every `count` ticks of
+    /// the bus clock divided by 16.
+    pub fn timer_periodic(&self, vector: u8, count: u32) {
+        self.register(REG_TIMER_DIVIDE).write(TIMER_DIVIDE_16);
+        self.register(REG_LVT_TIMER)
+            .write(LVT_TIMER_PERIODIC | u32::from(vector));
+        self.register(REG_TIMER_INITIAL).write(count);
+    }
+
+    /// Counts down once from `u32::MAX` (masked: no interrupt), for
+    /// calibration; read it with [`timer_current`](Self::timer_current).
+    pub fn timer_one_shot_masked(&self) {
+        self.register(REG_TIMER_DIVIDE).write(TIMER_DIVIDE_16);
+        self.register(REG_LVT_TIMER).write(LVT_MASKED);
+        self.register(REG_TIMER_INITIAL).write(u32::MAX);
+    }
+
+    /// The timer's current count.
+    pub fn timer_current(&self) -> u32 {
+        self.register(REG_TIMER_CURRENT).read()
+    }
+
+    /// Stops the timer.
+    pub fn timer_stop(&self) {
+        self.register(REG_LVT_TIMER).write(LVT_MASKED);
+        self.register(REG_TIMER_INITIAL).write(0);
     }
 
     /// Signals the end of the interrupt being serviced.

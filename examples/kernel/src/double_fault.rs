@@ -92,6 +92,22 @@ pub unsafe fn prepare_tasks(
     }
 }
 
+/// Sets the ring-0 stack CPU `cpu` switches to when an interrupt arrives
+/// in ring 3 (the running process's kernel stack): its main TSS's
+/// SS0:ESP0.
+pub fn set_ring0_stack(cpu: usize, esp0: u32) {
+    if cpu >= CPUS {
+        return;
+    }
+    // SAFETY: only CPU `cpu` calls this for itself, with interrupts off;
+    // the CPU reads SS0:ESP0 only on a privilege change, which cannot
+    // happen during these stores (this is kernel code).
+    unsafe {
+        (&raw mut MAIN_TASK[cpu].ss0).write_volatile(u32::from(gdt::KERNEL_DATA));
+        (&raw mut MAIN_TASK[cpu].esp0).write_volatile(esp0);
+    }
+}
+
 /// Gives every CPU's double-fault task a new CR3 (the final tables): the
 /// task switch loads CR3 from its TSS.
 pub fn set_cr3(cr3: u32) {

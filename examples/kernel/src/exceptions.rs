@@ -22,9 +22,17 @@ const NMI: u32 = 2;
 const PAGE_FAULT: u32 = 14;
 
 /// State saved on the stack by a stub, lowest address first.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub struct ExceptionFrame {
+    /// GS of the interrupted code.
+    pub gs: u32,
+    /// FS.
+    pub fs: u32,
+    /// ES.
+    pub es: u32,
+    /// DS.
+    pub ds: u32,
     /// EDI (from `pushad`).
     pub edi: u32,
     /// ESI.
@@ -59,6 +67,25 @@ impl ExceptionFrame {
     pub fn interrupted_esp(&self) -> u32 {
         self.esp.wrapping_add(5 * 4)
     }
+
+    /// Whether the interrupted code ran in ring 3 (then the CPU also pushed
+    /// its ESP and SS: a [`UserFrame`]).
+    pub fn user_mode(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+/// What an interrupt from ring 3 leaves on the kernel stack: the frame plus
+/// the user ESP and SS the CPU pushed.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct UserFrame {
+    /// As for kernel-mode interrupts.
+    pub frame: ExceptionFrame,
+    /// The user stack pointer.
+    pub user_esp: u32,
+    /// The user stack segment.
+    pub user_ss: u32,
 }
 
 core::arch::global_asm!(
@@ -78,10 +105,36 @@ exception_stub_\n:
     .section .text, "ax"
 exception_common:
     pushad
+    // 32-bit slots (a plain `push ds` assembles to a 16-bit push here).
+    mov eax, ds
+    push eax
+    mov eax, es
+    push eax
+    mov eax, fs
+    push eax
+    mov eax, gs
+    push eax
     cld
+    // Ring 3 may have left any data segment (or a null one) in DS, ES and
+    // GS: the kernel's flat data and this CPU's per-CPU segment.
+    mov ax, {kernel_data}
+    mov ds, ax
+    mov es, ax
+    mov ax, {per_cpu}
+    mov gs, ax
     push esp
     call exception_dispatch
     add esp, 4
+    .global exception_return
+exception_return:
+    pop eax
+    mov gs, ax
+    pop eax
+    mov fs, ax
+    pop eax
+    mov es, ax
+    pop eax
+    mov ds, ax
     popad
     add esp, 8
     iretd
@@ -127,6 +180,8 @@ interrupt_stub_\n:
     .endm
     IRQ 0x27
     IRQ 0x2F
+    IRQ 0x40
+    IRQ 0x80
     IRQ 0xF0
     IRQ 0xF1
     IRQ 0xF2
@@ -139,6 +194,7 @@ interrupt_stub_table:
     .long 0x27, interrupt_stub_0x27, 0x2F, interrupt_stub_0x2F
     .long 0xF0, interrupt_stub_0xF0, 0xF1, interrupt_stub_0xF1
     .long 0xF2, interrupt_stub_0xF2, 0xFF, interrupt_stub_0xFF
+    .long 0x40, interrupt_stub_0x40, 0x80, interrupt_stub_0x80
     .global exception_stub_table
 exception_stub_table:
     .long exception_stub_0, exception_stub_1, exception_stub_2, exception_stub_3
@@ -149,21 +205,23 @@ exception_stub_table:
     .long exception_stub_20, exception_stub_21, exception_stub_22, exception_stub_23
     .long exception_stub_24, exception_stub_25, exception_stub_26, exception_stub_27
     .long exception_stub_28, exception_stub_29, exception_stub_30, exception_stub_31
-    "#
+    "#,
+    kernel_data = const crate::gdt::KERNEL_DATA,
+    per_cpu = const crate::gdt::PER_CPU,
 );
 
 unsafe extern "C" {
     /// Addresses of the 32 exception stubs (assembly above).
     static exception_stub_table: [u32; 32];
     /// `(vector, stub address)` of the interrupt vectors the kernel uses.
-    static interrupt_stub_table: [[u32; 2]; 6];
+    static interrupt_stub_table: [[u32; 2]; 8];
 }
 
 /// `(vector, stub address)` of the interrupt vectors above the exceptions:
 /// the legacy PIC's spurious IRQs 7 and 15 (the PIC is moved to 0x20 and
 /// masked), the shootdown, wake-up and call IPIs, and the local APIC's
 /// spurious vector.
-pub fn interrupt_stubs() -> &'static [[u32; 2]; 6] {
+pub fn interrupt_stubs() -> &'static [[u32; 2]; 8] {
     // SAFETY: the table is initialised read-only data emitted above.
     unsafe { &interrupt_stub_table }
 }
@@ -206,6 +264,14 @@ fn name(vector: u32) -> &'static str {
 /// Called by `exception_common` with the saved state.
 #[unsafe(no_mangle)]
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
+    if frame.vector == crate::idt::SYSCALL_VECTOR {
+        crate::process::syscall(frame);
+        return;
+    }
+    if frame.vector == u32::from(crate::timer::TIMER_VECTOR) {
+        crate::timer::interrupt(frame);
+        return;
+    }
     if frame.vector >= 32 {
         crate::smp::interrupt(frame.vector);
         return;
@@ -217,6 +283,12 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     if frame.vector == PAGE_FAULT {
         let address = cpu::cr2();
         if kernel_sync::handle_fault(address, frame.error_code) {
+            return;
+        }
+        if (frame.user_mode() || address < crate::layout::PAGE_OFFSET)
+            && crate::process::running()
+            && crate::process::page_fault(frame, address, frame.error_code)
+        {
             return;
         }
         if let Some(resume) = fault_probe::catch(address, frame.error_code, frame.eip) {
@@ -231,6 +303,8 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             frame.error_code,
             fault_probe::ErrorCode(frame.error_code)
         );
+    } else if crate::process::user_exception(frame) {
+        return;
     } else {
         println!();
         println!(

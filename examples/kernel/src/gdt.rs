@@ -21,8 +21,16 @@ pub const DOUBLE_FAULT_TSS: u16 = 0x20;
 /// Selector of the per-CPU data segment (in GS): base = this CPU's
 /// [`PerCpuWord`], limit one page.
 pub const PER_CPU: u16 = 0x28;
+/// Selector of the flat ring-3 code segment (RPL 3).
+pub const USER_CODE: u16 = 0x30 | 3;
+/// Selector of the flat ring-3 data segment (RPL 3).
+pub const USER_DATA: u16 = 0x38 | 3;
 /// Descriptors per GDT.
-const ENTRIES: usize = 6;
+const ENTRIES: usize = 8;
+/// Flat 4 GiB ring-3 code segment (DPL 3, execute/read).
+const USER_FLAT_CODE: u64 = 0x00CF_FA00_0000_FFFF;
+/// Flat 4 GiB ring-3 data segment (DPL 3, read/write).
+const USER_FLAT_DATA: u64 = 0x00CF_F200_0000_FFFF;
 
 /// Flat 4 GiB code segment: base 0, limit 0xFFFFF pages, present, ring 0,
 /// execute/read, 32-bit, 4 KiB granularity.
@@ -32,7 +40,16 @@ const FLAT_DATA: u64 = 0x00CF_9200_0000_FFFF;
 
 /// The tables, one per CPU. The CPU writes them (accessed bits, the TSS
 /// busy bit), so they live in writable memory.
-static mut GDT: [[u64; ENTRIES]; CPUS] = [[0, FLAT_CODE, FLAT_DATA, 0, 0, 0]; CPUS];
+static mut GDT: [[u64; ENTRIES]; CPUS] = [[
+    0,
+    FLAT_CODE,
+    FLAT_DATA,
+    0,
+    0,
+    0,
+    USER_FLAT_CODE,
+    USER_FLAT_DATA,
+]; CPUS];
 
 /// What GS points at on each CPU: the CPU's index, read by [`cpu_index`].
 #[repr(C, align(64))]
@@ -64,6 +81,19 @@ pub fn cpu_index() -> usize {
         asm!("mov {:e}, gs:[0]", out(reg) index, options(nostack, preserves_flags, readonly))
     };
     index as usize
+}
+
+/// Set once the boot CPU has loaded its per-CPU segment.
+static PER_CPU_READY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// [`cpu_index`], or 0 before the boot CPU loaded its GDT (the first
+/// boot messages).
+pub fn cpu_index_early() -> usize {
+    if PER_CPU_READY.load(core::sync::atomic::Ordering::Acquire) {
+        cpu_index()
+    } else {
+        0
+    }
 }
 
 /// Data segment descriptor with `base` and a 4 KiB limit (byte granular).
@@ -144,4 +174,5 @@ pub unsafe fn init(
             tmp = out(reg) _,
         );
     }
+    PER_CPU_READY.store(true, core::sync::atomic::Ordering::Release);
 }

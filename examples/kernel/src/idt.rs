@@ -7,6 +7,8 @@ use core::arch::asm;
 use crate::exceptions;
 use crate::gdt::{self, DescriptorTablePointer};
 
+/// The system-call vector (`int 0x80`), open to ring 3.
+pub const SYSCALL_VECTOR: u32 = 0x80;
 /// Vector of the double-fault exception.
 const DOUBLE_FAULT_VECTOR: usize = 8;
 /// Present, ring 0, 32-bit interrupt gate (clears IF on entry).
@@ -46,8 +48,14 @@ pub unsafe fn init() {
         unsafe { (*idt)[vector] = gate };
     }
     for [vector, stub] in exceptions::interrupt_stubs() {
+        let mut gate = interrupt_gate(*stub);
+        if *vector == SYSCALL_VECTOR {
+            // Ring 3 may `int 0x80`: DPL 3 (every other gate is DPL 0, so
+            // `int N` from ring 3 to it is a #GP).
+            gate |= 3 << 45;
+        }
         // SAFETY: as above.
-        unsafe { (*idt)[*vector as usize] = interrupt_gate(*stub) };
+        unsafe { (*idt)[*vector as usize] = gate };
     }
     // SAFETY: the table is complete.
     unsafe { load() };

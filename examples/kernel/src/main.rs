@@ -55,12 +55,15 @@ mod pat;
 mod pci;
 mod phys_window;
 mod pit;
+mod process;
 mod selftests;
 mod serial;
 mod shootdown;
 mod smp;
 mod test;
+mod timer;
 mod tss;
+mod user;
 mod vga;
 mod vmalloc;
 

@@ -6,6 +6,7 @@
 //! mapping, so the console keeps working across page-table switches.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::io::{inb, outb};
 
@@ -106,11 +107,35 @@ impl fmt::Write for Console {
     }
 }
 
+/// The CPU printing now (`u32::MAX`: none): one `print!` at a time, so
+/// lines from several CPUs do not interleave.
+static PRINTING: AtomicU32 = AtomicU32::new(u32::MAX);
+
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
+    let me = crate::gdt::cpu_index_early() as u32;
+    // Not a lock that can deadlock: a CPU printing already (an NMI or a
+    // fault inside a print) goes on, and a CPU that waited too long (the
+    // printer died) prints anyway.
+    let mut owned = false;
+    if PRINTING.load(Ordering::Acquire) != me {
+        for _ in 0..50_000_000u32 {
+            if PRINTING
+                .compare_exchange(u32::MAX, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                owned = true;
+                break;
+            }
+            core::hint::spin_loop();
+        }
+    }
     // The console never fails.
     let _ = fmt::Write::write_fmt(&mut Console, args);
     crate::vga::mirror(args);
+    if owned {
+        PRINTING.store(u32::MAX, Ordering::Release);
+    }
 }
 
 /// Prints to COM1 (mirrored on the VGA console once it is on).

@@ -353,6 +353,7 @@ pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<Smp
             ""
         }
     );
+    crate::timer::calibrate();
     let hang = option_number(context.cmdline, "smp.ap-timeout-test=");
     let aps: heapless::Vec<u8, CPUS> = list
         .ids()
@@ -620,6 +621,13 @@ fn post(cpu: usize, f: fn(usize, usize), arg: usize) {
     slot.posted.fetch_add(1, Ordering::AcqRel);
     if let Some(apic) = apic::get() {
         let _ = apic.send_fixed(slot.apic_id.load(Ordering::Relaxed), WAKE_VECTOR);
+    }
+}
+
+/// Wakes CPU `cpu` from `hlt` (its scheduler has something to run).
+pub fn wake(cpu: usize) {
+    if let (Some(apic), Some(id)) = (apic::get(), apic_id(cpu)) {
+        let _ = apic.send_fixed(id, WAKE_VECTOR);
     }
 }
 

@@ -14,6 +14,7 @@ mod memory_access;
 mod memory_map;
 mod page_faults;
 mod platform;
+mod processes;
 mod pte_highmem;
 mod smp;
 mod smp_kmap;
@@ -87,6 +88,30 @@ pub const ALL: &[Test] = &[
     Test {
         name: "smp_two_kmap_deadlock_is_prevented_by_reservations",
         run: smp_kmap::smp_two_kmap_deadlock_is_prevented_by_reservations,
+    },
+    Test {
+        name: "process_runs_in_ring_3_and_makes_system_calls",
+        run: processes::process_runs_in_ring_3_and_makes_system_calls,
+    },
+    Test {
+        name: "process_demand_zero_64_processes_with_checksums",
+        run: processes::process_demand_zero_64_processes_with_checksums,
+    },
+    Test {
+        name: "process_fork_chain_cow_depth_8",
+        run: processes::process_fork_chain_cow_depth_8,
+    },
+    Test {
+        name: "process_killed_on_bad_access_others_finish",
+        run: processes::process_killed_on_bad_access_others_finish,
+    },
+    Test {
+        name: "process_preempt_while_holding_local_kmaps",
+        run: processes::process_preempt_while_holding_local_kmaps,
+    },
+    Test {
+        name: "process_page_tables_in_highmem_save_lowmem",
+        run: processes::process_page_tables_in_highmem_save_lowmem,
     },
     Test {
         name: "read_of_unmapped_address_faults_not_present",

@@ -4,7 +4,7 @@
 //! than CPUs x mappings, kept deadlock-free by reservations and watched by
 //! the boot CPU.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use kmap::{DirectMap, FlushPolicy, KmapStats, KmapTask};
 use paging_core::{FrameAllocator, PhysAddr, PhysFrame, VirtAddr, Zone};
@@ -303,7 +303,7 @@ struct Deadlock<'a> {
     pages: &'a [PhysFrame; 16],
     workers: usize,
     arrived: AtomicUsize,
-    progress: AtomicU64,
+    progress: AtomicU32,
     finished: AtomicUsize,
     waits: [AtomicU32; CPUS],
     bad: AtomicU32,
@@ -348,7 +348,7 @@ pub fn smp_two_kmap_deadlock_is_prevented_by_reservations(kernel: &Kernel) -> Te
             pages: &pages,
             workers: if online > 1 { online - 1 } else { 1 },
             arrived: AtomicUsize::new(0),
-            progress: AtomicU64::new(0),
+            progress: AtomicU32::new(0),
             finished: AtomicUsize::new(0),
             waits: [const { AtomicU32::new(0) }; CPUS],
             bad: AtomicU32::new(0),

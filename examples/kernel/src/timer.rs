@@ -1,0 +1,60 @@
+//! The local-APIC timer: the preemption tick of the process scheduler.
+//!
+//! Calibrated once against the PIT (boot CPU, at SMP start-up); each CPU
+//! runs its own timer while its scheduler runs processes
+//! ([`crate::process::run_until_done`]), every [`PERIOD_MS`].
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::layout::CPUS;
+use crate::{apic, gdt, pit, process};
+
+/// Vector of the timer interrupt.
+pub const TIMER_VECTOR: u8 = 0x40;
+/// Milliseconds between two ticks.
+pub const PERIOD_MS: u32 = 2;
+
+/// Timer counts (bus clock / 16) per millisecond.
+static COUNTS_PER_MS: AtomicU32 = AtomicU32::new(0);
+/// Ticks each CPU took.
+static TICKS: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
+
+/// Measures the timer against 10 ms of the PIT.
+pub fn calibrate() {
+    let Some(apic) = apic::get() else { return };
+    apic.timer_one_shot_masked();
+    let start = apic.timer_current();
+    pit::delay_us(10_000);
+    let elapsed = start.wrapping_sub(apic.timer_current());
+    apic.timer_stop();
+    COUNTS_PER_MS.store((elapsed / 10).max(1), Ordering::Relaxed);
+}
+
+/// Starts this CPU's periodic tick.
+pub fn start() {
+    let Some(apic) = apic::get() else { return };
+    let per_ms = COUNTS_PER_MS.load(Ordering::Relaxed).max(1);
+    apic.timer_periodic(TIMER_VECTOR, per_ms.saturating_mul(PERIOD_MS));
+}
+
+/// Stops this CPU's tick.
+pub fn stop() {
+    if let Some(apic) = apic::get() {
+        apic.timer_stop();
+    }
+}
+
+/// Ticks CPU `cpu` has taken.
+pub fn ticks(cpu: usize) -> u32 {
+    TICKS.get(cpu).map_or(0, |t| t.load(Ordering::Relaxed))
+}
+
+/// Called for [`TIMER_VECTOR`], interrupts off: end of interrupt first,
+/// then maybe a switch to another process.
+pub fn interrupt(frame: &crate::exceptions::ExceptionFrame) {
+    if let Some(apic) = apic::get() {
+        apic.eoi();
+    }
+    TICKS[gdt::cpu_index() % CPUS].fetch_add(1, Ordering::Relaxed);
+    process::timer_tick(frame);
+}
