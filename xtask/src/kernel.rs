@@ -79,7 +79,7 @@ impl Mode {
 /// One of the repository's kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// `examples/kernel`: every feature of the crates, 27 self-tests.
+    /// `examples/kernel`: every feature of the crates, 42 self-tests (SMP and processes included).
     Example,
     /// `examples/minimal`: the adoption guide's kernel.
     Minimal,

@@ -95,6 +95,8 @@ pub struct TableFrames {
     pub low: u32,
     /// In highmem.
     pub high: u32,
+    /// Of those, above 4 GiB (PAE with RAM there).
+    pub above_4g: u32,
 }
 
 /// One process.
@@ -224,6 +226,9 @@ unsafe impl FrameAllocator for Counting<'_> {
             self.tables.low += 1;
         } else {
             self.tables.high += 1;
+            if frame.start_address().as_u64() >= 1 << 32 {
+                self.tables.above_4g += 1;
+            }
         }
         Some(frame)
     }
@@ -1151,6 +1156,7 @@ fn add_tables(slot: usize, tables: TableFrames) {
         if let Some(p) = t.slots[slot].as_mut() {
             p.tables.low += tables.low;
             p.tables.high += tables.high;
+            p.tables.above_4g += tables.above_4g;
         }
     });
 }

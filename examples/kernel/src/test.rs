@@ -88,7 +88,12 @@ macro_rules! fail {
 /// Runs every test, prints the summary and exits QEMU (pass code only if no
 /// test failed).
 pub fn run_all(tests: &[Test], kernel: &Kernel) -> ! {
-    println!("running {} self-tests", tests.len());
+    println!(
+        "running {} self-tests on cpu {} ({} online; a figure another CPU produced names it)",
+        tests.len(),
+        crate::gdt::cpu_index(),
+        crate::smp::online_count()
+    );
     let mut passed = 0usize;
     let mut failed = 0usize;
     for test in tests {

@@ -94,8 +94,9 @@ pub fn process_demand_zero_64_processes_with_checksums(_: &Kernel) -> TestResult
     );
     let low: u32 = outcomes.iter().map(|o| o.tables.low).sum();
     let high: u32 = outcomes.iter().map(|o| o.tables.high).sum();
+    let above: u32 = outcomes.iter().map(|o| o.tables.above_4g).sum();
     println!(
-        "    64 processes x 16 heap pages, each checksum right at exit; {faults} demand-zero faults; processes per CPU {:?}; page tables: {low} lowmem frames, {high} highmem; frames back",
+        "    64 processes x 16 heap pages, each checksum right at exit; {faults} demand-zero faults; processes per CPU {:?}; page tables: {low} lowmem frames, {high} highmem ({above} above 4 GiB); frames back",
         &per_cpu[..smp::online_count().max(1)]
     );
     Ok(())
