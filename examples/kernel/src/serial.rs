@@ -119,7 +119,10 @@ pub fn _print(args: fmt::Arguments<'_>) {
     // printer died) prints anyway.
     let mut owned = false;
     if PRINTING.load(Ordering::Acquire) != me {
-        for _ in 0..50_000_000u32 {
+        // A line takes microseconds; after this many tries the CPU prints
+        // anyway (interleaved rather than stuck: under Bochs a `pause`
+        // can cost a whole scheduling round of the emulated CPUs).
+        for _ in 0..100_000u32 {
             if PRINTING
                 .compare_exchange(u32::MAX, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
