@@ -3,13 +3,10 @@
 //! (a policy that skipped a needed flush would show a stale one).
 
 use kmap::{DirectMap, FlushPolicy, KmapStats};
-use paging_core::{
-    Entry, FrameAllocator, PagingMode, PhysFrame, TableAccess, TlbOps, VirtAddr, Zone,
-};
+use paging_core::{Entry, PagingMode, PhysFrame, TableAccess, TlbOps, VirtAddr};
 
-use super::memory_access::{pattern, read_word, write_word};
+use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
 use crate::direct_map::DirectMapAccess;
-use crate::frames::{self, ZoneId};
 use crate::kernel::Kernel;
 use crate::kmap_policy::KernelPolicy;
 use crate::kmap_setup::{self, KernelKmap, KernelWait};
@@ -28,23 +25,12 @@ const PAGES: usize = 4 * KMAP_BENCH_SLOTS;
 const OPERATIONS: usize = 8192;
 
 pub fn flush_policies_under_one_workload(kernel: &Kernel) -> TestResult {
-    let mut pages = [PhysFrame::containing_address(Default::default()); PAGES];
-    let mut frames = frames::lock();
-    let highmem = frames.free_frames(ZoneId::High) >= PAGES as u64;
-    for page in pages.iter_mut() {
-        *page = frames
-            .allocate_frame(Zone::PreferHighmem)
-            .ok_or_else(|| failure!("out of frames"))?;
-    }
-    drop(frames);
+    let (pages, highmem) = test_pages::<PAGES>()?;
     // Without highmem, lowmem pages go through the slots too (force_map),
     // so the workload is the same.
     let direct = DirectMap::new(PAGE_OFFSET, kernel.layout.lowmem_limit).with_force_map(!highmem);
     let result = run_all(kernel, &pages, direct);
-    let mut frames = frames::lock();
-    for page in pages {
-        frames.deallocate_frame(page);
-    }
+    give_back(&pages);
     let rows = result?;
     println!(
         "    {OPERATIONS} map+unmap of {PAGES} {} pages through {KMAP_BENCH_SLOTS} slots, every other mapping touched:",

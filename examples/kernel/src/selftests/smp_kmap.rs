@@ -7,12 +7,11 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use kmap::{DirectMap, FlushPolicy, KmapStats, KmapTask};
-use paging_core::{FrameAllocator, PhysAddr, PhysFrame, VirtAddr, Zone};
+use paging_core::{PhysFrame, VirtAddr};
 
 use super::flush_policies::clear_area;
-use super::memory_access::{pattern, read_word, write_word};
+use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
 use crate::direct_map::DirectMapAccess;
-use crate::frames::{self, ZoneId};
 use crate::kernel::Kernel;
 use crate::kmap_policy::KernelPolicy;
 use crate::kmap_setup::KernelWait;
@@ -63,21 +62,10 @@ fn word_offset(page: PhysFrame) -> usize {
 
 /// The storm, once per policy, each on a fresh pool; prints the figures.
 pub fn smp_kmap_storm_under_every_flush_policy(kernel: &Kernel) -> TestResult {
-    let mut pages = [PhysFrame::containing_address(PhysAddr::new_truncate(0)); STORM_PAGES];
-    let mut frames = frames::lock();
-    let highmem = frames.free_frames(ZoneId::High) >= STORM_PAGES as u64;
-    for page in pages.iter_mut() {
-        *page = frames
-            .allocate_frame(Zone::PreferHighmem)
-            .ok_or_else(|| failure!("out of frames"))?;
-    }
-    drop(frames);
+    let (pages, highmem) = test_pages::<STORM_PAGES>()?;
     let direct = DirectMap::new(PAGE_OFFSET, kernel.layout.lowmem_limit).with_force_map(!highmem);
     let result = storms(kernel, &pages, direct);
-    let mut frames = frames::lock();
-    for page in pages {
-        frames.deallocate_frame(page);
-    }
+    give_back(&pages);
     let rows = result?;
     let cpus = smp::online_count();
     println!(
@@ -311,15 +299,7 @@ struct Deadlock<'a> {
 }
 
 pub fn smp_two_kmap_deadlock_is_prevented_by_reservations(kernel: &Kernel) -> TestResult {
-    let mut pages = [PhysFrame::containing_address(PhysAddr::new_truncate(0)); 16];
-    let mut frames = frames::lock();
-    let highmem = frames.free_frames(ZoneId::High) >= 16;
-    for page in pages.iter_mut() {
-        *page = frames
-            .allocate_frame(Zone::PreferHighmem)
-            .ok_or_else(|| failure!("out of frames"))?;
-    }
-    drop(frames);
+    let (pages, highmem) = test_pages::<16>()?;
     let direct = DirectMap::new(PAGE_OFFSET, kernel.layout.lowmem_limit).with_force_map(!highmem);
     let base = VirtAddr::new(kmap_bench_base(0));
     let result = (|| {
@@ -389,10 +369,7 @@ pub fn smp_two_kmap_deadlock_is_prevented_by_reservations(kernel: &Kernel) -> Te
         }
         Ok(())
     })();
-    let mut frames = frames::lock();
-    for page in pages {
-        frames.deallocate_frame(page);
-    }
+    give_back(&pages);
     result
 }
 
@@ -505,14 +482,7 @@ static CONTEXTS: AtomicUsize = AtomicUsize::new(0);
 
 pub fn smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait(_: &Kernel) -> TestResult {
     let pool = crate::kmap_setup::pool().ok_or_else(|| failure!("no kmap pool"))?;
-    let mut pages = [PhysFrame::containing_address(PhysAddr::new_truncate(0)); 64];
-    let mut frames = frames::lock();
-    for page in pages.iter_mut() {
-        *page = frames
-            .allocate_frame(Zone::PreferHighmem)
-            .ok_or_else(|| failure!("out of frames"))?;
-    }
-    drop(frames);
+    let (pages, _) = test_pages::<64>()?;
     let result = (|| {
         // SAFETY: a token for this filling task.
         let mut task = unsafe { KmapTask::new() };
@@ -563,10 +533,7 @@ pub fn smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait(_: &Kernel) -> Test
         );
         Ok(())
     })();
-    let mut frames = frames::lock();
-    for page in pages {
-        frames.deallocate_frame(page);
-    }
+    give_back(&pages);
     result
 }
 

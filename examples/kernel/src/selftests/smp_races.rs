@@ -62,6 +62,26 @@ struct Race {
     done: AtomicBool,
 }
 
+impl Race {
+    /// Every online CPU, each in its own space of `spaces`, all after the
+    /// word of `page`.
+    fn new(spaces: &Spaces, page: &VmallocPage) -> Self {
+        let mut roots = [0; CPUS];
+        for (cpu, root) in roots.iter_mut().enumerate().take(smp::known()) {
+            *root = spaces.root(cpu).as_u64();
+        }
+        Self {
+            roots,
+            va: page.va.as_u32() as usize,
+            expected: page.value,
+            arrived: AtomicUsize::new(0),
+            cpus: smp::online_count(),
+            good: AtomicU32::new(0),
+            done: AtomicBool::new(false),
+        }
+    }
+}
+
 /// Loads `root` on this CPU, runs `f`, loads back the kernel directory.
 fn in_space<R>(root: u64, f: impl FnOnce() -> R) -> R {
     let previous = mode::current_root();
@@ -92,19 +112,7 @@ fn barrier(arrived: &AtomicUsize, cpus: usize, limit: u32) -> bool {
 pub fn smp_lazy_sync_race_on_a_fresh_vmalloc_entry(_: &Kernel) -> TestResult {
     let spaces = Spaces::new()?;
     let page = VmallocPage::new(&mut frames::lock())?;
-    let mut roots = [0; CPUS];
-    for (cpu, root) in roots.iter_mut().enumerate().take(smp::known()) {
-        *root = spaces.root(cpu).as_u64();
-    }
-    let race = Race {
-        roots,
-        va: page.va.as_u32() as usize,
-        expected: page.value,
-        arrived: AtomicUsize::new(0),
-        cpus: smp::online_count(),
-        good: AtomicU32::new(0),
-        done: AtomicBool::new(false),
-    };
+    let race = Race::new(&spaces, &page);
     let before = kernel_sync::faults();
     smp::run_on_all(
         |cpu, arg| {
@@ -159,19 +167,7 @@ pub fn smp_nmi_on_every_cpu_while_locks_are_held(kernel: &Kernel) -> TestResult 
     apic::local_apic(kernel.fixmap)?;
     let spaces = Spaces::new()?;
     let page = VmallocPage::new(&mut frames::lock())?;
-    let mut roots = [0; CPUS];
-    for (cpu, root) in roots.iter_mut().enumerate().take(smp::known()) {
-        *root = spaces.root(cpu).as_u64();
-    }
-    let race = Race {
-        roots,
-        va: page.va.as_u32() as usize,
-        expected: page.value,
-        arrived: AtomicUsize::new(0),
-        cpus: smp::online_count(),
-        good: AtomicU32::new(0),
-        done: AtomicBool::new(false),
-    };
+    let race = Race::new(&spaces, &page);
     let counts_before: [u32; CPUS] = core::array::from_fn(nmi::count_on);
     let before = kernel_sync::faults();
     static OUTCOME: spin::Mutex<Option<Result<(), Failure>>> = spin::Mutex::new(None);
