@@ -12,18 +12,32 @@
 //! then Bochs is killed with SIGKILL, and the console is judged exactly as
 //! a QEMU boot's is ([`qemu::judge_console`]). Its TSC counts emulated
 //! instructions, so the kernel's cycle figures are exact instruction counts.
+//!
+//! The screen terminal. Because Debian's Bochs has the debugger, the `term`
+//! display does not draw on the terminal `script` gives it: it opens a
+//! pseudo-terminal of its own and prints `Bochs connected to screen
+//! "/dev/pts/N"`. Nothing else opens that terminal, so the ncurses output of
+//! every VGA refresh piles up in its buffer until Bochs's one simulation
+//! thread blocks in `write()` for good and every emulated CPU freezes (more
+//! refreshes per guest second on a loaded host, so it struck CI at random).
+//! [`ScreenDrain`] opens that terminal as soon as Bochs names it and copies
+//! it to `screen.log` for the whole boot. When a console goes quiet anyway,
+//! [`stall::report`] says what Bochs is doing on the host.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{self, Mode};
 use crate::qemu::{self, Expect, Outcome};
 use crate::summary::Table;
-use crate::{iso, option_value, parse_timeout, prereq, process};
+use crate::{iso, option_value, parse_timeout, prereq, process, stall, verdict};
 
 /// Debian packages: the emulator, its BIOS, the VGA BIOS and the terminal
 /// display.
@@ -284,8 +298,14 @@ enum Ending {
 /// ([`qemu::judge_console`], the same rule as for QEMU) and the kernel must
 /// have reached its end; a run that Bochs left early or that timed out
 /// fails.
-fn judge(expect: Expect, ending: Ending, timeout: Duration, lines: &[String]) -> (bool, String) {
-    let (console_ok, console) = qemu::judge_console(expect, lines);
+fn judge(
+    expect: Expect,
+    nonce: Option<&str>,
+    ending: Ending,
+    timeout: Duration,
+    lines: &[String],
+) -> (bool, String) {
+    let (console_ok, console) = qemu::judge_console(expect, nonce, lines);
     let status = match ending {
         Ending::Finished => "kernel halted; Bochs killed".to_string(),
         Ending::Exited => "Bochs exited before the kernel's end (see its log)".to_string(),
@@ -379,6 +399,75 @@ fn sigkill(pid: u32) {
     }
 }
 
+/// The screen terminal Bochs opened, read for the whole boot (see the
+/// module docs): its bytes go to `screen.log`, up to [`SCREEN_LOG_MAX`];
+/// later ones are read and dropped, so Bochs never blocks on it.
+struct ScreenDrain {
+    /// The terminal, e.g. `/dev/pts/3`.
+    pty: PathBuf,
+    /// Bytes read from it so far.
+    bytes: Arc<AtomicU64>,
+}
+
+/// Most of the screen output kept in `screen.log`.
+const SCREEN_LOG_MAX: u64 = 16 << 20;
+
+/// `O_NOCTTY` (Linux): opening the terminal must not make it ours.
+const O_NOCTTY: i32 = 0o400;
+
+impl ScreenDrain {
+    /// The terminal named in Bochs's console output (`terminal.log`), if it
+    /// has printed it yet.
+    fn find_pty(terminal_log: &Path) -> Option<PathBuf> {
+        let text = std::fs::read_to_string(terminal_log).ok()?;
+        screen_pty(&text)
+    }
+
+    /// Opens `pty` in raw mode without echo and copies it to `log` on a
+    /// thread of its own until Bochs closes it.
+    fn start(pty: PathBuf, log: &Path) -> Result<Self, String> {
+        // Raw, so no line discipline holds back a long line, and without
+        // echo, so nothing is written back towards Bochs. Best effort: the
+        // copy below is what keeps Bochs running.
+        let _ = Command::new("stty")
+            .arg("-F")
+            .arg(&pty)
+            .args(["raw", "-echo"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let mut input = OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NOCTTY)
+            .open(&pty)
+            .map_err(|e| format!("opening Bochs's screen terminal {}: {e}", pty.display()))?;
+        let mut output =
+            File::create(log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&bytes);
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            // Ends with EOF or EIO once Bochs (the other side) is gone.
+            while let Ok(n @ 1..) = input.read(&mut buf) {
+                let before = counter.fetch_add(n as u64, Ordering::Relaxed);
+                if before < SCREEN_LOG_MAX {
+                    // Best effort: a full disk must not stop the draining.
+                    let _ = output.write_all(&buf[..n]);
+                }
+            }
+        });
+        Ok(Self { pty, bytes })
+    }
+}
+
+/// The terminal in Bochs's `Bochs connected to screen "/dev/pts/N"` line.
+fn screen_pty(text: &str) -> Option<PathBuf> {
+    let rest = &text[text.find("connected to screen \"")? + "connected to screen \"".len()..];
+    let path = &rest[..rest.find('"')?];
+    path.starts_with("/dev/").then(|| PathBuf::from(path))
+}
+
 /// Reads what was appended to `path` since `offset` and returns the new
 /// complete lines (escape sequences and carriage returns removed); a
 /// partial last line stays in `pending`.
@@ -419,7 +508,13 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
         .join("bochs")
         .join(boot.slug());
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let iso = iso::build(&dir.join("boot.iso"), boot.mode, 0, boot.cmdline.as_deref())?;
+    let nonce = verdict::nonce();
+    let iso = iso::build(
+        &dir.join("boot.iso"),
+        boot.mode,
+        0,
+        Some(&verdict::with_nonce(boot.cmdline.as_deref(), &nonce)),
+    )?;
     let config = Config {
         iso,
         mem_mib: mem_mib(&boot.mem)?,
@@ -471,21 +566,50 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
     let mut offset = 0;
     let mut pending = Vec::new();
     let mut finished_at: Option<Instant> = None;
+    let mut screen: Option<ScreenDrain> = None;
+    let mut last_output = Instant::now();
+    let mut stall_reported = false;
     let ending = loop {
         running.find_bochs();
         let exited = running.exited();
+        if screen.is_none()
+            && let Some(pty) = ScreenDrain::find_pty(&tty)
+        {
+            screen = Some(ScreenDrain::start(pty, &dir.join("screen.log"))?);
+        }
         for line in read_new_lines(&config.com1, &mut offset, &mut pending) {
             println!("[{label}] {line}");
-            if finished_at.is_none() && qemu::console_finished(boot.expect, &line) {
+            if finished_at.is_none() && qemu::console_finished(boot.expect, Some(&nonce), &line) {
                 finished_at = Some(Instant::now());
             }
             lines.push(line);
+            last_output = Instant::now();
+            stall_reported = false;
+        }
+        let quiet = last_output.elapsed() >= stall::QUIET;
+        let timed_out = start.elapsed() >= boot.timeout;
+        if finished_at.is_none() && !exited && (timed_out || (quiet && !stall_reported)) {
+            stall_reported = true;
+            let last = last_console_text(&lines, &pending);
+            if let Some(pid) = running.bochs {
+                for line in stall::report(&label, pid, BOCHS, last.as_deref()) {
+                    println!("{line}");
+                }
+            }
+            match &screen {
+                Some(drain) => println!(
+                    "[{label}]   screen terminal {} drained: {} bytes so far",
+                    drain.pty.display(),
+                    drain.bytes.load(Ordering::Relaxed)
+                ),
+                None => println!("[{label}]   Bochs has not named its screen terminal yet"),
+            }
         }
         match finished_at {
             Some(at) if exited || at.elapsed() >= GRACE => break Ending::Finished,
             Some(_) => {}
             None if exited => break Ending::Exited,
-            None if start.elapsed() >= boot.timeout => {
+            None if timed_out => {
                 let secs = boot.timeout.as_secs();
                 println!("[{label}] TIMEOUT: no end after {secs} s, killing Bochs");
                 break Ending::TimedOut;
@@ -499,7 +623,7 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
     if ending == Ending::Exited {
         print_log_tail(&label, &config.log);
     }
-    let (passed, detail) = judge(boot.expect, ending, boot.timeout, &lines);
+    let (passed, detail) = judge(boot.expect, Some(&nonce), ending, boot.timeout, &lines);
     println!("[{label}] => {}", if passed { "PASS" } else { "FAIL" });
     let layout = lines
         .iter()
@@ -513,6 +637,17 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
         layout,
     };
     Ok((outcome, lines))
+}
+
+/// The kernel's last console text: a partial line (a test that printed
+/// its name and has not finished) or the last complete one.
+fn last_console_text(lines: &[String], pending: &[u8]) -> Option<String> {
+    let partial = clean_line(pending);
+    if partial.trim().is_empty() {
+        lines.last().cloned()
+    } else {
+        Some(partial)
+    }
 }
 
 /// Prints Bochs's panics and errors from its log, for a run it ended.
@@ -801,25 +936,25 @@ mod tests {
     fn a_log_passes_only_with_a_clean_summary_and_the_kernels_end() {
         let timeout = Duration::from_secs(1);
         let ok = lines(&["test a ... ok", "3 passed, 0 failed"]);
-        assert!(judge(Expect::Pass, Ending::Finished, timeout, &ok).0);
-        assert!(!judge(Expect::Pass, Ending::Exited, timeout, &ok).0);
-        assert!(!judge(Expect::Pass, Ending::TimedOut, timeout, &ok).0);
+        assert!(judge(Expect::Pass, None, Ending::Finished, timeout, &ok).0);
+        assert!(!judge(Expect::Pass, None, Ending::Exited, timeout, &ok).0);
+        assert!(!judge(Expect::Pass, None, Ending::TimedOut, timeout, &ok).0);
         let no_summary = lines(&["test a ... ok", "test b ... "]);
-        let (passed, detail) = judge(Expect::Pass, Ending::TimedOut, timeout, &no_summary);
+        let (passed, detail) = judge(Expect::Pass, None, Ending::TimedOut, timeout, &no_summary);
         assert!(!passed);
         assert!(detail.contains("no `N passed, N failed` line"), "{detail}");
         assert!(detail.contains("TIMEOUT"), "{detail}");
         let failed = lines(&["test a ... FAILED", "2 passed, 1 failed"]);
-        assert!(!judge(Expect::Pass, Ending::Finished, timeout, &failed).0);
+        assert!(!judge(Expect::Pass, None, Ending::Finished, timeout, &failed).0);
         let none = lines(&["0 passed, 0 failed"]);
-        assert!(!judge(Expect::Pass, Ending::Finished, timeout, &none).0);
+        assert!(!judge(Expect::Pass, None, Ending::Finished, timeout, &none).0);
         let fault = lines(&["test a ... ", "PAGE FAULT at EIP 0xc0100000: ..."]);
-        assert!(!judge(Expect::Pass, Ending::Finished, timeout, &fault).0);
+        assert!(!judge(Expect::Pass, None, Ending::Finished, timeout, &fault).0);
     }
 
     #[test]
     fn the_end_of_a_run_is_the_summary_or_a_fatal_report() {
-        let end = |line: &str| qemu::console_finished(Expect::Pass, line);
+        let end = |line: &str| qemu::console_finished(Expect::Pass, None, line);
         assert!(end("3 passed, 0 failed"));
         assert!(end("2 passed, 1 failed"));
         assert!(end("KERNEL PANIC: at src/main.rs"));
@@ -843,6 +978,26 @@ mod tests {
         std::fs::write(&path, b"\x1b[2Jfirst\r\nsecond\n").unwrap();
         assert_eq!(read_new_lines(&path, &mut offset, &mut pending), ["second"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_screen_terminal_is_read_from_bochss_console() {
+        let text = "========\nBochs connected to screen \"/dev/pts/7\"\r\nNext at t=0\n";
+        assert_eq!(screen_pty(text), Some(PathBuf::from("/dev/pts/7")));
+        assert_eq!(screen_pty("Bochs connected to screen \"/dev/pts/"), None);
+        assert_eq!(screen_pty("nothing yet"), None);
+        assert_eq!(screen_pty("connected to screen \"x\""), None);
+    }
+
+    #[test]
+    fn the_last_console_text_prefers_an_unfinished_line() {
+        let done = lines(&["a", "b"]);
+        assert_eq!(last_console_text(&done, b""), Some("b".into()));
+        assert_eq!(
+            last_console_text(&done, b"test c ... "),
+            Some("test c ... ".into())
+        );
+        assert_eq!(last_console_text(&[], b"  "), None);
     }
 
     #[test]

@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 use crate::kernel::{self, Kernel, Mode, TARGET};
 use crate::qemu::{self, Expect, Medium, QEMU, QEMU_X86_64};
 use crate::summary::{Status, Table};
-use crate::{DEFAULT_TIMEOUT_SECS, iso, memory_map, option_value, parse_timeout, prereq, process};
+use crate::{
+    DEFAULT_TIMEOUT_SECS, iso, memory_map, option_value, parse_timeout, prereq, process, verdict,
+};
 
 /// The steps, in the order they run.
 const STEPS: [&str; 10] = [
@@ -408,10 +410,11 @@ fn iso_boots(timeout: Duration, table: &mut Table) -> Result<Vec<qemu::Boot>, St
             .join("target")
             .join("iso")
             .join(format!("test-{}.iso", mode.name()));
-        let iso = iso::build(&out, mode, 0, None)?;
+        let nonce = verdict::nonce();
+        let iso = iso::build(&out, mode, 0, Some(&verdict::with_nonce(None, &nonce)))?;
         boots.push(qemu::Boot {
             kernel: Kernel::Example,
-            medium: Medium::Cdrom(iso),
+            medium: Medium::Cdrom(iso, Some(nonce)),
             emulator: QEMU,
             mode,
             mem: mem.to_string(),

@@ -42,7 +42,9 @@ mod prereq;
 mod process;
 mod publish;
 mod qemu;
+mod stall;
 mod summary;
+mod verdict;
 
 use std::process::ExitCode;
 use std::time::Duration;

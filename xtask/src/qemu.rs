@@ -7,14 +7,15 @@
 //! fault under `-no-reboot` makes QEMU exit 0, so only 33 counts as a pass,
 //! and only together with a `N passed, 0 failed` line with N > 0.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::kernel::{Kernel, Mode};
-use crate::process;
+use crate::{process, stall, verdict};
 
 /// The QEMU binary for both modes.
 pub const QEMU: &str = "qemu-system-i386";
@@ -57,8 +58,9 @@ impl Expect {
 pub enum Medium {
     /// A multiboot ELF, with `-kernel`.
     Kernel(PathBuf),
-    /// A bootable ISO (GRUB), with `-cdrom`.
-    Cdrom(PathBuf),
+    /// A bootable ISO (GRUB), with `-cdrom`, and the verdict nonce its
+    /// menu entry passes to the kernel, if any ([`crate::verdict`]).
+    Cdrom(PathBuf, Option<String>),
 }
 
 /// One boot of the kernel.
@@ -111,7 +113,7 @@ impl Boot {
         if self.kernel == Kernel::Minimal {
             label.insert_str(0, "minimal ");
         }
-        if let Medium::Cdrom(_) = self.medium {
+        if let Medium::Cdrom(..) = self.medium {
             label.push_str(" (GRUB ISO)");
         }
         if self.emulator != QEMU {
@@ -123,11 +125,22 @@ impl Boot {
         label
     }
 
-    fn command(&self) -> Command {
+    /// The verdict nonce of a new boot: a fresh one for the example
+    /// kernel's ELF (passed with `-append`), the ISO's own for an ISO, none
+    /// for the minimal kernel (it runs no code that could forge a verdict).
+    fn fresh_nonce(&self) -> Option<String> {
+        match &self.medium {
+            Medium::Kernel(_) if self.kernel == Kernel::Example => Some(verdict::nonce()),
+            Medium::Kernel(_) => None,
+            Medium::Cdrom(_, nonce) => nonce.clone(),
+        }
+    }
+
+    fn command(&self, nonce: Option<&str>) -> Command {
         let mut command = Command::new(self.emulator);
         match &self.medium {
             Medium::Kernel(elf) => command.arg("-kernel").arg(elf),
-            Medium::Cdrom(iso) => command.arg("-cdrom").arg(iso),
+            Medium::Cdrom(iso, _) => command.arg("-cdrom").arg(iso),
         };
         command
             .args(["-m", &self.mem, "-cpu", &self.cpu])
@@ -139,8 +152,16 @@ impl Boot {
                 .args(["-smp", &self.smp.to_string()])
                 .args(["-accel", "tcg,thread=multi"]);
         }
-        if let (Some(cmdline), Medium::Kernel(_)) = (&self.cmdline, &self.medium) {
-            command.args(["-append", cmdline]);
+        if let Medium::Kernel(_) = &self.medium {
+            match (nonce, &self.cmdline) {
+                (Some(nonce), cmdline) => {
+                    command.args(["-append", &verdict::with_nonce(cmdline.as_deref(), nonce)]);
+                }
+                (None, Some(cmdline)) => {
+                    command.args(["-append", cmdline]);
+                }
+                (None, None) => {}
+            }
         }
         command
     }
@@ -159,23 +180,68 @@ pub fn check_mem_size(size: &str) -> Result<String, String> {
     }
 }
 
+/// What a console stream has shown so far, shared with the thread that
+/// waits for the emulator: when output last arrived, and the last text (an
+/// unfinished line, or the last complete one).
+#[derive(Debug)]
+pub struct Progress {
+    /// When the last bytes arrived.
+    pub at: Instant,
+    /// The kernel's last console text.
+    pub last: Option<String>,
+}
+
+impl Progress {
+    /// A fresh record, as of now.
+    pub fn new() -> Arc<Mutex<Progress>> {
+        Arc::new(Mutex::new(Progress {
+            at: Instant::now(),
+            last: None,
+        }))
+    }
+}
+
+/// One console line as text: escapes, the newline and carriage returns
+/// removed.
+fn clean(raw: &[u8]) -> String {
+    strip_escapes(&String::from_utf8_lossy(raw))
+        .trim_end_matches(['\n', '\r'])
+        .replace('\r', "")
+}
+
 /// Streams `pipe` line by line to our stdout, prefixed with `label`, and
-/// returns the lines (carriage returns removed).
-fn stream(pipe: impl Read, label: String) -> Vec<String> {
-    let mut reader = BufReader::new(pipe);
+/// returns the lines (carriage returns removed); records each arrival in
+/// `progress`.
+fn stream(mut pipe: impl Read, label: String, progress: Arc<Mutex<Progress>>) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut buf = Vec::new();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
+        let n = match pipe.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(_) => {
-                let line = strip_escapes(&String::from_utf8_lossy(&buf));
-                let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
-                println!("[{label}] {line}");
-                lines.push(line);
-            }
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = pending.drain(..=end).collect();
+            let line = clean(&raw);
+            println!("[{label}] {line}");
+            lines.push(line);
         }
+        if let Ok(mut progress) = progress.lock() {
+            progress.at = Instant::now();
+            let partial = clean(&pending);
+            progress.last = if partial.trim().is_empty() {
+                lines.last().cloned()
+            } else {
+                Some(partial)
+            };
+        }
+    }
+    if !pending.is_empty() {
+        let line = clean(&pending);
+        println!("[{label}] {line}");
+        lines.push(line);
     }
     lines
 }
@@ -204,31 +270,53 @@ pub fn strip_escapes(text: &str) -> String {
 /// Boots the kernel, streams its console and judges the run. `Err` only if
 /// QEMU could not be run at all.
 pub fn boot(boot: &Boot) -> Result<Outcome, String> {
-    let mut command = boot.command();
+    let nonce = boot.fresh_nonce();
+    let mut command = boot.command(nonce.as_deref());
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let label = boot.label();
-    println!("$ {}", process::describe(&command));
+    println!(
+        "$ {}",
+        process::describe(&command).replace(nonce.as_deref().unwrap_or("\0"), "<nonce>")
+    );
     let start = Instant::now();
     let mut child = command
         .spawn()
         .map_err(|error| format!("cannot start {QEMU}: {error}"))?;
+    let progress = Progress::new();
     let stdout = child.stdout.take().map(|pipe| {
         let label = label.clone();
-        thread::spawn(move || stream(pipe, label))
+        let progress = Arc::clone(&progress);
+        thread::spawn(move || stream(pipe, label, progress))
     });
     let stderr = child.stderr.take().map(|pipe| {
         let label = format!("{label} stderr");
-        thread::spawn(move || stream(pipe, label))
+        let progress = Progress::new();
+        thread::spawn(move || stream(pipe, label, progress))
     });
 
     let mut timed_out = false;
+    let mut stall_reported_at = None;
     let status = loop {
+        let (quiet_since, last) = match progress.lock() {
+            Ok(p) => (p.at, p.last.clone()),
+            Err(_) => (start, None),
+        };
+        let timing_out = start.elapsed() >= boot.timeout;
+        if (quiet_since.elapsed() >= stall::QUIET || timing_out)
+            && stall_reported_at != Some(quiet_since)
+            && matches!(child.try_wait(), Ok(None))
+        {
+            stall_reported_at = Some(quiet_since);
+            for line in stall::report(&label, child.id(), boot.emulator, last.as_deref()) {
+                println!("{line}");
+            }
+        }
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() >= boot.timeout => {
+            Ok(None) if timing_out => {
                 timed_out = true;
                 let secs = boot.timeout.as_secs();
                 println!("[{label}] TIMEOUT: no exit after {secs} s, killing QEMU");
@@ -255,7 +343,12 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
             format!("TIMEOUT: no exit after {secs} s; QEMU killed (raise with --timeout)"),
         )
     } else {
-        judge(boot.expect, status.and_then(|s| s.code()), &lines)
+        judge(
+            boot.expect,
+            nonce.as_deref(),
+            status.and_then(|s| s.code()),
+            &lines,
+        )
     };
     println!("[{label}] => {}", if passed { "PASS" } else { "FAIL" });
     let layout = lines
@@ -271,21 +364,29 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
     })
 }
 
-/// Parses a `N passed, M failed` line.
-fn summary_line(line: &str) -> Option<(u32, u32)> {
-    let (passed, failed) = line.trim().split_once(" passed, ")?;
-    let failed = failed.strip_suffix(" failed")?;
-    Some((passed.parse().ok()?, failed.parse().ok()?))
-}
-
 /// Whether the kernel's console alone shows `expect` met, and what it
 /// shows: for [`Expect::Pass`] a last `N passed, 0 failed` line with N > 0
-/// (a missing summary or any failed test fails), for [`Expect::Crash`] a
-/// line containing the marker. Shared by every emulator; QEMU adds its exit
-/// status ([`judge`]), Bochs, which has no exit device, relies on this.
-pub fn judge_console(expect: Expect, lines: &[String]) -> (bool, String) {
-    match expect {
-        Expect::Pass => match lines.iter().rev().find_map(|line| summary_line(line)) {
+/// that carries `nonce` when there is one ([`verdict`]; a missing summary or
+/// any failed test fails, and summary lines without the nonce are ignored
+/// and counted), for [`Expect::Crash`] a line containing the marker. Shared
+/// by every emulator; QEMU adds its exit status ([`judge`]), Bochs, which
+/// has no exit device, relies on this.
+pub fn judge_console(expect: Expect, nonce: Option<&str>, lines: &[String]) -> (bool, String) {
+    let forged = lines
+        .iter()
+        .filter(|line| verdict::unauthenticated(line, nonce))
+        .count();
+    let note = if forged > 0 {
+        format!(" ({forged} summary line(s) without this boot's nonce ignored)")
+    } else {
+        String::new()
+    };
+    let (ok, text) = match expect {
+        Expect::Pass => match lines
+            .iter()
+            .rev()
+            .find_map(|line| verdict::summary_line(line, nonce))
+        {
             Some((passed, 0)) if passed > 0 => (true, format!("{passed} passed, 0 failed")),
             Some((passed, failed)) => (false, format!("{passed} passed, {failed} failed")),
             None => (false, "no `N passed, N failed` line".to_string()),
@@ -297,15 +398,16 @@ pub fn judge_console(expect: Expect, lines: &[String]) -> (bool, String) {
                 (false, format!("no `{marker}` report"))
             }
         }
-    }
+    };
+    (ok, text + &note)
 }
 
 /// Whether the kernel's console shows the end of a run: the summary line
-/// for [`Expect::Pass`], the marker for [`Expect::Crash`], or any fatal
-/// report (the kernel halts after each). Emulators without an exit device
-/// stop waiting there.
-pub fn console_finished(expect: Expect, line: &str) -> bool {
-    summary_line(line).is_some()
+/// (with `nonce` when there is one) for [`Expect::Pass`], the marker for
+/// [`Expect::Crash`], or any fatal report (the kernel halts after each).
+/// Emulators without an exit device stop waiting there.
+pub fn console_finished(expect: Expect, nonce: Option<&str>, line: &str) -> bool {
+    verdict::summary_line(line, nonce).is_some()
         || matches!(expect, Expect::Crash(marker) if line.contains(marker))
         || FATAL_MARKERS.iter().any(|marker| line.contains(marker))
 }
@@ -321,8 +423,13 @@ const FATAL_MARKERS: [&str; 5] = [
 
 /// Whether a finished QEMU boot met `expect`, and why: the console
 /// ([`judge_console`]) and the exit status must both say so.
-fn judge(expect: Expect, code: Option<i32>, lines: &[String]) -> (bool, String) {
-    let (console_ok, console) = judge_console(expect, lines);
+fn judge(
+    expect: Expect,
+    nonce: Option<&str>,
+    code: Option<i32>,
+    lines: &[String],
+) -> (bool, String) {
+    let (console_ok, console) = judge_console(expect, nonce, lines);
     let status = match code {
         Some(EXIT_PASS) => "exit 33 (kernel: pass)".to_string(),
         Some(EXIT_FAIL) => "exit 35 (kernel: fail)".to_string(),
@@ -351,28 +458,82 @@ mod tests {
     #[test]
     fn pass_needs_exit_33_and_a_clean_summary() {
         let ok = lines(&["test a ... ok", "3 passed, 0 failed"]);
-        assert!(judge(Expect::Pass, Some(33), &ok).0);
-        assert!(!judge(Expect::Pass, Some(0), &ok).0, "triple fault");
-        assert!(!judge(Expect::Pass, Some(35), &ok).0);
-        assert!(!judge(Expect::Pass, Some(33), &lines(&["0 passed, 0 failed"])).0);
-        assert!(!judge(Expect::Pass, Some(33), &lines(&["2 passed, 1 failed"])).0);
-        assert!(!judge(Expect::Pass, Some(33), &lines(&["no summary"])).0);
+        assert!(judge(Expect::Pass, None, Some(33), &ok).0);
+        assert!(!judge(Expect::Pass, None, Some(0), &ok).0, "triple fault");
+        assert!(!judge(Expect::Pass, None, Some(35), &ok).0);
+        let none = lines(&["0 passed, 0 failed"]);
+        assert!(!judge(Expect::Pass, None, Some(33), &none).0);
+        let failed = lines(&["2 passed, 1 failed"]);
+        assert!(!judge(Expect::Pass, None, Some(33), &failed).0);
+        assert!(!judge(Expect::Pass, None, Some(33), &lines(&["no summary"])).0);
+    }
+
+    #[test]
+    fn a_verdict_a_process_printed_is_ignored() {
+        let nonce = Some("00112233aabbccdd");
+        let forged = lines(&["test a ... ", "1 passed, 0 failed"]);
+        let (passed, detail) = judge(Expect::Pass, nonce, Some(33), &forged);
+        assert!(!passed);
+        assert!(detail.contains("1 summary line(s) without"), "{detail}");
+        let real = lines(&[
+            "1 passed, 0 failed",
+            "3 passed, 0 failed [verdict 00112233aabbccdd]",
+        ]);
+        assert!(judge(Expect::Pass, nonce, Some(33), &real).0);
+        let wrong = lines(&["3 passed, 0 failed [verdict 00112233aabbccde]"]);
+        assert!(!judge(Expect::Pass, nonce, Some(33), &wrong).0);
+        assert!(!console_finished(Expect::Pass, nonce, "1 passed, 0 failed"));
+        assert!(console_finished(
+            Expect::Pass,
+            nonce,
+            "1 passed, 0 failed [verdict 00112233aabbccdd]"
+        ));
     }
 
     #[test]
     fn crash_needs_exit_35_and_the_marker() {
         let report = lines(&["DOUBLE FAULT (error code 0x0)"]);
-        assert!(judge(Expect::Crash("DOUBLE FAULT"), Some(35), &report).0);
-        assert!(!judge(Expect::Crash("DOUBLE FAULT"), Some(0), &report).0);
-        assert!(!judge(Expect::Crash("PAGE FAULT"), Some(35), &report).0);
+        assert!(judge(Expect::Crash("DOUBLE FAULT"), None, Some(35), &report).0);
+        assert!(!judge(Expect::Crash("DOUBLE FAULT"), None, Some(0), &report).0);
+        assert!(!judge(Expect::Crash("PAGE FAULT"), None, Some(35), &report).0);
     }
 
     #[test]
-    fn summary_line_parses_only_the_exact_form() {
-        assert_eq!(summary_line("12 passed, 0 failed"), Some((12, 0)));
-        assert_eq!(summary_line("  3 passed, 2 failed\r"), Some((3, 2)));
-        assert_eq!(summary_line("x passed, 0 failed"), None);
-        assert_eq!(summary_line("3 passed, 0 failed!"), None);
+    fn the_example_kernels_boots_get_a_nonce_on_their_command_line() {
+        let boot = Boot {
+            kernel: Kernel::Example,
+            medium: Medium::Kernel(PathBuf::from("k.elf")),
+            emulator: QEMU,
+            mode: Mode::Pae,
+            mem: "128M".into(),
+            cpu: "max".into(),
+            cmdline: Some("fault=page".into()),
+            smp: 1,
+            timeout: Duration::from_secs(1),
+            expect: Expect::Pass,
+        };
+        let nonce = boot.fresh_nonce().expect("the example kernel gets a nonce");
+        let args: Vec<String> = boot
+            .command(Some(&nonce))
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.contains(&format!("fault=page verdict={nonce}")),
+            "{args:?}"
+        );
+        let minimal = Boot {
+            kernel: Kernel::Minimal,
+            cmdline: None,
+            ..boot.clone()
+        };
+        assert_eq!(minimal.fresh_nonce(), None);
+        assert!(!minimal.command(None).get_args().any(|a| a == "-append"));
+        let iso = Boot {
+            medium: Medium::Cdrom(PathBuf::from("x.iso"), Some("ab".into())),
+            ..boot
+        };
+        assert_eq!(iso.fresh_nonce().as_deref(), Some("ab"));
     }
 
     #[test]

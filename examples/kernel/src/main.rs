@@ -168,7 +168,7 @@ fn report(context: &BootContext) {
         layout::virt_to_phys(image.start),
         layout::virt_to_phys(image.end)
     );
-    println!("command line: {:?}", context.cmdline);
+    println!("command line: {}", context.printable_cmdline());
     println!("cpu paging features: {:?}", context.features);
     match &context.memory_map {
         Ok(map) => {

@@ -2,7 +2,10 @@
 //!
 //! Each test prints `test <name> ... ok` or `test <name> ... FAILED` plus a
 //! reason line; the run ends with exactly one `N passed, N failed` line and
-//! exits QEMU with the pass code only if nothing failed.
+//! exits QEMU with the pass code only if nothing failed. When the host
+//! passed a verdict nonce (`verdict=HEX`), that line ends with
+//! `[verdict HEX]`: user processes can print anything, but cannot read the
+//! nonce, so only the kernel can print a verdict the judges accept.
 
 use core::fmt::{self, Write};
 
@@ -110,6 +113,9 @@ pub fn run_all(tests: &[Test], kernel: &Kernel) -> ! {
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    match kernel.context.verdict_nonce() {
+        Some(nonce) => println!("{passed} passed, {failed} failed [verdict {nonce}]"),
+        None => println!("{passed} passed, {failed} failed"),
+    }
     io::exit_qemu(failed == 0 && passed > 0)
 }

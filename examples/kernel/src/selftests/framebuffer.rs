@@ -62,14 +62,28 @@ pub fn framebuffer_write_combining(kernel: &Kernel) -> TestResult {
     dispi(DISPI_XRES, 640);
     dispi(DISPI_YRES, 480);
     dispi(DISPI_BPP, 8);
-    dispi(DISPI_ENABLE, DISPI_ENABLED | DISPI_LFB_ENABLED);
+    // NOCLEARMEM: the mode switch must not wipe the text console's memory.
+    dispi(
+        DISPI_ENABLE,
+        DISPI_ENABLED | DISPI_LFB_ENABLED | DISPI_NOCLEARMEM,
+    );
+    // The window overlays the start of video memory, where text mode keeps
+    // its characters and attributes: keep what is there and put it back
+    // before text mode returns, so the console (and whatever draws it, such
+    // as Bochs's terminal display) shows what it showed before, not a
+    // screen of random blinking characters.
+    let mut saved = SAVED.lock();
+    save(va, &mut saved);
     let checked = check_pte(kernel, va).and_then(|selected| {
         write_and_read_back(va)?;
         Ok(selected)
     });
+    let restored = restore(va, &saved);
+    drop(saved);
     dispi(DISPI_ENABLE, 0);
     vmalloc::unmap_io(va, PAGES)?;
     let (index, pat) = checked?;
+    restored?;
     println!(
         "    VGA {:02x}:{:02x}.{} BAR0 {phys}: {PAGES} pages mapped at {va}, flags {flags:?}",
         vga.bus, vga.device, vga.function
@@ -92,6 +106,9 @@ const DISPI_BPP: u16 = 3;
 const DISPI_ENABLE: u16 = 4;
 const DISPI_ENABLED: u16 = 0x01;
 const DISPI_LFB_ENABLED: u16 = 0x40;
+/// Keep video memory as it is when the mode changes (both emulators clear
+/// it otherwise).
+const DISPI_NOCLEARMEM: u16 = 0x80;
 
 /// Writes DISPI register `index`.
 fn dispi(index: u16, value: u16) {
@@ -130,10 +147,45 @@ fn check_pte(kernel: &Kernel, va: VirtAddr) -> Result<(u64, u64), Failure> {
     Ok((selected, pat))
 }
 
+/// Words of video memory the test overwrites.
+const WORDS: usize = (PAGES * 4096 / 4) as usize;
+
+/// What the window held before the test wrote its pattern.
+static SAVED: spin::Mutex<[u32; WORDS]> = spin::Mutex::new([0; WORDS]);
+
+/// Copies the window's words into `saved`.
+fn save(va: VirtAddr, saved: &mut [u32; WORDS]) {
+    let base = va.as_u32() as *const u32;
+    for (i, word) in saved.iter_mut().enumerate() {
+        // SAFETY: `va` maps PAGES pages of the VGA framebuffer (device
+        // memory this test owns for its duration); `i` stays inside them.
+        *word = unsafe { base.add(i).read_volatile() };
+    }
+}
+
+/// Writes `saved` back over the window and checks it is there.
+fn restore(va: VirtAddr, saved: &[u32; WORDS]) -> TestResult {
+    let base = va.as_u32() as *mut u32;
+    for (i, word) in saved.iter().enumerate() {
+        // SAFETY: as in `save`.
+        unsafe { base.add(i).write_volatile(*word) };
+    }
+    fence(Ordering::SeqCst);
+    for (i, word) in saved.iter().enumerate() {
+        // SAFETY: as in `save`.
+        let got = unsafe { base.add(i).read_volatile() };
+        ensure!(
+            got == *word,
+            "restoring video memory word {i}: wrote {word:#x}, read {got:#x}"
+        );
+    }
+    Ok(())
+}
+
 /// Writes a pattern over the window, drains the write-combining buffers,
 /// and reads it back.
 fn write_and_read_back(va: VirtAddr) -> TestResult {
-    let words = (PAGES * 4096 / 4) as usize;
+    let words = WORDS;
     let base = va.as_u32() as *mut u32;
     let pattern = |i: usize| (i as u32).wrapping_mul(0x9E37_79B9) ^ 0xA5A5_5A5A;
     for i in 0..words {
