@@ -78,6 +78,14 @@ const ISO_MEM: [(Mode, &str); 2] = [(Mode::TwoLevel, "1G"), (Mode::Pae, "2G")];
 /// Crash demos: the kernel must catch and report these, then exit 35.
 const CRASH_DEMOS: [&str; 2] = ["fault=page", "fault=stack-overflow"];
 
+/// Seconds of the soak booted in each mode by the `qemu` step.
+const SOAK_SECONDS: u32 = 20;
+
+/// The hang demo: a deliberate deadlock across CPUs that the kernel's
+/// watchdog must turn into a report from every CPU (booted in both modes on
+/// four CPUs, and in the `bochs` step).
+pub const HANG_DEMO: &str = "hang=lock watchdog.secs=2";
+
 /// Options of `cargo xtask test`.
 #[derive(Debug)]
 pub struct TestOptions {
@@ -334,6 +342,28 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
             timeout,
             expect: Expect::for_cmdline(Some(demo)),
         });
+    }
+    for mode in Mode::ALL {
+        boots.push(qemu::Boot {
+            kernel: Kernel::Example,
+            medium: Medium::Kernel(elf_of(mode).to_path_buf()),
+            emulator: QEMU,
+            mode,
+            mem: "256M".to_string(),
+            cpu: mode.qemu_cpu().to_string(),
+            cmdline: Some(HANG_DEMO.to_string()),
+            smp: 4,
+            timeout,
+            expect: Expect::Watchdog,
+        });
+    }
+    // 20 seconds of the soak in each mode (`cargo xtask soak` runs minutes).
+    for mode in Mode::ALL {
+        boots.push(crate::soak::qemu_boot(
+            mode,
+            SOAK_SECONDS,
+            timeout.max(Duration::from_secs(u64::from(SOAK_SECONDS) * 3 + 240)),
+        )?);
     }
     boots.extend(minimal.iter().map(|(mode, elf)| qemu::Boot {
         kernel: Kernel::Minimal,

@@ -11,6 +11,7 @@
 //!                   [--timeout SECS]
 //! cargo xtask iso  [--default 2level|pae] [--timeout SECS] [--cmdline TEXT]
 //!                  [--out PATH]
+//! cargo xtask soak [--minutes N] [--emulator qemu|bochs] [--mode ...]
 //! cargo xtask memory-map
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
@@ -42,6 +43,7 @@ mod prereq;
 mod process;
 mod publish;
 mod qemu;
+mod soak;
 mod stall;
 mod summary;
 mod verdict;
@@ -126,6 +128,13 @@ commands:
            --skip-baseline          assume the unmutated tests pass
            --retest-missed          only the mutants the last run missed,
                                     again (after adding tests for them)
+  soak   the kernel's soak on 4 CPUs: kmap storms under every flush
+         policy, fork/copy-on-write/demand-zero processes, NMIs to every
+         CPU, invariants checked after every round; prints rounds,
+         operations per second per CPU and the worst wait
+           --minutes N              per mode (default: 10)
+           --emulator qemu|bochs    (default: qemu)
+           --mode 2level|pae|both   (default: both)
   help   print this message";
 
 /// Options of `cargo xtask run`.
@@ -153,6 +162,7 @@ fn main() -> ExitCode {
         Some("bochs") => bochs::parse(&args[1..]).and_then(|options| bochs::run(&options)),
         Some("mutants") => mutants::parse(&args[1..]).and_then(|options| mutants::run(&options)),
         Some("bench") => bench::parse(&args[1..]).and_then(|options| bench::run(&options)),
+        Some("soak") => soak::parse(&args[1..]).and_then(|options| soak::run(&options)),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())

@@ -34,13 +34,18 @@ pub enum Expect {
     Pass,
     /// A deliberate crash: exit 35 and a line containing the marker.
     Crash(&'static str),
+    /// A deliberate hang (`hang=lock`): the kernel's watchdog report, with a
+    /// line from every online CPU, then exit 35.
+    Watchdog,
 }
 
 impl Expect {
     /// `Crash` for a command line that asks for a crash demo, else `Pass`.
     pub fn for_cmdline(cmdline: Option<&str>) -> Self {
         let words = cmdline.unwrap_or("");
-        if words.split_whitespace().any(|w| w == "fault=page") {
+        if words.split_whitespace().any(|w| w == "hang=lock") {
+            Expect::Watchdog
+        } else if words.split_whitespace().any(|w| w == "fault=page") {
             Expect::Crash("PAGE FAULT")
         } else if words
             .split_whitespace()
@@ -100,6 +105,8 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// The `layout: ...` lines the kernel printed (its memory map).
     pub layout: Vec<String>,
+    /// The soak's figures (`soak: ...` lines), if it ran.
+    pub soak: Vec<String>,
 }
 
 impl Boot {
@@ -361,7 +368,17 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
         detail,
         elapsed,
         layout,
+        soak: soak_lines(&lines),
     })
+}
+
+/// The soak's figures among `lines`: each `soak: ...` line, trimmed.
+pub fn soak_lines(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|line| line.trim().strip_prefix("soak: "))
+        .map(|line| format!("soak: {line}"))
+        .collect()
 }
 
 /// Whether the kernel's console alone shows `expect` met, and what it
@@ -398,8 +415,50 @@ pub fn judge_console(expect: Expect, nonce: Option<&str>, lines: &[String]) -> (
                 (false, format!("no `{marker}` report"))
             }
         }
+        Expect::Watchdog => judge_watchdog(lines),
     };
     (ok, text + &note)
+}
+
+/// The end of the kernel's watchdog report: `WATCHDOG: N of M CPUs
+/// reported`.
+const WATCHDOG_END: &str = " CPUs reported; the kernel is hung";
+
+/// Whether the console holds a whole watchdog report: its last line says
+/// every online CPU reported, and each CPU `0..M` printed its line (what it
+/// waits on) and its return addresses.
+fn judge_watchdog(lines: &[String]) -> (bool, String) {
+    let Some((reported, online)) = lines.iter().find_map(|line| {
+        let counts = line
+            .trim()
+            .strip_prefix("WATCHDOG: ")?
+            .strip_suffix(WATCHDOG_END)?;
+        let (n, m) = counts.split_once(" of ")?;
+        Some((n.parse::<usize>().ok()?, m.parse::<usize>().ok()?))
+    }) else {
+        return (false, "no watchdog report".to_string());
+    };
+    let missing: Vec<usize> = (0..online)
+        .filter(|cpu| {
+            let waits = format!("watchdog: cpu {cpu} (");
+            let stack = format!("watchdog: cpu {cpu} stack return addresses:");
+            !(lines
+                .iter()
+                .any(|l| l.starts_with(&waits) && l.contains(": waits on "))
+                && lines.iter().any(|l| l.starts_with(&stack)))
+        })
+        .collect();
+    if online > 0 && reported == online && missing.is_empty() {
+        (
+            true,
+            format!("watchdog report: all {online} CPU(s) said what they wait on"),
+        )
+    } else {
+        (
+            false,
+            format!("watchdog report: {reported} of {online} CPUs; no line from {missing:?}"),
+        )
+    }
 }
 
 /// Whether the kernel's console shows the end of a run: the summary line
@@ -410,6 +469,7 @@ pub fn console_finished(expect: Expect, nonce: Option<&str>, line: &str) -> bool
     verdict::summary_line(line, nonce).is_some()
         || matches!(expect, Expect::Crash(marker) if line.contains(marker))
         || FATAL_MARKERS.iter().any(|marker| line.contains(marker))
+        || line.contains(WATCHDOG_END)
 }
 
 /// Reports after which the kernel halts without a summary line.
@@ -439,7 +499,7 @@ fn judge(
     };
     let wanted = match expect {
         Expect::Pass => EXIT_PASS,
-        Expect::Crash(_) => EXIT_FAIL,
+        Expect::Crash(_) | Expect::Watchdog => EXIT_FAIL,
     };
     (
         console_ok && code == Some(wanted),
@@ -488,6 +548,32 @@ mod tests {
             nonce,
             "1 passed, 0 failed [verdict 00112233aabbccdd]"
         ));
+    }
+
+    #[test]
+    fn a_hang_needs_a_line_from_every_cpu() {
+        let mut report = lines(&[
+            "WATCHDOG: no progress for 2055 ms; cpu 1 noticed; every online CPU (2) reports",
+            "watchdog: cpu 1 (noticed) at eip 0xc012ba70: waits on the frame allocator's lock (0xc01b6494) for 2056 ms",
+            "watchdog: cpu 1 stack return addresses: 0xc016b650",
+            "watchdog: cpu 0 (NMI) at eip 0xc0149c49: waits on work posted to other CPUs (0xc017b530) for 2124 ms",
+            "watchdog: cpu 0 stack return addresses: 0xc012be4c",
+            "WATCHDOG: 2 of 2 CPUs reported; the kernel is hung",
+        ]);
+        assert!(judge(Expect::Watchdog, None, Some(35), &report).0);
+        assert!(!judge(Expect::Watchdog, None, Some(33), &report).0);
+        assert!(console_finished(Expect::Watchdog, None, &report[5]));
+        report.remove(3);
+        let (ok, detail) = judge(Expect::Watchdog, None, Some(35), &report);
+        assert!(!ok);
+        assert!(detail.contains("no line from [0]"), "{detail}");
+        let partial = lines(&["WATCHDOG: 1 of 2 CPUs reported; the kernel is hung"]);
+        assert!(!judge(Expect::Watchdog, None, Some(35), &partial).0);
+        assert!(!judge(Expect::Watchdog, None, Some(35), &lines(&["test a ... "])).0);
+        assert_eq!(
+            Expect::for_cmdline(Some("hang=lock watchdog.secs=2")),
+            Expect::Watchdog
+        );
     }
 
     #[test]

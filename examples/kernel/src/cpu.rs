@@ -139,6 +139,12 @@ pub fn halt_forever() -> ! {
     }
 }
 
+/// Whether the CPU has a time-stamp counter (CPUID.1:EDX bit 4; the 486
+/// has none).
+pub fn has_tsc() -> bool {
+    cpuid(1).edx & (1 << 4) != 0
+}
+
 /// The time-stamp counter (cycles since reset, on the CPUs QEMU models).
 pub fn rdtsc() -> u64 {
     // SAFETY: `rdtsc` only reads the time-stamp counter; every i586 has it.

@@ -277,7 +277,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         return;
     }
     if frame.vector == NMI {
-        nmi::handle();
+        nmi::handle(frame);
         return;
     }
     if frame.vector == PAGE_FAULT {

@@ -45,9 +45,20 @@ pub struct Frames {
 /// The kernel's frame allocator.
 pub static FRAMES_LOCK: spin::Mutex<Frames> = spin::Mutex::new(Frames::new());
 
-/// Locks the kernel's frame allocator.
+/// Locks the kernel's frame allocator (a spin the watchdog watches).
 pub fn lock() -> spin::MutexGuard<'static, Frames> {
-    FRAMES_LOCK.lock()
+    loop {
+        if let Some(guard) = FRAMES_LOCK.try_lock() {
+            crate::watchdog::done();
+            crate::watchdog::progress();
+            return guard;
+        }
+        crate::watchdog::spin(
+            "the frame allocator's lock",
+            &raw const FRAMES_LOCK as usize,
+        );
+        core::hint::spin_loop();
+    }
 }
 
 impl Frames {

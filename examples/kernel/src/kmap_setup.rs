@@ -66,16 +66,27 @@ pub struct KernelWait;
 impl WaitHook for KernelWait {
     fn wait(&self, epoch: &AtomicU32, seen: u32) {
         while epoch.load(Ordering::Acquire) == seen {
-            self.relax();
+            crate::watchdog::spin("a free kmap pool slot", epoch as *const AtomicU32 as usize);
+            answer_shootdowns();
         }
+        crate::watchdog::done();
     }
 
-    fn wake(&self, _epoch: &AtomicU32) {}
+    fn wake(&self, _epoch: &AtomicU32) {
+        crate::watchdog::progress();
+    }
 
     fn relax(&self) {
-        crate::cpu::without_interrupts(|| SHOOTDOWN.service(&NativeTlb));
-        core::hint::spin_loop();
+        crate::watchdog::spin("the kmap pool's lock", 0);
+        answer_shootdowns();
     }
+}
+
+/// Services this CPU's shootdown mailbox, then pauses: one round of a kmap
+/// wait.
+fn answer_shootdowns() {
+    crate::cpu::without_interrupts(|| SHOOTDOWN.service(&NativeTlb));
+    core::hint::spin_loop();
 }
 
 /// Page-table access that reaches highmem tables through local kmaps.

@@ -66,6 +66,7 @@ mod tss;
 mod user;
 mod vga;
 mod vmalloc;
+mod watchdog;
 
 pub use context::BootContext;
 
@@ -92,7 +93,12 @@ pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
     match boot(magic, info_phys) {
         Ok(kernel) => {
             crash_demo::run_if_requested(&kernel.context);
-            test::run_all(selftests::ALL, &kernel)
+            watchdog::provoke(&kernel.context);
+            if selftests::soak_requested(&kernel) {
+                test::run_all(selftests::SOAK, &kernel)
+            } else {
+                test::run_all(selftests::ALL, &kernel)
+            }
         }
         Err(failure) => {
             println!("BOOT FAILED: {}", failure.message());
@@ -108,6 +114,7 @@ fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Failure> {
     println!("early fixmap: static table, VGA text buffer in slot VGA_CONSOLE");
     let context = BootContext::gather(magic, info_phys); // 3. memory map
     report(&context);
+    watchdog::init(&context); // hangs become reports
     let layout = memory::init_frames(&context)?; // 4. frame allocator
     let mut frames = frames::lock();
     let mut mapper = kernel_tables::build(&layout, &mut frames)?; // 5. final tables

@@ -119,7 +119,10 @@ pub fn read_result_of(cpu: usize) -> Option<NmiRead> {
 }
 
 /// Called by the exception dispatcher for vector 2.
-pub fn handle() {
+pub fn handle(frame: &crate::exceptions::ExceptionFrame) {
+    if crate::watchdog::reporting() {
+        crate::watchdog::report_from_nmi(frame);
+    }
     let cr2 = cpu::cr2();
     let s = &STATE[gdt::cpu_index() % CPUS];
     s.count.fetch_add(1, Ordering::SeqCst);

@@ -177,7 +177,18 @@ static SHARED: spin::Mutex<heapless::index_map::FnvIndexMap<u64, u32, 4096>> =
     spin::Mutex::new(heapless::index_map::FnvIndexMap::new());
 
 fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
-    cpu::without_interrupts(|| f(&mut TABLE.lock()))
+    cpu::without_interrupts(|| {
+        let mut table = loop {
+            if let Some(table) = TABLE.try_lock() {
+                crate::watchdog::done();
+                crate::watchdog::progress();
+                break table;
+            }
+            crate::watchdog::spin("the process table's lock", &raw const TABLE as usize);
+            core::hint::spin_loop();
+        };
+        f(&mut table)
+    })
 }
 
 /// One more mapping of `frame` (fork).

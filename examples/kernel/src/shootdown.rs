@@ -41,6 +41,15 @@ impl IpiPlatform for ApicIpi {
             }
         }
     }
+
+    fn relax(&self) {
+        crate::watchdog::spin("TLB shootdown acknowledgements", 0);
+        core::hint::spin_loop();
+    }
+
+    fn acked(&self) {
+        crate::watchdog::progress();
+    }
 }
 
 /// The kernel's shootdown.

@@ -652,12 +652,32 @@ pub fn run_on_all(f: fn(usize, usize), arg: usize) {
     // SAFETY: ring 0; this CPU answers IPIs while it runs its share.
     unsafe { core::arch::asm!("sti", options(nostack)) };
     f(0, arg);
-    while !(1..cpus).all(|cpu| !is_online(cpu) || finished(cpu)) {
-        core::hint::spin_loop();
-    }
+    wait_for_posted_work(cpus);
     // SAFETY: ring 0.
     unsafe { core::arch::asm!("cli", options(nostack)) };
     cpu::restore_interrupts(flags);
+}
+
+/// Waits until every online AP below `cpus` finished its posted work (a
+/// spin the watchdog watches).
+fn wait_for_posted_work(cpus: usize) {
+    while !(1..cpus).all(|cpu| !is_online(cpu) || finished(cpu)) {
+        crate::watchdog::spin("work posted to other CPUs", &raw const SLOTS as usize);
+        core::hint::spin_loop();
+    }
+    crate::watchdog::done();
+}
+
+/// Runs `f(cpu, arg)` on every online CPU but this one (the boot CPU) and
+/// returns when all have finished. Interrupts stay as they are here.
+pub fn run_on_others(f: fn(usize, usize), arg: usize) {
+    let cpus = KNOWN.load(Ordering::Acquire);
+    for cpu in 1..cpus {
+        if is_online(cpu) {
+            post(cpu, f, arg);
+        }
+    }
+    wait_for_posted_work(cpus);
 }
 
 /// Called by the dispatcher for every vector above the exceptions.

@@ -100,6 +100,7 @@ pub fn run_all(tests: &[Test], kernel: &Kernel) -> ! {
     let mut passed = 0usize;
     let mut failed = 0usize;
     for test in tests {
+        crate::watchdog::progress();
         print!("test {} ... ", test.name);
         match (test.run)(kernel) {
             Ok(()) => {

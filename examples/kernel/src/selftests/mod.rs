@@ -20,8 +20,21 @@ mod smp;
 mod smp_kmap;
 mod smp_races;
 mod smp_shootdown;
+mod soak;
 
 use crate::test::Test;
+
+/// The soak alone: what a boot with `soak.seconds=N` runs instead of
+/// [`ALL`] (`cargo xtask soak`).
+pub const SOAK: &[Test] = &[Test {
+    name: "soak_kmap_processes_and_nmis_on_every_cpu",
+    run: soak::soak_kmap_processes_and_nmis_on_every_cpu,
+}];
+
+/// Whether the command line asks for the soak.
+pub fn soak_requested(kernel: &crate::kernel::Kernel) -> bool {
+    soak::seconds(kernel).is_some()
+}
 
 /// Every self-test.
 pub const ALL: &[Test] = &[

@@ -53,6 +53,8 @@ struct Storm<'a> {
     bad: AtomicU32,
     first_bad: spin::Mutex<Option<(usize, PhysFrame, VirtAddr, u32)>>,
     errors: AtomicU32,
+    /// The longest `map` call, in TSC ticks (saturating; 0 without a TSC).
+    worst_map: AtomicU32,
 }
 
 /// The offset of the second checked word of `page`.
@@ -131,6 +133,7 @@ struct Row {
     saved: u64,
     rounds: u64,
     invalidations: [u64; CPUS],
+    worst_map: u32,
 }
 
 fn invalidations() -> [u64; CPUS] {
@@ -144,62 +147,120 @@ fn storms(
 ) -> Result<heapless::Vec<Row, 8>, Failure> {
     let mut rows = heapless::Vec::new();
     for (k, policy) in KernelPolicy::ALL.into_iter().enumerate() {
-        let base = VirtAddr::new(kmap_bench_base(k % 4));
-        let pool = StormPool::new(
-            &kernel.window,
-            base,
-            direct,
-            DirectMapAccess,
-            KernelTlb,
-            policy,
-            KernelWait,
-        )
-        .map_err(|e| failure!("{} pool: {e}", policy.name()))?;
-        prefill(&pool, pages)?;
-        let storm = Storm {
-            pool: &pool,
-            pages,
-            cpus: smp::online_count(),
-            arrived: AtomicUsize::new(0),
-            bad: AtomicU32::new(0),
-            first_bad: spin::Mutex::new(None),
-            errors: AtomicU32::new(0),
-        };
-        let (before, inv_before) = (SHOOTDOWN.stats(), invalidations());
-        smp::run_on_all(storm_worker, &storm as *const Storm<'_> as usize);
-        let (after, inv_after) = (SHOOTDOWN.stats(), invalidations());
-        let kmap = pool.stats();
-        clear_area(kernel, base)?;
-        if let Some((cpu, page, va, seen)) = *storm.first_bad.lock() {
-            fail!(
-                "{}: CPU {cpu} read {seen:#x} from {page:?} at {va} (expected {:#x}): a stale translation; {} bad reads",
-                policy.name(),
-                pattern(page.number()),
-                storm.bad.load(Ordering::SeqCst)
-            );
-        }
-        ensure!(
-            storm.errors.load(Ordering::SeqCst) == 0,
-            "{}: {} kmap errors",
-            policy.name(),
-            storm.errors.load(Ordering::SeqCst)
-        );
-        ensure!(
-            kmap.wraps >= 8,
-            "{}: only {} wraps",
-            policy.name(),
-            kmap.wraps
-        );
-        let _ = rows.push(Row {
-            policy,
-            kmap,
-            ipis: after.ipis_sent - before.ipis_sent,
-            saved: after.ipis_saved - before.ipis_saved,
-            rounds: after.shootdowns - before.shootdowns,
-            invalidations: core::array::from_fn(|c| inv_after[c] - inv_before[c]),
-        });
+        let _ = rows.push(storm_once(kernel, pages, direct, k, policy)?);
     }
     Ok(rows)
+}
+
+/// One storm under `policy` on a fresh pool in test area `k % 4`; checks
+/// that no CPU read a stale word and that every slot came back.
+fn storm_once(
+    kernel: &Kernel,
+    pages: &[PhysFrame; STORM_PAGES],
+    direct: DirectMap,
+    k: usize,
+    policy: KernelPolicy,
+) -> Result<Row, Failure> {
+    let base = VirtAddr::new(kmap_bench_base(k % 4));
+    let pool = StormPool::new(
+        &kernel.window,
+        base,
+        direct,
+        DirectMapAccess,
+        KernelTlb,
+        policy,
+        KernelWait,
+    )
+    .map_err(|e| failure!("{} pool: {e}", policy.name()))?;
+    prefill(&pool, pages)?;
+    let storm = Storm {
+        pool: &pool,
+        pages,
+        cpus: smp::online_count(),
+        arrived: AtomicUsize::new(0),
+        bad: AtomicU32::new(0),
+        first_bad: spin::Mutex::new(None),
+        errors: AtomicU32::new(0),
+        worst_map: AtomicU32::new(0),
+    };
+    let (before, inv_before) = (SHOOTDOWN.stats(), invalidations());
+    smp::run_on_all(storm_worker, &storm as *const Storm<'_> as usize);
+    let (after, inv_after) = (SHOOTDOWN.stats(), invalidations());
+    let kmap = pool.stats();
+    let in_use = pool.in_use();
+    clear_area(kernel, base)?;
+    if let Some((cpu, page, va, seen)) = *storm.first_bad.lock() {
+        fail!(
+            "{}: CPU {cpu} read {seen:#x} from {page:?} at {va} (expected {:#x}): a stale translation; {} bad reads",
+            policy.name(),
+            pattern(page.number()),
+            storm.bad.load(Ordering::SeqCst)
+        );
+    }
+    ensure!(
+        storm.errors.load(Ordering::SeqCst) == 0,
+        "{}: {} kmap errors",
+        policy.name(),
+        storm.errors.load(Ordering::SeqCst)
+    );
+    ensure!(
+        in_use == 0,
+        "{}: {in_use} slots still in use after every mapping was dropped",
+        policy.name()
+    );
+    ensure!(
+        kmap.wraps >= 8,
+        "{}: only {} wraps",
+        policy.name(),
+        kmap.wraps
+    );
+    Ok(Row {
+        policy,
+        kmap,
+        ipis: after.ipis_sent - before.ipis_sent,
+        saved: after.ipis_saved - before.ipis_saved,
+        rounds: after.shootdowns - before.shootdowns,
+        invalidations: core::array::from_fn(|c| inv_after[c] - inv_before[c]),
+        worst_map: storm.worst_map.load(Ordering::SeqCst),
+    })
+}
+
+/// What one soak storm did: the policy's figures, and the operations.
+pub struct SoakStorm {
+    /// Map+unmap operations done, over every CPU.
+    pub ops: u64,
+    /// Times a CPU waited for a slot.
+    pub waits: u64,
+    /// The longest `map` call, in TSC ticks.
+    pub worst_map: u32,
+    /// Pool wraps.
+    pub wraps: u64,
+}
+
+/// One storm of the soak (`cargo xtask soak`): flush policy `k % 5` on its
+/// own test pages, which go back afterwards.
+pub fn soak_storm(kernel: &Kernel, k: usize) -> Result<SoakStorm, Failure> {
+    let policy = KernelPolicy::ALL[k % KernelPolicy::ALL.len()];
+    let (pages, highmem) = test_pages::<STORM_PAGES>()?;
+    let direct = DirectMap::new(PAGE_OFFSET, kernel.layout.lowmem_limit).with_force_map(!highmem);
+    let row = storm_once(kernel, &pages, direct, k, policy);
+    give_back(&pages);
+    let row = row?;
+    Ok(SoakStorm {
+        ops: (STORM_OPS / smp::online_count().max(1) * smp::online_count().max(1)) as u64,
+        waits: row.kmap.waits,
+        worst_map: row.worst_map,
+        wraps: row.kmap.wraps,
+    })
+}
+
+/// The TSC, or 0 on a CPU without one.
+fn tsc() -> u64 {
+    if crate::cpu::has_tsc() {
+        crate::cpu::rdtsc()
+    } else {
+        0
+    }
 }
 
 /// Writes each page's two checked words.
@@ -235,7 +296,11 @@ fn storm_worker(cpu: usize, arg: usize) {
         rng ^= rng >> 17;
         rng ^= rng << 5;
         let page = storm.pages[rng as usize % STORM_PAGES];
-        let Ok(k) = storm.pool.map(&mut task, page) else {
+        let started = tsc();
+        let mapped = storm.pool.map(&mut task, page);
+        let took = tsc().wrapping_sub(started).min(u64::from(u32::MAX)) as u32;
+        storm.worst_map.fetch_max(took, Ordering::Relaxed);
+        let Ok(k) = mapped else {
             storm.errors.fetch_add(1, Ordering::SeqCst);
             continue;
         };
