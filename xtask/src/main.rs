@@ -16,7 +16,7 @@
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
 //! cargo xtask loom [--preemptions N]
-//! cargo xtask mutants [--crate paging-core|kmap|fixmap|all] [--jobs N]
+//! cargo xtask mutants [--crate paging-core|kmap|fixmap|tlb-shootdown|all] [--jobs N]
 //!                     [--timeout SECS] [--list] [--skip-baseline]
 //!                     [--retest-missed]
 //! ```
@@ -121,7 +121,8 @@ commands:
          mutation testing with cargo-mutants (installs it); prints caught,
          missed, unviable and timeout per crate and fails below 90% caught
          (docs/testing.md; slow: run it under `nice -n 19`)
-           --crate NAME             paging-core, kmap, fixmap or all (default)
+           --crate NAME             paging-core, kmap, fixmap, tlb-shootdown
+                                    or all (default)
            --jobs N                 mutants built and tested at once (default: 1)
            --timeout SECS           per mutant's test run (default: 60, kmap 90)
            --list                   only list the mutants and count them

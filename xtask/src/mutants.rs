@@ -68,7 +68,7 @@ pub struct CrateSet {
 
 /// Every crate `cargo xtask mutants` covers, in the order they run
 /// (smallest first).
-pub const CRATES: [CrateSet; 3] = [
+pub const CRATES: [CrateSet; 4] = [
     CrateSet {
         name: "fixmap",
         files: &["fixmap/src/window.rs", "fixmap/src/layout.rs"],
@@ -103,6 +103,7 @@ pub const CRATES: [CrateSet; 3] = [
         name: "paging-core",
         files: &[
             "paging-core/src/mapper/*.rs",
+            "paging-core/src/mappings.rs",
             "paging-core/src/walk.rs",
             "paging-core/src/sync.rs",
             "paging-core/src/pgtbuf.rs",
@@ -110,6 +111,19 @@ pub const CRATES: [CrateSet; 3] = [
         ],
         features: &[],
         test_timeout_secs: 60,
+        build_timeout_secs: 900,
+        first_pass_skips: &[],
+    },
+    CrateSet {
+        name: "tlb-shootdown",
+        files: &[
+            "tlb-shootdown/src/shootdown.rs",
+            "tlb-shootdown/src/request.rs",
+            "tlb-shootdown/src/cpuset.rs",
+        ],
+        features: &[],
+        // The host-model tests run four simulated CPUs on threads.
+        test_timeout_secs: 90,
         build_timeout_secs: 900,
         first_pass_skips: &[],
     },
