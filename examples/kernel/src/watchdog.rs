@@ -124,7 +124,11 @@ pub fn ticks_to_us(ticks: u32) -> u64 {
 /// Records progress: the kernel did something a hang would stop.
 #[inline]
 pub fn progress() {
-    PROGRESS.fetch_add(1, Ordering::Relaxed);
+    // The report's own lines are not progress: the waits it names keep
+    // their age.
+    if !REPORTING.load(Ordering::Relaxed) {
+        PROGRESS.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// This CPU's clock in milliseconds (wrapping): the TSC, or its spin count
