@@ -69,16 +69,25 @@ fn debug_shows_the_iterators_position_and_the_dumps_text() {
     let mut it = mapper.mappings(VirtAddr::new(0x4000_0000), 0x1_0000);
     assert_eq!(
         format!("{it:?}"),
-        format!("Mappings {{ next: {}, end: {} }}", 0x4000_0000u64, 0x4001_0000u64)
+        format!(
+            "Mappings {{ next: {}, end: {} }}",
+            0x4000_0000u64, 0x4001_0000u64
+        )
     );
     it.next();
     assert_eq!(
         format!("{it:?}"),
-        format!("Mappings {{ next: {}, end: {} }}", 0x4000_1000u64, 0x4001_0000u64)
+        format!(
+            "Mappings {{ next: {}, end: {} }}",
+            0x4000_1000u64, 0x4001_0000u64
+        )
     );
     let dump = mapper.dump(VirtAddr::new(0), 1 << 32);
     let text = dump.to_string();
     assert_eq!(format!("{dump:?}"), text);
     assert_eq!(text.lines().count(), 3, "{text}");
-    assert!(text.starts_with("0x40000000-0x40001000 -> 0x100000 4K x1 W"), "{text}");
+    assert!(
+        text.starts_with("0x40000000-0x40001000 -> 0x100000 4K x1 W"),
+        "{text}"
+    );
 }

@@ -281,39 +281,31 @@ impl Boot {
 }
 
 /// How a Bochs run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Ending {
     /// The kernel printed its end (summary or fatal report); Bochs killed.
     Finished,
     /// Bochs exited by itself (a panic such as a triple fault, a bad
     /// configuration) before the kernel printed its end.
     Exited,
-    /// Nothing ended within the timeout; Bochs killed.
-    TimedOut,
+    /// Nothing ended in time ([`stall::over_time`] says why); Bochs
+    /// killed.
+    TimedOut(String),
 }
 
 /// Whether a Bochs run met `expect`, and why: the console must say so
 /// ([`qemu::judge_console`], the same rule as for QEMU) and the kernel must
 /// have reached its end; a run that Bochs left early or that timed out
 /// fails.
-fn judge(
-    expect: Expect,
-    nonce: Option<&str>,
-    ending: Ending,
-    timeout: Duration,
-    lines: &[String],
-) -> (bool, String) {
+fn judge(expect: Expect, nonce: Option<&str>, ending: &Ending, lines: &[String]) -> (bool, String) {
     let (console_ok, console) = qemu::judge_console(expect, nonce, lines);
     let status = match ending {
         Ending::Finished => "kernel halted; Bochs killed".to_string(),
         Ending::Exited => "Bochs exited before the kernel's end (see its log)".to_string(),
-        Ending::TimedOut => format!(
-            "TIMEOUT: no end after {} s; Bochs killed (raise with --timeout)",
-            timeout.as_secs()
-        ),
+        Ending::TimedOut(why) => format!("TIMEOUT: {why}; Bochs killed"),
     };
     (
-        console_ok && ending == Ending::Finished,
+        console_ok && *ending == Ending::Finished,
         format!("{console}; {status}"),
     )
 }
@@ -585,8 +577,8 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
             stall_reported = false;
         }
         let quiet = last_output.elapsed() >= stall::QUIET;
-        let timed_out = start.elapsed() >= boot.timeout;
-        if finished_at.is_none() && !exited && (timed_out || (quiet && !stall_reported)) {
+        let over = stall::over_time(start, last_output, boot.timeout);
+        if finished_at.is_none() && !exited && (over.is_some() || (quiet && !stall_reported)) {
             stall_reported = true;
             let last = last_console_text(&lines, &pending);
             if let Some(pid) = running.bochs {
@@ -607,10 +599,10 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
             Some(at) if exited || at.elapsed() >= GRACE => break Ending::Finished,
             Some(_) => {}
             None if exited => break Ending::Exited,
-            None if timed_out => {
-                let secs = boot.timeout.as_secs();
-                println!("[{label}] TIMEOUT: no end after {secs} s, killing Bochs");
-                break Ending::TimedOut;
+            None if over.is_some() => {
+                let why = over.unwrap_or_default();
+                println!("[{label}] TIMEOUT: {why}; killing Bochs");
+                break Ending::TimedOut(why);
             }
             None => {}
         }
@@ -621,7 +613,7 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
     if ending == Ending::Exited {
         print_log_tail(&label, &config.log);
     }
-    let (passed, detail) = judge(boot.expect, Some(&nonce), ending, boot.timeout, &lines);
+    let (passed, detail) = judge(boot.expect, Some(&nonce), &ending, &lines);
     println!("[{label}] => {}", if passed { "PASS" } else { "FAIL" });
     let layout = lines
         .iter()
@@ -942,22 +934,22 @@ mod tests {
 
     #[test]
     fn a_log_passes_only_with_a_clean_summary_and_the_kernels_end() {
-        let timeout = Duration::from_secs(1);
+        let quiet = Ending::TimedOut("no console output for 1 s".into());
         let ok = lines(&["test a ... ok", "3 passed, 0 failed"]);
-        assert!(judge(Expect::Pass, None, Ending::Finished, timeout, &ok).0);
-        assert!(!judge(Expect::Pass, None, Ending::Exited, timeout, &ok).0);
-        assert!(!judge(Expect::Pass, None, Ending::TimedOut, timeout, &ok).0);
+        assert!(judge(Expect::Pass, None, &Ending::Finished, &ok).0);
+        assert!(!judge(Expect::Pass, None, &Ending::Exited, &ok).0);
+        assert!(!judge(Expect::Pass, None, &quiet, &ok).0);
         let no_summary = lines(&["test a ... ok", "test b ... "]);
-        let (passed, detail) = judge(Expect::Pass, None, Ending::TimedOut, timeout, &no_summary);
+        let (passed, detail) = judge(Expect::Pass, None, &quiet, &no_summary);
         assert!(!passed);
         assert!(detail.contains("no `N passed, N failed` line"), "{detail}");
         assert!(detail.contains("TIMEOUT"), "{detail}");
         let failed = lines(&["test a ... FAILED", "2 passed, 1 failed"]);
-        assert!(!judge(Expect::Pass, None, Ending::Finished, timeout, &failed).0);
+        assert!(!judge(Expect::Pass, None, &Ending::Finished, &failed).0);
         let none = lines(&["0 passed, 0 failed"]);
-        assert!(!judge(Expect::Pass, None, Ending::Finished, timeout, &none).0);
+        assert!(!judge(Expect::Pass, None, &Ending::Finished, &none).0);
         let fault = lines(&["test a ... ", "PAGE FAULT at EIP 0xc0100000: ..."]);
-        assert!(!judge(Expect::Pass, None, Ending::Finished, timeout, &fault).0);
+        assert!(!judge(Expect::Pass, None, &Ending::Finished, &fault).0);
     }
 
     #[test]

@@ -77,7 +77,9 @@ commands:
                                     fault=stack-overflow)
            --smp N                  CPUs (default: 1); above 1 QEMU runs
                                     them on host threads (tcg,thread=multi)
-           --timeout SECS           per boot (default: 120)
+           --timeout SECS           seconds a boot may print nothing before
+                                    it counts as hung (default: 120; the
+                                    whole boot may take 5x that)
   test   run every check in order, stopping at the first failure
            --only STEP[,STEP...]    only these steps: fmt, clippy, doc, test,
                                     loom, i586, msrv, package, qemu, bochs,
@@ -85,7 +87,8 @@ commands:
            --no-qemu                skip both emulator steps (qemu, bochs)
            --no-bochs               skip the bochs step (the GRUB ISO booted
                                     in Bochs, both modes at 128M)
-           --timeout SECS           per QEMU or Bochs boot (default: 120)
+           --timeout SECS           seconds a QEMU or Bochs boot may print
+                                    nothing (default: 120; 5x in all)
   bochs  boot the GRUB ISO in Bochs (installs it): 2G both modes, PAE 8G,
          PAE 8G frames=high-first, PAE 2G under each kmap.policy; prints
          the outcomes and the instructions per map+unmap of each flush
@@ -94,7 +97,8 @@ commands:
            --mem SIZE               instead of the matrix: this RAM (2G)
            --cmdline TEXT           instead of the matrix: this command line
                                     (a crash demo must then be reported)
-           --timeout SECS           per boot (default: 900)
+           --timeout SECS           seconds a boot may print nothing
+                                    (default: 900; 5x in all)
   iso    build a GRUB rescue ISO with both kernels (boot a PC from USB)
            --default 2level|pae     menu entry booted by default (2level)
            --timeout SECS           menu timeout (default: 10)

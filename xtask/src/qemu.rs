@@ -304,15 +304,15 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
         thread::spawn(move || stream(pipe, label, progress))
     });
 
-    let mut timed_out = false;
+    let mut timed_out = None;
     let mut stall_reported_at = None;
     let status = loop {
         let (quiet_since, last) = match progress.lock() {
             Ok(p) => (p.at, p.last.clone()),
             Err(_) => (start, None),
         };
-        let timing_out = start.elapsed() >= boot.timeout;
-        if (quiet_since.elapsed() >= stall::QUIET || timing_out)
+        let over = stall::over_time(start, quiet_since, boot.timeout);
+        if (quiet_since.elapsed() >= stall::QUIET || over.is_some())
             && stall_reported_at != Some(quiet_since)
             && matches!(child.try_wait(), Ok(None))
         {
@@ -323,10 +323,10 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
         }
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if timing_out => {
-                timed_out = true;
-                let secs = boot.timeout.as_secs();
-                println!("[{label}] TIMEOUT: no exit after {secs} s, killing QEMU");
+            Ok(None) if over.is_some() => {
+                let why = over.unwrap_or_default();
+                println!("[{label}] TIMEOUT: {why}; killing QEMU");
+                timed_out = Some(why);
                 // Best effort: the process may have exited meanwhile.
                 let _ = child.kill();
                 let _ = child.wait();
@@ -343,12 +343,8 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
     // Joined only so its lines are printed before the verdict.
     let _ = stderr.map(|handle| handle.join());
 
-    let (passed, detail) = if timed_out {
-        let secs = boot.timeout.as_secs();
-        (
-            false,
-            format!("TIMEOUT: no exit after {secs} s; QEMU killed (raise with --timeout)"),
-        )
+    let (passed, detail) = if let Some(why) = timed_out {
+        (false, format!("TIMEOUT: {why}; QEMU killed"))
     } else {
         judge(
             boot.expect,

@@ -16,6 +16,35 @@ use std::time::Duration;
 /// stall (once per quiet spell); the boot itself goes on until its timeout.
 pub const QUIET: Duration = Duration::from_secs(45);
 
+/// How many times a boot's `--timeout` the whole boot may take: the
+/// timeout bounds a *quiet* spell (no console output), so a host that is
+/// merely loaded, and runs the emulator slowly, does not fail a boot that
+/// keeps printing; a boot that prints forever still ends.
+pub const TOTAL_FACTOR: u32 = 5;
+
+/// Why a boot that began at `start` and last printed at `quiet_since` is
+/// over its time, for a quiet limit of `timeout`; `None` while it may go
+/// on.
+pub fn over_time(
+    start: std::time::Instant,
+    quiet_since: std::time::Instant,
+    timeout: Duration,
+) -> Option<String> {
+    if quiet_since.elapsed() >= timeout {
+        Some(format!(
+            "no console output for {} s (a hang: the kernel's watchdog reports one in 10 s of its own time, so see the host report above)",
+            timeout.as_secs()
+        ))
+    } else if start.elapsed() >= timeout * TOTAL_FACTOR {
+        Some(format!(
+            "still running after {} s ({TOTAL_FACTOR} x --timeout)",
+            (timeout * TOTAL_FACTOR).as_secs()
+        ))
+    } else {
+        None
+    }
+}
+
 /// x86_64 system-call numbers worth naming in a report (the host is x86_64
 /// Linux; others are printed as numbers).
 const SYSCALLS: [(u64, &str); 14] = [
@@ -134,6 +163,21 @@ fn describe_syscall(text: &str, fd_path: impl Fn(u64) -> Option<String>) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_boot_is_over_time_when_quiet_for_the_timeout_or_past_five_times_it() {
+        use std::time::Instant;
+        let now = Instant::now();
+        let t = Duration::from_secs(100);
+        assert_eq!(over_time(now, now, t), None);
+        let long_ago = now - Duration::from_secs(101);
+        let quiet = over_time(now, long_ago, t).unwrap();
+        assert!(quiet.starts_with("no console output for 100 s"), "{quiet}");
+        let started = now - Duration::from_secs(501);
+        let total = over_time(started, now, t).unwrap();
+        assert!(total.starts_with("still running after 500 s"), "{total}");
+        assert_eq!(over_time(now - Duration::from_secs(499), now, t), None);
+    }
 
     #[test]
     fn a_write_on_a_terminal_names_the_terminal() {
