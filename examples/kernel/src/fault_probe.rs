@@ -14,6 +14,8 @@ use core::arch::asm;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use paging_core::PageFaultError;
+
 use crate::gdt;
 use crate::layout::CPUS;
 
@@ -54,48 +56,31 @@ pub struct PageFault {
     pub eip: u32,
 }
 
-/// A page-fault error code (Intel SDM vol. 3, "Interrupt 14").
+/// A page-fault error code (Intel SDM vol. 3, "Interrupt 14"), as the
+/// probes record it; printed and decoded by the crates'
+/// [`paging_core::PageFaultError`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ErrorCode(pub u32);
 
 impl ErrorCode {
     /// Bit 0: the page was present (protection violation).
-    pub const PRESENT: u32 = 1 << 0;
+    pub const PRESENT: u32 = PageFaultError::PRESENT.bits();
     /// Bit 1: the access was a write.
-    pub const WRITE: u32 = 1 << 1;
+    pub const WRITE: u32 = PageFaultError::WRITE.bits();
     /// Bit 2: the access came from user mode.
-    pub const USER: u32 = 1 << 2;
-    /// Bit 3: a reserved bit was set in a paging entry.
-    pub const RESERVED: u32 = 1 << 3;
+    pub const USER: u32 = PageFaultError::USER.bits();
     /// Bit 4: the access was an instruction fetch.
-    pub const FETCH: u32 = 1 << 4;
+    pub const FETCH: u32 = PageFaultError::INSTRUCTION_FETCH.bits();
+
+    /// The crates' type for it.
+    pub fn decoded(self) -> PageFaultError {
+        PageFaultError::from_bits_retain(self.0)
+    }
 }
 
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let has = |bit: u32| self.0 & bit != 0;
-        f.write_str(if has(Self::PRESENT) {
-            "protection"
-        } else {
-            "not-present"
-        })?;
-        f.write_str(if has(Self::WRITE) {
-            ", write"
-        } else {
-            ", read"
-        })?;
-        f.write_str(if has(Self::USER) {
-            ", user"
-        } else {
-            ", supervisor"
-        })?;
-        if has(Self::RESERVED) {
-            f.write_str(", reserved-bit")?;
-        }
-        if has(Self::FETCH) {
-            f.write_str(", fetch")?;
-        }
-        Ok(())
+        fmt::Display::fmt(&self.decoded(), f)
     }
 }
 
