@@ -61,10 +61,10 @@ where
             });
         }
         match payer {
-            Payer::Ticket => {
-                st.reserved -= 1;
-                self.regate(&st);
-            }
+            // The gate stays as it is until the slot is taken: lowering it
+            // now would let a lock-free hit take the unused slot this
+            // ticket was promised.
+            Payer::Ticket => st.reserved -= 1,
             Payer::Unreserved if N.saturating_sub(self.hot.in_use() + st.reserved) == 0 => {
                 return Err(KmapError::Exhausted);
             }
@@ -78,6 +78,7 @@ where
                     // A lock-free hit took it meanwhile (only while nothing
                     // is reserved): one more user, no capacity taken.
                     Ok(_) => {
+                        self.regate(&st);
                         let wake = payer == Payer::Ticket && self.capacity_returned(&st);
                         self.counters.add(&self.counters.hits);
                         self.counters.add(&self.counters.maps);
@@ -131,6 +132,7 @@ where
                 }
             },
         };
+        self.regate(&st);
         self.counters
             .peak_in_use
             .fetch_max(self.hot.in_use().min(N), Ordering::Relaxed);
