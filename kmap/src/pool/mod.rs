@@ -10,8 +10,9 @@
 //! | 1 | unused: no users, but its PTE still maps the old page and a TLB may hold it |
 //! | n ≥ 2 | mapped, with n − 1 users |
 //!
-//! A map of a page that already has a slot (count ≥ 1) takes that slot again
-//! (the page→slot map, a `heapless` index map). Otherwise the round-robin
+//! A map of a page that already has a slot (count ≥ 1) takes that slot again,
+//! without the lock (the page→slot index and the counts are atomics: see
+//! `pool/hot.rs` and the crate README's "The lock-free hit"). Otherwise the round-robin
 //! cursor looks for a free slot; when it wraps, every count-1 slot is cleared
 //! and the TLB is flushed *once* through the [`FlushPolicy`]. So a freed slot
 //! costs nothing until the pool runs round.
