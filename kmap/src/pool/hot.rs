@@ -51,6 +51,10 @@ use crate::sync::{AtomicU32, dekker_fence};
 /// Capacity shards (a power of two).
 pub(crate) const SHARDS: usize = 8;
 
+/// A lock-free hit that takes an unused slot updates the peak of slots in
+/// use once in this many hits of its shard.
+pub(crate) const PEAK_SAMPLE: usize = 64;
+
 /// The count field of a slot word.
 pub(crate) const COUNT: u32 = 0xFFFF;
 /// A count-1 slot that a hit must not take.
@@ -95,8 +99,14 @@ pub(crate) struct HotSlots<const N: usize> {
     /// Capacity shards.
     shards: [Shard; SHARDS],
     /// Non-zero while a reservation, a waiter or a capacity check exists.
-    gate: AtomicU32,
+    /// Alone on its line: every hit that takes an unused slot reads it.
+    gate: Line<AtomicU32>,
 }
+
+/// A value alone on its cache line(s) (two lines: the adjacent-line
+/// prefetcher fetches pairs).
+#[repr(align(128))]
+struct Line<T>(T);
 
 /// `2N` index buckets (two arrays: `[_; 2 * N]` needs a const expression).
 struct IndexBuckets<const N: usize>([[AtomicU32; N]; 2]);
@@ -125,7 +135,7 @@ impl<const N: usize> HotSlots<N> {
                 in_use: AtomicU32::new(0),
                 hits: AtomicUsize::new(0),
             }),
-            gate: AtomicU32::new(0),
+            gate: Line(AtomicU32::new(0)),
         }
     }
 
@@ -214,7 +224,7 @@ impl<const N: usize> HotSlots<N> {
                 let shard = self.shard(slot);
                 shard.in_use.fetch_add(1, Ordering::SeqCst);
                 dekker_fence();
-                if self.gate.load(Ordering::SeqCst) != 0 {
+                if self.gate.0.load(Ordering::SeqCst) != 0 {
                     self.unannounce(slot);
                     return Hit::Locked;
                 }
@@ -253,7 +263,7 @@ impl<const N: usize> HotSlots<N> {
     fn unannounce(&self, slot: usize) -> bool {
         self.shard(slot).in_use.fetch_sub(1, Ordering::SeqCst);
         dekker_fence();
-        self.gate.load(Ordering::SeqCst) != 0
+        self.gate.0.load(Ordering::SeqCst) != 0
     }
 
     /// Drop one reference to `slot`, without the lock; if `pfn` is given,
@@ -299,6 +309,21 @@ impl<const N: usize> HotSlots<N> {
         (self.word(slot).load(Ordering::Acquire) & COUNT) as u16
     }
 
+    /// After a lock-free hit took unused `slot`: raise `peak` to the slots
+    /// in use now, on one such hit in [`PEAK_SAMPLE`] per shard (summing the
+    /// shards reads every other CPU's shard line, which on every hit would
+    /// bounce those lines between CPUs).
+    #[inline]
+    pub(crate) fn record_peak(&self, slot: usize, peak: &AtomicUsize) {
+        if self.shard(slot).hits.load(Ordering::Relaxed) % PEAK_SAMPLE != 1 {
+            return;
+        }
+        let n = self.in_use().min(N);
+        if n > peak.load(Ordering::Relaxed) {
+            peak.fetch_max(n, Ordering::Relaxed);
+        }
+    }
+
     /// Slots in use (count ≥ 2), plus hits about to take one.
     pub(crate) fn in_use(&self) -> usize {
         self.shards
@@ -320,8 +345,8 @@ impl<const N: usize> HotSlots<N> {
     pub(crate) fn set_gate(&self, up: bool) {
         // Only the lock holder writes the gate: write it only if it changes
         // (hits on other CPUs keep the line shared).
-        if (self.gate.load(Ordering::Relaxed) != 0) != up {
-            self.gate.store(u32::from(up), Ordering::SeqCst);
+        if (self.gate.0.load(Ordering::Relaxed) != 0) != up {
+            self.gate.0.store(u32::from(up), Ordering::SeqCst);
         }
         dekker_fence();
     }

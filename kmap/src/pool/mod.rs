@@ -456,10 +456,7 @@ where
         match self.hot.try_hit(pfn, !self.policy.clears_on_release()) {
             Hit::Taken(slot, took_unused) => {
                 if took_unused {
-                    let n = self.hot.in_use().min(N);
-                    if n > self.counters.peak_in_use.load(Ordering::Relaxed) {
-                        self.counters.peak_in_use.fetch_max(n, Ordering::Relaxed);
-                    }
+                    self.hot.record_peak(slot, &self.counters.peak_in_use);
                 }
                 Some(slot)
             }
