@@ -316,7 +316,34 @@ pub fn kmap_threads(c: &mut Criterion) {
     // The control: one lock and map per thread, each on its own cache
     // lines, so threads share nothing.
     let private: [Padded<LockLookup>; 4] = core::array::from_fn(|_| Padded(LockLookup::new()));
+    // The pool's control: one warm pool per thread (nothing shared), each
+    // thread hitting its page in its own pool.
+    let own: Vec<_> = (0..4)
+        .map(|_| {
+            let k = KmapHost::<Pae, GlobalFlush>::new(GlobalFlush).expect("pool");
+            k.warm(&task).expect("warm");
+            k
+        })
+        .collect();
+    let own_pools: Vec<_> = own.iter().map(|k| k.pool()).collect();
     for threads in THREADS {
+        g.bench_function(format!("own-pool-t{threads}"), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, |t| {
+                    thread_local! {
+                        // SAFETY: one token per bench thread, made once.
+                        static TASK: KmapTask = const { unsafe { KmapTask::new() } };
+                    }
+                    TASK.with(|task| {
+                        let guard = own_pools[t]
+                            .try_map(task, black_box(frames[0]))
+                            .expect("kmap");
+                        black_box(guard.va());
+                        drop(guard);
+                    })
+                })
+            })
+        });
         g.bench_function(format!("private-t{threads}"), |b| {
             b.iter_custom(|iters| {
                 parallel(threads, iters, |t| {

@@ -221,6 +221,16 @@ pub fn timing_rows(
         )?;
         b.row(
             format!(
+                "control: kmap hit, each thread its own pool, {threads} threads vs 1 thread (per-thread time)"
+            ),
+            "kmap-threads",
+            (&format!("own-pool-t{threads}"), "own-pool-t1"),
+            "1 thread",
+            Target::Info,
+            (None, None),
+        )?;
+        b.row(
+            format!(
                 "control: lock+lookup with nothing shared, {threads} threads vs 1 thread (per-thread time)"
             ),
             "kmap-threads",

@@ -51,10 +51,6 @@ use crate::sync::{AtomicU32, dekker_fence};
 /// Capacity shards (a power of two).
 pub(crate) const SHARDS: usize = 8;
 
-/// A lock-free hit that takes an unused slot updates the peak of slots in
-/// use once in this many hits of its shard.
-pub(crate) const PEAK_SAMPLE: usize = 64;
-
 /// The count field of a slot word.
 pub(crate) const COUNT: u32 = 0xFFFF;
 /// A count-1 slot that a hit must not take.
@@ -72,6 +68,9 @@ pub(crate) struct Shard {
     in_use: AtomicU32,
     /// Hits taken without the lock (a report, not part of the protocol).
     hits: AtomicUsize,
+    /// The highest `in_use` of this shard a lock-free hit has seen (a
+    /// report: when it rises, the hit updates the pool's peak).
+    high: AtomicU32,
 }
 
 /// What a lock-free hit attempt found.
@@ -134,6 +133,7 @@ impl<const N: usize> HotSlots<N> {
             shards: core::array::from_fn(|_| Shard {
                 in_use: AtomicU32::new(0),
                 hits: AtomicUsize::new(0),
+                high: AtomicU32::new(0),
             }),
             gate: Line(AtomicU32::new(0)),
         }
@@ -309,15 +309,20 @@ impl<const N: usize> HotSlots<N> {
         (self.word(slot).load(Ordering::Acquire) & COUNT) as u16
     }
 
-    /// After a lock-free hit took unused `slot`: raise `peak` to the slots
-    /// in use now, on one such hit in [`PEAK_SAMPLE`] per shard (summing the
-    /// shards reads every other CPU's shard line, which on every hit would
-    /// bounce those lines between CPUs).
+    /// After a lock-free hit took unused `slot`: if its shard reached a new
+    /// high, raise `peak` to the slots in use now. Summing the shards reads
+    /// every other CPU's shard line, which on every hit would bounce those
+    /// lines between CPUs; in a steady state no shard reaches a new high.
+    /// (So a peak reached through lock-free hits while no shard is at a new
+    /// high of its own is missed.)
     #[inline]
     pub(crate) fn record_peak(&self, slot: usize, peak: &AtomicUsize) {
-        if self.shard(slot).hits.load(Ordering::Relaxed) % PEAK_SAMPLE != 1 {
+        let shard = self.shard(slot);
+        let now = shard.in_use.load(Ordering::Relaxed);
+        if now <= shard.high.load(Ordering::Relaxed) {
             return;
         }
+        shard.high.fetch_max(now, Ordering::Relaxed);
         let n = self.in_use().min(N);
         if n > peak.load(Ordering::Relaxed) {
             peak.fetch_max(n, Ordering::Relaxed);
