@@ -81,6 +81,10 @@ pub(crate) enum Hit {
     /// The page is not cached, or the lock must decide (capacity, `NO_HIT`,
     /// a full count, a race): take the locked path.
     Locked,
+    /// As `Locked`, after taking back an announced use of capacity while
+    /// the gate was up (a waiter may have counted it): move the epoch on
+    /// under the lock first.
+    LockedWake,
     /// A reference was taken on this slot, which holds another page: drop
     /// it, then take the locked path.
     Wrong(usize),
@@ -225,15 +229,20 @@ impl<const N: usize> HotSlots<N> {
                 shard.in_use.fetch_add(1, Ordering::SeqCst);
                 dekker_fence();
                 if self.gate.0.load(Ordering::SeqCst) != 0 {
+                    // The gate was up: a waiter may have counted this
+                    // announcement, so it is woken (a spurious wake-up at
+                    // worst).
                     self.unannounce(slot);
-                    return Hit::Locked;
+                    return Hit::LockedWake;
                 }
                 // Acquire: the PTE the lock holder wrote before publishing
                 // the slot (or before a release sequence it heads).
                 match word.compare_exchange(seen, seen + 1, Ordering::Acquire, Ordering::Relaxed) {
                     Ok(_) => {}
                     Err(now) => {
-                        self.unannounce(slot);
+                        if self.unannounce(slot) {
+                            return Hit::LockedWake;
+                        }
                         seen = now;
                         continue;
                     }

@@ -461,6 +461,10 @@ where
                 Some(slot)
             }
             Hit::Locked => None,
+            Hit::LockedWake => {
+                self.capacity_returned_unlocked();
+                None
+            }
             Hit::Wrong(slot) => {
                 let _ = self.drop_ref(slot, None);
                 None
