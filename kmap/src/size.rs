@@ -39,8 +39,9 @@ pub struct PoolSize<const N: usize>;
 /// ```
 ///
 /// Why these sizes: the round-robin cursor wraps with a mask (`N − 1`), as
-/// Linux's `LAST_PKMAP_MASK`; the page → slot map (`heapless`) needs a
-/// power-of-two capacity of at least 2; and slot numbers are kept in 16 bits.
+/// Linux's `LAST_PKMAP_MASK`; the page → slot index (`2N` atomic buckets,
+/// probed with a mask) and the lock-free hit's slot layout need a power of
+/// two; and slot numbers are kept in 16 bits.
 #[diagnostic::on_unimplemented(
     message = "a kmap pool of `{Self}`: the slot count must be a power of two from 2 to 32768",
     label = "not a valid pool size",

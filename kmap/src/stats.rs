@@ -22,7 +22,10 @@ pub struct KmapStats {
     pub wraps: u64,
     /// Flushes by kind (and avoided ones).
     pub flushes: FlushCounts,
-    /// Most slots in use at once.
+    /// Most slots in use at once, as seen by maps under the pool's lock and
+    /// by lock-free hits that take an unused slot when their capacity shard
+    /// reaches a new high: a peak reached only through lock-free hits may
+    /// be missed.
     pub peak_in_use: u64,
     /// Guard drops whose unmap failed (a raw unmap had already removed the
     /// mapping); each is also reported as a typed error by the raw call.

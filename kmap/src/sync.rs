@@ -87,3 +87,20 @@ pub(crate) fn spin_hint() {
     #[cfg(loom)]
     loom::thread::yield_now();
 }
+
+/// Between a sequentially consistent read-modify-write and a sequentially
+/// consistent load of another location, on both sides of the hit path's
+/// store-buffering handshake (a hit's shard and the gate, see
+/// `pool/hot.rs`).
+///
+/// Sequentially consistent accesses already order the handshake in the
+/// language's memory model (and a locked x86 instruction is a full barrier),
+/// so normally this is nothing. loom models sequentially consistent
+/// *accesses* only as acquire/release (it would report the handshake as
+/// broken), but models `fence(SeqCst)` exactly, so under `--cfg loom` it is
+/// that fence.
+#[inline(always)]
+pub(crate) fn dekker_fence() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+}

@@ -280,6 +280,22 @@ where
     P: FlushPolicy + Copy + 'static,
     W: WaitHook + 'static,
 {
+    explore_from(policy, wait, |_, _| {}, tasks)
+}
+
+/// [`explore`], after `setup` ran on the fresh pool (before any task
+/// starts).
+fn explore_from<M, P, W>(
+    policy: P,
+    wait: fn() -> W,
+    setup: Task<M, P, W>,
+    tasks: [Task<M, P, W>; 3],
+) -> std::sync::Arc<Seen>
+where
+    M: PagingMode + Send + Sync + 'static,
+    P: FlushPolicy + Copy + 'static,
+    W: WaitHook + 'static,
+{
     let window = window::<M>();
     let seen = std::sync::Arc::new(Seen::default());
     let report = seen.clone();
@@ -287,6 +303,7 @@ where
         seen.executions.fetch_add(1, Relaxed);
         let tables = LoomTables::new(window.first_frame());
         let pool = Arc::new(pool(&window, &tables, policy, wait()));
+        setup(&pool, &tables);
         let (last, spawned) = tasks.split_last().unwrap();
         let threads: Vec<_> = spawned
             .iter()
@@ -370,4 +387,110 @@ fn nesting_tasks_wait_and_wrap_pae_generations() {
     report("PAE nesting, Generations, Condvar", &seen);
     assert!(seen.waited.load(Relaxed), "no execution waited");
     assert!(seen.wrapped.load(Relaxed), "no execution wrapped");
+}
+
+/// A page mapped with `try_map` (it never waits), if a slot was free, read
+/// through its slot and then released.
+fn try_single<M: PagingMode, P: FlushPolicy, W: WaitHook>(
+    pool: &Pool<M, P, W>,
+    tables: &LoomTables,
+    page: PhysFrame,
+) {
+    let task = task();
+    match pool.try_map(&task, page) {
+        Ok(k) => assert_maps::<M>(tables, &k),
+        Err(e) => assert_eq!(e, kmap::KmapError::Exhausted),
+    }
+}
+
+/// Map `page` and keep the mapping past the guard (released later with
+/// `kunmap_raw`, from any thread).
+fn hold<M: PagingMode, P: FlushPolicy, W: WaitHook>(
+    pool: &Pool<M, P, W>,
+    tables: &LoomTables,
+    page: PhysFrame,
+) {
+    let task = task();
+    let k = pool.try_map(&task, page).unwrap();
+    assert_maps::<M>(tables, &k);
+    // SAFETY: the mapping is given back with `kunmap_raw` by a task of the
+    // scenario, and nothing reads through it after that.
+    let _ = unsafe { k.into_raw() };
+}
+
+/// Hit against wrap: one task maps a page and lets it go (its slot stays
+/// cached, count 1), a second maps it again without the lock (a hit on the
+/// slot the first is filling, or on the cached slot), while the main task
+/// maps two other pages through the two slots, so the cursor wraps and
+/// clears every unused slot. A hit must never get a slot the wrap cleared
+/// (its PTE would not map the page), and the hit's reads of the PTE must be
+/// ordered after the write that filled it and before the clear (loom
+/// reports a data race on the PTE cell otherwise).
+#[test]
+fn lock_free_hit_against_wrap_two_level() {
+    let seen = explore::<TwoLevel, _, _>(
+        GlobalFlush,
+        CondvarWait::default,
+        [
+            |pool, tables| try_single(pool, tables, frame(0)),
+            |pool, tables| try_single(pool, tables, frame(0)),
+            |pool, tables| {
+                try_single(pool, tables, frame(1));
+                try_single(pool, tables, frame(2));
+            },
+        ],
+    );
+    report("2-level hit vs wrap, GlobalFlush", &seen);
+    assert!(seen.wrapped.load(Relaxed), "no execution wrapped");
+}
+
+/// Hit against eviction at release: under `Generations` the last user's
+/// release clears the slot's PTE at once. One task releases the only user
+/// of a page while another maps it without the lock (a hit while the count
+/// is still 2, or a new slot once it is stale), and the main task cycles
+/// two other pages, so the stale slot is freed and reused.
+#[test]
+fn lock_free_hit_against_eviction_pae_generations() {
+    let seen = explore_from::<Pae, _, _>(
+        Generations,
+        CondvarWait::default,
+        |pool, tables| hold(pool, tables, frame(0)),
+        [
+            |pool, _| pool.kunmap_raw(frame(0)).unwrap(),
+            |pool, tables| try_single(pool, tables, frame(0)),
+            |pool, tables| {
+                try_single(pool, tables, frame(1));
+                try_single(pool, tables, frame(2));
+            },
+        ],
+    );
+    report("PAE hit vs eviction, Generations", &seen);
+    assert!(seen.wrapped.load(Relaxed), "no execution wrapped");
+}
+
+/// Release against a waiting mapper: both slots are held; one task releases
+/// them without the lock, another maps a third page and must wait for one
+/// (a lost wake-up leaves it asleep, which loom reports), and the main task
+/// hits one of the held pages (a lock-free hit, or a locked one while the
+/// gate is up because somebody waits).
+#[test]
+fn lock_free_release_wakes_a_waiting_mapper_pae() {
+    let seen = explore_from::<Pae, _, _>(
+        GlobalFlush,
+        CondvarWait::default,
+        |pool, tables| {
+            hold(pool, tables, frame(0));
+            hold(pool, tables, frame(1));
+        },
+        [
+            |pool, _| {
+                pool.kunmap_raw(frame(0)).unwrap();
+                pool.kunmap_raw(frame(1)).unwrap();
+            },
+            |pool, tables| single(pool, tables, frame(2)),
+            |pool, tables| try_single(pool, tables, frame(0)),
+        ],
+    );
+    report("PAE release vs waiting mapper, GlobalFlush", &seen);
+    assert!(seen.waited.load(Relaxed), "no execution waited");
 }

@@ -8,9 +8,10 @@
 //! does not invalidate the normal build. loom
 //! explores every interleaving with at most `N` preemptions per execution
 //! (`LOOM_MAX_PREEMPTIONS`); the number of executions grows about tenfold
-//! per step: 2 is about 2,000 executions, 3 about 40,000 (a few seconds,
-//! the `loom` step of `cargo xtask test`), 4 about 560,000 (a minute, the
-//! default here), 5 about six million (several minutes).
+//! per step. The kmap models (seven, three of them on the lock-free hit
+//! path) explore about 260,000 executions at 3 (about 80 s of release-built
+//! model on two shared cores: the `loom` step of `cargo xtask test`); 4 (the
+//! default here) explores roughly ten times as many.
 //!
 //! The shootdown's models (three CPUs initiating at once) grow faster:
 //! about 20 s at 2 on two shared cores, over 14 minutes at 3. Their bound

@@ -11,7 +11,7 @@
 //!   one volatile store per entry).
 //! - `kmap`: one `try_map` + guard drop (kmap + kunmap), and the baseline:
 //!   one lock round trip plus one hash lookup.
-//! - `kmap-threads`: the same hit and baseline run by 1 and by 2 threads at
+//! - `kmap-threads`: the same hit and baseline run by 1, 2 and 4 threads at
 //!   once on one shared pool (one shared lock): each thread's time per
 //!   operation, from a common start to the last thread's end.
 
@@ -252,8 +252,9 @@ pub fn kmap(c: &mut Criterion) {
 }
 
 /// Thread counts of the `kmap-threads` group (the project's machine has two
-/// cores).
-pub const THREADS: [usize; 2] = [1, 2];
+/// cores: the 4-thread row shares them, so it measures time slicing as much
+/// as the pool).
+pub const THREADS: [usize; 3] = [1, 2, 4];
 
 /// Run `op(thread)` `iters` times on each of `threads` threads, released
 /// together by a barrier: the wall time from the first thread's start to
@@ -288,6 +289,10 @@ fn parallel(threads: usize, iters: u64, op: impl Fn(usize) + Sync) -> Duration {
     })
 }
 
+/// A value alone on its cache lines (two, for the adjacent-line prefetcher).
+#[repr(align(128))]
+struct Padded<T>(T);
+
 /// The pool's hit path (PAE, global policy: the hit never reaches the
 /// policy) and the lock + lookup baseline, each run by 1 and 2 threads on
 /// one shared pool or lock; thread `t` maps its own warm page.
@@ -298,16 +303,54 @@ pub fn kmap_threads(c: &mut Criterion) {
     let k = KmapHost::<Pae, GlobalFlush>::new(GlobalFlush).expect("pool");
     k.warm(&task).expect("warm");
     // Warm pages, mapped last-first by `warm`: thread 0 gets the usual hit
-    // page, thread 1 the one mapped after it.
-    let frames = [
-        hit_frame().expect("frame"),
-        highmem_frame(MISS_PAGES - 2).expect("frame"),
-    ];
-    assert!(k.pool().lookup(frames[1]).is_some(), "second page not warm");
+    // page, thread t the one mapped t maps after it (slot t + 1).
+    let frames: [_; 4] =
+        core::array::from_fn(|t| highmem_frame(MISS_PAGES - 1 - t).expect("frame"));
+    assert_eq!(Some(frames[0]), hit_frame());
+    for f in &frames {
+        assert!(k.pool().lookup(*f).is_some(), "{f:?} not warm");
+    }
     let pool = k.pool();
     let lock = LockLookup::new();
-    let keys = [frames[0].number(), frames[1].number()];
+    let keys = frames.map(|f| f.number());
+    // The control: one lock and map per thread, each on its own cache
+    // lines, so threads share nothing.
+    let private: [Padded<LockLookup>; 4] = core::array::from_fn(|_| Padded(LockLookup::new()));
+    // The pool's control: one warm pool per thread (nothing shared), each
+    // thread hitting its page in its own pool.
+    let own: Vec<_> = (0..4)
+        .map(|_| {
+            let k = KmapHost::<Pae, GlobalFlush>::new(GlobalFlush).expect("pool");
+            k.warm(&task).expect("warm");
+            k
+        })
+        .collect();
+    let own_pools: Vec<_> = own.iter().map(|k| k.pool()).collect();
     for threads in THREADS {
+        g.bench_function(format!("own-pool-t{threads}"), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, |t| {
+                    thread_local! {
+                        // SAFETY: one token per bench thread, made once.
+                        static TASK: KmapTask = const { unsafe { KmapTask::new() } };
+                    }
+                    TASK.with(|task| {
+                        let guard = own_pools[t]
+                            .try_map(task, black_box(frames[0]))
+                            .expect("kmap");
+                        black_box(guard.va());
+                        drop(guard);
+                    })
+                })
+            })
+        });
+        g.bench_function(format!("private-t{threads}"), |b| {
+            b.iter_custom(|iters| {
+                parallel(threads, iters, |t| {
+                    black_box(private[t].0.lookup(black_box(keys[t])));
+                })
+            })
+        });
         g.bench_function(format!("lock-lookup-t{threads}"), |b| {
             b.iter_custom(|iters| {
                 parallel(threads, iters, |t| {

@@ -10,8 +10,9 @@
 //! | 1 | unused: no users, but its PTE still maps the old page and a TLB may hold it |
 //! | n ≥ 2 | mapped, with n − 1 users |
 //!
-//! A map of a page that already has a slot (count ≥ 1) takes that slot again
-//! (the page→slot map, a `heapless` index map). Otherwise the round-robin
+//! A map of a page that already has a slot (count ≥ 1) takes that slot again,
+//! without the lock (the page→slot index and the counts are atomics: see
+//! `pool/hot.rs` and the crate README's "The lock-free hit"). Otherwise the round-robin
 //! cursor looks for a free slot; when it wraps, every count-1 slot is cleared
 //! and the TLB is flushed *once* through the [`FlushPolicy`]. So a freed slot
 //! costs nothing until the pool runs round.
@@ -33,11 +34,11 @@
 //! [`PersistentPool::reserve`], and a task can only call it while it holds no
 //! pool mapping (see [`KmapTask`](crate::KmapTask)).
 
+mod hot;
 mod slots;
 
 use core::sync::atomic::Ordering;
 
-use heapless::index_map::FnvIndexMap;
 use paging_core::{PAGE_SIZE, PagingMode, PhysFrame, TableAccess, TlbMark, TlbOps, VirtAddr};
 
 use fixmap::ContiguousWindow;
@@ -52,12 +53,12 @@ use crate::stats::{Counters, KmapStats};
 use crate::sync::{AtomicU32, Mutex, MutexGuard};
 use crate::wait::{SpinWait, WaitHook};
 
+use hot::{Hit, HotSlots};
+
+/// What only the lock holder touches. The slot counts, their pages and the
+/// page→slot index are atomics in [`HotSlots`], read by lock-free hits.
 pub(crate) struct PoolState<const N: usize> {
-    counts: [u16; N],
-    pages: [u64; N],
-    map: FnvIndexMap<u64, u16, N>,
     cursor: usize,
-    in_use: usize,
     reserved: usize,
     waiters: usize,
     /// Per slot, under a policy that clears on release: whether a count-1
@@ -137,6 +138,7 @@ where
     policy: P,
     wait: W,
     state: Mutex<PoolState<N>>,
+    hot: HotSlots<N>,
     epoch: AtomicU32,
     counters: Counters,
 }
@@ -150,7 +152,7 @@ where
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let (in_use, reserved, waiters) = {
             let st = self.lock_state();
-            (st.in_use, st.reserved, st.waiters)
+            (self.hot.in_use(), st.reserved, st.waiters)
         };
         f.debug_struct("PersistentPool")
             .field("mode", &M::NAME)
@@ -160,7 +162,7 @@ where
             .field("in_use", &in_use)
             .field("reserved", &reserved)
             .field("waiters", &waiters)
-            .field("stats", &self.counters.snapshot())
+            .field("stats", &self.snapshot())
             .finish()
     }
 }
@@ -177,6 +179,25 @@ where
     fn lock_state(&self) -> MutexGuard<'_, PoolState<N>> {
         self.state.lock_relaxing(|| self.wait.relax())
     }
+
+    /// The counters, with the hits taken without the lock (counted per
+    /// capacity shard) added to `hits` and `maps`.
+    fn snapshot(&self) -> KmapStats {
+        let mut stats = self.counters.snapshot();
+        let fast = self.hot.fast_hits() as u64;
+        stats.hits += fast;
+        stats.maps += fast;
+        stats
+    }
+}
+
+/// What [`PersistentPool::drop_ref`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// One user fewer.
+    Done,
+    /// The slot does not hold the page with a user: nothing changed.
+    Refused,
 }
 
 /// What a successful claim produced.
@@ -237,16 +258,13 @@ where
             policy,
             wait,
             state: Mutex::new(PoolState {
-                counts: [0; N],
-                pages: [0; N],
-                map: FnvIndexMap::new(),
                 cursor: 0,
-                in_use: 0,
                 reserved: 0,
                 waiters: 0,
                 stale: [Stale::No; N],
                 wrap_mark: TlbMark::NONE,
             }),
+            hot: HotSlots::new(),
             epoch: AtomicU32::new(0),
             counters: Counters::default(),
         })
@@ -284,27 +302,26 @@ where
 
     /// Counters so far.
     pub fn stats(&self) -> KmapStats {
-        self.counters.snapshot()
+        self.snapshot()
     }
 
     /// Slots with at least one user now.
     pub fn in_use(&self) -> usize {
-        self.lock_state().in_use
+        let _st = self.lock_state();
+        self.hot.in_use()
     }
 
     /// The slot address `page` is mapped at, if it has a slot (count ≥ 1;
     /// count ≥ 2 under a policy that clears slots on release).
     pub fn lookup(&self, frame: PhysFrame) -> Option<VirtAddr> {
-        let st = self.lock_state();
-        st.map
-            .get(&frame.number())
-            .map(|&s| self.slot_va(s as usize))
+        let _st = self.lock_state();
+        self.hot.find(frame.number()).map(|s| self.slot_va(s))
     }
 
     /// The count of the slot at `va` (0 free, 1 unused, n ≥ 2: n − 1 users).
     pub fn slot_count(&self, va: VirtAddr) -> Option<u16> {
         let i = self.slot_index(va)?;
-        Some(self.lock_state().counts[i])
+        Some(self.hot.count(i))
     }
 
     /// Map `frame` if a slot is available without waiting, else
@@ -337,11 +354,15 @@ where
             return Ok(Kmap::new(self, frame, va, false));
         }
         // A page already in use is shared without taking capacity, so it
-        // never waits (as Linux's `kmap_high` finds a mapped page first).
+        // never waits (as Linux's `kmap_high` finds a mapped page first);
+        // an unused slot still holding it is taken without the lock while
+        // nothing is reserved or waited for.
+        if let Some(slot) = self.hit(frame.number()) {
+            return Ok(Kmap::new(self, frame, self.slot_va(slot), true));
+        }
         let in_use = {
-            let mut st = self.lock_state();
-            let cached = st.map.get(&frame.number()).map(|&slot| usize::from(slot));
-            self.add_user(&mut st, cached)?
+            let st = self.lock_state();
+            self.add_user(&st, self.hot.find(frame.number()))?
         };
         if let Some(slot) = in_use {
             return Ok(Kmap::new(self, frame, self.slot_va(slot), true));
@@ -389,30 +410,94 @@ where
         if self.direct.direct_va(frame).is_some() {
             return Ok(());
         }
+        let pfn = frame.number();
+        if let Some(slot) = self.hot.find(pfn)
+            && self.drop_ref(slot, Some(pfn)) == Dropped::Done
+        {
+            return Ok(());
+        }
+        // Decide under the lock, where the index and the tags are exact.
         let st = self.lock_state();
-        let slot = *st
-            .map
-            .get(&frame.number())
-            .ok_or(KmapError::NotMapped { frame })? as usize;
-        if st.counts[slot] <= 1 {
+        let slot = self.hot.find(pfn).ok_or(KmapError::NotMapped { frame })?;
+        if self.hot.count(slot) <= 1 {
             return Err(KmapError::DoubleUnmap { frame });
         }
-        self.drop_user(st, slot);
-        Ok(())
+        if self.drop_user(st, slot) {
+            Ok(())
+        } else {
+            Err(KmapError::DoubleUnmap { frame })
+        }
     }
 
-    /// Take one user off `slot` (count ≥ 2, lock held), giving the capacity
-    /// back when the last one goes.
-    fn drop_user(&self, mut st: MutexGuard<'_, PoolState<N>>, slot: usize) {
-        st.counts[slot] -= 1;
-        if st.counts[slot] == 1 {
-            st.in_use -= 1;
-            if self.policy.clears_on_release() {
+    /// Take one user off `slot` (lock held), giving the capacity back when
+    /// the last one goes. False (and nothing changed) if it had none.
+    fn drop_user(&self, mut st: MutexGuard<'_, PoolState<N>>, slot: usize) -> bool {
+        let clears = self.policy.clears_on_release();
+        let Some(before) = self.hot.drop_user_locked(slot, clears) else {
+            return false;
+        };
+        if before == 2 {
+            if clears {
                 self.clear_released(&mut st, slot);
             }
             let wake = self.capacity_returned(&st);
             drop(st);
             self.wake_if(wake);
+        }
+        true
+    }
+
+    /// Take a reference to `pfn`'s slot without the lock (the hit path):
+    /// the slot, or `None` if the locked path must decide.
+    #[inline]
+    fn hit(&self, pfn: u64) -> Option<usize> {
+        // Under a policy that clears on release, a count-1 slot has no page
+        // to hit (or is left for the lock to deal with).
+        match self.hot.try_hit(pfn, !self.policy.clears_on_release()) {
+            Hit::Taken(slot, took_unused) => {
+                if took_unused {
+                    self.hot.record_peak(slot, &self.counters.peak_in_use);
+                }
+                Some(slot)
+            }
+            Hit::Locked => None,
+            Hit::LockedWake => {
+                self.capacity_returned_unlocked();
+                None
+            }
+            Hit::Wrong(slot) => {
+                let _ = self.drop_ref(slot, None);
+                None
+            }
+        }
+    }
+
+    /// Drop one reference to `slot` (which holds `pfn`, if given): without
+    /// the lock unless a last user must clear the slot's PTE.
+    #[inline]
+    fn drop_ref(&self, slot: usize, pfn: Option<u64>) -> Dropped {
+        match self
+            .hot
+            .drop_ref(slot, pfn, self.policy.clears_on_release())
+        {
+            Ok(wake) => {
+                if wake {
+                    self.capacity_returned_unlocked();
+                }
+                Dropped::Done
+            }
+            Err(true) => {
+                let st = self.lock_state();
+                if pfn.is_some_and(|pfn| self.hot.page(slot) != Some(pfn)) {
+                    return Dropped::Refused;
+                }
+                if self.drop_user(st, slot) {
+                    Dropped::Done
+                } else {
+                    Dropped::Refused
+                }
+            }
+            Err(false) => Dropped::Refused,
         }
     }
 
@@ -441,19 +526,29 @@ where
         }
         loop {
             let mut st = self.lock_state();
-            if N - st.in_use - st.reserved >= k {
+            // Raise the gate before counting: a lock-free hit that takes an
+            // unused slot from now on either is in the count or backs off
+            // (pool/hot.rs).
+            self.hot.set_gate(true);
+            if N.saturating_sub(self.hot.in_use() + st.reserved) >= k {
                 st.reserved += k;
+                self.regate(&st);
                 return Ok(());
             }
             if !may_wait {
+                self.regate(&st);
                 return Err(KmapError::Exhausted);
             }
+            // The gate stays up while anybody waits: a lock-free release
+            // that returns capacity then comes here to move the epoch on.
             let seen = self.epoch.load(Ordering::Acquire);
             st.waiters += 1;
             drop(st);
             self.counters.add(&self.counters.waits);
             self.wait.wait(&self.epoch, seen);
-            self.lock_state().waiters -= 1;
+            let mut st = self.lock_state();
+            st.waiters -= 1;
+            self.regate(&st);
         }
     }
 
@@ -464,6 +559,7 @@ where
         }
         let mut st = self.lock_state();
         st.reserved -= k.min(st.reserved);
+        self.regate(&st);
         let wake = self.capacity_returned(&st);
         drop(st);
         self.wake_if(wake);
@@ -482,6 +578,22 @@ where
         }
         self.epoch.fetch_add(1, Ordering::Release);
         true
+    }
+
+    /// Lock held: lower the gate if nothing is reserved or waited for
+    /// (raise it otherwise).
+    fn regate(&self, st: &PoolState<N>) {
+        self.hot.set_gate(st.reserved > 0 || st.waiters > 0);
+    }
+
+    /// A lock-free release returned capacity while the gate was up: take
+    /// the lock and tell the waiters.
+    #[cold]
+    fn capacity_returned_unlocked(&self) {
+        let st = self.lock_state();
+        let wake = self.capacity_returned(&st);
+        drop(st);
+        self.wake_if(wake);
     }
 
     /// Wake the waiters if [`capacity_returned`](Self::capacity_returned)
@@ -504,12 +616,10 @@ where
     /// Drop one user of `frame`, which its guard has at `va`: the slot is
     /// known, so no lookup is needed.
     pub(crate) fn release_at(&self, frame: PhysFrame, va: VirtAddr) {
-        if let Some(slot) = self.slot_index(va) {
-            let st = self.lock_state();
-            if st.pages[slot] == frame.number() && st.counts[slot] >= 2 {
-                self.drop_user(st, slot);
-                return;
-            }
+        if let Some(slot) = self.slot_index(va)
+            && self.drop_ref(slot, Some(frame.number())) == Dropped::Done
+        {
+            return;
         }
         self.release(frame)
     }

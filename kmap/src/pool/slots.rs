@@ -30,15 +30,27 @@ where
             return Ok(Claimed { va, slotted: false });
         }
         let entry = self.slot_entry(frame)?;
-        let mut st = self.lock_state();
         let pfn = frame.number();
-        // One lookup serves both the in-use and the unused-but-mapped case.
-        let cached = st.map.get(&pfn).map(|&slot| usize::from(slot));
-        if let Some(slot) = self.add_user(&mut st, cached)? {
+        // The hit path, without the lock. A ticket is always settled under
+        // the lock (it is given back, or pays for the slot).
+        if payer == Payer::Unreserved
+            && let Some(slot) = self.hit(pfn)
+        {
+            return Ok(Claimed {
+                va: self.slot_va(slot),
+                slotted: true,
+            });
+        }
+        let mut st = self.lock_state();
+        // Under the lock the index is exact: one lookup serves both the
+        // in-use and the unused-but-mapped case.
+        let cached = self.hot.find(pfn);
+        if let Some(slot) = self.add_user(&st, cached)? {
             let mut wake = false;
             if payer == Payer::Ticket {
                 // The ticket's promised slot was not needed.
                 st.reserved -= 1;
+                self.regate(&st);
                 wake = self.capacity_returned(&st);
             }
             drop(st);
@@ -49,8 +61,11 @@ where
             });
         }
         match payer {
+            // The gate stays as it is until the slot is taken: lowering it
+            // now would let a lock-free hit take the unused slot this
+            // ticket was promised.
             Payer::Ticket => st.reserved -= 1,
-            Payer::Unreserved if N - st.in_use - st.reserved == 0 => {
+            Payer::Unreserved if N.saturating_sub(self.hot.in_use() + st.reserved) == 0 => {
                 return Err(KmapError::Exhausted);
             }
             Payer::Unreserved => {}
@@ -58,6 +73,30 @@ where
         let slot = match cached {
             // An unused slot that still maps this page: reuse it as is.
             Some(slot) => {
+                match self.hot.add_user_locked(slot, true) {
+                    Ok(1) => {}
+                    // A lock-free hit took it meanwhile (only while nothing
+                    // is reserved): one more user, no capacity taken.
+                    Ok(_) => {
+                        self.regate(&st);
+                        let wake = payer == Payer::Ticket && self.capacity_returned(&st);
+                        self.counters.add(&self.counters.hits);
+                        self.counters.add(&self.counters.maps);
+                        drop(st);
+                        self.wake_if(wake);
+                        return Ok(Claimed {
+                            va: self.slot_va(slot),
+                            slotted: true,
+                        });
+                    }
+                    Err(()) => {
+                        if payer == Payer::Ticket {
+                            st.reserved += 1;
+                            self.regate(&st);
+                        }
+                        return Err(KmapError::Exhausted);
+                    }
+                }
                 self.counters.add(&self.counters.hits);
                 slot
             }
@@ -73,29 +112,30 @@ where
                         Err(e) => {
                             if payer == Payer::Ticket {
                                 st.reserved += 1;
+                                self.regate(&st);
                             }
                             return Err(KmapError::Access(e));
                         }
                     };
                     M::Pte::store(&table, index, entry);
-                    st.pages[slot] = pfn;
-                    // Cannot fail: the map holds at most N pages, one per slot.
-                    let _ = st.map.insert(pfn, slot as u16);
+                    drop(table);
+                    // Publishes the PTE written above with the slot's count.
+                    self.hot.install(slot, pfn);
                     slot
                 }
                 None => {
                     if payer == Payer::Ticket {
                         st.reserved += 1;
+                        self.regate(&st);
                     }
                     return Err(KmapError::Exhausted);
                 }
             },
         };
-        st.counts[slot] = 2;
-        st.in_use += 1;
+        self.regate(&st);
         self.counters
             .peak_in_use
-            .fetch_max(st.in_use, Ordering::Relaxed);
+            .fetch_max(self.hot.in_use().min(N), Ordering::Relaxed);
         self.counters.add(&self.counters.maps);
         Ok(Claimed {
             va: self.slot_va(slot),
@@ -103,23 +143,24 @@ where
         })
     }
 
-    /// If the page's slot (`cached`, from the page→slot map) is in use
-    /// (count ≥ 2), add a user to it: no capacity is taken. `None` if the
-    /// page has no slot in use.
+    /// If the page's slot (`cached`, from the page→slot index) is in use
+    /// (count ≥ 2), add a user to it (lock held): no capacity is taken.
+    /// `None` if the page has no slot in use.
     pub(super) fn add_user(
         &self,
-        st: &mut PoolState<N>,
+        st: &PoolState<N>,
         cached: Option<usize>,
     ) -> Result<Option<usize>, KmapError> {
+        let _ = st;
         let Some(slot) = cached else {
             return Ok(None);
         };
-        match st.counts[slot] {
-            0 | 1 => Ok(None),
-            // 65534 users of one page: the count cannot grow.
-            u16::MAX => Err(KmapError::Exhausted),
-            _ => {
-                st.counts[slot] += 1;
+        // Unused (count 1): taking it takes capacity. 65535 users of one
+        // page: the count cannot grow.
+        match self.hot.add_user_in_use(slot) {
+            Err(()) => Err(KmapError::Exhausted),
+            Ok(false) => Ok(None),
+            Ok(true) => {
                 self.counters.add(&self.counters.hits);
                 self.counters.add(&self.counters.maps);
                 Ok(Some(slot))
@@ -156,7 +197,7 @@ where
                 wrapped = true;
                 left = N;
             }
-            if st.counts[st.cursor] == 0 {
+            if self.hot.count(st.cursor) == 0 {
                 return Some(st.cursor);
             }
             left -= 1;
@@ -186,7 +227,7 @@ where
                     boundaries += 1;
                 }
             }
-            if st.counts[st.cursor] == 0 {
+            if self.hot.count(st.cursor) == 0 {
                 return Some(st.cursor);
             }
             if let Some(n) = left.as_mut() {
@@ -199,12 +240,15 @@ where
     }
 
     /// Under a policy that clears on release: `slot`'s last user just left
-    /// (lock held). Clear its PTE and forget its page; the slot is stale
-    /// until the cursor frees it. If its table cannot be reached it stays an
-    /// ordinary unused slot, cleared at a later half boundary.
+    /// (lock held; the slot is count 1 and `NO_HIT`). Clear its PTE and
+    /// forget its page; the slot is stale until the cursor frees it. If its
+    /// table cannot be reached it stays an ordinary unused slot (hits may
+    /// take it again), cleared at a later half boundary.
     pub(super) fn clear_released(&self, st: &mut PoolState<N>, slot: usize) {
         if self.clear_pte(st, slot).is_some() {
             st.stale[slot] = Stale::Fresh;
+        } else {
+            self.hot.allow_hits(slot);
         }
     }
 
@@ -213,14 +257,15 @@ where
         let mut counts = FlushCounts::default();
         let mut cleared = 0;
         for slot in 0..N {
-            if st.counts[slot] != 1 {
+            // Count 0 now, out of every hit's reach; fails if a hit took it.
+            if !self.hot.retire_unused(slot, true) {
                 continue;
             }
             let va = self.slot_va(slot);
             let Some(old) = self.clear_pte(st, slot) else {
+                self.hot.unretire(slot);
                 continue;
             };
-            st.counts[slot] = 0;
             cleared += 1;
             self.policy.slot_cleared(
                 &self.tlb,
@@ -237,16 +282,20 @@ where
         self.finish_wrap(&counts);
     }
 
-    /// Clear the PTE of count-1 `slot` and forget its page: the old entry,
-    /// or `None` if its table cannot be reached (the slot then stays unused;
-    /// it is retried at the next wrap and never handed out meanwhile).
+    /// Clear the PTE of count-1 `slot`, which no hit can take any more
+    /// (count 0 or `NO_HIT`), and forget its page: the old entry, or `None`
+    /// if its table cannot be reached (nothing changed: the caller makes
+    /// the slot unused again; it is retried at the next wrap and never
+    /// handed out meanwhile).
     fn clear_pte(&self, st: &mut PoolState<N>, slot: usize) -> Option<M::Pte> {
+        let _ = st;
         let pte = self.window.pte_slot(self.slot_va(slot))?;
         let table = self.access.table(pte.table).ok()?;
         let old = M::Pte::store(&table, pte.index, <M::Pte as Entry>::NONE);
         drop(table);
-        let pfn = st.pages[slot];
-        st.map.swap_remove(&pfn);
+        if let Some(pfn) = self.hot.page(slot) {
+            self.hot.forget(slot, pfn);
+        }
         Some(old)
     }
 
@@ -266,12 +315,12 @@ where
         let mut counts = FlushCounts::default();
         let mut cleared = 0;
         for slot in 0..N {
-            if st.counts[slot] != 1 {
+            if self.hot.count(slot) != 1 {
                 continue;
             }
             match st.stale[slot] {
                 Stale::Old if slot.wrapping_sub(first) < half => {
-                    st.counts[slot] = 0;
+                    self.hot.free_no_hit(slot);
                     st.stale[slot] = Stale::No;
                     cleared += 1;
                     let va = self.slot_va(slot);
@@ -280,8 +329,14 @@ where
                 Stale::Old => {}
                 Stale::Fresh => st.stale[slot] = Stale::Old,
                 Stale::No => {
+                    // Out of hits' reach first; a hit may have taken it.
+                    if !self.hot.retire_unused(slot, false) {
+                        continue;
+                    }
                     if self.clear_pte(st, slot).is_some() {
                         st.stale[slot] = Stale::Old;
+                    } else {
+                        self.hot.allow_hits(slot);
                     }
                 }
             }
@@ -300,20 +355,26 @@ where
         let mut counts = FlushCounts::default();
         let mut cleared = 0;
         for slot in 0..N {
-            if st.counts[slot] != 1 {
+            if self.hot.count(slot) != 1 {
                 continue;
             }
             // A slot cleared at its release: whether the MMU used it is no
             // longer known, so count it as used.
             let accessed = if st.stale[slot] == Stale::No {
+                if !self.hot.retire_unused(slot, true) {
+                    continue;
+                }
                 match self.clear_pte(st, slot) {
                     Some(old) => old.flags().contains(MapFlags::ACCESSED),
-                    None => continue,
+                    None => {
+                        self.hot.unretire(slot);
+                        continue;
+                    }
                 }
             } else {
+                self.hot.free_no_hit(slot);
                 true
             };
-            st.counts[slot] = 0;
             st.stale[slot] = Stale::No;
             cleared += 1;
             let va = self.slot_va(slot);

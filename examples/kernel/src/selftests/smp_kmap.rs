@@ -67,8 +67,13 @@ pub fn smp_kmap_storm_under_every_flush_policy(kernel: &Kernel) -> TestResult {
     let (pages, highmem) = test_pages::<STORM_PAGES>()?;
     let direct = DirectMap::new(PAGE_OFFSET, kernel.layout.lowmem_limit).with_force_map(!highmem);
     let result = storms(kernel, &pages, direct);
+    let hits = match result {
+        Ok(_) => hit_rates(kernel, &pages, direct),
+        Err(_) => Ok(heapless::Vec::new()),
+    };
     give_back(&pages);
     let rows = result?;
+    let hits = hits?;
     let cpus = smp::online_count();
     println!(
         "    {cpus} CPUs x {} map+unmap (every other one checked and written) of {STORM_PAGES} {} pages through one {STORM_SLOTS}-slot pool, CR3 reload every {SWITCH_EVERY}:",
@@ -91,6 +96,15 @@ pub fn smp_kmap_storm_under_every_flush_policy(kernel: &Kernel) -> TestResult {
             row.rounds,
             row.kmap.waits,
             &row.invalidations[..cpus]
+        );
+    }
+    for rate in &hits {
+        println!(
+            "    kmap hit rate, {} CPU{} on one pool (global, each CPU its own cached page): {} hits/s per CPU ({} cycles per map+unmap; slowest CPU)",
+            rate.cpus,
+            if rate.cpus == 1 { "" } else { "s" },
+            rate.per_second,
+            rate.cycles
         );
     }
     // The figures, checked.
@@ -261,6 +275,130 @@ fn tsc() -> u64 {
     } else {
         0
     }
+}
+
+/// Map+unmap pairs each CPU runs in the hit-rate figure.
+const HIT_OPS: u32 = 20_000;
+
+/// The hit rate with `cpus` CPUs on one pool.
+struct HitRate {
+    cpus: usize,
+    /// Hits per second per CPU (the slowest CPU's).
+    per_second: u64,
+    /// Time-stamp counter cycles per map+unmap (the slowest CPU's).
+    cycles: u32,
+}
+
+/// The hit-rate run's shared state, on the boot CPU's stack.
+struct Hits<'a> {
+    pool: &'a StormPool,
+    pages: &'a [PhysFrame; STORM_PAGES],
+    /// CPUs taking part (the first ones); the others return at once.
+    cpus: usize,
+    arrived: AtomicUsize,
+    /// Cycles per map+unmap, per CPU (32-bit: no x87 on i586).
+    cycles: [AtomicU32; CPUS],
+    errors: AtomicU32,
+}
+
+/// Hits per second per CPU with 1, 2 and 4 CPUs (as many as are online)
+/// mapping and unmapping each its own cached page of one pool: the
+/// persistent pool's lock-free hit path, timed with the time-stamp counter
+/// (calibrated against the PIT).
+fn hit_rates(
+    kernel: &Kernel,
+    pages: &[PhysFrame; STORM_PAGES],
+    direct: DirectMap,
+) -> Result<heapless::Vec<HitRate, 3>, Failure> {
+    let base = VirtAddr::new(kmap_bench_base(0));
+    let pool = StormPool::new(
+        &kernel.window,
+        base,
+        direct,
+        DirectMapAccess,
+        KernelTlb,
+        KernelPolicy::Global,
+        KernelWait,
+    )
+    .map_err(|e| failure!("hit-rate pool: {e}"))?;
+    let t0 = crate::cpu::rdtsc();
+    pit::delay_us(20_000);
+    let tsc_hz = (crate::cpu::rdtsc() - t0) * 50;
+    let result = measure_hits(&pool, pages, tsc_hz);
+    clear_area(kernel, base)?;
+    result
+}
+
+/// [`hit_rates`] on `pool`, whose time-stamp counter runs at `tsc_hz`.
+fn measure_hits(
+    pool: &StormPool,
+    pages: &[PhysFrame; STORM_PAGES],
+    tsc_hz: u64,
+) -> Result<heapless::Vec<HitRate, 3>, Failure> {
+    // SAFETY: one token for this boot-CPU task while it warms the pool.
+    let mut task = unsafe { KmapTask::new() };
+    for page in &pages[..CPUS] {
+        drop(pool.map(&mut task, *page).map_err(|e| failure!("{e}"))?);
+    }
+    let mut rates = heapless::Vec::new();
+    for cpus in [1, 2, 4] {
+        if cpus > smp::online_count() {
+            break;
+        }
+        let run = Hits {
+            pool,
+            pages,
+            cpus,
+            arrived: AtomicUsize::new(0),
+            cycles: core::array::from_fn(|_| AtomicU32::new(0)),
+            errors: AtomicU32::new(0),
+        };
+        smp::run_on_all(hit_worker, &run as *const Hits<'_> as usize);
+        ensure!(
+            run.errors.load(Ordering::SeqCst) == 0,
+            "hit rate: {} kmap errors",
+            run.errors.load(Ordering::SeqCst)
+        );
+        let cycles = run.cycles[..cpus]
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .max()
+            .unwrap_or(0);
+        let _ = rates.push(HitRate {
+            cpus,
+            per_second: tsc_hz / u64::from(cycles.max(1)),
+            cycles,
+        });
+    }
+    Ok(rates)
+}
+
+fn hit_worker(cpu: usize, arg: usize) {
+    // SAFETY: `arg` is the `Hits` on the boot CPU's stack, alive until
+    // `run_on_all` returns.
+    let run = unsafe { &*(arg as *const Hits<'_>) };
+    if cpu >= run.cpus {
+        return;
+    }
+    // SAFETY: this worker is a task of its own on this CPU: the token is
+    // its only one, and it lives until the worker returns.
+    let mut task = unsafe { KmapTask::new() };
+    let page = run.pages[cpu];
+    run.arrived.fetch_add(1, Ordering::SeqCst);
+    while run.arrived.load(Ordering::SeqCst) < run.cpus {
+        core::hint::spin_loop();
+    }
+    let start = crate::cpu::rdtsc();
+    for _ in 0..HIT_OPS {
+        match run.pool.map(&mut task, page) {
+            Ok(k) => drop(core::hint::black_box(k)),
+            Err(_) => {
+                run.errors.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let cycles = (crate::cpu::rdtsc() - start) / u64::from(HIT_OPS);
+    run.cycles[cpu].store(cycles.min(u64::from(u32::MAX)) as u32, Ordering::SeqCst);
 }
 
 /// Writes each page's two checked words.
