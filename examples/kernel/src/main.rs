@@ -170,6 +170,7 @@ fn report(context: &BootContext) {
     );
     println!("command line: {:?}", context.cmdline);
     println!("cpu paging features: {:?}", context.features);
+    println!("cpu features: {}", cpu::features());
     match &context.memory_map {
         Ok(map) => {
             println!(

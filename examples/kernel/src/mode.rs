@@ -164,7 +164,7 @@ pub fn no_execute() -> MapFlags {
 
 /// Whether the CPU has global pages (CPUID.1:EDX.PGE).
 pub fn has_global_pages() -> bool {
-    cpu::basic_features() & cpu::CPUID_1_EDX_PGE != 0
+    crate::cpu::features().paging.pge
 }
 
 /// Whether CR4.PGE is on: entries with G set survive CR3 reloads.
