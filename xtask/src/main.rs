@@ -11,6 +11,8 @@
 //!                   [--timeout SECS]
 //! cargo xtask iso  [--default 2level|pae] [--timeout SECS] [--cmdline TEXT]
 //!                  [--out PATH]
+//! cargo xtask cpus [--mode 2level|pae|both] [--models A,B,...] [--jobs N]
+//!                  [--timeout SECS]
 //! cargo xtask memory-map
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
@@ -30,6 +32,7 @@ mod adopting;
 mod bench;
 mod bochs;
 mod checks;
+mod cpus;
 mod fuzz;
 mod iso;
 mod kernel;
@@ -97,6 +100,15 @@ commands:
            --cmdline TEXT           kernel command line of both entries
            --out PATH               where to write it (default:
                                     examples/kernel/target/iso/example-kernel.iso)
+  cpus   boot both modes under every qemu-system-i386 CPU model (-cpu help;
+         not the -vN versions, aliases or host), -smp 4 where the model has
+         a local APIC, at -m 256M; a model without what a mode needs (PSE,
+         PAE) must be refused with one BOOT FAILED line; prints a table:
+         model, features the kernel saw, result per mode
+           --mode 2level|pae|both   modes (default: both)
+           --models A,B,...         only these models
+           --jobs N                 boots at once, 1 or 2 (default: 2)
+           --timeout SECS           per boot (default: 300)
   memory-map
          boot both modes and redraw the kernel's virtual memory map from
          what it prints: examples/kernel/memory-map.svg and the table in
@@ -145,6 +157,7 @@ fn main() -> ExitCode {
         Some("test") => checks::parse(&args[1..]).and_then(|options| checks::run(&options)),
         Some("iso") => parse_iso(&args[1..]).and_then(|options| build_iso(&options)),
         Some("memory-map") => memory_map_command(&args[1..]),
+        Some("cpus") => cpus::parse(&args[1..]).and_then(|options| cpus::run(&options)),
         Some("fuzz") => fuzz::parse(&args[1..]).and_then(|options| fuzz::run(&options)),
         Some("miri") => miri::parse(&args[1..]).and_then(miri::run),
         Some("loom") => loom::parse(&args[1..]).and_then(loom::run),
