@@ -34,6 +34,7 @@ mod bochs;
 mod checks;
 mod cpus;
 mod fuzz;
+mod host;
 mod iso;
 mod kernel;
 mod loom;
@@ -69,7 +70,9 @@ commands:
            --mode 2level|pae|both   paging mode(s) (default: both)
            --mem SIZE               guest RAM, QEMU syntax, e.g. 512M, 2G
                                     (default: 2G for 2level, 8G for pae;
-                                    1G for the minimal kernel)
+                                    1G for the minimal kernel; less if the
+                                    host has not that much free memory
+                                    plus 0.5 GiB, and it says so)
            --cpu MODEL              QEMU -cpu value (default: qemu32 for
                                     2level, max for pae)
            --cmdline TEXT           kernel command line (e.g. fault=page,
@@ -240,15 +243,22 @@ fn run(options: &RunOptions) -> Result<(), String> {
     let mut failures = 0;
     for &mode in &options.modes {
         let elf = kernel::build_kernel(options.kernel, mode)?;
+        // Without --mem: the default, or less where the host has less free.
+        let mem = match &options.mem {
+            Some(mem) => mem.clone(),
+            None => {
+                let default = options.kernel.default_mem(mode);
+                let (mem, why) = host::fit(default, host::available());
+                println!("\n{} at {why}", mode.label());
+                mem
+            }
+        };
         let boot = qemu::Boot {
             kernel: options.kernel,
             medium: Medium::Kernel(elf),
             emulator: QEMU,
             mode,
-            mem: options
-                .mem
-                .clone()
-                .unwrap_or_else(|| options.kernel.default_mem(mode).to_string()),
+            mem,
             cpu: options
                 .cpu
                 .clone()
