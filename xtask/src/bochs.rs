@@ -46,7 +46,7 @@ pub const CPU_NO_NX: &str = "p3_katmai";
 /// The matrix's boot on a PAE CPU without NX: mode, guest RAM, CPU model.
 /// Bochs checks reserved bits, so an XD bit written with EFER.NXE off
 /// would fault here.
-const NO_NX_BOOT: (Mode, &str, &str) = (Mode::Pae, "512M", CPU_NO_NX);
+const NO_NX_BOOT: (Mode, &str, &str) = (Mode::Pae, "128M", CPU_NO_NX);
 /// The most host memory Bochs allocates (`megs:` or `memory: host=`);
 /// larger guests are backed by Bochs's own swapping.
 const MAX_HOST_MIB: u64 = 2048;
