@@ -54,6 +54,13 @@ const TERM_PLUGIN: &str = "libbx_term_gui.so";
 /// CPU model for both modes: PSE, PAE, NX, global pages, and a 40-bit
 /// physical address width, so PDPTE reserved bits are checked.
 pub const CPU: &str = "corei7_sandy_bridge_2600k";
+/// A PAE CPU without NX (the P6 family: Pentium III Katmai): the
+/// matrix's [`NO_NX_BOOT`] runs on it.
+pub const CPU_NO_NX: &str = "p3_katmai";
+/// The matrix's boot on a PAE CPU without NX: mode, guest RAM, CPU model.
+/// Bochs checks reserved bits, so an XD bit written with EFER.NXE off
+/// would fault here.
+const NO_NX_BOOT: (Mode, &str, &str) = (Mode::Pae, "128M", CPU_NO_NX);
 /// The most host memory Bochs allocates (`megs:` or `memory: host=`);
 /// larger guests are backed by Bochs's own swapping.
 const MAX_HOST_MIB: u64 = 2048;
@@ -182,6 +189,8 @@ pub struct Config {
     pub mem_mib: u64,
     /// CPUs (`cpu: count=`).
     pub cpus: u32,
+    /// CPU model (`cpu: model=`).
+    pub cpu: &'static str,
     /// Where COM1 is written.
     pub com1: PathBuf,
     /// Bochs's own log.
@@ -205,7 +214,7 @@ pub fn bochsrc(config: &Config) -> String {
 {memory}
 romimage: file={BIOS}
 vgaromimage: file={VGA_BIOS}
-cpu: model={CPU}, count={cpus}, reset_on_triple_fault=0
+cpu: model={cpu}, count={cpus}, reset_on_triple_fault=0
 pci: enabled=1, chipset=i440fx, slot1=pcivga
 vga: extension=vbe
 ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14
@@ -222,6 +231,7 @@ debug: action=ignore
 ",
         iso = config.iso.display(),
         cpus = config.cpus,
+        cpu = config.cpu,
         com1 = config.com1.display(),
         log = config.log.display(),
     )
@@ -238,6 +248,8 @@ pub struct Boot {
     pub cmdline: Option<String>,
     /// CPUs.
     pub cpus: u32,
+    /// CPU model ([`CPU`] unless the boot is about another CPU).
+    pub cpu: &'static str,
     /// Wall-clock limit.
     pub timeout: Duration,
     /// What counts as success.
@@ -251,6 +263,9 @@ impl Boot {
         if self.cpus > 1 {
             label.push_str(&format!(" -smp {}", self.cpus));
         }
+        if self.cpu != CPU {
+            label.push_str(&format!(" -cpu {}", self.cpu));
+        }
         label.push_str(" (bochs)");
         if let Some(cmdline) = &self.cmdline {
             label.push_str(&format!(" [{cmdline}]"));
@@ -263,6 +278,9 @@ impl Boot {
         let mut slug = format!("{}-{}", self.mode.name(), self.mem);
         if self.cpus > 1 {
             slug.push_str(&format!("-smp{}", self.cpus));
+        }
+        if self.cpu != CPU {
+            slug.push_str(&format!("-{}", self.cpu));
         }
         if let Some(cmdline) = &self.cmdline {
             for word in cmdline.split_whitespace() {
@@ -509,6 +527,7 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
         iso,
         mem_mib: mem_mib(&boot.mem)?,
         cpus: boot.cpus,
+        cpu: boot.cpu,
         com1: dir.join("com1.log"),
         log: dir.join("bochs.log"),
     };
@@ -670,6 +689,7 @@ pub fn test_step(timeout: Duration, table: &mut Table) -> Result<(), String> {
                 mem: TEST_MEM.to_string(),
                 cmdline: None,
                 cpus,
+                cpu: CPU,
                 timeout,
                 expect: Expect::Pass,
             })
@@ -681,6 +701,7 @@ pub fn test_step(timeout: Duration, table: &mut Table) -> Result<(), String> {
         mem: TEST_MEM.to_string(),
         cmdline: Some(crate::checks::HANG_DEMO.to_string()),
         cpus: 2,
+        cpu: CPU,
         timeout,
         expect: Expect::Watchdog,
     });
@@ -758,6 +779,16 @@ fn boots(options: &MatrixOptions) -> Vec<Boot> {
         && options.cmdline.is_none()
         && options.cpus.is_none()
     {
+        let (mode, mem, cpu) = NO_NX_BOOT;
+        let no_nx = Boot {
+            mode,
+            mem: mem.to_string(),
+            cmdline: None,
+            cpus: 1,
+            cpu,
+            timeout: options.timeout,
+            expect: Expect::Pass,
+        };
         return MATRIX
             .iter()
             .map(|&(mode, mem, cmdline, cpus)| Boot {
@@ -765,9 +796,11 @@ fn boots(options: &MatrixOptions) -> Vec<Boot> {
                 mem: mem.to_string(),
                 cmdline: cmdline.map(str::to_string),
                 cpus,
+                cpu: CPU,
                 timeout: smp_timeout(options.timeout, cpus),
                 expect: Expect::Pass,
             })
+            .chain([no_nx])
             .collect();
     }
     let modes = options.modes.clone().unwrap_or(Mode::ALL.to_vec());
@@ -778,6 +811,7 @@ fn boots(options: &MatrixOptions) -> Vec<Boot> {
             mem: options.mem.clone().unwrap_or_else(|| "2G".to_string()),
             cmdline: options.cmdline.clone(),
             cpus: options.cpus.unwrap_or(1),
+            cpu: CPU,
             timeout: smp_timeout(options.timeout, options.cpus.unwrap_or(1)),
             expect: Expect::for_cmdline(options.cmdline.as_deref()),
         })
@@ -892,6 +926,7 @@ mod tests {
             iso: PathBuf::from("/t/boot.iso"),
             mem_mib,
             cpus: 1,
+            cpu: CPU,
             com1: PathBuf::from("/t/com1.log"),
             log: PathBuf::from("/t/bochs.log"),
         }
@@ -1022,6 +1057,7 @@ mod tests {
             mem: "8G".to_string(),
             cmdline: Some("frames=high-first kmap.policy=range".to_string()),
             cpus: 1,
+            cpu: CPU,
             timeout: Duration::from_secs(1),
             expect: Expect::Pass,
         };
@@ -1051,5 +1087,17 @@ mod tests {
         });
         assert!(rc.contains("\ncpu: model="), "{rc}");
         assert!(rc.contains(", count=4, "), "{rc}");
+        let no_nx = Boot {
+            cpu: CPU_NO_NX,
+            cpus: 1,
+            ..smp
+        };
+        assert_eq!(no_nx.label(), "pae -m 8G -cpu p3_katmai (bochs)");
+        assert_eq!(no_nx.slug(), "pae-8G-p3_katmai");
+        let rc = bochsrc(&Config {
+            cpu: CPU_NO_NX,
+            ..config(128)
+        });
+        assert!(rc.contains("\ncpu: model=p3_katmai, count=1, "), "{rc}");
     }
 }

@@ -21,10 +21,13 @@
 //!    ([`crate::publish`]);
 //!    `package`: `cargo package` of the library crates, and their tests run
 //!    from the unpacked tarballs;
-//! 7. `qemu`: the kernel built in both modes and booted in the QEMU matrix,
-//!    plus the two crash demos that must be caught and reported, a PAE
-//!    boot with page tables above 4 GiB (on `qemu-system-x86_64`, whose
-//!    walker handles them), the GRUB ISO booted with `-cdrom` in both modes
+//! 7. `qemu`: the kernel built in both modes and booted in the QEMU matrix
+//!    (the boots at `-m 8G` are reported as skipped on a host without
+//!    about 8.5 GiB of free memory), feature-poor CPUs (PAE without NX,
+//!    no PAT and no PGE, no local APIC and no TSC, and a CPU without PAE,
+//!    which must be refused with one line), the two crash demos that must
+//!    be caught and reported, a PAE boot with page tables above 4 GiB (on
+//!    `qemu-system-x86_64`, whose walker handles them), the GRUB ISO booted with `-cdrom` in both modes
 //!    (if the GRUB tools are present or installable), and a check that the
 //!    memory map in the kernel's README is what the kernel prints; and the
 //!    minimal kernel built and booted in both modes at 1 GiB;
@@ -41,7 +44,8 @@ use crate::kernel::{self, Kernel, Mode, TARGET};
 use crate::qemu::{self, Expect, Medium, QEMU, QEMU_X86_64};
 use crate::summary::{Status, Table};
 use crate::{
-    DEFAULT_TIMEOUT_SECS, iso, memory_map, option_value, parse_timeout, prereq, process, verdict,
+    DEFAULT_TIMEOUT_SECS, host, iso, memory_map, option_value, parse_timeout, prereq, process,
+    verdict,
 };
 
 /// The steps, in the order they run.
@@ -70,6 +74,27 @@ const MATRIX: [(Mode, &str, &str, Option<&str>, u32); 8] = [
     // One AP stops in the trampoline: reported, left out, the kernel goes
     // on with three CPUs (its SMP self-tests check the count).
     (Mode::Pae, "2G", QEMU, Some("smp.ap-timeout-test=2"), 4),
+];
+
+/// Feature-poor CPUs, small and on one CPU each: mode, RAM, `-cpu` model
+/// and what must happen. The kernel uses what the CPU has and says what it
+/// could not check; a CPU without what the mode needs is refused with one
+/// line.
+const FEATURE_POOR: [(Mode, &str, &str, Expect); 4] = [
+    // PAE without NX (the P6 family): EFER.NXE off, no XD bit anywhere.
+    (Mode::Pae, "256M", "pentium3", Expect::Pass),
+    // No PAT, no PGE (the Pentium): no write-combining, no global pages.
+    (Mode::TwoLevel, "128M", "pentium", Expect::Pass),
+    // No local APIC and no TSC (the 486): one CPU, the PIT preempts and
+    // times the figures.
+    (Mode::TwoLevel, "128M", "486", Expect::Pass),
+    // No PAE: refused with one `BOOT FAILED` line and the fail status.
+    (
+        Mode::Pae,
+        "128M",
+        "pentium",
+        Expect::Crash("BOOT FAILED: this CPU has no PAE"),
+    ),
 ];
 
 /// RAM for the GRUB ISO boots, per mode.
@@ -314,8 +339,42 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
             .map(|(_, elf)| elf.as_path())
             .unwrap_or(Path::new(""))
     };
-    let mut boots: Vec<qemu::Boot> = MATRIX
+    // Boots the host cannot afford (RAM above 4 GiB wants -m 8G) are
+    // reported as skipped, with the reason.
+    let available = host::available();
+    let mut skipped_default_mem = false;
+    let affordable = MATRIX
         .iter()
+        .filter(|&&(mode, mem, emulator, cmdline, smp)| {
+            let Some(why) = host::too_big(mem, available) else {
+                return true;
+            };
+            let label = format!(
+                "{} -m {mem}{}",
+                mode.name(),
+                if smp > 1 {
+                    format!(" -smp {smp}")
+                } else {
+                    String::new()
+                }
+            );
+            let extra = cmdline.map_or(String::new(), |c| format!(" [{c}]"));
+            let emulator = if emulator == QEMU {
+                String::new()
+            } else {
+                format!(" ({emulator})")
+            };
+            println!("\nskipped {label}{emulator}{extra}: {why}");
+            table.add(
+                format!("  qemu {label}{emulator}{extra}"),
+                Status::NotRun,
+                format!("skipped: {why}"),
+                None,
+            );
+            skipped_default_mem |= mem == mode.default_mem();
+            false
+        });
+    let mut boots: Vec<qemu::Boot> = affordable
         .map(|&(mode, mem, emulator, cmdline, smp)| qemu::Boot {
             kernel: Kernel::Example,
             medium: Medium::Kernel(elf_of(mode).to_path_buf()),
@@ -329,6 +388,22 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
             expect: Expect::Pass,
         })
         .collect();
+    boots.extend(
+        FEATURE_POOR
+            .iter()
+            .map(|&(mode, mem, cpu, expect)| qemu::Boot {
+                kernel: Kernel::Example,
+                medium: Medium::Kernel(elf_of(mode).to_path_buf()),
+                emulator: QEMU,
+                mode,
+                mem: mem.to_string(),
+                cpu: cpu.to_string(),
+                cmdline: None,
+                smp: 1,
+                timeout,
+                expect,
+            }),
+    );
     for demo in CRASH_DEMOS {
         boots.push(qemu::Boot {
             kernel: Kernel::Example,
@@ -395,7 +470,11 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
         {
             layouts.push(memory_map::parse(&outcome.layout, &boot.mem)?);
         }
-        table.push(format!("  qemu {}", boot.label()), outcome);
+        let mut name = format!("  qemu {}", boot.label());
+        if boot.cpu != boot.mode.qemu_cpu() {
+            name.push_str(&format!(" -cpu {}", boot.cpu));
+        }
+        table.push(name, outcome);
     }
     if !failed.is_empty() {
         return Err(format!(
@@ -404,6 +483,15 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
             boots.len(),
             failed.join("; ")
         ));
+    }
+    if skipped_default_mem {
+        table.add(
+            "  README memory map is what the kernel prints",
+            Status::NotRun,
+            "skipped: it needs the boots at the default RAM, skipped above",
+            None,
+        );
+        return Ok(());
     }
     let started = Instant::now();
     let check = memory_map::check(&layouts);

@@ -50,8 +50,10 @@ pub fn grub_cfg(default: Mode, timeout: u32, cmdline: Option<&str>) -> String {
     );
     for mode in Mode::ALL {
         let title = match mode {
-            Mode::TwoLevel => "2-level paging (classic 32-bit, 4 MiB pages)",
-            Mode::Pae => "PAE paging (64-bit entries, NX, RAM above 4 GiB)",
+            Mode::TwoLevel => "2-level paging (classic 32-bit, 4 MiB pages; any CPU with PSE)",
+            Mode::Pae => {
+                "PAE paging (64-bit entries, RAM above 4 GiB; needs PAE, NX if the CPU has it)"
+            }
         };
         let args = cmdline.map(|text| format!(" {text}")).unwrap_or_default();
         cfg.push_str(&format!(

@@ -49,6 +49,14 @@ impl Mode {
         }
     }
 
+    /// For people: `2-level`, `PAE`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::TwoLevel => "2-level",
+            Mode::Pae => "PAE",
+        }
+    }
+
     /// The kernel's cargo feature for this mode.
     pub fn feature(self) -> &'static str {
         match self {

@@ -12,6 +12,8 @@
 //! cargo xtask iso  [--default 2level|pae] [--timeout SECS] [--cmdline TEXT]
 //!                  [--out PATH]
 //! cargo xtask soak [--minutes N] [--emulator qemu|bochs] [--mode ...]
+//! cargo xtask cpus [--mode 2level|pae|both] [--models A,B,...] [--jobs N]
+//!                  [--timeout SECS]
 //! cargo xtask memory-map
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
@@ -31,7 +33,9 @@ mod adopting;
 mod bench;
 mod bochs;
 mod checks;
+mod cpus;
 mod fuzz;
+mod host;
 mod iso;
 mod kernel;
 mod loom;
@@ -70,7 +74,9 @@ commands:
            --mode 2level|pae|both   paging mode(s) (default: both)
            --mem SIZE               guest RAM, QEMU syntax, e.g. 512M, 2G
                                     (default: 2G for 2level, 8G for pae;
-                                    1G for the minimal kernel)
+                                    1G for the minimal kernel; less if the
+                                    host has not that much free memory
+                                    plus 0.5 GiB, and it says so)
            --cpu MODEL              QEMU -cpu value (default: qemu32 for
                                     2level, max for pae)
            --cmdline TEXT           kernel command line (e.g. fault=page,
@@ -105,6 +111,15 @@ commands:
            --cmdline TEXT           kernel command line of both entries
            --out PATH               where to write it (default:
                                     examples/kernel/target/iso/example-kernel.iso)
+  cpus   boot both modes under every qemu-system-i386 CPU model (-cpu help;
+         not the -vN versions, aliases or host), -smp 4 where the model has
+         a local APIC, at -m 256M; a model without what a mode needs (PSE,
+         PAE) must be refused with one BOOT FAILED line; prints a table:
+         model, features the kernel saw, result per mode
+           --mode 2level|pae|both   modes (default: both)
+           --models A,B,...         only these models
+           --jobs N                 boots at once, 1 or 2 (default: 2)
+           --timeout SECS           per boot (default: 300)
   memory-map
          boot both modes and redraw the kernel's virtual memory map from
          what it prints: examples/kernel/memory-map.svg and the table in
@@ -161,6 +176,7 @@ fn main() -> ExitCode {
         Some("test") => checks::parse(&args[1..]).and_then(|options| checks::run(&options)),
         Some("iso") => parse_iso(&args[1..]).and_then(|options| build_iso(&options)),
         Some("memory-map") => memory_map_command(&args[1..]),
+        Some("cpus") => cpus::parse(&args[1..]).and_then(|options| cpus::run(&options)),
         Some("fuzz") => fuzz::parse(&args[1..]).and_then(|options| fuzz::run(&options)),
         Some("miri") => miri::parse(&args[1..]).and_then(miri::run),
         Some("loom") => loom::parse(&args[1..]).and_then(loom::run),
@@ -244,15 +260,22 @@ fn run(options: &RunOptions) -> Result<(), String> {
     let mut failures = 0;
     for &mode in &options.modes {
         let elf = kernel::build_kernel(options.kernel, mode)?;
+        // Without --mem: the default, or less where the host has less free.
+        let mem = match &options.mem {
+            Some(mem) => mem.clone(),
+            None => {
+                let default = options.kernel.default_mem(mode);
+                let (mem, why) = host::fit(default, host::available());
+                println!("\n{} at {why}", mode.label());
+                mem
+            }
+        };
         let boot = qemu::Boot {
             kernel: options.kernel,
             medium: Medium::Kernel(elf),
             emulator: QEMU,
             mode,
-            mem: options
-                .mem
-                .clone()
-                .unwrap_or_else(|| options.kernel.default_mem(mode).to_string()),
+            mem,
             cpu: options
                 .cpu
                 .clone()

@@ -122,6 +122,7 @@ pub fn run(options: &SoakOptions) -> Result<(), String> {
                     mem: MEM.to_string(),
                     cmdline: Some(format!("soak.seconds={seconds}")),
                     cpus: CPUS,
+                    cpu: bochs::CPU,
                     timeout,
                     expect: Expect::Pass,
                 };

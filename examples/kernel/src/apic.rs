@@ -27,8 +27,6 @@ const IA32_APIC_BASE: u32 = 0x1B;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
 /// IA32_APIC_BASE bit 10: x2APIC mode (registers are MSRs, not MMIO).
 const APIC_BASE_X2APIC: u64 = 1 << 10;
-/// CPUID.1:EDX.APIC (bit 9).
-const CPUID_1_EDX_APIC: u32 = 1 << 9;
 
 /// Local APIC ID register (bits 24..32).
 const REG_ID: usize = 0x20;
@@ -95,7 +93,7 @@ pub fn local_apic(fixmap: &KernelFixmapT) -> Result<&'static LocalApic, Failure>
     if let Some(apic) = APIC.get() {
         return Ok(apic);
     }
-    if cpu::basic_features() & CPUID_1_EDX_APIC == 0 {
+    if !crate::cpu::features().apic {
         return Err(failure!("the CPU has no local APIC"));
     }
     // SAFETY: IA32_APIC_BASE exists on every CPU with an APIC (checked

@@ -127,10 +127,6 @@ boot_higher_half:
     cli
     hlt
     jmp 5b
-
-    .section .rodata.boot, "a"
-boot_failed_message:
-    .asciz "boot: the CPU lacks a paging feature this kernel needs (PSE for 2-level, PAE for PAE)\r\n"
     "#,
     mb_magic = const MULTIBOOT_HEADER_MAGIC,
     mb_flags = const MULTIBOOT_HEADER_FLAGS,
@@ -140,6 +136,26 @@ boot_failed_message:
     page_offset = const PAGE_OFFSET,
     stack_size = const BOOT_STACK_SIZE,
     enable = sym boot_enable_paging,
+);
+
+// The one line a CPU without what this mode needs gets (then QEMU exits
+// with the fail code, and on a PC the CPU halts): the mode's crate refused
+// to turn paging on.
+#[cfg(feature = "mode-2level")]
+core::arch::global_asm!(
+    r#"
+    .section .rodata.boot, "a"
+boot_failed_message:
+    .asciz "\r\nBOOT FAILED: this CPU has no PSE (CPUID.1:EDX bit 3); the 2-level kernel needs 4 MiB pages\r\n"
+    "#
+);
+#[cfg(not(feature = "mode-2level"))]
+core::arch::global_asm!(
+    r#"
+    .section .rodata.boot, "a"
+boot_failed_message:
+    .asciz "\r\nBOOT FAILED: this CPU has no PAE (CPUID.1:EDX bit 6); boot the 2-level kernel on it\r\n"
+    "#
 );
 
 // 2-level boot tables: one page table for 0..4 MiB and a page directory

@@ -94,6 +94,127 @@ impl PagingFeatures {
     }
 }
 
+/// What the kernel knows of the CPU it runs on: CPUID's feature bits and
+/// EFER.NXE as the boot code left it. Read once ([`features`]); this is the
+/// one place where the kernel decides which optional features it uses:
+/// NX (no-execute data), PGE (global kernel pages), the PAT
+/// (write-combining), the local APIC (SMP, IPIs, the APIC timer; without
+/// one: one CPU, the PIT as the preemption timer) and the TSC (figures;
+/// without one, the PIT times them).
+#[derive(Clone, Copy, Debug)]
+pub struct CpuFeatures {
+    /// The paging features (PSE, PAE, PGE, PSE-36, NX, MAXPHYADDR).
+    pub paging: PagingFeatures,
+    /// EFER.NXE is on: bit 63 of a PAE entry is XD (else it is reserved,
+    /// and the kernel never sets it).
+    pub nx_enabled: bool,
+    /// The Page Attribute Table (CPUID.1:EDX.PAT).
+    pub pat: bool,
+    /// A local APIC (CPUID.1:EDX.APIC).
+    pub apic: bool,
+    /// The time-stamp counter (CPUID.1:EDX.TSC).
+    pub tsc: bool,
+    /// The vendor string (CPUID.0), e.g. `GenuineIntel`.
+    pub vendor: [u8; 12],
+    /// Family and model (CPUID.1:EAX, extended fields folded in).
+    pub family: u32,
+    /// See [`family`](Self::family).
+    pub model: u32,
+}
+
+impl CpuFeatures {
+    /// Queries the CPU (and EFER.NXE, through [`crate::mode::nx_enabled`]).
+    fn detect() -> Self {
+        let leaf0 = cpuid(0);
+        let leaf1 = cpuid(1);
+        let mut vendor = [0; 12];
+        for (chunk, word) in vendor.chunks_mut(4).zip([leaf0.ebx, leaf0.edx, leaf0.ecx]) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        let base_family = (leaf1.eax >> 8) & 0xF;
+        let family = if base_family == 0xF {
+            base_family + ((leaf1.eax >> 20) & 0xFF)
+        } else {
+            base_family
+        };
+        let mut model = (leaf1.eax >> 4) & 0xF;
+        if base_family == 0x6 || base_family == 0xF {
+            model |= ((leaf1.eax >> 16) & 0xF) << 4;
+        }
+        let bit = |n: u32| leaf1.edx & (1 << n) != 0;
+        Self {
+            paging: PagingFeatures::detect(),
+            nx_enabled: crate::mode::nx_enabled(),
+            pat: bit(16),
+            apic: bit(9),
+            tsc: bit(4),
+            vendor,
+            family,
+            model,
+        }
+    }
+
+    /// MAXPHYADDR: CPUID.80000008h:EAX[7:0], or what the SDM says when the
+    /// leaf is missing (36 with PAE or PSE-36, else 32).
+    pub fn max_phys_addr(&self) -> u8 {
+        let p = &self.paging;
+        p.phys_addr_bits
+            .unwrap_or(if p.pae || p.pse36 { 36 } else { 32 })
+    }
+}
+
+impl core::fmt::Display for CpuFeatures {
+    /// `have PSE PAE ...; lack NX ...; MAXPHYADDR 36; GenuineIntel family 6
+    /// model 7`: the boot line `cpu features: ...`, which `cargo xtask cpus`
+    /// reads.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let p = &self.paging;
+        let all = [
+            ("PSE", p.pse),
+            ("PAE", p.pae),
+            ("PGE", p.pge),
+            ("PAT", self.pat),
+            ("PSE-36", p.pse36),
+            ("NX", p.nx),
+            ("APIC", self.apic),
+            ("TSC", self.tsc),
+        ];
+        for (label, wanted) in [("have", true), ("lack", false)] {
+            f.write_str(label)?;
+            let mut any = false;
+            for (name, _) in all.iter().filter(|(_, has)| *has == wanted) {
+                write!(f, " {name}")?;
+                any = true;
+            }
+            if !any {
+                f.write_str(" nothing")?;
+            }
+            f.write_str("; ")?;
+        }
+        write!(
+            f,
+            "NXE {}; MAXPHYADDR {}{}; {} family {} model {}",
+            if self.nx_enabled { "on" } else { "off" },
+            self.max_phys_addr(),
+            if p.phys_addr_bits.is_none() {
+                " (no CPUID leaf 0x80000008: the SDM's default)"
+            } else {
+                ""
+            },
+            core::str::from_utf8(&self.vendor).unwrap_or("?"),
+            self.family,
+            self.model
+        )
+    }
+}
+
+/// The running CPU's features, read on first use (the boot CPU; the APs
+/// of a PC are the same model).
+pub fn features() -> &'static CpuFeatures {
+    static FEATURES: spin::Once<CpuFeatures> = spin::Once::new();
+    FEATURES.call_once(CpuFeatures::detect)
+}
+
 /// Runs `cpuid` for `leaf` (sub-leaf 0).
 pub fn cpuid(leaf: u32) -> core::arch::x86::CpuidResult {
     core::arch::x86::__cpuid(leaf)
@@ -142,11 +263,15 @@ pub fn halt_forever() -> ! {
 /// Whether the CPU has a time-stamp counter (CPUID.1:EDX bit 4; the 486
 /// has none).
 pub fn has_tsc() -> bool {
-    cpuid(1).edx & (1 << 4) != 0
+    features().tsc
 }
 
 /// The time-stamp counter (cycles since reset, on the CPUs QEMU models).
+/// Only on a CPU with a TSC ([`CpuFeatures::tsc`]): elsewhere `rdtsc` is
+/// an invalid opcode. Figures use [`crate::pit::Stopwatch`], which falls
+/// back to the PIT.
 pub fn rdtsc() -> u64 {
-    // SAFETY: `rdtsc` only reads the time-stamp counter; every i586 has it.
+    // SAFETY: `rdtsc` only reads the time-stamp counter; the callers
+    // checked that the CPU has one.
     unsafe { core::arch::x86::_rdtsc() }
 }

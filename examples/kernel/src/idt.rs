@@ -61,6 +61,20 @@ pub unsafe fn init() {
     unsafe { load() };
 }
 
+/// Makes `vector` enter the kernel exactly as `like` does (a copy of its
+/// gate, so the stub reports `like`): the legacy PIC's IRQ 0 (vector 0x20)
+/// reaches the timer's handler this way on a CPU without a local APIC.
+///
+/// # Safety
+/// After [`init`]; `vector` must not be in use (no interrupt can arrive on
+/// it while the gate is written).
+pub unsafe fn route(vector: u8, like: u8) {
+    let idt = &raw mut IDT;
+    // SAFETY: the caller promises no interrupt uses `vector` now; `like`'s
+    // gate is complete (written by `init`).
+    unsafe { (*idt)[usize::from(vector)] = (*idt)[usize::from(like)] };
+}
+
 /// Loads the (one, shared) IDT on this CPU.
 ///
 /// # Safety

@@ -177,6 +177,7 @@ fn report(context: &BootContext) {
     );
     println!("command line: {}", context.printable_cmdline());
     println!("cpu paging features: {:?}", context.features);
+    println!("cpu features: {}", cpu::features());
     match &context.memory_map {
         Ok(map) => {
             println!(

@@ -20,7 +20,8 @@ pub use paging_x86_pae::Pae as Mode;
 pub const DESCRIPTION: &str = "2-level (32-bit entries, 4 GiB physical, 4 MiB PSE pages)";
 /// The paging mode this kernel was built for, for people.
 #[cfg(not(feature = "mode-2level"))]
-pub const DESCRIPTION: &str = "PAE (64-bit entries, NX, 36-bit physical, 2 MiB pages)";
+pub const DESCRIPTION: &str =
+    "PAE (64-bit entries, NX where the CPU has it, 36-bit physical, 2 MiB pages)";
 
 /// The mode's short name, as `cargo xtask` spells it.
 #[cfg(feature = "mode-2level")]
@@ -164,7 +165,7 @@ pub fn no_execute() -> MapFlags {
 
 /// Whether the CPU has global pages (CPUID.1:EDX.PGE).
 pub fn has_global_pages() -> bool {
-    cpu::basic_features() & cpu::CPUID_1_EDX_PGE != 0
+    crate::cpu::features().paging.pge
 }
 
 /// Whether CR4.PGE is on: entries with G set survive CR3 reloads.

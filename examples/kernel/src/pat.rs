@@ -16,7 +16,7 @@ static LAYOUT: spin::Once<PatLayout> = spin::Once::new();
 /// Programs IA32_PAT with the recommended layout if the CPU has a PAT, and
 /// prints what it did. Called once, early in boot.
 pub fn init() {
-    let layout = if cpu::has_pat() {
+    let layout = if crate::cpu::features().pat {
         // SAFETY: CPUID says the CPU has the PAT. One CPU runs (the kernel
         // never starts the others), so every CPU has this PAT. Entries 0-3,
         // the only ones a mapping made so far uses (no kernel mapping sets the
@@ -50,7 +50,7 @@ pub fn init() {
 /// cache bits the same way.
 pub fn init_ap() {
     if let Some(layout) = LAYOUT.get()
-        && cpu::has_pat()
+        && crate::cpu::features().pat
     {
         // SAFETY: CPUID says this CPU has the PAT; it is being started and
         // has made no access through a mapping with PAT-selected types yet

@@ -64,7 +64,16 @@ pub fn set_interrupt_work(f: Option<fn(usize)>) {
 }
 
 /// Sends the call IPI to this CPU (it runs once interrupts are on).
+/// Without a local APIC: `int` through the same gate, so the handler runs
+/// at once, in interrupt context all the same (an interrupt gate clears
+/// IF).
 pub fn call_self() -> Result<(), Failure> {
+    if !cpu::features().apic {
+        // SAFETY: ring 0; the call vector's gate is an interrupt gate of
+        // the kernel, its handler returns with `iretd`.
+        unsafe { core::arch::asm!("int {v}", v = const CALL_VECTOR) };
+        return Ok(());
+    }
     let apic = apic::get().ok_or_else(|| failure!("no local APIC"))?;
     let id = apic.id();
     apic.send_fixed(id, CALL_VECTOR)
@@ -334,6 +343,9 @@ fn disable_pic() {
 /// trampoline, to show the timeout path.
 pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<SmpReport, Failure> {
     disable_pic();
+    if !cpu::features().apic {
+        return Ok(uniprocessor(context, fixmap));
+    }
     let apic = apic::local_apic(fixmap)?;
     apic.enable();
     let list = firmware::cpus(fixmap, context.has_option("smp.source=mp"));
@@ -421,6 +433,37 @@ pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<Smp
     REPORT.call_once(|| report);
     println!("cpus: {} online", online_count());
     Ok(report)
+}
+
+/// Why the tests that need a local APIC (IPIs, NMIs, APs) have nothing to
+/// do here, or `None` if the CPU has one.
+pub fn no_apic() -> Option<&'static str> {
+    (!cpu::features().apic).then_some(
+        "no local APIC (CPUID.1:EDX.APIC clear): one CPU, no IPIs, no NMI to send; the PIT is the preemption timer",
+    )
+}
+
+/// A CPU without a local APIC (a 486, an early Pentium): a uniprocessor
+/// PC. The boot CPU alone is online; no IPI is ever sent (there is no one
+/// to send it to), and [`crate::timer`] ticks with the PIT.
+fn uniprocessor(context: &BootContext, fixmap: &'static KernelFixmapT) -> SmpReport {
+    let list = firmware::cpus(fixmap, context.has_option("smp.source=mp"));
+    crate::shootdown::cpu_online();
+    SLOTS[0].online.store(true, Ordering::Release);
+    KERNEL_CR3.store(cpu::cr3(), Ordering::Relaxed);
+    println!(
+        "smp: no local APIC (CPUID.1:EDX.APIC clear): one CPU ({} lists {}), no IPIs; preemption by the PIT",
+        list.source.name(),
+        list.count
+    );
+    let report = SmpReport {
+        list,
+        started: 0,
+        timed_out: 0,
+    };
+    REPORT.call_once(|| report);
+    println!("cpus: {} online", online_count());
+    report
 }
 
 /// `N` from `prefix N` in the command line.

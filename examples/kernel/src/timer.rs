@@ -1,13 +1,17 @@
-//! The local-APIC timer: the preemption tick of the process scheduler.
+//! The preemption tick of the process scheduler: the local-APIC timer, or
+//! the PIT on a CPU without a local APIC.
 //!
-//! Calibrated once against the PIT (boot CPU, at SMP start-up); each CPU
-//! runs its own timer while its scheduler runs processes
-//! ([`crate::process::run_until_done`]), every [`PERIOD_MS`].
+//! The APIC timer is calibrated once against the PIT (boot CPU, at SMP
+//! start-up); each CPU runs its own timer while its scheduler runs
+//! processes ([`crate::process::run_until_done`]), every [`PERIOD_MS`].
+//! Without a local APIC there is one CPU, and the PIT's channel 0 ticks
+//! instead: IRQ 0 through the legacy PIC, routed to [`TIMER_VECTOR`]'s
+//! handler.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::layout::CPUS;
-use crate::{apic, gdt, pit, process};
+use crate::{apic, gdt, idt, pit, process};
 
 /// Vector of the timer interrupt.
 pub const TIMER_VECTOR: u8 = 0x40;
@@ -30,17 +34,29 @@ pub fn calibrate() {
     COUNTS_PER_MS.store((elapsed / 10).max(1), Ordering::Relaxed);
 }
 
+/// The legacy PIC's IRQ 0 vector (the PIC is moved to 0x20 at SMP
+/// start-up).
+const PIC_IRQ0_VECTOR: u8 = 0x20;
+
 /// Starts this CPU's periodic tick.
 pub fn start() {
-    let Some(apic) = apic::get() else { return };
-    let per_ms = COUNTS_PER_MS.load(Ordering::Relaxed).max(1);
-    apic.timer_periodic(TIMER_VECTOR, per_ms.saturating_mul(PERIOD_MS));
+    if let Some(apic) = apic::get() {
+        let per_ms = COUNTS_PER_MS.load(Ordering::Relaxed).max(1);
+        apic.timer_periodic(TIMER_VECTOR, per_ms.saturating_mul(PERIOD_MS));
+    } else if gdt::cpu_index() == 0 {
+        // SAFETY: IRQ 0 is masked until `periodic_start` unmasks it, so no
+        // interrupt arrives on its vector while the gate is written.
+        unsafe { idt::route(PIC_IRQ0_VECTOR, TIMER_VECTOR) };
+        pit::periodic_start(PERIOD_MS * 1000);
+    }
 }
 
 /// Stops this CPU's tick.
 pub fn stop() {
     if let Some(apic) = apic::get() {
         apic.timer_stop();
+    } else if gdt::cpu_index() == 0 {
+        pit::periodic_stop();
     }
 }
 
@@ -54,6 +70,8 @@ pub fn ticks(cpu: usize) -> u32 {
 pub fn interrupt(frame: &crate::exceptions::ExceptionFrame) {
     if let Some(apic) = apic::get() {
         apic.eoi();
+    } else {
+        pit::end_of_irq0();
     }
     TICKS[gdt::cpu_index() % CPUS].fetch_add(1, Ordering::Relaxed);
     process::timer_tick(frame);

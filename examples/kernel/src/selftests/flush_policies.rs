@@ -12,9 +12,10 @@ use crate::kmap_policy::KernelPolicy;
 use crate::kmap_setup::{self, KernelKmap, KernelWait};
 use crate::layout::{KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
 use crate::mode::Mode;
+use crate::pit::{self, Stopwatch};
 use crate::shootdown::KernelTlb;
 use crate::test::{Failure, TestResult};
-use crate::{cpu, failure, println};
+use crate::{failure, println};
 
 /// A pool over one flush-policy test area.
 type BenchPool = kmap::Pool<KernelKmap, KMAP_BENCH_SLOTS, KernelPolicy, KernelWait>;
@@ -42,7 +43,7 @@ pub fn flush_policies_under_one_workload(kernel: &Kernel) -> TestResult {
     );
     for (policy, stats, cycles) in rows {
         println!(
-            "    {:<13} wraps {:>3}  invlpg {:>5}  range {:>3}  global {:>3}  avoided {:>5}  deferred {:>3}  {:>6} cycles per map+unmap",
+            "    {:<13} wraps {:>3}  invlpg {:>5}  range {:>3}  global {:>3}  avoided {:>5}  deferred {:>3}  {:>6} {} per map+unmap",
             policy.name(),
             stats.wraps,
             stats.flushes.pages,
@@ -50,7 +51,8 @@ pub fn flush_policies_under_one_workload(kernel: &Kernel) -> TestResult {
             stats.flushes.globals,
             stats.flushes.avoided,
             stats.flushes.deferred,
-            cycles
+            cycles,
+            Stopwatch::unit()
         );
     }
     Ok(())
@@ -94,8 +96,9 @@ fn workload(pool: &BenchPool, pages: &[PhysFrame; PAGES]) -> Result<u64, Failure
             // SAFETY: the slot maps `page`, a frame allocated for this test.
             unsafe { write_word(kmap.va().as_u32() as usize, pattern(page.number())) };
         }
-        let start = cpu::rdtsc();
+        let watch = Stopwatch::start();
         for i in 0..OPERATIONS {
+            pit::keep_time();
             let page = pages[(i * 7) % PAGES];
             let kmap = pool.map(task, page).map_err(|e| failure!("{e}"))?;
             if i % 2 == 0 {
@@ -109,7 +112,7 @@ fn workload(pool: &BenchPool, pages: &[PhysFrame; PAGES]) -> Result<u64, Failure
                 }
             }
         }
-        Ok((cpu::rdtsc() - start) / OPERATIONS as u64)
+        Ok(watch.elapsed() / OPERATIONS as u64)
     });
     result.unwrap_or_else(|| Err(failure!("the main task's kmap token is in use")))
 }

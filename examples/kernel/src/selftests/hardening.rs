@@ -59,6 +59,13 @@ fn check_leaf(leaf: Leaf, nx: bool, global: bool) -> Result<(u64, u64), Failure>
             leaf.va
         );
     }
+    // Without EFER.NXE bit 63 is reserved: an entry with XD set would
+    // fault (RSVD) at its first use.
+    ensure!(
+        nx || executable,
+        "{} has XD set although EFER.NXE is off (a reserved bit): {flags:?}",
+        leaf.va
+    );
     if global {
         ensure!(
             flags.contains(MapFlags::GLOBAL),
@@ -102,13 +109,17 @@ pub fn kernel_mappings_are_w_xor_x_and_never_user(kernel: &Kernel) -> TestResult
             "    W^X: the {executable} executable pages are exactly .text {:#x}..{:#x}; .rodata read-only NX; every writable page NX",
             text.start, text.end
         );
-    } else {
-        ensure!(
-            !<Mode as PagingMode>::SUPPORTS_NX,
-            "NX is off in a mode that has it"
-        );
+    } else if !<Mode as PagingMode>::SUPPORTS_NX {
         println!(
             "    W^X: .text and .rodata read-only; 2-level entries have no NX bit, so {writable_executable} writable pages (data, stacks, direct map) stay executable"
+        );
+    } else {
+        ensure!(
+            !crate::cpu::features().paging.nx,
+            "NX is off although the CPU has it"
+        );
+        println!(
+            "    W^X: this CPU has no NX (EFER.NXE off): checked .text and .rodata read-only and no XD bit (reserved here) on any leaf; could not check that data is not executable: {writable_executable} writable pages (data, stacks, direct map) stay executable"
         );
     }
     println!(

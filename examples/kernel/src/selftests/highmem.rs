@@ -8,8 +8,9 @@ use super::memory_access::{pattern, read_word, write_word};
 use crate::frames::{self, Frames, ZoneId};
 use crate::kernel::Kernel;
 use crate::kmap_setup::{self, KernelPool};
+use crate::pit::{self, Stopwatch};
 use crate::test::{Failure, TestResult};
-use crate::{cpu, ensure, fail, failure, println};
+use crate::{ensure, fail, failure, println};
 
 /// Most frames one pass maps (TCG runs about a million kmaps in a few
 /// seconds): beyond this the sweep takes every n-th free frame.
@@ -40,10 +41,10 @@ pub fn every_highmem_frame_is_kmapped_written_and_read_back(kernel: &Kernel) -> 
         return Ok(());
     }
     let stride = free.div_ceil(SWEEP_BUDGET);
-    let start = cpu::rdtsc();
+    let watch = Stopwatch::start();
     let written = sweep(pool, &frames, stride, false)?;
     let read = sweep(pool, &frames, stride, true)?;
-    let cycles = cpu::rdtsc() - start;
+    let cycles = watch.elapsed();
     ensure!(
         written.frames == read.frames && written.frames > 0,
         "wrote {} frames, read back {}",
@@ -62,13 +63,14 @@ pub fn every_highmem_frame_is_kmapped_written_and_read_back(kernel: &Kernel) -> 
         );
     }
     println!(
-        "    swept {} of {} free highmem frames ({}), {} of them above 4 GiB, highest {:#x}; {} cycles per kmap+access",
+        "    swept {} of {} free highmem frames ({}), {} of them above 4 GiB, highest {:#x}; {} {} per kmap+access",
         read.frames,
         free,
         Sample(stride),
         read.above_4g,
         read.highest << 12,
-        cycles / (2 * read.frames)
+        cycles / (2 * read.frames),
+        Stopwatch::unit()
     );
     Ok(())
 }
@@ -94,6 +96,7 @@ fn sweep(pool: &KernelPool, frames: &Frames, stride: u64, check: bool) -> Result
         let mut pass = Pass::default();
         let mut index = 0u64;
         while let Some(found) = frames.next_free(pfn, end) {
+            pit::keep_time();
             pfn = found + 1;
             index += 1;
             if !(index - 1).is_multiple_of(stride) {

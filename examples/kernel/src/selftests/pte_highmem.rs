@@ -26,8 +26,9 @@ use crate::layout::{
     KERNEL_PHYS, PAGE_OFFSET, PMD_SPAN, SHARED_REGION_LEN, SHARED_REGION_START, VGA_TEXT_BUFFER,
 };
 use crate::mode::{self, Mode};
+use crate::pit::{self, Stopwatch};
 use crate::test::{Failure, TestResult};
-use crate::{cpu, ensure, fail, failure, println};
+use crate::{ensure, fail, failure, println};
 
 /// Address spaces created per run (fewer if memory is short).
 const MAX_SPACES: usize = 200;
@@ -92,23 +93,24 @@ pub fn page_tables_in_highmem_save_lowmem(kernel: &Kernel) -> TestResult {
     }
     let high = run(kernel, &tables, Zone::PreferHighmem, spaces, &mut frames)?;
     let low = run(kernel, &DirectMapAccess, Zone::Lowmem, spaces, &mut frames)?;
+    let unit = Stopwatch::unit();
     println!(
-        "    PTE tables in highmem: {} lowmem bytes per address space ({} highmem bytes; {} tables above 4 GiB), {} cycles to build one",
+        "    PTE tables in highmem: {} lowmem bytes per address space ({} highmem bytes; {} tables above 4 GiB), {} {unit} to build one",
         high.lowmem_per_space, high.highmem_per_space, high.tables_above_4g, high.cycles_per_space
     );
     println!(
-        "    PTE tables in lowmem:  {} lowmem bytes per address space, {} cycles to build one",
+        "    PTE tables in lowmem:  {} lowmem bytes per address space, {} {unit} to build one",
         low.lowmem_per_space, low.cycles_per_space
     );
     println!(
-        "    lowmem ratio: {}.{:02}x less with pte-highmem; unmap costs {} cycles (highmem tables) vs {} (lowmem)",
+        "    lowmem ratio: {}.{:02}x less with pte-highmem; unmap costs {} {unit} (highmem tables) vs {} (lowmem)",
         low.lowmem_per_space / high.lowmem_per_space.max(1),
         low.lowmem_per_space * 100 / high.lowmem_per_space.max(1) % 100,
         high.unmap_cycles,
         low.unmap_cycles
     );
     println!(
-        "    teardown (Mapper::teardown: unmap_range + free_empty_tables + the directory): {} cycles per address space (highmem tables) vs {} (lowmem)",
+        "    teardown (Mapper::teardown: unmap_range + free_empty_tables + the directory): {} {unit} per address space (highmem tables) vs {} (lowmem)",
         high.teardown_cycles, low.teardown_cycles
     );
     ensure!(
@@ -153,9 +155,10 @@ fn run<A: TableAccess>(
     );
     let mut made: [Option<AddressSpace<&A>>; MAX_SPACES] = core::array::from_fn(|_| None);
     let mut counting = CountAbove4G { frames, above: 0 };
-    let start = cpu::rdtsc();
+    let watch = Stopwatch::start();
     let mut result = Ok(0);
     for slot in made.iter_mut().take(spaces) {
+        pit::keep_time();
         match create_space(access, zone, &mut counting) {
             Ok(space) => *slot = Some(space),
             Err(e) => {
@@ -164,7 +167,7 @@ fn run<A: TableAccess>(
             }
         }
     }
-    let cycles_per_space = (cpu::rdtsc() - start) / spaces as u64;
+    let cycles_per_space = watch.elapsed() / spaces as u64;
     let tables_above_4g = counting.above;
     let used_low = before.0 - frames.free_frames(ZoneId::Low);
     let used_high = before.1 - frames.free_frames(ZoneId::High);
@@ -174,9 +177,10 @@ fn run<A: TableAccess>(
     // Tear everything down, even after a failed check. Space 0 lost its
     // first PTE table to `unmap_first_table` if the check got that far.
     let first_freed = result.is_ok();
-    let start = cpu::rdtsc();
+    let watch = Stopwatch::start();
     let mut torn = Ok(());
     for (index, space) in made.iter_mut().enumerate() {
+        pit::keep_time();
         let Some(space) = space.take() else {
             continue;
         };
@@ -192,7 +196,7 @@ fn run<A: TableAccess>(
             Err(e) => torn = Err(e),
         }
     }
-    let teardown_cycles = (cpu::rdtsc() - start) / spaces as u64;
+    let teardown_cycles = watch.elapsed() / spaces as u64;
     let unmap_cycles = result?;
     torn?;
     let after = (
@@ -361,8 +365,9 @@ fn unmap_first_table<A: TableAccess>(
     let mut mapper =
         unsafe { Mapper::<Mode, &A>::new(root, access) }.map_err(|e| failure!("{e}"))?;
     let pages = PMD_SPAN / 4096;
-    let start = cpu::rdtsc();
+    let watch = Stopwatch::start();
     for page in 0..pages {
+        pit::keep_time();
         let va = VirtAddr::new(SHARED_REGION_START + page * 4096);
         let (unmapped, flush) = mapper.unmap(va).map_err(|e| failure!("unmap {va}: {e}"))?;
         // The space is not loaded: no TLB holds its entries.
@@ -371,7 +376,7 @@ fn unmap_first_table<A: TableAccess>(
             return Err(failure!("{va} was mapped to {:?}", unmapped.base));
         }
     }
-    let cycles = (cpu::rdtsc() - start) / u64::from(pages);
+    let cycles = watch.elapsed() / u64::from(pages);
     let freed = mapper
         .free_empty_tables(
             VirtAddr::new(SHARED_REGION_START),
