@@ -58,6 +58,9 @@ impl<R: RawTable> RawTable for HighmemTable<'_, R> {
     fn swap32(&self, word: usize, value: u32) -> u32 {
         self.view.swap32(word, value)
     }
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        self.view.compare_exchange32(word, current, new)
+    }
     fn load64(&self, entry: usize) -> u64 {
         self.view.load64(entry)
     }

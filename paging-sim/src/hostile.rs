@@ -223,6 +223,14 @@ impl RawTable for HostileTable<'_> {
         old
     }
 
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        let result = self.inner.compare_exchange32(word, current, new);
+        if result.is_ok() {
+            self.record(false, word, current.into(), new.into());
+        }
+        result
+    }
+
     fn load64(&self, entry: usize) -> u64 {
         self.inner.load64(entry)
     }
