@@ -123,7 +123,7 @@ fn fixmap_over_host<M: PagingMode>(phys: &mut HostPhys) -> Fixmap<Race, M, Offse
     let builder = WindowBuilder::new(va(0xFFC0_0000), 1 << 32).unwrap();
     let count = builder.geometry::<M>().1;
     let (w, _) = builder
-        .build_static(&mut m.mapper, frame(TABLES), count, &m.mmu, &mut m.alloc)
+        .build_static_isolated(&mut m.mapper, frame(TABLES), count, &m.mmu, &mut m.alloc)
         .unwrap();
     let mut fix = Fixmap::new(phys.access());
     fix.attach(w).unwrap();
@@ -176,8 +176,7 @@ fn two_threads_one_slot<M: PagingMode>() {
         Err(FixmapError::NotSet { .. } | FixmapError::SlotBusy { .. })
     )));
     assert_eq!(fix.get(Race::SLOT), Ok(None));
-    drop(fix);
-    drop(phys);
+    // `phys` outlives `fix` (and its access): declared first, dropped last.
 }
 
 #[test]

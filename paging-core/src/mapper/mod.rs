@@ -177,6 +177,29 @@ impl<M: PagingMode, A: IsolatedTables, H: TableHooks> Mapper<M, A, H> {
         // SAFETY: as in `new_isolated`.
         unsafe { Self::create_with_hooks(access, hooks, alloc) }
     }
+
+    /// [`install_pte_tables`](Self::install_pte_tables) for tables no CPU
+    /// running this program walks. Nothing of this program is at stake,
+    /// so it is safe; the frames' contract still decides whether the
+    /// *model's* hierarchy stays sound (the tests of issue 19, item 5 break
+    /// it on purpose, in `paging-core/tests/frame_contracts.rs`).
+    pub fn install_pte_tables_isolated<T, F>(
+        &mut self,
+        start: crate::addr::VirtAddr,
+        first: PhysFrame,
+        count: usize,
+        fresh: crate::mapper::FreshTables,
+        tlb: &T,
+        alloc: &mut F,
+    ) -> Result<crate::mapper::Replaced, crate::error::InstallError>
+    where
+        T: crate::flush::TlbOps + ?Sized,
+        F: FrameAllocator + ?Sized,
+    {
+        // SAFETY: writes through an isolated access cannot touch this
+        // program's memory or the tables its CPUs use.
+        unsafe { self.install_pte_tables(start, first, count, fresh, tlb, alloc) }
+    }
 }
 
 impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
@@ -194,11 +217,14 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             .ok_or(RootError::OutOfFrames)?;
         let root = frame.start_address();
         if !root.fits_bits(32) {
-            alloc.deallocate_frame(frame);
+            // SAFETY: just allocated and never used.
+            unsafe { alloc.deallocate_frame(frame) };
             return Err(RootError::AboveCr3Limit(root));
         }
         if let Err(e) = zero_frame(&access, frame) {
-            alloc.deallocate_frame(frame);
+            // SAFETY: just allocated, never linked (nothing is a hierarchy
+            // yet).
+            unsafe { alloc.deallocate_frame(frame) };
             return Err(RootError::Access(e));
         }
         hooks.table_allocated(frame, Level::Pgd);

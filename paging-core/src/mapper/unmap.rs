@@ -332,7 +332,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         }
         for &(frame, level, _) in &pending.frames[..pending.len] {
             self.hooks.table_released(frame, level);
-            alloc.deallocate_frame(frame);
+            // SAFETY: unlinked and flushed above (every CPU's TLB and
+            // paging-structure caches); the table was this hierarchy's own.
+            unsafe { alloc.deallocate_frame(frame) };
             match level {
                 Level::Pmd => stats.pmd_tables += 1,
                 _ => stats.pte_tables += 1,
