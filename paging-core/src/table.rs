@@ -146,6 +146,20 @@ impl<'a> PtrTable<'a> {
         unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(word % WORDS_PER_TABLE)) }
     }
 
+    /// Words `first..first + count`, clamped to the table, as a shared
+    /// slice of atomics: what `store_run*` fill, one relaxed store each,
+    /// without an index computation per word.
+    fn words(&self, first: usize, count: usize) -> &[AtomicU32] {
+        let (first, count) = clamp_run(first, count, WORDS_PER_TABLE);
+        // SAFETY: `first + count <= 1024`: inside the table `new`'s caller
+        // promised is valid, aligned and only accessed atomically or by the
+        // MMU for `'a`; `AtomicU32` has the size and alignment of `u32`,
+        // and a shared slice of atomics allows only atomic accesses.
+        unsafe {
+            core::slice::from_raw_parts(self.base.as_ptr().add(first).cast::<AtomicU32>(), count)
+        }
+    }
+
     /// Entry `entry` (masked into the table) as a 64-bit atomic, for
     /// `swap64` only (a `lock cmpxchg8b` loop on i586; a 64-bit atomic load
     /// or store would be x87 code there).
@@ -174,10 +188,9 @@ fn clamp_run(first: usize, count: usize, len: usize) -> (usize, usize) {
 /// the link (on x86 both are plain `mov`s: no fence, no lock).
 impl RawTable for PtrTable<'_> {
     fn store_run32(&self, first: usize, count: usize, value: u32, step: u32) {
-        let (first, count) = clamp_run(first, count, WORDS_PER_TABLE);
         let mut v = value;
-        for w in first..first + count {
-            self.word(w).store(v, Ordering::Relaxed);
+        for w in self.words(first, count) {
+            w.store(v, Ordering::Relaxed);
             v = v.wrapping_add(step);
         }
         // The stores are visible before whatever links the table.
@@ -187,10 +200,9 @@ impl RawTable for PtrTable<'_> {
     fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
         let (first, count) = clamp_run(first, count, QWORDS_PER_TABLE);
         let mut v = value;
-        for e in first..first + count {
-            self.word(2 * e + 1)
-                .store((v >> 32) as u32, Ordering::Relaxed);
-            self.word(2 * e).store(v as u32, Ordering::Relaxed);
+        for pair in self.words(2 * first, 2 * count).chunks_exact(2) {
+            pair[1].store((v >> 32) as u32, Ordering::Relaxed);
+            pair[0].store(v as u32, Ordering::Relaxed);
             v = v.wrapping_add(step);
         }
         core::sync::atomic::fence(Ordering::Release);

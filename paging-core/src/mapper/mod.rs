@@ -102,9 +102,17 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
     /// (fixmap windows, kmap pools), keeps Rust's memory safety: no second
     /// mapping of a frame that breaks a Rust object's aliasing rules, no
     /// removed, restricted or redirected mapping that live references or
-    /// running code use, nothing immutable made writable. Tables reached
-    /// through an [`IsolatedTables`] access need
-    /// none of this: use [`new_isolated`](Self::new_isolated).
+    /// running code use, nothing immutable made writable; and no table of
+    /// this hierarchy that another hierarchy in use still links (a kernel
+    /// half shared through [`KernelSync`](crate::KernelSync) or
+    /// [`sync_kernel_entry`](crate::sync_kernel_entry), a table installed
+    /// into both) is freed through it
+    /// ([`free_empty_tables`](Self::free_empty_tables),
+    /// [`teardown`](Self::teardown) and
+    /// [`teardown_releasing`](Self::teardown_releasing) over such a range):
+    /// the other hierarchy would then walk whatever its next owner writes.
+    /// Tables reached through an [`IsolatedTables`] access need none of
+    /// this: use [`new_isolated`](Self::new_isolated).
     ///
     /// A `const fn`, so a kernel can bind a root it knows at compile time in
     /// a static.

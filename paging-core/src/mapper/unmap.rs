@@ -190,7 +190,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// given back to `alloc`: no CPU can still walk a freed table. That
     /// ordering is why this call takes the TLB instead of returning a token.
     /// Never call it on a range whose tables are shared with another
-    /// hierarchy (the kernel half) unless every sharer is done with them.
+    /// hierarchy (the kernel half) unless every sharer is done with them:
+    /// on a hierarchy a CPU uses, that is part of the binding contract of
+    /// [`Mapper::new`] (issue 19, item 7; `tests/frame_contracts.rs` shows
+    /// on the model what the other hierarchy walks otherwise).
     pub fn free_empty_tables<T, F>(
         &mut self,
         start: VirtAddr,
