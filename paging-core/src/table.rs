@@ -58,6 +58,30 @@ pub trait RawTable {
             self.store64(first + i, value.wrapping_add(step.wrapping_mul(i as u64)));
         }
     }
+
+    /// [`store_run32`](Self::store_run32) into a table nobody else can
+    /// reach, which an implementation may fill with plain (non-atomic,
+    /// vectorisable) stores. The default is `store_run32`.
+    ///
+    /// # Safety
+    /// While the call runs, nothing else accesses words
+    /// `first..first + count` of this table: no other thread and no MMU. A
+    /// frame the mapper has just taken from a
+    /// [`FrameAllocator`](crate::FrameAllocator) and not linked yet is such
+    /// a table: the allocator's contract is that nothing else uses it.
+    unsafe fn store_run32_unshared(&self, first: usize, count: usize, value: u32, step: u32) {
+        self.store_run32(first, count, value, step)
+    }
+
+    /// [`store_run64`](Self::store_run64) into a table nobody else can
+    /// reach. The default is `store_run64`.
+    ///
+    /// # Safety
+    /// As for [`store_run32_unshared`](Self::store_run32_unshared), for
+    /// entries `first..first + count`.
+    unsafe fn store_run64_unshared(&self, first: usize, count: usize, value: u64, step: u64) {
+        self.store_run64(first, count, value, step)
+    }
 }
 
 impl<T: RawTable + ?Sized> RawTable for &T {
@@ -87,6 +111,14 @@ impl<T: RawTable + ?Sized> RawTable for &T {
     }
     fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
         (**self).store_run64(first, count, value, step)
+    }
+    unsafe fn store_run32_unshared(&self, first: usize, count: usize, value: u32, step: u32) {
+        // SAFETY: forwarded: our caller keeps the contract.
+        unsafe { (**self).store_run32_unshared(first, count, value, step) }
+    }
+    unsafe fn store_run64_unshared(&self, first: usize, count: usize, value: u64, step: u64) {
+        // SAFETY: forwarded: our caller keeps the contract.
+        unsafe { (**self).store_run64_unshared(first, count, value, step) }
     }
 }
 
@@ -139,6 +171,7 @@ impl<'a> PtrTable<'a> {
     }
 
     /// Word `word` (masked into the table) as an atomic.
+    #[inline]
     fn word(&self, word: usize) -> &AtomicU32 {
         // SAFETY: the index is masked into the 1024-word table that `new`'s
         // caller promised is valid, 4-aligned (8-aligned base) and only
@@ -149,6 +182,7 @@ impl<'a> PtrTable<'a> {
     /// Words `first..first + count`, clamped to the table, as a shared
     /// slice of atomics: what `store_run*` fill, one relaxed store each,
     /// without an index computation per word.
+    #[inline]
     fn words(&self, first: usize, count: usize) -> &[AtomicU32] {
         let (first, count) = clamp_run(first, count, WORDS_PER_TABLE);
         // SAFETY: `first + count <= 1024`: inside the table `new`'s caller
@@ -163,6 +197,7 @@ impl<'a> PtrTable<'a> {
     /// Entry `entry` (masked into the table) as a 64-bit atomic, for
     /// `swap64` only (a `lock cmpxchg8b` loop on i586; a 64-bit atomic load
     /// or store would be x87 code there).
+    #[inline]
     fn qword(&self, entry: usize) -> &AtomicU64 {
         // SAFETY: as in `word`, for the 512 8-byte-aligned entries of the
         // same 4 KiB.
@@ -187,6 +222,7 @@ fn clamp_run(first: usize, count: usize, len: usize) -> (usize, usize) {
 /// filled before the store that links it is seen filled by whoever follows
 /// the link (on x86 both are plain `mov`s: no fence, no lock).
 impl RawTable for PtrTable<'_> {
+    #[inline]
     fn store_run32(&self, first: usize, count: usize, value: u32, step: u32) {
         let mut v = value;
         for w in self.words(first, count) {
@@ -197,6 +233,7 @@ impl RawTable for PtrTable<'_> {
         core::sync::atomic::fence(Ordering::Release);
     }
 
+    #[inline]
     fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
         let (first, count) = clamp_run(first, count, QWORDS_PER_TABLE);
         let mut v = value;
@@ -208,18 +245,58 @@ impl RawTable for PtrTable<'_> {
         core::sync::atomic::fence(Ordering::Release);
     }
 
+    /// Plain stores (the compiler vectorises them), then a release fence.
+    #[inline]
+    unsafe fn store_run32_unshared(&self, first: usize, count: usize, value: u32, step: u32) {
+        let (first, count) = clamp_run(first, count, WORDS_PER_TABLE);
+        // SAFETY: `first + count <= 1024`: inside the table `new`'s caller
+        // promised is valid and aligned; this method's caller promised that
+        // nothing else accesses these words during the call, so a unique
+        // slice over them aliases nothing and plain stores race with
+        // nothing.
+        let words =
+            unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(first), count) };
+        let mut v = value;
+        for w in words {
+            *w = v;
+            v = v.wrapping_add(step);
+        }
+        // The stores are visible before whatever links the table.
+        core::sync::atomic::fence(Ordering::Release);
+    }
+
+    /// As `store_run32_unshared`, high half and low half of each entry.
+    #[inline]
+    unsafe fn store_run64_unshared(&self, first: usize, count: usize, value: u64, step: u64) {
+        let (first, count) = clamp_run(first, count, QWORDS_PER_TABLE);
+        // SAFETY: as in `store_run32_unshared`, for the 512 8-byte entries.
+        let entries = unsafe {
+            core::slice::from_raw_parts_mut(self.base.as_ptr().cast::<u64>().add(first), count)
+        };
+        let mut v = value;
+        for e in entries {
+            *e = v;
+            v = v.wrapping_add(step);
+        }
+        core::sync::atomic::fence(Ordering::Release);
+    }
+
+    #[inline]
     fn load32(&self, word: usize) -> u32 {
         self.word(word).load(Ordering::Acquire)
     }
 
+    #[inline]
     fn store32(&self, word: usize, value: u32) {
         self.word(word).store(value, Ordering::Release)
     }
 
+    #[inline]
     fn swap32(&self, word: usize, value: u32) -> u32 {
         self.word(word).swap(value, Ordering::AcqRel)
     }
 
+    #[inline]
     fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
         self.word(word)
             .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
@@ -241,6 +318,7 @@ impl RawTable for PtrTable<'_> {
     /// entry), and no write decision is taken on such a snapshot while
     /// another writer runs: entry writers are serialised (the page-table
     /// lock; fixmap slots by a compare-and-swap on the low half).
+    #[inline]
     fn load64(&self, entry: usize) -> u64 {
         let (lo, hi) = (self.word(2 * entry), self.word(2 * entry + 1));
         loop {
@@ -254,12 +332,14 @@ impl RawTable for PtrTable<'_> {
     }
 
     /// The high half, then the low half (P last), as two 32-bit stores.
+    #[inline]
     fn store64(&self, entry: usize, value: u64) {
         self.word(2 * entry + 1)
             .store((value >> 32) as u32, Ordering::Release);
         self.word(2 * entry).store(value as u32, Ordering::Release);
     }
 
+    #[inline]
     fn swap64(&self, entry: usize, value: u64) -> u64 {
         // On i586 a `lock cmpxchg8b` loop, the instruction the SDM names
         // for replacing a live 64-bit entry.
