@@ -70,12 +70,13 @@ unsafe impl FrameAllocator for Counting<'_> {
         Some(f)
     }
 
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
         if self.inner.is_lowmem(frame) {
             self.usage.lowmem_frames -= 1;
         } else {
             self.usage.highmem_frames -= 1;
         }
+        // The model's allocator: safe (simulated frames).
         self.inner.deallocate_frame(frame);
     }
 }

@@ -150,7 +150,7 @@ unsafe impl FrameAllocator for BumpFrames {
             .and_then(|n| PhysFrame::from_number(n).ok())
     }
 
-    fn deallocate_frame(&mut self, _frame: PhysFrame) {}
+    unsafe fn deallocate_frame(&mut self, _frame: PhysFrame) {}
 }
 
 // SAFETY: every frame handed out is a distinct, otherwise unused frame of

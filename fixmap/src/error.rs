@@ -45,6 +45,12 @@ pub enum FixmapError {
         /// The frame it maps now.
         current: PhysFrame,
     },
+    /// Another `set` or `clear` of the slot is writing its entry right
+    /// now (PAE: the two halves are being written); nothing was changed.
+    SlotBusy {
+        /// The slot.
+        index: usize,
+    },
     /// The slot is not mapped.
     NotSet {
         /// The slot.
@@ -73,6 +79,12 @@ impl fmt::Display for FixmapError {
             Self::SlotInUse { index, current } => {
                 write!(f, "fixmap slot {index} already maps {current:?}")
             }
+            Self::SlotBusy { index } => {
+                write!(
+                    f,
+                    "fixmap slot {index} is being set or cleared by someone else"
+                )
+            }
             Self::NotSet { index } => write!(f, "fixmap slot {index} is not set"),
             Self::Entry(e) => write!(f, "{e}"),
             Self::Access(e) => write!(f, "{e}"),
@@ -91,7 +103,7 @@ impl PagingError for FixmapError {
             Self::TopMovedAfterUse | Self::NoTables | Self::WindowDoesNotCover { .. } => {
                 ErrorKind::InvalidState
             }
-            Self::SlotInUse { .. } => ErrorKind::AlreadyMapped,
+            Self::SlotInUse { .. } | Self::SlotBusy { .. } => ErrorKind::AlreadyMapped,
             Self::NotSet { .. } => ErrorKind::NotMapped,
             Self::Entry(e) => e.kind(),
             Self::Access(e) => e.kind(),
@@ -191,6 +203,7 @@ impl From<FixmapError> for paging_core::AnyError {
             FixmapError::NoTables => "fixmap: no tables",
             FixmapError::WindowDoesNotCover { .. } => "fixmap: window does not cover",
             FixmapError::SlotInUse { .. } => "fixmap: slot in use",
+            FixmapError::SlotBusy { .. } => "fixmap: slot busy",
             FixmapError::NotSet { .. } => "fixmap: not set",
             FixmapError::Entry(..) => "fixmap: entry",
             FixmapError::Access(..) => "fixmap: access",

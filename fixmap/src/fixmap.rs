@@ -5,13 +5,18 @@ use core::marker::PhantomData;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use paging_core::{
-    Entry, Level, MapFlags, NativeHooks, PAGE_SIZE, PagingMode, PhysFrame, PteEntry, TableAccess,
-    TableHooks, TlbOps, VirtAddr,
+    Entry, Level, MapFlags, NativeHooks, PAGE_SIZE, PagingMode, PhysFrame, PteEntry, RawTable,
+    TableAccess, TableHooks, TlbOps, VirtAddr,
 };
 
 use crate::error::FixmapError;
 use crate::layout::{FixIndex, FixmapLayout, fix_to_virt, virt_to_fix};
 use crate::window::ContiguousWindow;
+
+/// The low word of a PAE slot while one `set` or `clear` writes its two
+/// halves: not present (P, bit 0, is clear, so the MMU ignores every other
+/// bit, SDM Vol. 3A 4.4.2), and not a value this crate writes otherwise.
+const CLAIMED: u32 = 0x4649_5800;
 
 /// How far the top may move at a time: one PAE PTE table (2 MiB), so
 /// `in_one_table` ranges stay inside one table in both modes.
@@ -19,9 +24,12 @@ pub const TOP_STEP: u64 = 2 << 20;
 
 /// The fixmap of layout `L` in paging mode `M`, writing its PTEs through `A`.
 ///
-/// Slots are set and cleared with `&self`: each slot has one owner (a CPU's
-/// local-kmap slots, the console driver, ...), and two owners never write the
-/// same PTE. The top and the tables change with `&mut self`.
+/// Slots are set and cleared with `&self`, from any number of threads: each
+/// `set` and `clear` claims its slot with one compare-and-swap on the word
+/// that holds P, so two callers racing for one slot never both succeed and
+/// never mix their entries (the loser gets [`FixmapError::SlotInUse`],
+/// [`FixmapError::SlotBusy`] or [`FixmapError::NotSet`]). The top and the
+/// tables change with `&mut self`.
 #[derive(Debug)]
 pub struct Fixmap<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks = NativeHooks> {
     top: VirtAddr,
@@ -125,7 +133,9 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
     }
 
     /// Map slot `idx` to `frame` with `flags` (`PRESENT` added) and
-    /// invalidate that one page. The slot must be clear.
+    /// invalidate that one page. The slot must be clear: a mapped slot is
+    /// [`FixmapError::SlotInUse`], one another thread is setting or clearing
+    /// this instant (PAE) is [`FixmapError::SlotBusy`].
     pub fn set<T: TlbOps + ?Sized>(
         &self,
         idx: FixIndex<L>,
@@ -145,18 +155,43 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
         let va = self.virt(idx);
         let slot = self.slot(va)?;
         let table = self.access.table(slot.table)?;
-        let old = M::Pte::load(&table, slot.index);
-        if old.is_present() {
-            return Err(FixmapError::SlotInUse {
-                index: idx.index(),
-                current: PhysFrame::containing_address(old.addr()),
-            });
+        let wide = M::ENTRY_BYTES == 8;
+        let lo = slot.index * M::ENTRY_BYTES / 4;
+        // Claim the slot: one compare-and-swap from the clear low word we
+        // saw. In 2-level mode it writes the whole entry; in PAE it writes
+        // the not-present CLAIMED marker, and the halves follow (high, then
+        // low with P), so no other writer's half can end up in the entry.
+        let new_lo = if wide { CLAIMED } else { entry.raw() as u32 };
+        let mut seen = table.load32(lo);
+        loop {
+            if seen & 1 != 0 {
+                let old = M::Pte::load(&table, slot.index);
+                return Err(FixmapError::SlotInUse {
+                    index: idx.index(),
+                    current: PhysFrame::containing_address(old.addr()),
+                });
+            }
+            if wide && seen == CLAIMED {
+                return Err(FixmapError::SlotBusy { index: idx.index() });
+            }
+            match table.compare_exchange32(lo, seen, new_lo) {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
         }
+        let old = if wide {
+            // The slot is ours: nobody else writes either half now.
+            let old_hi = table.load32(lo + 1);
+            table.store32(lo + 1, (entry.raw() >> 32) as u32);
+            table.store32(lo, entry.raw() as u32);
+            u64::from(old_hi) << 32 | u64::from(seen)
+        } else {
+            u64::from(seen)
+        };
         self.used.store(true, Ordering::Release);
-        let old = M::Pte::store(&table, slot.index, entry);
         drop(table);
         self.hooks
-            .entry_written(slot.table, Level::Pte, slot.index, old.raw(), entry.raw());
+            .entry_written(slot.table, Level::Pte, slot.index, old, entry.raw());
         tlb.flush_page(va);
         Ok(())
     }
@@ -182,7 +217,8 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
     }
 
     /// Unmap slot `idx`, invalidate its page, and return the frame it
-    /// mapped.
+    /// mapped. Of two threads clearing one slot, one gets the frame and the
+    /// other [`FixmapError::NotSet`] (or [`FixmapError::SlotBusy`]).
     pub fn clear<T: TlbOps + ?Sized>(
         &self,
         idx: FixIndex<L>,
@@ -191,10 +227,35 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
         let va = self.virt(idx);
         let slot = self.slot(va)?;
         let table = self.access.table(slot.table)?;
-        if !M::Pte::load(&table, slot.index).is_present() {
-            return Err(FixmapError::NotSet { index: idx.index() });
+        let wide = M::ENTRY_BYTES == 8;
+        let lo = slot.index * M::ENTRY_BYTES / 4;
+        // P drops with one compare-and-swap from the present low word we
+        // saw (with the Accessed/Dirty bits the MMU had set by then); in PAE
+        // the slot stays claimed until the high half is cleared too.
+        let new_lo = if wide { CLAIMED } else { 0 };
+        let mut seen = table.load32(lo);
+        loop {
+            if seen & 1 == 0 {
+                return Err(if wide && seen == CLAIMED {
+                    FixmapError::SlotBusy { index: idx.index() }
+                } else {
+                    FixmapError::NotSet { index: idx.index() }
+                });
+            }
+            match table.compare_exchange32(lo, seen, new_lo) {
+                Ok(_) => break,
+                Err(now) => seen = now,
+            }
         }
-        let old = M::Pte::store(&table, slot.index, M::Pte::NONE);
+        let old = if wide {
+            let old_hi = table.load32(lo + 1);
+            table.store32(lo + 1, 0);
+            table.store32(lo, 0);
+            u64::from(old_hi) << 32 | u64::from(seen)
+        } else {
+            u64::from(seen)
+        };
+        let old = M::Pte::from_raw(old);
         drop(table);
         self.hooks
             .entry_written(slot.table, Level::Pte, slot.index, old.raw(), 0);

@@ -11,8 +11,8 @@
 use core::marker::PhantomData;
 
 use paging_core::{
-    FrameAllocator, FreshTables, Mapper, PAGE_SIZE, PagingMode, PhysAddr, PhysFrame, Replaced,
-    Slot, TableAccess, TableHooks, TlbOps, VirtAddr, Zone,
+    FrameAllocator, FreshTables, IsolatedTables, Mapper, PAGE_SIZE, PagingMode, PhysAddr,
+    PhysFrame, Replaced, Slot, TableAccess, TableHooks, TlbOps, VirtAddr, Zone,
 };
 
 use crate::error::WindowError;
@@ -125,6 +125,7 @@ impl WindowBuilder {
     /// is refused unless each is the successor of the last.
     ///
     /// Returns the window and the tables it replaced (owned by the caller).
+    #[allow(unsafe_code)]
     pub fn build<M, A, H, T, F>(
         &self,
         mapper: &mut Mapper<M, A, H>,
@@ -143,11 +144,16 @@ impl WindowBuilder {
             Some(first) => first,
             None => one_by_one(alloc, count)?,
         };
-        let result = self.build_on(mapper, first, count, FreshTables::Zero, tlb, alloc);
+        // SAFETY: the `count` frames from `first` were just handed out by
+        // `alloc` (one contiguous allocation, or checked consecutive), so
+        // the caller owns them and nothing else uses them.
+        let result = unsafe { self.build_on(mapper, first, count, FreshTables::Zero, tlb, alloc) };
         if result.is_err() {
             for k in 0..count as u64 {
                 if let Some(f) = first.checked_add(k) {
-                    alloc.deallocate_frame(f);
+                    // SAFETY: allocated above; a failed install changed
+                    // nothing, so none of them is linked.
+                    unsafe { alloc.deallocate_frame(f) };
                 }
             }
         }
@@ -160,7 +166,15 @@ impl WindowBuilder {
     /// start zeroed; an early table linked into a second hierarchy keeps its
     /// mappings), and replaced by a copy where it has one. `alloc` is only
     /// asked for a missing PAE PMD table.
-    pub fn build_static<M, A, H, T, F>(
+    ///
+    /// # Safety
+    /// As for [`Mapper::install_pte_tables`] with [`FreshTables::Keep`]:
+    /// the `given` frames from `first` are the caller's, used for nothing
+    /// else (static tables in `.bss`, reserved for this), or tables of
+    /// another hierarchy that are meant to be shared with this one and are
+    /// kept alive while either links them.
+    #[allow(unsafe_code)]
+    pub unsafe fn build_static<M, A, H, T, F>(
         &self,
         mapper: &mut Mapper<M, A, H>,
         first: PhysFrame,
@@ -182,10 +196,39 @@ impl WindowBuilder {
                 given,
             });
         }
-        self.build_on(mapper, first, count, FreshTables::Keep, tlb, alloc)
+        // SAFETY: `build_static`'s caller made the same promise for these
+        // frames (`count <= given`).
+        unsafe { self.build_on(mapper, first, count, FreshTables::Keep, tlb, alloc) }
     }
 
-    fn build_on<M, A, H, T, F>(
+    /// [`build_static`](Self::build_static) over tables no CPU running this
+    /// program walks (the host model): safe, as
+    /// [`Mapper::install_pte_tables_isolated`] is.
+    #[allow(unsafe_code)]
+    pub fn build_static_isolated<M, A, H, T, F>(
+        &self,
+        mapper: &mut Mapper<M, A, H>,
+        first: PhysFrame,
+        given: usize,
+        tlb: &T,
+        alloc: &mut F,
+    ) -> Result<(ContiguousWindow<M>, Replaced), WindowError>
+    where
+        M: PagingMode,
+        A: IsolatedTables,
+        H: TableHooks,
+        T: TlbOps + ?Sized,
+        F: FrameAllocator + ?Sized,
+    {
+        // SAFETY: writes through an isolated access cannot touch this
+        // program's memory or the tables its CPUs use.
+        unsafe { self.build_static(mapper, first, given, tlb, alloc) }
+    }
+
+    /// # Safety
+    /// As for [`Mapper::install_pte_tables`].
+    #[allow(unsafe_code)]
+    unsafe fn build_on<M, A, H, T, F>(
         &self,
         mapper: &mut Mapper<M, A, H>,
         first: PhysFrame,
@@ -202,7 +245,9 @@ impl WindowBuilder {
         F: FrameAllocator + ?Sized,
     {
         let (start, _) = self.geometry::<M>();
-        let replaced = mapper.install_pte_tables(start, first, count, fresh, tlb, alloc)?;
+        // SAFETY: `build_on`'s caller promised the frames.
+        let replaced =
+            unsafe { mapper.install_pte_tables(start, first, count, fresh, tlb, alloc)? };
         Ok((
             ContiguousWindow {
                 start,
@@ -217,6 +262,7 @@ impl WindowBuilder {
 
 /// Frames one at a time; refuse (giving them all back) at the first one
 /// that does not follow its predecessor.
+#[allow(unsafe_code)]
 fn one_by_one<F: FrameAllocator + ?Sized>(
     alloc: &mut F,
     count: usize,
@@ -232,16 +278,19 @@ fn one_by_one<F: FrameAllocator + ?Sized>(
         }
         for j in 0..k {
             if let Some(f) = first.checked_add(j) {
-                alloc.deallocate_frame(f);
+                // SAFETY: handed out by `alloc` above, not used yet.
+                unsafe { alloc.deallocate_frame(f) };
             }
         }
         return Err(match (got, expected) {
             (Some(got), Some(expected)) => {
-                alloc.deallocate_frame(got);
+                // SAFETY: handed out by `alloc` just now, not used.
+                unsafe { alloc.deallocate_frame(got) };
                 WindowError::Discontiguous { expected, got }
             }
             (Some(got), None) => {
-                alloc.deallocate_frame(got);
+                // SAFETY: handed out by `alloc` just now, not used.
+                unsafe { alloc.deallocate_frame(got) };
                 WindowError::NoContiguousFrames { count }
             }
             (None, _) => WindowError::NoContiguousFrames { count },

@@ -110,7 +110,7 @@ fn allocator_failure_is_typed_and_changes_nothing<M: PagingMode>() {
     let count = builder().geometry::<M>().1;
     let e = m.assert_unchanged(|m| {
         builder()
-            .build_static(
+            .build_static_isolated(
                 &mut m.mapper,
                 frame(0x8_0000),
                 count - 1,
@@ -130,7 +130,7 @@ fn allocator_failure_is_typed_and_changes_nothing<M: PagingMode>() {
         // PAE with no PMD table for the top GiB and no allocator yet.
         let e = m.assert_unchanged(|m| {
             builder()
-                .build_static(&mut m.mapper, frame(0x8_0000), count, &m.mmu, &mut NoFrames)
+                .build_static_isolated(&mut m.mapper, frame(0x8_0000), count, &m.mmu, &mut NoFrames)
                 .map(|_| ())
         });
         assert_eq!(e, Err(WindowError::Install(InstallError::OutOfFrames)));
@@ -185,7 +185,7 @@ fn early_static_tables_hand_over_with_their_mappings<M: PagingMode>() {
     let count = fixmap_only.geometry::<M>().1;
     let statics = frame(0x8_0000);
     let (early, _) = fixmap_only
-        .build_static(&mut m.mapper, statics, count, &m.mmu, &mut NoFrames)
+        .build_static_isolated(&mut m.mapper, statics, count, &m.mmu, &mut NoFrames)
         .unwrap();
     // An early console at the top slot below the hole, uncached.
     let console = va(0xFFFF_E000);
@@ -255,7 +255,7 @@ fn foreign_mappings_in_the_window_tables_survive<M: PagingMode>() {
     assert_eq!(w.pte_slot(below).is_some(), shares_table);
     assert_eq!(m.alloc.live(), live + w.tables());
     for f in replaced.frames() {
-        paging_core::FrameAllocator::deallocate_frame(&mut m.alloc, f);
+        m.alloc.deallocate_frame(f);
     }
     assert_eq!(m.alloc.double_frees(), 0);
 }

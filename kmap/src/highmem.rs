@@ -58,6 +58,25 @@ impl<R: RawTable> RawTable for HighmemTable<'_, R> {
     fn swap32(&self, word: usize, value: u32) -> u32 {
         self.view.swap32(word, value)
     }
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        self.view.compare_exchange32(word, current, new)
+    }
+    fn store_run32(&self, first: usize, count: usize, value: u32, step: u32) {
+        self.view.store_run32(first, count, value, step)
+    }
+    fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
+        self.view.store_run64(first, count, value, step)
+    }
+    #[allow(unsafe_code)]
+    unsafe fn store_run32_unshared(&self, first: usize, count: usize, value: u32, step: u32) {
+        // SAFETY: forwarded: our caller keeps the contract.
+        unsafe { self.view.store_run32_unshared(first, count, value, step) }
+    }
+    #[allow(unsafe_code)]
+    unsafe fn store_run64_unshared(&self, first: usize, count: usize, value: u64, step: u64) {
+        // SAFETY: forwarded: our caller keeps the contract.
+        unsafe { self.view.store_run64_unshared(first, count, value, step) }
+    }
     fn load64(&self, entry: usize) -> u64 {
         self.view.load64(entry)
     }

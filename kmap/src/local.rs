@@ -63,10 +63,23 @@ impl PfnCell {
 }
 
 /// The per-CPU state of one stack.
+///
+/// Used as documented, one CPU index is only ever used by one thread of
+/// execution at a time plus its nested interrupts, which push and pop
+/// above it: every change of `depth` is then undone, LIFO, before the
+/// interrupted code looks again. Two threads passing the same index break
+/// that (issue 19, item 9), so `depth` only moves by compare-and-swap from
+/// the value the mover expects; a move that finds another value leaves its
+/// slot *released*, and whoever next lowers the stack to that slot (the
+/// owner of the slot above, or the mover itself if that is already gone)
+/// pops it. A slot's PTE is cleared only by the push that set it (`owned`).
+/// The accounting stays consistent, a full stack stays
+/// [`KmapError::Exhausted`], and no slot is cleared under a live guard.
 struct CpuStack<const D: usize> {
     depth: AtomicUsize,
     frames: [PfnCell; D],
     released: [AtomicBool; D],
+    owned: [AtomicBool; D],
 }
 
 impl<const D: usize> CpuStack<D> {
@@ -75,6 +88,7 @@ impl<const D: usize> CpuStack<D> {
             depth: AtomicUsize::new(0),
             frames: [const { PfnCell::new() }; D],
             released: [const { AtomicBool::new(false) }; D],
+            owned: [const { AtomicBool::new(false) }; D],
         }
     }
 }
@@ -297,10 +311,18 @@ where
         }
         // Claim the depth first: an interrupt arriving after this point
         // pushes above us instead of onto our slot.
-        let depth = stack.depth.fetch_add(1, Ordering::AcqRel);
-        if depth >= DEPTH {
-            stack.depth.fetch_sub(1, Ordering::AcqRel);
-            return Err(KmapError::Exhausted);
+        let mut depth = stack.depth.load(Ordering::SeqCst);
+        loop {
+            if depth >= DEPTH {
+                return Err(KmapError::Exhausted);
+            }
+            match stack
+                .depth
+                .compare_exchange(depth, depth + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(now) => depth = now,
+            }
         }
         let set = self.index(cpu, depth).and_then(|idx| {
             self.fixmap
@@ -311,12 +333,23 @@ where
         let idx = match set {
             Ok(idx) => idx,
             Err(e) => {
-                stack.depth.fetch_sub(1, Ordering::AcqRel);
+                // Give the depth back; if someone pushed above meanwhile
+                // (a second thread on this CPU index), leave the slot
+                // released for whoever pops down to it. It is not ours, so
+                // nobody clears its PTE.
+                if stack
+                    .depth
+                    .compare_exchange(depth + 1, depth, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_err()
+                {
+                    self.defer(stack, cpu, depth);
+                }
                 return Err(e);
             }
         };
         stack.frames[depth].set(frame.number());
-        stack.released[depth].store(false, Ordering::Relaxed);
+        stack.released[depth].store(false, Ordering::SeqCst);
+        stack.owned[depth].store(true, Ordering::Release);
         self.maps.fetch_add(1, Ordering::Relaxed);
         Ok(LocalKmap {
             owner: Some(self),
@@ -331,26 +364,58 @@ where
     /// Pop `cpu`'s top slot if it is `depth`, then every deferred slot below.
     fn pop(&self, cpu: usize, depth: usize) -> Result<(), KmapError> {
         let stack = self.cpus.get(cpu).ok_or(KmapError::BadCpu { cpu })?;
-        let top = stack.depth.load(Ordering::Acquire);
+        let top = stack.depth.load(Ordering::SeqCst);
         if top != depth + 1 {
             return Err(KmapError::OutOfOrder {
                 depth,
                 top: top.saturating_sub(1),
             });
         }
-        let mut top = top;
+        self.pop_from(stack, cpu, depth);
+        Ok(())
+    }
+
+    /// Pop slot `d`, the top of `stack`, then every released slot below
+    /// it. Each slot is cleared (and invalidated) before the depth drops
+    /// below it, so a push never finds a live PTE in its slot.
+    fn pop_from(&self, stack: &CpuStack<DEPTH>, cpu: usize, mut d: usize) {
         loop {
-            let d = top - 1;
-            // Clear (and invalidate) before the slot can be pushed again.
-            if let Ok(idx) = self.index(cpu, d) {
+            if stack.owned[d].swap(false, Ordering::AcqRel)
+                && let Ok(idx) = self.index(cpu, d)
+            {
                 let _ = self.fixmap.clear(idx, &self.tlb);
             }
-            stack.released[d].store(false, Ordering::Relaxed);
-            stack.depth.store(d, Ordering::Release);
-            top = d;
-            if top == 0 || !stack.released[top - 1].load(Ordering::Acquire) {
-                return Ok(());
+            stack.released[d].store(false, Ordering::SeqCst);
+            if stack
+                .depth
+                .compare_exchange(d + 1, d, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                // Someone pushed above in between: only a second thread on
+                // this CPU index can. Whoever pops down to `d` finishes.
+                self.defer(stack, cpu, d);
+                return;
             }
+            // Claim the slot below if its guard is gone (exactly one of us
+            // and a concurrent `defer` of it wins the swap).
+            if d == 0 || !stack.released[d - 1].swap(false, Ordering::SeqCst) {
+                return;
+            }
+            d -= 1;
+        }
+    }
+
+    /// Leave slot `d` released: the pop that lowers the stack to it pops it
+    /// too. If that pop already happened (the stack is at `d + 1` now),
+    /// nobody would look again, so pop it here. The flag and the depth are
+    /// written and read sequentially consistently: of this check and that
+    /// pop's, at least one sees the other's write.
+    fn defer(&self, stack: &CpuStack<DEPTH>, cpu: usize, d: usize) {
+        stack.released[d].store(true, Ordering::SeqCst);
+        if stack.depth.load(Ordering::SeqCst) == d + 1
+            && stack.released[d].swap(false, Ordering::SeqCst)
+        {
+            self.pop_from(stack, cpu, d);
         }
     }
 
@@ -370,7 +435,9 @@ where
         for d in (0..depth).rev() {
             saved.frames[d] = stack.frames[d].get();
             saved.released[d] = stack.released[d].load(Ordering::Relaxed);
-            if let Ok(idx) = self.index(cpu, d) {
+            if stack.owned[d].swap(false, Ordering::AcqRel)
+                && let Ok(idx) = self.index(cpu, d)
+            {
                 let _ = self.fixmap.clear(idx, &self.tlb);
             }
             stack.depth.store(d, Ordering::Release);
@@ -393,6 +460,7 @@ where
             if let Err(e) = self.fixmap.set(idx, frame, self.flags, &self.tlb) {
                 // Undo what was restored so far: the stack stays empty.
                 for u in (0..d).rev() {
+                    stack.owned[u].store(false, Ordering::Release);
                     if let Ok(i) = self.index(cpu, u) {
                         let _ = self.fixmap.clear(i, &self.tlb);
                     }
@@ -401,6 +469,7 @@ where
                 return Err(fixmap_error(e));
             }
             stack.frames[d].set(saved.frames[d]);
+            stack.owned[d].store(true, Ordering::Release);
             stack.released[d].store(saved.released[d], Ordering::Relaxed);
             stack.depth.store(d + 1, Ordering::Release);
         }
@@ -443,7 +512,7 @@ where
 
     fn defer_dyn(&self, cpu: usize, depth: usize) {
         if let Some(stack) = self.cpus.get(cpu) {
-            stack.released[depth % DEPTH].store(true, Ordering::Release);
+            self.defer(stack, cpu, depth % DEPTH);
         }
         self.lifo_violations.fetch_add(1, Ordering::Relaxed);
     }

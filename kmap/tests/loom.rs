@@ -94,6 +94,17 @@ impl RawTable for LoomTable<'_> {
             .word(word)
             .with_mut(|p| unsafe { std::mem::replace(&mut *p, value) })
     }
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        // SAFETY: as for `store32`: loom checks the access is ordered.
+        self.0.word(word).with_mut(|p| unsafe {
+            if *p == current {
+                *p = new;
+                Ok(current)
+            } else {
+                Err(*p)
+            }
+        })
+    }
     fn load64(&self, entry: usize) -> u64 {
         u64::from(self.load32(2 * entry)) | (u64::from(self.load32(2 * entry + 1)) << 32)
     }

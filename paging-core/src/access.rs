@@ -123,7 +123,8 @@ impl OffsetAccess {
     /// For every 4 KiB frame below `limit`, `offset + frame address` must be
     /// a valid, 8-byte aligned, readable and writable address for as long as
     /// this value (or a copy) is used, and that memory may only be accessed
-    /// volatilely, atomically or by the MMU while a table view exists.
+    /// atomically (another `PtrTable`, an `AtomicU32`) or by the MMU while
+    /// a table view exists, with the `swap64` rule of [`PtrTable::new`].
     pub const unsafe fn new(offset: usize, limit: u64) -> Self {
         Self { offset, limit }
     }
@@ -150,7 +151,7 @@ impl TableAccess for OffsetAccess {
         }
         let ptr = self.offset.wrapping_add(pa as usize) as *mut u8;
         // SAFETY: `frame` is below `limit`, so `new`'s caller promised this
-        // address is a valid, aligned 4 KiB with only volatile/atomic users.
+        // address is a valid, aligned 4 KiB with only atomic/MMU users.
         Ok(unsafe { PtrTable::new(ptr) })
     }
 }
@@ -215,7 +216,8 @@ impl DirectVirt {
     /// # Safety
     /// Every address later passed to [`VirtTables::table_at`] must be page
     /// aligned and mapped writable for as long as the returned view lives,
-    /// and only accessed volatilely, atomically or by the MMU meanwhile.
+    /// and only accessed atomically or by the MMU meanwhile, with the
+    /// `swap64` rule of [`PtrTable::new`].
     pub const unsafe fn new() -> Self {
         Self { _private: () }
     }
@@ -226,7 +228,7 @@ impl VirtTables for DirectVirt {
 
     fn table_at(&self, va: crate::addr::VirtAddr) -> PtrTable<'_> {
         // SAFETY: `DirectVirt::new`'s caller promised every address given
-        // here is mapped, aligned and only shared with volatile/atomic users.
+        // here is mapped, aligned and only shared with atomic/MMU users.
         unsafe { PtrTable::new(va.as_u32() as usize as *mut u8) }
     }
 }

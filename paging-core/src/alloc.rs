@@ -45,7 +45,28 @@ pub unsafe trait FrameAllocator {
     }
 
     /// Give `frame` back.
-    fn deallocate_frame(&mut self, frame: PhysFrame);
+    ///
+    /// An allocator may hand `frame` out again at once, and the mapper then
+    /// writes a table into it from safe code; that is why this is `unsafe`,
+    /// like `GlobalAlloc::dealloc` (issue 19, item 6: giving back a live
+    /// table made the next `map` link it as a second table).
+    ///
+    /// # Safety
+    /// `frame` is owned by the caller (this allocator handed it out and it
+    /// has not been given back since, or the allocator documents that it
+    /// accepts frames from elsewhere) and nothing uses it any more: no page
+    /// table links it or maps it, no TLB or paging-structure cache may still
+    /// hold it as a table (the flush is done), no Rust object or device uses
+    /// its memory. The caller stops using it with this call.
+    ///
+    /// Calling it without `unsafe` does not compile:
+    ///
+    /// ```compile_fail,E0133
+    /// use paging_core::{FrameAllocator, NoFrames, PhysAddr, PhysFrame};
+    /// let frame = PhysFrame::from_start_address(PhysAddr::new(0x1000).unwrap()).unwrap();
+    /// NoFrames.deallocate_frame(frame);
+    /// ```
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame);
 }
 
 // SAFETY: every frame comes from `A`, which keeps the contract.
@@ -56,8 +77,9 @@ unsafe impl<A: FrameAllocator + ?Sized> FrameAllocator for &mut A {
     fn allocate_contiguous(&mut self, count: usize, zone: Zone) -> Option<PhysFrame> {
         (**self).allocate_contiguous(count, zone)
     }
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
-        (**self).deallocate_frame(frame)
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
+        // SAFETY: the caller keeps the contract, forwarded unchanged.
+        unsafe { (**self).deallocate_frame(frame) }
     }
 }
 
@@ -73,5 +95,5 @@ unsafe impl FrameAllocator for NoFrames {
         None
     }
 
-    fn deallocate_frame(&mut self, _frame: PhysFrame) {}
+    unsafe fn deallocate_frame(&mut self, _frame: PhysFrame) {}
 }

@@ -124,7 +124,7 @@ unsafe impl FrameAllocator for PgtBuf {
 
     /// Only the most recent frame can be given back (a bump allocator); any
     /// other frame stays used until `finish`.
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
         if frame.number() + 1 == self.end && self.end > self.start {
             self.end -= 1;
         }
@@ -152,8 +152,10 @@ mod tests {
         assert_eq!(b.allocate_contiguous(3, Zone::Any).unwrap().number(), 0x101);
         assert_eq!(b.allocate_contiguous(5, Zone::Any), None, "only 4 left");
         let last = b.allocate_frame(Zone::Any).unwrap();
-        b.deallocate_frame(last);
-        b.deallocate_frame(PhysFrame::from_number(0x100).unwrap());
+        // SAFETY: the frames are never touched; only the bookkeeping is.
+        unsafe { b.deallocate_frame(last) };
+        // SAFETY: the frames are never touched; only the bookkeeping is.
+        unsafe { b.deallocate_frame(PhysFrame::from_number(0x100).unwrap()) };
         assert_eq!((b.end(), b.remaining()), (0x104, 4));
         let hooks = Returned::default();
         let report = b.finish(&hooks);

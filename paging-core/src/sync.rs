@@ -282,7 +282,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks, const CAP: usize> KernelSync<
     /// [`sync_fault`](Self::sync_fault), is a page directory (a PDPT in PAE
     /// mode) that `access` reaches: entries are written into it from safe
     /// code. What the copied kernel mappings mean is covered by the binding
-    /// of the reference hierarchy ([`Mapper::new`](crate::Mapper::new)).
+    /// of the reference hierarchy ([`Mapper::new`](crate::Mapper::new)),
+    /// which also forbids freeing, through the reference, a kernel table
+    /// that registered directories still link (`free_empty_tables` over the
+    /// kernel half: they would walk the freed table's next owner).
     /// Over an [`IsolatedTables`](crate::IsolatedTables) access, use
     /// [`new_isolated`](Self::new_isolated).
     pub const unsafe fn new(

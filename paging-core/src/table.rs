@@ -28,10 +28,15 @@ pub trait RawTable {
     /// Atomically exchange word `word` with `value`, returning the old value
     /// (`xchg`: no Accessed/Dirty update by the MMU is lost).
     fn swap32(&self, word: usize, value: u32) -> u32;
+    /// Atomically replace word `word` with `new` if it holds `current`
+    /// (`lock cmpxchg`): `Ok(current)` if it did, `Err(actual)` with what
+    /// the word held if it did not. What serialises two writers of one
+    /// entry without a lock (fixmap slots).
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32>;
     /// A consistent snapshot of the 64-bit entry `entry` (words `2e`, `2e+1`).
     fn load64(&self, entry: usize) -> u64;
     /// A plain 64-bit store (two 32-bit stores on a 32-bit CPU, in no
-    /// particular order). Only for tables no MMU can reach yet.
+    /// particular order). Only for entries no MMU can reach yet.
     fn store64(&self, entry: usize, value: u64);
     /// Atomically exchange the whole 64-bit entry `entry` (`cmpxchg8b` on a
     /// 32-bit CPU), returning the old value.
@@ -53,6 +58,30 @@ pub trait RawTable {
             self.store64(first + i, value.wrapping_add(step.wrapping_mul(i as u64)));
         }
     }
+
+    /// [`store_run32`](Self::store_run32) into a table nobody else can
+    /// reach, which an implementation may fill with plain (non-atomic,
+    /// vectorisable) stores. The default is `store_run32`.
+    ///
+    /// # Safety
+    /// While the call runs, nothing else accesses words
+    /// `first..first + count` of this table: no other thread and no MMU. A
+    /// frame the mapper has just taken from a
+    /// [`FrameAllocator`](crate::FrameAllocator) and not linked yet is such
+    /// a table: the allocator's contract is that nothing else uses it.
+    unsafe fn store_run32_unshared(&self, first: usize, count: usize, value: u32, step: u32) {
+        self.store_run32(first, count, value, step)
+    }
+
+    /// [`store_run64`](Self::store_run64) into a table nobody else can
+    /// reach. The default is `store_run64`.
+    ///
+    /// # Safety
+    /// As for [`store_run32_unshared`](Self::store_run32_unshared), for
+    /// entries `first..first + count`.
+    unsafe fn store_run64_unshared(&self, first: usize, count: usize, value: u64, step: u64) {
+        self.store_run64(first, count, value, step)
+    }
 }
 
 impl<T: RawTable + ?Sized> RawTable for &T {
@@ -64,6 +93,9 @@ impl<T: RawTable + ?Sized> RawTable for &T {
     }
     fn swap32(&self, word: usize, value: u32) -> u32 {
         (**self).swap32(word, value)
+    }
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        (**self).compare_exchange32(word, current, new)
     }
     fn load64(&self, entry: usize) -> u64 {
         (**self).load64(entry)
@@ -80,6 +112,14 @@ impl<T: RawTable + ?Sized> RawTable for &T {
     fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
         (**self).store_run64(first, count, value, step)
     }
+    unsafe fn store_run32_unshared(&self, first: usize, count: usize, value: u32, step: u32) {
+        // SAFETY: forwarded: our caller keeps the contract.
+        unsafe { (**self).store_run32_unshared(first, count, value, step) }
+    }
+    unsafe fn store_run64_unshared(&self, first: usize, count: usize, value: u64, step: u64) {
+        // SAFETY: forwarded: our caller keeps the contract.
+        unsafe { (**self).store_run64_unshared(first, count, value, step) }
+    }
 }
 
 /// A page table reached through a pointer in the current address space (the
@@ -90,9 +130,12 @@ pub struct PtrTable<'a> {
     _memory: PhantomData<&'a [AtomicU32]>,
 }
 
-// SAFETY: every access through `PtrTable` is a volatile or atomic access to
-// memory the constructor's caller promised is valid for `'a`; such accesses
-// from several threads are the normal way CPUs share page tables.
+// SAFETY: `PtrTable` holds only a pointer. Every access through it is an
+// atomic access (`AtomicU32`, and `AtomicU64` for `swap64`) to memory the
+// constructor's caller promised is valid for `'a` and reached only
+// atomically or by the MMU; atomic accesses from several threads are not
+// data races. `paging-core/tests/threads_ptr_table.rs` runs every method
+// from several threads under Miri's race detector.
 unsafe impl Send for PtrTable<'_> {}
 // SAFETY: as for `Send`: there is no unsynchronised interior state.
 unsafe impl Sync for PtrTable<'_> {}
@@ -103,7 +146,16 @@ impl<'a> PtrTable<'a> {
     /// # Safety
     /// `ptr` must be 8-byte aligned, non-null and valid for reads and writes
     /// of 4096 bytes for the whole of `'a`, and every other access to that
-    /// memory during `'a` must be volatile, atomic, or made by the MMU.
+    /// memory during `'a` must be atomic (another `PtrTable`, an
+    /// `AtomicU32`) or made by the MMU: a plain or volatile access racing a
+    /// table access is a data race. In addition, a [`swap64`](RawTable::swap64)
+    /// of an entry must not race another thread's access to the same entry:
+    /// it is a 64-bit atomic while every other access is 32-bit, and Rust
+    /// does not define racing atomics of different sizes (x86 does; the
+    /// MMU, which is not a Rust thread, may race it). The crates keep this:
+    /// they only `swap64` a present entry under `&mut Mapper` (one writer)
+    /// and an empty directory entry in `sync_kernel_entry`, and a kernel
+    /// runs one writer per hierarchy at a time (its page-table lock).
     pub unsafe fn new(ptr: *mut u8) -> Self {
         debug_assert!(!ptr.is_null() && (ptr as usize).is_multiple_of(8));
         Self {
@@ -118,19 +170,44 @@ impl<'a> PtrTable<'a> {
         self.base.as_ptr().cast()
     }
 
-    fn word_ptr(&self, word: usize) -> *mut u32 {
+    /// Word `word` (masked into the table) as an atomic.
+    #[inline]
+    fn word(&self, word: usize) -> &AtomicU32 {
         // SAFETY: the index is masked into the 1024-word table that `new`'s
-        // caller promised is valid.
-        unsafe { self.base.as_ptr().add(word % WORDS_PER_TABLE) }
+        // caller promised is valid, 4-aligned (8-aligned base) and only
+        // accessed atomically or by the MMU for `'a`, which outlives `&self`.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(word % WORDS_PER_TABLE)) }
     }
 
-    fn qword_ptr(&self, entry: usize) -> *mut u64 {
-        // SAFETY: as above, for the 512 8-byte entries of the same 4 KiB.
+    /// Words `first..first + count`, clamped to the table, as a shared
+    /// slice of atomics: what `store_run*` fill, one relaxed store each,
+    /// without an index computation per word.
+    #[inline]
+    fn words(&self, first: usize, count: usize) -> &[AtomicU32] {
+        let (first, count) = clamp_run(first, count, WORDS_PER_TABLE);
+        // SAFETY: `first + count <= 1024`: inside the table `new`'s caller
+        // promised is valid, aligned and only accessed atomically or by the
+        // MMU for `'a`; `AtomicU32` has the size and alignment of `u32`,
+        // and a shared slice of atomics allows only atomic accesses.
         unsafe {
-            self.base
-                .as_ptr()
-                .cast::<u64>()
-                .add(entry % QWORDS_PER_TABLE)
+            core::slice::from_raw_parts(self.base.as_ptr().add(first).cast::<AtomicU32>(), count)
+        }
+    }
+
+    /// Entry `entry` (masked into the table) as a 64-bit atomic, for
+    /// `swap64` only (a `lock cmpxchg8b` loop on i586; a 64-bit atomic load
+    /// or store would be x87 code there).
+    #[inline]
+    fn qword(&self, entry: usize) -> &AtomicU64 {
+        // SAFETY: as in `word`, for the 512 8-byte-aligned entries of the
+        // same 4 KiB.
+        unsafe {
+            AtomicU64::from_ptr(
+                self.base
+                    .as_ptr()
+                    .cast::<u64>()
+                    .add(entry % QWORDS_PER_TABLE),
+            )
         }
     }
 }
@@ -141,13 +218,42 @@ fn clamp_run(first: usize, count: usize, len: usize) -> (usize, usize) {
     (first, count.min(len - first))
 }
 
+/// The memory orderings: a load acquires and a store releases, so a table
+/// filled before the store that links it is seen filled by whoever follows
+/// the link (on x86 both are plain `mov`s: no fence, no lock).
 impl RawTable for PtrTable<'_> {
+    #[inline]
     fn store_run32(&self, first: usize, count: usize, value: u32, step: u32) {
+        let mut v = value;
+        for w in self.words(first, count) {
+            w.store(v, Ordering::Relaxed);
+            v = v.wrapping_add(step);
+        }
+        // The stores are visible before whatever links the table.
+        core::sync::atomic::fence(Ordering::Release);
+    }
+
+    #[inline]
+    fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
+        let (first, count) = clamp_run(first, count, QWORDS_PER_TABLE);
+        let mut v = value;
+        for pair in self.words(2 * first, 2 * count).chunks_exact(2) {
+            pair[1].store((v >> 32) as u32, Ordering::Relaxed);
+            pair[0].store(v as u32, Ordering::Relaxed);
+            v = v.wrapping_add(step);
+        }
+        core::sync::atomic::fence(Ordering::Release);
+    }
+
+    /// Plain stores (the compiler vectorises them), then a release fence.
+    #[inline]
+    unsafe fn store_run32_unshared(&self, first: usize, count: usize, value: u32, step: u32) {
         let (first, count) = clamp_run(first, count, WORDS_PER_TABLE);
         // SAFETY: `first + count <= 1024`: inside the table `new`'s caller
-        // promised is valid; the caller of `store_run32` promises no MMU
-        // (and no other accessor) reaches this table yet, so plain stores
-        // race with nothing.
+        // promised is valid and aligned; this method's caller promised that
+        // nothing else accesses these words during the call, so a unique
+        // slice over them aliases nothing and plain stores race with
+        // nothing.
         let words =
             unsafe { core::slice::from_raw_parts_mut(self.base.as_ptr().add(first), count) };
         let mut v = value;
@@ -159,9 +265,11 @@ impl RawTable for PtrTable<'_> {
         core::sync::atomic::fence(Ordering::Release);
     }
 
-    fn store_run64(&self, first: usize, count: usize, value: u64, step: u64) {
+    /// As `store_run32_unshared`, high half and low half of each entry.
+    #[inline]
+    unsafe fn store_run64_unshared(&self, first: usize, count: usize, value: u64, step: u64) {
         let (first, count) = clamp_run(first, count, QWORDS_PER_TABLE);
-        // SAFETY: as in `store_run32`, for the 512 8-byte entries.
+        // SAFETY: as in `store_run32_unshared`, for the 512 8-byte entries.
         let entries = unsafe {
             core::slice::from_raw_parts_mut(self.base.as_ptr().cast::<u64>().add(first), count)
         };
@@ -173,67 +281,69 @@ impl RawTable for PtrTable<'_> {
         core::sync::atomic::fence(Ordering::Release);
     }
 
+    #[inline]
     fn load32(&self, word: usize) -> u32 {
-        // SAFETY: in-bounds, aligned, valid per `new`'s contract.
-        unsafe { self.word_ptr(word).read_volatile() }
+        self.word(word).load(Ordering::Acquire)
     }
 
+    #[inline]
     fn store32(&self, word: usize, value: u32) {
-        // SAFETY: in-bounds, aligned, valid per `new`'s contract.
-        unsafe { self.word_ptr(word).write_volatile(value) }
+        self.word(word).store(value, Ordering::Release)
     }
 
+    #[inline]
     fn swap32(&self, word: usize, value: u32) -> u32 {
-        // SAFETY: in-bounds, 4-aligned, valid per `new`'s contract; all
-        // other accesses are volatile/atomic/MMU, as `new` requires.
-        let cell = unsafe { AtomicU32::from_ptr(self.word_ptr(word)) };
-        cell.swap(value, Ordering::AcqRel)
+        self.word(word).swap(value, Ordering::AcqRel)
     }
 
+    #[inline]
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        self.word(word)
+            .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+    }
+
+    /// Two 32-bit loads of the high half around one of the low half,
+    /// repeated until the high half is the same both times: then the value
+    /// returned is exactly what the entry held when its low half was read.
+    ///
+    /// The halves are read separately on every target (an i586 has no
+    /// 64-bit load outside x87 and the locked `cmpxchg8b`, which writes and
+    /// faults on a read-only table under a hypervisor), so a writer that
+    /// rewrites the high half and then puts it back *twice* while one load
+    /// runs could still make it return a pairing that never existed. That
+    /// needs two software rewrites of the same entry inside three loads; it
+    /// cannot make the MMU see anything wrong (the MMU reads an entry with
+    /// one 64-bit access, SDM Vol. 3A 8.1.1, and every state the ordered
+    /// write protocol passes through is either not present or a whole
+    /// entry), and no write decision is taken on such a snapshot while
+    /// another writer runs: entry writers are serialised (the page-table
+    /// lock; fixmap slots by a compare-and-swap on the low half).
+    #[inline]
     fn load64(&self, entry: usize) -> u64 {
-        let p = self.qword_ptr(entry);
-        #[cfg(target_pointer_width = "64")]
-        {
-            // SAFETY: in-bounds, 8-aligned, valid; one 64-bit load cannot tear
-            // on a 64-bit host.
-            unsafe { p.read_volatile() }
-        }
-        #[cfg(not(target_pointer_width = "64"))]
-        {
-            // A 32-bit CPU reads the halves separately. Another CPU updating
-            // the entry with the ordered protocol (high half while not present,
-            // low half last) can make the halves disagree; re-reading the low
-            // half until it is stable gives a snapshot without a locked
-            // cmpxchg8b (which would also write, and fault on a read-only
-            // table under a hypervisor).
-            let words = p.cast::<u32>();
-            loop {
-                // SAFETY: both halves are in-bounds, aligned and valid.
-                let (lo, hi, lo2) = unsafe {
-                    (
-                        words.read_volatile(),
-                        words.add(1).read_volatile(),
-                        words.read_volatile(),
-                    )
-                };
-                if lo == lo2 {
-                    return (hi as u64) << 32 | lo as u64;
-                }
+        let (lo, hi) = (self.word(2 * entry), self.word(2 * entry + 1));
+        loop {
+            let hi1 = hi.load(Ordering::Acquire);
+            let l = lo.load(Ordering::Acquire);
+            let hi2 = hi.load(Ordering::Acquire);
+            if hi1 == hi2 {
+                return (hi1 as u64) << 32 | l as u64;
             }
         }
     }
 
+    /// The high half, then the low half (P last), as two 32-bit stores.
+    #[inline]
     fn store64(&self, entry: usize, value: u64) {
-        // SAFETY: in-bounds, 8-aligned, valid per `new`'s contract.
-        unsafe { self.qword_ptr(entry).write_volatile(value) }
+        self.word(2 * entry + 1)
+            .store((value >> 32) as u32, Ordering::Release);
+        self.word(2 * entry).store(value as u32, Ordering::Release);
     }
 
+    #[inline]
     fn swap64(&self, entry: usize, value: u64) -> u64 {
-        // SAFETY: in-bounds, 8-aligned, valid per `new`'s contract. On i586
-        // this is a `lock cmpxchg8b` loop, the instruction the SDM names for
-        // replacing a live 64-bit entry.
-        let cell = unsafe { AtomicU64::from_ptr(self.qword_ptr(entry)) };
-        cell.swap(value, Ordering::AcqRel)
+        // On i586 a `lock cmpxchg8b` loop, the instruction the SDM names
+        // for replacing a live 64-bit entry.
+        self.qword(entry).swap(value, Ordering::AcqRel)
     }
 }
 

@@ -241,8 +241,14 @@ fn installing_over_a_non_empty_entry_changes_nothing<M: PagingMode>() {
     rig.ram.write_u32(pa(at), swap).unwrap();
     let first = rig.alloc_contiguous(1);
     let e = rig.assert_unchanged(|r| {
-        r.mapper
-            .install_pte_tables(next, first, 1, FreshTables::Zero, &r.mmu, &mut r.alloc)
+        r.mapper.install_pte_tables_isolated(
+            next,
+            first,
+            1,
+            FreshTables::Zero,
+            &r.mmu,
+            &mut r.alloc,
+        )
     });
     assert!(
         matches!(e, Err(InstallError::NotEmpty { raw, .. }) if raw == u64::from(swap)),

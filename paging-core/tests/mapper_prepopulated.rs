@@ -111,7 +111,7 @@ fn early_tables_are_copied_on_handover<M: PagingMode>() {
     let first = rig.alloc_contiguous(3);
     let replaced = rig
         .mapper
-        .install_pte_tables(
+        .install_pte_tables_isolated(
             va(start),
             first,
             3,
@@ -154,8 +154,14 @@ fn early_tables_are_copied_on_handover<M: PagingMode>() {
     assert_eq!(rig.hw(va(start + span + 0x6000)), Ok(pa(0xC_0000)));
     // Installing the same frames again changes nothing.
     let again = rig.assert_unchanged(|r| {
-        r.mapper
-            .install_pte_tables(va(start), first, 3, FreshTables::Zero, &r.mmu, &mut r.alloc)
+        r.mapper.install_pte_tables_isolated(
+            va(start),
+            first,
+            3,
+            FreshTables::Zero,
+            &r.mmu,
+            &mut r.alloc,
+        )
     });
     assert!(again.unwrap().is_empty());
 }
@@ -175,7 +181,7 @@ fn install_errors_change_nothing<M: PagingMode>() {
         .flush(&rig.mmu);
     let first = rig.alloc_contiguous(40);
     let e = rig.assert_unchanged(|r| {
-        r.mapper.install_pte_tables(
+        r.mapper.install_pte_tables_isolated(
             va(0x8000_1000),
             first,
             1,
@@ -186,7 +192,7 @@ fn install_errors_change_nothing<M: PagingMode>() {
     });
     assert_eq!(e.unwrap_err().kind(), ErrorKind::Unaligned);
     let e = rig.assert_unchanged(|r| {
-        r.mapper.install_pte_tables(
+        r.mapper.install_pte_tables_isolated(
             va(0x8000_0000),
             first,
             40,
@@ -200,7 +206,7 @@ fn install_errors_change_nothing<M: PagingMode>() {
         InstallError::TooManyTables { count: 40, max: 32 }
     );
     let e = rig.assert_unchanged(|r| {
-        r.mapper.install_pte_tables(
+        r.mapper.install_pte_tables_isolated(
             va(0x8000_0000),
             first,
             3,
@@ -214,7 +220,7 @@ fn install_errors_change_nothing<M: PagingMode>() {
         InstallError::LargePageInTheWay { .. }
     ));
     let e = rig.assert_unchanged(|r| {
-        r.mapper.install_pte_tables(
+        r.mapper.install_pte_tables_isolated(
             va(0u32.wrapping_sub(span)),
             first,
             2,
@@ -226,7 +232,7 @@ fn install_errors_change_nothing<M: PagingMode>() {
     assert_eq!(e.unwrap_err().kind(), ErrorKind::OutOfRange);
     let beyond = frame(unreachable_frame::<M>());
     let e = rig.assert_unchanged(|r| {
-        r.mapper.install_pte_tables(
+        r.mapper.install_pte_tables_isolated(
             va(0x4000_0000),
             beyond,
             1,
@@ -240,7 +246,7 @@ fn install_errors_change_nothing<M: PagingMode>() {
         // PAE: an empty GiB needs a PMD table from the allocator.
         rig.alloc.fail_after(0);
         let e = rig.assert_unchanged(|r| {
-            r.mapper.install_pte_tables(
+            r.mapper.install_pte_tables_isolated(
                 va(0x4000_0000),
                 first,
                 1,
@@ -384,7 +390,7 @@ fn a_populated_table_links_into_a_second_hierarchy_as_it_is<M: PagingMode>() {
         Mapper::<M, _>::create_isolated(paging_sim::SimAccess::new(rig.ram), &mut rig.alloc)
             .unwrap();
     let replaced = second
-        .install_pte_tables(
+        .install_pte_tables_isolated(
             va(start),
             table,
             1,
@@ -413,7 +419,7 @@ fn a_populated_table_links_into_a_second_hierarchy_as_it_is<M: PagingMode>() {
     let fresh = rig.alloc_contiguous(1);
     rig.ram.fill_frame(fresh, 0xAA);
     third
-        .install_pte_tables(
+        .install_pte_tables_isolated(
             va(start),
             fresh,
             1,

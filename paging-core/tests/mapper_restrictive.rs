@@ -254,7 +254,7 @@ unsafe impl FrameAllocator for ListAlloc {
         self.live.insert(f.number());
         Some(f)
     }
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
         assert!(
             self.live.remove(&frame.number()),
             "double free of {frame:?}"

@@ -37,7 +37,7 @@ fn two_early_tables_are_reported_replaced<M: PagingMode>() {
     let first = rig.alloc_contiguous(4);
     let replaced = rig
         .mapper
-        .install_pte_tables(
+        .install_pte_tables_isolated(
             va(start),
             first,
             4,
@@ -55,7 +55,7 @@ fn two_early_tables_are_reported_replaced<M: PagingMode>() {
     // Installing the same tables again replaces nothing.
     let again = rig
         .mapper
-        .install_pte_tables(
+        .install_pte_tables_isolated(
             va(start),
             first,
             4,
@@ -74,7 +74,7 @@ fn the_limits_are_inclusive<M: PagingMode>() {
     let span = M::pmd_span() as u32;
     // Exactly the most tables one call takes.
     let first = rig.alloc_contiguous(MAX_INSTALL_TABLES + 1);
-    let r = rig.mapper.install_pte_tables(
+    let r = rig.mapper.install_pte_tables_isolated(
         va(0x4000_0000),
         first,
         MAX_INSTALL_TABLES,
@@ -83,7 +83,7 @@ fn the_limits_are_inclusive<M: PagingMode>() {
         &mut rig.alloc,
     );
     assert_eq!(r.map(|r| r.len()), Ok(0));
-    let r = rig.mapper.install_pte_tables(
+    let r = rig.mapper.install_pte_tables_isolated(
         va(0x8000_0000),
         first,
         MAX_INSTALL_TABLES + 1,
@@ -101,13 +101,23 @@ fn the_limits_are_inclusive<M: PagingMode>() {
     // Up to the last byte of the address space, not one table further.
     let top = rig.alloc_contiguous(3);
     let start = va(0u32.wrapping_sub(2 * span));
-    let r =
-        rig.mapper
-            .install_pte_tables(start, top, 3, FreshTables::Zero, &rig.mmu, &mut rig.alloc);
+    let r = rig.mapper.install_pte_tables_isolated(
+        start,
+        top,
+        3,
+        FreshTables::Zero,
+        &rig.mmu,
+        &mut rig.alloc,
+    );
     assert_eq!(r, Err(InstallError::VirtOutOfRange { start, count: 3 }));
-    let r =
-        rig.mapper
-            .install_pte_tables(start, top, 2, FreshTables::Zero, &rig.mmu, &mut rig.alloc);
+    let r = rig.mapper.install_pte_tables_isolated(
+        start,
+        top,
+        2,
+        FreshTables::Zero,
+        &rig.mmu,
+        &mut rig.alloc,
+    );
     assert!(r.is_ok(), "{r:?}");
     let pmd = rig.mapper.walk(va(0xFFFF_F000)).unwrap().pmd.unwrap().1;
     assert_eq!(pmd.addr(), top.checked_add(1).unwrap().start_address());
@@ -126,7 +136,7 @@ fn errors_above_the_range_are_typed() {
         .unwrap()
         .store64(slot.index, 0x2);
     let first = rig.alloc_contiguous(2);
-    let r = rig.mapper.install_pte_tables(
+    let r = rig.mapper.install_pte_tables_isolated(
         va(0x4000_0000),
         first,
         2,
@@ -155,7 +165,7 @@ fn errors_above_the_range_are_typed() {
         .ignore();
     let limit = PhysFrame::containing_address(root).start_address().as_u64() + 4096;
     let mut short = Mapper::<Pae, _>::new_isolated(root, SimAccess::below(ram, limit)).unwrap();
-    let r = short.install_pte_tables(
+    let r = short.install_pte_tables_isolated(
         va(0x8000_0000),
         first,
         2,

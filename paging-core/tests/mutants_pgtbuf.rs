@@ -65,23 +65,31 @@ fn only_the_last_frame_goes_back_and_never_below_the_start() {
     // SAFETY: frame numbers only; no memory behind them is touched.
     let mut b = unsafe { PgtBuf::new(frame(0x200), 4) };
     // Nothing allocated: the frame just below the buffer is not ours.
-    b.deallocate_frame(frame(0x1FF));
+    // SAFETY: frame numbers only, no memory behind them; a `PgtBuf` ignores frames it did not hand out.
+    unsafe { b.deallocate_frame(frame(0x1FF)) };
     assert_eq!(b.end(), 0x200);
     b.allocate_contiguous(3, Zone::Lowmem).unwrap();
     // Not the last one: stays used.
-    b.deallocate_frame(frame(0x200));
-    b.deallocate_frame(frame(0x201));
+    // SAFETY: frame numbers only, no memory behind them; a `PgtBuf` ignores frames it did not hand out.
+    unsafe { b.deallocate_frame(frame(0x200)) };
+    // SAFETY: frame numbers only, no memory behind them; a `PgtBuf` ignores frames it did not hand out.
+    unsafe { b.deallocate_frame(frame(0x201)) };
     assert_eq!(b.end(), 0x203);
     // A frame past the end: nothing.
-    b.deallocate_frame(frame(0x203));
+    // SAFETY: frame numbers only, no memory behind them; a `PgtBuf` ignores frames it did not hand out.
+    unsafe { b.deallocate_frame(frame(0x203)) };
     assert_eq!(b.end(), 0x203);
     // The last one, then the one before it.
-    b.deallocate_frame(frame(0x202));
+    // SAFETY: frame numbers only, no memory behind them; a `PgtBuf` ignores frames it did not hand out.
+    unsafe { b.deallocate_frame(frame(0x202)) };
     assert_eq!(b.end(), 0x202);
-    b.deallocate_frame(frame(0x201));
-    b.deallocate_frame(frame(0x200));
+    // SAFETY: frame numbers only, no memory behind them; a `PgtBuf` ignores frames it did not hand out.
+    unsafe { b.deallocate_frame(frame(0x201)) };
+    // SAFETY: frame numbers only, no memory behind them; a `PgtBuf` ignores frames it did not hand out.
+    unsafe { b.deallocate_frame(frame(0x200)) };
     assert_eq!(b.end(), 0x200);
-    b.deallocate_frame(frame(0x1FF));
+    // SAFETY: frame numbers only, no memory behind them; a `PgtBuf` ignores frames it did not hand out.
+    unsafe { b.deallocate_frame(frame(0x1FF)) };
     assert_eq!((b.end(), b.remaining()), (0x200, 4));
 }
 

@@ -213,6 +213,9 @@ impl RawTable for InterruptingTable<'_, '_, '_> {
     fn swap32(&self, w: usize, v: u32) -> u32 {
         self.table.swap32(w, v)
     }
+    fn compare_exchange32(&self, w: usize, current: u32, new: u32) -> Result<u32, u32> {
+        self.table.compare_exchange32(w, current, new)
+    }
     fn load64(&self, e: usize) -> u64 {
         let v = self.table.load64(e);
         self.tick();

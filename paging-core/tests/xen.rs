@@ -178,7 +178,7 @@ unsafe impl FrameAllocator for NaiveBuf {
             PhysFrame::from_number(self.next - 1).unwrap()
         })
     }
-    fn deallocate_frame(&mut self, _frame: PhysFrame) {}
+    unsafe fn deallocate_frame(&mut self, _frame: PhysFrame) {}
 }
 
 fn the_2011_crash_and_its_fix<M: PagingMode>() {

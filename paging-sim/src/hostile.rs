@@ -223,6 +223,14 @@ impl RawTable for HostileTable<'_> {
         old
     }
 
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        let result = self.inner.compare_exchange32(word, current, new);
+        if result.is_ok() {
+            self.record(false, word, current.into(), new.into());
+        }
+        result
+    }
+
     fn load64(&self, entry: usize) -> u64 {
         self.inner.load64(entry)
     }
@@ -358,6 +366,21 @@ impl ScriptedAllocator {
     }
 }
 
+impl ScriptedAllocator {
+    /// Give `frame` back. Safe, unlike
+    /// [`FrameAllocator::deallocate_frame`]: the frames are simulated RAM,
+    /// so a frame given back while the model still uses it (a linked table)
+    /// corrupts the model's hierarchy, which tests may want to show, but no
+    /// memory of this program. The trait method calls this.
+    pub fn deallocate_frame(&mut self, frame: PhysFrame) {
+        if self.live.remove(&frame.number()) {
+            self.recycled.push_back(frame);
+        } else {
+            self.double_frees += 1;
+        }
+    }
+}
+
 // SAFETY: frames of simulated RAM: whatever the script hands out (even a
 // frame twice, as a hostile allocator may), no memory of this program is
 // written through it.
@@ -383,11 +406,7 @@ unsafe impl FrameAllocator for ScriptedAllocator {
         Some(frame)
     }
 
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
-        if self.live.remove(&frame.number()) {
-            self.recycled.push_back(frame);
-        } else {
-            self.double_frees += 1;
-        }
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
+        Self::deallocate_frame(self, frame);
     }
 }

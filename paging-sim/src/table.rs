@@ -20,6 +20,9 @@ pub enum StoreOp {
     Store32,
     /// `swap32`: `index` is a 32-bit word index.
     Swap32,
+    /// A `compare_exchange32` that stored: `index` is a 32-bit word index
+    /// (one that found another value stores nothing and is not reported).
+    CompareExchange32,
     /// `store64`: `index` is a 64-bit entry index.
     Store64,
     /// `swap64`: `index` is a 64-bit entry index.
@@ -167,6 +170,22 @@ impl RawTable for SimTable<'_> {
             value.into(),
         );
         old
+    }
+
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        let word = word % WORDS_PER_TABLE;
+        let shift = 32 * (word % 2) as u32;
+        let mask = 0xFFFF_FFFFu64 << shift;
+        let update = |q: u64| {
+            ((q >> shift) as u32 == current).then_some((q & !mask) | u64::from(new) << shift)
+        };
+        match self.words[word / 2].fetch_update(Ordering::SeqCst, Ordering::SeqCst, update) {
+            Ok(_) => {
+                self.report(StoreOp::CompareExchange32, word, current.into(), new.into());
+                Ok(current)
+            }
+            Err(q) => Err((q >> shift) as u32),
+        }
     }
 
     fn load64(&self, entry: usize) -> u64 {

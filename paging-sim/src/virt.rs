@@ -208,6 +208,16 @@ impl RawTable for VirtTable<'_> {
         }
     }
 
+    /// A word the view cannot reach reads as 0 and takes no store, as in
+    /// the other methods: `Err(0)`.
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        let ram = self.virt.mmu.ram();
+        let Some(pa) = self.at(4 * (word % WORDS_PER_TABLE), Access::WRITE) else {
+            return Err(0);
+        };
+        ram.compare_exchange_u32(pa, current, new).unwrap_or(Err(0))
+    }
+
     fn load64(&self, entry: usize) -> u64 {
         let ram = self.virt.mmu.ram();
         self.at(8 * (entry % QWORDS_PER_TABLE), Access::READ)

@@ -371,6 +371,10 @@ impl<M: PagingMode> RawTable for HypercallTable<'_, '_, M> {
         self.before_store();
         self.table.swap32(word, value)
     }
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        self.before_store();
+        self.table.compare_exchange32(word, current, new)
+    }
     fn load64(&self, entry: usize) -> u64 {
         self.table.load64(entry)
     }

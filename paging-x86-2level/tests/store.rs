@@ -43,6 +43,9 @@ impl RawTable for ScriptedTable {
         self.ops.borrow_mut().push("swap32");
         self.word.replace(value)
     }
+    fn compare_exchange32(&self, _: usize, _: u32, _: u32) -> Result<u32, u32> {
+        panic!("entry writes never compare-and-swap")
+    }
     fn load64(&self, _: usize) -> u64 {
         panic!("2-level entries are 32-bit")
     }

@@ -92,6 +92,9 @@ impl RawTable for Recorder {
         });
         self.write_word(word, value)
     }
+    fn compare_exchange32(&self, _: usize, _: u32, _: u32) -> Result<u32, u32> {
+        panic!("entry writes never compare-and-swap")
+    }
     fn load64(&self, entry: usize) -> u64 {
         self.op(Op::Load64);
         let w = self.words.borrow();

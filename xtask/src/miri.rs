@@ -15,6 +15,9 @@
 //! unit tests; the early fixmap's static tables), and a sample of the
 //! simulated-machine tests of each crate: the property test of the mapper
 //! and the eight-thread kmap stress test (both shrunk under `cfg(miri)`),
+//! the threaded soundness tests of issue 19 (`threads_ptr_table`,
+//! `slot_races`, `local_same_cpu`: Miri's race detector on every table
+//! access several threads make),
 //! and a few mapper, fixmap, kmap and tlb-shootdown tests. `--all` runs
 //! every test of the library crates (hours).
 
@@ -38,7 +41,9 @@ const CRATES: [&str; 7] = [
 const SELECTION: [&str; 6] = [
     // Unit tests (PtrTable, OffsetAccess, the sim's parts) and a sample of
     // the simulated-machine tests, the property test among them.
-    "package(paging-core) & (kind(lib) | binary(proptest_mapper) \
+    // The threaded tests of issue 19 (several CPUs on one table through
+    // `PtrTable`) are what Miri's data-race detector is for.
+    "package(paging-core) & (kind(lib) | binary(proptest_mapper) | binary(threads_ptr_table) \
      | (binary(mapper_map) & test(/^(map_translate_unmap|large_pages)::/)) \
      | (binary(mapper_errors) & test(/^never_overwrite::/)) \
      | (binary(bad_inputs) & test(/^unreachable_tables/)))",
@@ -46,11 +51,13 @@ const SELECTION: [&str; 6] = [
     // OffsetAccess and PtrTable.
     "package(paging-x86-2level)",
     "package(paging-x86-pae)",
-    "package(fixmap) & (kind(lib) \
+    // slot_races: two threads on one slot over `PtrTable`.
+    "package(fixmap) & (kind(lib) | binary(slot_races) \
      | (binary(slots) & test(/^set_and_clear/)) \
      | (binary(window) & test(/^early_static_tables/)))",
     // Threads on the pool's lock and atomics: Miri's data-race detector.
-    "package(kmap) & (binary(stress) \
+    // local_same_cpu: two threads on one CPU index of `LocalSlots`.
+    "package(kmap) & (binary(stress) | binary(local_same_cpu) \
      | (binary(errors) & test(/^exhaustion_and_reservations::/)) \
      | (binary(pool_behaviour) & test(/^slot_life_cycle::/)) \
      | (binary(local_slots) & test(/^save_and_restore/)))",

@@ -45,13 +45,18 @@ pub fn set_up(banner: &str) -> Result<KernelFixmapT, Failure> {
         .map_err(|e| failure!("boot tables at {boot_root}: {e}"))?;
     let (window, replaced) = WindowBuilder::new(VirtAddr::new(FIXADDR_START), FIXADDR_END)
         .and_then(|builder| {
-            builder.build_static(
-                &mut boot_tables,
-                early_table_frame(),
-                EARLY_TABLES.len(),
-                &NativeTlb,
-                &mut NoFrames,
-            )
+            // SAFETY: `EARLY_TABLES` is static storage reserved for these
+            // tables (only the window uses it, `EarlyTables` hands out no
+            // reference to its words), and no table of the boot hierarchy.
+            unsafe {
+                builder.build_static(
+                    &mut boot_tables,
+                    early_table_frame(),
+                    EARLY_TABLES.len(),
+                    &NativeTlb,
+                    &mut NoFrames,
+                )
+            }
         })
         .map_err(|e| failure!("early fixmap window: {e}"))?;
     if !replaced.is_empty() {

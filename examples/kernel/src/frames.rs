@@ -243,7 +243,7 @@ unsafe impl FrameAllocator for Frames {
         }
     }
 
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
         let pfn = frame.number();
 
         if pfn >= FRAMES || self.is_free(pfn) {

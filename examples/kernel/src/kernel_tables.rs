@@ -112,15 +112,22 @@ pub fn build(layout: &Layout, frames: &mut Frames) -> Result<KernelMapper, Failu
 fn link_early_fixmap_table(mapper: &mut KernelMapper, frames: &mut Frames) -> Result<(), Failure> {
     let (_, replaced) = WindowBuilder::new(VirtAddr::new(FIXADDR_START), FIXADDR_END)
         .and_then(|builder| {
-            builder.build_static(
-                mapper,
-                early_fixmap::early_table_frame(),
-                1,
-                // No CPU has loaded these tables: nothing to invalidate
-                // (the flushes land on the boot tables, harmlessly).
-                &NativeTlb,
-                frames,
-            )
+            // SAFETY: the early fixmap table is static storage used only as
+            // that table; it is a table of the boot hierarchy too, and the
+            // sharing is the point: both hierarchies map the console through
+            // it until the handover copies it. It is static, so it outlives
+            // both, and nothing frees it.
+            unsafe {
+                builder.build_static(
+                    mapper,
+                    early_fixmap::early_table_frame(),
+                    1,
+                    // No CPU has loaded these tables: nothing to invalidate
+                    // (the flushes land on the boot tables, harmlessly).
+                    &NativeTlb,
+                    frames,
+                )
+            }
         })
         .map_err(|e| failure!("linking the early fixmap table: {e}"))?;
     if !replaced.is_empty() {

@@ -244,8 +244,9 @@ unsafe impl FrameAllocator for Counting<'_> {
         Some(frame)
     }
 
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
-        self.inner.deallocate_frame(frame);
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
+        // SAFETY: forwarded: our caller keeps the contract.
+        unsafe { self.inner.deallocate_frame(frame) };
     }
 }
 
@@ -359,9 +360,10 @@ fn canary_intact(base: u32) -> bool {
 fn free_kernel_stack(kstack: u32, frames: &mut Frames) {
     let first = (kstack - PAGE_OFFSET) as u64;
     for i in 0..KSTACK_PAGES as u64 {
-        frames.deallocate_frame(PhysFrame::containing_address(PhysAddr::new_truncate(
-            first + i * 4096,
-        )));
+        let frame = PhysFrame::containing_address(PhysAddr::new_truncate(first + i * 4096));
+        // SAFETY: the stack's frames came from `frames`; the process is dead
+        // and no CPU runs on this stack any more (the caller's contract).
+        unsafe { frames.deallocate_frame(frame) };
     }
 }
 
@@ -430,7 +432,9 @@ pub fn spawn(
             match space.mapper().map(va, frame, text_flags(), &mut counting) {
                 Ok(flush) => flush.ignore(), // no CPU has loaded this space
                 Err(e) => {
-                    counting.inner.deallocate_frame(frame);
+                    // SAFETY: allocated above for this page, and the map
+                    // that would have used it failed: nothing maps it.
+                    unsafe { counting.inner.deallocate_frame(frame) };
                     return Err(failure!("mapping text: {e}"));
                 }
             }
@@ -486,7 +490,9 @@ fn destroy_space(space: Space, cpus: CpuSet, frames: &mut Frames) -> Result<(), 
     })?;
     for pfn in released {
         if let Ok(frame) = PhysFrame::from_number(u64::from(pfn)) {
-            frames.deallocate_frame(frame);
+            // SAFETY: unmapped above, and `unshare` said this space held
+            // the last reference.
+            unsafe { frames.deallocate_frame(frame) };
         }
     }
     if lost > 0 {
@@ -1090,7 +1096,8 @@ fn resolve(slot: usize, address: u32, error_code: u32) -> Result<(), &'static st
             match space.mapper().map(page, frame, data_flags(), &mut counting) {
                 Ok(flush) => flush.ignore(), // it was not present
                 Err(_) => {
-                    counting.inner.deallocate_frame(frame);
+                    // SAFETY: allocated above; the map failed, nothing maps it.
+                    unsafe { counting.inner.deallocate_frame(frame) };
                     return Err("cannot map a demand-zero page");
                 }
             }
@@ -1149,7 +1156,9 @@ fn resolve(slot: usize, address: u32, error_code: u32) -> Result<(), &'static st
         // Another process may have copied it at the same time on its CPU:
         // then this was the last reference.
         if unshare(old) {
-            frames::lock().deallocate_frame(old);
+            // SAFETY: unmapped and flushed above, and this was the last
+            // reference.
+            unsafe { frames::lock().deallocate_frame(old) };
         }
         COUNTERS.cow_copies.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -1210,7 +1219,8 @@ fn sys_kmap_hold(slot: usize, preemptions: u32) -> u32 {
         (f1, f2) => {
             let mut frames = frames::lock();
             for frame in [f1, f2].into_iter().flatten() {
-                frames.deallocate_frame(frame);
+                // SAFETY: allocated above and not mapped yet.
+                unsafe { frames.deallocate_frame(frame) };
             }
             return 2;
         }
@@ -1258,8 +1268,11 @@ fn sys_kmap_hold(slot: usize, preemptions: u32) -> u32 {
         if wrong == 0 { Ok(0) } else { Err(1) }
     })();
     let mut frames = frames::lock();
-    frames.deallocate_frame(f1);
-    frames.deallocate_frame(f2);
+    // SAFETY: allocated above; the spaces that mapped them are gone.
+    unsafe {
+        frames.deallocate_frame(f1);
+        frames.deallocate_frame(f2);
+    }
     result.unwrap_or_else(|e| e)
 }
 

@@ -119,7 +119,7 @@ unsafe impl FrameAllocator for BumpFrames {
         }
     }
 
-    fn deallocate_frame(&mut self, _frame: PhysFrame) {}
+    unsafe fn deallocate_frame(&mut self, _frame: PhysFrame) {}
 }
 
 /// Map the kernel image where it runs (identity) and lowmem `0..lowmem_end`

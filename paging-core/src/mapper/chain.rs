@@ -51,12 +51,15 @@ impl FrameChain {
                 return Err(ChainError::OutOfFrames);
             };
             if !frame.start_address().fits_bits(max_bits) {
-                alloc.deallocate_frame(frame);
+                // SAFETY: just allocated and never linked or used.
+                unsafe { alloc.deallocate_frame(frame) };
                 self.release(access, alloc);
                 return Err(ChainError::OutOfReach(frame));
             }
             if let Err(e) = self.push(access, frame) {
-                alloc.deallocate_frame(frame);
+                // SAFETY: just allocated; `push` failed, so it is not in the
+                // chain and nothing links it.
+                unsafe { alloc.deallocate_frame(frame) };
                 self.release(access, alloc);
                 return Err(ChainError::Access(e));
             }
@@ -106,10 +109,13 @@ impl FrameChain {
     {
         while let Some(frame) = self.head {
             match self.pop(access) {
-                Ok(Some(f)) => alloc.deallocate_frame(f),
+                // SAFETY: the chain holds frames this allocator handed out
+                // for tables never linked; each leaves the chain here.
+                Ok(Some(f)) => unsafe { alloc.deallocate_frame(f) },
                 Ok(None) => break,
                 Err(_) => {
-                    alloc.deallocate_frame(frame);
+                    // SAFETY: as above, for the head of the chain.
+                    unsafe { alloc.deallocate_frame(frame) };
                     self.head = None;
                 }
             }

@@ -91,7 +91,25 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// Because the frames are consecutive, the PTE for the `i`-th page of the
     /// range is entry `i` of one physically contiguous array: the property a
     /// kmap window is indexed by.
-    pub fn install_pte_tables<T, F>(
+    ///
+    /// # Safety
+    /// The frames `first..first + count` are owned by the caller for use as
+    /// these tables, and nothing else uses them: no Rust object, device or
+    /// allocator (frames an allocator handed out and that have not been
+    /// given back are fine), and no table of this hierarchy. A frame that
+    /// is a table of *another* hierarchy may be given only with
+    /// [`FreshTables::Keep`], when sharing it is the point (an early fixmap
+    /// table linked into the final directory); the caller then keeps it
+    /// alive while either hierarchy links it and accepts that every entry
+    /// written through one is seen through the other. Without this
+    /// promise a safe call could link a live table a second time (a second
+    /// writable mapping of whatever it maps), zero a frame someone else
+    /// owns, or later hand a still-linked table back to an allocator
+    /// (issue 19, item 5). Over an
+    /// [`IsolatedTables`](crate::IsolatedTables) access nothing of this
+    /// program is at stake, but the model's hierarchy is corrupted the
+    /// same way.
+    pub unsafe fn install_pte_tables<T, F>(
         &mut self,
         start: VirtAddr,
         first: PhysFrame,

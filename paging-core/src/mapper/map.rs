@@ -128,7 +128,8 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             Ok(frame) => frame,
             Err(e) => {
                 if let Some(f) = pmd_frame {
-                    alloc.deallocate_frame(f);
+                    // SAFETY: allocated above, nothing written or linked yet.
+                    unsafe { alloc.deallocate_frame(f) };
                 }
                 return Err(e);
             }
@@ -162,9 +163,13 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             }
         })();
         if result.is_err() {
-            alloc.deallocate_frame(pte_frame);
+            // SAFETY: allocated above; the step that failed is before the
+            // one store that links each of them (a failed operation
+            // changes nothing), so neither is linked.
+            unsafe { alloc.deallocate_frame(pte_frame) };
             if let Some(f) = pmd_frame {
-                alloc.deallocate_frame(f);
+                // SAFETY: as above.
+                unsafe { alloc.deallocate_frame(f) };
             }
         }
         result
@@ -216,7 +221,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                     })
                     .and_then(|()| self.link_pmd_table(va, frame));
                 if result.is_err() {
-                    alloc.deallocate_frame(frame);
+                    // SAFETY: allocated above; linking it is the last step,
+                    // and it failed, so nothing links the frame.
+                    unsafe { alloc.deallocate_frame(frame) };
                 }
                 result
             }
@@ -405,7 +412,8 @@ fn take_table_frame<M: PagingMode, F: FrameAllocator + ?Sized>(
     if frame.start_address().fits_bits(M::MAX_PHYS_BITS) {
         Ok(frame)
     } else {
-        alloc.deallocate_frame(frame);
+        // SAFETY: just allocated and never used.
+        unsafe { alloc.deallocate_frame(frame) };
         Err(MapError::TableOutOfReach {
             frame,
             max_bits: M::MAX_PHYS_BITS,

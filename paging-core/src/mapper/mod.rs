@@ -102,9 +102,17 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
     /// (fixmap windows, kmap pools), keeps Rust's memory safety: no second
     /// mapping of a frame that breaks a Rust object's aliasing rules, no
     /// removed, restricted or redirected mapping that live references or
-    /// running code use, nothing immutable made writable. Tables reached
-    /// through an [`IsolatedTables`] access need
-    /// none of this: use [`new_isolated`](Self::new_isolated).
+    /// running code use, nothing immutable made writable; and no table of
+    /// this hierarchy that another hierarchy in use still links (a kernel
+    /// half shared through [`KernelSync`](crate::KernelSync) or
+    /// [`sync_kernel_entry`](crate::sync_kernel_entry), a table installed
+    /// into both) is freed through it
+    /// ([`free_empty_tables`](Self::free_empty_tables),
+    /// [`teardown`](Self::teardown) and
+    /// [`teardown_releasing`](Self::teardown_releasing) over such a range):
+    /// the other hierarchy would then walk whatever its next owner writes.
+    /// Tables reached through an [`IsolatedTables`] access need none of
+    /// this: use [`new_isolated`](Self::new_isolated).
     ///
     /// A `const fn`, so a kernel can bind a root it knows at compile time in
     /// a static.
@@ -177,6 +185,29 @@ impl<M: PagingMode, A: IsolatedTables, H: TableHooks> Mapper<M, A, H> {
         // SAFETY: as in `new_isolated`.
         unsafe { Self::create_with_hooks(access, hooks, alloc) }
     }
+
+    /// [`install_pte_tables`](Self::install_pte_tables) for tables no CPU
+    /// running this program walks. Nothing of this program is at stake,
+    /// so it is safe; the frames' contract still decides whether the
+    /// *model's* hierarchy stays sound (the tests of issue 19, item 5 break
+    /// it on purpose, in `paging-core/tests/frame_contracts.rs`).
+    pub fn install_pte_tables_isolated<T, F>(
+        &mut self,
+        start: crate::addr::VirtAddr,
+        first: PhysFrame,
+        count: usize,
+        fresh: crate::mapper::FreshTables,
+        tlb: &T,
+        alloc: &mut F,
+    ) -> Result<crate::mapper::Replaced, crate::error::InstallError>
+    where
+        T: crate::flush::TlbOps + ?Sized,
+        F: FrameAllocator + ?Sized,
+    {
+        // SAFETY: writes through an isolated access cannot touch this
+        // program's memory or the tables its CPUs use.
+        unsafe { self.install_pte_tables(start, first, count, fresh, tlb, alloc) }
+    }
 }
 
 impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
@@ -194,11 +225,14 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             .ok_or(RootError::OutOfFrames)?;
         let root = frame.start_address();
         if !root.fits_bits(32) {
-            alloc.deallocate_frame(frame);
+            // SAFETY: just allocated and never used.
+            unsafe { alloc.deallocate_frame(frame) };
             return Err(RootError::AboveCr3Limit(root));
         }
         if let Err(e) = zero_frame(&access, frame) {
-            alloc.deallocate_frame(frame);
+            // SAFETY: just allocated, never linked (nothing is a hierarchy
+            // yet).
+            unsafe { alloc.deallocate_frame(frame) };
             return Err(RootError::Access(e));
         }
         hooks.table_allocated(frame, Level::Pgd);

@@ -285,15 +285,20 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         // Adding a page to an entry's address adds PAGE_SIZE to its raw
         // value: the address is page aligned and `check_phys` made sure the
         // range fits, so no carry reaches the flag bits.
-        if M::ENTRY_BYTES == 8 {
-            table.store_run64(0, first, 0, 0);
-            table.store_run64(first, end - first, start.raw(), PAGE_SIZE);
-            table.store_run64(end, per_frame - end, 0, 0);
-        } else {
-            let raw = start.raw() as u32;
-            table.store_run32(0, first, 0, 0);
-            table.store_run32(first, end - first, raw, PAGE_SIZE as u32);
-            table.store_run32(end, per_frame - end, 0, 0);
+        // SAFETY: `frame` was taken from the allocator for this call
+        // (`frames.pte`) and is not linked yet: the `FrameAllocator`
+        // contract is that nothing else uses it, and no MMU can reach it.
+        unsafe {
+            if M::ENTRY_BYTES == 8 {
+                table.store_run64_unshared(0, first, 0, 0);
+                table.store_run64_unshared(first, end - first, start.raw(), PAGE_SIZE);
+                table.store_run64_unshared(end, per_frame - end, 0, 0);
+            } else {
+                let raw = start.raw() as u32;
+                table.store_run32_unshared(0, first, 0, 0);
+                table.store_run32_unshared(first, end - first, raw, PAGE_SIZE as u32);
+                table.store_run32_unshared(end, per_frame - end, 0, 0);
+            }
         }
         drop(table);
         self.hooks.table_allocated(frame, Level::Pte);

@@ -157,7 +157,11 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         if root.is_aligned(PAGE_SIZE) {
             let frame = PhysFrame::containing_address(root);
             self.hooks.table_released(frame, Level::Pgd);
-            alloc.deallocate_frame(frame);
+            // SAFETY: the root came from this allocator (`create`) or is
+            // owned by the caller, who gave the mapper up with `self`;
+            // `teardown`'s contract is that no CPU uses the hierarchy any
+            // more.
+            unsafe { alloc.deallocate_frame(frame) };
         }
     }
 
@@ -328,7 +332,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 }
             }
             self.hooks.table_released(frame, Level::Pte);
-            alloc.deallocate_frame(frame);
+            // SAFETY: unlinked above and flushed; the table belonged to this
+            // hierarchy alone (tables shared with another hierarchy are the
+            // caller's to keep: see `free_empty_tables`' contract).
+            unsafe { alloc.deallocate_frame(frame) };
             freed.pte_tables += 1;
         }
         detached.len = 0;

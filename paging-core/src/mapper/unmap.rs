@@ -190,7 +190,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// given back to `alloc`: no CPU can still walk a freed table. That
     /// ordering is why this call takes the TLB instead of returning a token.
     /// Never call it on a range whose tables are shared with another
-    /// hierarchy (the kernel half) unless every sharer is done with them.
+    /// hierarchy (the kernel half) unless every sharer is done with them:
+    /// on a hierarchy a CPU uses, that is part of the binding contract of
+    /// [`Mapper::new`] (issue 19, item 7; `tests/frame_contracts.rs` shows
+    /// on the model what the other hierarchy walks otherwise).
     pub fn free_empty_tables<T, F>(
         &mut self,
         start: VirtAddr,
@@ -332,7 +335,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         }
         for &(frame, level, _) in &pending.frames[..pending.len] {
             self.hooks.table_released(frame, level);
-            alloc.deallocate_frame(frame);
+            // SAFETY: unlinked and flushed above (every CPU's TLB and
+            // paging-structure caches); the table was this hierarchy's own.
+            unsafe { alloc.deallocate_frame(frame) };
             match level {
                 Level::Pmd => stats.pmd_tables += 1,
                 _ => stats.pte_tables += 1,

@@ -135,6 +135,27 @@ impl ScatteredAllocator {
     ledger_accessors!();
 }
 
+impl ScatteredAllocator {
+    /// Give `frame` back. Safe, unlike
+    /// [`FrameAllocator::deallocate_frame`]: the frames are simulated RAM,
+    /// so a frame given back while the model still uses it (a linked table)
+    /// corrupts the model's hierarchy, which tests may want to show, but no
+    /// memory of this program. The trait method calls this.
+    pub fn deallocate_frame(&mut self, frame: PhysFrame) {
+        let pfn = frame.number();
+        if !self.ledger.release(pfn) {
+            return;
+        }
+        if let Some(pool) = self.runs.as_mut().filter(|p| p.contains(pfn)) {
+            pool.free(pfn);
+        } else if self.low.frames.contains(&pfn) {
+            self.low.recycled.push_back(pfn);
+        } else {
+            self.high.recycled.push_back(pfn);
+        }
+    }
+}
+
 // SAFETY: frames of simulated RAM (no Rust object lives there), each
 // handed out at most once until given back (the ledger checks it).
 unsafe impl FrameAllocator for ScatteredAllocator {
@@ -162,17 +183,7 @@ unsafe impl FrameAllocator for ScatteredAllocator {
         self.ledger.record(pfn, count as u64)
     }
 
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
-        let pfn = frame.number();
-        if !self.ledger.release(pfn) {
-            return;
-        }
-        if let Some(pool) = self.runs.as_mut().filter(|p| p.contains(pfn)) {
-            pool.free(pfn);
-        } else if self.low.frames.contains(&pfn) {
-            self.low.recycled.push_back(pfn);
-        } else {
-            self.high.recycled.push_back(pfn);
-        }
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
+        Self::deallocate_frame(self, frame);
     }
 }

@@ -70,6 +70,21 @@ impl ZonedAllocator {
     ledger_accessors!();
 }
 
+impl ZonedAllocator {
+    /// Give `frame` back. Safe, unlike
+    /// [`FrameAllocator::deallocate_frame`]: the frames are simulated RAM,
+    /// so a frame given back while the model still uses it (a linked table)
+    /// corrupts the model's hierarchy, which tests may want to show, but no
+    /// memory of this program. The trait method calls this.
+    pub fn deallocate_frame(&mut self, frame: PhysFrame) {
+        let pfn = frame.number();
+        if self.ledger.release(pfn) {
+            self.low.free(pfn);
+            self.high.free(pfn);
+        }
+    }
+}
+
 // SAFETY: frames of simulated RAM (no Rust object lives there), each
 // handed out at most once until given back (the ledger checks it).
 unsafe impl FrameAllocator for ZonedAllocator {
@@ -98,11 +113,7 @@ unsafe impl FrameAllocator for ZonedAllocator {
         self.ledger.record(pfn, count)
     }
 
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
-        let pfn = frame.number();
-        if self.ledger.release(pfn) {
-            self.low.free(pfn);
-            self.high.free(pfn);
-        }
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
+        Self::deallocate_frame(self, frame);
     }
 }

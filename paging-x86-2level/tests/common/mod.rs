@@ -98,7 +98,7 @@ unsafe impl FrameAllocator for TestAlloc {
         Some(frame)
     }
 
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
         assert!(!self.free.contains(&frame), "double free of {frame:?}");
         self.in_use -= 1;
         self.free.push(frame);

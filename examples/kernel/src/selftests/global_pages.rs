@@ -32,7 +32,8 @@ fn two_frames(frames: &mut Frames) -> Result<[(PhysFrame, u32); 2], Failure> {
     for (k, slot) in out.iter_mut().enumerate() {
         let Some(frame) = frames.allocate_frame(Zone::Lowmem) else {
             if k == 1 {
-                frames.deallocate_frame(out[0].0);
+                // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+                unsafe { frames.deallocate_frame(out[0].0) };
             }
             return Err(failure!("out of lowmem frames"));
         };
@@ -67,8 +68,10 @@ pub fn global_kernel_pages_survive_cr3_switch(kernel: &Kernel) -> TestResult {
     let mut frames = frames::lock();
     let [(old, old_value), (new, new_value)] = two_frames(&mut frames)?;
     let result = remap_and_switch(kernel, old, old_value, new, new_value, &mut frames);
-    frames.deallocate_frame(old);
-    frames.deallocate_frame(new);
+    // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+    unsafe { frames.deallocate_frame(old) };
+    // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+    unsafe { frames.deallocate_frame(new) };
     result
 }
 

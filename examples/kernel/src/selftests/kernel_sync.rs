@@ -55,7 +55,8 @@ impl VmallocPage {
         match vmalloc::map_in_new_region(frame, frames) {
             Ok(va) => Ok(Self { frame, va, value }),
             Err(e) => {
-                frames.deallocate_frame(frame);
+                // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+                unsafe { frames.deallocate_frame(frame) };
                 Err(e)
             }
         }
@@ -64,7 +65,8 @@ impl VmallocPage {
     pub(super) fn release(self, frames: &mut Frames) -> Result<(), Failure> {
         let frame = vmalloc::unmap(self.va)?;
         ensure!(frame == self.frame, "{} mapped {frame:?}", self.va);
-        frames.deallocate_frame(frame);
+        // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+        unsafe { frames.deallocate_frame(frame) };
         Ok(())
     }
 }

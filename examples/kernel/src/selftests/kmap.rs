@@ -41,14 +41,17 @@ pub fn frame_allocator_keeps_zones_and_contiguous_runs(kernel: &Kernel) -> TestR
         "PreferHighmem gave {high:?} with {} highmem frames free",
         before.1
     );
-    frames.deallocate_frame(high);
+    // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+    unsafe { frames.deallocate_frame(high) };
     for k in 0..8 {
         if let Some(frame) = run.checked_add(k) {
-            frames.deallocate_frame(frame);
+            // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+            unsafe { frames.deallocate_frame(frame) };
         }
     }
     let bad = frames.bad_frees();
-    frames.deallocate_frame(high);
+    // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+    unsafe { frames.deallocate_frame(high) };
     ensure!(
         frames.bad_frees() == bad + 1,
         "a double free went unnoticed"
@@ -83,8 +86,10 @@ pub fn kmap_maps_lowmem_directly_and_highmem_through_slots(_: &Kernel) -> TestRe
         (low_va, shared)
     });
     let mut frames = frames::lock();
-    frames.deallocate_frame(low);
-    frames.deallocate_frame(high);
+    // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+    unsafe { frames.deallocate_frame(low) };
+    // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+    unsafe { frames.deallocate_frame(high) };
     drop(frames);
     let Some((low_va, shared)) = outcome else {
         fail!("the main task's kmap token is in use");
@@ -130,8 +135,10 @@ pub fn local_kmap_slots_are_lifo_with_guard_pages(_: &Kernel) -> TestResult {
     };
     let result = check_local(local, direct, first, second);
     let mut frames = frames::lock();
-    frames.deallocate_frame(first);
-    frames.deallocate_frame(second);
+    // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+    unsafe { frames.deallocate_frame(first) };
+    // SAFETY: a frame this self-test took from `frames`; nothing maps or uses it any more.
+    unsafe { frames.deallocate_frame(second) };
     result
 }
 

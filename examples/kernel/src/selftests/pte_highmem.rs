@@ -242,8 +242,9 @@ unsafe impl FrameAllocator for CountAbove4G<'_> {
         self.frames.allocate_contiguous(count, zone)
     }
 
-    fn deallocate_frame(&mut self, frame: PhysFrame) {
-        self.frames.deallocate_frame(frame);
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
+        // SAFETY: forwarded: our caller keeps the contract.
+        unsafe { self.frames.deallocate_frame(frame) };
     }
 }
 
