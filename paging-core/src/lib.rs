@@ -16,6 +16,7 @@ pub mod cache;
 pub mod cpu;
 pub mod entry;
 pub mod error;
+pub mod features;
 pub mod flags;
 pub mod flush;
 pub mod hooks;
@@ -39,6 +40,7 @@ pub use error::{
     AnyError, ErrorKind, FreeError, InstallError, MapError, PagingError, RootError, TranslateError,
     UnmapError, UpdateFlagsError,
 };
+pub use features::{CpuFeature, CpuFeatures, NxPolicy};
 pub use flags::MapFlags;
 pub use flush::{Flush, FlushBatch, TlbMark, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};
