@@ -785,9 +785,12 @@ fn run_in<M: PagingMode>(
     access.set_limit(limit);
     let mut alloc = ScriptedAllocator::new(pool);
     alloc.adopt(owned);
-    let mut mapper =
-        Mapper::<M, &HostileAccess<'_>>::new_isolated(PhysAddr::new(root).unwrap(), &access)
-            .unwrap();
+    let mut mapper = Mapper::<M, &HostileAccess<'_>>::new_isolated(
+        PhysAddr::new(root).unwrap(),
+        &access,
+        g.features,
+    )
+    .unwrap();
     let mut hier = hierarchy(ram, &g, root);
     let mut pages = view(ram, &g, &hier);
     prop_assert!(

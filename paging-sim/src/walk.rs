@@ -44,11 +44,7 @@ const PDE4M_RESERVED: u64 = 0x1FF << 13;
 /// MAXPHYADDR), bits (M-20):13 holding address bits (M-1):32. Without the
 /// PAT, bit 12 too.
 fn pde4m_reserved(cfg: &SimConfig) -> u64 {
-    let addr = if cfg.pse36 {
-        pse36_bits(cfg)
-    } else {
-        0
-    };
+    let addr = if cfg.pse36 { pse36_bits(cfg) } else { 0 };
     let pat = if cfg.has_pat { 0 } else { LARGE_PAT };
     (PDE4M_RESERVED & !addr) | pat
 }

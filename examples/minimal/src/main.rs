@@ -107,7 +107,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         // .text and .rodata read-only in both: no Rust object loses its
         // mapping or gains write access. `identity` reaches every frame
         // `frames` hands out.
-        let mut boot = unsafe { Mapper::<Mode, _>::create(identity, &mut frames) }.or_fail("root");
+        let mut boot = unsafe { Mapper::<Mode, _>::create(identity, paging_core::CpuFeatures::full::<Mode>(), &mut frames) }.or_fail("root");
         let flush = map_kernel(&mut boot, &mut frames, &image, lowmem_end).or_fail("tables");
         flush.ignore(); // paging is off: no TLB holds anything yet
         boot.root()
@@ -128,7 +128,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     // window's tables above PKMAP_BASE, and the fixmap and kmap built on
     // it only map frames no Rust object owns at addresses no Rust object
     // uses (the window's slots).
-    let mut kernel = unsafe { Mapper::<Mode, _>::new(root, direct) }.or_fail("rebind");
+    let mut kernel = unsafe { Mapper::<Mode, _>::new(root, direct, paging_core::CpuFeatures::full::<Mode>()) }.or_fail("rebind");
     println!("table access: direct map at {PAGE_OFFSET:#x}");
 
     // 4. The fixmap: contiguous tables for PKMAP_BASE..4 GiB, one slot set.

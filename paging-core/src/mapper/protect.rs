@@ -78,7 +78,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let clear = clear.difference(STATUS | MapFlags::PRESENT);
         let set = self
             .features()
-            .leaf_flags::<M>(set.difference(STATUS) | MapFlags::PRESENT, PageSize::Size4KiB)
+            .leaf_flags::<M>(
+                set.difference(STATUS) | MapFlags::PRESENT,
+                PageSize::Size4KiB,
+            )
             .map_err(UnmapError::MissingFeature)?;
         // Every leaf's old flags are expressible, so `(old - clear) | set`
         // is if `set` is, in either leaf form.

@@ -65,6 +65,8 @@ pub struct Geo {
     pub base: u32,
     /// Bytes per large page.
     pub large: u64,
+    /// The CPU the mapper is bound to (and the world is built for).
+    pub features: paging_core::CpuFeatures,
 }
 
 impl Geo {
@@ -78,6 +80,7 @@ impl Geo {
             per_block: (large / 4096) as u32,
             base: (0x4000_0000 - 2 * large) as u32,
             large,
+            features: paging_core::CpuFeatures::full::<M>(),
         }
     }
 
