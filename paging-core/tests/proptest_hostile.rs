@@ -34,10 +34,18 @@
 //! sweeps, or none for the operations named), `HOSTILE_OPS=MapRange,...`
 //! (run only the operations named).
 //!
+//! Every CPU the mode can run on, as far as entries go (`feature_sets`):
+//! 2-level with and without PSE and the PAT; PAE with and without NX and
+//! the PAT, MAXPHYADDR 36 or 32, and without NX under the drop policy. The
+//! world is built from entries that CPU can walk, the oracle reads reserved
+//! bits as that CPU does (SDM Vol. 3A 4.3, 4.4.2), and a request needing a
+//! missing feature must fail.
+//!
 //! Default size: 2,000 cases of 1 to 500 operations (250 on average) per
-//! mode: about 500,000 operations per mode, 1,000,000 in all, not counting
-//! the failure-injection reruns; each test prints what it ran (`--nocapture`). Set
-//! `PROPTEST_CASES` for more or fewer cases.
+//! mode on the full-featured CPU, and 2,000 more shared by the other feature
+//! sets: about 1,000,000 operations per mode, not counting the
+//! failure-injection reruns; each run prints what it ran (`--nocapture`).
+//! Set `PROPTEST_CASES` for more or fewer cases.
 mod hostile_support;
 
 use std::collections::{BTreeMap, BTreeSet};
