@@ -27,7 +27,7 @@
 //! - `GLOBAL` without PGE stays: the CPU ignores G then (SDM Vol. 3A
 //!   4.10.2.4), so it is harmless and the entry is the same on every CPU.
 //!
-//! On real hardware, [`CpuFeatures::from_cpuid`](crate::cpu) (x86 only)
+//! On real hardware, `CpuFeatures::from_cpuid` (in the x86-only `cpu` module)
 //! reads CPUID and the features paging was enabled with; in tests, the
 //! simulated CPU's configuration gives them (`paging_sim::SimConfig::features`).
 //!
