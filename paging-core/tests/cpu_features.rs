@@ -260,6 +260,24 @@ fn maxphyaddr_below_the_modes_width_is_the_limit() {
         matches!(e, Err(MapError::TableOutOfReach { max_bits: 32, .. })),
         "{e:?}"
     );
+    // Consecutive PTE tables above 4 GiB (a window) are refused too.
+    let e = m.assert_unchanged(|r| {
+        r.mapper.install_pte_tables(
+            va(0xFF80_0000),
+            frame(high),
+            2,
+            paging_core::FreshTables::Zero,
+            &r.mmu,
+            &mut r.alloc,
+        )
+    });
+    assert_eq!(
+        e.unwrap_err(),
+        paging_core::InstallError::PhysOutOfRange {
+            first: pa(high),
+            max_bits: 32
+        }
+    );
     // The same frame on a P6 (MAXPHYADDR 36) maps.
     let mut p6 = machine::<Pae>(SimConfig::p6(SimPaging::Pae));
     p6.mapper
