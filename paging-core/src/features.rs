@@ -259,3 +259,49 @@ impl CpuFeatures {
         Ok(flags)
     }
 }
+
+/// [`CpuFeatures::leaf_flags`] precomputed for one mode, for the mapper's
+/// hot paths: the flags any leaf refuses, the flags it drops, whether large
+/// leaves are allowed, and the physical width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeafRule {
+    refused: MapFlags,
+    dropped: MapFlags,
+    large: bool,
+    pub(crate) phys_bits: u32,
+}
+
+impl LeafRule {
+    /// The rule of `features` in mode `M`.
+    pub(crate) const fn of<M: PagingMode>(features: &CpuFeatures) -> Self {
+        let mut refused = MapFlags::empty();
+        let mut dropped = MapFlags::empty();
+        if !features.pat {
+            refused = refused.union(MapFlags::PAT);
+        }
+        if M::SUPPORTS_NX && !features.nx {
+            match features.nx_policy {
+                NxPolicy::Refuse => refused = refused.union(MapFlags::NO_EXECUTE),
+                NxPolicy::Drop => dropped = dropped.union(MapFlags::NO_EXECUTE),
+            }
+        }
+        Self {
+            refused,
+            dropped,
+            large: features.large_pages::<M>(),
+            phys_bits: features.phys_bits::<M>(),
+        }
+    }
+
+    /// Whether a leaf of `size` with `flags` passes as is or with
+    /// `dropped` removed: the same answer as `leaf_flags` (which names the
+    /// missing feature when this says no).
+    #[inline(always)]
+    pub(crate) const fn allows(&self, flags: MapFlags, size: PageSize) -> Option<MapFlags> {
+        if flags.intersects(self.refused) || (!self.large && !matches!(size, PageSize::Size4KiB)) {
+            None
+        } else {
+            Some(flags.difference(self.dropped))
+        }
+    }
+}

@@ -91,9 +91,22 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// feature the CPU lacks.
     #[inline(always)]
     pub(super) fn leaf_flags(&self, flags: MapFlags, size: PageSize) -> Result<MapFlags, MapError> {
-        self.features
-            .leaf_flags::<M>(flags, size)
-            .map_err(MapError::MissingFeature)
+        match self.rule.allows(flags, size) {
+            Some(flags) => Ok(flags),
+            None => Err(self.missing_feature(flags, size)),
+        }
+    }
+
+    /// The feature a leaf the rule refused lacks (cold: only on error).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn missing_feature(&self, flags: MapFlags, size: PageSize) -> MapError {
+        match self.features().leaf_flags::<M>(flags, size) {
+            Err(feature) => MapError::MissingFeature(feature),
+            // The rule and `leaf_flags` agree (`LeafRule::of`); if they
+            // ever did not, refusing is the safe side.
+            Ok(_) => MapError::Unsupported(flags),
+        }
     }
 
     /// Map the 4 KiB `page` to `frame` with `flags` (`PRESENT` is added),

@@ -66,7 +66,7 @@ use crate::addr::{PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, Level};
 use crate::error::{RootError, TranslateError};
-use crate::features::CpuFeatures;
+use crate::features::{CpuFeatures, LeafRule};
 use crate::hooks::{NativeHooks, TableHooks};
 use crate::mode::PagingMode;
 use crate::table::{RawTable, WORDS_PER_TABLE};
@@ -87,6 +87,8 @@ pub struct Mapper<M: PagingMode, A: TableAccess, H: TableHooks = NativeHooks> {
     hooks: H,
     pte_zone: Zone,
     features: CpuFeatures,
+    /// `features` precomputed for `M` (the hot paths' check).
+    rule: LeafRule,
 }
 
 impl<M: PagingMode, A: TableAccess + core::fmt::Debug, H: TableHooks + core::fmt::Debug>
@@ -149,6 +151,7 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
             hooks: NativeHooks,
             pte_zone: Zone::Lowmem,
             features,
+            rule: LeafRule::of::<M>(&features),
         })
     }
 
@@ -236,6 +239,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             hooks,
             pte_zone: Zone::Lowmem,
             features,
+            rule: LeafRule::of::<M>(&features),
         })
     }
 
@@ -246,6 +250,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             hooks,
             pte_zone: self.pte_zone,
             features: self.features,
+            rule: self.rule,
         }
     }
 
@@ -257,7 +262,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// The physical address width this mapper's entries may use: the
     /// smaller of the CPU's MAXPHYADDR and the mode's `MAX_PHYS_BITS`.
     pub fn phys_bits(&self) -> u32 {
-        self.features.phys_bits::<M>()
+        self.rule.phys_bits
     }
 
     /// Take new PTE tables from `zone` (default [`Zone::Lowmem`]). Use

@@ -76,13 +76,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let start = start.into();
         let end = page_range_end(start, len)?;
         let clear = clear.difference(STATUS | MapFlags::PRESENT);
+        let set = set.difference(STATUS) | MapFlags::PRESENT;
         let set = self
-            .features()
-            .leaf_flags::<M>(
-                set.difference(STATUS) | MapFlags::PRESENT,
-                PageSize::Size4KiB,
-            )
-            .map_err(UnmapError::MissingFeature)?;
+            .leaf_flags(set, PageSize::Size4KiB)
+            .map_err(|e| map_to_update_error(e, set))?;
         // Every leaf's old flags are expressible, so `(old - clear) | set`
         // is if `set` is, in either leaf form.
         let probe = PhysFrame::containing_address(PhysAddr::ZERO);

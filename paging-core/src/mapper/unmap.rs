@@ -148,9 +148,8 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     ) -> Result<Flush, UnmapError> {
         let va = at.into();
         let flags = self
-            .features()
-            .leaf_flags::<M>(flags | MapFlags::PRESENT, PageSize::Size4KiB)
-            .map_err(UnmapError::MissingFeature)?;
+            .leaf_flags(flags | MapFlags::PRESENT, PageSize::Size4KiB)
+            .map_err(|e| map_to_update_error(e, flags))?;
         let status = MapFlags::ACCESSED | MapFlags::DIRTY;
         let flush = match self.leaf(va)? {
             Leaf::Large(slot, old) => {
