@@ -96,9 +96,10 @@ pub fn address_space<M: SimMode>(pte_zone: Zone) -> Result<Usage, String> {
         inner: &mut zoned,
         usage: Usage::default(),
     };
-    let mut space = Mapper::<M, _>::create_isolated(access, &mut alloc)
-        .map_err(|e| format!("create: {e}"))?
-        .with_pte_zone(pte_zone);
+    let mut space =
+        Mapper::<M, _>::create_isolated(access, paging_core::CpuFeatures::full::<M>(), &mut alloc)
+            .map_err(|e| format!("create: {e}"))?
+            .with_pte_zone(pte_zone);
     let pa = PhysAddr::new(PA).map_err(|e| e.to_string())?;
     space
         .map_range(

@@ -90,7 +90,9 @@ impl<M: PagingMode, P: FlushPolicy> KmapHost<M, P> {
         let access = unsafe { memory.access() };
         // SAFETY: the tables live in a host buffer no CPU walks; the pool's
         // mappings never reach this program's memory.
-        let mut mapper = unsafe { Mapper::<M, _>::create(access, &mut alloc) }?;
+        let mut mapper = unsafe {
+            Mapper::<M, _>::create(access, paging_core::CpuFeatures::full::<M>(), &mut alloc)
+        }?;
         let build_tlb = CountingTlb::default();
         let (window, _replaced) = WindowBuilder::new(VirtAddr::new(PKMAP_BASE), 1 << 32)?.build(
             &mut mapper,

@@ -42,8 +42,10 @@ impl<M: PagingMode> OursPages<M> {
         // mapper holding this access.
         let access = unsafe { memory.access() };
         // SAFETY: the tables live in a host buffer no CPU walks.
-        let mut mapper =
-            unsafe { Mapper::<M, _>::create(access, &mut alloc) }.map_err(FixtureError::from)?;
+        let mut mapper = unsafe {
+            Mapper::<M, _>::create(access, paging_core::CpuFeatures::full::<M>(), &mut alloc)
+        }
+        .map_err(FixtureError::from)?;
         mapper
             .map_range(
                 VirtAddr::new(REGION_VA),
@@ -156,8 +158,14 @@ impl<M: PagingMode> OursRange<M> {
     #[inline]
     pub fn map_range(&mut self) -> Result<u64, FixtureError> {
         // SAFETY: the tables live in a host buffer no CPU walks.
-        let mut mapper = unsafe { Mapper::<M, _>::create(self.access, &mut self.alloc) }
-            .map_err(FixtureError::from)?;
+        let mut mapper = unsafe {
+            Mapper::<M, _>::create(
+                self.access,
+                paging_core::CpuFeatures::full::<M>(),
+                &mut self.alloc,
+            )
+        }
+        .map_err(FixtureError::from)?;
         mapper
             .map_range(
                 VirtAddr::new(RANGE_VA),
@@ -177,7 +185,13 @@ impl<M: PagingMode> OursRange<M> {
         // The PGD is the first frame the allocator handed out.
         let root = frame_at(4096).ok_or(FixtureError::Frame)?;
         // SAFETY: the tables live in a host buffer no CPU walks.
-        Ok(unsafe { Mapper::<M, _>::new(root.start_address(), self.access) }?)
+        Ok(unsafe {
+            Mapper::<M, _>::new(
+                root.start_address(),
+                self.access,
+                paging_core::CpuFeatures::full::<M>(),
+            )
+        }?)
     }
 
     /// What the last hierarchy says about `va`.

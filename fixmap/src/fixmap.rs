@@ -135,7 +135,10 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
     /// Map slot `idx` to `frame` with `flags` (`PRESENT` added) and
     /// invalidate that one page. The slot must be clear: a mapped slot is
     /// [`FixmapError::SlotInUse`], one another thread is setting or clearing
-    /// this instant (PAE) is [`FixmapError::SlotBusy`].
+    /// this instant (PAE) is [`FixmapError::SlotBusy`]. Flags the window's
+    /// CPU cannot carry are refused with
+    /// [`EntryError::MissingFeature`](paging_core::EntryError::MissingFeature)
+    /// (see [`ContiguousWindow::pte`]).
     pub fn set<T: TlbOps + ?Sized>(
         &self,
         idx: FixIndex<L>,
@@ -143,15 +146,8 @@ impl<L: FixmapLayout, M: PagingMode, A: TableAccess, H: TableHooks> Fixmap<L, M,
         flags: MapFlags,
         tlb: &T,
     ) -> Result<(), FixmapError> {
-        let entry = M::Pte::page(frame, flags | MapFlags::PRESENT).map_err(FixmapError::Entry)?;
-        if !frame.start_address().fits_bits(M::MAX_PHYS_BITS) {
-            return Err(FixmapError::Entry(
-                paging_core::EntryError::PhysOutOfRange {
-                    addr: frame.start_address(),
-                    max_bits: M::MAX_PHYS_BITS,
-                },
-            ));
-        }
+        let window = self.window.as_ref().ok_or(FixmapError::NoTables)?;
+        let entry = window.pte(frame, flags).map_err(FixmapError::Entry)?;
         let va = self.virt(idx);
         let slot = self.slot(va)?;
         let table = self.access.table(slot.table)?;

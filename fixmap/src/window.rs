@@ -11,8 +11,9 @@
 use core::marker::PhantomData;
 
 use paging_core::{
-    FrameAllocator, FreshTables, IsolatedTables, Mapper, PAGE_SIZE, PagingMode, PhysAddr,
-    PhysFrame, Replaced, Slot, TableAccess, TableHooks, TlbOps, VirtAddr, Zone,
+    CpuFeatures, EntryError, FrameAllocator, FreshTables, IsolatedTables, MapFlags, Mapper,
+    PAGE_SIZE, PageSize, PagingMode, PhysAddr, PhysFrame, PteEntry, Replaced, Slot, TableAccess,
+    TableHooks, TlbOps, VirtAddr, Zone,
 };
 
 use crate::error::WindowError;
@@ -20,12 +21,16 @@ use crate::error::WindowError;
 /// PTE tables that cover `[start, start + tables * pmd_span)` and are the
 /// physically consecutive frames `first_frame, first_frame + 1, ...`.
 ///
-/// Only [`WindowBuilder`] constructs it, after installing those tables.
+/// Only [`WindowBuilder`] constructs it, after installing those tables. It
+/// carries the [`CpuFeatures`] of the mapper it was built with: every PTE
+/// written into it (fixmap slots, kmap slots) is checked against them with
+/// [`pte`](Self::pte).
 #[derive(Debug, PartialEq, Eq)]
 pub struct ContiguousWindow<M: PagingMode> {
     start: VirtAddr,
     tables: usize,
     first_frame: PhysFrame,
+    features: CpuFeatures,
     _mode: PhantomData<M>,
 }
 
@@ -36,6 +41,34 @@ impl<M: PagingMode> Clone for ContiguousWindow<M> {
 }
 
 impl<M: PagingMode> ContiguousWindow<M> {
+    /// The features of the CPU this window's entries are written for (the
+    /// building mapper's).
+    pub fn features(&self) -> CpuFeatures {
+        self.features
+    }
+
+    /// The PTE mapping `frame` with `flags` (`PRESENT` added) as the bound
+    /// CPU may hold it: [`EntryError::MissingFeature`] for a flag it lacks
+    /// (XD without NX, unless dropped by
+    /// [`NxPolicy::Drop`](paging_core::NxPolicy::Drop); the PAT bit
+    /// without the PAT), [`EntryError::PhysOutOfRange`] at or above its
+    /// MAXPHYADDR, and the mode's own refusals.
+    pub fn pte(&self, frame: PhysFrame, flags: MapFlags) -> Result<M::Pte, EntryError> {
+        let flags = self
+            .features
+            .leaf_flags::<M>(flags | MapFlags::PRESENT, PageSize::Size4KiB)
+            .map_err(EntryError::MissingFeature)?;
+        let entry = M::Pte::page(frame, flags)?;
+        let bits = self.features.phys_bits::<M>();
+        if !frame.start_address().fits_bits(bits) {
+            return Err(EntryError::PhysOutOfRange {
+                addr: frame.start_address(),
+                max_bits: bits,
+            });
+        }
+        Ok(entry)
+    }
+
     /// First virtual address the tables cover (aligned to the PMD span).
     pub fn start(&self) -> VirtAddr {
         self.start
@@ -253,6 +286,7 @@ impl WindowBuilder {
                 start,
                 tables: count,
                 first_frame: first,
+                features: mapper.features(),
                 _mode: PhantomData,
             },
             replaced,

@@ -349,10 +349,13 @@ fn hooks_hear_of_every_table_the_builder_installs<M: PagingMode>() {
         .1
         .addr();
     let hooks = Lifecycle::default();
-    let mut mapper =
-        paging_core::Mapper::<M, _>::new_isolated(m.mapper.root(), SimAccess::new(&ram))
-            .unwrap()
-            .with_hooks(&hooks);
+    let mut mapper = paging_core::Mapper::<M, _>::new_isolated(
+        m.mapper.root(),
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap()
+    .with_hooks(&hooks);
     let (w, replaced) = builder().build(&mut mapper, &m.mmu, &mut m.alloc).unwrap();
     let (allocated, released) = hooks.0.lock().unwrap().clone();
     let expected: Vec<PhysFrame> = (0..w.tables() as u64)

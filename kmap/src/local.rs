@@ -228,12 +228,17 @@ where
 
     /// Write slot PTEs with `flags` (`PRESENT` is added) instead of the
     /// default writable + accessed + dirty: for example with `NO_EXECUTE` on
-    /// a PAE kernel that keeps data non-executable. Flags the mode cannot
-    /// express are refused here rather than at the first map.
+    /// a PAE kernel that keeps data non-executable (pick it from the CPU's
+    /// features: `features.no_execute()`). Flags the mode cannot express,
+    /// or that the CPU of the fixmap's window cannot carry (if a window is
+    /// attached), are refused here rather than at the first map.
     pub fn with_flags(mut self, flags: MapFlags) -> Result<Self, KmapError> {
         let flags = flags | MapFlags::PRESENT;
         let probe = PhysFrame::containing_address(paging_core::PhysAddr::ZERO);
         <M::Pte as paging_core::PteEntry>::page(probe, flags).map_err(KmapError::Entry)?;
+        if let Some(window) = self.fixmap.window() {
+            window.pte(probe, flags).map_err(KmapError::Entry)?;
+        }
         self.flags = flags;
         Ok(self)
     }

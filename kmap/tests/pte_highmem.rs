@@ -132,14 +132,21 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
     let alloc = &mut k.m.alloc;
 
     // Reference: every table in lowmem, reached physically.
-    let mut lo = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), alloc).unwrap();
+    let mut lo = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        alloc,
+    )
+    .unwrap();
     let lo_cpu = user_cpu::<M>(&ram, lo.root().as_u64());
     let lo_log = operate(&mut lo, alloc, &lo_cpu);
     let lo_view = hardware_view(&lo_cpu);
 
     // Lowmem tables through HighmemTables: all direct, no slot used.
     let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
-    let mut ld = Mapper::<M, _>::create_isolated(tables, alloc).unwrap();
+    let mut ld =
+        Mapper::<M, _>::create_isolated(tables, paging_core::CpuFeatures::full::<M>(), alloc)
+            .unwrap();
     let ld_cpu = user_cpu::<M>(&ram, ld.root().as_u64());
     assert_eq!(operate(&mut ld, alloc, &ld_cpu), lo_log);
     assert_eq!(hardware_view(&ld_cpu), lo_view);
@@ -149,9 +156,10 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
 
     // PTE tables in highmem, each reached through a local kmap.
     let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
-    let mut hi = Mapper::<M, _>::create_isolated(tables, alloc)
-        .unwrap()
-        .with_pte_zone(Zone::PreferHighmem);
+    let mut hi =
+        Mapper::<M, _>::create_isolated(tables, paging_core::CpuFeatures::full::<M>(), alloc)
+            .unwrap()
+            .with_pte_zone(Zone::PreferHighmem);
     let hi_cpu = user_cpu::<M>(&ram, hi.root().as_u64());
     let hi_log = operate(&mut hi, alloc, &hi_cpu);
     assert_eq!(hi_log, lo_log);
@@ -248,9 +256,10 @@ fn teardown_releasing_through_highmem_tables<M: ModeUnderTest>() {
     let before: BTreeSet<PhysFrame> = alloc.live_frames().into_iter().collect();
 
     let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
-    let mut space = Mapper::<M, _>::create_isolated(tables, alloc)
-        .unwrap()
-        .with_pte_zone(Zone::PreferHighmem);
+    let mut space =
+        Mapper::<M, _>::create_isolated(tables, paging_core::CpuFeatures::full::<M>(), alloc)
+            .unwrap()
+            .with_pte_zone(Zone::PreferHighmem);
     let cpu = user_cpu::<M>(&ram, space.root().as_u64());
     let span = M::pmd_span() as u32;
     let mut mapped = Vec::new();

@@ -173,6 +173,45 @@ pub const CPUID_1_EDX_PGE: u32 = 1 << 13;
 pub const CPUID_1_EDX_PAT: u32 = 1 << 16;
 /// CPUID.80000001H:EDX.NX (bit 20): the XD bit and EFER.NXE.
 pub const CPUID_80000001_EDX_NX: u32 = 1 << 20;
+/// CPUID.1:EDX.PSE-36 (bit 17): physical address bits 39:32 in 4 MiB
+/// 2-level entries.
+pub const CPUID_1_EDX_PSE36: u32 = 1 << 17;
+
+/// MAXPHYADDR, as SDM Vol. 3A 4.1.4 says to find it: CPUID.80000008H:EAX
+/// bits 7:0 if that leaf exists; otherwise 36 if the CPU has PAE or PSE-36,
+/// else 32.
+pub fn max_phys_addr() -> u32 {
+    if cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+        return cpuid(0x8000_0008, 0).eax & 0xFF;
+    }
+    if basic_features() & (CPUID_1_EDX_PAE | CPUID_1_EDX_PSE36) != 0 {
+        36
+    } else {
+        32
+    }
+}
+
+impl crate::CpuFeatures {
+    /// The features of this CPU once paging runs in mode `M` with
+    /// `enabled` (what [`CpuPaging::enable`] was given): NX, PSE and PGE as
+    /// enabled (EFER.NXE, CR4.PSE and CR4.PGE are what the CPU honours, not
+    /// what CPUID offers), PAT and PSE-36 from CPUID, and MAXPHYADDR
+    /// ([`max_phys_addr`]). `NO_EXECUTE` is refused without NX
+    /// ([`NxPolicy::Refuse`](crate::NxPolicy::Refuse)); opt in to dropping
+    /// it with [`with_nx_policy`](crate::CpuFeatures::with_nx_policy).
+    pub fn from_cpuid<M: crate::PagingMode>(enabled: PagingFeatures) -> Self {
+        let edx = basic_features();
+        Self {
+            nx: M::SUPPORTS_NX && enabled.no_execute,
+            pat: edx & CPUID_1_EDX_PAT != 0,
+            pge: enabled.global_pages,
+            pse: enabled.large_pages,
+            pse36: edx & CPUID_1_EDX_PSE36 != 0,
+            max_phys_bits: max_phys_addr(),
+            nx_policy: crate::NxPolicy::Refuse,
+        }
+    }
+}
 
 /// CPUID.1:EDX, the basic feature flags (PSE, PAE, PGE, ...).
 pub fn basic_features() -> u32 {

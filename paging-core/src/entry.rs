@@ -51,6 +51,9 @@ pub enum EntryError {
     /// The format has no way to express these flags (for example
     /// `NO_EXECUTE` in 2-level mode).
     Unsupported(MapFlags),
+    /// The format can express the flags, but the CPU the entry is for lacks
+    /// the feature they need (see [`CpuFeatures`](crate::CpuFeatures)).
+    MissingFeature(crate::features::CpuFeature),
 }
 
 impl fmt::Display for EntryError {
@@ -63,6 +66,7 @@ impl fmt::Display for EntryError {
                 write!(f, "physical address {addr} does not fit in {max_bits} bits")
             }
             Self::Unsupported(flags) => write!(f, "flags {flags:?} cannot be expressed"),
+            Self::MissingFeature(feature) => write!(f, "the CPU has no {feature}"),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod cpu;
 pub mod entry;
 pub mod error;
 pub mod fault;
+pub mod features;
 pub mod flags;
 pub mod flush;
 pub mod hooks;
@@ -41,6 +42,7 @@ pub use error::{
     UnmapError, UpdateFlagsError,
 };
 pub use fault::PageFaultError;
+pub use features::{CpuFeature, CpuFeatures, NxPolicy};
 pub use flags::MapFlags;
 pub use flush::{Flush, FlushBatch, TlbMark, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};

@@ -128,7 +128,12 @@ fn unreachable_tables_change_nothing<M: PagingMode>() {
     let root = rig.mapper.root();
     let limit = PhysFrame::containing_address(root).start_address().as_u64() + 4096;
     let ram = rig.ram;
-    let mut short = Mapper::<M, _>::new_isolated(root, SimAccess::below(ram, limit)).unwrap();
+    let mut short = Mapper::<M, _>::new_isolated(
+        root,
+        SimAccess::below(ram, limit),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap();
     let unreachable = |e: &dyn PagingError| e.kind() == ErrorKind::Unreachable;
 
     let e = rig.assert_unchanged(|r| {
@@ -168,7 +173,11 @@ fn unreachable_tables_change_nothing<M: PagingMode>() {
     ));
     // A new hierarchy whose PGD cannot be zeroed: the frame is given back.
     let e = rig.assert_unchanged(|r| {
-        Mapper::<M, _>::create_isolated(SimAccess::below(ram, 0), &mut r.alloc)
+        Mapper::<M, _>::create_isolated(
+            SimAccess::below(ram, 0),
+            paging_core::CpuFeatures::full::<M>(),
+            &mut r.alloc,
+        )
     });
     assert!(
         matches!(e, Err(RootError::Access(_))),

@@ -166,7 +166,12 @@ fn freeing_a_table_the_kernel_sync_shares<M: PagingMode>() {
         SimAccess::new(ram),
         NativeHooks,
     );
-    let other = Mapper::<M, _>::create_isolated(SimAccess::new(ram), &mut rig.alloc).unwrap();
+    let other = Mapper::<M, _>::create_isolated(
+        SimAccess::new(ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut rig.alloc,
+    )
+    .unwrap();
     sync.register(other.root()).unwrap();
     let seen_by_other = |at: u32| {
         Walker::<M, _>::new(other.root(), SimAccess::new(ram))

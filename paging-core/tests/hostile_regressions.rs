@@ -65,7 +65,8 @@ impl<M: PagingMode> Rig<M> {
         }
         let mut alloc = ScriptedAllocator::new(script.iter().map(|&a| frame(a)));
         alloc.adopt(owned);
-        let mapper = Mapper::new_isolated(PhysAddr::new(ROOT).unwrap(), access).unwrap();
+        let mapper =
+            Mapper::new_isolated(PhysAddr::new(ROOT).unwrap(), access, geo.features).unwrap();
         Self {
             ram,
             geo,

@@ -388,6 +388,7 @@ fn allocator_failures_give_every_frame_back<M: PagingMode>() {
     rig.alloc.fail_after(0);
     let e = paging_core::Mapper::<M, _>::create_isolated(
         paging_sim::SimAccess::new(rig.ram),
+        paging_core::CpuFeatures::full::<M>(),
         &mut rig.alloc,
     );
     assert_eq!(e.unwrap_err(), RootError::OutOfFrames);
@@ -398,7 +399,12 @@ fn bad_roots<M: PagingMode>() {
     let access = paging_sim::SimAccess::new(rig.ram);
     let odd = pa(M::PGD_ALIGN / 2);
     assert_eq!(
-        paging_core::Mapper::<M, _>::new_isolated(odd, access).unwrap_err(),
+        paging_core::Mapper::<M, _>::new_isolated(
+            odd,
+            access,
+            paging_core::CpuFeatures::full::<M>()
+        )
+        .unwrap_err(),
         RootError::Unaligned {
             addr: odd,
             align: M::PGD_ALIGN
@@ -406,7 +412,12 @@ fn bad_roots<M: PagingMode>() {
     );
     let high = pa(1 << 32);
     assert_eq!(
-        paging_core::Mapper::<M, _>::new_isolated(high, access).unwrap_err(),
+        paging_core::Mapper::<M, _>::new_isolated(
+            high,
+            access,
+            paging_core::CpuFeatures::full::<M>()
+        )
+        .unwrap_err(),
         RootError::AboveCr3Limit(high)
     );
     let _ = PhysFrame::containing_address(high);

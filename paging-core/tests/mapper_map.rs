@@ -480,6 +480,7 @@ fn teardown_gives_every_table_back<M: PagingMode>() {
     let before = m.alloc.live();
     let mut space = paging_core::Mapper::<M, _>::create_isolated(
         paging_sim::SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
         &mut m.alloc,
     )
     .unwrap();

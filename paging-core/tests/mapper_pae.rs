@@ -118,9 +118,12 @@ fn observed_states(
             }
         }));
     let mut alloc = ZonedAllocator::new(0x10_0000..0x100_0000, 0..0);
-    let mut mapper =
-        Mapper::<Pae<52>, _>::create_isolated(SimAccess::observed(ram, observer), &mut alloc)
-            .unwrap();
+    let mut mapper = Mapper::<Pae<52>, _>::create_isolated(
+        SimAccess::observed(ram, observer),
+        paging_core::CpuFeatures::full::<Pae<52>>(),
+        &mut alloc,
+    )
+    .unwrap();
     mmu.load_cr3(mapper.root().as_u64() as u32).unwrap();
     setup(&mut mapper, &mut alloc, mmu);
     *recording.lock().unwrap() = true;
@@ -230,7 +233,12 @@ fn pae_reaches_memory_above_4_gib_and_refuses_past_its_width() {
     // A 40-bit configuration takes it.
     let ram: &'static SimRam = Box::leak(Box::new(SimRam::new()));
     let mut alloc = ZonedAllocator::new(0x10_0000..0x100_0000, 0..0);
-    let mut m = Mapper::<Pae<40>, _>::create_isolated(SimAccess::new(ram), &mut alloc).unwrap();
+    let mut m = Mapper::<Pae<40>, _>::create_isolated(
+        SimAccess::new(ram),
+        paging_core::CpuFeatures::full::<Pae<40>>(),
+        &mut alloc,
+    )
+    .unwrap();
     let mmu = Mmu::new(
         ram,
         SimConfig {

@@ -312,9 +312,13 @@ fn hooks_see_tables_complete_before_linking_and_released_after_flushing<M: Pagin
     }));
     let mut alloc = rig.alloc;
     let live = alloc.live();
-    let mut mapper = Mapper::<M, _>::create_isolated(SimAccess::new(rig.ram), &mut alloc)
-        .unwrap()
-        .with_hooks(recorder);
+    let mut mapper = Mapper::<M, _>::create_isolated(
+        SimAccess::new(rig.ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut alloc,
+    )
+    .unwrap()
+    .with_hooks(recorder);
     mmu.load_cr3(mapper.root().as_u64() as u32).unwrap();
     mapper
         .map(
@@ -386,9 +390,12 @@ fn a_populated_table_links_into_a_second_hierarchy_as_it_is<M: PagingMode>() {
     let table =
         PhysFrame::containing_address(rig.mapper.walk(va(start)).unwrap().pmd.unwrap().1.addr());
     // Hierarchy 2 (the final tables) links that same frame, kept as it is.
-    let mut second =
-        Mapper::<M, _>::create_isolated(paging_sim::SimAccess::new(rig.ram), &mut rig.alloc)
-            .unwrap();
+    let mut second = Mapper::<M, _>::create_isolated(
+        paging_sim::SimAccess::new(rig.ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut rig.alloc,
+    )
+    .unwrap();
     let replaced = second
         .install_pte_tables_isolated(
             va(start),
@@ -413,9 +420,12 @@ fn a_populated_table_links_into_a_second_hierarchy_as_it_is<M: PagingMode>() {
         "and still through the first"
     );
     // Zeroing it instead would have wiped the live console.
-    let mut third =
-        Mapper::<M, _>::create_isolated(paging_sim::SimAccess::new(rig.ram), &mut rig.alloc)
-            .unwrap();
+    let mut third = Mapper::<M, _>::create_isolated(
+        paging_sim::SimAccess::new(rig.ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut rig.alloc,
+    )
+    .unwrap();
     let fresh = rig.alloc_contiguous(1);
     rig.ram.fill_frame(fresh, 0xAA);
     third

@@ -159,7 +159,12 @@ fn the_dump_merges_runs_that_continue_each_other<M: PagingMode>() {
 fn a_failing_access_is_reported_once_and_ends_the_walk<M: PagingMode>() {
     let (rig, base, len) = populated::<M>();
     let access = HostileAccess::new(rig.ram);
-    let mapper = Mapper::<M, _>::new_isolated(rig.mapper.root(), &access).unwrap();
+    let mapper = Mapper::<M, _>::new_isolated(
+        rig.mapper.root(),
+        &access,
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap();
     let total = mapper.mappings(va(base), len).count();
     let calls = access.calls();
     assert!(calls > 0);

@@ -164,7 +164,12 @@ fn errors_above_the_range_are_typed() {
         .unwrap()
         .ignore();
     let limit = PhysFrame::containing_address(root).start_address().as_u64() + 4096;
-    let mut short = Mapper::<Pae, _>::new_isolated(root, SimAccess::below(ram, limit)).unwrap();
+    let mut short = Mapper::<Pae, _>::new_isolated(
+        root,
+        SimAccess::below(ram, limit),
+        paging_core::CpuFeatures::full::<Pae>(),
+    )
+    .unwrap();
     let r = short.install_pte_tables_isolated(
         va(0x8000_0000),
         first,

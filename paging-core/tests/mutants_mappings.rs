@@ -5,7 +5,7 @@
 //! Written for the survivors of a mutation-testing run
 //! (`docs/testing.md`).
 
-use paging_core::{Mapper, PageSize, PhysAddr, VirtAddr};
+use paging_core::{CpuFeatures, Mapper, PageSize, PhysAddr, VirtAddr};
 use paging_sim::{SimAccess, SimRam};
 use paging_x86_pae::Pae;
 
@@ -48,7 +48,9 @@ fn listed(mapper: &Mapper<Pae, SimAccess<'_>>, start: u32, len: u64) -> Vec<(u32
 fn the_iterator_steps_over_non_present_pdptes() {
     let ram = SimRam::new();
     let root = hand_built(&ram);
-    let mapper = Mapper::<Pae, _>::new_isolated(root, SimAccess::new(&ram)).unwrap();
+    let mapper =
+        Mapper::<Pae, _>::new_isolated(root, SimAccess::new(&ram), CpuFeatures::full::<Pae>())
+            .unwrap();
     let all = vec![
         (0x4000_0000, 0x10_0000, PageSize::Size4KiB),
         (0x4000_5000, 0x11_0000, PageSize::Size4KiB),
@@ -70,7 +72,9 @@ fn the_iterator_steps_over_non_present_pdptes() {
 fn debug_shows_the_iterators_position_and_the_dumps_text() {
     let ram = SimRam::new();
     let root = hand_built(&ram);
-    let mapper = Mapper::<Pae, _>::new_isolated(root, SimAccess::new(&ram)).unwrap();
+    let mapper =
+        Mapper::<Pae, _>::new_isolated(root, SimAccess::new(&ram), CpuFeatures::full::<Pae>())
+            .unwrap();
     let mut it = mapper.mappings(VirtAddr::new(0x4000_0000), 0x1_0000);
     assert_eq!(
         format!("{it:?}"),
@@ -103,7 +107,12 @@ fn a_dump_that_cannot_reach_a_table_says_where_it_stopped() {
     let ram = SimRam::new();
     let root = hand_built(&ram);
     // Frames up to 0x4000 are reachable: slot 1's tables, not slot 3's.
-    let mapper = Mapper::<Pae, _>::new_isolated(root, SimAccess::below(&ram, 0x4000)).unwrap();
+    let mapper = Mapper::<Pae, _>::new_isolated(
+        root,
+        SimAccess::below(&ram, 0x4000),
+        CpuFeatures::full::<Pae>(),
+    )
+    .unwrap();
     let text = mapper.dump(VirtAddr::new(0), 1 << 32).to_string();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
@@ -111,7 +120,12 @@ fn a_dump_that_cannot_reach_a_table_says_where_it_stopped() {
     assert_eq!(lines[1], "0x40005000-0x40008000 -> 0x110000 4K x3 W");
     assert!(lines[2].starts_with("(stopped: "), "{text}");
     // Nothing reachable at all: only the reason, on the first line.
-    let blind = Mapper::<Pae, _>::new_isolated(root, SimAccess::below(&ram, 0x1000)).unwrap();
+    let blind = Mapper::<Pae, _>::new_isolated(
+        root,
+        SimAccess::below(&ram, 0x1000),
+        CpuFeatures::full::<Pae>(),
+    )
+    .unwrap();
     let text = blind.dump(VirtAddr::new(0), 1 << 32).to_string();
     assert!(
         text.starts_with("(stopped: ") && !text.contains('\n'),

@@ -44,7 +44,12 @@ fn a_different_entry_with_the_same_flags_is_a_real_fault<M: PagingMode>() {
         .flush(&m.mmu);
     // The directory has its own table where the reference has its own:
     // same kind of entry (present, same table flags), another table.
-    let mut d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let mut d = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
     d.map(
         page(VMALLOC + 0x1000),
         frame(0x40_0000),
@@ -87,7 +92,12 @@ fn publish_copies_kernel_entries_only<M: PagingMode>() {
         SimAccess::new(&ram),
         NativeHooks,
     );
-    let d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let d = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
     sync.register(d.root()).unwrap();
     m.mapper
         .map(
@@ -126,7 +136,12 @@ fn publish_copies_exactly_the_range_asked_for<M: PagingMode>() {
         SimAccess::new(&ram),
         NativeHooks,
     );
-    let d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let d = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
     sync.register(d.root()).unwrap();
     // Three new 4 MiB regions (three PGD entries in 2-level mode).
     let regions = [VMALLOC, VMALLOC + 0x40_0000, VMALLOC + 0x80_0000];
@@ -172,7 +187,12 @@ fn the_fault_path_syncs_from_the_kernel_start_and_never_below<M: PagingMode>() {
         SimAccess::new(&ram),
         NativeHooks,
     );
-    let d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let d = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
     if !M::PMD_FOLDED {
         // PAE: registering links the shared kernel PMD, after which there
         // is nothing left to fault on; check the 2-level rules only.

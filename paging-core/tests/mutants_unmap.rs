@@ -96,8 +96,12 @@ fn an_unreachable_table_is_found_before_any_write<M: PagingMode>() {
     assert!(tb > ta, "tables come from a bump allocator");
     // Everything up to the first PTE table is reachable, the second not.
     let limit = ta.start_address().as_u64() + 4096;
-    let mut short =
-        Mapper::<M, _>::new_isolated(rig.mapper.root(), SimAccess::below(rig.ram, limit)).unwrap();
+    let mut short = Mapper::<M, _>::new_isolated(
+        rig.mapper.root(),
+        SimAccess::below(rig.ram, limit),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap();
     let e = short.unmap_range(va(a), 2 * span as u64).map(|_| ());
     assert!(matches!(e, Err(UnmapError::Access(_))), "{e:?}");
     // Nothing was unmapped, not even under the reachable table.
@@ -117,8 +121,12 @@ fn a_large_pages_frame_is_not_reached<M: PagingMode>() {
     let pmd_table = rig.mapper.walk(at).unwrap().pmd.unwrap().0.table;
     let limit = pmd_table.start_address().as_u64() + 4096;
     assert!(limit <= 0x4000_0000);
-    let mut short =
-        Mapper::<M, _>::new_isolated(rig.mapper.root(), SimAccess::below(rig.ram, limit)).unwrap();
+    let mut short = Mapper::<M, _>::new_isolated(
+        rig.mapper.root(),
+        SimAccess::below(rig.ram, limit),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap();
     let size = M::LARGE_PAGE_SIZE.bytes();
     let (stats, flush) = short.unmap_range(at, size).unwrap();
     flush.flush(&rig.mmu);
@@ -188,7 +196,12 @@ fn a_teardown_that_cannot_reach_a_table_says_so<M: PagingMode>() {
         .flush(&rig.mmu);
     let root = rig.mapper.root();
     let limit = PhysFrame::containing_address(root).start_address().as_u64() + 4096;
-    let short = Mapper::<M, _>::new_isolated(root, SimAccess::below(rig.ram, limit)).unwrap();
+    let short = Mapper::<M, _>::new_isolated(
+        root,
+        SimAccess::below(rig.ram, limit),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap();
     let e = short.teardown(va(0xC000_0000), &rig.mmu, &mut rig.alloc);
     assert!(matches!(e, Err(FreeError::Access(_))), "{e:?}");
     assert_eq!(rig.hw(va(0x4000_0000)), Ok(pa(0x9000)));
@@ -255,9 +268,13 @@ fn update_flags_writes_the_entry_once<M: PagingMode>() {
         .map_large(large, pa(2 * size), MapFlags::KERNEL_RW, &mut rig.alloc)
         .unwrap()
         .flush(&rig.mmu);
-    let mut m = Mapper::<M, _>::new_isolated(rig.mapper.root(), SimAccess::new(rig.ram))
-        .unwrap()
-        .with_hooks(Writes::default());
+    let mut m = Mapper::<M, _>::new_isolated(
+        rig.mapper.root(),
+        SimAccess::new(rig.ram),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap()
+    .with_hooks(Writes::default());
     for at in [small, large] {
         let before = m.hooks().0.get();
         m.update_flags(at, MapFlags::KERNEL_RO)
@@ -308,9 +325,13 @@ fn empty_tables_are_flushed_then_released_in_one_batch<M: PagingMode>() {
         rig.mapper.unmap(at).unwrap().1.flush(&rig.mmu);
     }
     let events = Events::default();
-    let mut m = Mapper::<M, _>::new_isolated(rig.mapper.root(), SimAccess::new(rig.ram))
-        .unwrap()
-        .with_hooks(&events);
+    let mut m = Mapper::<M, _>::new_isolated(
+        rig.mapper.root(),
+        SimAccess::new(rig.ram),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap()
+    .with_hooks(&events);
     let stats = m
         .free_empty_tables(va(0x4000_0000), 3 * span as u64, &&events, &mut rig.alloc)
         .unwrap();

@@ -34,10 +34,18 @@
 //! sweeps, or none for the operations named), `HOSTILE_OPS=MapRange,...`
 //! (run only the operations named).
 //!
+//! Every CPU the mode can run on, as far as entries go (`feature_sets`):
+//! 2-level with and without PSE and the PAT; PAE with and without NX and
+//! the PAT, MAXPHYADDR 36 or 32, and without NX under the drop policy. The
+//! world is built from entries that CPU can walk, the oracle reads reserved
+//! bits as that CPU does (SDM Vol. 3A 4.3, 4.4.2), and a request needing a
+//! missing feature must fail.
+//!
 //! Default size: 2,000 cases of 1 to 500 operations (250 on average) per
-//! mode: about 500,000 operations per mode, 1,000,000 in all, not counting
-//! the failure-injection reruns; each test prints what it ran (`--nocapture`). Set
-//! `PROPTEST_CASES` for more or fewer cases.
+//! mode on the full-featured CPU, and 2,000 more shared by the other feature
+//! sets: about 1,000,000 operations per mode, not counting the
+//! failure-injection reruns; each run prints what it ran (`--nocapture`).
+//! Set `PROPTEST_CASES` for more or fewer cases.
 mod hostile_support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,7 +55,8 @@ use hostile_support::{
     build_world, hierarchy, reachable_tables, table_is_zero, view,
 };
 use paging_core::{
-    LargePages, MapFlags, Mapper, Page, PagingMode, PhysAddr, PhysFrame, TlbOps, VirtAddr,
+    CpuFeature, CpuFeatures, LargePages, MapFlags, Mapper, NxPolicy, Page, PagingMode, PhysAddr,
+    PhysFrame, TlbOps, VirtAddr,
 };
 use paging_sim::{HostileAccess, ScriptedAllocator, SimRam, net_changes, undo};
 use proptest::prelude::*;
@@ -334,9 +343,11 @@ impl Ctx<'_> {
                 budget,
             } => {
                 let f = Geo::flags_of(flags);
-                let (need, widen) = self.range_needs(page, page + 1, 0, f, false);
+                let (need, widen) = self.range_needs(page, page + 1, 0, g.effective(f), false);
                 let fail = if !g.expressible(f) {
                     Some("flags not expressible")
+                } else if let Some(why) = g.cpu_refuses(f, false) {
+                    Some(why)
                 } else if !g.leaf_in_reach(small_pa(g, frame), 4096) {
                     Some("frame beyond reach")
                 } else if self.pages[page as usize] != PageView::Unmapped(0) {
@@ -357,6 +368,8 @@ impl Ctx<'_> {
                 let need = usize::from(g.pae && h.pgd == 0);
                 let fail = if !g.expressible(f) {
                     Some("flags not expressible")
+                } else if let Some(why) = g.cpu_refuses(f, true) {
+                    Some(why)
                 } else if !g.leaf_in_reach(large_pa(g, target), g.large) {
                     Some("large page beyond reach")
                 } else if h.kind(g) != BlockKind::Empty {
@@ -377,9 +390,13 @@ impl Ctx<'_> {
                 let f = Geo::flags_of(flags);
                 let end = self.range_end(page, pages);
                 let pa = small_pa(g, frame);
-                let (need, widen) = self.range_needs(page, end, pa, f, large);
+                // Without PSE (2-level) a range gets 4 KiB pages only.
+                let large = large && g.large_pages();
+                let (need, widen) = self.range_needs(page, end, pa, g.effective(f), large);
                 let fail = if !g.expressible(f) {
                     Some("flags not expressible")
+                } else if let Some(why) = g.cpu_refuses(f, false) {
+                    Some(why)
                 } else if !g.leaf_in_reach(pa, u64::from(end - page) * 4096) {
                     Some("range beyond reach")
                 } else if self.pages[page as usize..end as usize]
@@ -400,13 +417,15 @@ impl Ctx<'_> {
                 let f = Geo::flags_of(flags);
                 let fail = if !g.expressible(f) {
                     Some("flags not expressible")
+                } else if let Some(why) = g.cpu_refuses(f, false) {
+                    Some(why)
                 } else if !self.mapped_at_base(page) {
                     Some("nothing mapped at this base")
                 } else {
                     None
                 };
                 let h = &self.hier[(page / g.per_block) as usize];
-                let widen = h.kind(g) == BlockKind::Table && !g.table_allows(h.pde, f);
+                let widen = h.kind(g) == BlockKind::Table && !g.table_allows(h.pde, g.effective(f));
                 decide(fail, !widen)
             }
             Op::UnmapRange { page, pages } => {
@@ -442,12 +461,13 @@ impl Ctx<'_> {
         };
         match *op {
             Op::Map { frame, flags, .. } => {
-                let want = Leaf::wanted(small_pa(g, frame), false, Geo::flags_of(flags));
+                let want =
+                    Leaf::wanted(small_pa(g, frame), false, g.effective(Geo::flags_of(flags)));
                 same(want, leaf(got)?.without_status(), "after map")
             }
             Op::MapLarge { target, flags, .. } => {
                 let pa = large_pa(g, target) + u64::from(page % per) * 4096;
-                let want = Leaf::wanted(pa, true, Geo::flags_of(flags));
+                let want = Leaf::wanted(pa, true, g.effective(Geo::flags_of(flags)));
                 same(want, leaf(got)?.without_status(), "after map_large")
             }
             Op::MapRange {
@@ -466,8 +486,12 @@ impl Ctx<'_> {
                     && end >= (b + 1) * per
                     && (pa - u64::from(page % per) * 4096).is_multiple_of(g.large)
                     && self.hier[b as usize].kind(g) == BlockKind::Empty;
-                let size_free = large && whole;
-                let want = Leaf::wanted(pa, size_free && got.large, Geo::flags_of(flags));
+                let size_free = large && g.large_pages() && whole;
+                let want = Leaf::wanted(
+                    pa,
+                    size_free && got.large,
+                    g.effective(Geo::flags_of(flags)),
+                );
                 same(want, got, "after map_range")
             }
             Op::Unmap { .. } => match got {
@@ -487,7 +511,7 @@ impl Ctx<'_> {
                     return Err(format!("page {page} was not mapped"));
                 };
                 let got = leaf(got)?;
-                let mut want = Leaf::wanted(old.pa, old.large, Geo::flags_of(flags));
+                let mut want = Leaf::wanted(old.pa, old.large, g.effective(Geo::flags_of(flags)));
                 want.a = old.a;
                 want.d = old.d;
                 want.sw = got.sw;
@@ -757,17 +781,23 @@ fn style_of(style: u8) -> AllocStyle {
 }
 
 /// Run `steps` on a world built from `seed`, checking every rule.
-fn run<M: PagingMode>(seed: u64, style: u8, steps: &[Step]) -> Result<(), TestCaseError> {
-    with_ram(|ram| run_in::<M>(ram, seed, style, steps))
-}
-
-fn run_in<M: PagingMode>(
-    ram: &'static SimRam,
+fn run<M: PagingMode>(
+    features: CpuFeatures,
     seed: u64,
     style: u8,
     steps: &[Step],
 ) -> Result<(), TestCaseError> {
-    let g = Geo::of::<M>();
+    with_ram(|ram| run_in::<M>(ram, features, seed, style, steps))
+}
+
+fn run_in<M: PagingMode>(
+    ram: &'static SimRam,
+    features: CpuFeatures,
+    seed: u64,
+    style: u8,
+    steps: &[Step],
+) -> Result<(), TestCaseError> {
+    let g = Geo::on::<M>(features);
     // One case in four reaches tables only below 4 GiB (a kernel whose
     // direct map ends there); the pre-built tables then live below it.
     let limit = seed.is_multiple_of(4).then_some(1u64 << 32);
@@ -785,9 +815,12 @@ fn run_in<M: PagingMode>(
     access.set_limit(limit);
     let mut alloc = ScriptedAllocator::new(pool);
     alloc.adopt(owned);
-    let mut mapper =
-        Mapper::<M, &HostileAccess<'_>>::new_isolated(PhysAddr::new(root).unwrap(), &access)
-            .unwrap();
+    let mut mapper = Mapper::<M, &HostileAccess<'_>>::new_isolated(
+        PhysAddr::new(root).unwrap(),
+        &access,
+        g.features,
+    )
+    .unwrap();
     let mut hier = hierarchy(ram, &g, root);
     let mut pages = view(ram, &g, &hier);
     prop_assert!(
@@ -1117,28 +1150,89 @@ thread_local! {
     static SWEEP_RUNS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// Run the property for mode `M` and print how much it did.
+/// Every CPU mode `M` can run on, as far as entries go: 2-level with and
+/// without PSE and the PAT; PAE with and without NX and the PAT, with
+/// MAXPHYADDR the mode's width or 32 (a Pentium M), and without NX under
+/// the drop policy. The first is the full-featured CPU.
+fn feature_sets<M: PagingMode>() -> Vec<CpuFeatures> {
+    let full = CpuFeatures::full::<M>();
+    let mut out = Vec::new();
+    if M::PMD_FOLDED {
+        for pse in [true, false] {
+            for pat in [true, false] {
+                let mut f = full;
+                f.pse = pse;
+                f.pat = pat;
+                out.push(f);
+            }
+        }
+    } else {
+        for nx in [true, false] {
+            for pat in [true, false] {
+                for max_phys_bits in [M::MAX_PHYS_BITS, 32] {
+                    let mut f = full;
+                    f.nx = nx;
+                    f.pat = pat;
+                    f.max_phys_bits = max_phys_bits;
+                    out.push(f);
+                }
+            }
+        }
+        out.push(
+            full.without(CpuFeature::NoExecute)
+                .with_nx_policy(NxPolicy::Drop),
+        );
+    }
+    out.dedup();
+    out
+}
+
+/// Run the property for mode `M` on every feature set and print how much
+/// it did: the full-featured CPU gets [`cases`] cases, the others share
+/// as many again.
 fn check<M: PagingMode>() {
+    let sets = feature_sets::<M>();
+    let others = (sets.len() - 1).max(1) as u32;
+    for (i, features) in sets.into_iter().enumerate() {
+        let cases = if i == 0 {
+            cases()
+        } else {
+            cases().div_ceil(others)
+        };
+        check_on::<M>(features, cases);
+    }
+}
+
+fn check_on<M: PagingMode>(features: CpuFeatures, cases: u32) {
     let config = ProptestConfig {
-        cases: cases(),
+        cases,
         failure_persistence: persistence(),
         source_file: Some(file!()),
         ..ProptestConfig::default()
     };
+    OPS_RUN.with(|c| c.set(0));
+    SWEEP_RUNS.with(|c| c.set(0));
     let start = std::time::Instant::now();
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let result = runner.run(&steps_for::<M>(), |(seed, style, steps)| {
-        run::<M>(seed, style, &steps)
+        run::<M>(features, seed, style, &steps)
     });
     eprintln!(
-        "{}: {} operations, {} failure-injection reruns, {:.1} s",
+        "{} (nx {}, pat {}, pse {}, maxphyaddr {}, {:?}): {} cases, {} operations, \
+         {} failure-injection reruns, {:.1} s",
         M::NAME,
+        features.nx,
+        features.pat,
+        features.pse,
+        features.max_phys_bits,
+        features.nx_policy,
+        cases,
         OPS_RUN.with(|c| c.get()),
         SWEEP_RUNS.with(|c| c.get()),
         start.elapsed().as_secs_f64()
     );
     if let Err(e) = result {
-        panic!("{e}");
+        panic!("{features:?}: {e}");
     }
 }
 

@@ -62,7 +62,12 @@ fn eager_and_lazy_sync_across_100_directories<M: PagingMode>() {
     let sync = kernel_sync::<M, 128>(&m, &ram);
     let mut dirs = Vec::new();
     for i in 0..100u64 {
-        let mut d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+        let mut d = Mapper::<M, _>::create_isolated(
+            SimAccess::new(&ram),
+            paging_core::CpuFeatures::full::<M>(),
+            &mut m.alloc,
+        )
+        .unwrap();
         d.map(
             page(0x0800_0000),
             frame(0x200_0000 + i * 0x1000),
@@ -145,9 +150,24 @@ fn registry_errors_change_nothing<M: PagingMode>() {
     let ram = SimRam::new();
     let mut m = with_kernel::<M>(&ram);
     let sync = kernel_sync::<M, 2>(&m, &ram);
-    let a = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
-    let b = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
-    let mut c = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let a = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
+    let b = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
+    let mut c = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
     sync.register(a.root()).unwrap();
     assert_eq!(
         sync.register(a.root()),
@@ -247,7 +267,12 @@ impl<'r, 'n> TableAccess for Interrupting<'r, 'n> {
 /// of a private copy of the kernel PMD (the Xen PV arrangement).
 fn race_setup<M: PagingMode>(ram: &SimRam) -> (Machine<'_, M>, PhysAddr) {
     let mut m = with_kernel::<M>(ram);
-    let mut d = Mapper::<M, _>::create_isolated(SimAccess::new(ram), &mut m.alloc).unwrap();
+    let mut d = Mapper::<M, _>::create_isolated(
+        SimAccess::new(ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
     if M::PMD_FOLDED {
         let sync = kernel_sync::<M, 1>(&m, ram);
         sync.register(d.root()).unwrap();
@@ -350,9 +375,13 @@ fn a_hole_under_a_synced_entry_is_a_real_fault<M: PagingMode>() {
     let ram = SimRam::new();
     let mut m = with_kernel::<M>(&ram);
     let sync = kernel_sync::<M, 4>(&m, &ram);
-    let d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc)
-        .unwrap()
-        .root();
+    let d = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap()
+    .root();
     sync.register(d).unwrap();
     m.mapper
         .map(
@@ -394,9 +423,13 @@ fn reregistering_ignores_accessed_bits<M: PagingMode>() {
         ram.write_u32(at, raw & !0x20).unwrap();
     }
     let sync = kernel_sync::<M, 4>(&m, &ram);
-    let d = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc)
-        .unwrap()
-        .root();
+    let d = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap()
+    .root();
     assert_eq!(sync.register(d).unwrap(), 1);
     // The CPU walks the directory: it sets Accessed in its copy only.
     assert_eq!(hw_in(&m, d, va(KERNEL)), Ok(pa(0x10_0000)));

@@ -173,7 +173,12 @@ fn teardown_releases_every_frame_after_the_flush<M: PagingMode>() {
     let ram = SimRam::new();
     let mut m = Machine::<M>::new(&ram);
     let before: BTreeSet<_> = m.alloc.live_frames().into_iter().collect();
-    let space = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let space = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
     let cpu = Mmu::new(&ram, SimConfig::for_mode::<M>());
     cpu.load_cr3(space.root().as_u64() as u32).unwrap();
     let data = populate_and_tear_down(space, &mut m.alloc, &cpu);
@@ -191,7 +196,12 @@ fn teardown_releases_every_frame_after_the_flush<M: PagingMode>() {
 fn an_unaligned_user_end_is_refused_before_anything_changes<M: PagingMode>() {
     let ram = SimRam::new();
     let mut m = Machine::<M>::new(&ram);
-    let space = Mapper::<M, _>::create_isolated(SimAccess::new(&ram), &mut m.alloc).unwrap();
+    let space = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        paging_core::CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
     let live = m.alloc.live();
     let end = USER_END - 0x1000;
     let e = space

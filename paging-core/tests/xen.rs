@@ -47,9 +47,13 @@ fn with_the_hooks_tables_are_never_writable<M: PagingMode>() {
     let (mut m, hv) = boot::<M>(&ram);
     let root = m.mapper.root();
     let hooks = GuestHooks::<M>::new(&hv, root, &m.mmu);
-    let mut guest = Mapper::<M, _>::new_isolated(root, HypercallAccess::<M>::new(&hv))
-        .unwrap()
-        .with_hooks(hooks);
+    let mut guest = Mapper::<M, _>::new_isolated(
+        root,
+        HypercallAccess::<M>::new(&hv),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap()
+    .with_hooks(hooks);
     // New kernel tables (a vmalloc area), made by the guest.
     for i in 0..3u32 {
         guest
@@ -99,7 +103,12 @@ fn without_the_hooks_the_model_reports_the_breach<M: PagingMode>() {
     let (mut m, hv) = boot::<M>(&ram);
     let root = m.mapper.root();
     // The native hooks neither pin nor write-protect.
-    let mut guest = Mapper::<M, _>::new_isolated(root, HypercallAccess::<M>::new(&hv)).unwrap();
+    let mut guest = Mapper::<M, _>::new_isolated(
+        root,
+        HypercallAccess::<M>::new(&hv),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap();
     guest
         .map(
             page(0xE000_0000),
@@ -147,9 +156,13 @@ fn build_from<M: PagingMode>(
 ) {
     let root = m.mapper.root();
     let hooks = GuestHooks::<M>::new(hv, root, &m.mmu);
-    let mut guest = Mapper::<M, _>::new_isolated(root, HypercallAccess::<M>::new(hv))
-        .unwrap()
-        .with_hooks(hooks);
+    let mut guest = Mapper::<M, _>::new_isolated(
+        root,
+        HypercallAccess::<M>::new(hv),
+        paging_core::CpuFeatures::full::<M>(),
+    )
+    .unwrap()
+    .with_hooks(hooks);
     for i in 0..3u32 {
         guest
             .map(

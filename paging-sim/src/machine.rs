@@ -47,12 +47,14 @@ impl<'r, M: PagingMode> Machine<'r, M> {
         Self::with_config(ram, SimConfig::for_mode::<M>())
     }
 
-    /// A machine on `ram` whose CPU is `config` (another PAT, no PGE, ...),
-    /// with an empty hierarchy loaded in CR3. `config` must be of `M`'s
-    /// format (2-level or PAE).
+    /// A machine on `ram` whose CPU is `config` (another PAT, no PGE, a
+    /// [`SimConfig::p6`], ...), with an empty hierarchy loaded in CR3 and a
+    /// mapper bound to the CPU's [`features`](SimConfig::features).
+    /// `config` must be of `M`'s format (2-level or PAE).
     pub fn with_config(ram: &'r SimRam, config: SimConfig) -> Self {
         let mut alloc = ZonedAllocator::new(MACHINE_LOWMEM, MACHINE_HIGHMEM);
-        let mapper = match Mapper::<M, _>::create_isolated(SimAccess::new(ram), &mut alloc) {
+        let access = SimAccess::new(ram);
+        let mapper = match Mapper::<M, _>::create_isolated(access, config.features(), &mut alloc) {
             Ok(m) => m,
             Err(e) => panic!("a fresh machine has frames for its PGD: {e}"),
         };

@@ -6,7 +6,7 @@
 
 use super::config::{SimConfig, SimPaging};
 use super::fault::{Access, PageFault};
-use super::memtype::{MemoryType, pat_entry};
+use super::memtype::{MemoryType, PAT_POWER_ON, pat_entry};
 use super::ram::SimRam;
 use super::tlb::PdeCacheEntry;
 use paging_core::addr::{PageSize, PhysAddr, PhysFrame, VirtAddr};
@@ -38,6 +38,22 @@ pub(crate) const XD: u64 = 1 << 63;
 
 /// 32-bit paging, 4 MiB PDE without PSE-36: bits 21:13 are reserved.
 const PDE4M_RESERVED: u64 = 0x1FF << 13;
+
+/// The reserved bits of a 32-bit 4 MiB PDE (SDM Vol. 3A 4.3, table 4-4):
+/// bits 21:13 without PSE-36; with it, bits 21:(M-19) for M = min(40,
+/// MAXPHYADDR), bits (M-20):13 holding address bits (M-1):32. Without the
+/// PAT, bit 12 too.
+fn pde4m_reserved(cfg: &SimConfig) -> u64 {
+    let addr = if cfg.pse36 { pse36_bits(cfg) } else { 0 };
+    let pat = if cfg.has_pat { 0 } else { LARGE_PAT };
+    (PDE4M_RESERVED & !addr) | pat
+}
+
+/// With PSE-36: the PDE bits (M-20):13 that hold address bits (M-1):32.
+fn pse36_bits(cfg: &SimConfig) -> u64 {
+    let m = cfg.max_phys_bits.min(40);
+    ((1u64 << (m - 32)) - 1) << 13
+}
 /// PAE 2 MiB PDE: bits 20:13 are reserved.
 const PDE2M_RESERVED: u64 = 0xFF << 13;
 /// PAE PDPTE: bits 2:1 and 8:5 are reserved (bits 63:M too, added per CPU).
@@ -159,11 +175,14 @@ fn bit(value: u64, mask: u64) -> bool {
 
 /// SDM 11.12.3: the PAT entry a leaf selects is PAT * 4 + PCD * 2 + PWT,
 /// with PAT at bit 7 of a PTE and bit 12 of a large-page PDE (`pat_bit`).
+/// Without the PAT, PCD and PWT alone select WB, WT, UC- or UC (the
+/// power-on PAT's first four entries, which were chosen to match).
 fn memory_type(cfg: &SimConfig, leaf: u64, pat_bit: u64) -> MemoryType {
-    let index = u64::from(bit(leaf, pat_bit)) << 2
-        | u64::from(bit(leaf, PCD)) << 1
-        | u64::from(bit(leaf, PWT));
-    pat_entry(cfg.pat, index)
+    let low = u64::from(bit(leaf, PCD)) << 1 | u64::from(bit(leaf, PWT));
+    if !cfg.has_pat {
+        return pat_entry(PAT_POWER_ON, low);
+    }
+    pat_entry(cfg.pat, u64::from(bit(leaf, pat_bit)) << 2 | low)
 }
 
 /// Walk RAM for `va`, starting from `cached` instead of the PDE if given.
@@ -197,11 +216,16 @@ fn walk_two_level(
                 return Err(WalkFail::NotPresent);
             }
             if cfg.pse && bit(e.value, PS) {
-                if bit(e.value, PDE4M_RESERVED) {
+                if bit(e.value, pde4m_reserved(cfg)) {
                     return Err(WalkFail::Reserved);
                 }
+                let high = if cfg.pse36 {
+                    (e.value & pse36_bits(cfg)) >> 13 << 32
+                } else {
+                    0
+                };
                 return Ok(Walked {
-                    base: PhysAddr::new_truncate(e.value & 0xFFC0_0000),
+                    base: PhysAddr::new_truncate(high | e.value & 0xFFC0_0000),
                     size: PageSize::Size4MiB,
                     writable: bit(e.value, RW),
                     user: bit(e.value, US),
@@ -213,8 +237,9 @@ fn walk_two_level(
                     pde: None,
                 });
             }
-            // Without CR4.PSE the PS bit is ignored: the PDE references a
-            // page table.
+            // Without CR4.PSE the PS bit is ignored (SDM Vol. 3A table
+            // 4-5): the PDE references a page table, even if it was meant
+            // as a 4 MiB page.
             let pde = PdeCacheEntry {
                 table: frame(e.value & 0xFFFF_F000),
                 region: PageSize::Size4MiB,
@@ -229,6 +254,11 @@ fn walk_two_level(
     let pte = read(ram, table + 4 * ((va32 >> 12) & 0x3FF), false);
     if !bit(pte.value, P) {
         return Err(WalkFail::NotPresent);
+    }
+    // SDM Vol. 3A 4.3: with CR4.PSE set and no PAT, bit 7 of a PTE is
+    // reserved; with CR4.PSE clear no bit is reserved in 32-bit paging.
+    if cfg.pse && !cfg.has_pat && bit(pte.value, PTE_PAT) {
+        return Err(WalkFail::Reserved);
     }
     Ok(Walked {
         base: PhysAddr::new_truncate(pte.value & 0xFFFF_F000),
@@ -276,7 +306,9 @@ fn walk_pae(
                 return Err(WalkFail::Reserved);
             }
             if bit(e.value, PS) {
-                if bit(e.value, PDE2M_RESERVED) {
+                // SDM Vol. 3A 4.4.2: bits 20:13, and bit 12 without the PAT.
+                let pat = if cfg.has_pat { 0 } else { LARGE_PAT };
+                if bit(e.value, PDE2M_RESERVED | pat) {
                     return Err(WalkFail::Reserved);
                 }
                 return Ok(Walked {
@@ -307,7 +339,9 @@ fn walk_pae(
     if !bit(pte.value, P) {
         return Err(WalkFail::NotPresent);
     }
-    if bit(pte.value, reserved) {
+    // SDM Vol. 3A 4.4.2: without the PAT, bit 7 of a PTE is reserved.
+    let pat = if cfg.has_pat { 0 } else { PTE_PAT };
+    if bit(pte.value, reserved | pat) {
         return Err(WalkFail::Reserved);
     }
     Ok(Walked {

@@ -31,7 +31,14 @@ fn frame(x: u64) -> PhysFrame {
 fn setup(ram: &HostRam) -> (Mapper<TwoLevel, OffsetAccess>, TestAlloc) {
     let mut alloc = TestAlloc::new(1, FRAMES as u64);
     // SAFETY: the tables live in a host buffer no CPU walks.
-    let mapper = unsafe { Mapper::<TwoLevel, _>::create(ram.access(), &mut alloc) }.unwrap();
+    let mapper = unsafe {
+        Mapper::<TwoLevel, _>::create(
+            ram.access(),
+            paging_core::CpuFeatures::full::<TwoLevel>(),
+            &mut alloc,
+        )
+    }
+    .unwrap();
     assert_eq!(mapper.root(), pa(0x1000));
     (mapper, alloc)
 }
@@ -364,7 +371,14 @@ fn an_existing_directory_must_be_page_aligned() {
     let ram = HostRam::new(4);
     assert_eq!(
         // SAFETY: a host buffer no CPU walks.
-        unsafe { Mapper::<TwoLevel, _>::new(pa(0x1020), ram.access()) }.err(),
+        unsafe {
+            Mapper::<TwoLevel, _>::new(
+                pa(0x1020),
+                ram.access(),
+                paging_core::CpuFeatures::full::<TwoLevel>(),
+            )
+        }
+        .err(),
         Some(RootError::Unaligned {
             addr: pa(0x1020),
             align: 4096
@@ -372,6 +386,13 @@ fn an_existing_directory_must_be_page_aligned() {
     );
     assert!(
         // SAFETY: a host buffer no CPU walks.
-        unsafe { Mapper::<TwoLevel, _>::new(pa(0x1000), ram.access()) }.is_ok()
+        unsafe {
+            Mapper::<TwoLevel, _>::new(
+                pa(0x1000),
+                ram.access(),
+                paging_core::CpuFeatures::full::<TwoLevel>(),
+            )
+        }
+        .is_ok()
     );
 }

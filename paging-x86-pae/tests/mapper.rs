@@ -32,7 +32,14 @@ fn frame(x: u64) -> PhysFrame {
 fn setup<const B: u32>(ram: &HostRam) -> (Mapper<Pae<B>, OffsetAccess>, TestAlloc) {
     let mut alloc = TestAlloc::new(1, FRAMES as u64);
     // SAFETY: the tables live in a host buffer no CPU walks.
-    let mapper = unsafe { Mapper::<Pae<B>, _>::create(ram.access(), &mut alloc) }.unwrap();
+    let mapper = unsafe {
+        Mapper::<Pae<B>, _>::create(
+            ram.access(),
+            paging_core::CpuFeatures::full::<Pae<B>>(),
+            &mut alloc,
+        )
+    }
+    .unwrap();
     assert_eq!(mapper.root(), pa(0x1000));
     (mapper, alloc)
 }
@@ -343,7 +350,14 @@ fn a_pdpt_inside_a_frame_is_indexed_from_its_own_offset() {
     let mut alloc = TestAlloc::new(2, FRAMES as u64); // frame 1 holds PDPTs
     assert_eq!(
         // SAFETY: a host buffer no CPU walks.
-        unsafe { Mapper::<Pae, _>::new(pa(0x1010), ram.access()) }.err(),
+        unsafe {
+            Mapper::<Pae, _>::new(
+                pa(0x1010),
+                ram.access(),
+                paging_core::CpuFeatures::full::<Pae>(),
+            )
+        }
+        .err(),
         Some(RootError::Unaligned {
             addr: pa(0x1010),
             align: 32
@@ -351,12 +365,19 @@ fn a_pdpt_inside_a_frame_is_indexed_from_its_own_offset() {
     );
     assert_eq!(
         // SAFETY: a host buffer no CPU walks.
-        unsafe { Mapper::<Pae, _>::new(pa(0x1_0000_0000), ram.access()) }.err(),
+        unsafe {
+            Mapper::<Pae, _>::new(
+                pa(0x1_0000_0000),
+                ram.access(),
+                paging_core::CpuFeatures::full::<Pae>(),
+            )
+        }
+        .err(),
         Some(RootError::AboveCr3Limit(pa(0x1_0000_0000)))
     );
     // The fourth 32-byte PDPT in frame 1.
     let mut mapper = // SAFETY: a host buffer no CPU walks.
-        unsafe { Mapper::<Pae, _>::new(pa(0x1060), ram.access()) }.unwrap();
+        unsafe { Mapper::<Pae, _>::new(pa(0x1060), ram.access(), paging_core::CpuFeatures::full::<Pae>()) }.unwrap();
     mapper
         .map(
             page(0x8000_0000),

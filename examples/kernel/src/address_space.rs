@@ -34,9 +34,10 @@ impl<A: TableAccess> AddressSpace<A> {
         // binding contract: an address space maps only its own frames below
         // PAGE_OFFSET (user or test pages, never kernel memory), and its
         // kernel half is the reference's, copied by the registry.
-        let mapper = unsafe { Mapper::<Mode, A>::create(access, frames) }
-            .map_err(|e| failure!("new directory: {e}"))?
-            .with_pte_zone(zone);
+        let mapper =
+            unsafe { Mapper::<Mode, A>::create(access, crate::mode::cpu_features(), frames) }
+                .map_err(|e| failure!("new directory: {e}"))?
+                .with_pte_zone(zone);
         if let Err(e) = sync.register(mapper.root()) {
             let root = mapper.root();
             // Nothing is mapped yet: teardown only gives the directory back.

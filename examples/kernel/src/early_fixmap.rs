@@ -41,8 +41,9 @@ pub fn set_up(banner: &str) -> Result<KernelFixmapT, Failure> {
     // the direct map; through this binding only the fixmap window's tables
     // are installed and its slots set (the VGA buffer, which no Rust object
     // owns), so nothing the running kernel uses changes.
-    let mut boot_tables = unsafe { Mapper::<Mode, _>::new(boot_root, DirectMapAccess) }
-        .map_err(|e| failure!("boot tables at {boot_root}: {e}"))?;
+    let mut boot_tables =
+        unsafe { Mapper::<Mode, _>::new(boot_root, DirectMapAccess, crate::mode::cpu_features()) }
+            .map_err(|e| failure!("boot tables at {boot_root}: {e}"))?;
     let (window, replaced) = WindowBuilder::new(VirtAddr::new(FIXADDR_START), FIXADDR_END)
         .and_then(|builder| {
             // SAFETY: `EARLY_TABLES` is static storage reserved for these

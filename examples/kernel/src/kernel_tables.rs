@@ -67,8 +67,9 @@ pub fn build(layout: &Layout, frames: &mut Frames) -> Result<KernelMapper, Failu
     // says (text read-only, data non-executable), and once loaded every
     // later change goes through vmalloc, fixmap or kmap, each of which maps
     // only frames it owns at addresses no Rust object uses.
-    let mut mapper = unsafe { KernelMapper::create(DirectMapAccess, frames) }
-        .map_err(|e| failure!("new PGD: {e}"))?;
+    let mut mapper =
+        unsafe { KernelMapper::create(DirectMapAccess, crate::mode::cpu_features(), frames) }
+            .map_err(|e| failure!("new PGD: {e}"))?;
     let flags = kernel_flags();
     let phys = |va: usize| layout::virt_to_phys(va) as u64;
     let (text, rodata) = (layout::text(), layout::rodata());

@@ -154,6 +154,17 @@ fn read_nx_enabled() -> bool {
     }
 }
 
+/// The paging features of the CPU running this, as every mapper of this
+/// kernel is bound to them: NX as EFER.NXE says, PSE as CR4.PSE says, PGE
+/// and the PAT as CPUID says (G is harmless without CR4.PGE), MAXPHYADDR.
+pub fn cpu_features() -> paging_core::CpuFeatures {
+    paging_core::CpuFeatures::from_cpuid::<Mode>(cpu::PagingFeatures {
+        large_pages: cpu::read_cr4() & cpu::CR4_PSE != 0,
+        global_pages: has_global_pages(),
+        no_execute: nx_enabled(),
+    })
+}
+
 /// `NO_EXECUTE` if NX is on, else nothing: what data mappings get.
 pub fn no_execute() -> MapFlags {
     if nx_enabled() {

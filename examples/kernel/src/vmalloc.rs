@@ -36,8 +36,14 @@ fn reference() -> Result<Mapper<Mode, DirectMapAccess>, Failure> {
     // memory (`map_io`) whose caller owns the device and which no other
     // mapping aliases, at addresses above `NEXT_REGION`'s start that no
     // Rust object uses, and unmaps only those.
-    unsafe { Mapper::new(sync.reference(), DirectMapAccess) }
-        .map_err(|e| failure!("reference: {e}"))
+    unsafe {
+        Mapper::new(
+            sync.reference(),
+            DirectMapAccess,
+            crate::mode::cpu_features(),
+        )
+    }
+    .map_err(|e| failure!("reference: {e}"))
 }
 
 /// Maps `frame` (kernel data: writable, no-execute, global) at the first

@@ -24,7 +24,8 @@ use minimal_kernel::{
 };
 use paging_core::cpu::{CpuPaging, NativeTlb, PagingFeatures};
 use paging_core::{
-    AnyError, FrameAllocator, MapFlags, Mapper, OffsetAccess, PagingMode, PhysAddr, VirtAddr, Zone,
+    AnyError, CpuFeatures, FrameAllocator, MapFlags, Mapper, OffsetAccess, PagingMode, PhysAddr,
+    VirtAddr, Zone,
 };
 
 #[cfg(feature = "mode-2level")]
@@ -32,19 +33,27 @@ type Mode = paging_x86_2level::TwoLevel;
 #[cfg(all(feature = "mode-pae", not(feature = "mode-2level")))]
 type Mode = paging_x86_pae::Pae;
 
-/// Turn paging on with the hierarchy at `root`: one call for both modes
-/// (`CpuPaging`, which both backends implement), with large pages for the
-/// direct map and nothing else.
-fn paging_on(root: PhysAddr) -> Result<(), AnyError> {
-    let features = PagingFeatures {
-        large_pages: true,
+/// What paging goes on with: large pages for the direct map where the CPU
+/// has them (PSE in 2-level mode; PAE always), nothing else. Without them
+/// the mapper, bound to the same features, maps with 4 KiB pages.
+fn paging_features() -> Result<PagingFeatures, AnyError> {
+    let supported = Mode::supported()?;
+    Ok(PagingFeatures {
+        large_pages: supported.large_pages,
         ..PagingFeatures::default()
-    };
+    })
+}
+
+/// Turn paging on with the hierarchy at `root` and `features` (from
+/// [`paging_features`]): one call for both modes (`CpuPaging`, which both
+/// backends implement).
+fn paging_on(root: PhysAddr, features: PagingFeatures) -> Result<(), AnyError> {
     // SAFETY: paging is off. The tables at `root` (the mapper wrote them: no
     // reserved bit in a PAE PDPTE) map this code, its stack and its statics
     // where they are (the identity-mapped image), and the direct map the
-    // kernel switches to next; its large pages are why `large_pages` is on
-    // (PSE in 2-level mode), and no entry sets XD.
+    // kernel switches to next. The mapper was bound to these features, so
+    // no entry is a large page without `large_pages` (PSE in 2-level mode)
+    // and none sets XD.
     unsafe { Mode::enable(root, features) }
 }
 
@@ -96,6 +105,11 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         ram_end >> 20
     );
 
+    // 0. What the CPU accepts in an entry once paging is on: every mapper
+    // is bound to it, so no table holds a bit this CPU treats as reserved.
+    let paging = paging_features().or_fail("cpu");
+    let cpu = CpuFeatures::from_cpuid::<Mode>(paging);
+
     // 1. Page tables, built with paging off: physical memory at itself.
     let root = {
         // SAFETY: paging is off, so every address below `lowmem_end` is
@@ -107,7 +121,8 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
         // .text and .rodata read-only in both: no Rust object loses its
         // mapping or gains write access. `identity` reaches every frame
         // `frames` hands out.
-        let mut boot = unsafe { Mapper::<Mode, _>::create(identity, &mut frames) }.or_fail("root");
+        let mut boot =
+            unsafe { Mapper::<Mode, _>::create(identity, cpu, &mut frames) }.or_fail("root");
         let flush = map_kernel(&mut boot, &mut frames, &image, lowmem_end).or_fail("tables");
         flush.ignore(); // paging is off: no TLB holds anything yet
         boot.root()
@@ -115,7 +130,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     println!("tables built: root {root}, image identity-mapped, lowmem at {PAGE_OFFSET:#x}");
 
     // 2. Paging on.
-    paging_on(root).or_fail("paging on");
+    paging_on(root, paging).or_fail("paging on");
     println!("paging on");
 
     // 3. Table access through the direct map from now on.
@@ -128,7 +143,7 @@ extern "C" fn kmain(magic: u32, info: u32) -> ! {
     // window's tables above PKMAP_BASE, and the fixmap and kmap built on
     // it only map frames no Rust object owns at addresses no Rust object
     // uses (the window's slots).
-    let mut kernel = unsafe { Mapper::<Mode, _>::new(root, direct) }.or_fail("rebind");
+    let mut kernel = unsafe { Mapper::<Mode, _>::new(root, direct, cpu) }.or_fail("rebind");
     println!("table access: direct map at {PAGE_OFFSET:#x}");
 
     // 4. The fixmap: contiguous tables for PKMAP_BASE..4 GiB, one slot set.

@@ -7,7 +7,7 @@
 
 // The one place that names the simulator (the `paging-sim` crate, a
 // dev-dependency).
-use paging_sim::{Access, Machine, Mmu, SimAccess, SimRam};
+use paging_sim::{Access, Machine, Mmu, SimAccess, SimConfig, SimPaging, SimRam};
 
 use fixmap::Fixmap;
 use kmap::{GlobalFlush, KmapTask, SpinWait};
@@ -179,6 +179,36 @@ both_modes!(
     nothing_is_user_accessible,
     fixmap_and_kmap_work
 );
+
+/// The same tables on `config`'s CPU, with the mapper bound to its
+/// features as `kmain` binds it to the real CPU's: the image and the direct
+/// map are walked without a reserved-bit fault, and large pages are used
+/// only where the CPU has them.
+fn runs_on<M: PagingMode>(config: SimConfig) {
+    let ram = SimRam::new();
+    let mut m = Machine::<M>::with_config(&ram, config);
+    let flush = map_kernel(&mut m.mapper, &mut m.alloc, &IMAGE, LOWMEM_END).unwrap();
+    flush.flush(&m.mmu);
+    assert_eq!(hw(&m.mmu, IMAGE.start, Access::EXEC), Ok(pa(IMAGE.start)));
+    assert_eq!(hw(&m.mmu, IMAGE.start, Access::WRITE), Err(0b011));
+    let at = u64::from(PAGE_OFFSET) + (64 << 20);
+    assert_eq!(hw(&m.mmu, at, Access::WRITE), Ok(pa(64 << 20)));
+    let size = m.mmu.translate(va(at), Access::READ).unwrap().size;
+    let large = m.mapper.features().large_pages::<M>();
+    assert_eq!(size == M::LARGE_PAGE_SIZE, large);
+}
+
+#[test]
+fn the_tables_work_on_every_cpu_family() {
+    runs_on::<TwoLevel>(SimConfig::pentium());
+    runs_on::<TwoLevel>(SimConfig {
+        pse: false,
+        ..SimConfig::pentium()
+    });
+    runs_on::<TwoLevel>(SimConfig::p6(SimPaging::TwoLevel));
+    runs_on::<Pae>(SimConfig::p6(SimPaging::Pae));
+    runs_on::<Pae>(SimConfig::p6_nx(SimPaging::Pae));
+}
 
 #[test]
 fn bump_frames_hand_out_each_frame_once() {

@@ -169,14 +169,11 @@ where
     }
 
     /// The PTE a slot mapping `frame` gets, or why it cannot be built.
+    /// Checked against the window's CPU features (`ContiguousWindow::pte`).
     fn slot_entry(&self, frame: PhysFrame) -> Result<M::Pte, KmapError> {
-        if !frame.start_address().fits_bits(M::MAX_PHYS_BITS) {
-            return Err(KmapError::Entry(paging_core::EntryError::PhysOutOfRange {
-                addr: frame.start_address(),
-                max_bits: M::MAX_PHYS_BITS,
-            }));
-        }
-        M::Pte::page(frame, self.policy.pte_flags() | MapFlags::PRESENT).map_err(KmapError::Entry)
+        self.window
+            .pte(frame, self.policy.pte_flags())
+            .map_err(KmapError::Entry)
     }
 
     /// Advance the cursor to a free slot, clearing unused slots when it wraps

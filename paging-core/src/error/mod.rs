@@ -7,6 +7,7 @@ use core::fmt;
 use crate::access::AccessError;
 use crate::addr::{AddrError, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::entry::{EntryError, Level};
+use crate::features::CpuFeature;
 use crate::flags::MapFlags;
 use crate::walk::Translation;
 
@@ -42,6 +43,9 @@ pub enum ErrorKind {
     /// A table entry above the mapping withholds a right the mapping needs,
     /// and granting it would widen other mappings below that entry.
     Restricted,
+    /// The mode can express the request, but the CPU the hierarchy is
+    /// bound to lacks a feature it needs (see [`CpuFeatures`](crate::CpuFeatures)).
+    MissingFeature,
 }
 
 impl fmt::Display for ErrorKind {
@@ -58,6 +62,7 @@ impl fmt::Display for ErrorKind {
             Self::Exhausted => "pool exhausted",
             Self::InvalidState => "invalid state for this operation",
             Self::Restricted => "a table entry above withholds a needed right",
+            Self::MissingFeature => "the CPU lacks a paging feature the request needs",
         })
     }
 }
@@ -102,6 +107,7 @@ impl PagingError for EntryError {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
             Self::PhysOutOfRange { .. } => ErrorKind::OutOfRange,
             Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::MissingFeature(_) => ErrorKind::MissingFeature,
         }
     }
 }
@@ -177,6 +183,10 @@ pub enum MapError {
     },
     /// The mode cannot express these flags (NX in 2-level mode).
     Unsupported(MapFlags),
+    /// The CPU the mapper is bound to lacks the feature these flags or this
+    /// page size need (XD without NX, the PAT bit without the PAT, a 4 MiB
+    /// page without PSE). See [`CpuFeatures`](crate::CpuFeatures).
+    MissingFeature(CpuFeature),
     /// A page is already mapped at `va` (nothing was changed).
     AlreadyMapped {
         /// The address that is taken.
@@ -244,6 +254,7 @@ impl fmt::Display for MapError {
                 write!(f, "range {start} + {len:#x} runs past 4 GiB")
             }
             Self::Unsupported(flags) => write!(f, "flags {flags:?} are not supported in this mode"),
+            Self::MissingFeature(feature) => write!(f, "the CPU has no {feature}"),
             Self::AlreadyMapped { va, existing } => {
                 write!(f, "{va} is already mapped to {}", existing.phys_addr())
             }
@@ -278,6 +289,7 @@ impl PagingError for MapError {
             Self::Unaligned { .. } => ErrorKind::Unaligned,
             Self::PhysOutOfRange { .. } | Self::VirtOutOfRange { .. } => ErrorKind::OutOfRange,
             Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::MissingFeature(_) => ErrorKind::MissingFeature,
             Self::AlreadyMapped { .. } | Self::NotEmpty { .. } => ErrorKind::AlreadyMapped,
             Self::InLargePage { .. } | Self::TableInTheWay { .. } => ErrorKind::SizeConflict,
             Self::OutOfFrames => ErrorKind::OutOfMemory,
@@ -321,6 +333,9 @@ pub enum UnmapError {
     },
     /// The new flags cannot be expressed in this mode (flag updates only).
     Unsupported(MapFlags),
+    /// The CPU the mapper is bound to lacks the feature the new flags need
+    /// (flag updates only; see [`MapError::MissingFeature`]).
+    MissingFeature(CpuFeature),
     /// The range runs past the end of the 4 GiB virtual space (range calls).
     VirtOutOfRange {
         /// Start of the range.
@@ -355,6 +370,7 @@ impl fmt::Display for UnmapError {
                 write!(f, "{va} is inside the {size} page at {base}")
             }
             Self::Unsupported(flags) => write!(f, "flags {flags:?} are not supported in this mode"),
+            Self::MissingFeature(feature) => write!(f, "the CPU has no {feature}"),
             Self::TableRestricts { va, level, raw } => write!(
                 f,
                 "{level} entry {raw:#x} above {va} withholds a right the flags need \
@@ -374,6 +390,7 @@ impl PagingError for UnmapError {
             Self::NotMapped { .. } => ErrorKind::NotMapped,
             Self::InLargePage { .. } => ErrorKind::SizeConflict,
             Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::MissingFeature(_) => ErrorKind::MissingFeature,
             Self::VirtOutOfRange { .. } => ErrorKind::OutOfRange,
             Self::TableRestricts { .. } => ErrorKind::Restricted,
             Self::Access(e) => e.kind(),

@@ -139,10 +139,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             return Err(InstallError::VirtOutOfRange { start, count });
         }
         let last = first.checked_add(count.saturating_sub(1) as u64);
-        if !matches!(last, Some(l) if l.start_address().fits_bits(M::MAX_PHYS_BITS)) {
+        if !matches!(last, Some(l) if l.start_address().fits_bits(self.phys_bits())) {
             return Err(InstallError::PhysOutOfRange {
                 first: first.start_address(),
-                max_bits: M::MAX_PHYS_BITS,
+                max_bits: self.phys_bits(),
             });
         }
 
@@ -173,13 +173,13 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             alloc,
             Zone::Lowmem,
             new_pmd_tables,
-            M::MAX_PHYS_BITS,
+            self.phys_bits(),
         ) {
             return Err(match e {
                 ChainError::OutOfFrames => InstallError::OutOfFrames,
                 ChainError::OutOfReach(frame) => InstallError::PhysOutOfRange {
                     first: frame.start_address(),
-                    max_bits: M::MAX_PHYS_BITS,
+                    max_bits: self.phys_bits(),
                 },
                 ChainError::Access(e) => InstallError::Access(e),
             });
@@ -292,7 +292,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             };
             let entry = M::Pmd::table(target, user).map_err(|_| InstallError::PhysOutOfRange {
                 first: first.start_address(),
-                max_bits: M::MAX_PHYS_BITS,
+                max_bits: self.phys_bits(),
             })?;
             self.write(slot, Level::Pmd, entry)?;
         }

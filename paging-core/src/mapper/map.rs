@@ -33,6 +33,7 @@ pub(super) fn entry_error(e: EntryError) -> MapError {
             MapError::PhysOutOfRange { addr, max_bits }
         }
         EntryError::Unsupported(flags) => MapError::Unsupported(flags),
+        EntryError::MissingFeature(feature) => MapError::MissingFeature(feature),
     }
 }
 
@@ -85,12 +86,36 @@ pub(super) enum PmdState<E> {
 }
 
 impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
+    /// `flags` as a leaf of `size` may carry them on the bound CPU (XD
+    /// dropped under [`NxPolicy::Drop`](crate::NxPolicy::Drop)), or the
+    /// feature the CPU lacks.
+    #[inline(always)]
+    pub(super) fn leaf_flags(&self, flags: MapFlags, size: PageSize) -> Result<MapFlags, MapError> {
+        match self.rule.allows(flags, size) {
+            Some(flags) => Ok(flags),
+            None => Err(self.missing_feature(flags, size)),
+        }
+    }
+
+    /// The feature a leaf the rule refused lacks (cold: only on error).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn missing_feature(&self, flags: MapFlags, size: PageSize) -> MapError {
+        match self.features().leaf_flags::<M>(flags, size) {
+            Err(feature) => MapError::MissingFeature(feature),
+            // The rule and `leaf_flags` agree (`LeafRule::of`); if they
+            // ever did not, refusing is the safe side.
+            Ok(_) => MapError::Unsupported(flags),
+        }
+    }
+
     /// Map the 4 KiB `page` to `frame` with `flags` (`PRESENT` is added),
     /// creating missing tables from `alloc`.
     ///
     /// Fails, changing nothing, if the page or its large page is already
-    /// mapped, the frame is beyond the mode's physical limit, the flags cannot
-    /// be expressed, or tables cannot be allocated.
+    /// mapped, the frame is beyond the mode's or the CPU's physical limit,
+    /// the flags cannot be expressed, the CPU lacks a feature they need
+    /// ([`MapError::MissingFeature`]), or tables cannot be allocated.
     pub fn map<F: FrameAllocator + ?Sized>(
         &mut self,
         page: Page,
@@ -98,8 +123,8 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         flags: MapFlags,
         alloc: &mut F,
     ) -> Result<Flush, MapError> {
-        let flags = flags | MapFlags::PRESENT;
-        check_phys::<M>(frame.start_address(), PAGE_SIZE)?;
+        let flags = self.leaf_flags(flags | MapFlags::PRESENT, PageSize::Size4KiB)?;
+        check_phys(frame.start_address(), PAGE_SIZE, self.phys_bits())?;
         let pte = M::Pte::page(frame, flags).map_err(entry_error)?;
         let va = page.start_address();
 
@@ -121,10 +146,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
 
         // Missing tables: reserve every frame before writing anything.
         let pmd_frame = match pmd_state {
-            PmdState::NoPmdTable => Some(take_table_frame::<M, F>(alloc, Zone::Lowmem)?),
+            PmdState::NoPmdTable => Some(take_table_frame(alloc, Zone::Lowmem, self.phys_bits())?),
             PmdState::Entry(..) => None,
         };
-        let pte_frame = match take_table_frame::<M, F>(alloc, self.pte_zone) {
+        let pte_frame = match take_table_frame(alloc, self.pte_zone, self.phys_bits()) {
             Ok(frame) => frame,
             Err(e) => {
                 if let Some(f) = pmd_frame {
@@ -180,7 +205,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     ///
     /// Fails, changing nothing, if anything is mapped there, including an
     /// installed PTE table (even an empty one: free it first with
-    /// [`free_empty_tables`](Self::free_empty_tables)).
+    /// [`free_empty_tables`](Self::free_empty_tables)), or if the CPU
+    /// cannot map it: [`MapError::MissingFeature`] for a 4 MiB page without
+    /// PSE, or flags as for [`map`](Self::map).
     pub fn map_large<F: FrameAllocator + ?Sized>(
         &mut self,
         va: VirtAddr,
@@ -201,8 +228,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 align: size,
             });
         }
-        check_phys::<M>(pa, size)?;
-        let entry = M::Pmd::large(pa, flags | MapFlags::PRESENT).map_err(entry_error)?;
+        let flags = self.leaf_flags(flags | MapFlags::PRESENT, M::LARGE_PAGE_SIZE)?;
+        check_phys(pa, size, self.phys_bits())?;
+        let entry = M::Pmd::large(pa, flags).map_err(entry_error)?;
         match self.pmd_state(va)? {
             PmdState::Entry(slot, pmd) => {
                 check_pmd_free_for_large::<M>(va, pmd)?;
@@ -210,7 +238,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 Ok(Flush::none())
             }
             PmdState::NoPmdTable => {
-                let frame = take_table_frame::<M, F>(alloc, Zone::Lowmem)?;
+                let frame = take_table_frame(alloc, Zone::Lowmem, self.phys_bits())?;
                 let result = self
                     .fill_new_table::<M::Pmd>(frame, Level::Pmd, M::PTRS_PER_PMD, |i| {
                         if i == M::pmd_index(va) {
@@ -402,33 +430,36 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     }
 }
 
-/// A frame for a new page table from `zone`, one the mode's table entries
-/// can point at; a frame beyond that is given back and refused.
-fn take_table_frame<M: PagingMode, F: FrameAllocator + ?Sized>(
+/// A frame for a new page table from `zone`, one the table entries can
+/// point at (below 2^`bits`, the mapper's [`phys_bits`](Mapper::phys_bits));
+/// a frame beyond that is given back and refused.
+fn take_table_frame<F: FrameAllocator + ?Sized>(
     alloc: &mut F,
     zone: Zone,
+    bits: u32,
 ) -> Result<PhysFrame, MapError> {
     let frame = alloc.allocate_frame(zone).ok_or(MapError::OutOfFrames)?;
-    if frame.start_address().fits_bits(M::MAX_PHYS_BITS) {
+    if frame.start_address().fits_bits(bits) {
         Ok(frame)
     } else {
         // SAFETY: just allocated and never used.
         unsafe { alloc.deallocate_frame(frame) };
         Err(MapError::TableOutOfReach {
             frame,
-            max_bits: M::MAX_PHYS_BITS,
+            max_bits: bits,
         })
     }
 }
 
-/// `len` bytes from `pa` fit the mode's physical address width.
-pub(super) fn check_phys<M: PagingMode>(pa: PhysAddr, len: u64) -> Result<(), MapError> {
+/// `len` bytes from `pa` fit in `bits` physical address bits (the mapper's
+/// [`phys_bits`](Mapper::phys_bits)).
+pub(super) fn check_phys(pa: PhysAddr, len: u64, bits: u32) -> Result<(), MapError> {
     let last = pa.as_u64().checked_add(len - 1);
     match last {
-        Some(last) if last >> M::MAX_PHYS_BITS == 0 => Ok(()),
+        Some(last) if last >> bits == 0 => Ok(()),
         _ => Err(MapError::PhysOutOfRange {
             addr: pa,
-            max_bits: M::MAX_PHYS_BITS,
+            max_bits: bits,
         }),
     }
 }

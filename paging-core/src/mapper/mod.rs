@@ -28,11 +28,16 @@
 //!   is the caller's decision which mappings below may gain.)
 //! - **Nothing is linked that the CPU cannot walk.** A table frame from the
 //!   allocator that the mode's entries cannot point at (PAE: at or above
-//!   2^`MAX_PHYS_BITS`; 2-level: at or above 4 GiB) is given back and the
+//!   2^`MAX_PHYS_BITS` or the CPU's MAXPHYADDR; 2-level: at or above 4 GiB) is given back and the
 //!   call fails with [`MapError::TableOutOfReach`](crate::MapError::TableOutOfReach)
 //!   before anything is written. Entries copied into another top-level
 //!   table carry only the bits the CPU accepts there
 //!   ([`PgdEntry::without_reserved_bits`](crate::PgdEntry::without_reserved_bits)).
+//! - **Nothing is written that the CPU treats as reserved.** Every leaf is
+//!   checked against the mapper's [`CpuFeatures`] (XD without NX, the PAT
+//!   bit without the PAT, a 2-level large page without PSE, an address at
+//!   or above MAXPHYADDR) before the first write; see
+//!   [`features`](crate::features).
 //! - **Table access failures.** `map`, `map_large`, `map_range`, `unmap`,
 //!   `update_flags`, `unmap_range` and `protect_range` reach every table they will write
 //!   while they check, before their first write, so a [`TableAccess`] that
@@ -61,6 +66,7 @@ use crate::addr::{PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, Level};
 use crate::error::{RootError, TranslateError};
+use crate::features::{CpuFeatures, LeafRule};
 use crate::hooks::{NativeHooks, TableHooks};
 use crate::mode::PagingMode;
 use crate::table::{RawTable, WORDS_PER_TABLE};
@@ -70,10 +76,19 @@ use crate::walk::{Slot, Translation, Walk, Walker};
 ///
 /// `M` is the paging mode (a backend), `A` how tables are reached, `H` the
 /// table-lifecycle hooks ([`NativeHooks`] by default).
+///
+/// A mapper is bound to the [`CpuFeatures`] of the CPU that walks its
+/// tables, and never writes a bit that CPU treats as reserved: a request
+/// that needs a feature the CPU lacks fails with
+/// [`MapError::MissingFeature`](crate::MapError::MissingFeature) (see
+/// [`features`](crate::features) for the rule).
 pub struct Mapper<M: PagingMode, A: TableAccess, H: TableHooks = NativeHooks> {
     walker: Walker<M, A>,
     hooks: H,
     pte_zone: Zone,
+    features: CpuFeatures,
+    /// `features` precomputed for `M` (the hot paths' check).
+    rule: LeafRule,
 }
 
 impl<M: PagingMode, A: TableAccess + core::fmt::Debug, H: TableHooks + core::fmt::Debug>
@@ -84,12 +99,14 @@ impl<M: PagingMode, A: TableAccess + core::fmt::Debug, H: TableHooks + core::fmt
             .field("walker", &self.walker)
             .field("hooks", &self.hooks)
             .field("pte_zone", &self.pte_zone)
+            .field("features", &self.features)
             .finish()
     }
 }
 
 impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
-    /// A mapper for the existing hierarchy whose PGD is at `root`.
+    /// A mapper for the existing hierarchy whose PGD is at `root`, for a
+    /// CPU with `features`.
     ///
     /// `root` must be aligned to [`PagingMode::PGD_ALIGN`] and below 4 GiB
     /// (CR3 holds a 32-bit address in both modes).
@@ -116,7 +133,11 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
     ///
     /// A `const fn`, so a kernel can bind a root it knows at compile time in
     /// a static.
-    pub const unsafe fn new(root: PhysAddr, access: A) -> Result<Self, RootError> {
+    pub const unsafe fn new(
+        root: PhysAddr,
+        access: A,
+        features: CpuFeatures,
+    ) -> Result<Self, RootError> {
         let error = if !root.is_aligned(M::PGD_ALIGN) {
             Some(RootError::Unaligned {
                 addr: root,
@@ -137,10 +158,13 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
             walker: Walker::new(root, access),
             hooks: NativeHooks,
             pte_zone: Zone::Lowmem,
+            features,
+            rule: LeafRule::of::<M>(&features),
         })
     }
 
-    /// A new, empty hierarchy: one zeroed lowmem frame becomes the PGD.
+    /// A new, empty hierarchy for a CPU with `features`: one zeroed lowmem
+    /// frame becomes the PGD.
     ///
     /// # Safety
     /// `access` reaches the frames `alloc` hands out, and the binding
@@ -148,29 +172,35 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
     /// running this program uses it.
     pub unsafe fn create<F: FrameAllocator + ?Sized>(
         access: A,
+        features: CpuFeatures,
         alloc: &mut F,
     ) -> Result<Self, RootError> {
         // SAFETY: the caller keeps the same contract.
-        unsafe { Self::create_with_hooks(access, NativeHooks, alloc) }
+        unsafe { Self::create_with_hooks(access, NativeHooks, features, alloc) }
     }
 }
 
 impl<M: PagingMode, A: IsolatedTables> Mapper<M, A, NativeHooks> {
     /// [`new`](Self::new) for tables no CPU running this program walks
     /// (the host model, a test buffer): nothing to promise.
-    pub const fn new_isolated(root: PhysAddr, access: A) -> Result<Self, RootError> {
+    pub const fn new_isolated(
+        root: PhysAddr,
+        access: A,
+        features: CpuFeatures,
+    ) -> Result<Self, RootError> {
         // SAFETY: `IsolatedTables` promises no CPU running this program uses
         // these tables, so no mapping made through them can affect it.
-        unsafe { Self::new(root, access) }
+        unsafe { Self::new(root, access, features) }
     }
 
     /// [`create`](Self::create) for tables no CPU running this program walks.
     pub fn create_isolated<F: FrameAllocator + ?Sized>(
         access: A,
+        features: CpuFeatures,
         alloc: &mut F,
     ) -> Result<Self, RootError> {
         // SAFETY: as in `new_isolated`.
-        unsafe { Self::create(access, alloc) }
+        unsafe { Self::create(access, features, alloc) }
     }
 }
 
@@ -180,10 +210,11 @@ impl<M: PagingMode, A: IsolatedTables, H: TableHooks> Mapper<M, A, H> {
     pub fn create_isolated_with_hooks<F: FrameAllocator + ?Sized>(
         access: A,
         hooks: H,
+        features: CpuFeatures,
         alloc: &mut F,
     ) -> Result<Self, RootError> {
         // SAFETY: as in `new_isolated`.
-        unsafe { Self::create_with_hooks(access, hooks, alloc) }
+        unsafe { Self::create_with_hooks(access, hooks, features, alloc) }
     }
 
     /// [`install_pte_tables`](Self::install_pte_tables) for tables no CPU
@@ -218,6 +249,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     pub unsafe fn create_with_hooks<F: FrameAllocator + ?Sized>(
         access: A,
         hooks: H,
+        features: CpuFeatures,
         alloc: &mut F,
     ) -> Result<Self, RootError> {
         let frame = alloc
@@ -240,6 +272,8 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             walker: Walker::new(root, access),
             hooks,
             pte_zone: Zone::Lowmem,
+            features,
+            rule: LeafRule::of::<M>(&features),
         })
     }
 
@@ -249,7 +283,20 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             walker: self.walker,
             hooks,
             pte_zone: self.pte_zone,
+            features: self.features,
+            rule: self.rule,
         }
+    }
+
+    /// The features of the CPU this mapper writes entries for.
+    pub fn features(&self) -> CpuFeatures {
+        self.features
+    }
+
+    /// The physical address width this mapper's entries may use: the
+    /// smaller of the CPU's MAXPHYADDR and the mode's `MAX_PHYS_BITS`.
+    pub fn phys_bits(&self) -> u32 {
+        self.rule.phys_bits
     }
 
     /// Take new PTE tables from `zone` (default [`Zone::Lowmem`]). Use

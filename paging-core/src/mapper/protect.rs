@@ -6,7 +6,7 @@ use super::map::missing_rights;
 use super::teardown::page_range_end;
 use super::unmap::map_to_update_error;
 use crate::access::{TableAccess, reach};
-use crate::addr::{PAGE_SIZE, PhysAddr, PhysFrame, VirtAddr};
+use crate::addr::{PAGE_SIZE, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::entry::{Entry, EntryError, Level, PmdEntry, PteEntry};
 use crate::error::UnmapError;
 use crate::flags::MapFlags;
@@ -57,7 +57,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     ///   under a supervisor entry, made read-only, stays unreachable from
     ///   ring 3). See the rules in the [module docs](crate::mapper).
     /// - Flags the mode cannot express (`NO_EXECUTE` in 2-level mode) are
-    ///   [`UnmapError::Unsupported`].
+    ///   [`UnmapError::Unsupported`]; flags the bound CPU cannot carry in
+    ///   `set` (XD without NX, PAT without the PAT) are
+    ///   [`UnmapError::MissingFeature`].
     ///
     /// Everything is checked, and every table the call writes is reached,
     /// before the first write: on error nothing has changed. The returned
@@ -75,6 +77,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         let end = page_range_end(start, len)?;
         let clear = clear.difference(STATUS | MapFlags::PRESENT);
         let set = set.difference(STATUS) | MapFlags::PRESENT;
+        let set = self
+            .leaf_flags(set, PageSize::Size4KiB)
+            .map_err(|e| map_to_update_error(e, set))?;
         // Every leaf's old flags are expressible, so `(old - clear) | set`
         // is if `set` is, in either leaf form.
         let probe = PhysFrame::containing_address(PhysAddr::ZERO);

@@ -7,7 +7,7 @@ use super::map::{
     LargePages, PmdState, check_phys, check_pte_free, entry_error, large_translation,
 };
 use crate::access::{TableAccess, reach};
-use crate::addr::{PAGE_SIZE, PhysAddr, PhysFrame, VirtAddr};
+use crate::addr::{PAGE_SIZE, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, Level, PmdEntry, PteEntry};
 use crate::error::MapError;
@@ -40,7 +40,9 @@ struct RangeFrames {
 
 impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// Map `len` bytes at `va` to `pa` (all 4 KiB aligned), using large pages
-    /// where `large` allows and alignment permits.
+    /// where `large` allows, the CPU has them (2-level: PSE) and alignment
+    /// permits. Flags the bound CPU cannot carry are
+    /// [`MapError::MissingFeature`], as for [`map`](Self::map).
     ///
     /// The whole range is checked, and every table it needs is allocated,
     /// before the first entry is written: on error nothing has changed and
@@ -59,6 +61,10 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     ) -> Result<Flush, MapError> {
         let (va, pa) = (va.into(), pa.into());
         let flags = flags | MapFlags::PRESENT;
+        // Checked first, whatever the range: the 4 KiB form, and the large
+        // form only if large pages are asked for and the CPU has them
+        // (without PSE a 2-level range is mapped with 4 KiB pages).
+        let flags = self.leaf_flags(flags, PageSize::Size4KiB)?;
         for addr in [va.as_u64(), pa.as_u64(), len] {
             if addr % PAGE_SIZE != 0 {
                 return Err(MapError::Unaligned {
@@ -73,13 +79,13 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         if va.as_u64() + len > 1 << 32 {
             return Err(MapError::VirtOutOfRange { start: va, len });
         }
-        check_phys::<M>(pa, len)?;
+        check_phys(pa, len, self.phys_bits())?;
         let first = PhysFrame::from_start_address(pa).map_err(|_| MapError::Unaligned {
             addr: pa.as_u64(),
             align: PAGE_SIZE,
         })?;
         let template = M::Pte::page(first, flags).map_err(entry_error)?;
-        let large_ok = large == LargePages::Use;
+        let large_ok = large == LargePages::Use && self.features().large_pages::<M>();
         let large_template = if large_ok {
             // Only built if a large page will be used; checked here so a
             // flag the large form cannot carry fails before any write.
@@ -107,7 +113,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 alloc,
                 Zone::Lowmem,
                 needs.pmd_tables,
-                M::MAX_PHYS_BITS,
+                self.phys_bits(),
             )
             .and_then(|()| {
                 frames.pte.fill(
@@ -115,7 +121,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                     alloc,
                     self.pte_zone,
                     needs.pte_tables,
-                    M::MAX_PHYS_BITS,
+                    self.phys_bits(),
                 )
             });
         if let Err(e) = reserve {
@@ -124,7 +130,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
                 ChainError::OutOfFrames => MapError::OutOfFrames,
                 ChainError::OutOfReach(frame) => MapError::TableOutOfReach {
                     frame,
-                    max_bits: M::MAX_PHYS_BITS,
+                    max_bits: self.phys_bits(),
                 },
                 ChainError::Access(e) => MapError::Access(e),
             });

@@ -55,6 +55,7 @@ pub(super) fn map_to_update_error(e: MapError, flags: MapFlags) -> UnmapError {
         MapError::TableRestricts { va, level, raw } => {
             UnmapError::TableRestricts { va, level, raw }
         }
+        MapError::MissingFeature(feature) => UnmapError::MissingFeature(feature),
         _ => UnmapError::Unsupported(flags),
     }
 }
@@ -135,7 +136,8 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// Replace the flags of the mapping (4 KiB, or large at its base) that
     /// starts at `va`. Accessed and Dirty are carried over from the old entry
     /// (as Linux's `pte_modify` does); every other flag comes from `flags`
-    /// (`PRESENT` is added). The entry is replaced with one atomic 64-bit
+    /// (`PRESENT` is added). Flags the bound CPU cannot carry are
+    /// [`UnmapError::MissingFeature`]. The entry is replaced with one atomic 64-bit
     /// exchange in PAE mode.
     ///
     /// `at` is a [`Page`](crate::Page) or a 4 KiB-aligned [`VirtAddr`].
@@ -145,7 +147,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         flags: MapFlags,
     ) -> Result<Flush, UnmapError> {
         let va = at.into();
-        let flags = flags | MapFlags::PRESENT;
+        let flags = self
+            .leaf_flags(flags | MapFlags::PRESENT, PageSize::Size4KiB)
+            .map_err(|e| map_to_update_error(e, flags))?;
         let status = MapFlags::ACCESSED | MapFlags::DIRTY;
         let flush = match self.leaf(va)? {
             Leaf::Large(slot, old) => {

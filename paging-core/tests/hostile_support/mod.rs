@@ -57,7 +57,8 @@ pub const PDPTE_RESERVED_LOW: u64 = 0b110 | (0xF << 5);
 pub struct Geo {
     /// PAE (else 32-bit paging).
     pub pae: bool,
-    /// MAXPHYADDR: 32 in 2-level mode (no PSE-36), the mode's width in PAE.
+    /// MAXPHYADDR: 32 in 2-level mode (no PSE-36), in PAE the narrower of
+    /// the mode's width and the CPU's.
     pub maxphy: u32,
     /// 4 KiB pages per large-page block.
     pub per_block: u32,
@@ -65,19 +66,83 @@ pub struct Geo {
     pub base: u32,
     /// Bytes per large page.
     pub large: u64,
+    /// The CPU the mapper is bound to (and the world is built for).
+    pub features: paging_core::CpuFeatures,
 }
 
 impl Geo {
-    /// The window for mode `M`.
+    /// The window for mode `M` on a CPU with every feature.
     pub fn of<M: PagingMode>() -> Self {
+        Self::on::<M>(paging_core::CpuFeatures::full::<M>())
+    }
+
+    /// The window for mode `M` on a CPU with `features`.
+    pub fn on<M: PagingMode>(features: paging_core::CpuFeatures) -> Self {
         let pae = !M::PMD_FOLDED;
         let large = M::LARGE_PAGE_SIZE.bytes();
         Self {
             pae,
-            maxphy: if pae { M::MAX_PHYS_BITS } else { 32 },
+            maxphy: if pae {
+                M::MAX_PHYS_BITS.min(features.max_phys_bits)
+            } else {
+                32
+            },
             per_block: (large / 4096) as u32,
             base: (0x4000_0000 - 2 * large) as u32,
             large,
+            features,
+        }
+    }
+
+    /// EFER.NXE: bit 63 is XD (PAE), else reserved.
+    pub fn nxe(&self) -> bool {
+        self.pae && self.features.nx
+    }
+
+    /// Whether a PDE with PS maps a large page: always in PAE, with CR4.PSE
+    /// in 2-level mode (else PS is ignored: SDM Vol. 3A table 4-5).
+    pub fn large_pages(&self) -> bool {
+        self.pae || self.features.pse
+    }
+
+    /// The PAT bits reserved on this CPU: bit 7 of a PTE and bit 12 of a
+    /// large-page PDE without the PAT, under PAE or with CR4.PSE (SDM Vol.
+    /// 3A 4.3, 4.4.2); `(pte, large)`.
+    pub fn pat_reserved(&self) -> (u64, u64) {
+        if self.features.pat || !self.large_pages() {
+            (0, 0)
+        } else {
+            (PTE_PAT, LARGE_PAT)
+        }
+    }
+
+    /// Why this CPU cannot take a leaf with `flags` (of the large size if
+    /// `large`), if it cannot: the rule of `paging_core::features`, stated
+    /// from the SDM's reserved bits. XD without NX is dropped instead under
+    /// the drop policy (see [`effective`](Self::effective)).
+    pub fn cpu_refuses(&self, flags: MapFlags, large: bool) -> Option<&'static str> {
+        if large && !self.large_pages() {
+            Some("no PSE for a large page")
+        } else if flags.contains(MapFlags::PAT) && !self.features.pat {
+            Some("no PAT for the PAT bit")
+        } else if self.pae
+            && flags.contains(MapFlags::NO_EXECUTE)
+            && !self.features.nx
+            && self.features.nx_policy == paging_core::NxPolicy::Refuse
+        {
+            Some("no NX for XD")
+        } else {
+            None
+        }
+    }
+
+    /// The flags a leaf asked for with `flags` gets: XD dropped on a PAE
+    /// CPU without NX under the drop policy.
+    pub fn effective(&self, flags: MapFlags) -> MapFlags {
+        if self.pae && !self.features.nx {
+            flags - MapFlags::NO_EXECUTE
+        } else {
+            flags
         }
     }
 
@@ -268,7 +333,11 @@ impl BlockHier {
         if geo.pae && self.pgd & P == 0 && self.pgd != 0 {
             return BlockKind::SoftPgd;
         }
-        match (self.pde & P != 0, self.pde & PS != 0, self.pde == 0) {
+        match (
+            self.pde & P != 0,
+            self.pde & PS != 0 && geo.large_pages(),
+            self.pde == 0,
+        ) {
             (_, _, true) => BlockKind::Empty,
             (false, _, false) => BlockKind::SoftPde,
             (true, false, _) => BlockKind::Table,
@@ -366,14 +435,20 @@ pub fn view(ram: &SimRam, geo: &Geo, hier: &[BlockHier]) -> Vec<PageView> {
             continue;
         }
         // PAE: bits 62:M are reserved in present PDEs and PTEs; bit 63 is
-        // XD (NXE on). 32-bit: no reserved bits but in a 4 MiB PDE.
-        let reserved = if geo.pae { geo.above_maxphy() & !XD } else { 0 };
+        // XD with NXE, else reserved too. 32-bit: no reserved bits but in a
+        // 4 MiB PDE, and the PAT bits without the PAT (with CR4.PSE).
+        let reserved = match (geo.pae, geo.nxe()) {
+            (true, true) => geo.above_maxphy() & !XD,
+            (true, false) => geo.above_maxphy(),
+            (false, _) => 0,
+        };
+        let (pte_pat_rsvd, large_pat_rsvd) = geo.pat_reserved();
         if pde & reserved != 0 {
             out.extend(std::iter::repeat_n(PageView::Reserved(1), per));
             continue;
         }
-        let xd = |e: u64| geo.pae && e & XD != 0;
-        if pde & PS != 0 {
+        let xd = |e: u64| geo.nxe() && e & XD != 0;
+        if pde & PS != 0 && geo.large_pages() {
             // 2 MiB PDE: bits 20:13 reserved; 4 MiB PDE without PSE-36:
             // bits 21:13 reserved.
             let (low_reserved, base_mask) = if geo.pae {
@@ -381,7 +456,7 @@ pub fn view(ram: &SimRam, geo: &Geo, hier: &[BlockHier]) -> Vec<PageView> {
             } else {
                 (0x1FFu64 << 13, 0xFFC0_0000)
             };
-            if pde & low_reserved != 0 {
+            if pde & (low_reserved | large_pat_rsvd) != 0 {
                 out.extend(std::iter::repeat_n(PageView::Reserved(1), per));
                 continue;
             }
@@ -415,7 +490,7 @@ pub fn view(ram: &SimRam, geo: &Geo, hier: &[BlockHier]) -> Vec<PageView> {
             let pte = entry(geo, &words, i);
             out.push(if pte & P == 0 {
                 PageView::Unmapped(pte)
-            } else if pte & reserved != 0 {
+            } else if pte & (reserved | pte_pat_rsvd) != 0 {
                 PageView::Reserved(2)
             } else {
                 PageView::Mapped(Leaf {
@@ -611,7 +686,7 @@ impl Builder<'_> {
     }
 
     fn xd(&mut self, pct: u64) -> u64 {
-        if self.geo.pae {
+        if self.geo.nxe() {
             self.rng.bit(XD, pct)
         } else {
             0
@@ -632,7 +707,8 @@ impl Builder<'_> {
             | r.bit(D, 30)
             | r.bit(PTE_PAT, 20)
             | r.bit(G, 20);
-        pa | bits | self.sw() | self.xd(40)
+        let pat = if self.geo.features.pat { 0 } else { PTE_PAT };
+        (pa | bits | self.sw() | self.xd(40)) & !pat
     }
 
     /// A present PDE mapping a large page.
@@ -650,7 +726,8 @@ impl Builder<'_> {
             | r.bit(D, 30)
             | r.bit(LARGE_PAT, 20)
             | r.bit(G, 20);
-        pa | bits | self.sw() | self.xd(40)
+        let pat = if self.geo.features.pat { 0 } else { LARGE_PAT };
+        (pa | bits | self.sw() | self.xd(40)) & !pat
     }
 
     /// A page table filled with a random density of leaves and software
@@ -692,21 +769,25 @@ impl Builder<'_> {
         (pt << 12) | bits | self.sw() | self.xd(30)
     }
 
-    /// A PDE for a window slot (`window`) or any other slot.
+    /// A PDE for a window slot (`window`) or any other slot (no large page
+    /// on a 2-level CPU without PSE: PS would be ignored).
     fn pde(&mut self, window: bool) -> u64 {
         let roll = self.rng.below(100);
+        let large = self.geo.large_pages();
         if window {
             match roll {
                 0..30 => 0,
                 30..40 => self.soft(),
                 40..85 => self.table_pde(),
-                _ => self.large(),
+                _ if large => self.large(),
+                _ => self.table_pde(),
             }
         } else {
             match roll {
                 0..82 => 0,
                 82..90 => self.soft(),
-                90..97 => self.large(),
+                90..97 if large => self.large(),
+                90..97 => 0,
                 _ => self.table_pde(),
             }
         }

@@ -114,8 +114,10 @@ fn switch_and_read(
     // SAFETY: the kernel directory; through this binding the test only
     // repoints and unmaps its own vmalloc test page, which no Rust
     // reference points into.
-    let mut reference = unsafe { Mapper::<Mode, _>::new(kernel.root, DirectMapAccess) }
-        .map_err(|e| failure!("{e}"))?;
+    let mut reference = unsafe {
+        Mapper::<Mode, _>::new(kernel.root, DirectMapAccess, crate::mode::cpu_features())
+    }
+    .map_err(|e| failure!("{e}"))?;
     let (_, stale) = reference
         .unmap(va)
         .map_err(|e| failure!("unmap {va}: {e}"))?;

@@ -363,8 +363,8 @@ fn unmap_first_table<A: TableAccess>(
 ) -> Result<u64, Failure> {
     // SAFETY: a test address space, never loaded into CR3, reached through
     // `access`; it maps only the test's own frames.
-    let mut mapper =
-        unsafe { Mapper::<Mode, &A>::new(root, access) }.map_err(|e| failure!("{e}"))?;
+    let mut mapper = unsafe { Mapper::<Mode, &A>::new(root, access, crate::mode::cpu_features()) }
+        .map_err(|e| failure!("{e}"))?;
     let pages = PMD_SPAN / 4096;
     let watch = Stopwatch::start();
     for page in 0..pages {
