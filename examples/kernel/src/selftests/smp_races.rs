@@ -171,7 +171,46 @@ pub fn smp_nmi_on_every_cpu_while_locks_are_held(kernel: &Kernel) -> TestResult 
     apic::local_apic(kernel.fixmap)?;
     let spaces = Spaces::new()?;
     let page = VmallocPage::new(&mut frames::lock())?;
-    let race = Race::new(&spaces, &page);
+    let result = nmi_race(&spaces, &page);
+    page.release(&mut frames::lock())?;
+    spaces.destroy()?;
+    let (nmis, cpus, va, sync) = result?;
+    ensure!(nmis as usize == cpus, "{nmis} NMIs handled for {cpus} CPUs");
+    let expected = EXPECTED_FILLS * cpus as u32;
+    ensure!(
+        sync.filled == expected,
+        "{} lazy fills inside the NMIs (expected {expected})",
+        sync.filled
+    );
+    println!(
+        "    cpu 0 held the frame-allocator and kmap-task locks; an NMI on each CPU ({}) read {:#x} in its own space: {} lazy fills inside NMIs, no deadlock, no double fault",
+        cpus, va, sync.filled
+    );
+    Ok(())
+}
+
+/// One round of the soak's NMIs (`soak.rs`): every CPU in a fresh address
+/// space of its own, an NMI on each while the boot CPU holds the
+/// frame-allocator and kmap locks, each reading `page` (made once for the
+/// whole soak: every vmalloc page takes a region of its own, and the
+/// kernel's tables for it stay). Returns the NMIs handled.
+pub fn soak_nmi_round(page: &VmallocPage) -> Result<u32, Failure> {
+    let spaces = Spaces::new()?;
+    let result = nmi_race(&spaces, page);
+    spaces.destroy()?;
+    let (nmis, cpus, _, _) = result?;
+    ensure!(nmis as usize == cpus, "{nmis} NMIs handled for {cpus} CPUs");
+    Ok(nmis)
+}
+
+/// Every CPU in its own space of `spaces` reads `page` in an NMI sent by
+/// the boot CPU while it holds the locks; returns the NMIs handled, the
+/// CPUs, the page's address and the lazy fills made meanwhile.
+fn nmi_race(
+    spaces: &Spaces,
+    page: &VmallocPage,
+) -> Result<(u32, usize, usize, kernel_sync::SyncFaults), Failure> {
+    let race = Race::new(spaces, page);
     let counts_before: [u32; CPUS] = core::array::from_fn(nmi::count_on);
     let before = kernel_sync::faults();
     static OUTCOME: spin::Mutex<Option<Result<(), Failure>>> = spin::Mutex::new(None);
@@ -201,8 +240,6 @@ pub fn smp_nmi_on_every_cpu_while_locks_are_held(kernel: &Kernel) -> TestResult 
         &race as *const Race as usize,
     );
     let sync = kernel_sync::faults().since(before);
-    page.release(&mut frames::lock())?;
-    spaces.destroy()?;
     let outcome = OUTCOME
         .lock()
         .take()
@@ -211,22 +248,7 @@ pub fn smp_nmi_on_every_cpu_while_locks_are_held(kernel: &Kernel) -> TestResult 
     let nmis: u32 = (0..smp::known())
         .map(|cpu| nmi::count_on(cpu) - counts_before[cpu])
         .sum();
-    ensure!(
-        nmis as usize == race.cpus,
-        "{nmis} NMIs handled for {} CPUs",
-        race.cpus
-    );
-    let expected = EXPECTED_FILLS * race.cpus as u32;
-    ensure!(
-        sync.filled == expected,
-        "{} lazy fills inside the NMIs (expected {expected})",
-        sync.filled
-    );
-    println!(
-        "    cpu 0 held the frame-allocator and kmap-task locks; an NMI on each CPU ({}) read {:#x} in its own space: {} lazy fills inside NMIs, no deadlock, no double fault",
-        race.cpus, race.va, sync.filled
-    );
-    Ok(())
+    Ok((nmis, race.cpus, race.va, sync))
 }
 
 /// On the boot CPU, with every CPU in its own space: take the locks, arm a

@@ -20,6 +20,7 @@ use kmap::FlushPolicy;
 
 use crate::{ensure, failure, println, process, smp, watchdog};
 
+use super::kernel_sync::VmallocPage;
 use super::{processes, smp_kmap, smp_races};
 
 /// Seconds of soak asked for on the command line, if any.
@@ -34,6 +35,26 @@ pub fn seconds(kernel: &Kernel) -> Option<u32> {
 
 pub fn soak_kmap_processes_and_nmis_on_every_cpu(kernel: &Kernel) -> TestResult {
     let seconds = seconds(kernel).unwrap_or(20);
+    println!(
+        "    soak: {seconds} s on {} CPU(s)",
+        smp::online_count().max(1)
+    );
+    // One vmalloc page read by every round's NMIs: each vmalloc page takes
+    // a region of its own for good, so a page per round would use the
+    // area up in a long soak.
+    let nmi_page = match crate::smp::no_apic() {
+        Some(_) => None,
+        None => Some(VmallocPage::new(&mut crate::frames::lock())?),
+    };
+    let result = rounds_until(kernel, seconds, nmi_page.as_ref());
+    if let Some(page) = nmi_page {
+        page.release(&mut crate::frames::lock())?;
+    }
+    result
+}
+
+/// The soak's rounds, for `seconds`, the NMIs reading `nmi_page`.
+fn rounds_until(kernel: &Kernel, seconds: u32, nmi_page: Option<&VmallocPage>) -> TestResult {
     let cpus = smp::online_count().max(1) as u64;
     let frames_before = process::free_frames();
     let mut frames_after_first = None;
@@ -49,7 +70,6 @@ pub fn soak_kmap_processes_and_nmis_on_every_cpu(kernel: &Kernel) -> TestResult 
     let mut wraps = 0u64;
     let mut worst = 0u32;
     let mut processes_run = 0u64;
-    println!("    soak: {seconds} s on {cpus} CPU(s)");
     while rounds == 0
         || (timed && clock().wrapping_sub(start) < seconds.saturating_mul(1000))
         || (!timed && rounds < target_rounds)
@@ -65,12 +85,12 @@ pub fn soak_kmap_processes_and_nmis_on_every_cpu(kernel: &Kernel) -> TestResult 
         processes::process_demand_zero_64_processes_with_checksums(kernel)
             .map_err(|e| failure!("round {rounds}, demand-zero processes: {}", e.message()))?;
         processes_run += 9 + 64;
-        if smp::online_count() > 1 || crate::apic::get().is_some() {
-            smp_races::smp_nmi_on_every_cpu_while_locks_are_held(kernel)
+        if let Some(page) = nmi_page {
+            smp_races::soak_nmi_round(page)
                 .map_err(|e| failure!("round {rounds}, NMIs: {}", e.message()))?;
         }
         // The first round may leave kernel page tables behind for good
-        // (the vmalloc page-table frame of the NMI race): every later round
+        // (a page table the kernel keeps once a region is used): every later round
         // must give back exactly what the first one ended with.
         let frames = process::free_frames();
         let baseline = *frames_after_first.get_or_insert(frames);
