@@ -34,6 +34,7 @@ mod early_fixmap;
 mod exceptions;
 mod fault_probe;
 mod firmware;
+mod fpu;
 mod frames;
 mod gdt;
 mod handover;

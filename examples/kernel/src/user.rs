@@ -33,6 +33,40 @@ pub mod nr {
     /// through local kmaps, waits (interrupts on) until the process has been
     /// preempted that many times, and checks them; 0 if right.
     pub const KMAP_HOLD: u32 = 8;
+    /// `last_error()`: why the last system call that returned -1 failed
+    /// (one of [`super::err`]; 0 if none has failed). Not reset by a
+    /// system call that succeeds, like C's `errno`.
+    pub const LAST_ERROR: u32 = 9;
+}
+
+/// Reasons a system call returned -1, read back with
+/// [`nr::LAST_ERROR`].
+pub mod err {
+    /// No system call has failed.
+    pub const NONE: u32 = 0;
+    /// An argument is out of range (an unknown number, a length that
+    /// wraps, more `kmap_hold` preemptions than allowed).
+    pub const INVALID: u32 = 1;
+    /// A pointer or range is not in the caller's user half.
+    pub const FAULT: u32 = 2;
+    /// The process table is full.
+    pub const TABLE_FULL: u32 = 3;
+    /// The caller has [`crate::process::MAX_CHILDREN`] children (zombies
+    /// included) already.
+    pub const CHILD_LIMIT: u32 = 4;
+    /// The heap would pass its limit ([`crate::process::HEAP_MAX`]).
+    pub const PAGE_LIMIT: u32 = 5;
+    /// The kernel ran out of frames.
+    pub const NO_MEMORY: u32 = 6;
+    /// A fork would overflow the kernel's table of shared pages.
+    pub const SHARED_FULL: u32 = 7;
+    /// `wait` with no child.
+    pub const NO_CHILD: u32 = 8;
+    /// The console budget ([`crate::process::CONSOLE_BUDGET`]) is spent:
+    /// the write was cut short, the rest dropped (and counted).
+    pub const CONSOLE_BUDGET: u32 = 9;
+    /// The kernel failed (a bug: it printed the reason).
+    pub const KERNEL: u32 = 10;
 }
 
 core::arch::global_asm!(
@@ -231,6 +265,356 @@ user_hello_start:
     mov eax, {exit}
     int 0x80
 user_hello_end:
+
+    // fork_bomb(depth): forks until fork fails, then exits 0 without
+    // waiting; each child does the same with depth - 1; at depth 0 a
+    // process yields 8 times (keeping its slot) and exits 0.
+    .global user_fork_bomb_start
+    .global user_fork_bomb_end
+user_fork_bomb_start:
+    mov esi, ebx
+    test esi, esi
+    jz 3f
+2:
+    mov eax, {fork}
+    int 0x80
+    test eax, eax
+    js 5f
+    jnz 2b
+    dec esi
+    jnz 2b
+3:
+    mov edi, 8
+4:
+    mov eax, {yield_}
+    int 0x80
+    dec edi
+    jnz 4b
+5:
+    mov eax, {exit}
+    xor ebx, ebx
+    int 0x80
+user_fork_bomb_end:
+
+    // big_exit(pages): sbrk and touch `pages` pages, exit 0 (-1 if sbrk
+    // failed).
+    .global user_big_exit_start
+    .global user_big_exit_end
+user_big_exit_start:
+    mov esi, ebx
+    shl ebx, 12
+    mov eax, {sbrk}
+    int 0x80
+    cmp eax, -1
+    je 3f
+    mov edi, eax
+    xor ecx, ecx
+2:
+    mov edx, ecx
+    shl edx, 12
+    mov [edi + edx], ecx
+    inc ecx
+    cmp ecx, esi
+    jb 2b
+    mov eax, {exit}
+    xor ebx, ebx
+    int 0x80
+3:
+    mov eax, {exit}
+    mov ebx, -1
+    int 0x80
+user_big_exit_end:
+
+    // big_fork(pages): sbrk and touch `pages` pages, then fork. Exits with
+    // last_error if the fork returned -1 (0x100 if the fork succeeded: the
+    // child exits 0x200), -1 if sbrk failed.
+    .global user_big_fork_start
+    .global user_big_fork_end
+user_big_fork_start:
+    mov esi, ebx
+    shl ebx, 12
+    mov eax, {sbrk}
+    int 0x80
+    cmp eax, -1
+    je 5f
+    mov edi, eax
+    xor ecx, ecx
+2:
+    mov edx, ecx
+    shl edx, 12
+    mov [edi + edx], ecx
+    inc ecx
+    cmp ecx, esi
+    jb 2b
+    mov eax, {fork}
+    int 0x80
+    test eax, eax
+    jz 4f
+    jns 3f
+    mov eax, {last_error}
+    int 0x80
+    mov ebx, eax
+    mov eax, {exit}
+    int 0x80
+3:
+    mov eax, {wait}
+    int 0x80
+    mov eax, {exit}
+    mov ebx, 0x100
+    int 0x80
+4:
+    mov eax, {exit}
+    mov ebx, 0x200
+    int 0x80
+5:
+    mov eax, {exit}
+    mov ebx, -1
+    int 0x80
+user_big_fork_end:
+
+    // call_err(n): calls `n` (EBX) with EBX = ECX = -1; exits with
+    // last_error if it returned -1, else 0x100 + the result's low byte.
+    .global user_call_err_start
+    .global user_call_err_end
+user_call_err_start:
+    mov eax, ebx
+    mov ebx, -1
+    mov ecx, -1
+    int 0x80
+    cmp eax, -1
+    jne 2f
+    mov eax, {last_error}
+    int 0x80
+    mov ebx, eax
+    mov eax, {exit}
+    int 0x80
+2:
+    movzx ebx, al
+    add ebx, 0x100
+    mov eax, {exit}
+    int 0x80
+user_call_err_end:
+
+    // sbrk_wrap: sbrk(0) = old; sbrk(0xFFFFF001) must be -1 and sbrk(0)
+    // still old: exits with last_error; 0x100 if the heap moved.
+    .global user_sbrk_wrap_start
+    .global user_sbrk_wrap_end
+user_sbrk_wrap_start:
+    mov eax, {sbrk}
+    xor ebx, ebx
+    int 0x80
+    mov esi, eax
+    mov eax, {sbrk}
+    mov ebx, 0xFFFFF001
+    int 0x80
+    cmp eax, -1
+    jne 2f
+    mov eax, {sbrk}
+    xor ebx, ebx
+    int 0x80
+    cmp eax, esi
+    jne 2f
+    mov eax, {last_error}
+    int 0x80
+    mov ebx, eax
+    mov eax, {exit}
+    int 0x80
+2:
+    mov eax, {exit}
+    mov ebx, 0x100
+    int 0x80
+user_sbrk_wrap_end:
+
+    // orphan_maker(n): forks n children that exit at once, yields 32
+    // times, exits 0 without waiting for them.
+    .global user_orphan_maker_start
+    .global user_orphan_maker_end
+user_orphan_maker_start:
+    mov esi, ebx
+2:
+    test esi, esi
+    jz 3f
+    dec esi
+    mov eax, {fork}
+    int 0x80
+    test eax, eax
+    jnz 2b
+    mov eax, {exit}
+    mov ebx, 0x77
+    int 0x80
+3:
+    mov esi, 32
+4:
+    mov eax, {yield_}
+    int 0x80
+    dec esi
+    jnz 4b
+    mov eax, {exit}
+    xor ebx, ebx
+    int 0x80
+user_orphan_maker_end:
+
+    // child_limit: forks until fork fails (children exit 0 at once), waits
+    // for them all; exits with the number of forks + (last_error << 16).
+    .global user_child_limit_start
+    .global user_child_limit_end
+user_child_limit_start:
+    xor esi, esi
+2:
+    mov eax, {fork}
+    int 0x80
+    test eax, eax
+    jz 5f
+    js 3f
+    inc esi
+    cmp esi, 1000
+    jb 2b
+3:
+    mov eax, {last_error}
+    int 0x80
+    mov edi, eax
+4:
+    mov eax, {wait}
+    int 0x80
+    cmp eax, -1
+    jne 4b
+    mov ebx, edi
+    shl ebx, 16
+    or ebx, esi
+    mov eax, {exit}
+    int 0x80
+5:
+    mov eax, {exit}
+    xor ebx, ebx
+    int 0x80
+user_child_limit_end:
+
+    // flood(lines): writes a 64-byte line `lines` times; exits with the
+    // bytes write reported written in total (-1 results not counted).
+    .global user_flood_start
+    .global user_flood_end
+user_flood_start:
+    mov esi, ebx
+    xor edi, edi
+    jmp 3f
+2:
+    .ascii "    flood: a process writes the same line again and again......\n"
+3:
+    test esi, esi
+    jz 4f
+    dec esi
+    mov eax, {write}
+    mov ebx, {text} + 2
+    mov ecx, 64
+    int 0x80
+    test eax, eax
+    js 3b
+    add edi, eax
+    jmp 3b
+4:
+    mov ebx, edi
+    mov eax, {exit}
+    int 0x80
+user_flood_end:
+
+    // spinner(iterations): counts down, exits 0.
+    .global user_spinner_start
+    .global user_spinner_end
+user_spinner_start:
+2:
+    dec ebx
+    jnz 2b
+    mov eax, {exit}
+    xor ebx, ebx
+    int 0x80
+user_spinner_end:
+
+    // fpu_keeper(secret): loads the secret into ST0 and a pattern into
+    // ST1, yields 24 times (another keeper loads its own meanwhile), stores
+    // both back: exit 0 if both survived, 1 if not.
+    .global user_fpu_keeper_start
+    .global user_fpu_keeper_end
+user_fpu_keeper_start:
+    push ebx
+    mov eax, ebx
+    not eax
+    push eax
+    fild dword ptr [esp]
+    fild dword ptr [esp + 4]
+    mov esi, 24
+2:
+    mov eax, {yield_}
+    int 0x80
+    mov ecx, 20000
+3:
+    dec ecx
+    jnz 3b
+    dec esi
+    jnz 2b
+    fistp dword ptr [esp + 4]
+    fistp dword ptr [esp]
+    pop eax
+    not eax
+    pop edx
+    mov ecx, 1
+    cmp edx, ebx
+    jne 4f
+    cmp eax, ebx
+    jne 4f
+    xor ecx, ecx
+4:
+    mov ebx, ecx
+    mov eax, {exit}
+    int 0x80
+user_fpu_keeper_end:
+
+    // fpu_checker: fnsave at entry (after yielding, so the keepers have
+    // loaded theirs): exits 0 if the state is fninit's (control 0x37F,
+    // status 0, every tag empty) and all 8 registers are zero; else a bit
+    // per difference (1 control, 2 status, 4 tags, 8 registers).
+    .global user_fpu_checker_start
+    .global user_fpu_checker_end
+user_fpu_checker_start:
+    mov eax, {yield_}
+    int 0x80
+    sub esp, 108
+    fnsave [esp]
+    xor ebx, ebx
+    cmp word ptr [esp], 0x37F
+    je 2f
+    or ebx, 1
+2:
+    cmp word ptr [esp + 4], 0
+    je 3f
+    or ebx, 2
+3:
+    cmp word ptr [esp + 8], 0xFFFF
+    je 4f
+    or ebx, 4
+4:
+    mov ecx, 28
+5:
+    cmp byte ptr [esp + ecx], 0
+    je 6f
+    or ebx, 8
+6:
+    inc ecx
+    cmp ecx, 108
+    jb 5b
+    mov eax, {exit}
+    int 0x80
+user_fpu_checker_end:
+
+    // ldt_selector: loads selector 0x0F (LDT entry 1, RPL 3) into DS.
+    .global user_ldt_selector_start
+    .global user_ldt_selector_end
+user_ldt_selector_start:
+    mov eax, 0x0F
+    mov ds, ax
+    mov eax, {exit}
+    xor ebx, ebx
+    int 0x80
+user_ldt_selector_end:
     "#,
     sbrk = const nr::SBRK,
     yield_ = const nr::YIELD,
@@ -240,6 +624,7 @@ user_hello_end:
     write = const nr::WRITE,
     getpid = const nr::GETPID,
     kmap_hold = const nr::KMAP_HOLD,
+    last_error = const nr::LAST_ERROR,
     text = const TEXT_BASE,
 );
 
@@ -335,4 +720,75 @@ pub fn holder() -> Program {
 /// Writes a line, exits with its PID.
 pub fn hello() -> Program {
     program!("hello", user_hello_start, user_hello_end)
+}
+
+/// `fork_bomb(depth)`: a tree of forks, each process forking until
+/// refused, `depth` levels deep: fills the process table.
+pub fn fork_bomb() -> Program {
+    program!("fork-bomb", user_fork_bomb_start, user_fork_bomb_end)
+}
+
+/// `big_exit(pages)`: touches `pages` heap pages and exits.
+pub fn big_exit() -> Program {
+    program!("big-exit", user_big_exit_start, user_big_exit_end)
+}
+
+/// `big_fork(pages)`: touches `pages` heap pages and forks; exits with
+/// the fork's error.
+pub fn big_fork() -> Program {
+    program!("big-fork", user_big_fork_start, user_big_fork_end)
+}
+
+/// `call_err(n)`: system call `n` with every argument -1; exits with its
+/// error (or 0x100 + the result's low byte if it succeeded).
+pub fn call_err() -> Program {
+    program!("call-err", user_call_err_start, user_call_err_end)
+}
+
+/// `sbrk(0xFFFFF001)`: exits with its error if the heap did not move.
+pub fn sbrk_wrap() -> Program {
+    program!("sbrk-wrap", user_sbrk_wrap_start, user_sbrk_wrap_end)
+}
+
+/// `orphan_maker(n)`: n children exit, the parent never waits.
+pub fn orphan_maker() -> Program {
+    program!(
+        "orphan-maker",
+        user_orphan_maker_start,
+        user_orphan_maker_end
+    )
+}
+
+/// Forks until refused; exits with the count and the error.
+pub fn child_limit() -> Program {
+    program!("child-limit", user_child_limit_start, user_child_limit_end)
+}
+
+/// `flood(lines)`: writes a 64-byte line `lines` times.
+pub fn flood() -> Program {
+    program!("flood", user_flood_start, user_flood_end)
+}
+
+/// `spinner(n)`: a ring-3 loop of `n` iterations.
+pub fn spinner() -> Program {
+    program!("spinner", user_spinner_start, user_spinner_end)
+}
+
+/// `fpu_keeper(secret)`: x87 registers kept across 24 switches.
+pub fn fpu_keeper() -> Program {
+    program!("fpu-keeper", user_fpu_keeper_start, user_fpu_keeper_end)
+}
+
+/// Checks its x87 state is fninit's, with zeroed registers.
+pub fn fpu_checker() -> Program {
+    program!("fpu-checker", user_fpu_checker_start, user_fpu_checker_end)
+}
+
+/// Loads an LDT selector.
+pub fn ldt_selector() -> Program {
+    program!(
+        "ldt-selector",
+        user_ldt_selector_start,
+        user_ldt_selector_end
+    )
 }

@@ -1,0 +1,295 @@
+//! Hostile processes (issue 21): each test runs ring-3 programs written
+//! to take what they should not, and checks the kernel gave nothing away.
+//! Every test also checks (through [`run_and_reap`]) that the frame
+//! allocator's counts, the kernel sync's registry and the shared-page
+//! table are back where they started.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use paging_core::Zone;
+
+use super::processes::run_and_reap;
+use crate::kernel::Kernel;
+use crate::layout::CPUS;
+use crate::process::{self, COUNTERS, KILLED, MAX_CHILDREN};
+use crate::test::{Failure, TestResult};
+use crate::user::{self, Program, err, nr};
+use crate::{ensure, fail, gdt, println, smp};
+
+fn spawn(program: Program, arg: u32) -> Result<u32, Failure> {
+    process::spawn(program, arg, Zone::PreferHighmem, None)
+}
+
+/// The last online CPU (the one the single-CPU tests share).
+fn last_cpu() -> usize {
+    (0..CPUS).rev().find(|&c| smp::is_online(c)).unwrap_or(0)
+}
+
+/// Runs one process to its end; its outcome (the only one reaped).
+fn run_one(program: Program, arg: u32) -> Result<process::Outcome, Failure> {
+    let before = process::free_frames();
+    spawn(program, arg)?;
+    let outcomes = run_and_reap(before)?;
+    let [o] = outcomes.as_slice() else {
+        fail!("{} outcomes for one {}", outcomes.len(), program.name);
+    };
+    Ok(*o)
+}
+
+/// H1: a fork tree two levels deep (each process forks until refused:
+/// 16 x 16 wanted, the table holds 96). A refused fork frees the
+/// child it began (address space, shared references, kernel stack,
+/// registry slot) and says why; nothing is printed per refusal.
+pub fn user_hostile_fork_bomb(_: &Kernel) -> TestResult {
+    let refused = COUNTERS.forks_refused.load(Ordering::Relaxed);
+    let full = COUNTERS.forks_table_full.load(Ordering::Relaxed);
+    let o = run_one(user::fork_bomb(), 2)?;
+    ensure!(
+        o.exit_code == 0 && o.kill_reason.is_none(),
+        "the fork bomb's root ended with {o:?}"
+    );
+    let refused = COUNTERS.forks_refused.load(Ordering::Relaxed) - refused;
+    let full = COUNTERS.forks_table_full.load(Ordering::Relaxed) - full;
+    ensure!(
+        full > 0,
+        "no fork was refused for a full table: the table never filled"
+    );
+    println!(
+        "    a fork tree filled the {}-slot table: {refused} forks refused with -1 ({full} table full, the others at {MAX_CHILDREN} children), no line printed per refusal, orphans reaped by the kernel; frames, registry and shared table back",
+        process::MAX_PROCESSES
+    );
+    Ok(())
+}
+
+/// H2: a process with 1000 private pages (more than any fixed buffer)
+/// exits: every one is freed.
+pub fn user_hostile_exit_frees_every_private_page(_: &Kernel) -> TestResult {
+    let o = run_one(user::big_exit(), 1000)?;
+    ensure!(
+        o.exit_code == 0 && o.kill_reason.is_none(),
+        "big-exit ended with {o:?}"
+    );
+    println!("    1000 heap pages touched, the process exited: every frame back");
+    Ok(())
+}
+
+/// H6: `kmap_hold(0xFFFFFFFF)` is refused at once ([`err::INVALID`]);
+/// the cap is [`process::KMAP_HOLD_MAX`] preemptions.
+pub fn user_hostile_kmap_hold_is_capped(_: &Kernel) -> TestResult {
+    let start = crate::cpu::rdtsc();
+    let o = run_one(user::call_err(), nr::KMAP_HOLD)?;
+    let cycles = crate::cpu::rdtsc() - start;
+    ensure!(
+        o.exit_code == err::INVALID && o.kill_reason.is_none(),
+        "kmap_hold(0xFFFFFFFF) ended with {:#x} ({o:?}), expected -1 and last_error {}",
+        o.exit_code,
+        err::INVALID
+    );
+    println!(
+        "    kmap_hold(0xFFFFFFFF): -1, last_error {} (invalid), cap {} preemptions; the whole run took {} million cycles",
+        err::INVALID,
+        process::KMAP_HOLD_MAX,
+        cycles / 1_000_000
+    );
+    Ok(())
+}
+
+/// `sbrk(0xFFFFF001)` rounds past 4 GiB: refused, the heap unmoved.
+pub fn user_hostile_sbrk_wrap_is_refused(_: &Kernel) -> TestResult {
+    let o = run_one(user::sbrk_wrap(), 0)?;
+    ensure!(
+        o.exit_code == err::INVALID,
+        "sbrk(0xFFFFF001) ended with {:#x} ({o:?}): 0x100 means it moved the heap",
+        o.exit_code
+    );
+    println!(
+        "    sbrk(0xFFFFF001): -1, last_error {} (invalid), heap unmoved",
+        err::INVALID
+    );
+    Ok(())
+}
+
+/// Zombies are reaped when their parent exits without waiting: only the
+/// parent is left for the kernel.
+pub fn user_hostile_zombies_reaped_with_their_parent(_: &Kernel) -> TestResult {
+    let o = run_one(user::orphan_maker(), 8)?;
+    ensure!(
+        o.exit_code == 0 && o.kill_reason.is_none(),
+        "orphan-maker ended with {o:?}"
+    );
+    println!(
+        "    8 children exited, their parent never waited and exited: all 8 slots freed by the kernel"
+    );
+    Ok(())
+}
+
+/// A fork of a process with more pages than the shared-page table holds
+/// returns -1 ([`err::SHARED_FULL`]) and leaves the table as it was.
+pub fn user_hostile_big_fork_is_refused_cleanly(_: &Kernel) -> TestResult {
+    let o = run_one(user::big_fork(), 4200)?;
+    ensure!(
+        o.exit_code == err::SHARED_FULL && o.kill_reason.is_none(),
+        "a fork of 4200 pages ended with {:#x} ({o:?}), expected last_error {}",
+        o.exit_code,
+        err::SHARED_FULL
+    );
+    println!(
+        "    fork of a 4200-page process: -1, last_error {} (shared-page table full), the table empty again",
+        err::SHARED_FULL
+    );
+    Ok(())
+}
+
+/// A process writing 100 lines gets [`process::CONSOLE_BUDGET`] bytes out;
+/// the rest are dropped and counted.
+pub fn user_hostile_console_flood_is_dropped_with_a_count(_: &Kernel) -> TestResult {
+    let o = run_one(user::flood(), 100)?;
+    let budget = process::CONSOLE_BUDGET;
+    ensure!(
+        o.exit_code == budget && o.console_dropped == 100 * 64 - budget,
+        "flood wrote {} bytes and had {} dropped ({o:?}), expected {budget} and {}",
+        o.exit_code,
+        o.console_dropped,
+        100 * 64 - budget
+    );
+    ensure!(
+        o.last_error == err::CONSOLE_BUDGET,
+        "flood's last error {}",
+        o.last_error
+    );
+    println!(
+        "    100 lines of 64 bytes: {budget} bytes printed, {} dropped and counted, last_error {} (console budget)",
+        o.console_dropped,
+        err::CONSOLE_BUDGET
+    );
+    Ok(())
+}
+
+/// A process forks until refused: exactly [`MAX_CHILDREN`] children, then
+/// -1 with [`err::CHILD_LIMIT`].
+pub fn user_hostile_child_limit(_: &Kernel) -> TestResult {
+    let o = run_one(user::child_limit(), 0)?;
+    let expected = MAX_CHILDREN as u32 | (err::CHILD_LIMIT << 16);
+    ensure!(
+        o.exit_code == expected && o.kill_reason.is_none(),
+        "child-limit ended with {:#x} ({o:?}), expected {expected:#x}",
+        o.exit_code
+    );
+    println!(
+        "    {MAX_CHILDREN} forks, then -1 with last_error {} (child limit)",
+        err::CHILD_LIMIT
+    );
+    Ok(())
+}
+
+/// H4: four ring-3 spinners on one CPU take turns: the worst wait of a
+/// ready process is at most the number ready on that CPU plus one tick.
+///
+/// Round robin with one tick per turn bounds the wait at n - 1 whole
+/// turns for n ready processes; the slack of 2 covers the turn the
+/// process was made ready in (a tick may land just after its stamp) and
+/// the first turn of each process, which starts at an arbitrary point of
+/// a tick.
+pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
+    let before = process::free_frames();
+    let cpu = last_cpu();
+    let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed);
+    let ticks = crate::timer::ticks(cpu);
+    for _ in 0..4 {
+        process::spawn(user::spinner(), 20_000_000, Zone::PreferHighmem, Some(cpu))?;
+    }
+    process::fairness_reset();
+    let outcomes = run_and_reap(before)?;
+    ensure!(
+        outcomes.len() == 4,
+        "{} of 4 spinners ended",
+        outcomes.len()
+    );
+    let (worst, ready) = process::fairness(cpu);
+    let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed) - preemptions;
+    let ticks = crate::timer::ticks(cpu) - ticks;
+    ensure!(
+        preemptions >= 4,
+        "only {preemptions} preemptions in {ticks} ticks: the spinners are too short to measure"
+    );
+    ensure!(
+        worst <= ready + 2,
+        "a ready process waited {worst} ticks with at most {ready} ready on cpu {cpu}"
+    );
+    println!(
+        "    4 spinners on cpu {cpu}: worst wait of a ready process {worst} ticks with {ready} ready (bound {}), {preemptions} preemptions in {ticks} ticks",
+        ready + 2
+    );
+    Ok(())
+}
+
+/// H3: two processes keep values in x87 registers across 24 switches
+/// each (with the other loading its own meanwhile), two others check
+/// they start from `fninit`'s state with zeroed registers. Prints the
+/// eager save + restore cost.
+pub fn user_hostile_fpu_state_never_crosses_processes(_: &Kernel) -> TestResult {
+    let before = process::free_frames();
+    let cpu = last_cpu();
+    let cost = crate::fpu::switch_cost();
+    let secrets = [0x1234_5678u32, 0x0BAD_F00D];
+    for secret in secrets {
+        process::spawn(user::fpu_keeper(), secret, Zone::PreferHighmem, Some(cpu))?;
+    }
+    for _ in 0..2 {
+        process::spawn(user::fpu_checker(), 0, Zone::PreferHighmem, Some(cpu))?;
+    }
+    let outcomes = run_and_reap(before)?;
+    ensure!(
+        outcomes.len() == 4,
+        "{} of 4 processes ended",
+        outcomes.len()
+    );
+    for o in &outcomes {
+        ensure!(
+            o.exit_code == 0 && o.kill_reason.is_none(),
+            "{} pid {} ended with {:#x} (keeper 1: its registers changed; checker bits: 1 control, 2 status, 4 tags, 8 registers not clean)",
+            o.program,
+            o.pid,
+            o.exit_code
+        );
+    }
+    let after = crate::fpu::switch_cost();
+    let (cycles, switches) = (after.0 - cost.0, after.1 - cost.1);
+    ensure!(switches > 0, "no switch was counted");
+    println!(
+        "    cr0.NE {}; 2 keepers kept ST0/ST1 over 24 switches each, 2 newcomers saw fninit's state and zeroed registers; eager frstor + fnsave: {} TSC cycles per switch ({switches} switches)",
+        u32::from(crate::cpu::cr0() & crate::fpu::CR0_NE != 0),
+        cycles / switches
+    );
+    Ok(())
+}
+
+/// LDTR of each CPU, recorded by [`record_ldtr`] (0xFFFF: not run).
+static LDTRS: [AtomicU32; CPUS] = [const { AtomicU32::new(0xFFFF) }; CPUS];
+
+fn record_ldtr(cpu: usize, _: usize) {
+    LDTRS[cpu % CPUS].store(u32::from(gdt::ldtr()), Ordering::Relaxed);
+}
+
+/// H5: LDTR is null on every CPU; a ring-3 load of selector 0x0F (LDT
+/// entry 1) is a #GP that kills the process.
+pub fn user_hostile_ldt_selector_faults(_: &Kernel) -> TestResult {
+    smp::run_on_all(record_ldtr, 0);
+    for cpu in (0..CPUS).filter(|&c| smp::is_online(c)) {
+        let ldtr = LDTRS[cpu].load(Ordering::Relaxed);
+        ensure!(
+            ldtr == 0,
+            "cpu {cpu}: LDTR {ldtr:#x}, expected the null selector"
+        );
+    }
+    let o = run_one(user::ldt_selector(), 0)?;
+    ensure!(
+        o.exit_code == KILLED && o.kill_vector == Some(13),
+        "loading selector 0x0F ended with {o:?}, expected killed by #GP (13)"
+    );
+    println!(
+        "    LDTR null on {} CPUs; selector 0x0F in ring 3: #GP, process killed",
+        smp::online_count().max(1)
+    );
+    Ok(())
+}
