@@ -37,6 +37,7 @@ mod firmware;
 mod fpu;
 mod frames;
 mod gdt;
+mod guards;
 mod handover;
 mod idt;
 mod io;
@@ -65,6 +66,7 @@ mod test;
 mod timer;
 mod tss;
 mod user;
+mod usercopy;
 mod vga;
 mod vmalloc;
 

@@ -136,6 +136,9 @@ pub struct Process {
     ready_tick: u32,
     /// The exception vector that killed it (not a page fault).
     kill_vector: Option<u32>,
+    /// Its writes are copied from its memory but not printed, and its
+    /// death is counted, not reported (the fuzzers); inherited by fork.
+    quiet: bool,
 }
 
 impl Process {
@@ -172,6 +175,7 @@ impl Process {
             orphan: false,
             ready_tick: 0,
             kill_vector: None,
+            quiet: false,
         }
     }
 }
@@ -221,6 +225,13 @@ pub struct Counters {
     pub forks_refused: AtomicU32,
     /// Of those, refused because the process table was full.
     pub forks_table_full: AtomicU32,
+    /// System calls made.
+    pub syscalls: AtomicU32,
+    /// Processes killed (a fault or an exception from ring 3).
+    pub kills: AtomicU32,
+    /// Processes that exited with [`crate::user::FUZZ_CORRUPT`]: they read
+    /// a value they had not written.
+    pub corrupt: AtomicU32,
 }
 
 /// The counters.
@@ -234,6 +245,9 @@ pub static COUNTERS: Counters = Counters {
     preemptions: AtomicU32::new(0),
     forks_refused: AtomicU32::new(0),
     forks_table_full: AtomicU32::new(0),
+    syscalls: AtomicU32::new(0),
+    kills: AtomicU32::new(0),
+    corrupt: AtomicU32::new(0),
 };
 
 /// Extra references of user frames shared by fork (absent: one owner).
@@ -269,6 +283,20 @@ fn unshare(frame: PhysFrame) -> bool {
         }
         None => true,
     }
+}
+
+/// Makes process `pid` quiet: its writes are checked and copied but not
+/// printed, its death counted but not reported (inherited by its
+/// children). Whether it exists.
+pub fn make_quiet(pid: u32) -> bool {
+    with_table(|t| {
+        t.slots
+            .iter_mut()
+            .flatten()
+            .find(|p| p.pid == pid)
+            .map(|p| p.quiet = true)
+            .is_some()
+    })
 }
 
 /// Processes that hold an address space now (each registered with the
@@ -638,6 +666,7 @@ switch_context:
 /// each CPU through `smp::run_on_all`, with the local-APIC timer running.
 pub fn run_until_done(cpu: usize) {
     crate::fpu::init_cpu();
+    let cr4 = crate::guards::enable();
     timer::start();
     loop {
         let picked = cpu::without_interrupts(|| pick(cpu));
@@ -653,6 +682,7 @@ pub fn run_until_done(cpu: usize) {
         }
     }
     timer::stop();
+    crate::guards::restore(cr4);
     // SAFETY: ring 0; `run_on_all` runs its work with interrupts on.
     unsafe { core::arch::asm!("sti", options(nostack)) };
 }
@@ -887,6 +917,7 @@ pub fn syscall(frame: &mut ExceptionFrame) {
     // right after EFLAGS.
     let user = unsafe { &mut *(frame as *mut ExceptionFrame as *mut UserFrame) };
     let (a, b) = (user.frame.ebx, user.frame.ecx);
+    COUNTERS.syscalls.fetch_add(1, Ordering::Relaxed);
     let result = match user.frame.eax {
         nr::WRITE => sys_write(slot, a, b),
         nr::GETPID => Ok(with_table(|t| t.slots[slot].as_ref().map_or(0, |p| p.pid))),
@@ -917,8 +948,21 @@ pub fn syscall(frame: &mut ExceptionFrame) {
 /// `write(buf, len)`: at most [`CONSOLE_BUDGET`] bytes over the process's
 /// life reach the console; the rest are dropped and counted.
 fn sys_write(slot: usize, buf: u32, len: u32) -> Result<u32, u32> {
-    if len > 4096 || buf.checked_add(len).is_none_or(|end| end > PAGE_OFFSET) {
+    if len > 4096 || !crate::usercopy::user_range(buf, len as usize) {
         return Err(err::FAULT);
+    }
+    let quiet = with_table(|t| t.slots[slot].as_ref().is_some_and(|p| p.quiet));
+    if quiet {
+        // Copied like any write (the same checks, the same faults), then
+        // dropped.
+        let mut chunk = [0u8; 256];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(chunk.len() as u32);
+            crate::usercopy::copy_from_user(&mut chunk[..n as usize], buf + done)?;
+            done += n;
+        }
+        return Ok(len);
     }
     let allowed = with_table(|t| {
         let p = t.slots[slot].as_mut()?;
@@ -928,15 +972,16 @@ fn sys_write(slot: usize, buf: u32, len: u32) -> Result<u32, u32> {
         Some(allowed)
     })
     .unwrap_or(0);
-    for i in 0..allowed {
-        // SAFETY: a user address of the running process; a fault the
-        // handler cannot resolve is caught by the probe.
-        let word = unsafe { crate::fault_probe::read_u32(((buf + i) & !3) as usize) };
-        let Ok(word) = word else {
-            return Err(err::FAULT);
-        };
-        let byte = (word >> (8 * ((buf + i) & 3))) as u8;
-        print!("{}", byte as char);
+    let mut chunk = [0u8; 256];
+    let mut done = 0;
+    while done < allowed {
+        let n = (allowed - done).min(chunk.len() as u32);
+        let part = &mut chunk[..n as usize];
+        crate::usercopy::copy_from_user(part, buf + done)?;
+        for byte in part.iter() {
+            print!("{}", *byte as char);
+        }
+        done += n;
     }
     if allowed < len {
         return if allowed == 0 {
@@ -1018,6 +1063,9 @@ fn sys_wait(slot: usize, user: &mut UserFrame) -> Result<u32, u32> {
 /// torn down, the parent woken, then the scheduler. Never returns.
 fn exit(slot: usize, code: u32, reason: Option<&'static str>, address: u32) -> u32 {
     let cpu = gdt::cpu_index() % CPUS;
+    if code == crate::user::FUZZ_CORRUPT && reason.is_none() {
+        COUNTERS.corrupt.fetch_add(1, Ordering::Relaxed);
+    }
     // The space must not be loaded while it is torn down.
     // SAFETY: the kernel's directory maps everything this path uses.
     let _ = unsafe { shootdown::load_root(kernel_root()) };
@@ -1076,9 +1124,16 @@ fn exit(slot: usize, code: u32, reason: Option<&'static str>, address: u32) -> u
 /// half built is freed again (every shared page loses its reference).
 fn sys_fork(slot: usize, user: &UserFrame) -> Result<u32, u32> {
     let cpu = gdt::cpu_index() % CPUS;
-    let (mut parent_space, heap_end, program, pte_zone, pid) = with_table(|t| {
+    let (mut parent_space, heap_end, program, pte_zone, pid, quiet) = with_table(|t| {
         let p = t.slots[slot].as_mut().expect("current");
-        (p.space.take(), p.heap_end, p.program, p.pte_zone, p.pid)
+        (
+            p.space.take(),
+            p.heap_end,
+            p.program,
+            p.pte_zone,
+            p.pid,
+            p.quiet,
+        )
     });
     let refused = with_table(|t| {
         let children = t.slots.iter().flatten().filter(|c| c.parent == pid).count();
@@ -1108,7 +1163,7 @@ fn sys_fork(slot: usize, user: &UserFrame) -> Result<u32, u32> {
     })?;
     let mut frame = *user;
     frame.frame.eax = 0;
-    let process = Process::new(
+    let mut process = Process::new(
         pid,
         usize::MAX,
         program,
@@ -1118,6 +1173,7 @@ fn sys_fork(slot: usize, user: &UserFrame) -> Result<u32, u32> {
         tables,
         pte_zone,
     );
+    process.quiet = quiet;
     // Another CPU may have taken the last slot since the check.
     let child = install(process, &frame).map_err(|process| {
         discard(process);
@@ -1250,13 +1306,20 @@ pub fn page_fault(frame: &ExceptionFrame, address: u32, error_code: u32) -> bool
     match resolve(slot, address, error_code) {
         Ok(()) => true,
         Err(reason) if user => {
-            println!(
-                "    killed pid {}: {reason} at {address:#010x} (EIP {:#010x}, error code {:#x}: {})",
-                with_table(|t| t.slots[slot].as_ref().map_or(0, |p| p.pid)),
-                frame.eip,
-                error_code,
-                ErrorCode(error_code)
-            );
+            let (pid, quiet) = with_table(|t| {
+                t.slots[slot]
+                    .as_ref()
+                    .map_or((0, false), |p| (p.pid, p.quiet))
+            });
+            COUNTERS.kills.fetch_add(1, Ordering::Relaxed);
+            if !quiet {
+                println!(
+                    "    killed pid {pid}: {reason} at {address:#010x} (EIP {:#010x}, error code {:#x}: {})",
+                    frame.eip,
+                    error_code,
+                    ErrorCode(error_code)
+                );
+            }
             exit(slot, KILLED, Some(reason), address);
             false
         }
@@ -1272,12 +1335,18 @@ pub fn user_exception(frame: &ExceptionFrame) -> bool {
     if !frame.user_mode() {
         return false;
     }
-    println!(
-        "    killed pid {}: exception {} at EIP {:#010x}",
-        with_table(|t| t.slots[slot].as_ref().map_or(0, |p| p.pid)),
-        frame.vector,
-        frame.eip
-    );
+    let (pid, quiet) = with_table(|t| {
+        t.slots[slot]
+            .as_ref()
+            .map_or((0, false), |p| (p.pid, p.quiet))
+    });
+    COUNTERS.kills.fetch_add(1, Ordering::Relaxed);
+    if !quiet {
+        println!(
+            "    killed pid {pid}: exception {} at EIP {:#010x}",
+            frame.vector, frame.eip
+        );
+    }
     with_table(|t| {
         if let Some(p) = t.slots[slot].as_mut() {
             p.kill_vector = Some(frame.vector);

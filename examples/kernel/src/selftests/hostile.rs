@@ -293,3 +293,209 @@ pub fn user_hostile_ldt_selector_faults(_: &Kernel) -> TestResult {
     );
     Ok(())
 }
+
+/// A user page for the guard tests, in an address space of its own.
+const GUARD_VA: u32 = 0x4000_0000;
+
+/// One address space with a writable user page at [`GUARD_VA`] (a `ret`
+/// at its start, executable where the mode has NX) and a read-only one
+/// after it; `f` runs with it loaded; everything is freed after.
+fn with_user_pages(f: impl FnOnce() -> TestResult) -> TestResult {
+    use crate::address_space::AddressSpace;
+    use crate::direct_map::DirectMapAccess;
+    use crate::frames;
+    use crate::layout::PAGE_OFFSET;
+    use paging_core::{FrameAllocator, MapFlags, Page, VirtAddr};
+
+    let before = process::free_frames();
+    let mut guard = frames::lock();
+    let (Some(rw), Some(ro)) = (
+        guard.allocate_frame(Zone::Lowmem),
+        guard.allocate_frame(Zone::Lowmem),
+    ) else {
+        fail!("out of lowmem");
+    };
+    for (frame, fill) in [(rw, 0xC3u8), (ro, 0x5A)] {
+        // SAFETY: lowmem frames just allocated, mapped by the direct map.
+        unsafe {
+            core::ptr::write_bytes(
+                (PAGE_OFFSET as usize + frame.start_address().as_u64() as usize) as *mut u8,
+                fill,
+                4096,
+            )
+        };
+    }
+    let mut space = AddressSpace::create(DirectMapAccess, Zone::Lowmem, &mut *guard)?;
+    let user = MapFlags::PRESENT | MapFlags::USER;
+    let result = (|| {
+        for (va, frame, flags) in [
+            (GUARD_VA, rw, user | MapFlags::WRITABLE),
+            (GUARD_VA + 4096, ro, user),
+        ] {
+            space
+                .mapper()
+                .map(
+                    Page::containing_address(VirtAddr::new(va)),
+                    frame,
+                    flags,
+                    &mut *guard,
+                )
+                .map_err(|e| crate::failure!("user map: {e}"))?
+                .ignore(); // not loaded yet
+        }
+        Ok(())
+    })();
+    drop(guard);
+    let result = result.and_then(|()| space.run(f));
+    let mut guard = frames::lock();
+    space.destroy(&mut *guard)?;
+    guard.deallocate_frame(rw);
+    guard.deallocate_frame(ro);
+    drop(guard);
+    ensure!(
+        process::free_frames() == before,
+        "frames not back after the guard test"
+    );
+    result
+}
+
+/// The one path to user memory: refuses every range that leaves the user
+/// half (kernel, fixmap, pkmap, straddling 3 GiB, wrapping) and pages it
+/// cannot reach (unmapped, read-only for a write), copies the rest.
+pub fn user_hostile_usercopy_is_the_only_path(_: &Kernel) -> TestResult {
+    use crate::layout::PAGE_OFFSET;
+    use crate::usercopy::{copy_from_user, copy_to_user};
+    with_user_pages(|| {
+        let mut buf = [0u8; 16];
+        for bad in [
+            PAGE_OFFSET,
+            PAGE_OFFSET - 8,
+            0xFFFF_F000,
+            0xFFC0_0000,
+            crate::layout::PKMAP_BASE,
+            u32::MAX - 4,
+        ] {
+            ensure!(
+                copy_from_user(&mut buf, bad) == Err(err::FAULT)
+                    && copy_to_user(bad, &buf) == Err(err::FAULT),
+                "a copy at {bad:#x} was not refused"
+            );
+        }
+        ensure!(
+            copy_from_user(&mut buf, 0x0040_0000) == Err(err::FAULT),
+            "a copy from an unmapped page was not refused"
+        );
+        ensure!(
+            copy_to_user(GUARD_VA + 4096, &buf) == Err(err::FAULT),
+            "a copy to a read-only user page was not refused"
+        );
+        copy_from_user(&mut buf, GUARD_VA + 4096 - 8)
+            .map_err(|e| crate::failure!("read across the two pages: {e}"))?;
+        ensure!(
+            buf[..8] == [0xC3; 8] && buf[8..] == [0x5A; 8],
+            "read {buf:x?} across the two user pages"
+        );
+        copy_to_user(GUARD_VA + 100, b"copied to user")
+            .map_err(|e| crate::failure!("write: {e}"))?;
+        let mut back = [0u8; 14];
+        copy_from_user(&mut back, GUARD_VA + 100).map_err(|e| crate::failure!("read back: {e}"))?;
+        ensure!(&back == b"copied to user", "read back {back:x?}");
+        println!(
+            "    kernel, fixmap, pkmap, straddling and wrapping ranges refused; unmapped and read-only pages refused; user pages copied both ways"
+        );
+        Ok(())
+    })
+}
+
+/// SMEP and SMAP, where the CPU has them: with the guards on, a kernel
+/// fetch from a user page and a kernel read of one outside the usercopy
+/// path fault; the usercopy path (stac/clac) still reads it.
+pub fn user_hostile_smep_and_smap_guard_user_pages(_: &Kernel) -> TestResult {
+    use crate::fault_probe::{self, ErrorCode};
+    use crate::guards;
+    let (smep, smap, _) = guards::available();
+    with_user_pages(|| {
+        let cr4 = guards::enable_bits(guards::CR4_SMEP | guards::CR4_SMAP);
+        // SAFETY: GUARD_VA holds a `ret` (0xC3), or faults.
+        let fetch = unsafe { fault_probe::call(GUARD_VA as usize) };
+        // SAFETY: an ordinary user page of this space, or a fault.
+        let read = unsafe { fault_probe::read_u32(GUARD_VA as usize) };
+        let mut buf = [0u8; 4];
+        let copied = crate::usercopy::copy_from_user(&mut buf, GUARD_VA);
+        guards::restore(cr4);
+        if smep {
+            let Err(f) = fetch else {
+                fail!("SMEP on, but the kernel ran a `ret` from a user page");
+            };
+            ensure!(
+                f.address == GUARD_VA && f.error_code.0 & ErrorCode::FETCH != 0,
+                "SMEP fault {f:?}"
+            );
+            println!(
+                "    SMEP: a kernel call into a user page faults ({})",
+                f.error_code
+            );
+        } else {
+            ensure!(fetch.is_ok(), "no SMEP, yet the call faulted: {fetch:?}");
+            println!("    skipped: no SMEP");
+        }
+        if smap {
+            let Err(f) = read else {
+                fail!("SMAP on, but a plain kernel read of a user page worked");
+            };
+            ensure!(
+                f.address == GUARD_VA && f.error_code.0 & ErrorCode::PRESENT != 0,
+                "SMAP fault {f:?}"
+            );
+            println!(
+                "    SMAP: a kernel read outside the usercopy path faults ({})",
+                f.error_code
+            );
+        } else {
+            println!("    skipped: no SMAP");
+        }
+        ensure!(
+            copied == Ok(()) && buf == [0xC3; 4],
+            "the usercopy path read {buf:x?} ({copied:?})"
+        );
+        println!("    the usercopy path (stac/clac) reads the same page");
+        Ok(())
+    })
+}
+
+/// UMIP, where the CPU has it: `sgdt`, `sidt`, `smsw` and `str` in ring 3
+/// are a #GP that kills the process.
+pub fn user_hostile_umip_hides_descriptor_tables(_: &Kernel) -> TestResult {
+    let (_, _, umip) = crate::guards::available();
+    let before = process::free_frames();
+    let mut pids = [0u32; 4];
+    for (which, pid) in pids.iter_mut().enumerate() {
+        *pid = spawn(user::umip(), which as u32)?;
+    }
+    let outcomes = run_and_reap(before)?;
+    ensure!(
+        outcomes.len() == 4,
+        "{} of 4 processes ended",
+        outcomes.len()
+    );
+    for (which, pid) in pids.iter().enumerate() {
+        let name = ["sgdt", "sidt", "smsw", "str"][which];
+        let Some(o) = outcomes.iter().find(|o| o.pid == *pid) else {
+            fail!("the {name} process never ended");
+        };
+        if umip {
+            ensure!(
+                o.exit_code == KILLED && o.kill_vector == Some(13),
+                "{name} in ring 3 with UMIP ended with {o:?}, expected killed by #GP"
+            );
+        } else {
+            ensure!(o.exit_code == 0, "{name} without UMIP ended with {o:?}");
+        }
+    }
+    if umip {
+        println!("    UMIP: sgdt, sidt, smsw and str in ring 3 each a #GP, the process killed");
+    } else {
+        println!("    skipped: no UMIP (sgdt, sidt, smsw and str ran in ring 3)");
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 mod fixmap;
 mod flush_policies;
 mod framebuffer;
+mod fuzz;
 mod global_pages;
 mod hardening;
 mod highmem;
@@ -157,6 +158,22 @@ pub const ALL: &[Test] = &[
     Test {
         name: "user_hostile_ldt_selector_faults",
         run: hostile::user_hostile_ldt_selector_faults,
+    },
+    Test {
+        name: "user_hostile_usercopy_is_the_only_path",
+        run: hostile::user_hostile_usercopy_is_the_only_path,
+    },
+    Test {
+        name: "user_hostile_smep_and_smap_guard_user_pages",
+        run: hostile::user_hostile_smep_and_smap_guard_user_pages,
+    },
+    Test {
+        name: "user_hostile_umip_hides_descriptor_tables",
+        run: hostile::user_hostile_umip_hides_descriptor_tables,
+    },
+    Test {
+        name: "syscall_fuzz_random_calls_pointers_and_fork_trees",
+        run: fuzz::syscall_fuzz_random_calls_pointers_and_fork_trees,
     },
     Test {
         name: "read_of_unmapped_address_faults_not_present",
