@@ -31,6 +31,15 @@
 //!   the local kmaps' addresses valid, and means a user-space flush only
 //!   ever targets the one CPU that ran the space.
 //!
+//! - **Hostile processes** (issue 21): a system call that fails returns -1
+//!   and records why ([`nr::LAST_ERROR`], [`err`]); per-process limits on
+//!   children ([`MAX_CHILDREN`]), heap ([`HEAP_MAX`]) and console output
+//!   ([`CONSOLE_BUDGET`]); a refused fork frees what it built; zombies go
+//!   with their parent; round-robin picks; the x87 state is switched by
+//!   [`crate::fpu`]; user memory is reached only through
+//!   [`crate::usercopy`]; SMEP/SMAP/UMIP are on while processes run
+//!   ([`crate::guards`]).
+//!
 //! Locks are taken with interrupts off: the timer cannot preempt a holder.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
