@@ -94,6 +94,23 @@ pub fn user_hostile_kmap_hold_is_capped(_: &Kernel) -> TestResult {
     Ok(())
 }
 
+/// A heap beyond [`process::HEAP_MAX`] (20,000 pages) is refused with
+/// [`err::PAGE_LIMIT`], before any page is touched.
+pub fn user_hostile_page_limit(_: &Kernel) -> TestResult {
+    let o = run_one(user::big_exit(), 20_000)?;
+    ensure!(
+        o.exit_code == u32::MAX && o.last_error == err::PAGE_LIMIT && o.kill_reason.is_none(),
+        "sbrk of 20,000 pages ended with {o:?}, expected -1 and last_error {}",
+        err::PAGE_LIMIT
+    );
+    println!(
+        "    sbrk of 20,000 pages (over the {} MiB heap limit): -1, last_error {} (page limit)",
+        process::HEAP_MAX >> 20,
+        err::PAGE_LIMIT
+    );
+    Ok(())
+}
+
 /// `sbrk(0xFFFFF001)` rounds past 4 GiB: refused, the heap unmoved.
 pub fn user_hostile_sbrk_wrap_is_refused(_: &Kernel) -> TestResult {
     let o = run_one(user::sbrk_wrap(), 0)?;
@@ -185,11 +202,13 @@ pub fn user_hostile_child_limit(_: &Kernel) -> TestResult {
 /// H4: four ring-3 spinners on one CPU take turns: the worst wait of a
 /// ready process is at most the number ready on that CPU plus one tick.
 ///
-/// Round robin with one tick per turn bounds the wait at n - 1 whole
-/// turns for n ready processes; the slack of 2 covers the turn the
-/// process was made ready in (a tick may land just after its stamp) and
-/// the first turn of each process, which starts at an arbitrary point of
-/// a tick.
+/// Round robin with one tick per turn bounds the wait at n - 1 turns for
+/// n ready processes (a preempted process is stamped at tick T, the
+/// others run until T+1, T+2, ...). The slack of 2: a tick that lands
+/// while the running process is in non-preemptible kernel code (a page
+/// fault, its exit) does not end its turn, which then lasts until the
+/// next tick (+1); and the stamp and the pick each read the tick count at
+/// an arbitrary point of a tick (+1 for the rounding).
 pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
     let before = process::free_frames();
     let cpu = last_cpu();
@@ -325,6 +344,7 @@ fn with_user_pages(f: impl FnOnce() -> TestResult) -> TestResult {
             )
         };
     }
+    let registry = crate::kernel_sync::get().map_or(0, |s| s.registered());
     let mut space = AddressSpace::create(DirectMapAccess, Zone::Lowmem, &mut *guard)?;
     let user = MapFlags::PRESENT | MapFlags::USER;
     let result = (|| {
@@ -355,6 +375,10 @@ fn with_user_pages(f: impl FnOnce() -> TestResult) -> TestResult {
     ensure!(
         process::free_frames() == before,
         "frames not back after the guard test"
+    );
+    ensure!(
+        crate::kernel_sync::get().map_or(0, |s| s.registered()) == registry,
+        "the test's address space is still registered"
     );
     result
 }

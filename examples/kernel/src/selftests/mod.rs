@@ -132,6 +132,10 @@ pub const ALL: &[Test] = &[
         run: hostile::user_hostile_sbrk_wrap_is_refused,
     },
     Test {
+        name: "user_hostile_page_limit",
+        run: hostile::user_hostile_page_limit,
+    },
+    Test {
         name: "user_hostile_zombies_reaped_with_their_parent",
         run: hostile::user_hostile_zombies_reaped_with_their_parent,
     },
