@@ -17,6 +17,11 @@ cd "$(dirname "$0")/.."
     target/mode-pae/i586-unknown-linux-gnu/release/example-kernel
 status=0
 for elf in "$@"; do
+    if [ ! -f "$elf" ]; then
+        echo "$elf: no such file (a path relative to examples/kernel?)"
+        status=1
+        continue
+    fi
     hits=$(objdump -d -C --no-show-raw-insn "$elf" | awk '
         />:$/ { fn = $0; sub(/^[0-9a-f]+ /, "", fn) }
         /^ *[0-9a-f]+:\t(fninit|fnsave|frstor)( |$)/ &&
