@@ -326,7 +326,7 @@ fn qemu_matrix(timeout: Duration, table: &mut Table) -> Result<(), String> {
         .chain(&minimal)
         .try_for_each(|(_, elf)| kernel::check_no_fpu(elf));
     table.add(
-        "  kernels' code uses no x87/MMX/SSE (never saves FPU state)",
+        "  kernels' code uses no x87/MMX/SSE (but the process switch's fnsave/frstor)",
         status_of(&fpu),
         detail_of(&fpu),
         Some(started.elapsed()),

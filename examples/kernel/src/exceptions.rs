@@ -115,6 +115,13 @@ exception_common:
     mov eax, gs
     push eax
     cld
+    // EFLAGS.AC off (ring 3 may set it with popfd; a 32-bit gate keeps
+    // it): with SMAP on, no kernel code may reach user pages but the
+    // usercopy path, which sets it itself. `iretd` restores the
+    // interrupted code's AC. (Not `clac`: it is #UD without SMAP.)
+    pushfd
+    and dword ptr [esp], {not_ac}
+    popfd
     // Ring 3 may have left any data segment (or a null one) in DS, ES and
     // GS: the kernel's flat data and this CPU's per-CPU segment.
     mov ax, {kernel_data}
@@ -208,6 +215,7 @@ exception_stub_table:
     "#,
     kernel_data = const crate::gdt::KERNEL_DATA,
     per_cpu = const crate::gdt::PER_CPU,
+    not_ac = const !(1u32 << 18),
 );
 
 unsafe extern "C" {

@@ -163,6 +163,59 @@ pub unsafe fn read_u32(address: usize) -> Result<u32, PageFault> {
     outcome().map(|()| value)
 }
 
+/// Reads the byte at `address`, returning the page fault if it faults.
+///
+/// # Safety
+/// As [`read_u32`].
+pub unsafe fn read_u8(address: usize) -> Result<u8, PageFault> {
+    let value: u32;
+    let p = probe();
+    p.faulted.store(false, Ordering::SeqCst);
+    // SAFETY: as in `read_u32`, for one byte.
+    unsafe {
+        asm!(
+            "lea {tmp}, [2f]",
+            "mov dword ptr [{slot}], {tmp}",
+            "xor {value:e}, {value:e}",
+            "mov {value:l}, byte ptr [{address}]",
+            "2:",
+            "mov dword ptr [{slot}], 0",
+            slot = in(reg) p.recovery_eip.as_ptr(),
+            address = in(reg) address,
+            value = out(reg_abcd) value,
+            tmp = out(reg) _,
+            options(nostack),
+        );
+    }
+    outcome().map(|()| value as u8)
+}
+
+/// Writes the byte `value` at `address`, returning the page fault if it
+/// faults.
+///
+/// # Safety
+/// As [`write_u32`].
+pub unsafe fn write_u8(address: usize, value: u8) -> Result<(), PageFault> {
+    let p = probe();
+    p.faulted.store(false, Ordering::SeqCst);
+    // SAFETY: as in `write_u32`, for one byte.
+    unsafe {
+        asm!(
+            "lea {tmp}, [2f]",
+            "mov dword ptr [{slot}], {tmp}",
+            "mov byte ptr [{address}], {value}",
+            "2:",
+            "mov dword ptr [{slot}], 0",
+            slot = in(reg) p.recovery_eip.as_ptr(),
+            address = in(reg) address,
+            value = in(reg_byte) value,
+            tmp = out(reg) _,
+            options(nostack, preserves_flags),
+        );
+    }
+    outcome()
+}
+
 /// Writes `value` to the `u32` at `address`, returning the page fault if it
 /// faults.
 ///

@@ -123,7 +123,8 @@ fn tss_descriptor(tss: *const TaskStateSegment) -> u64 {
 }
 
 /// Installs CPU `cpu`'s GDT, reloads every segment register (GS with the
-/// per-CPU segment) and loads TR with [`MAIN_TSS`].
+/// per-CPU segment), loads TR with [`MAIN_TSS`] and LDTR with the null
+/// selector (no LDT: a selector with TI = 1 faults).
 ///
 /// # Safety
 /// Call once per CPU, early, on CPU `cpu` itself (`cpu < CPUS`) with
@@ -166,13 +167,25 @@ pub unsafe fn init(
             "retf",
             "2:",
             "ltr {tss:x}",
+            // A null LDTR: any LDT selector (TI = 1) is a #GP, instead of
+            // a descriptor fetched from the reset LDTR's base 0.
+            "lldt {null:x}",
             pointer = in(reg) &raw const pointer,
             data = in(reg) u32::from(KERNEL_DATA),
             per_cpu = in(reg) u32::from(PER_CPU),
             code = const KERNEL_CODE,
             tss = in(reg) u32::from(MAIN_TSS),
+            null = in(reg) 0u32,
             tmp = out(reg) _,
         );
     }
     PER_CPU_READY.store(true, core::sync::atomic::Ordering::Release);
+}
+
+/// The LDTR selector of this CPU (`sldt`): 0 once [`init`] ran.
+pub fn ldtr() -> u16 {
+    let selector: u32;
+    // SAFETY: `sldt` only reads LDTR.
+    unsafe { asm!("sldt {:e}", out(reg) selector, options(nomem, nostack, preserves_flags)) };
+    selector as u16
 }

@@ -31,6 +31,15 @@
 //!   the local kmaps' addresses valid, and means a user-space flush only
 //!   ever targets the one CPU that ran the space.
 //!
+//! - **Hostile processes** (issue 21): a system call that fails returns -1
+//!   and records why ([`nr::LAST_ERROR`], [`err`]); per-process limits on
+//!   children ([`MAX_CHILDREN`]), heap ([`HEAP_MAX`]) and console output
+//!   ([`CONSOLE_BUDGET`]); a refused fork frees what it built; zombies go
+//!   with their parent; round-robin picks; the x87 state is switched by
+//!   [`crate::fpu`]; user memory is reached only through
+//!   [`crate::usercopy`]; SMEP/SMAP/UMIP are on while processes run
+//!   ([`crate::guards`]).
+//!
 //! Locks are taken with interrupts off: the timer cannot preempt a holder.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -47,7 +56,7 @@ use crate::kmap_setup::{self, KernelHighmemTables};
 use crate::layout::{CPUS, KMAP_LOCAL_DEPTH, PAGE_OFFSET};
 use crate::shootdown::{self, AddressSpaceTlb};
 use crate::test::Failure;
-use crate::user::{Program, TEXT_BASE, nr};
+use crate::user::{Program, TEXT_BASE, err, nr};
 use crate::{cpu, double_fault, failure, gdt, mode, print, println, smp, timer};
 
 /// Processes alive (or not yet reaped) at once.
@@ -70,6 +79,15 @@ const STACK_CANARY: u32 = 0x57AC_CA11;
 pub const COW: MapFlags = MapFlags::SOFTWARE_0;
 /// Exit code of a killed process.
 pub const KILLED: u32 = 0xDEAD_0000;
+/// Children (alive or zombie) one process may have; one more fork returns
+/// -1 with [`err::CHILD_LIMIT`].
+pub const MAX_CHILDREN: usize = 16;
+/// Console bytes one process may write in its life; the rest are dropped
+/// and counted (reported at its exit), the write returns what was written
+/// and `last_error` is [`err::CONSOLE_BUDGET`].
+pub const CONSOLE_BUDGET: u32 = 1024;
+/// Most preemptions `kmap_hold` waits for; more is [`err::INVALID`].
+pub const KMAP_HOLD_MAX: u32 = 16;
 
 /// A process's address space: user PTE tables in highmem.
 type Space = AddressSpace<KernelHighmemTables>;
@@ -116,6 +134,59 @@ pub struct Process {
     tables: TableFrames,
     pte_zone: Zone,
     saved_local: Option<SavedLocal<KMAP_LOCAL_DEPTH>>,
+    /// Why the last failed system call failed ([`err`]).
+    last_error: u32,
+    /// Console bytes written, and dropped once over [`CONSOLE_BUDGET`].
+    console_written: u32,
+    console_dropped: u32,
+    /// Its parent exited first: the kernel frees its slot when it ends.
+    orphan: bool,
+    /// Its CPU's timer tick when it last became ready (fairness).
+    ready_tick: u32,
+    /// The exception vector that killed it (not a page fault).
+    kill_vector: Option<u32>,
+    /// Its writes are copied from its memory but not printed, and its
+    /// death is counted, not reported (the fuzzers); inherited by fork.
+    quiet: bool,
+}
+
+impl Process {
+    /// A new ready process (no PID or slot yet).
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        parent: u32,
+        cpu: usize,
+        program: &'static str,
+        space: Space,
+        kstack: u32,
+        heap_end: u32,
+        tables: TableFrames,
+        pte_zone: Zone,
+    ) -> Self {
+        Self {
+            pid: 0,
+            parent,
+            state: State::Ready,
+            cpu,
+            program,
+            space: Some(space),
+            kstack,
+            heap_end,
+            exit_code: 0,
+            kill_reason: None,
+            kill_address: 0,
+            tables,
+            pte_zone,
+            saved_local: None,
+            last_error: err::NONE,
+            console_written: 0,
+            console_dropped: 0,
+            orphan: false,
+            ready_tick: 0,
+            kill_vector: None,
+            quiet: false,
+        }
+    }
 }
 
 /// The process table.
@@ -159,6 +230,17 @@ pub struct Counters {
     pub local_restores: AtomicU32,
     /// Timer preemptions.
     pub preemptions: AtomicU32,
+    /// Forks refused (limits, a full table, no memory).
+    pub forks_refused: AtomicU32,
+    /// Of those, refused because the process table was full.
+    pub forks_table_full: AtomicU32,
+    /// System calls made.
+    pub syscalls: AtomicU32,
+    /// Processes killed (a fault or an exception from ring 3).
+    pub kills: AtomicU32,
+    /// Processes that exited with [`crate::user::FUZZ_CORRUPT`]: they read
+    /// a value they had not written.
+    pub corrupt: AtomicU32,
 }
 
 /// The counters.
@@ -170,6 +252,11 @@ pub static COUNTERS: Counters = Counters {
     shared_by_fork: AtomicU32::new(0),
     local_restores: AtomicU32::new(0),
     preemptions: AtomicU32::new(0),
+    forks_refused: AtomicU32::new(0),
+    forks_table_full: AtomicU32::new(0),
+    syscalls: AtomicU32::new(0),
+    kills: AtomicU32::new(0),
+    corrupt: AtomicU32::new(0),
 };
 
 /// Extra references of user frames shared by fork (absent: one owner).
@@ -216,6 +303,37 @@ fn unshare(frame: PhysFrame) -> bool {
         }
         None => true,
     }
+}
+
+/// Makes process `pid` quiet: its writes are checked and copied but not
+/// printed, its death counted but not reported (inherited by its
+/// children). Whether it exists.
+pub fn make_quiet(pid: u32) -> bool {
+    with_table(|t| {
+        t.slots
+            .iter_mut()
+            .flatten()
+            .find(|p| p.pid == pid)
+            .map(|p| p.quiet = true)
+            .is_some()
+    })
+}
+
+/// Processes that hold an address space now (each registered with the
+/// kernel sync).
+pub fn live_spaces() -> usize {
+    with_table(|t| {
+        t.slots
+            .iter()
+            .flatten()
+            .filter(|p| p.space.is_some())
+            .count()
+    })
+}
+
+/// Frames in the shared-page table now (each shared by fork).
+pub fn shared_frames() -> usize {
+    cpu::without_interrupts(|| SHARED.lock().len())
 }
 
 fn is_shared(frame: PhysFrame) -> bool {
@@ -367,11 +485,13 @@ fn free_kernel_stack(kstack: u32, frames: &mut Frames) {
     }
 }
 
-/// Puts a new process in the table (Ready on its CPU); returns its PID.
-fn install(mut process: Process, frame: &UserFrame) -> Result<u32, Failure> {
+/// Puts a new process in the table (Ready on its CPU); returns its PID,
+/// or the process if the table is full (the caller frees it: [`discard`]).
+#[allow(clippy::result_large_err)]
+fn install(mut process: Process, frame: &UserFrame) -> Result<u32, Process> {
     with_table(|table| {
         let Some(index) = table.slots.iter().position(Option::is_none) else {
-            return Err(failure!("the process table is full"));
+            return Err(process);
         };
         process.pid = table.next_pid;
         table.next_pid += 1;
@@ -383,10 +503,27 @@ fn install(mut process: Process, frame: &UserFrame) -> Result<u32, Failure> {
         // its context (the table lock is held).
         unsafe { (&raw mut CONTEXTS[index]).write(context) };
         PREEMPTIONS[index].store(0, Ordering::Relaxed);
+        crate::fpu::reset(index);
+        process.ready_tick = timer::ticks(process.cpu);
         let pid = process.pid;
         table.slots[index] = Some(process);
         Ok(pid)
     })
+}
+
+/// Frees a process that never ran (its table slot was refused): its
+/// address space (a forked child's shared pages lose a reference) and its
+/// kernel stack.
+fn discard(mut process: Process) {
+    let mut frames = frames::lock();
+    if let Some(space) = process.space.take()
+        && let Err(e) = destroy_space(space, CpuSet::empty(), &mut frames)
+    {
+        println!("    discarding a process failed: {}", e.message());
+    }
+    if process.kstack != 0 {
+        free_kernel_stack(process.kstack, &mut frames);
+    }
 }
 
 /// The next online CPU, round robin.
@@ -451,54 +588,57 @@ pub fn spawn(
         }
     };
     drop(frames);
-    install(
-        Process {
-            pid: 0,
-            parent: 0,
-            state: State::Ready,
-            cpu: cpu.unwrap_or(usize::MAX),
-            program: program.name,
-            space: Some(space),
-            kstack,
-            heap_end: HEAP_START,
-            exit_code: 0,
-            kill_reason: None,
-            kill_address: 0,
-            tables,
-            pte_zone,
-            saved_local: None,
-        },
-        &entry_frame(arg),
-    )
+    let process = Process::new(
+        0,
+        cpu.unwrap_or(usize::MAX),
+        program.name,
+        space,
+        kstack,
+        HEAP_START,
+        tables,
+        pte_zone,
+    );
+    install(process, &entry_frame(arg)).map_err(|process| {
+        discard(process);
+        failure!("the process table is full")
+    })
 }
 
 /// Tears a user half down, releasing every frame (shared ones lose a
 /// reference), and frees the directory. `cpus` ran the space.
 fn destroy_space(space: Space, cpus: CpuSet, frames: &mut Frames) -> Result<(), Failure> {
     let tlb = AddressSpaceTlb(cpus);
-    // Frame numbers (below 2^32: at most 16 GiB is tracked), 1 KiB of
-    // stack; a process maps far fewer pages.
-    let mut released: heapless::Vec<u32, 256> = heapless::Vec::new();
-    let mut lost = 0u32;
-    // `teardown_releasing` hands each page over after the flush; the
-    // frames are freed once it has returned (it holds the allocator).
-    space.destroy_releasing(&tlb, frames, |_, unmapped| {
+    // `teardown_releasing` hands each page over after the flush that made
+    // it unreachable, so it is freed at once, however many there are. The
+    // allocator is shared between the teardown (tables) and the callback
+    // (pages) through a `RefCell`: they take turns, never overlap.
+    let frames = core::cell::RefCell::new(frames);
+    space.destroy_releasing(&tlb, &mut Turns(&frames), |_, unmapped| {
         let frame = PhysFrame::containing_address(unmapped.base);
-        if unshare(frame) && released.push(frame.number() as u32).is_err() {
-            lost += 1;
+        if unshare(frame) {
+            // SAFETY: the teardown unmapped it and flushed every CPU that
+            // ran the space before this call, and `unshare` said this space
+            // held the last reference: nothing maps or uses it now.
+            unsafe { frames.borrow_mut().deallocate_frame(frame) };
         }
     })?;
-    for pfn in released {
-        if let Ok(frame) = PhysFrame::from_number(u64::from(pfn)) {
-            // SAFETY: unmapped above, and `unshare` said this space held
-            // the last reference.
-            unsafe { frames.deallocate_frame(frame) };
-        }
-    }
-    if lost > 0 {
-        return Err(failure!("{lost} frames of a torn-down space not freed"));
-    }
     Ok(())
+}
+
+/// The kernel's allocator, lent to a teardown and its release callback in
+/// turn.
+struct Turns<'a, 'b>(&'a core::cell::RefCell<&'b mut Frames>);
+
+// SAFETY: every call is forwarded to the kernel's allocator.
+unsafe impl FrameAllocator for Turns<'_, '_> {
+    fn allocate_frame(&mut self, zone: Zone) -> Option<PhysFrame> {
+        self.0.borrow_mut().allocate_frame(zone)
+    }
+
+    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
+        // SAFETY: the caller keeps the contract, forwarded unchanged.
+        unsafe { self.0.borrow_mut().deallocate_frame(frame) };
+    }
 }
 
 /// The slot of the process this CPU runs.
@@ -553,6 +693,8 @@ switch_context:
 /// for their parents (or [`reap_all`]). Called on
 /// each CPU through `smp::run_on_all`, with the local-APIC timer running.
 pub fn run_until_done(cpu: usize) {
+    crate::fpu::init_cpu();
+    let cr4 = crate::guards::enable();
     timer::start();
     loop {
         let picked = cpu::without_interrupts(|| pick(cpu));
@@ -568,6 +710,7 @@ pub fn run_until_done(cpu: usize) {
         }
     }
     timer::stop();
+    crate::guards::restore(cr4);
     // SAFETY: ring 0; `run_on_all` runs its work with interrupts on.
     unsafe { core::arch::asm!("sti", options(nostack)) };
 }
@@ -578,23 +721,67 @@ enum Pick {
     Done,
 }
 
-/// The next process for this CPU; idle while any process anywhere may
-/// still fork one onto it; done when every process has exited.
+/// Where each CPU's next scan of the table starts: the slot after the one
+/// it ran last (round robin).
+static NEXT_SCAN: [AtomicUsize; CPUS] = [const { AtomicUsize::new(0) }; CPUS];
+/// Longest a ready process waited for its CPU, in that CPU's timer ticks.
+static WORST_WAIT: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
+/// Most processes ready on the CPU at once (at a pick).
+static MOST_READY: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
+
+/// Clears the fairness figures of every CPU.
+pub fn fairness_reset() {
+    for cpu in 0..CPUS {
+        WORST_WAIT[cpu].store(0, Ordering::Relaxed);
+        MOST_READY[cpu].store(0, Ordering::Relaxed);
+    }
+}
+
+/// CPU `cpu`'s fairness figures since [`fairness_reset`]: the worst wait
+/// of a ready process in timer ticks, and the most processes ready at once.
+pub fn fairness(cpu: usize) -> (u32, u32) {
+    (
+        WORST_WAIT[cpu % CPUS].load(Ordering::Relaxed),
+        MOST_READY[cpu % CPUS].load(Ordering::Relaxed),
+    )
+}
+
+/// The next process for this CPU, round robin from the slot after the
+/// last one it ran (a process preempted goes behind every other ready
+/// one: with n ready, each waits at most n - 1 time slices); idle while
+/// any process anywhere may still fork one onto it; done when every
+/// process has exited.
 fn pick(cpu: usize) -> Pick {
     let mut table = TABLE.lock();
+    let start = NEXT_SCAN[cpu].load(Ordering::Relaxed);
     let mut alive = false;
-    for (slot, p) in table.slots.iter_mut().enumerate() {
-        let Some(p) = p else { continue };
+    let mut chosen = None;
+    let mut ready = 0;
+    for i in 0..MAX_PROCESSES {
+        let slot = (start + i) % MAX_PROCESSES;
+        let Some(p) = &table.slots[slot] else {
+            continue;
+        };
         match p.state {
             State::Ready if p.cpu == cpu => {
-                p.state = State::Running;
-                return Pick::Run(slot);
+                ready += 1;
+                chosen = chosen.or(Some(slot));
             }
             State::Ready | State::Waiting | State::Running => alive = true,
             State::Zombie => {}
         }
     }
-    if alive { Pick::Idle } else { Pick::Done }
+    let Some(slot) = chosen else {
+        return if alive { Pick::Idle } else { Pick::Done };
+    };
+    if let Some(p) = table.slots[slot].as_mut() {
+        p.state = State::Running;
+        let waited = timer::ticks(cpu).wrapping_sub(p.ready_tick);
+        WORST_WAIT[cpu].fetch_max(waited, Ordering::Relaxed);
+        MOST_READY[cpu].fetch_max(ready, Ordering::Relaxed);
+    }
+    NEXT_SCAN[cpu].store(slot + 1, Ordering::Relaxed);
+    Pick::Run(slot)
 }
 
 /// Runs process `slot` on this CPU until it yields, waits, exits or is
@@ -618,10 +805,12 @@ fn run_slot(cpu: usize, slot: usize) {
             }
         }
         CURRENT[cpu].store(slot, Ordering::Relaxed);
+        crate::fpu::switch_in(slot);
         // SAFETY: the process's context was saved by `switch_context` (or
         // prepared by `install`); this CPU's scheduler context is saved
         // here.
         unsafe { switch_context(&raw mut SCHEDULERS[cpu], (&raw const CONTEXTS[slot]).read()) };
+        crate::fpu::switch_out(slot);
         CURRENT[cpu].store(usize::MAX, Ordering::Relaxed);
         // The process left local kmaps behind: keep them with it.
         let saved = kmap_setup::local().and_then(|local| {
@@ -650,9 +839,15 @@ fn run_slot(cpu: usize, slot: usize) {
                 free_kernel_stack(p.kstack, &mut frames::lock());
                 p.kstack = 0;
                 let parent = p.parent;
+                if p.orphan {
+                    // Nobody will wait for it: the kernel reaps it now.
+                    table.slots[slot] = None;
+                    return;
+                }
                 let wake = table.slots.iter_mut().flatten().find_map(|q| {
                     (q.pid == parent && q.state == State::Waiting).then(|| {
                         q.state = State::Ready;
+                        q.ready_tick = timer::ticks(q.cpu);
                         q.cpu
                     })
                 });
@@ -689,6 +884,12 @@ pub struct Outcome {
     pub pte_zone: Zone,
     /// The CPU it ran on.
     pub cpu: usize,
+    /// Console bytes dropped over its budget.
+    pub console_dropped: u32,
+    /// The exception that killed it (not a page fault).
+    pub kill_vector: Option<u32>,
+    /// Its last system-call error.
+    pub last_error: u32,
 }
 
 /// Removes every zombie whose parent is the kernel (or gone), calling `f`
@@ -719,6 +920,9 @@ fn outcome(p: &Process) -> Outcome {
         tables: p.tables,
         pte_zone: p.pte_zone,
         cpu: p.cpu,
+        console_dropped: p.console_dropped,
+        kill_vector: p.kill_vector,
+        last_error: p.last_error,
     }
 }
 
@@ -741,52 +945,99 @@ pub fn syscall(frame: &mut ExceptionFrame) {
     // right after EFLAGS.
     let user = unsafe { &mut *(frame as *mut ExceptionFrame as *mut UserFrame) };
     let (a, b) = (user.frame.ebx, user.frame.ecx);
-    user.frame.eax = match user.frame.eax {
-        nr::WRITE => sys_write(a, b),
-        nr::GETPID => with_table(|t| t.slots[slot].as_ref().map_or(0, |p| p.pid)),
-        nr::FORK => sys_fork(slot, user).unwrap_or_else(|e| {
-            println!("    fork failed: {}", e.message());
-            u32::MAX
-        }),
-        nr::EXIT => exit(slot, a, None, 0),
+    COUNTERS.syscalls.fetch_add(1, Ordering::Relaxed);
+    let result = match user.frame.eax {
+        nr::WRITE => sys_write(slot, a, b),
+        nr::GETPID => Ok(with_table(|t| t.slots[slot].as_ref().map_or(0, |p| p.pid))),
+        nr::FORK => sys_fork(slot, user),
+        nr::EXIT => Ok(exit(slot, a, None, 0)),
         nr::WAIT => sys_wait(slot, user),
         nr::YIELD => {
             yield_now(slot);
-            0
+            Ok(0)
         }
         nr::SBRK => sys_sbrk(slot, a),
         nr::KMAP_HOLD => sys_kmap_hold(slot, a),
-        _ => u32::MAX,
+        nr::LAST_ERROR => Ok(with_table(|t| {
+            t.slots[slot].as_ref().map_or(err::NONE, |p| p.last_error)
+        })),
+        _ => Err(err::INVALID),
     };
+    user.frame.eax = result.unwrap_or_else(|code| {
+        with_table(|t| {
+            if let Some(p) = t.slots[slot].as_mut() {
+                p.last_error = code;
+            }
+        });
+        u32::MAX
+    });
 }
 
-fn sys_write(buf: u32, len: u32) -> u32 {
-    if len > 4096 || buf.checked_add(len).is_none_or(|end| end > PAGE_OFFSET) {
-        return u32::MAX;
+/// `write(buf, len)`: at most [`CONSOLE_BUDGET`] bytes over the process's
+/// life reach the console; the rest are dropped and counted.
+fn sys_write(slot: usize, buf: u32, len: u32) -> Result<u32, u32> {
+    if len > 4096 || !crate::usercopy::user_range(buf, len as usize) {
+        return Err(err::FAULT);
     }
-    for i in 0..len {
-        // SAFETY: a user address of the running process; a fault the
-        // handler cannot resolve is caught by the probe.
-        let word = unsafe { crate::fault_probe::read_u32(((buf + i) & !3) as usize) };
-        let Ok(word) = word else { return u32::MAX };
-        let byte = (word >> (8 * ((buf + i) & 3))) as u8;
-        print!("{}", byte as char);
+    let quiet = with_table(|t| t.slots[slot].as_ref().is_some_and(|p| p.quiet));
+    if quiet {
+        // Copied like any write (the same checks, the same faults), then
+        // dropped.
+        let mut chunk = [0u8; 256];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(chunk.len() as u32);
+            crate::usercopy::copy_from_user(&mut chunk[..n as usize], buf + done)?;
+            done += n;
+        }
+        return Ok(len);
     }
-    len
-}
-
-fn sys_sbrk(slot: usize, bytes: u32) -> u32 {
-    with_table(|t| {
-        let Some(p) = t.slots[slot].as_mut() else {
-            return u32::MAX;
+    let allowed = with_table(|t| {
+        let p = t.slots[slot].as_mut()?;
+        let allowed = len.min(CONSOLE_BUDGET.saturating_sub(p.console_written));
+        p.console_written += allowed;
+        p.console_dropped = p.console_dropped.saturating_add(len - allowed);
+        Some(allowed)
+    })
+    .unwrap_or(0);
+    let mut chunk = [0u8; 256];
+    let mut done = 0;
+    while done < allowed {
+        let n = (allowed - done).min(chunk.len() as u32);
+        let part = &mut chunk[..n as usize];
+        crate::usercopy::copy_from_user(part, buf + done)?;
+        for byte in part.iter() {
+            print!("{}", *byte as char);
+        }
+        done += n;
+    }
+    if allowed < len {
+        return if allowed == 0 {
+            Err(err::CONSOLE_BUDGET)
+        } else {
+            with_table(|t| {
+                if let Some(p) = t.slots[slot].as_mut() {
+                    p.last_error = err::CONSOLE_BUDGET;
+                }
+            });
+            Ok(allowed)
         };
+    }
+    Ok(len)
+}
+
+/// `sbrk(bytes)`: checked arithmetic, the heap limit is the page limit.
+fn sys_sbrk(slot: usize, bytes: u32) -> Result<u32, u32> {
+    with_table(|t| {
+        let p = t.slots[slot].as_mut().ok_or(err::KERNEL)?;
         let old = p.heap_end;
-        let new = old.saturating_add(bytes.next_multiple_of(4096));
+        let grow = bytes.checked_next_multiple_of(4096).ok_or(err::INVALID)?;
+        let new = old.checked_add(grow).ok_or(err::PAGE_LIMIT)?;
         if new > HEAP_START + HEAP_MAX {
-            return u32::MAX;
+            return Err(err::PAGE_LIMIT);
         }
         p.heap_end = new;
-        old
+        Ok(old)
     })
 }
 
@@ -794,12 +1045,13 @@ fn yield_now(slot: usize) {
     with_table(|t| {
         if let Some(p) = t.slots[slot].as_mut() {
             p.state = State::Ready;
+            p.ready_tick = timer::ticks(p.cpu);
         }
     });
     switch_to_scheduler(slot);
 }
 
-fn sys_wait(slot: usize, user: &mut UserFrame) -> u32 {
+fn sys_wait(slot: usize, user: &mut UserFrame) -> Result<u32, u32> {
     loop {
         let found = with_table(|t| {
             let pid = t.slots[slot].as_ref().map_or(0, |p| p.pid);
@@ -827,9 +1079,9 @@ fn sys_wait(slot: usize, user: &mut UserFrame) -> u32 {
         match found {
             Some(Some((pid, code))) => {
                 user.frame.ebx = code;
-                return pid;
+                return Ok(pid);
             }
-            Some(None) => return u32::MAX,
+            Some(None) => return Err(err::NO_CHILD),
             None => switch_to_scheduler(slot),
         }
     }
@@ -839,6 +1091,9 @@ fn sys_wait(slot: usize, user: &mut UserFrame) -> u32 {
 /// torn down, the parent woken, then the scheduler. Never returns.
 fn exit(slot: usize, code: u32, reason: Option<&'static str>, address: u32) -> u32 {
     let cpu = gdt::cpu_index() % CPUS;
+    if code == crate::user::FUZZ_CORRUPT && reason.is_none() {
+        COUNTERS.corrupt.fetch_add(1, Ordering::Relaxed);
+    }
     // The space must not be loaded while it is torn down.
     // SAFETY: the kernel's directory maps everything this path uses.
     let _ = unsafe { shootdown::load_root(kernel_root()) };
@@ -852,24 +1107,39 @@ fn exit(slot: usize, code: u32, reason: Option<&'static str>, address: u32) -> u
     {
         println!("    teardown of slot {slot} failed: {}", e.message());
     }
-    with_table(|t| {
-        let pid = match t.slots[slot].as_mut() {
+    let (pid, dropped) = with_table(|t| {
+        let (pid, dropped) = match t.slots[slot].as_mut() {
             Some(p) => {
                 p.state = State::Zombie;
                 p.exit_code = code;
                 p.kill_reason = reason;
                 p.kill_address = address;
-                p.pid
+                (p.pid, p.console_dropped)
             }
-            None => 0,
+            None => (0, 0),
         };
-        // Orphans go to the kernel.
-        for child in t.slots.iter_mut().flatten() {
-            if child.parent == pid {
-                child.parent = 0;
+        // Zombie children are reaped now; live ones (or ones still on
+        // their kernel stack) become orphans, which the kernel reaps when
+        // they end.
+        for child in t.slots.iter_mut() {
+            let Some(c) = child else { continue };
+            if pid == 0 || c.parent != pid {
+                continue;
+            }
+            if c.state == State::Zombie && c.kstack == 0 {
+                *child = None;
+            } else {
+                c.parent = 0;
+                c.orphan = true;
             }
         }
+        (pid, dropped)
     });
+    if dropped > 0 {
+        println!(
+            "    pid {pid}: {dropped} console bytes dropped (over its budget of {CONSOLE_BUDGET})"
+        );
+    }
     // The scheduler frees the kernel stack once off it, then wakes the
     // parent (which reaps only a zombie whose stack is gone).
     switch_to_scheduler(slot);
@@ -877,43 +1147,68 @@ fn exit(slot: usize, code: u32, reason: Option<&'static str>, address: u32) -> u
     cpu::halt_forever()
 }
 
-fn sys_fork(slot: usize, user: &UserFrame) -> Result<u32, Failure> {
+/// `fork()`: -1 with [`err::CHILD_LIMIT`] or [`err::TABLE_FULL`] before any
+/// work; with [`err::SHARED_FULL`] or [`err::NO_MEMORY`] once the child
+/// half built is freed again (every shared page loses its reference).
+fn sys_fork(slot: usize, user: &UserFrame) -> Result<u32, u32> {
     let cpu = gdt::cpu_index() % CPUS;
-    let (mut parent_space, heap_end, program, pte_zone, pid) = with_table(|t| {
+    let (mut parent_space, heap_end, program, pte_zone, pid, quiet) = with_table(|t| {
         let p = t.slots[slot].as_mut().expect("current");
-        (p.space.take(), p.heap_end, p.program, p.pte_zone, p.pid)
+        (
+            p.space.take(),
+            p.heap_end,
+            p.program,
+            p.pte_zone,
+            p.pid,
+            p.quiet,
+        )
     });
-    let Some(parent) = parent_space.as_mut() else {
-        return Err(failure!("no address space"));
+    let refused = with_table(|t| {
+        let children = t.slots.iter().flatten().filter(|c| c.parent == pid).count();
+        if children >= MAX_CHILDREN {
+            Some(err::CHILD_LIMIT)
+        } else if t.slots.iter().all(Option::is_some) {
+            Some(err::TABLE_FULL)
+        } else {
+            None
+        }
+    });
+    let result = match (refused, parent_space.as_mut()) {
+        (Some(code), _) => Err(code),
+        (None, None) => Err(err::KERNEL),
+        (None, Some(parent)) => fork_space(parent, heap_end, pte_zone, cpu),
     };
-    let result = fork_space(parent, heap_end, pte_zone, cpu);
     with_table(|t| {
         if let Some(p) = t.slots[slot].as_mut() {
             p.space = parent_space;
         }
     });
-    let (child_space, tables, kstack) = result?;
+    let (child_space, tables, kstack) = result.inspect_err(|&code| {
+        COUNTERS.forks_refused.fetch_add(1, Ordering::Relaxed);
+        if code == err::TABLE_FULL {
+            COUNTERS.forks_table_full.fetch_add(1, Ordering::Relaxed);
+        }
+    })?;
     let mut frame = *user;
     frame.frame.eax = 0;
-    let child = install(
-        Process {
-            pid: 0,
-            parent: pid,
-            state: State::Ready,
-            cpu: usize::MAX,
-            program,
-            space: Some(child_space),
-            kstack,
-            heap_end,
-            exit_code: 0,
-            kill_reason: None,
-            kill_address: 0,
-            tables,
-            pte_zone,
-            saved_local: None,
-        },
-        &frame,
-    )?;
+    let mut process = Process::new(
+        pid,
+        usize::MAX,
+        program,
+        child_space,
+        kstack,
+        heap_end,
+        tables,
+        pte_zone,
+    );
+    process.quiet = quiet;
+    // Another CPU may have taken the last slot since the check.
+    let child = install(process, &frame).map_err(|process| {
+        discard(process);
+        COUNTERS.forks_refused.fetch_add(1, Ordering::Relaxed);
+        COUNTERS.forks_table_full.fetch_add(1, Ordering::Relaxed);
+        err::TABLE_FULL
+    })?;
     let child_cpu = with_table(|t| {
         t.slots
             .iter()
@@ -937,12 +1232,18 @@ fn writable_regions(heap_end: u32) -> [(u32, u32); 2] {
     ]
 }
 
+/// A kernel failure while forking: printed (a bug), [`err::KERNEL`].
+fn kernel_error(e: Failure) -> u32 {
+    println!("    fork failed: {}", e.message());
+    err::KERNEL
+}
+
 fn fork_space(
     parent: &mut Space,
     heap_end: u32,
     pte_zone: Zone,
     cpu: usize,
-) -> Result<(Space, TableFrames, u32), Failure> {
+) -> Result<(Space, TableFrames, u32), u32> {
     let tlb = AddressSpaceTlb(CpuSet::single(cpu));
     // 1. Every writable page of the parent: read-only, copy-on-write; one
     //    flush per region (this CPU is the only one that ran it).
@@ -958,7 +1259,7 @@ fn fork_space(
                 MapFlags::WRITABLE,
                 COW,
             )
-            .map_err(|e| failure!("protect {start:#x}+{len:#x}: {e}"))?;
+            .map_err(|e| kernel_error(failure!("protect {start:#x}+{len:#x}: {e}")))?;
         flush.flush(&tlb);
     }
     // 2. The child maps the same frames.
@@ -968,7 +1269,8 @@ fn fork_space(
         inner: &mut frames,
         tables: &mut tables,
     };
-    let mut child = Space::create(user_tables()?, pte_zone, &mut counting)?;
+    let access = user_tables().map_err(kernel_error)?;
+    let mut child = Space::create(access, pte_zone, &mut counting).map_err(|_| err::NO_MEMORY)?;
     let mut failed = None;
     for mapping in parent
         .mapper()
@@ -977,20 +1279,20 @@ fn fork_space(
         let mapping = match mapping {
             Ok(m) => m,
             Err(e) => {
-                failed = Some(failure!("walking the parent: {e}"));
+                failed = Some(kernel_error(failure!("walking the parent: {e}")));
                 break;
             }
         };
         if mapping.size != PageSize::Size4KiB {
-            failed = Some(failure!("a large page in user space"));
+            failed = Some(kernel_error(failure!("a large page in user space")));
             break;
         }
         let frame = PhysFrame::containing_address(mapping.base);
         let flags = mapping
             .flags
             .difference(MapFlags::ACCESSED | MapFlags::DIRTY);
-        if let Err(e) = share(frame) {
-            failed = Some(e);
+        if share(frame).is_err() {
+            failed = Some(err::SHARED_FULL);
             break;
         }
         match child.mapper().map(
@@ -1000,22 +1302,22 @@ fn fork_space(
             &mut counting,
         ) {
             Ok(flush) => flush.ignore(), // the child has not run
-            Err(e) => {
+            Err(_) => {
                 unshare(frame);
-                failed = Some(failure!("child map {}: {e}", mapping.va));
+                failed = Some(err::NO_MEMORY);
                 break;
             }
         }
         COUNTERS.shared_by_fork.fetch_add(1, Ordering::Relaxed);
     }
     let kstack = match failed {
-        None => kernel_stack(counting.inner),
+        None => kernel_stack(counting.inner).map_err(|_| err::NO_MEMORY),
         Some(e) => Err(e),
     };
     match kstack {
         Ok(kstack) => Ok((child, tables, kstack)),
         Err(e) => {
-            destroy_space(child, CpuSet::empty(), &mut frames)?;
+            destroy_space(child, CpuSet::empty(), &mut frames).map_err(kernel_error)?;
             Err(e)
         }
     }
@@ -1032,13 +1334,20 @@ pub fn page_fault(frame: &ExceptionFrame, address: u32, error_code: u32) -> bool
     match resolve(slot, address, error_code) {
         Ok(()) => true,
         Err(reason) if user => {
-            println!(
-                "    killed pid {}: {reason} at {address:#010x} (EIP {:#010x}, error code {:#x}: {})",
-                with_table(|t| t.slots[slot].as_ref().map_or(0, |p| p.pid)),
-                frame.eip,
-                error_code,
-                ErrorCode(error_code)
-            );
+            let (pid, quiet) = with_table(|t| {
+                t.slots[slot]
+                    .as_ref()
+                    .map_or((0, false), |p| (p.pid, p.quiet))
+            });
+            COUNTERS.kills.fetch_add(1, Ordering::Relaxed);
+            if !quiet {
+                println!(
+                    "    killed pid {pid}: {reason} at {address:#010x} (EIP {:#010x}, error code {:#x}: {})",
+                    frame.eip,
+                    error_code,
+                    ErrorCode(error_code)
+                );
+            }
             exit(slot, KILLED, Some(reason), address);
             false
         }
@@ -1054,12 +1363,23 @@ pub fn user_exception(frame: &ExceptionFrame) -> bool {
     if !frame.user_mode() {
         return false;
     }
-    println!(
-        "    killed pid {}: exception {} at EIP {:#010x}",
-        with_table(|t| t.slots[slot].as_ref().map_or(0, |p| p.pid)),
-        frame.vector,
-        frame.eip
-    );
+    let (pid, quiet) = with_table(|t| {
+        t.slots[slot]
+            .as_ref()
+            .map_or((0, false), |p| (p.pid, p.quiet))
+    });
+    COUNTERS.kills.fetch_add(1, Ordering::Relaxed);
+    if !quiet {
+        println!(
+            "    killed pid {pid}: exception {} at EIP {:#010x}",
+            frame.vector, frame.eip
+        );
+    }
+    with_table(|t| {
+        if let Some(p) = t.slots[slot].as_mut() {
+            p.kill_vector = Some(frame.vector);
+        }
+    });
     exit(slot, KILLED, Some("exception"), frame.eip);
     true
 }
@@ -1206,10 +1526,17 @@ fn copy_frame(from: PhysFrame, to: PhysFrame) -> Result<(), Failure> {
 /// kmaps and filled; then, with interrupts on, wait until this process has
 /// been preempted `n` times (other processes use the same CPU's slots
 /// meanwhile); then check both pages through the same addresses.
-fn sys_kmap_hold(slot: usize, preemptions: u32) -> u32 {
+///
+/// At most [`KMAP_HOLD_MAX`] preemptions (more is -1,
+/// [`err::INVALID`]), and the wait ends after a bounded number of spins
+/// even if the timer never comes: no process can keep a CPU in ring 0.
+fn sys_kmap_hold(slot: usize, preemptions: u32) -> Result<u32, u32> {
     let cpu = gdt::cpu_index() % CPUS;
+    if preemptions > KMAP_HOLD_MAX {
+        return Err(err::INVALID);
+    }
     let Some(local) = kmap_setup::local() else {
-        return 2;
+        return Ok(2);
     };
     // One lock at a time: a guard in the same statement would live on.
     let f1 = zeroed_frame(&mut frames::lock());
@@ -1222,7 +1549,7 @@ fn sys_kmap_hold(slot: usize, preemptions: u32) -> u32 {
                 // SAFETY: allocated above and not mapped yet.
                 unsafe { frames.deallocate_frame(frame) };
             }
-            return 2;
+            return Err(err::NO_MEMORY);
         }
     };
     let pid = with_table(|t| t.slots[slot].as_ref().map_or(0, |p| p.pid));
@@ -1238,21 +1565,28 @@ fn sys_kmap_hold(slot: usize, preemptions: u32) -> u32 {
                 vb.add(i).write_volatile(pattern(i, 0x5555_0000));
             }
         }
+        // Counted from the start, with wrapping differences: the counter
+        // may wrap, the comparison does not.
         let start = PREEMPTIONS[slot].load(Ordering::Relaxed);
+        let done = || {
+            PREEMPTIONS[slot]
+                .load(Ordering::Relaxed)
+                .wrapping_sub(start)
+                >= preemptions
+        };
+        let max_spins = 20_000_000 * u64::from(preemptions + 1);
         PREEMPTIBLE[slot].store(true, Ordering::SeqCst);
         // SAFETY: ring 0; the timer may now preempt this kernel code.
         unsafe { core::arch::asm!("sti", options(nostack)) };
         let mut spins = 0u64;
-        while PREEMPTIONS[slot].load(Ordering::Relaxed) < start + preemptions
-            && spins < 2_000_000_000
-        {
+        while !done() && spins < max_spins {
             core::hint::spin_loop();
             spins += 1;
         }
         // SAFETY: ring 0.
         unsafe { core::arch::asm!("cli", options(nostack)) };
         PREEMPTIBLE[slot].store(false, Ordering::SeqCst);
-        if PREEMPTIONS[slot].load(Ordering::Relaxed) < start + preemptions {
+        if !done() {
             return Err(4);
         }
         let mut wrong = 0;
@@ -1273,7 +1607,7 @@ fn sys_kmap_hold(slot: usize, preemptions: u32) -> u32 {
         frames.deallocate_frame(f1);
         frames.deallocate_frame(f2);
     }
-    result.unwrap_or_else(|e| e)
+    Ok(result.unwrap_or_else(|e| e))
 }
 
 /// Called by the timer interrupt (interrupts off): preempts the running

@@ -3,9 +3,11 @@
 mod fixmap;
 mod flush_policies;
 mod framebuffer;
+mod fuzz;
 mod global_pages;
 mod hardening;
 mod highmem;
+mod hostile;
 mod kernel_sync;
 mod kernel_walk;
 mod kmap;
@@ -125,6 +127,70 @@ pub const ALL: &[Test] = &[
     Test {
         name: "process_page_tables_in_highmem_save_lowmem",
         run: processes::process_page_tables_in_highmem_save_lowmem,
+    },
+    Test {
+        name: "user_hostile_fork_bomb",
+        run: hostile::user_hostile_fork_bomb,
+    },
+    Test {
+        name: "user_hostile_exit_frees_every_private_page",
+        run: hostile::user_hostile_exit_frees_every_private_page,
+    },
+    Test {
+        name: "user_hostile_kmap_hold_is_capped",
+        run: hostile::user_hostile_kmap_hold_is_capped,
+    },
+    Test {
+        name: "user_hostile_sbrk_wrap_is_refused",
+        run: hostile::user_hostile_sbrk_wrap_is_refused,
+    },
+    Test {
+        name: "user_hostile_page_limit",
+        run: hostile::user_hostile_page_limit,
+    },
+    Test {
+        name: "user_hostile_zombies_reaped_with_their_parent",
+        run: hostile::user_hostile_zombies_reaped_with_their_parent,
+    },
+    Test {
+        name: "user_hostile_big_fork_is_refused_cleanly",
+        run: hostile::user_hostile_big_fork_is_refused_cleanly,
+    },
+    Test {
+        name: "user_hostile_console_flood_is_dropped_with_a_count",
+        run: hostile::user_hostile_console_flood_is_dropped_with_a_count,
+    },
+    Test {
+        name: "user_hostile_child_limit",
+        run: hostile::user_hostile_child_limit,
+    },
+    Test {
+        name: "user_hostile_spinner_cannot_starve_others",
+        run: hostile::user_hostile_spinner_cannot_starve_others,
+    },
+    Test {
+        name: "user_hostile_fpu_state_never_crosses_processes",
+        run: hostile::user_hostile_fpu_state_never_crosses_processes,
+    },
+    Test {
+        name: "user_hostile_ldt_selector_faults",
+        run: hostile::user_hostile_ldt_selector_faults,
+    },
+    Test {
+        name: "user_hostile_usercopy_is_the_only_path",
+        run: hostile::user_hostile_usercopy_is_the_only_path,
+    },
+    Test {
+        name: "user_hostile_smep_and_smap_guard_user_pages",
+        run: hostile::user_hostile_smep_and_smap_guard_user_pages,
+    },
+    Test {
+        name: "user_hostile_umip_hides_descriptor_tables",
+        run: hostile::user_hostile_umip_hides_descriptor_tables,
+    },
+    Test {
+        name: "syscall_fuzz_random_calls_pointers_and_fork_trees",
+        run: fuzz::syscall_fuzz_random_calls_pointers_and_fork_trees,
     },
     Test {
         name: "read_of_unmapped_address_faults_not_present",

@@ -16,11 +16,23 @@ use crate::test::{Failure, TestResult};
 use crate::user::{self, Program};
 use crate::{ensure, fail, failure, println, smp};
 
+/// Address spaces registered with the kernel sync now.
+fn registered() -> usize {
+    crate::kernel_sync::get().map_or(0, |s| s.registered())
+}
+
 /// Runs the processes spawned so far, reaps them all, checks every frame
-/// came back; returns the outcomes (at most 96).
-fn run_and_reap(
+/// came back, and that the kernel sync's registry and the shared-page
+/// table are as before (empty of processes); returns the outcomes (at
+/// most 96).
+pub(super) fn run_and_reap(
     before: (u64, u64),
 ) -> Result<heapless::Vec<Outcome, { process::MAX_PROCESSES }>, Failure> {
+    // Every process spawned so far is registered: those beyond the
+    // baseline are the processes'.
+    let spaces = process::live_spaces();
+    let registry = registered() - spaces;
+    let shared = process::shared_frames();
     process::run_all();
     let mut outcomes = heapless::Vec::new();
     let left = process::reap_all(|o| {
@@ -35,6 +47,16 @@ fn run_and_reap(
         before.1,
         after.0,
         after.1
+    );
+    ensure!(
+        registered() == registry,
+        "{} address spaces registered after the run, {registry} before the processes",
+        registered()
+    );
+    ensure!(
+        process::shared_frames() == shared,
+        "{} frames in the shared-page table after the run, {shared} before",
+        process::shared_frames()
     );
     Ok(outcomes)
 }

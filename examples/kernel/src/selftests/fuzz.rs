@@ -1,0 +1,86 @@
+//! Syscall fuzzing in the syzkaller style (issue 21): fuzz processes
+//! ([`user::fuzz`]) on every CPU make random system calls with arguments
+//! drawn from interesting places, build random fork/exit/wait trees and
+//! now and then run a privileged instruction or fault. Afterwards: no
+//! kernel fault (the run went on), every frame, registry entry and
+//! shared-page entry back ([`run_and_reap`]), and no process read a value
+//! it had not written (each checks its own pattern after every call).
+//!
+//! The number of system calls is `fuzz.syscalls=N` on the kernel command
+//! line (default [`DEFAULT_SYSCALLS`]); rounds of fuzzers run until that
+//! many were made.
+
+use core::sync::atomic::Ordering;
+
+use paging_core::Zone;
+
+use super::processes::run_and_reap;
+use crate::kernel::Kernel;
+use crate::layout::CPUS;
+use crate::process::{self, COUNTERS};
+use crate::test::TestResult;
+use crate::user::{self, FUZZ_DONE};
+use crate::{ensure, failure, println, smp};
+
+/// System calls a boot fuzzes unless the command line says otherwise.
+pub const DEFAULT_SYSCALLS: u32 = 50_000;
+/// Fuzz processes started per CPU per round (their forks come on top).
+const ROOTS_PER_CPU: u32 = 3;
+
+/// `fuzz.syscalls=N` from the command line.
+fn target(kernel: &Kernel) -> u32 {
+    kernel
+        .context
+        .cmdline
+        .split_ascii_whitespace()
+        .find_map(|word| word.strip_prefix("fuzz.syscalls="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_SYSCALLS)
+}
+
+pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> TestResult {
+    let target = target(kernel);
+    let start = COUNTERS.syscalls.load(Ordering::Relaxed);
+    let (kills, corrupt, forks, refused) = (
+        COUNTERS.kills.load(Ordering::Relaxed),
+        COUNTERS.corrupt.load(Ordering::Relaxed),
+        COUNTERS.shared_by_fork.load(Ordering::Relaxed),
+        COUNTERS.forks_refused.load(Ordering::Relaxed),
+    );
+    let cycles = crate::cpu::rdtsc();
+    let cpus: heapless::Vec<usize, CPUS> = (0..CPUS).filter(|&c| smp::is_online(c)).collect();
+    let roots = ROOTS_PER_CPU * cpus.len() as u32;
+    let (mut rounds, mut processes, mut done) = (0u32, 0u32, 0u32);
+    loop {
+        let made = COUNTERS.syscalls.load(Ordering::Relaxed) - start;
+        if made >= target {
+            break;
+        }
+        let budget = ((target - made) / roots).clamp(64, 4000);
+        let before = process::free_frames();
+        for &cpu in cpus.iter().cycle().take(roots as usize) {
+            let pid = process::spawn(user::fuzz(), budget, Zone::PreferHighmem, Some(cpu))?;
+            process::make_quiet(pid);
+            processes += 1;
+        }
+        let outcomes =
+            run_and_reap(before).map_err(|e| failure!("round {rounds}: {}", e.message()))?;
+        done += outcomes.iter().filter(|o| o.exit_code == FUZZ_DONE).count() as u32;
+        rounds += 1;
+        ensure!(
+            COUNTERS.corrupt.load(Ordering::Relaxed) == corrupt,
+            "round {rounds}: a fuzz process read a value it had not written"
+        );
+    }
+    let made = COUNTERS.syscalls.load(Ordering::Relaxed) - start;
+    let cycles = crate::cpu::rdtsc() - cycles;
+    println!(
+        "    {made} system calls (target {target}) from {processes} fuzz processes in {rounds} rounds on {} CPUs: {} killed (privileged instructions, faults), {} forks refused, {} pages shared by fork, {done} roots spent their budget; no pattern ever changed; frames, registry and shared table back; {} million cycles",
+        cpus.len(),
+        COUNTERS.kills.load(Ordering::Relaxed) - kills,
+        COUNTERS.forks_refused.load(Ordering::Relaxed) - refused,
+        COUNTERS.shared_by_fork.load(Ordering::Relaxed) - forks,
+        cycles / 1_000_000
+    );
+    Ok(())
+}
