@@ -549,7 +549,7 @@ mod tests {
     #[test]
     fn a_hang_needs_a_line_from_every_cpu() {
         let mut report = lines(&[
-            "WATCHDOG: no progress for 2055 ms; cpu 1 noticed; every online CPU (2) reports",
+            "WATCHDOG: no progress after 2055 ms; cpu 1 noticed; every online CPU (2) reports",
             "watchdog: cpu 1 (noticed) at eip 0xc012ba70: waits on the frame allocator's lock (0xc01b6494) for 2056 ms",
             "watchdog: cpu 1 stack return addresses: 0xc016b650",
             "watchdog: cpu 0 (NMI) at eip 0xc0149c49: waits on work posted to other CPUs (0xc017b530) for 2124 ms",

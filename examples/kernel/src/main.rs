@@ -63,6 +63,7 @@ mod serial;
 mod shootdown;
 mod smp;
 mod test;
+mod ticket;
 mod timer;
 mod tss;
 mod user;

@@ -45,7 +45,9 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use kmap::SavedLocal;
-use paging_core::{FrameAllocator, MapFlags, Page, PageSize, PhysAddr, PhysFrame, VirtAddr, Zone};
+use paging_core::{
+    Entry as _, FrameAllocator, MapFlags, Page, PageSize, PhysAddr, PhysFrame, VirtAddr, Zone,
+};
 use tlb_shootdown::CpuSet;
 
 use crate::address_space::AddressSpace;
@@ -56,6 +58,7 @@ use crate::kmap_setup::{self, KernelHighmemTables};
 use crate::layout::{CPUS, KMAP_LOCAL_DEPTH, PAGE_OFFSET};
 use crate::shootdown::{self, AddressSpaceTlb};
 use crate::test::Failure;
+use crate::ticket::TicketLock;
 use crate::user::{Program, TEXT_BASE, err, nr};
 use crate::{cpu, double_fault, failure, gdt, mode, print, println, smp, timer};
 
@@ -196,11 +199,17 @@ struct Table {
     next_cpu: usize,
 }
 
-static TABLE: spin::Mutex<Table> = spin::Mutex::new(Table {
-    slots: [const { None }; MAX_PROCESSES],
-    next_pid: 1,
-    next_cpu: 0,
-});
+/// The process table, behind a fair lock: every CPU's scheduler loop takes
+/// it, and an unfair lock let idle schedulers starve a CPU that needed it
+/// once (see [`crate::ticket`]).
+static TABLE: TicketLock<Table> = TicketLock::new(
+    "the process table's lock",
+    Table {
+        slots: [const { None }; MAX_PROCESSES],
+        next_pid: 1,
+        next_cpu: 0,
+    },
+);
 
 /// Saved kernel ESP of each process slot (switch_context writes it).
 static mut CONTEXTS: [u32; MAX_PROCESSES] = [0; MAX_PROCESSES];
@@ -264,18 +273,7 @@ static SHARED: spin::Mutex<heapless::index_map::FnvIndexMap<u64, u32, 4096>> =
     spin::Mutex::new(heapless::index_map::FnvIndexMap::new());
 
 fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
-    cpu::without_interrupts(|| {
-        let mut table = loop {
-            if let Some(table) = TABLE.try_lock() {
-                crate::watchdog::done();
-                crate::watchdog::progress();
-                break table;
-            }
-            crate::watchdog::spin("the process table's lock", &raw const TABLE as usize);
-            core::hint::spin_loop();
-        };
-        f(&mut table)
-    })
+    cpu::without_interrupts(|| f(&mut TABLE.lock()))
 }
 
 /// One more mapping of `frame` (fork).
@@ -696,7 +694,10 @@ pub fn run_until_done(cpu: usize) {
     crate::fpu::init_cpu();
     let cr4 = crate::guards::enable();
     timer::start();
+    crate::watchdog::set_describer(describe_cpu);
+    crate::watchdog::set_dumper(dump_table);
     loop {
+        crate::watchdog::check_deadline();
         let picked = cpu::without_interrupts(|| pick(cpu));
         match picked {
             Pick::Run(slot) => run_slot(cpu, slot),
@@ -713,6 +714,42 @@ pub fn run_until_done(cpu: usize) {
     crate::guards::restore(cr4);
     // SAFETY: ring 0; `run_on_all` runs its work with interrupts on.
     unsafe { core::arch::asm!("sti", options(nostack)) };
+}
+
+/// One line for the watchdog's report: the process CPU `cpu` runs, and
+/// every process in the table with its state (read without the lock: the
+/// kernel is stopping, and the lock may be what it is stuck on).
+fn describe_cpu(cpu: usize) {
+    let current = CURRENT[cpu].load(Ordering::Relaxed);
+    let next = NEXT_SCAN[cpu].load(Ordering::Relaxed);
+    crate::println!(
+        "watchdog: cpu {cpu} runs process slot {current} (>= {MAX_PROCESSES}: none), next scan at {next}"
+    );
+}
+
+/// The process table, for the watchdog's report: every process with its
+/// CPU and state (the lock is tried for a while; the others still run).
+fn dump_table() {
+    for _ in 0..10_000_000u32 {
+        if let Some(table) = TABLE.try_lock() {
+            for (slot, p) in table.slots.iter().enumerate() {
+                if let Some(p) = p {
+                    crate::println!(
+                        "watchdog: process slot {slot}: pid {} parent {} on cpu {} {:?}, kernel stack {:#x}, space {}",
+                        p.pid,
+                        p.parent,
+                        p.cpu,
+                        p.state,
+                        p.kstack,
+                        p.space.is_some()
+                    );
+                }
+            }
+            return;
+        }
+        core::hint::spin_loop();
+    }
+    crate::println!("watchdog: the process table stayed locked");
 }
 
 enum Pick {
@@ -1331,6 +1368,9 @@ pub fn page_fault(frame: &ExceptionFrame, address: u32, error_code: u32) -> bool
         return false;
     };
     let user = frame.user_mode();
+    if fault_loop(slot, address, error_code) {
+        diagnose_fault_loop(slot, frame, address, error_code);
+    }
     match resolve(slot, address, error_code) {
         Ok(()) => true,
         Err(reason) if user => {
@@ -1353,6 +1393,55 @@ pub fn page_fault(frame: &ExceptionFrame, address: u32, error_code: u32) -> bool
         }
         Err(_) => false,
     }
+}
+
+/// The last fault each process took (address, error code) and how many
+/// times in a row.
+static LAST_FAULT: [AtomicU32; MAX_PROCESSES] = [const { AtomicU32::new(0) }; MAX_PROCESSES];
+static LAST_CODE: [AtomicU32; MAX_PROCESSES] = [const { AtomicU32::new(0) }; MAX_PROCESSES];
+static REPEATS: [AtomicU32; MAX_PROCESSES] = [const { AtomicU32::new(0) }; MAX_PROCESSES];
+
+/// Whether process `slot` has now taken the same fault 64 times in a row:
+/// a fault the handler says it resolved but the CPU takes again.
+fn fault_loop(slot: usize, address: u32, error_code: u32) -> bool {
+    let same = LAST_FAULT[slot].swap(address, Ordering::Relaxed) == address
+        && LAST_CODE[slot].swap(error_code, Ordering::Relaxed) == error_code;
+    if same {
+        REPEATS[slot].fetch_add(1, Ordering::Relaxed) == 64
+    } else {
+        LAST_CODE[slot].store(error_code, Ordering::Relaxed);
+        REPEATS[slot].store(0, Ordering::Relaxed);
+        false
+    }
+}
+
+/// Prints what the tables say about a fault that keeps coming back.
+fn diagnose_fault_loop(slot: usize, frame: &ExceptionFrame, address: u32, error_code: u32) {
+    let space = with_table(|t| t.slots[slot].as_mut().and_then(|p| p.space.take()));
+    let Some(mut space) = space else { return };
+    let walk = space.mapper().walk(VirtAddr::new(address));
+    println!(
+        "    FAULT LOOP: cpu {} slot {slot} at {address:#010x} EIP {:#010x} code {error_code:#x} ({}); CR3 {:#x} root {}",
+        gdt::cpu_index(),
+        frame.eip,
+        ErrorCode(error_code),
+        crate::cpu::cr3(),
+        space.root()
+    );
+    match walk {
+        Ok(w) => println!(
+            "    FAULT LOOP: pgd {:#x} pmd {:?} pte {:?}",
+            w.pgd.1.raw(),
+            w.pmd.map(|(s, e)| (s.table, s.index, e.raw())),
+            w.pte.map(|(s, e)| (s.table, s.index, e.raw()))
+        ),
+        Err(e) => println!("    FAULT LOOP: walk failed: {e}"),
+    }
+    with_table(|t| {
+        if let Some(p) = t.slots[slot].as_mut() {
+            p.space = Some(space);
+        }
+    });
 }
 
 /// Any other exception from ring 3 ends the process.
@@ -1414,10 +1503,17 @@ fn resolve(slot: usize, address: u32, error_code: u32) -> Result<(), &'static st
                 tables: &mut tables,
             };
             match space.mapper().map(page, frame, data_flags(), &mut counting) {
-                Ok(flush) => flush.ignore(), // it was not present
-                Err(_) => {
+                // Not present before, so no TLB holds it; but in PAE a new
+                // PMD table is a new PDPT entry, which the CPU reads only at
+                // a CR3 load (it caches the four PDPTEs): the flush says so
+                // and reloads CR3 here. Ignoring it left the CPU faulting
+                // "not present" on a page that was mapped (seen on Bochs,
+                // which caches PDPTEs as CPUs do; QEMU's TCG re-reads them).
+                Ok(flush) => flush.flush(&AddressSpaceTlb(CpuSet::single(gdt::cpu_index()))),
+                Err(e) => {
                     // SAFETY: allocated above; the map failed, nothing maps it.
                     unsafe { counting.inner.deallocate_frame(frame) };
+                    println!("    demand-zero map of {page:?} failed: {e}");
                     return Err("cannot map a demand-zero page");
                 }
             }
@@ -1471,7 +1567,9 @@ fn resolve(slot: usize, address: u32, error_code: u32) -> Result<(), &'static st
             .mapper()
             .map(page, new, flags, &mut *frames)
             .map_err(|_| "cannot map the copy")?
-            .ignore(); // it was just unmapped and flushed
+            // Just unmapped and flushed; the flush of the new entry is all
+            // the same applied (a PAE PDPT change needs a CR3 load).
+            .flush(&tlb);
         drop(frames);
         // Another process may have copied it at the same time on its CPU:
         // then this was the last reference.

@@ -101,6 +101,7 @@ pub fn run_all(tests: &[Test], kernel: &Kernel) -> ! {
     let mut failed = 0usize;
     for test in tests {
         crate::watchdog::progress();
+        crate::watchdog::test_started();
         print!("test {} ... ", test.name);
         match (test.run)(kernel) {
             Ok(()) => {

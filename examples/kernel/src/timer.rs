@@ -15,8 +15,16 @@ use crate::{apic, gdt, idt, pit, process};
 
 /// Vector of the timer interrupt.
 pub const TIMER_VECTOR: u8 = 0x40;
-/// Milliseconds between two ticks.
+/// Milliseconds between two ticks, at least (see [`period_ms`]).
 pub const PERIOD_MS: u32 = 2;
+/// The fewest TSC cycles a CPU runs between two of its ticks. A tick costs
+/// a few thousand (the interrupt, a scheduler pick under the process
+/// table's lock, a switch with the x87 state): at this many it stays near
+/// 1 % of the CPU. On QEMU (a TSC in GHz) [`PERIOD_MS`] is far more; on
+/// Bochs, whose TSC counts instructions and whose emulated CPUs run a few
+/// million a second, 2 ms would be a couple of thousand instructions, and
+/// four CPUs did little but take ticks.
+const MIN_CYCLES_PER_TICK: u32 = 200_000;
 
 /// Timer counts (bus clock / 16) per millisecond.
 static COUNTS_PER_MS: AtomicU32 = AtomicU32::new(0);
@@ -38,16 +46,27 @@ pub fn calibrate() {
 /// start-up).
 const PIC_IRQ0_VECTOR: u8 = 0x20;
 
+/// Milliseconds between two ticks on this machine: [`PERIOD_MS`], or
+/// longer where the CPU runs fewer than `MIN_CYCLES_PER_TICK` TSC cycles in
+/// that time (capped at 50 ms, the PIT's reach).
+pub fn period_ms() -> u32 {
+    match crate::watchdog::ticks_per_ms() {
+        0 => PERIOD_MS,
+        per_ms => MIN_CYCLES_PER_TICK.div_ceil(per_ms).clamp(PERIOD_MS, 50),
+    }
+}
+
 /// Starts this CPU's periodic tick.
 pub fn start() {
+    let period = period_ms();
     if let Some(apic) = apic::get() {
         let per_ms = COUNTS_PER_MS.load(Ordering::Relaxed).max(1);
-        apic.timer_periodic(TIMER_VECTOR, per_ms.saturating_mul(PERIOD_MS));
+        apic.timer_periodic(TIMER_VECTOR, per_ms.saturating_mul(period));
     } else if gdt::cpu_index() == 0 {
         // SAFETY: IRQ 0 is masked until `periodic_start` unmasks it, so no
         // interrupt arrives on its vector while the gate is written.
         unsafe { idt::route(PIC_IRQ0_VECTOR, TIMER_VECTOR) };
-        pit::periodic_start(PERIOD_MS * 1000);
+        pit::periodic_start(period * 1000);
     }
 }
 

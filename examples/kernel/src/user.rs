@@ -504,7 +504,9 @@ user_flood_start:
     jz 4f
     dec esi
     mov eax, {write}
-    mov ebx, {text} + 2
+    // The line starts 6 bytes in: after `mov esi, ebx`, `xor edi, edi`
+    // and the short `jmp` (2 bytes each).
+    mov ebx, {text} + 6
     mov ecx, 64
     int 0x80
     test eax, eax

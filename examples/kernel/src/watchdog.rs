@@ -52,6 +52,18 @@ static LIMIT_SECS: AtomicU32 = AtomicU32::new(DEFAULT_SECS);
 static REPORTING: AtomicBool = AtomicBool::new(false);
 /// CPUs that printed their report line.
 static REPORTED: AtomicU32 = AtomicU32::new(0);
+/// Clock (ms) when the running self-test began ([`test_started`]).
+static TEST_STARTED_MS: AtomicU32 = AtomicU32::new(0);
+/// Seconds one self-test may run before the report (0: no limit), from
+/// `watchdog.test-secs=` (default 600: a livelock makes progress, but not
+/// to the end of its test).
+static TEST_LIMIT_SECS: AtomicU32 = AtomicU32::new(600);
+/// What a CPU runs, for the report (the scheduler registers it:
+/// [`set_describer`]).
+static DESCRIBER: AtomicU32 = AtomicU32::new(0);
+/// What the kernel's shared state looks like, printed by the noticing CPU
+/// before it stops the others ([`set_dumper`]).
+static DUMPER: AtomicU32 = AtomicU32::new(0);
 
 /// One CPU's current wait.
 struct CpuWait {
@@ -86,13 +98,18 @@ static SPINS: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 /// Reads `watchdog.secs=` and calibrates the TSC against 10 ms of the PIT.
 /// Called once on the boot CPU, before the other CPUs start.
 pub fn init(context: &BootContext) {
-    if let Some(secs) = context
-        .cmdline
-        .split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix("watchdog.secs="))
-        .and_then(|n| n.parse().ok())
-    {
+    let option = |name: &str| {
+        context
+            .cmdline
+            .split_ascii_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|n| n.parse().ok())
+    };
+    if let Some(secs) = option("watchdog.secs=") {
         LIMIT_SECS.store(secs, Ordering::Relaxed);
+    }
+    if let Some(secs) = option("watchdog.test-secs=") {
+        TEST_LIMIT_SECS.store(secs, Ordering::Relaxed);
     }
     if cpu::has_tsc() {
         let start = cpu::rdtsc();
@@ -104,8 +121,17 @@ pub fn init(context: &BootContext) {
     if secs == 0 {
         println!("watchdog: off (watchdog.secs=0)");
     } else {
-        println!("watchdog: a report after {secs} s without progress");
+        println!(
+            "watchdog: a report after {secs} s without progress (TSC {} ticks per ms; preemption tick {} ms)",
+            ticks_per_ms(),
+            crate::timer::period_ms()
+        );
     }
+}
+
+/// TSC ticks per millisecond, as calibrated at boot (0 without a TSC).
+pub fn ticks_per_ms() -> u32 {
+    TICKS_PER_MS.load(Ordering::Relaxed)
 }
 
 /// Milliseconds (wrapping) of this CPU's TSC, once calibrated; `None` on a
@@ -166,8 +192,43 @@ pub fn spin(what: &'static str, address: usize) {
     }
     let waited = now.wrapping_sub(wait.since_ms.load(Ordering::Relaxed));
     if limit != 0 && waited >= limit.saturating_mul(1000) {
-        report(cpu, waited);
+        report(cpu, "no progress", waited);
     }
+}
+
+/// A self-test begins: the clock its time limit counts from.
+pub fn test_started() {
+    if let Some(now) = clock_ms() {
+        TEST_STARTED_MS.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Reports (and stops the kernel) if the running self-test is past
+/// `watchdog.test-secs`: a livelock keeps making progress, so only a
+/// deadline finds it. Called where CPUs go round while tests run (the
+/// process scheduler's loop).
+pub fn check_deadline() {
+    let limit = TEST_LIMIT_SECS.load(Ordering::Relaxed);
+    let (Some(now), true) = (clock_ms(), limit != 0) else {
+        return;
+    };
+    let ran = now.wrapping_sub(TEST_STARTED_MS.load(Ordering::Relaxed));
+    if ran >= limit.saturating_mul(1000) {
+        report(gdt::cpu_index() % CPUS, "the self-test still running", ran);
+    }
+}
+
+/// Registers what tells, for the report, what CPU `cpu` runs (the process
+/// scheduler: which process, in which state); it writes one line.
+pub fn set_describer(describe: fn(usize)) {
+    DESCRIBER.store(describe as usize as u32, Ordering::Relaxed);
+}
+
+/// Registers what prints, for the report, the state shared by every CPU
+/// (the process table); it runs on the noticing CPU while the others still
+/// run, so locks they hold come free.
+pub fn set_dumper(dump: fn()) {
+    DUMPER.store(dump as usize as u32, Ordering::Relaxed);
 }
 
 /// Ends a wait (the loop got what it waited for), so that an NMI report
@@ -228,10 +289,16 @@ fn print_cpu(cpu: usize, eip: u32, esp: u32, how: &str) {
         let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {address:#010x}"));
     }
     println!("watchdog: cpu {cpu} stack return addresses:{line}");
+    let describe = DESCRIBER.load(Ordering::Relaxed);
+    if describe != 0 {
+        // SAFETY: stored from a `fn(usize)` by `set_describer`.
+        let describe: fn(usize) = unsafe { core::mem::transmute(describe as usize) };
+        describe(cpu);
+    }
 }
 
 /// The report (see the module docs); never returns.
-fn report(cpu: usize, waited_ms: u32) {
+fn report(cpu: usize, what: &str, waited_ms: u32) {
     if REPORTING.swap(true, Ordering::SeqCst) {
         // Another CPU is reporting; its NMI will ask for this CPU's line.
         return;
@@ -239,8 +306,7 @@ fn report(cpu: usize, waited_ms: u32) {
     let online = smp::online_count().max(1);
     println!();
     println!(
-        "WATCHDOG: no progress for {} ms; cpu {cpu} noticed; every online CPU ({online}) reports",
-        waited_ms
+        "WATCHDOG: {what} after {waited_ms} ms; cpu {cpu} noticed; every online CPU ({online}) reports"
     );
     let (eip, esp): (u32, u32);
     // SAFETY: reads EIP (by a call to the next instruction) and ESP; no
@@ -255,6 +321,12 @@ fn report(cpu: usize, waited_ms: u32) {
         );
     }
     print_cpu(cpu, eip, esp, "noticed");
+    let dump = DUMPER.load(Ordering::Relaxed);
+    if dump != 0 {
+        // SAFETY: stored from a `fn()` by `set_dumper`.
+        let dump: fn() = unsafe { core::mem::transmute(dump as usize) };
+        dump();
+    }
     REPORTED.fetch_add(1, Ordering::SeqCst);
     if let Some(apic) = apic::get() {
         for other in (0..CPUS).filter(|&c| c != cpu && smp::is_online(c)) {

@@ -67,6 +67,13 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
             run_and_reap(before).map_err(|e| failure!("round {rounds}: {}", e.message()))?;
         done += outcomes.iter().filter(|o| o.exit_code == FUZZ_DONE).count() as u32;
         rounds += 1;
+        // Each round is bounded: it restarts the watchdog's test deadline,
+        // and a line per round shows a slow emulator is still going.
+        crate::watchdog::test_started();
+        println!(
+            "    fuzz round {rounds}: {} system calls so far",
+            COUNTERS.syscalls.load(Ordering::Relaxed) - start
+        );
         ensure!(
             COUNTERS.corrupt.load(Ordering::Relaxed) == corrupt,
             "round {rounds}: a fuzz process read a value it had not written"

@@ -74,6 +74,8 @@ fn rounds_until(kernel: &Kernel, seconds: u32, nmi_page: Option<&VmallocPage>) -
         || (timed && clock().wrapping_sub(start) < seconds.saturating_mul(1000))
         || (!timed && rounds < target_rounds)
     {
+        // Each round is a test of its own for the watchdog's deadline.
+        watchdog::test_started();
         let storm = smp_kmap::soak_storm(kernel, rounds as usize)
             .map_err(|e| failure!("round {rounds}, kmap storm: {}", e.message()))?;
         ops += storm.ops;
