@@ -146,6 +146,8 @@ pub struct Process {
     orphan: bool,
     /// Its CPU's timer tick when it last became ready (fairness).
     ready_tick: u32,
+    /// This CPU's pick count ([`PICKS`]) when it last became ready.
+    ready_pick: u32,
     /// The exception vector that killed it (not a page fault).
     kill_vector: Option<u32>,
     /// Its writes are copied from its memory but not printed, and its
@@ -186,6 +188,7 @@ impl Process {
             console_dropped: 0,
             orphan: false,
             ready_tick: 0,
+            ready_pick: 0,
             kill_vector: None,
             quiet: false,
         }
@@ -503,6 +506,7 @@ fn install(mut process: Process, frame: &UserFrame) -> Result<u32, Process> {
         PREEMPTIONS[index].store(0, Ordering::Relaxed);
         crate::fpu::reset(index);
         process.ready_tick = timer::ticks(process.cpu);
+        process.ready_pick = PICKS[process.cpu % CPUS].load(Ordering::Relaxed);
         let pid = process.pid;
         table.slots[index] = Some(process);
         Ok(pid)
@@ -763,6 +767,10 @@ enum Pick {
 static NEXT_SCAN: [AtomicUsize; CPUS] = [const { AtomicUsize::new(0) }; CPUS];
 /// Longest a ready process waited for its CPU, in that CPU's timer ticks.
 static WORST_WAIT: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
+/// Processes each CPU has picked to run.
+static PICKS: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
+/// Most other processes a ready process saw picked before its turn.
+static WORST_PICKS: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 /// Most processes ready on the CPU at once (at a pick).
 static MOST_READY: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 
@@ -770,15 +778,18 @@ static MOST_READY: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 pub fn fairness_reset() {
     for cpu in 0..CPUS {
         WORST_WAIT[cpu].store(0, Ordering::Relaxed);
+        WORST_PICKS[cpu].store(0, Ordering::Relaxed);
         MOST_READY[cpu].store(0, Ordering::Relaxed);
     }
 }
 
 /// CPU `cpu`'s fairness figures since [`fairness_reset`]: the worst wait
-/// of a ready process in timer ticks, and the most processes ready at once.
-pub fn fairness(cpu: usize) -> (u32, u32) {
+/// of a ready process in timer ticks and in other processes picked before
+/// its turn, and the most processes ready at once.
+pub fn fairness(cpu: usize) -> (u32, u32, u32) {
     (
         WORST_WAIT[cpu % CPUS].load(Ordering::Relaxed),
+        WORST_PICKS[cpu % CPUS].load(Ordering::Relaxed),
         MOST_READY[cpu % CPUS].load(Ordering::Relaxed),
     )
 }
@@ -815,8 +826,11 @@ fn pick(cpu: usize) -> Pick {
         p.state = State::Running;
         let waited = timer::ticks(cpu).wrapping_sub(p.ready_tick);
         WORST_WAIT[cpu].fetch_max(waited, Ordering::Relaxed);
+        let picks = PICKS[cpu].load(Ordering::Relaxed);
+        WORST_PICKS[cpu].fetch_max(picks.wrapping_sub(p.ready_pick), Ordering::Relaxed);
         MOST_READY[cpu].fetch_max(ready, Ordering::Relaxed);
     }
+    PICKS[cpu].fetch_add(1, Ordering::Relaxed);
     NEXT_SCAN[cpu].store(slot + 1, Ordering::Relaxed);
     Pick::Run(slot)
 }
@@ -885,6 +899,7 @@ fn run_slot(cpu: usize, slot: usize) {
                     (q.pid == parent && q.state == State::Waiting).then(|| {
                         q.state = State::Ready;
                         q.ready_tick = timer::ticks(q.cpu);
+                        q.ready_pick = PICKS[q.cpu % CPUS].load(Ordering::Relaxed);
                         q.cpu
                     })
                 });
@@ -1083,6 +1098,7 @@ fn yield_now(slot: usize) {
         if let Some(p) = t.slots[slot].as_mut() {
             p.state = State::Ready;
             p.ready_tick = timer::ticks(p.cpu);
+            p.ready_pick = PICKS[p.cpu % CPUS].load(Ordering::Relaxed);
         }
     });
     switch_to_scheduler(slot);

@@ -56,7 +56,9 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
         if made >= target {
             break;
         }
-        let budget = ((target - made) / roots).clamp(64, 4000);
+        // Rounds of at most about 12,000 calls on four CPUs: each round
+        // prints a line, so a slow emulator is seen to be going.
+        let budget = ((target - made) / roots).clamp(64, 1000);
         let before = process::free_frames();
         for &cpu in cpus.iter().cycle().take(roots as usize) {
             let pid = process::spawn(user::fuzz(), budget, Zone::PreferHighmem, Some(cpu))?;

@@ -224,20 +224,25 @@ pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
         "{} of 4 spinners ended",
         outcomes.len()
     );
-    let (worst, ready) = process::fairness(cpu);
+    let (worst, picks, ready) = process::fairness(cpu);
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed) - preemptions;
     let ticks = crate::timer::ticks(cpu) - ticks;
     ensure!(
         preemptions >= 4,
         "only {preemptions} preemptions in {ticks} ticks: the spinners are too short to measure"
     );
+    // The bound is on turns: with round robin, a ready process sees each
+    // other ready process picked at most once before its own turn. In
+    // ticks it also holds on an idle host, but a vCPU the host deschedules
+    // takes its missed ticks late and in a row, which a loaded CI machine
+    // showed (7 and 13 ticks with 4 ready): printed, not asserted.
     ensure!(
-        worst <= ready + 2,
-        "a ready process waited {worst} ticks with at most {ready} ready on cpu {cpu}"
+        picks < ready.max(1),
+        "a ready process saw {picks} others picked before its turn with at most {ready} ready on cpu {cpu}"
     );
     println!(
-        "    4 spinners on cpu {cpu}: worst wait of a ready process {worst} ticks with {ready} ready (bound {}), {preemptions} preemptions in {ticks} ticks",
-        ready + 2
+        "    4 spinners on cpu {cpu}: worst wait of a ready process {picks} other processes' turns with {ready} ready (bound {}), {worst} ticks; {preemptions} preemptions in {ticks} ticks",
+        ready.max(1) - 1
     );
     Ok(())
 }
