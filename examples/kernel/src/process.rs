@@ -508,6 +508,10 @@ fn install(mut process: Process, frame: &UserFrame) -> Result<u32, Process> {
         process.ready_tick = timer::ticks(process.cpu);
         process.ready_pick = PICKS[process.cpu % CPUS].load(Ordering::Relaxed);
         let pid = process.pid;
+        // A new process: the fault-loop count starts afresh (the slot's
+        // last occupant faulted where every process first does).
+        LAST_FAULT[index].store(0, Ordering::Relaxed);
+        REPEATS[index].store(0, Ordering::Relaxed);
         table.slots[index] = Some(process);
         Ok(pid)
     })
