@@ -1394,11 +1394,7 @@ pub fn page_fault(frame: &ExceptionFrame, address: u32, error_code: u32) -> bool
     match resolve(slot, address, error_code) {
         Ok(()) => true,
         Err(reason) if user => {
-            let (pid, quiet) = with_table(|t| {
-                t.slots[slot]
-                    .as_ref()
-                    .map_or((0, false), |p| (p.pid, p.quiet))
-            });
+            let (pid, quiet) = pid_and_quiet(slot);
             COUNTERS.kills.fetch_add(1, Ordering::Relaxed);
             if !quiet {
                 println!(
@@ -1464,6 +1460,16 @@ fn diagnose_fault_loop(slot: usize, frame: &ExceptionFrame, address: u32, error_
     });
 }
 
+/// Process `slot`'s PID and whether its kill notices are silenced (0 and
+/// `false` for an empty slot).
+fn pid_and_quiet(slot: usize) -> (u32, bool) {
+    with_table(|t| {
+        t.slots[slot]
+            .as_ref()
+            .map_or((0, false), |p| (p.pid, p.quiet))
+    })
+}
+
 /// Any other exception from ring 3 ends the process.
 pub fn user_exception(frame: &ExceptionFrame) -> bool {
     let Some(slot) = current_slot() else {
@@ -1472,11 +1478,7 @@ pub fn user_exception(frame: &ExceptionFrame) -> bool {
     if !frame.user_mode() {
         return false;
     }
-    let (pid, quiet) = with_table(|t| {
-        t.slots[slot]
-            .as_ref()
-            .map_or((0, false), |p| (p.pid, p.quiet))
-    });
+    let (pid, quiet) = pid_and_quiet(slot);
     COUNTERS.kills.fetch_add(1, Ordering::Relaxed);
     if !quiet {
         println!(
