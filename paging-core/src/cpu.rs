@@ -1,5 +1,13 @@
 //! The real x86 instructions (32-bit targets only).
 //!
+//! The module is compiled for `target_arch = "x86"` only: its functions run
+//! privileged instructions that no other target has. `cargo doc` shows it
+//! on every target (it is declared under `cfg(any(target_arch = "x86",
+//! doc))`), so the guide's [`NativeTlb`], [`CpuPaging`] and
+//! [`PagingFeatures`] are in a host's docs too; off x86 it exists only in
+//! documentation builds, which compile no code, so nothing in it can be
+//! called there.
+//!
 //! Small wrappers around the privileged instructions paging needs: control
 //! registers, MSRs (IA32_PAT included: [`write_pat`]), `invlpg`, and `cpuid`,
 //! plus [`NativeTlb`], the

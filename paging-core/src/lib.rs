@@ -11,7 +11,7 @@ pub mod access;
 pub mod addr;
 pub mod alloc;
 pub mod cache;
-#[cfg(target_arch = "x86")]
+#[cfg(any(target_arch = "x86", doc))]
 #[cfg_attr(docsrs, doc(cfg(target_arch = "x86")))]
 pub mod cpu;
 pub mod entry;

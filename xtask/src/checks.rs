@@ -278,7 +278,37 @@ fn doc() -> Result<(), String> {
         command.env("RUSTDOCFLAGS", "-D warnings");
         process::run(&mut command)?;
     }
-    Ok(())
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| process::repo_root().join("target"));
+    host_docs_show_cpu(&target.join("doc"))
+}
+
+/// The pages of `paging_core::cpu` the guide links to, which a host
+/// `cargo doc` must produce although the module is compiled only for x86.
+const HOST_CPU_DOC_PAGES: [&str; 4] = [
+    "index.html",
+    "struct.NativeTlb.html",
+    "trait.CpuPaging.html",
+    "struct.PagingFeatures.html",
+];
+
+/// Checks that the host docs just built show `paging_core::cpu` (issue 22:
+/// the guide names its items, and a newcomer reads the host's docs).
+fn host_docs_show_cpu(doc: &Path) -> Result<(), String> {
+    let dir = doc.join("paging_core/cpu");
+    let missing: Vec<&str> = HOST_CPU_DOC_PAGES
+        .into_iter()
+        .filter(|page| !dir.join(page).is_file())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "host docs lack paging_core::cpu pages {missing:?} in {}",
+            dir.display()
+        ))
+    }
 }
 
 fn test() -> Result<(), String> {
@@ -570,5 +600,20 @@ mod tests {
         }
         let no_bochs = steps(&["--no-bochs"]);
         assert!(no_bochs.contains(&"qemu") && !no_bochs.contains(&"bochs"));
+    }
+
+    #[test]
+    fn host_docs_check_names_each_missing_cpu_page() {
+        let doc = std::env::temp_dir().join(format!("xtask-doc-check-{}", std::process::id()));
+        let cpu = doc.join("paging_core/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("index.html"), "").unwrap();
+        let err = host_docs_show_cpu(&doc).unwrap_err();
+        assert!(err.contains("struct.NativeTlb.html") && !err.contains("index.html"));
+        for page in HOST_CPU_DOC_PAGES {
+            std::fs::write(cpu.join(page), "").unwrap();
+        }
+        assert_eq!(host_docs_show_cpu(&doc), Ok(()));
+        std::fs::remove_dir_all(&doc).unwrap();
     }
 }
