@@ -3,7 +3,7 @@
 use core::fmt;
 
 use paging_core::{
-    AccessError, EntryError, ErrorKind, InstallError, PagingError, PhysFrame, VirtAddr,
+    AccessError, Detail, EntryError, ErrorKind, InstallError, PagingError, PhysFrame, VirtAddr,
 };
 
 /// Why a fixmap operation did nothing.
@@ -192,43 +192,68 @@ impl From<InstallError> for WindowError {
 }
 
 impl From<FixmapError> for paging_core::AnyError {
-    /// Keeps the kind and names the variant (paging-core's catch-all cannot
-    /// hold this crate's types).
+    /// Keeps the kind, names the variant, and keeps what it named (the
+    /// index, address, slot and frame) as a [`Detail`].
     fn from(e: FixmapError) -> Self {
-        let what = match e {
-            FixmapError::IndexOutOfRange { .. } => "fixmap: index out of range",
-            FixmapError::NotInFixmap { .. } => "fixmap: not in fixmap",
-            FixmapError::TopMovedAfterUse => "fixmap: top moved after use",
-            FixmapError::BadTop { .. } => "fixmap: bad top",
-            FixmapError::NoTables => "fixmap: no tables",
-            FixmapError::WindowDoesNotCover { .. } => "fixmap: window does not cover",
-            FixmapError::SlotInUse { .. } => "fixmap: slot in use",
-            FixmapError::SlotBusy { .. } => "fixmap: slot busy",
-            FixmapError::NotSet { .. } => "fixmap: not set",
-            FixmapError::Entry(..) => "fixmap: entry",
-            FixmapError::Access(..) => "fixmap: access",
+        let (what, detail) = match e {
+            FixmapError::IndexOutOfRange { index, end } => {
+                ("fixmap: index out of range", Detail::Index { index, end })
+            }
+            FixmapError::NotInFixmap { va } => ("fixmap: not in fixmap", Detail::Virt(va)),
+            FixmapError::TopMovedAfterUse => ("fixmap: top moved after use", Detail::None),
+            FixmapError::BadTop { top } => ("fixmap: bad top", Detail::Virt(top)),
+            FixmapError::NoTables => ("fixmap: no tables", Detail::None),
+            FixmapError::WindowDoesNotCover { start, top } => (
+                "fixmap: window does not cover",
+                Detail::VirtRange {
+                    start,
+                    end: top.as_u64() + paging_core::PAGE_SIZE,
+                },
+            ),
+            FixmapError::SlotInUse { index, current } => (
+                "fixmap: slot in use",
+                Detail::Slot {
+                    index,
+                    frame: Some(current),
+                },
+            ),
+            FixmapError::SlotBusy { index } => {
+                ("fixmap: slot busy", Detail::Slot { index, frame: None })
+            }
+            FixmapError::NotSet { index } => {
+                ("fixmap: not set", Detail::Slot { index, frame: None })
+            }
+            FixmapError::Entry(e) => ("fixmap: entry", Detail::Entry(e)),
+            FixmapError::Access(e) => ("fixmap: access", Detail::Access(e)),
         };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
+        Self::other_with(e.kind(), what, detail)
     }
 }
 
 impl From<WindowError> for paging_core::AnyError {
-    /// Keeps the kind and names the variant (paging-core's catch-all cannot
-    /// hold this crate's types).
+    /// Keeps the kind, names the variant, and keeps what it named (the
+    /// range, the frames, the counts, the install error) as a [`Detail`].
     fn from(e: WindowError) -> Self {
-        let what = match e {
-            WindowError::BadRange { .. } => "fixmap window: bad range",
-            WindowError::NoContiguousFrames { .. } => "fixmap window: no contiguous frames",
-            WindowError::Discontiguous { .. } => "fixmap window: discontiguous",
-            WindowError::TooFewTables { .. } => "fixmap window: too few tables",
-            WindowError::Install(..) => "fixmap window: install",
+        let (what, detail) = match e {
+            WindowError::BadRange { start, end } => {
+                ("fixmap window: bad range", Detail::VirtRange { start, end })
+            }
+            WindowError::NoContiguousFrames { count } => {
+                ("fixmap window: no contiguous frames", Detail::Needed(count))
+            }
+            WindowError::Discontiguous { expected, got } => (
+                "fixmap window: discontiguous",
+                Detail::Frames { expected, got },
+            ),
+            WindowError::TooFewTables { needed, given } => (
+                "fixmap window: too few tables",
+                Detail::Count {
+                    asked: needed,
+                    available: given,
+                },
+            ),
+            WindowError::Install(e) => ("fixmap window: install", Detail::Install(e)),
         };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
+        Self::other_with(e.kind(), what, detail)
     }
 }

@@ -252,7 +252,48 @@ fn fixmap_errors_convert_into_the_catch_all_error() {
         paging_core::PagingError::kind(&any),
         paging_core::PagingError::kind(&e)
     );
-    assert_eq!(any.to_string(), "fixmap: index out of range");
+    assert_eq!(
+        any.to_string(),
+        "fixmap: index out of range: index 9, valid below 4"
+    );
+}
+
+/// The conversion keeps the slot, frame, address and range the error named
+/// (issue 22), for fixmap and window errors alike.
+#[test]
+fn fixmap_errors_keep_their_slot_frame_and_address_in_the_catch_all_error() {
+    use fixmap::{FixmapError, WindowError};
+    use paging_core::{AnyError, Detail, PhysAddr, PhysFrame, VirtAddr};
+    let current = PhysFrame::containing_address(PhysAddr::new_truncate(0xB8000));
+    let any = AnyError::from(FixmapError::SlotInUse { index: 3, current });
+    assert!(matches!(
+        any,
+        AnyError::Other { detail: Detail::Slot { index: 3, frame: Some(f) }, .. } if f == current
+    ));
+    assert_eq!(
+        any.to_string(),
+        format!("fixmap: slot in use: slot 3 maps {current:?}")
+    );
+    let va = VirtAddr::new(0x1000);
+    let any = AnyError::from(FixmapError::NotInFixmap { va });
+    assert!(matches!(any, AnyError::Other { detail: Detail::Virt(v), .. } if v == va));
+    let (expected, got) = (
+        PhysFrame::containing_address(PhysAddr::new_truncate(0x5000)),
+        PhysFrame::containing_address(PhysAddr::new_truncate(0x9000)),
+    );
+    let any = AnyError::from(WindowError::Discontiguous { expected, got });
+    assert!(matches!(
+        any,
+        AnyError::Other { detail: Detail::Frames { expected: e, got: g }, .. } if e == expected && g == got
+    ));
+    let any = AnyError::from(WindowError::TooFewTables {
+        needed: 2,
+        given: 1,
+    });
+    assert_eq!(
+        any.to_string(),
+        "fixmap window: too few tables: 2 needed, 1 there"
+    );
 }
 
 /// A fixmap can be a kernel static with no lazy initialisation: its

@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use paging_core::{AccessError, EntryError, ErrorKind, PagingError, PhysFrame, VirtAddr};
+use paging_core::{AccessError, Detail, EntryError, ErrorKind, PagingError, PhysFrame, VirtAddr};
 
 /// Why a kmap operation did nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,25 +111,30 @@ impl From<AccessError> for KmapError {
 }
 
 impl From<KmapError> for paging_core::AnyError {
-    /// Keeps the kind and names the variant (paging-core's catch-all cannot
-    /// hold this crate's types).
+    /// Keeps the kind, names the variant, and keeps what it named (the
+    /// frame, address, CPU, depths or counts) as a [`Detail`].
     fn from(e: KmapError) -> Self {
-        let what = match e {
-            KmapError::Exhausted => "kmap: exhausted",
-            KmapError::ReservationTooLarge { .. } => "kmap: reservation too large",
-            KmapError::ReservationSpent => "kmap: reservation spent",
-            KmapError::NotMapped { .. } => "kmap: not mapped",
-            KmapError::DoubleUnmap { .. } => "kmap: double unmap",
-            KmapError::OutOfOrder { .. } => "kmap: out of order",
-            KmapError::BadCpu { .. } => "kmap: bad cpu",
-            KmapError::RestoreMismatch { .. } => "kmap: restore mismatch",
-            KmapError::BadLayout { .. } => "kmap: bad layout",
-            KmapError::Entry(..) => "kmap: entry",
-            KmapError::Access(..) => "kmap: access",
+        let (what, detail) = match e {
+            KmapError::Exhausted => ("kmap: exhausted", Detail::None),
+            KmapError::ReservationTooLarge { asked, slots } => (
+                "kmap: reservation too large",
+                Detail::Count {
+                    asked,
+                    available: slots,
+                },
+            ),
+            KmapError::ReservationSpent => ("kmap: reservation spent", Detail::None),
+            KmapError::NotMapped { frame } => ("kmap: not mapped", Detail::Frame(frame)),
+            KmapError::DoubleUnmap { frame } => ("kmap: double unmap", Detail::Frame(frame)),
+            KmapError::OutOfOrder { depth, top } => {
+                ("kmap: out of order", Detail::Depth { depth, top })
+            }
+            KmapError::BadCpu { cpu } => ("kmap: bad cpu", Detail::Cpu(cpu)),
+            KmapError::RestoreMismatch { cpu } => ("kmap: restore mismatch", Detail::Cpu(cpu)),
+            KmapError::BadLayout { va } => ("kmap: bad layout", Detail::Virt(va)),
+            KmapError::Entry(e) => ("kmap: entry", Detail::Entry(e)),
+            KmapError::Access(e) => ("kmap: access", Detail::Access(e)),
         };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
+        Self::other_with(e.kind(), what, detail)
     }
 }

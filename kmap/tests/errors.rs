@@ -354,3 +354,45 @@ fn kmap_errors_convert_into_the_catch_all_error() {
     let spent = paging_core::AnyError::from(KmapError::ReservationSpent);
     assert_eq!(spent.kind(), KmapError::ReservationSpent.kind());
 }
+
+/// The conversion keeps the frame, address and CPU the error named (issue
+/// 22): a kernel that logs the `AnyError` still sees which page it was.
+#[test]
+fn kmap_errors_keep_their_frame_address_and_cpu_in_the_catch_all_error() {
+    use paging_core::{AnyError, Detail, PhysAddr, PhysFrame, VirtAddr};
+    let frame = PhysFrame::containing_address(PhysAddr::new_truncate(0x1_2345_6000));
+    let any = AnyError::from(KmapError::DoubleUnmap { frame });
+    assert!(matches!(any, AnyError::Other { detail: Detail::Frame(f), .. } if f == frame));
+    assert_eq!(any.to_string(), format!("kmap: double unmap: {frame:?}"));
+    let va = VirtAddr::new(0xFF80_0000);
+    let any = AnyError::from(KmapError::BadLayout { va });
+    assert!(matches!(any, AnyError::Other { detail: Detail::Virt(v), .. } if v == va));
+    let any = AnyError::from(KmapError::BadCpu { cpu: 7 });
+    assert!(matches!(
+        any,
+        AnyError::Other {
+            detail: Detail::Cpu(7),
+            ..
+        }
+    ));
+    assert_eq!(any.to_string(), "kmap: bad cpu: CPU 7");
+    let any = AnyError::from(KmapError::OutOfOrder { depth: 1, top: 3 });
+    assert!(matches!(
+        any,
+        AnyError::Other {
+            detail: Detail::Depth { depth: 1, top: 3 },
+            ..
+        }
+    ));
+    let any = AnyError::from(KmapError::ReservationTooLarge { asked: 9, slots: 4 });
+    assert!(matches!(
+        any,
+        AnyError::Other {
+            detail: Detail::Count {
+                asked: 9,
+                available: 4
+            },
+            ..
+        }
+    ));
+}

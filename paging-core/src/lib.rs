@@ -38,8 +38,8 @@ pub use alloc::{FrameAllocator, NoFrames, Zone};
 pub use cache::{CacheType, CacheTypeError, PatLayout};
 pub use entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
 pub use error::{
-    AnyError, ErrorKind, FreeError, InstallError, MapError, PagingError, RootError, TranslateError,
-    UnmapError, UpdateFlagsError,
+    AnyError, Detail, ErrorKind, FreeError, InstallError, MapError, PagingError, RootError,
+    TranslateError, UnmapError, UpdateFlagsError,
 };
 pub use fault::PageFaultError;
 pub use features::{CpuFeature, CpuFeatures, NxPolicy};

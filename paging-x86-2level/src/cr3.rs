@@ -101,9 +101,6 @@ impl From<Cr3Error> for paging_core::AnyError {
             Cr3Error::Unaligned { .. } => "2-level CR3: unaligned",
             Cr3Error::AboveFourGiB { .. } => "2-level CR3: above four gi b",
         };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
+        Self::other(e.kind(), what)
     }
 }

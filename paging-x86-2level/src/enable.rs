@@ -126,10 +126,10 @@ impl paging_core::cpu::CpuPaging for crate::TwoLevel {
         features: paging_core::cpu::PagingFeatures,
     ) -> Result<(), paging_core::AnyError> {
         if features.no_execute {
-            return Err(paging_core::AnyError::Other {
-                kind: ErrorKind::Unsupported,
-                what: "2-level paging has no execute-disable bit",
-            });
+            return Err(paging_core::AnyError::other(
+                ErrorKind::Unsupported,
+                "2-level paging has no execute-disable bit",
+            ));
         }
         let cr3 = crate::Cr3::new(root, crate::Cr3Flags::empty())?;
         let features = Features {
@@ -162,10 +162,7 @@ impl From<EnableError> for paging_core::AnyError {
             EnableError::LargePagesUnsupported => "2-level paging: large pages unsupported",
             EnableError::GlobalPagesUnsupported => "2-level paging: global pages unsupported",
         };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
+        Self::other(e.kind(), what)
     }
 }
 

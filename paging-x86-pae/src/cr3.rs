@@ -86,9 +86,6 @@ impl From<Cr3Error> for paging_core::AnyError {
             Cr3Error::Unaligned { .. } => "PAE CR3: unaligned",
             Cr3Error::AboveFourGiB { .. } => "PAE CR3: above four gi b",
         };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
+        Self::other(e.kind(), what)
     }
 }

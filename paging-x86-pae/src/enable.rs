@@ -167,10 +167,7 @@ impl From<EnableError> for paging_core::AnyError {
             EnableError::GlobalPagesUnsupported => "PAE paging: global pages unsupported",
             EnableError::NoExecuteUnsupported => "PAE paging: no execute unsupported",
         };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
+        Self::other(e.kind(), what)
     }
 }
 

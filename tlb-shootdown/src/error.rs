@@ -63,10 +63,7 @@ impl From<ShootdownError> for AnyError {
             ShootdownError::Offline { .. } => "tlb-shootdown: offline cpu",
             ShootdownError::NoAck { .. } => "tlb-shootdown: no acknowledgement",
         };
-        Self::Other {
-            kind: e.kind(),
-            what,
-        }
+        Self::other(e.kind(), what)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::walk::Translation;
 
 mod any;
 
-pub use any::AnyError;
+pub use any::{AnyError, Detail};
 
 /// The broad class of an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
