@@ -47,6 +47,15 @@ pub enum KmapError {
         /// The CPU asked for.
         cpu: usize,
     },
+    /// The fixmap range given to [`LocalSlots::new`](crate::LocalSlots::new)
+    /// holds fewer slots than the local kmaps need: CPUs × depth, twice
+    /// that with guard slots. It is `needed - slots` slots short.
+    RangeTooSmall {
+        /// Slots the local kmaps need.
+        needed: usize,
+        /// Slots the range holds.
+        slots: usize,
+    },
     /// The slots do not fit the window or fixmap range given.
     BadLayout {
         /// First address that is not covered.
@@ -78,6 +87,12 @@ impl fmt::Display for KmapError {
             }
             Self::BadCpu { cpu } => write!(f, "no CPU {cpu}"),
             Self::RestoreMismatch { cpu } => write!(f, "cannot restore local kmaps on CPU {cpu}"),
+            Self::RangeTooSmall { needed, slots } => write!(
+                f,
+                "the fixmap range holds {slots} slots, {} too few for the {needed} \
+                 local kmap slots (CPUs x depth, x2 with guard slots)",
+                needed.saturating_sub(*slots)
+            ),
             Self::BadLayout { va } => write!(f, "kmap slot at {va} is not covered"),
             Self::Entry(e) => write!(f, "{e}"),
             Self::Access(e) => write!(f, "{e}"),
@@ -91,9 +106,10 @@ impl PagingError for KmapError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::Exhausted | Self::ReservationSpent => ErrorKind::Exhausted,
-            Self::ReservationTooLarge { .. } | Self::BadCpu { .. } | Self::BadLayout { .. } => {
-                ErrorKind::OutOfRange
-            }
+            Self::ReservationTooLarge { .. }
+            | Self::BadCpu { .. }
+            | Self::RangeTooSmall { .. }
+            | Self::BadLayout { .. } => ErrorKind::OutOfRange,
             Self::NotMapped { .. } => ErrorKind::NotMapped,
             Self::DoubleUnmap { .. } | Self::OutOfOrder { .. } | Self::RestoreMismatch { .. } => {
                 ErrorKind::InvalidState
@@ -131,6 +147,13 @@ impl From<KmapError> for paging_core::AnyError {
             }
             KmapError::BadCpu { cpu } => ("kmap: bad cpu", Detail::Cpu(cpu)),
             KmapError::RestoreMismatch { cpu } => ("kmap: restore mismatch", Detail::Cpu(cpu)),
+            KmapError::RangeTooSmall { needed, slots } => (
+                "kmap: fixmap range too small",
+                Detail::Count {
+                    asked: needed,
+                    available: slots,
+                },
+            ),
             KmapError::BadLayout { va } => ("kmap: bad layout", Detail::Virt(va)),
             KmapError::Entry(e) => ("kmap: entry", Detail::Entry(e)),
             KmapError::Access(e) => ("kmap: access", Detail::Access(e)),

@@ -188,7 +188,10 @@ where
     T: TlbOps + Sync,
 {
     /// Stacks in the fixmap range `range`, which must hold
-    /// `CPUS * DEPTH` slots (twice that with `guard_slots`).
+    /// `CPUS * DEPTH` slots (twice that with `guard_slots`): a smaller one
+    /// is [`KmapError::RangeTooSmall`], with both counts. A range whose
+    /// slots the fixmap's window does not reach is
+    /// [`KmapError::BadLayout`], with the first slot it misses.
     pub fn new<const FIRST: usize, const LEN: usize>(
         fixmap: &'f Fixmap<L, M, A, H>,
         range: FixRange<L, FIRST, LEN>,
@@ -199,9 +202,10 @@ where
         let stride = if guard_slots { 2 } else { 1 };
         let needed = CPUS * DEPTH * stride;
         if needed > range.len() {
-            let last = FIRST + LEN.saturating_sub(1);
-            let va = FixIndex::<L>::new(last).map_or(VirtAddr::ZERO, |i| fixmap.virt(i));
-            return Err(KmapError::BadLayout { va });
+            return Err(KmapError::RangeTooSmall {
+                needed,
+                slots: range.len(),
+            });
         }
         // Every slot's PTE must be reachable now: the fixmap is borrowed
         // shared from here on, so its tables cannot be attached later.

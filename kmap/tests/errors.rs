@@ -309,7 +309,49 @@ fn local_slots_refuse_bad_layouts<M: ModeUnderTest>() {
         &k.m.mmu,
     )
     .unwrap_err();
-    assert!(matches!(err, KmapError::BadLayout { .. }), "{err:?}");
+    assert_eq!(
+        err,
+        KmapError::RangeTooSmall {
+            needed: 2 * support::CPUS,
+            slots: support::CPUS,
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the fixmap range holds {0} slots, {0} too few for the {1} local kmap slots \
+             (CPUs x depth, x2 with guard slots)",
+            support::CPUS,
+            2 * support::CPUS
+        )
+    );
+    // Guard slots double what is needed: depth 1 with guards needs 2 x CPUS.
+    let err = kmap::LocalSlots::<_, _, _, _, _, 1, { support::CPUS }>::new(
+        &k.fixmap,
+        TestFixmap::PTE_WALK,
+        true,
+        k.direct,
+        &k.m.mmu,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        KmapError::RangeTooSmall {
+            needed: 2 * support::CPUS,
+            slots: support::CPUS,
+        }
+    );
+    // Exactly enough is accepted.
+    assert!(
+        kmap::LocalSlots::<_, _, _, _, _, 1, { support::CPUS }>::new(
+            &k.fixmap,
+            TestFixmap::PTE_WALK,
+            false,
+            k.direct,
+            &k.m.mmu,
+        )
+        .is_ok()
+    );
     // A fixmap with no tables attached.
     let bare = fixmap::Fixmap::<TestFixmap, M, _>::new(SimAccess::new(&ram));
     let err = kmap::LocalSlots::<_, _, _, _, _, 1, { support::CPUS }>::new(
