@@ -78,9 +78,50 @@ impl PhysAddr {
         self.0 & (align - 1) == 0
     }
 
-    /// Round down to a multiple of `align` (a power of two).
+    /// Round down to a multiple of `align`, a power of two known at the
+    /// call (`PAGE_SIZE`, a large page's size). For an alignment computed
+    /// at run time use [`checked_align_down`](Self::checked_align_down).
     pub const fn align_down(self, align: u64) -> Self {
         Self(self.0 & !(align - 1))
+    }
+
+    /// Round down to a multiple of `align`, or `None` if `align` is not a
+    /// power of two (0 included).
+    pub const fn checked_align_down(self, align: u64) -> Option<Self> {
+        if align.is_power_of_two() {
+            Some(Self(self.0 & !(align - 1)))
+        } else {
+            None
+        }
+    }
+
+    /// Round up to a multiple of `align`, or `None` if `align` is not a
+    /// power of two (0 included) or the result would pass 52 bits.
+    ///
+    /// ```
+    /// use paging_core::PhysAddr;
+    /// let a = PhysAddr::new(0x1234).unwrap();
+    /// assert_eq!(a.align_up(0x1000), Some(PhysAddr::new(0x2000).unwrap()));
+    /// assert_eq!(a.align_up(3), None);
+    /// let top = PhysAddr::new((1 << 52) - 1).unwrap();
+    /// assert_eq!(top.align_up(0x1000), None);
+    /// ```
+    pub const fn align_up(self, align: u64) -> Option<Self> {
+        if !align.is_power_of_two() {
+            return None;
+        }
+        match self.0.checked_add(align - 1) {
+            Some(v) => Self::new_or_none(v & !(align - 1)),
+            None => None,
+        }
+    }
+
+    const fn new_or_none(addr: u64) -> Option<Self> {
+        if addr >> MAX_PHYS_BITS_ARCH != 0 {
+            None
+        } else {
+            Some(Self(addr))
+        }
     }
 
     /// Whether the address fits in `bits` bits.
@@ -138,9 +179,52 @@ impl VirtAddr {
         (self.0 as u64) & (align - 1) == 0
     }
 
-    /// Round down to a multiple of `align` (a power of two).
+    /// Round down to a multiple of `align`, a power of two known at the
+    /// call (`PAGE_SIZE`, a large page's size). For an alignment computed
+    /// at run time use [`checked_align_down`](Self::checked_align_down).
     pub const fn align_down(self, align: u64) -> Self {
         Self(((self.0 as u64) & !(align - 1)) as u32)
+    }
+
+    /// Round down to a multiple of `align`, or `None` if `align` is not a
+    /// power of two (0 included).
+    pub const fn checked_align_down(self, align: u64) -> Option<Self> {
+        if align.is_power_of_two() {
+            Some(self.align_down(align))
+        } else {
+            None
+        }
+    }
+
+    /// Round up to a multiple of `align`, or `None` if `align` is not a
+    /// power of two (0 included) or the result would pass the end of the
+    /// 4 GiB space (`2^32` is not an address).
+    ///
+    /// ```
+    /// use paging_core::VirtAddr;
+    /// let a = VirtAddr::new(0xC000_1234);
+    /// assert_eq!(a.align_up(0x1000), Some(VirtAddr::new(0xC000_2000)));
+    /// assert_eq!(a.align_up(0x40_0000), Some(VirtAddr::new(0xC040_0000)));
+    /// assert_eq!(VirtAddr::new(0xFFFF_F001).align_up(0x1000), None);
+    /// assert_eq!(a.align_up(0), None);
+    /// ```
+    pub const fn align_up(self, align: u64) -> Option<Self> {
+        if !align.is_power_of_two() {
+            return None;
+        }
+        // In u64: a u32 address plus an alignment below 2^64 / 2 cannot
+        // overflow unless the alignment itself is enormous.
+        match (self.0 as u64).checked_add(align - 1) {
+            Some(v) => {
+                let up = v & !(align - 1);
+                if up > u32::MAX as u64 {
+                    None
+                } else {
+                    Some(Self(up as u32))
+                }
+            }
+            None => None,
+        }
     }
 
     /// `self + bytes`, or `None` if the result would pass the end of the
@@ -465,6 +549,44 @@ mod tests {
         let f = PhysFrame::from_number((1 << 40) - 1).unwrap();
         assert_eq!(f.checked_add(1), None);
         assert_eq!(PhysAddr::new((1 << 52) - 1).unwrap().checked_add(1), None);
+    }
+
+    #[test]
+    fn align_up_and_down_refuse_bad_alignments_and_overflow() {
+        let v = VirtAddr::new(0xC000_0001);
+        assert_eq!(v.align_up(PAGE_SIZE), Some(VirtAddr::new(0xC000_1000)));
+        assert_eq!(
+            VirtAddr::new(0xC000_1000).align_up(PAGE_SIZE),
+            Some(VirtAddr::new(0xC000_1000))
+        );
+        assert_eq!(
+            v.checked_align_down(PAGE_SIZE),
+            Some(VirtAddr::new(0xC000_0000))
+        );
+        // The last page rounds down; above it, rounding up would pass 4 GiB.
+        assert_eq!(
+            VirtAddr::new(0xFFFF_F000).align_up(PAGE_SIZE),
+            Some(VirtAddr::new(0xFFFF_F000))
+        );
+        assert_eq!(VirtAddr::new(0xFFFF_F001).align_up(PAGE_SIZE), None);
+        assert_eq!(VirtAddr::new(1).align_up(1 << 32), None);
+        assert_eq!(VirtAddr::new(1).align_up(1 << 63), None);
+        assert_eq!(VirtAddr::ZERO.align_up(1 << 63), Some(VirtAddr::ZERO));
+        for bad in [0, 3, 0x1800, u64::MAX] {
+            assert_eq!(v.align_up(bad), None, "{bad:#x}");
+            assert_eq!(v.checked_align_down(bad), None, "{bad:#x}");
+            assert_eq!(PhysAddr::ZERO.align_up(bad), None, "{bad:#x}");
+            assert_eq!(PhysAddr::ZERO.checked_align_down(bad), None, "{bad:#x}");
+        }
+        let p = PhysAddr::new(0x1_0000_0001).unwrap();
+        assert_eq!(p.align_up(0x20_0000), PhysAddr::new(0x1_0020_0000).ok());
+        assert_eq!(
+            p.checked_align_down(0x20_0000),
+            PhysAddr::new(0x1_0000_0000).ok()
+        );
+        let top = PhysAddr::new((1 << 52) - 0x800).unwrap();
+        assert_eq!(top.align_up(PAGE_SIZE), None);
+        assert_eq!(PhysAddr::new(1).unwrap().align_up(1 << 63), None);
     }
 
     #[test]

@@ -170,6 +170,14 @@ impl Flush {
         }
     }
 
+    /// Whether this token asks nothing of the TLB (no page, no CR3
+    /// reload): [`Flush::none`], or a change that only filled empty
+    /// entries. Flushing it is free, and it may be dropped with
+    /// [`ignore`](Self::ignore) without a stale translation surviving.
+    pub const fn is_empty(&self) -> bool {
+        self.pages.is_none() && !self.reload_cr3
+    }
+
     /// Whether this token will reload CR3.
     pub const fn needs_cr3_reload(&self) -> bool {
         self.reload_cr3
@@ -306,6 +314,21 @@ mod tests {
 
     fn va(x: u32) -> VirtAddr {
         VirtAddr::new(x)
+    }
+
+    #[test]
+    fn is_empty_only_when_the_token_asks_nothing() {
+        assert!(Flush::none().is_empty());
+        assert!(Flush::range(va(0x4000), 0).is_empty());
+        assert!(Flush::none().and(Flush::none()).is_empty());
+        assert!(!Flush::page(va(0x1234)).is_empty());
+        assert!(!Flush::range(va(0x4000), 2).is_empty());
+        assert!(!Flush::reload_cr3().is_empty());
+        assert!(!Flush::none().and(Flush::reload_cr3()).is_empty());
+        // An empty token flushes nothing.
+        let log = Log::default();
+        Flush::none().flush(&log);
+        assert!(log.0.borrow().is_empty());
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl<M: PagingMode> Rig<M> {
         op: impl FnOnce(&mut Mapper<M, HostileAccess<'static>>, &mut ScriptedAllocator) -> Result<(), T>,
     ) -> Outcome {
         self.mapper.access().take_log();
-        let live = self.alloc.live().clone();
+        let live = self.alloc.live_set().clone();
         let result = op(&mut self.mapper, &mut self.alloc).map_err(|e| format!("{e:?}"));
         let log = self.mapper.access().take_log();
         let handed: BTreeSet<u64> = self
@@ -140,11 +140,13 @@ impl<M: PagingMode> Rig<M> {
             .collect();
         let mut net = net_changes(&log);
         // Frames handed out and given back are the allocator's again.
-        net.retain(|a, _| !handed.contains(&(a >> 12)) || self.alloc.live().contains(&(a >> 12)));
+        net.retain(|a, _| {
+            !handed.contains(&(a >> 12)) || self.alloc.live_set().contains(&(a >> 12))
+        });
         Outcome {
             result,
             changed: net.len(),
-            frames_as_before: self.alloc.live() == &live,
+            frames_as_before: self.alloc.live_set() == &live,
             log,
         }
     }
@@ -152,7 +154,7 @@ impl<M: PagingMode> Rig<M> {
     /// The frames handed out are exactly the reachable tables.
     fn assert_no_leak(&self) {
         assert_eq!(
-            self.alloc.live(),
+            self.alloc.live_set(),
             &reachable_tables(self.ram, &self.geo, self.root),
             "live frames are not the reachable tables"
         );

@@ -84,6 +84,33 @@ fn unaligned_addresses<M: PagingMode>() {
         });
         assert_eq!(e.unwrap_err().kind(), ErrorKind::Unaligned);
     }
+    // `map` takes a VirtAddr as the other operations do; one inside a page
+    // is refused, not rounded down to the page around it.
+    let e = rig.assert_unchanged(|r| {
+        r.mapper.map(
+            va(0xC000_2004),
+            frame(0x6_0000),
+            MapFlags::KERNEL_RW,
+            &mut r.alloc,
+        )
+    });
+    assert_eq!(
+        e.unwrap_err(),
+        MapError::Unaligned {
+            addr: 0xC000_2004,
+            align: 0x1000
+        }
+    );
+    rig.mapper
+        .map(
+            va(0xC000_2000),
+            frame(0x6_0000),
+            MapFlags::KERNEL_RW,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    assert_eq!(rig.hw(va(0xC000_2004)), Ok(pa(0x6_0004)));
     let e = rig.assert_unchanged(|r| r.mapper.unmap(va(0xC000_1004)));
     assert_eq!(
         e.unwrap_err(),

@@ -667,19 +667,19 @@ fn run_once<M: PagingMode>(
     let transient: BTreeSet<u64> = handed
         .iter()
         .map(|f| f.number())
-        .filter(|n| !alloc.live().contains(n))
+        .filter(|n| !alloc.live_set().contains(n))
         .collect();
     let fresh = handed
         .iter()
         .map(|f| f.number())
-        .filter(|n| alloc.live().contains(n))
+        .filter(|n| alloc.live_set().contains(n))
         .collect();
     let mut net = net_changes(&log);
     net.retain(|addr, _| !transient.contains(&(addr >> 12)));
     Run {
         outcome,
         net,
-        live: alloc.live().clone(),
+        live: alloc.live_set().clone(),
         fresh,
         calls: access.calls(),
         log,
@@ -828,7 +828,7 @@ fn run_in<M: PagingMode>(
         "the world builder made an invalid hierarchy"
     );
     prop_assert_eq!(
-        alloc.live(),
+        alloc.live_set(),
         &reachable_tables(ram, &g, root),
         "world tables"
     );
@@ -846,7 +846,7 @@ fn run_in<M: PagingMode>(
             pages,
         };
         let expect = ctx.expect(op, &alloc);
-        let live_before = alloc.live().clone();
+        let live_before = alloc.live_set().clone();
 
         if step.sweep && sweep_on(op) {
             sweep::<M>(&ctx, &mut mapper, &access, &mut alloc, op, i)?;
@@ -911,7 +911,7 @@ fn run_in<M: PagingMode>(
                 .map_err(|e| TestCaseError::fail(format!("op {i} {op:?}: {e}")))?;
         }
         prop_assert_eq!(
-            alloc.live(),
+            alloc.live_set(),
             &reachable_tables(ram, &g, root),
             "live frames are not the reachable tables after op {} {:?}",
             i,
@@ -1053,7 +1053,7 @@ fn sweep<M: PagingMode>(
     i: usize,
 ) -> Result<(), TestCaseError> {
     let saved = alloc.clone();
-    let live_before = alloc.live().clone();
+    let live_before = alloc.live_set().clone();
     let clean = run_once::<M>(&ctx.g, mapper, access, alloc, op, None);
     undo(ctx.ram, &clean.log);
     *alloc = saved.clone();

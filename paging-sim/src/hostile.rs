@@ -344,8 +344,29 @@ impl ScriptedAllocator {
             .collect()
     }
 
+    /// Frames handed out (or adopted) and not given back: a count, as
+    /// every test allocator's `live` is (`ZonedAllocator::live`).
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether `frame` is handed out (or adopted) now.
+    pub fn is_live(&self, frame: PhysFrame) -> bool {
+        self.live.contains(&frame.number())
+    }
+
     /// The frames handed out and not given back, in address order.
-    pub fn live(&self) -> &BTreeSet<u64> {
+    pub fn live_frames(&self) -> Vec<PhysFrame> {
+        self.live
+            .iter()
+            .filter_map(|&pfn| PhysFrame::from_number(pfn).ok())
+            .collect()
+    }
+
+    /// The frame numbers of [`live_frames`](Self::live_frames) as the set
+    /// the allocator keeps (no copy; what tests compare with the set of
+    /// reachable tables).
+    pub fn live_set(&self) -> &BTreeSet<u64> {
         &self.live
     }
 

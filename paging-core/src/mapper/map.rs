@@ -2,7 +2,7 @@
 
 use super::Mapper;
 use crate::access::{TableAccess, reach};
-use crate::addr::{PAGE_SIZE, Page, PageSize, PhysAddr, PhysFrame, VirtAddr};
+use crate::addr::{PAGE_SIZE, PageSize, PhysAddr, PhysFrame, VirtAddr};
 use crate::alloc::{FrameAllocator, Zone};
 use crate::entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
 use crate::error::MapError;
@@ -109,8 +109,14 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         }
     }
 
-    /// Map the 4 KiB `page` to `frame` with `flags` (`PRESENT` is added),
-    /// creating missing tables from `alloc`.
+    /// Map the 4 KiB page at `at` to `frame` with `flags` (`PRESENT` is
+    /// added), creating missing tables from `alloc`.
+    ///
+    /// `at` is a [`Page`](crate::Page) or a 4 KiB-aligned [`VirtAddr`], as for
+    /// [`unmap`](Self::unmap) and [`update_flags`](Self::update_flags); an
+    /// address inside a page is [`MapError::Unaligned`] (a `VirtAddr` that
+    /// is not a page start is more likely a bug than a request for the page
+    /// around it).
     ///
     /// Fails, changing nothing, if the page or its large page is already
     /// mapped, the frame is beyond the mode's or the CPU's physical limit,
@@ -118,15 +124,21 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// ([`MapError::MissingFeature`]), or tables cannot be allocated.
     pub fn map<F: FrameAllocator + ?Sized>(
         &mut self,
-        page: Page,
+        at: impl Into<VirtAddr>,
         frame: PhysFrame,
         flags: MapFlags,
         alloc: &mut F,
     ) -> Result<Flush, MapError> {
+        let va = at.into();
+        if !va.is_aligned(PAGE_SIZE) {
+            return Err(MapError::Unaligned {
+                addr: va.as_u64(),
+                align: PAGE_SIZE,
+            });
+        }
         let flags = self.leaf_flags(flags | MapFlags::PRESENT, PageSize::Size4KiB)?;
         check_phys(frame.start_address(), PAGE_SIZE, self.phys_bits())?;
         let pte = M::Pte::page(frame, flags).map_err(entry_error)?;
-        let va = page.start_address();
 
         let pmd_state = self.pmd_state(va)?;
         if let PmdState::Entry(slot, pmd) = pmd_state {
