@@ -421,6 +421,52 @@ fn allocator_failures_give_every_frame_back<M: PagingMode>() {
     assert_eq!(e.unwrap_err(), RootError::OutOfFrames);
 }
 
+/// A `map_range` that runs out of frames gives back the frames it had
+/// reserved with their link words (the reservation list threaded through
+/// their first 8 bytes) cleared and every other byte as handed out: no
+/// frame number of the mapper's is left in memory the allocator owns again.
+fn a_failed_range_gives_frames_back_without_link_words<M: PagingMode>() {
+    let mut rig = populated::<M>();
+    let tables = 5 + usize::from(!M::PMD_FOLDED);
+    let script: Vec<PhysFrame> = (0..tables as u64)
+        .map(|i| frame(0x3000_0000 + i * 0x1000))
+        .collect();
+    const PATTERN: u8 = 0xA5;
+    for &f in &script {
+        rig.ram.fill_frame(f, PATTERN);
+    }
+    let mut alloc = paging_sim::ScriptedAllocator::new(script.iter().copied());
+    alloc.set_budget(Some(tables - 1));
+    let e = rig.assert_unchanged(|r| {
+        r.mapper.map_range(
+            va(0x4000_0000),
+            pa(0x100_0000),
+            5 * u64::from(large::<M>()),
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut alloc,
+        )
+    });
+    assert_eq!(e.unwrap_err(), MapError::OutOfFrames);
+    assert_eq!((alloc.live(), alloc.double_frees()), (0, 0));
+    let pattern = u64::from_ne_bytes([PATTERN; 8]);
+    for &f in &script[..tables - 1] {
+        let words = rig.ram.frame_words(f);
+        assert_eq!(words[0], 0, "link word left in {f:?}");
+        assert!(
+            words[1..].iter().all(|&w| w == pattern),
+            "{f:?} changed beyond its link word"
+        );
+    }
+    // The frame never handed out is untouched.
+    assert!(
+        rig.ram
+            .frame_words(script[tables - 1])
+            .iter()
+            .all(|&w| w == pattern)
+    );
+}
+
 fn bad_roots<M: PagingMode>() {
     let rig = machine::<M>();
     let access = paging_sim::SimAccess::new(rig.ram);
@@ -460,5 +506,6 @@ paging_sim::for_each_mode!(
     not_empty_entries_are_not_free,
     unmapping_what_is_not_mapped,
     allocator_failures_give_every_frame_back,
+    a_failed_range_gives_frames_back_without_link_words,
     bad_roots,
 );

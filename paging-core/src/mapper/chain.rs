@@ -4,6 +4,15 @@
 //! The list is threaded through the frames themselves (the first 8 bytes of
 //! each hold the next frame's number), so it needs no storage of its own and
 //! no `alloc`.
+//!
+//! A frame given back unused (an operation that fails before it writes, or
+//! one that needed fewer tables than reserved) has its link cleared first:
+//! its first 8 bytes are zero, and the other 4088 bytes are as the
+//! allocator handed them out. No frame number of ours is left in memory the
+//! allocator gets back. (The first 8 bytes' old contents cannot be put back:
+//! keeping them would need the storage the chain exists to avoid. A frame
+//! the allocator hands out is the caller's to write, so this is the one
+//! trace a failed operation leaves, and only in frames no table links.)
 
 use crate::access::{AccessError, TableAccess, reach};
 use crate::addr::PhysFrame;
@@ -99,9 +108,11 @@ impl FrameChain {
         Ok(Some(frame))
     }
 
-    /// Give every remaining frame back to `alloc`. If a frame cannot be
-    /// reached to read its link, the rest of the chain is lost to this call
-    /// but the frame itself is still returned.
+    /// Give every remaining frame back to `alloc`, its link words cleared
+    /// (zero). If a frame cannot be reached to read its link, the rest of
+    /// the chain is lost to this call but the frame itself is still
+    /// returned (its link is then left as it is: the frame cannot be
+    /// reached to clear it either).
     pub(crate) fn release<A, F>(&mut self, access: &A, alloc: &mut F)
     where
         A: TableAccess + ?Sized,
@@ -109,9 +120,16 @@ impl FrameChain {
     {
         while let Some(frame) = self.head {
             match self.pop(access) {
-                // SAFETY: the chain holds frames this allocator handed out
-                // for tables never linked; each leaves the chain here.
-                Ok(Some(f)) => unsafe { alloc.deallocate_frame(f) },
+                Ok(Some(f)) => {
+                    if let Ok(t) = reach(access, f) {
+                        t.store32(0, 0);
+                        t.store32(1, 0);
+                    }
+                    // SAFETY: the chain holds frames this allocator handed
+                    // out for tables never linked; each leaves the chain
+                    // here.
+                    unsafe { alloc.deallocate_frame(f) }
+                }
                 Ok(None) => break,
                 Err(_) => {
                     // SAFETY: as above, for the head of the chain.

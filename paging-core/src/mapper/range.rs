@@ -46,7 +46,12 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     ///
     /// The whole range is checked, and every table it needs is allocated,
     /// before the first entry is written: on error nothing has changed and
-    /// no frame is kept. New PTE tables are filled completely before they
+    /// no frame is kept. "Nothing" is every entry reachable from the root,
+    /// so what the MMU translates and what the TLB may cache, and which
+    /// frames the allocator has out. The one trace is in the frames it gave
+    /// back: the tables are reserved as a list threaded through their
+    /// first 8 bytes, and a returned frame has those bytes zeroed (the
+    /// rest is as the allocator handed it out). New PTE tables are filled completely before they
     /// are linked. The returned token is empty unless a PAE PDPT entry was
     /// added (then it reloads CR3): filling non-present entries needs no
     /// invalidation.
