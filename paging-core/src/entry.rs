@@ -11,11 +11,23 @@ use crate::flags::MapFlags;
 use crate::table::RawTable;
 
 /// A level of the generic page-table model.
+///
+/// # Which level an error names in 2-level mode
+///
+/// A 2-level page-directory entry is the PGD entry and the (folded) PMD
+/// entry at once. Errors and walks always report it as [`Level::Pmd`]: it
+/// is the entry that maps a large page or points at a PTE table, which is
+/// the PMD's job in both modes, so a kernel can handle "the entry above the
+/// PTE table" the same way in 2-level and PAE. [`Level::Pgd`] is reported
+/// only in PAE mode, for a PDPT entry (an empty one, or one that is present
+/// but not a table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Level {
-    /// Top level: the page directory (2-level) or the PDPT (PAE).
+    /// Top level: the page directory (2-level) or the PDPT (PAE). Named by
+    /// errors in PAE mode only (see above).
     Pgd,
-    /// Middle level: folded into the PGD (2-level) or the page directory (PAE).
+    /// Middle level: folded into the PGD (2-level) or the page directory
+    /// (PAE). Every 2-level page-directory entry is reported at this level.
     Pmd,
     /// Bottom level: page tables mapping 4 KiB pages.
     Pte,

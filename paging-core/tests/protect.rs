@@ -400,7 +400,143 @@ fn no_execute_follows_the_same_rule<M: PagingMode>() {
     assert_eq!(stats.widened, 0);
 }
 
+/// When a range both cuts a large page and meets a restrictive table
+/// entry, the lower PMD-sized block's refusal is the one reported (the
+/// check walks the range upwards and stops at the first), and nothing
+/// changes either way.
+fn the_lowest_block_decides_between_large_page_and_restrictive_table<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let span = M::pmd_span() as u32;
+    // Block A: a large page; block B: a PTE table with a read-only entry
+    // over writable leaves x1 (its first page) and x2 (its last page) and
+    // a read-only leaf y between them; block C: a large page.
+    let (a, b, c) = (BASE, BASE + span, BASE + 2 * span);
+    let (x1, y, x2) = (b, b + 0x8000, c - 0x1000);
+    for (at, to) in [(a, 8), (c, 9)] {
+        rig.mapper
+            .map_large(va(at), pa(u64::from(span) * to), USER_RW, &mut rig.alloc)
+            .unwrap()
+            .flush(&rig.mmu);
+    }
+    map_touched(&mut rig, x1, 0x50_0000, 1);
+    map_touched(&mut rig, x2, 0x51_0000, 1);
+    rig.mapper
+        .map(
+            va(y),
+            frame(0x60_0000),
+            MapFlags::PRESENT | MapFlags::USER,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    let restricted = pde(&rig, y) & !(1 << 1);
+    let slot = rig.mapper.walk(va(y)).unwrap().pmd.unwrap().0;
+    poke(&rig, slot, restricted);
+
+    // Cuts A (the last page), then reaches y in B with x2 outside: A is
+    // lower, so InLargePage.
+    let e = rig
+        .assert_unchanged(|r| {
+            r.mapper.protect_range(
+                va(b - 0x1000),
+                u64::from(y + 0x1000 - (b - 0x1000)),
+                MapFlags::empty(),
+                MapFlags::WRITABLE,
+            )
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, UnmapError::InLargePage { base, .. } if base == va(a)),
+        "{e:?}"
+    );
+    // y in B with x1 outside, then cuts C (its first page): B is lower,
+    // so TableRestricts, at the PMD level in both modes.
+    let e = rig
+        .assert_unchanged(|r| {
+            r.mapper.protect_range(
+                va(y),
+                u64::from(c + 0x1000 - y),
+                MapFlags::empty(),
+                MapFlags::WRITABLE,
+            )
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, UnmapError::TableRestricts { level: Level::Pmd, raw, .. } if raw == restricted),
+        "{e:?}"
+    );
+}
+
+/// A 2-level page-directory entry is reported at `Level::Pmd` (the folded
+/// PMD entry), never `Level::Pgd`; `Level::Pgd` is PAE's PDPT entry.
+fn a_folded_pde_is_reported_at_the_pmd_level<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let empty = va(0x4000_0000);
+    let pdpte_present = rig.mapper.walk(empty).unwrap().pgd.1.is_present();
+    let expected = if M::PMD_FOLDED || pdpte_present {
+        Level::Pmd
+    } else {
+        Level::Pgd
+    };
+    let e = rig.assert_unchanged(|r| r.mapper.unmap(empty)).unwrap_err();
+    assert_eq!(
+        e,
+        UnmapError::NotMapped {
+            va: empty,
+            level: expected
+        }
+    );
+    if M::PMD_FOLDED {
+        assert_eq!(expected, Level::Pmd);
+    }
+    // A present PDE with an empty PTE below: the PTE level, in both modes.
+    map_touched(&mut rig, 0x4000_1000, 0x50_0000, 1);
+    let e = rig.assert_unchanged(|r| r.mapper.unmap(empty)).unwrap_err();
+    assert_eq!(
+        e,
+        UnmapError::NotMapped {
+            va: empty,
+            level: Level::Pte
+        }
+    );
+    // A restrictive 2-level PDE (or PAE PDE): TableRestricts at Pmd.
+    let restricted = pde(&rig, 0x4000_1000) & !(1 << 1);
+    let slot = rig.mapper.walk(va(0x4000_1000)).unwrap().pmd.unwrap().0;
+    poke(&rig, slot, restricted);
+    rig.mapper
+        .map(
+            va(0x4000_2000),
+            frame(0x70_0000),
+            MapFlags::PRESENT | MapFlags::USER,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    let e = rig
+        .assert_unchanged(|r| {
+            r.mapper.protect_range(
+                va(0x4000_2000),
+                0x1000,
+                MapFlags::empty(),
+                MapFlags::WRITABLE,
+            )
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            UnmapError::TableRestricts {
+                level: Level::Pmd,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
 paging_sim::for_each_mode!(
+    the_lowest_block_decides_between_large_page_and_restrictive_table,
+    a_folded_pde_is_reported_at_the_pmd_level,
     a_protected_page_faults_after_the_flush_not_before,
     holes_and_non_present_entries_are_left_alone,
     a_large_page_inside_is_reprotected_whole,

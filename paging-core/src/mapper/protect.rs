@@ -61,6 +61,17 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     ///   `set` (XD without NX, PAT without the PAT) are
     ///   [`UnmapError::MissingFeature`].
     ///
+    /// When the range meets several refusals (a large page it cuts and a
+    /// restrictive table entry, say), the error is the one of the
+    /// lowest-addressed PMD-sized block that fails: the check walks the
+    /// range upwards a block at a time and stops at the first refusal. A
+    /// block is either a large page or a PTE table, never both, so
+    /// [`UnmapError::InLargePage`] and [`UnmapError::TableRestricts`]
+    /// cannot both apply to one block; the lower block's error wins. The
+    /// `level` of `TableRestricts` is [`Level::Pmd`](crate::Level::Pmd) in
+    /// both modes (a 2-level page-directory entry is the folded PMD entry;
+    /// see [`Level`](crate::Level)).
+    ///
     /// Everything is checked, and every table the call writes is reached,
     /// before the first write: on error nothing has changed. The returned
     /// token covers the whole range (one flush for the call), and is empty
