@@ -2,7 +2,8 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // No unsafe operations anywhere; the only `unsafe` items are two constructors
-// whose contracts protect deadlock freedom (`KmapTask::new`, `Kmap::into_raw`).
+// whose contracts protect deadlock freedom (`KmapTask::new`, `Kmap::into_raw`)
+// and the per-CPU token's constructor (`ThisCpu::new`: "this CPU, not moved").
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -10,6 +11,7 @@
 #[cfg(loom)]
 extern crate std;
 
+mod cpu;
 mod direct;
 mod error;
 mod highmem;
@@ -23,6 +25,7 @@ mod stats;
 mod sync;
 pub mod wait;
 
+pub use cpu::ThisCpu;
 pub use direct::DirectMap;
 pub use error::KmapError;
 pub use highmem::{HighmemTable, HighmemTables};

@@ -304,7 +304,10 @@ where
     /// ([`LocalKmap`]), so it cannot be handed to, or shared with, another
     /// thread of execution, and it borrows these slots, so they outlive it.
     /// Which CPU runs the call is the kernel's to know: a wrong `cpu` below
-    /// the CPU count is not detected.
+    /// the CPU count is not detected. [`map_on`](Self::map_on) takes a
+    /// [`ThisCpu`](crate::ThisCpu) token instead, which only code that
+    /// promised (`unsafe`) to be on that CPU can make and which cannot move
+    /// to another thread.
     pub fn map(&self, cpu: usize, frame: PhysFrame) -> Result<LocalKmap<'_>, KmapError> {
         let stack = self.cpus.get(cpu).ok_or(KmapError::BadCpu { cpu })?;
         if let Some(va) = self.direct.direct_va(frame) {
@@ -368,6 +371,20 @@ where
             frame,
             _on_this_cpu: PhantomData,
         })
+    }
+
+    /// [`map`](Self::map) on the CPU `cpu` stands for: the per-CPU rule's
+    /// first part ("`cpu` is the CPU running the call") is the token's
+    /// contract, and the token cannot leave this thread. The rest of the
+    /// rule (no migration while the guard lives, [`save`](Self::save) and
+    /// [`restore`](Self::restore) at a context switch) is unchanged. An
+    /// index at or above the CPU count is still [`KmapError::BadCpu`].
+    pub fn map_on(
+        &self,
+        cpu: crate::ThisCpu,
+        frame: PhysFrame,
+    ) -> Result<LocalKmap<'_>, KmapError> {
+        self.map(cpu.index(), frame)
     }
 
     /// Pop `cpu`'s top slot if it is `depth`, then every deferred slot below.
