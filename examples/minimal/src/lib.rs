@@ -169,6 +169,72 @@ where
     Ok(window)
 }
 
+/// What a [`ShootdownTlb`] asks the other CPUs to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shootdown {
+    /// `invlpg` of `pages` pages from `start`.
+    Pages {
+        /// First page.
+        start: VirtAddr,
+        /// How many.
+        pages: u32,
+    },
+    /// Reload CR3: every non-global translation.
+    All,
+    /// Every translation, global ones too.
+    Everything,
+}
+
+/// The shape of an SMP kernel's `TlbOps`: each flush is done on this CPU by
+/// `local` (`NativeTlb` on hardware), then handed to `send`, which makes
+/// every other CPU that may hold the translation do the same and returns
+/// once they all have (an IPI and a wait for acknowledgements; the
+/// `tlb-shootdown` crate is one). The minimal kernel has one CPU and uses
+/// `NativeTlb` alone; its host tests run this one on two simulated CPUs.
+pub struct ShootdownTlb<L, S> {
+    /// This CPU's TLB.
+    pub local: L,
+    /// Runs a shootdown on the other CPUs and waits for it.
+    pub send: S,
+}
+
+impl<L: TlbOps, S: Fn(Shootdown)> TlbOps for ShootdownTlb<L, S> {
+    fn flush_page(&self, va: VirtAddr) {
+        self.local.flush_page(va);
+        (self.send)(Shootdown::Pages {
+            start: va,
+            pages: 1,
+        });
+    }
+
+    fn flush_range(&self, start: VirtAddr, pages: u32) {
+        // One request for the whole range: the other CPUs apply their own
+        // ceiling (`flush_range`'s default) when they receive it.
+        self.local.flush_range(start, pages);
+        (self.send)(Shootdown::Pages { start, pages });
+    }
+
+    fn flush_all(&self) {
+        self.local.flush_all();
+        (self.send)(Shootdown::All);
+    }
+
+    fn flush_everything(&self) {
+        self.local.flush_everything();
+        (self.send)(Shootdown::Everything);
+    }
+}
+
+/// What a CPU receiving `request` does with its own TLB `tlb` (the IPI
+/// handler's body).
+pub fn on_shootdown<T: TlbOps>(tlb: &T, request: Shootdown) {
+    match request {
+        Shootdown::Pages { start, pages } => tlb.flush_range(start, pages),
+        Shootdown::All => tlb.flush_all(),
+        Shootdown::Everything => tlb.flush_everything(),
+    }
+}
+
 /// Which frames kmap reaches through the direct map.
 pub fn direct_map(lowmem_end: u64) -> DirectMap {
     DirectMap::new(PAGE_OFFSET, lowmem_end)

@@ -221,3 +221,38 @@ fn bump_frames_hand_out_each_frame_once() {
     assert_eq!(high.start_address(), pa(0x3800_0000));
     assert_eq!(frames.allocate_frame(Zone::Any), None);
 }
+
+/// The SMP-shaped `TlbOps` of the guide on two simulated CPUs sharing the
+/// tables: after one flush, neither CPU translates an unmapped page, though
+/// both had it cached.
+#[test]
+fn a_shootdown_tlb_flushes_every_cpu() {
+    let ram = SimRam::new();
+    let mut m = booted::<Pae>(&ram);
+    let other = Mmu::new(&ram, m.mmu.config());
+    other.load_cr3(m.mmu.cr3()).unwrap();
+    let page = u64::from(PAGE_OFFSET) + (64 << 20);
+    for cpu in [&m.mmu, &other] {
+        assert_eq!(hw(cpu, page, Access::WRITE), Ok(pa(64 << 20)));
+    }
+    let sent = std::cell::RefCell::new(Vec::new());
+    let tlb = ShootdownTlb {
+        local: &m.mmu,
+        send: |request| {
+            sent.borrow_mut().push(request);
+            on_shootdown(&other, request);
+        },
+    };
+    // Make the 2 MiB large page there read-only: until the flush, the
+    // other CPU's TLB still lets it be written.
+    let (_, flush) = m
+        .mapper
+        .protect_range(va(page), 2 << 20, MapFlags::WRITABLE, MapFlags::empty())
+        .unwrap();
+    assert_eq!(hw(&other, page, Access::WRITE), Ok(pa(64 << 20)));
+    flush.flush(&tlb);
+    assert_eq!(sent.borrow().len(), 1, "{:?}", sent.borrow());
+    for cpu in [&m.mmu, &other] {
+        assert_eq!(hw(cpu, page, Access::WRITE), Err(0b011));
+    }
+}
