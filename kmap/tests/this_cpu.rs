@@ -17,9 +17,16 @@ fn a_token_maps_on_its_own_cpu_stack<M: ModeUnderTest>() {
     let cpu = unsafe { ThisCpu::new(3) };
     let g = local.map_on(cpu, page).unwrap();
     assert_eq!(local.depth(3), Some(1));
-    assert!((0..CPUS).filter(|&c| c != 3).all(|c| local.depth(c) == Some(0)));
+    assert!(
+        (0..CPUS)
+            .filter(|&c| c != 3)
+            .all(|c| local.depth(c) == Some(0))
+    );
     assert_eq!(Some(g.va()), local.slot_va(3, 0));
-    assert!(reads_frame(&k.m.mmu, g.va(), page), "the slot maps the page");
+    assert!(
+        reads_frame(&k.m.mmu, g.va(), page),
+        "the slot maps the page"
+    );
     // A nested map on the same token pushes above it.
     let h = local.map_on(cpu, k.high_page(1)).unwrap();
     assert_eq!((g.depth(), h.depth()), (0, 1));

@@ -23,7 +23,10 @@ fn a_fault_drops_that_address_entry_and_only_that() {
     // Both made writable, and both flushes dropped on purpose: the TLB
     // still holds them read-only.
     for at in [a, b] {
-        m.mapper.update_flags(at, MapFlags::KERNEL_RW).unwrap().ignore();
+        m.mapper
+            .update_flags(at, MapFlags::KERNEL_RW)
+            .unwrap()
+            .ignore();
     }
     let faults = m.mmu.tlb_stats().faults;
     assert_eq!(m.mmu.translate(a, Access::WRITE).unwrap_err().code, 0b011);
