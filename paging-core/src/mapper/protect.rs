@@ -68,9 +68,9 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// block is either a large page or a PTE table, never both, so
     /// [`UnmapError::InLargePage`] and [`UnmapError::TableRestricts`]
     /// cannot both apply to one block; the lower block's error wins. The
-    /// `level` of `TableRestricts` is [`Level::Pmd`](crate::Level::Pmd) in
+    /// `level` of `TableRestricts` is [`Level::Pmd`] in
     /// both modes (a 2-level page-directory entry is the folded PMD entry;
-    /// see [`Level`](crate::Level)).
+    /// see [`Level`]).
     ///
     /// Everything is checked, and every table the call writes is reached,
     /// before the first write: on error nothing has changed. The returned
