@@ -47,8 +47,8 @@ pub use flags::MapFlags;
 pub use flush::{Flush, FlushBatch, TlbMark, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};
 pub use mapper::{
-    FreeStats, FreshTables, LargePages, Mapper, ProtectStats, Replaced, TEARDOWN_BATCH, UnmapStats,
-    Unmapped,
+    FreeStats, FreshTables, HarvestStats, LargePages, Mapper, ProtectStats, Replaced, StatusBit,
+    TEARDOWN_BATCH, UnmapStats, Unmapped,
 };
 pub use mappings::{Dump, Mapping, Mappings};
 pub use mode::PagingMode;

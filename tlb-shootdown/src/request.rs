@@ -335,6 +335,31 @@ mod tests {
     }
 
     #[test]
+    fn range_ends_and_the_ceiling_are_exact() {
+        // The page right after a range is not inside it.
+        let mut r = FlushRequest::from(Flush::range(va(0x1000), 2));
+        r.add_page(va(0x3000));
+        assert_eq!(r.pages(), [va(0x3000)]);
+        r.add_page(va(0x2000));
+        assert_eq!(r.pages(), [va(0x3000)], "inside the range");
+        // Exactly the ceiling is still a range of invlpgs; one more is not.
+        let mut r = FlushRequest::new();
+        r.add_range(va(0x10_0000), RANGE_FLUSH_CEILING);
+        assert_eq!(r.range(), Some((va(0x10_0000), RANGE_FLUSH_CEILING)));
+        assert!(!r.is_everything());
+        // High ranges that end at 4 GiB or below stay ranges...
+        for (start, pages) in [(0xC000_0000, 4), (0xFFFF_E000, 2), (0x8000_0000, 2)] {
+            let mut r = FlushRequest::new();
+            r.add_range(va(start), pages);
+            assert_eq!(r.range(), Some((va(start), pages)), "{start:#x}");
+        }
+        // ...and one that runs past it, by a page, becomes everything.
+        let mut r = FlushRequest::new();
+        r.add_range(va(0xFFFF_0000), 17);
+        assert!(r.is_everything());
+    }
+
+    #[test]
     fn merge_keeps_every_kind() {
         let mut r = FlushRequest::new();
         r.merge(&FlushRequest::from(Flush::reload_cr3()));

@@ -496,3 +496,55 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
         Ok(report)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use paging_core::VirtAddr;
+
+    /// A platform that sends nothing (every CPU here is brought online and
+    /// offline by the test itself).
+    struct Silent;
+    impl IpiPlatform for Silent {
+        fn current_cpu(&self) -> usize {
+            0
+        }
+        fn send(&self, _: CpuSet) {}
+    }
+
+    /// A local TLB that does nothing.
+    struct NoTlb;
+    impl TlbOps for NoTlb {
+        fn flush_page(&self, _: VirtAddr) {}
+        fn flush_all(&self) {}
+        fn flush_everything(&self) {}
+    }
+
+    #[test]
+    fn the_online_set_spans_both_words_of_64_cpus() {
+        let sd = Shootdown::<Silent, 64>::new(Silent);
+        assert!(sd.online().is_empty());
+        for cpu in [0, 5, 31, 32, 40, 63] {
+            sd.set_online(cpu, &NoTlb).unwrap();
+        }
+        let online = sd.online();
+        assert_eq!(online.len(), 6, "{online:?}");
+        for cpu in 0..64 {
+            assert_eq!(
+                online.contains(cpu),
+                [0, 5, 31, 32, 40, 63].contains(&cpu),
+                "cpu {cpu}"
+            );
+        }
+        sd.set_offline(40, &NoTlb).unwrap();
+        sd.set_offline(5, &NoTlb).unwrap();
+        let online = sd.online();
+        assert!(!online.contains(40) && !online.contains(5));
+        assert!(online.contains(32) && online.contains(31) && online.contains(63));
+        assert_eq!(online.len(), 4);
+        assert_eq!(
+            sd.set_online(64, &NoTlb),
+            Err(ShootdownError::NoSuchCpu { cpu: 64 })
+        );
+    }
+}

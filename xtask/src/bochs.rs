@@ -583,8 +583,9 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
     let mut pending = Vec::new();
     let mut finished_at: Option<Instant> = None;
     let mut screen: Option<ScreenDrain> = None;
-    let mut last_output = Instant::now();
+    let mut clocks = stall::Clocks::start(None);
     let mut stall_reported = false;
+    let mut starved_reported = false;
     let ending = loop {
         running.find_bochs();
         let exited = running.exited();
@@ -599,11 +600,20 @@ pub fn boot(boot: &Boot) -> Result<(Outcome, Vec<String>), String> {
                 finished_at = Some(Instant::now());
             }
             lines.push(line);
-            last_output = Instant::now();
+            clocks.output(Instant::now());
             stall_reported = false;
+            starved_reported = false;
         }
-        let quiet = last_output.elapsed() >= stall::QUIET;
-        let over = stall::over_time(start, last_output, boot.timeout);
+        clocks.sample(running.bochs.and_then(stall::cpu_time));
+        let quiet = clocks.quiet_since().elapsed() >= stall::QUIET;
+        let over = stall::over_time(clocks.total(), clocks.quiet(), boot.timeout);
+        if over.is_none()
+            && !starved_reported
+            && let Some(notice) = stall::starved_notice(clocks.quiet(), boot.timeout)
+        {
+            starved_reported = true;
+            println!("[{label}] {notice}");
+        }
         if finished_at.is_none() && !exited && (over.is_some() || (quiet && !stall_reported)) {
             stall_reported = true;
             let last = last_console_text(&lines, &pending);

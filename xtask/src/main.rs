@@ -85,7 +85,8 @@ commands:
                                     them on host threads (tcg,thread=multi)
            --timeout SECS           seconds a boot may print nothing before
                                     it counts as hung (default: 120; the
-                                    whole boot may take 5x that)
+                                    whole boot may take 5x that; both in
+                                    the emulator's CPU time as well)
   test   run every check in order, stopping at the first failure
            --only STEP[,STEP...]    only these steps: fmt, clippy, doc, test,
                                     loom, i586, msrv, package, qemu, bochs,
@@ -94,7 +95,8 @@ commands:
            --no-bochs               skip the bochs step (the GRUB ISO booted
                                     in Bochs, both modes at 128M)
            --timeout SECS           seconds a QEMU or Bochs boot may print
-                                    nothing (default: 120; 5x in all)
+                                    nothing (default: 120; 5x in all; both
+                                    in the emulator's CPU time as well)
   bochs  boot the GRUB ISO in Bochs (installs it): 2G both modes, PAE 8G,
          PAE 8G frames=high-first, PAE 2G under each kmap.policy; prints
          the outcomes and the instructions per map+unmap of each flush

@@ -27,7 +27,7 @@ const MSRV_X86_TARGET: &str = "i686-unknown-linux-gnu";
 
 /// The crates that get published: what a kernel links, and the host model
 /// its tests use.
-pub const LIBRARY_CRATES: [&str; 7] = [
+pub const LIBRARY_CRATES: [&str; 8] = [
     "paging-core",
     "paging-sim",
     "paging-x86-2level",
@@ -35,6 +35,7 @@ pub const LIBRARY_CRATES: [&str; 7] = [
     "fixmap",
     "kmap",
     "tlb-shootdown",
+    "vmap",
 ];
 
 /// The crate whose tarball can only run its unit tests: its integration

@@ -306,12 +306,23 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
 
     let mut timed_out = None;
     let mut stall_reported_at = None;
+    let mut starved_reported_at = None;
+    let mut clocks = stall::Clocks::start(stall::cpu_time(child.id()));
     let status = loop {
         let (quiet_since, last) = match progress.lock() {
             Ok(p) => (p.at, p.last.clone()),
             Err(_) => (start, None),
         };
-        let over = stall::over_time(start, quiet_since, boot.timeout);
+        clocks.sample(stall::cpu_time(child.id()));
+        clocks.output(quiet_since);
+        let over = stall::over_time(clocks.total(), clocks.quiet(), boot.timeout);
+        if over.is_none()
+            && starved_reported_at != Some(quiet_since)
+            && let Some(notice) = stall::starved_notice(clocks.quiet(), boot.timeout)
+        {
+            starved_reported_at = Some(quiet_since);
+            println!("[{label}] {notice}");
+        }
         if (quiet_since.elapsed() >= stall::QUIET || over.is_some())
             && stall_reported_at != Some(quiet_since)
             && matches!(child.try_wait(), Ok(None))

@@ -22,27 +22,193 @@ pub const QUIET: Duration = Duration::from_secs(45);
 /// keeps printing; a boot that prints forever still ends.
 pub const TOTAL_FACTOR: u32 = 5;
 
-/// Why a boot that began at `start` and last printed at `quiet_since` is
-/// over its time, for a quiet limit of `timeout`; `None` while it may go
-/// on.
-pub fn over_time(
+/// How many times its limit a spell (quiet, or the whole boot) may last in
+/// wall time while the emulator is starved of CPU by other work on the
+/// host: the backstop that still ends a boot on a host too loaded to run
+/// it at all.
+pub const STARVED_FACTOR: u32 = 10;
+
+/// Less CPU than this in a quiet spell as long as `--timeout` means the
+/// emulator is not running at all: blocked on the host (as Bochs was, in a
+/// `write()` to a terminal nobody read), or every guest CPU halted with
+/// interrupts off.
+pub const BLOCKED_CPU: Duration = Duration::from_secs(1);
+
+/// How long something has lasted: in wall time, and in the CPU time the
+/// emulator process used meanwhile (all its threads; `None` where
+/// `/proc/PID/stat` could not be read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spell {
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// The emulator's CPU time (user and system) in it.
+    pub cpu: Option<Duration>,
+}
+
+/// The CPU time process `pid` has used so far (user and system, every
+/// thread), from `/proc/PID/stat`; `None` if it cannot be read.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_of_stat(&stat)
+}
+
+/// `utime + stime` of a `/proc/PID/stat` line, in clock ticks of 10 ms
+/// (`USER_HZ` is 100 on every x86 Linux).
+fn cpu_of_stat(stat: &str) -> Option<Duration> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    // Fields after `comm`: state is field 3, utime field 14, stime 15.
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+/// A quiet spell and the whole boot, measured from a console line and
+/// from the start, in wall time and in the emulator's CPU time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
     start: std::time::Instant,
+    start_cpu: Option<Duration>,
     quiet_since: std::time::Instant,
-    timeout: Duration,
-) -> Option<String> {
-    if quiet_since.elapsed() >= timeout {
-        Some(format!(
-            "no console output for {} s (a hang: the kernel's watchdog reports one in 10 s of its own time, so see the host report above)",
-            timeout.as_secs()
-        ))
-    } else if start.elapsed() >= timeout * TOTAL_FACTOR {
-        Some(format!(
-            "still running after {} s ({TOTAL_FACTOR} x --timeout)",
-            (timeout * TOTAL_FACTOR).as_secs()
-        ))
-    } else {
-        None
+    quiet_cpu: Option<Duration>,
+    now_cpu: Option<Duration>,
+}
+
+impl Clocks {
+    /// Clocks started now; `cpu` is the emulator's CPU time now, if known.
+    pub fn start(cpu: Option<Duration>) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            start: now,
+            start_cpu: cpu,
+            quiet_since: now,
+            quiet_cpu: cpu,
+            now_cpu: cpu,
+        }
     }
+
+    /// Record the emulator's CPU time now (the first known value also
+    /// starts the CPU clocks, for an emulator found after its start).
+    pub fn sample(&mut self, cpu: Option<Duration>) {
+        if cpu.is_some() {
+            self.start_cpu = self.start_cpu.or(Some(Duration::ZERO));
+            self.quiet_cpu = self.quiet_cpu.or(cpu);
+            self.now_cpu = cpu;
+        }
+    }
+
+    /// The console printed at `at` (a quiet spell ends there).
+    pub fn output(&mut self, at: std::time::Instant) {
+        if at > self.quiet_since {
+            self.quiet_since = at;
+            self.quiet_cpu = self.now_cpu;
+        }
+    }
+
+    /// When the console last printed (or the boot started).
+    pub fn quiet_since(&self) -> std::time::Instant {
+        self.quiet_since
+    }
+
+    /// The current quiet spell.
+    pub fn quiet(&self) -> Spell {
+        Spell {
+            wall: self.quiet_since.elapsed(),
+            cpu: self
+                .now_cpu
+                .zip(self.quiet_cpu)
+                .map(|(n, q)| n.saturating_sub(q)),
+        }
+    }
+
+    /// The whole boot so far.
+    pub fn total(&self) -> Spell {
+        Spell {
+            wall: self.start.elapsed(),
+            cpu: self
+                .now_cpu
+                .zip(self.start_cpu)
+                .map(|(n, s)| n.saturating_sub(s)),
+        }
+    }
+}
+
+/// Why a boot is over its time, for a quiet limit of `timeout`; `None`
+/// while it may go on.
+///
+/// A quiet spell counts as a hang once it has lasted `timeout` in wall time
+/// *and* the emulator had `timeout` of CPU in it: a host loaded by other
+/// work runs the emulator slowly, and that is not the guest's fault. An
+/// emulator that used (almost) no CPU for `timeout` is blocked, and fails
+/// at once; one starved of CPU fails after [`STARVED_FACTOR`] times the
+/// limit. The whole boot is bounded the same way by [`TOTAL_FACTOR`] times
+/// `timeout`. Without CPU figures, wall time alone decides.
+pub fn over_time(total: Spell, quiet: Spell, timeout: Duration) -> Option<String> {
+    let secs = |d: Duration| d.as_secs();
+    if quiet.wall >= timeout {
+        match quiet.cpu {
+            None => {
+                return Some(format!(
+                    "no console output for {} s (a hang: the kernel's watchdog reports one in 10 s of its own time, so see the host report above)",
+                    secs(timeout)
+                ));
+            }
+            Some(cpu) if cpu >= timeout => {
+                return Some(format!(
+                    "no console output for {} s, {} s of them on the emulator's CPU (a hang: the kernel's watchdog reports one in 10 s of its own time, so see the host report above)",
+                    secs(quiet.wall),
+                    secs(cpu)
+                ));
+            }
+            Some(cpu) if cpu < BLOCKED_CPU => {
+                return Some(format!(
+                    "no console output for {} s and the emulator used {} ms of CPU in them: it is blocked on the host (or every guest CPU halted with interrupts off); see the host report above",
+                    secs(quiet.wall),
+                    cpu.as_millis()
+                ));
+            }
+            Some(cpu) if quiet.wall >= timeout * STARVED_FACTOR => {
+                return Some(format!(
+                    "no console output for {} s, and the host gave the emulator only {} s of CPU in them (too loaded to run it)",
+                    secs(quiet.wall),
+                    secs(cpu)
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let limit = timeout * TOTAL_FACTOR;
+    let over_total = total.wall >= limit
+        && match total.cpu {
+            None => true,
+            Some(cpu) => cpu >= limit || total.wall >= limit * STARVED_FACTOR,
+        };
+    over_total.then(|| match total.cpu {
+        Some(cpu) => format!(
+            "still running after {} s ({} s of emulator CPU; the limit is {TOTAL_FACTOR} x --timeout)",
+            secs(total.wall),
+            secs(cpu)
+        ),
+        None => format!(
+            "still running after {} s ({TOTAL_FACTOR} x --timeout)",
+            secs(limit)
+        ),
+    })
+}
+
+/// A one-line notice for a quiet spell past `timeout` that [`over_time`]
+/// lets go on because the host starves the emulator; `None` otherwise.
+pub fn starved_notice(quiet: Spell, timeout: Duration) -> Option<String> {
+    let cpu = quiet.cpu?;
+    (quiet.wall >= timeout && cpu < timeout && cpu >= BLOCKED_CPU).then(|| {
+        format!(
+            "quiet for {} s, but the loaded host gave the emulator only {} s of CPU in them: waiting until it has had {} s (at most {} s)",
+            quiet.wall.as_secs(),
+            cpu.as_secs(),
+            timeout.as_secs(),
+            (timeout * STARVED_FACTOR).as_secs()
+        )
+    })
 }
 
 /// x86_64 system-call numbers worth naming in a report (the host is x86_64
@@ -164,19 +330,102 @@ fn describe_syscall(text: &str, fd_path: impl Fn(u64) -> Option<String>) -> Stri
 mod tests {
     use super::*;
 
+    fn spell(wall: u64, cpu: Option<u64>) -> Spell {
+        Spell {
+            wall: Duration::from_secs(wall),
+            cpu: cpu.map(Duration::from_secs),
+        }
+    }
+
     #[test]
-    fn a_boot_is_over_time_when_quiet_for_the_timeout_or_past_five_times_it() {
-        use std::time::Instant;
-        let now = Instant::now();
+    fn without_cpu_figures_wall_time_decides() {
         let t = Duration::from_secs(100);
-        assert_eq!(over_time(now, now, t), None);
-        let long_ago = now - Duration::from_secs(101);
-        let quiet = over_time(now, long_ago, t).unwrap();
+        assert_eq!(over_time(spell(0, None), spell(0, None), t), None);
+        let quiet = over_time(spell(101, None), spell(101, None), t).unwrap();
         assert!(quiet.starts_with("no console output for 100 s"), "{quiet}");
-        let started = now - Duration::from_secs(501);
-        let total = over_time(started, now, t).unwrap();
+        let total = over_time(spell(501, None), spell(1, None), t).unwrap();
         assert!(total.starts_with("still running after 500 s"), "{total}");
-        assert_eq!(over_time(now - Duration::from_secs(499), now, t), None);
+        assert_eq!(over_time(spell(499, None), spell(99, None), t), None);
+    }
+
+    #[test]
+    fn a_quiet_spell_is_a_hang_only_once_the_emulator_had_the_cpu_for_it() {
+        let t = Duration::from_secs(120);
+        // A running emulator (one core's worth): a hang at the limit.
+        let hang = over_time(spell(130, Some(130)), spell(121, Some(120)), t).unwrap();
+        assert!(
+            hang.contains("121 s, 120 s of them on the emulator's CPU"),
+            "{hang}"
+        );
+        // A loaded host: 240 s quiet but only 20 s of CPU; waits, and says so.
+        assert_eq!(
+            over_time(spell(300, Some(90)), spell(240, Some(20)), t),
+            None
+        );
+        let notice = starved_notice(spell(240, Some(20)), t).unwrap();
+        assert!(notice.contains("only 20 s of CPU"), "{notice}");
+        assert_eq!(starved_notice(spell(100, Some(20)), t), None);
+        assert_eq!(starved_notice(spell(240, Some(130)), t), None);
+        // ...until the emulator has had the limit, or the backstop.
+        assert!(over_time(spell(900, Some(300)), spell(800, Some(120)), t).is_some());
+        let starved = over_time(spell(1300, Some(119)), spell(1200, Some(100)), t).unwrap();
+        assert!(starved.contains("too loaded"), "{starved}");
+    }
+
+    #[test]
+    fn an_emulator_that_uses_no_cpu_is_blocked_and_fails_at_the_limit() {
+        let t = Duration::from_secs(120);
+        let quiet = Spell {
+            wall: Duration::from_secs(120),
+            cpu: Some(Duration::from_millis(300)),
+        };
+        let blocked = over_time(spell(500, Some(200)), quiet, t).unwrap();
+        assert!(
+            blocked.contains("300 ms of CPU") && blocked.contains("blocked"),
+            "{blocked}"
+        );
+        assert_eq!(starved_notice(quiet, t), None);
+    }
+
+    #[test]
+    fn the_whole_boot_is_bounded_in_cpu_time_with_a_wall_backstop() {
+        let t = Duration::from_secs(100);
+        // Printing all along, 600 s of wall but 200 s of CPU: goes on.
+        assert_eq!(over_time(spell(600, Some(200)), spell(1, Some(1)), t), None);
+        let cpu = over_time(spell(600, Some(500)), spell(1, Some(1)), t).unwrap();
+        assert!(cpu.contains("500 s of emulator CPU"), "{cpu}");
+        assert!(over_time(spell(5000, Some(200)), spell(1, Some(1)), t).is_some());
+    }
+
+    #[test]
+    fn clocks_measure_quiet_spells_in_the_emulators_cpu_time() {
+        let ms = Duration::from_millis;
+        let mut c = Clocks::start(None);
+        assert_eq!(c.quiet().cpu, None);
+        c.sample(Some(ms(5000)));
+        c.sample(Some(ms(7000)));
+        assert_eq!(c.quiet().cpu, Some(ms(2000)));
+        c.output(std::time::Instant::now());
+        assert_eq!(c.quiet().cpu, Some(Duration::ZERO));
+        c.sample(Some(ms(7500)));
+        assert_eq!(c.quiet().cpu, Some(ms(500)));
+        // Found after its start: the emulator's whole CPU time is the boot's.
+        assert_eq!(c.total().cpu, Some(ms(7500)));
+        c.sample(None);
+        assert_eq!(
+            c.quiet().cpu,
+            Some(ms(500)),
+            "an unreadable sample changes nothing"
+        );
+    }
+
+    #[test]
+    fn cpu_time_comes_from_utime_and_stime() {
+        let stat = "42 (bochs (bin)) R 1 42 42 0 -1 4194560 100 0 0 0 1234 66 0 0 20 0 3";
+        assert_eq!(cpu_of_stat(stat), Some(Duration::from_millis(13000)));
+        assert_eq!(cpu_of_stat("garbage"), None);
+        assert!(cpu_time(std::process::id()).is_some());
+        assert_eq!(cpu_time(u32::MAX), None);
     }
 
     #[test]

@@ -48,6 +48,7 @@
 //!   `teardown` work table by table and may stop between two tables.
 
 mod chain;
+mod harvest;
 mod install;
 mod map;
 mod protect;
@@ -55,6 +56,7 @@ mod range;
 mod teardown;
 mod unmap;
 
+pub use harvest::{HarvestStats, StatusBit};
 pub use install::{FreshTables, MAX_INSTALL_TABLES, Replaced};
 pub use map::LargePages;
 pub use protect::ProtectStats;
