@@ -52,12 +52,14 @@ mod install;
 mod map;
 mod protect;
 mod range;
+mod split;
 mod teardown;
 mod unmap;
 
 pub use install::{FreshTables, MAX_INSTALL_TABLES, Replaced};
 pub use map::LargePages;
 pub use protect::ProtectStats;
+pub use split::{AttrChange, AttrStats, MergeStats};
 pub use teardown::{TEARDOWN_BATCH, UnmapStats};
 pub use unmap::{FreeStats, Unmapped};
 
@@ -125,6 +127,7 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
     /// [`sync_kernel_entry`](crate::sync_kernel_entry), a table installed
     /// into both) is freed through it
     /// ([`free_empty_tables`](Self::free_empty_tables),
+    /// [`merge_large_pages`](Self::merge_large_pages),
     /// [`teardown`](Self::teardown) and
     /// [`teardown_releasing`](Self::teardown_releasing) over such a range):
     /// the other hierarchy would then walk whatever its next owner writes.
