@@ -2,45 +2,7 @@
 //! large page into a PTE table that keeps every attribute, change only the
 //! pages asked for, and merge a uniform table back into one large page.
 //!
-//! # The sequence, and why it is safe on real CPUs
-//!
-//! The SDM (Vol. 3A 4.10.2.3, "Details of TLB Use") allows the TLB to hold
-//! a large-page translation and 4 KiB translations for the same address at
-//! once after software changes the page size; if the two differ in frame
-//! or attributes, "processor behavior is undefined". Some CPUs have had
-//! errata in exactly that window (a machine check when both sizes are
-//! cached with different attributes). So the split never lets two
-//! *different* translations meet:
-//!
-//! 1. The new PTE table is written completely while no MMU can reach it:
-//!    entry `i` maps `base + i * 4 KiB` with the large entry's flags (R/W,
-//!    U/S, PWT, PCD, A, D, G, the software bits, XD) and the PAT bit moved
-//!    from bit 12 to bit 7 (the backends' [`PteEntry::page`] puts it
-//!    there). Then the hooks are told.
-//! 2. The large entry is replaced, in one atomic store, by a table entry
-//!    pointing at it (writable, U/S as the large page had it, no XD: the
-//!    PTEs carry the rights). Every address now translates the same way
-//!    through either size, so whatever the TLB holds is right.
-//!    A/D bits the CPU set in the large entry between the read and the
-//!    store are merged into the PTEs.
-//! 3. Every 4 KiB page of the large page is invalidated
-//!    ([`TlbOps::flush_range`] over the whole large page; the default
-//!    implementation turns that many pages into a full flush, globals
-//!    included, which is what Linux does after a split). No large
-//!    translation of the old entry survives this step, and neither does a
-//!    paging-structure-cache entry for the old PDE.
-//! 4. Only then are the pages asked for changed
-//!    ([`protect_range`](Mapper::protect_range)), and the changed range
-//!    invalidated again.
-//!
-//! Merging runs the same sequence backwards: the PTEs are checked to be
-//! uniform (present, contiguous frames starting at a large-page-aligned
-//! base, identical flags apart from A/D), the table entry is replaced
-//! atomically by a large entry that translates every address exactly as
-//! the PTEs did, the whole large page is invalidated (which also drops
-//! the paging-structure caches' pointer to the table), A/D bits the CPU
-//! set in the PTEs meanwhile are merged into the large entry, and only
-//! then is the table given back.
+//! The sequence is documented in the [`mapper`](crate::mapper) module docs.
 
 use super::Mapper;
 use super::map::take_table_frame;
@@ -163,7 +125,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// range change; a large page wholly inside the range changes whole.
     /// Every TLB invalidation the change needs is done here through `tlb`
     /// (the split needs one between its two steps): see the
-    /// [module docs](self) for the sequence. `alloc` gives the PTE tables
+    /// [module docs](crate::mapper#changing-attributes-inside-large-pages-the-sequence) for the sequence. `alloc` gives the PTE tables
     /// (from [`pte_zone`](Self::pte_zone)); at most two per call.
     ///
     /// Checked before the first write, each with nothing changed and every
@@ -318,7 +280,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// rights are the PTEs' ANDed with the table entry's (XD ORed), its A
     /// and D bits the OR of the PTEs'. Only large-page blocks wholly inside
     /// the range are looked at; tables that are not uniform are kept (and
-    /// counted). See the [module docs](self) for the sequence.
+    /// counted). See the [module docs](crate::mapper#changing-attributes-inside-large-pages-the-sequence) for the sequence.
     ///
     /// The table must be linked by this hierarchy only (the same rule as
     /// [`free_empty_tables`](Self::free_empty_tables)): in 2-level mode a
