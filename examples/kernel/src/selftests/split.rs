@@ -14,7 +14,7 @@
 
 use paging_core::{
     AttrChange, AttrError, CacheType, CpuFeature, Entry, FrameAllocator, Mapper, PAGE_SIZE,
-    PagingMode, PhysFrame, PmdEntry, PteEntry, VirtAddr, Zone,
+    PagingMode, PhysFrame, PmdEntry, PteEntry, VirtAddr,
 };
 
 use crate::direct_map::DirectMapAccess;
@@ -54,25 +54,9 @@ fn reference() -> Result<Mapper<Mode, DirectMapAccess>, Failure> {
 /// `count` contiguous lowmem frames in the large-page part of the direct
 /// map (at or above `KERNEL_SPLIT_END`), inside one large page.
 fn take_run(count: usize, frames: &mut Frames) -> Result<PhysFrame, Failure> {
-    let span = <Mode as PagingMode>::pmd_span();
-    let mut rejected: [Option<PhysFrame>; 16] = [None; 16];
-    let mut found = None;
-    for slot in rejected.iter_mut() {
-        let Some(first) = frames.allocate_contiguous(count, Zone::Lowmem) else {
-            break;
-        };
-        let start = first.start_address().as_u64();
-        let end = start + count as u64 * PAGE_SIZE;
-        if start >= KERNEL_SPLIT_END && start / span == (end - 1) / span {
-            found = Some(first);
-            break;
-        }
-        *slot = Some(first);
-    }
-    for first in rejected.into_iter().flatten() {
-        give_back(first, count, frames);
-    }
-    found.ok_or_else(|| failure!("no {count} contiguous lowmem frames in one large page"))
+    frames
+        .take_run_above(KERNEL_SPLIT_END, count, <Mode as PagingMode>::pmd_span())
+        .ok_or_else(|| failure!("no {count} contiguous lowmem frames in one large page"))
 }
 
 fn give_back(first: PhysFrame, count: usize, frames: &mut Frames) {
