@@ -650,3 +650,90 @@ fn split_merge_refuses_misaligned_ranges() {
     });
     assert!(matches!(e, Err(AttrError::VirtOutOfRange { .. })), "{e:?}");
 }
+
+fn split_table_restricts_is_refused_with_nothing_changed<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    // A read-only page and a writable one below one table entry a loader
+    // made read-only: opening the entry for the first would let the
+    // second be written.
+    for (off, flags) in [(0, MapFlags::KERNEL_RO), (0x1000, MapFlags::KERNEL_RW)] {
+        rig.mapper
+            .map_range(
+                va(BASE + off),
+                pa(PHYS + u64::from(off)),
+                PAGE_SIZE,
+                flags,
+                LargePages::Avoid,
+                &mut rig.alloc,
+            )
+            .unwrap()
+            .ignore();
+    }
+    let (slot, pmd) = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap();
+    let raw = pmd.raw() & !(1 << 1);
+    poke(&rig, slot, raw);
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::RW, &m.mmu, &mut m.alloc)
+    });
+    assert_eq!(
+        e,
+        Err(AttrError::TableRestricts {
+            va: va(BASE),
+            level: Level::Pmd,
+            raw
+        })
+    );
+}
+
+#[test]
+fn split_table_restricts_is_refused_with_nothing_changed_pae() {
+    split_table_restricts_is_refused_with_nothing_changed::<Pae>();
+}
+
+#[test]
+fn split_table_restricts_is_refused_with_nothing_changed_two_level() {
+    split_table_restricts_is_refused_with_nothing_changed::<TwoLevel>();
+}
+
+fn split_unreachable_new_table_is_an_access_error<M: PagingMode>() {
+    let config = recommended::<M>();
+    let mut rig = rig::<M>(config);
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    // The access reaches the tables there are, not the frame the split
+    // would take next.
+    let limit = rig
+        .alloc
+        .live_frames()
+        .iter()
+        .map(|f| f.start_address().as_u64() + PAGE_SIZE)
+        .max()
+        .unwrap();
+    rig.mapper = paging_core::Mapper::new_isolated(
+        rig.mapper.root(),
+        paging_sim::SimAccess::below(rig.ram, limit),
+        config.features(),
+    )
+    .unwrap();
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::RO, &m.mmu, &mut m.alloc)
+    });
+    assert!(
+        matches!(
+            e,
+            Err(AttrError::Access(paging_core::AccessError::Unreachable(_)))
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn split_unreachable_new_table_is_an_access_error_pae() {
+    split_unreachable_new_table_is_an_access_error::<Pae>();
+}
+
+#[test]
+fn split_unreachable_new_table_is_an_access_error_two_level() {
+    split_unreachable_new_table_is_an_access_error::<TwoLevel>();
+}
