@@ -288,8 +288,13 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// not merge through one of them.
     ///
     /// Errors: [`AttrError::Unaligned`], [`AttrError::VirtOutOfRange`],
-    /// [`AttrError::Access`] (a table not reached during the check: nothing
-    /// of that block changed; blocks before it stay merged).
+    /// [`AttrError::Access`]: a table not reached while a block is checked
+    /// leaves that block unchanged (blocks before it stay merged); one not
+    /// reached after the block's large entry is written (which a
+    /// [`TableAccess`] keeping its contract does not do: the same table was
+    /// just read) leaves the block merged and flushed, its old PTE table
+    /// not given back, and A/D bits the CPU set in it after the check not
+    /// carried into the large entry.
     pub fn merge_large_pages<T, F>(
         &mut self,
         start: impl Into<VirtAddr>,
