@@ -737,3 +737,42 @@ fn split_unreachable_new_table_is_an_access_error_pae() {
 fn split_unreachable_new_table_is_an_access_error_two_level() {
     split_unreachable_new_table_is_an_access_error::<TwoLevel>();
 }
+
+/// A uniform table under a table entry a loader made read-only: the merged
+/// large page is read-only too (SDM 4.6: R/W is ANDed over the levels), so
+/// every address translates as it did.
+fn split_merge_keeps_a_restrictive_table_entrys_rights<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    rig.mapper
+        .map_range(
+            va(BASE),
+            pa(PHYS),
+            span::<M>(),
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .ignore();
+    let (slot, pmd) = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap();
+    poke(&rig, slot, pmd.raw() & !(1 << 1));
+    assert_eq!(fault(&rig, BASE + 0x3000, Access::WRITE), 0b11);
+    let stats = rig
+        .mapper
+        .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!(stats.merged, 1);
+    let t = rig.mmu.translate(va(BASE + 0x3000), Access::READ).unwrap();
+    assert_eq!((t.size, t.writable), (M::LARGE_PAGE_SIZE, false));
+    assert_eq!(fault(&rig, BASE + 0x3000, Access::WRITE), 0b11);
+}
+
+#[test]
+fn split_merge_keeps_a_restrictive_table_entrys_rights_pae() {
+    split_merge_keeps_a_restrictive_table_entrys_rights::<Pae>();
+}
+
+#[test]
+fn split_merge_keeps_a_restrictive_table_entrys_rights_two_level() {
+    split_merge_keeps_a_restrictive_table_entrys_rights::<TwoLevel>();
+}
