@@ -38,8 +38,8 @@ pub use alloc::{FrameAllocator, NoFrames, Zone};
 pub use cache::{CacheType, CacheTypeError, PatLayout};
 pub use entry::{Entry, EntryError, Level, PgdEntry, PmdEntry, PteEntry};
 pub use error::{
-    AnyError, Detail, ErrorKind, FreeError, InstallError, MapError, PagingError, RootError,
-    TranslateError, UnmapError, UpdateFlagsError,
+    AnyError, AttrError, Detail, ErrorKind, FreeError, InstallError, MapError, PagingError,
+    RootError, TranslateError, UnmapError, UpdateFlagsError,
 };
 pub use fault::PageFaultError;
 pub use features::{CpuFeature, CpuFeatures, NxPolicy};
@@ -47,8 +47,8 @@ pub use flags::MapFlags;
 pub use flush::{Flush, FlushBatch, TlbMark, TlbOps};
 pub use hooks::{NativeHooks, TableHooks};
 pub use mapper::{
-    FreeStats, FreshTables, HarvestStats, LargePages, Mapper, ProtectStats, Replaced, StatusBit,
-    TEARDOWN_BATCH, UnmapStats, Unmapped,
+    AttrChange, AttrStats, FreeStats, FreshTables, HarvestStats, LargePages, Mapper, MergeStats,
+    ProtectStats, Replaced, StatusBit, TEARDOWN_BATCH, UnmapStats, Unmapped,
 };
 pub use mappings::{Dump, Mapping, Mappings};
 pub use mode::PagingMode;

@@ -196,6 +196,33 @@ impl Frames {
         PhysFrame::from_number(pfn).ok()
     }
 
+    /// `count` consecutive free lowmem frames at or above physical `from`,
+    /// inside one `span`-aligned block (one large page of the direct map:
+    /// the split self-tests). Given back with `deallocate_frame`.
+    pub fn take_run_above(&mut self, from: u64, count: usize, span: u64) -> Option<PhysFrame> {
+        let (count, per_span) = (count as u64, span / 4096);
+        let (_, hi) = self.zone_range(ZoneId::Low);
+        let mut start = from / 4096;
+        while let Some(first) = self.scan(start, hi) {
+            let end = first + count;
+            if end > hi {
+                return None;
+            }
+            if first / per_span != (end - 1) / per_span {
+                start = (end - 1) / per_span * per_span;
+                continue;
+            }
+            match (first..end).find(|&pfn| !self.is_free(pfn)) {
+                None => {
+                    (first..end).for_each(|pfn| self.mark_used(pfn));
+                    return PhysFrame::from_number(first).ok();
+                }
+                Some(used) => start = used + 1,
+            }
+        }
+        None
+    }
+
     /// `count` consecutive free frames in `zone`.
     fn take_run(&mut self, zone: ZoneId, count: usize) -> Option<PhysFrame> {
         let count = count as u64;

@@ -3,8 +3,8 @@
 use core::fmt;
 
 use super::{
-    ErrorKind, FreeError, InstallError, MapError, PagingError, RootError, TranslateError,
-    UnmapError,
+    AttrError, ErrorKind, FreeError, InstallError, MapError, PagingError, RootError,
+    TranslateError, UnmapError,
 };
 use crate::access::AccessError;
 use crate::addr::{AddrError, PhysFrame, VirtAddr};
@@ -62,6 +62,8 @@ pub enum AnyError {
     Sync(SyncError),
     /// A memory type could not be expressed.
     Cache(CacheTypeError),
+    /// An attribute change (`set_memory`) or a merge did nothing.
+    Attr(AttrError),
     /// An error of a crate built on paging-core (a backend, fixmap, kmap).
     Other {
         /// Its broad class.
@@ -237,6 +239,7 @@ from_core_errors!(
     Install(InstallError),
     Sync(SyncError),
     Cache(CacheTypeError),
+    Attr(AttrError),
 );
 
 #[cfg(test)]

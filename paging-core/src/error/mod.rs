@@ -595,3 +595,149 @@ impl From<AccessError> for InstallError {
         Self::Access(e)
     }
 }
+
+/// Why [`Mapper::set_memory`](crate::Mapper::set_memory) or
+/// [`Mapper::merge_large_pages`](crate::Mapper::merge_large_pages) did
+/// nothing (see each for the one documented exception: a table access
+/// failing after a split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttrError {
+    /// The address or length is not 4 KiB aligned.
+    Unaligned {
+        /// The offending value.
+        addr: VirtAddr,
+    },
+    /// The range runs past the end of the 4 GiB virtual space.
+    VirtOutOfRange {
+        /// Start of the range.
+        start: VirtAddr,
+        /// Its length in bytes.
+        len: u64,
+    },
+    /// A page of the range is not mapped: attributes change only on a
+    /// range that is mapped throughout.
+    NotMapped {
+        /// The first unmapped page.
+        va: VirtAddr,
+        /// The level whose entry is not present ([`Level::Pmd`] also
+        /// stands for a missing PAE PDPT entry above it).
+        level: Level,
+    },
+    /// The new flags cannot be expressed in this mode (`NO_EXECUTE` in
+    /// 2-level mode).
+    Unsupported(MapFlags),
+    /// The CPU the mapper is bound to lacks the feature the change needs
+    /// (NX for no-execute, the PAT for write-combining or write-protected).
+    MissingFeature(CpuFeature),
+    /// The PAT layout given has no entry for the memory type asked for.
+    Cache(crate::cache::CacheTypeError),
+    /// The large page that would be split holds bits that 4 KiB entries
+    /// cannot carry (a reserved bit, or PSE-36 address bits above 4 GiB):
+    /// it is left as it is.
+    Unsplittable {
+        /// Where the range cuts the large page.
+        va: VirtAddr,
+        /// The large entry as it is.
+        raw: u64,
+    },
+    /// A table entry above a page withholds a right the change grants, and
+    /// granting it would widen another present mapping below it (see
+    /// [`UnmapError::TableRestricts`]).
+    TableRestricts {
+        /// The page whose flags were to change.
+        va: VirtAddr,
+        /// The level of the restrictive entry.
+        level: Level,
+        /// The entry as it is (left unchanged).
+        raw: u64,
+    },
+    /// The allocator had no frame for the PTE table of a split.
+    OutOfFrames,
+    /// The allocator returned a table frame the mode's entries cannot point
+    /// at (it was given back).
+    TableOutOfReach {
+        /// The frame the allocator returned.
+        frame: PhysFrame,
+        /// The widest table address the mode can hold, in bits.
+        max_bits: u32,
+    },
+    /// A table could not be reached.
+    Access(AccessError),
+}
+
+impl fmt::Display for AttrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unaligned { addr } => write!(f, "{addr} is not page aligned"),
+            Self::VirtOutOfRange { start, len } => {
+                write!(f, "range {start} + {len:#x} runs past 4 GiB")
+            }
+            Self::NotMapped { va, level } => write!(f, "{va} is not mapped (no {level} entry)"),
+            Self::Unsupported(flags) => write!(f, "flags {flags:?} are not supported in this mode"),
+            Self::MissingFeature(feature) => write!(f, "the CPU has no {feature}"),
+            Self::Cache(e) => write!(f, "{e}"),
+            Self::Unsplittable { va, raw } => write!(
+                f,
+                "the large page entry {raw:#x} at {va} holds bits 4 KiB entries cannot carry"
+            ),
+            Self::TableRestricts { va, level, raw } => write!(
+                f,
+                "{level} entry {raw:#x} above {va} withholds a right the flags need \
+                 and would widen other mappings below it"
+            ),
+            Self::OutOfFrames => f.write_str("out of frames for page tables"),
+            Self::TableOutOfReach { frame, max_bits } => write!(
+                f,
+                "table frame {} is beyond the {max_bits} bits a table entry can hold",
+                frame.start_address()
+            ),
+            Self::Access(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for AttrError {}
+
+impl PagingError for AttrError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Unaligned { .. } => ErrorKind::Unaligned,
+            Self::VirtOutOfRange { .. } => ErrorKind::OutOfRange,
+            Self::NotMapped { .. } => ErrorKind::NotMapped,
+            Self::Unsupported(_) => ErrorKind::Unsupported,
+            Self::MissingFeature(_) => ErrorKind::MissingFeature,
+            Self::Cache(e) => e.kind(),
+            Self::Unsplittable { .. } => ErrorKind::SizeConflict,
+            Self::TableRestricts { .. } => ErrorKind::Restricted,
+            Self::OutOfFrames => ErrorKind::OutOfMemory,
+            Self::TableOutOfReach { .. } => ErrorKind::Unreachable,
+            Self::Access(e) => e.kind(),
+        }
+    }
+}
+
+impl From<AccessError> for AttrError {
+    fn from(e: AccessError) -> Self {
+        Self::Access(e)
+    }
+}
+
+impl From<UnmapError> for AttrError {
+    /// The same reason, for the checks `set_memory` shares with
+    /// [`protect_range`](crate::Mapper::protect_range).
+    fn from(e: UnmapError) -> Self {
+        match e {
+            UnmapError::Unaligned { addr } => Self::Unaligned { addr },
+            UnmapError::NotMapped { va, level } => Self::NotMapped { va, level },
+            UnmapError::InLargePage { va, .. } => Self::Unsplittable { va, raw: 0 },
+            UnmapError::Unsupported(flags) => Self::Unsupported(flags),
+            UnmapError::MissingFeature(feature) => Self::MissingFeature(feature),
+            UnmapError::VirtOutOfRange { start, len } => Self::VirtOutOfRange { start, len },
+            UnmapError::TableRestricts { va, level, raw } => {
+                Self::TableRestricts { va, level, raw }
+            }
+            UnmapError::Access(e) => Self::Access(e),
+        }
+    }
+}

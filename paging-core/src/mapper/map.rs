@@ -445,7 +445,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
 /// A frame for a new page table from `zone`, one the table entries can
 /// point at (below 2^`bits`, the mapper's [`phys_bits`](Mapper::phys_bits));
 /// a frame beyond that is given back and refused.
-fn take_table_frame<F: FrameAllocator + ?Sized>(
+pub(super) fn take_table_frame<F: FrameAllocator + ?Sized>(
     alloc: &mut F,
     zone: Zone,
     bits: u32,

@@ -46,6 +46,54 @@
 //!   carries an operation past a transient failure once it has started
 //!   writing (see [`TableAccess`]'s contract). `free_empty_tables` and
 //!   `teardown` work table by table and may stop between two tables.
+//!
+//! # Changing attributes inside large pages: the sequence
+//!
+//! [`Mapper::set_memory`] and [`Mapper::merge_large_pages`]; why the
+//! sequence is safe on real CPUs:
+//!
+//! The SDM (Vol. 3A 4.10.2.3, "Details of TLB Use") allows the TLB to hold
+//! a large-page translation and 4 KiB translations for the same address at
+//! once after software changes the page size; if the two differ in frame
+//! or attributes, "processor behavior is undefined". Some CPUs have had
+//! errata in exactly that window (a machine check when both sizes are
+//! cached with different attributes). So the split never lets two
+//! *different* translations meet:
+//!
+//! 1. The new PTE table is written completely while no MMU can reach it:
+//!    entry `i` maps `base + i * 4 KiB` with the large entry's flags (R/W,
+//!    U/S, PWT, PCD, A, D, G, the software bits, XD) and the PAT bit moved
+//!    from bit 12 to bit 7 (the backends' [`PteEntry::page`](crate::PteEntry::page) puts it
+//!    there). Then the hooks are told.
+//! 2. The large entry is replaced, in one atomic store, by a table entry
+//!    pointing at it (writable, U/S as the large page had it, no XD: the
+//!    PTEs carry the rights). Every address now translates the same way
+//!    through either size, so whatever the TLB holds is right.
+//!    A/D bits the CPU set in the large entry between the read and the
+//!    store are merged into the PTEs.
+//! 3. Every 4 KiB page of the large page is invalidated
+//!    ([`TlbOps::flush_range`](crate::TlbOps::flush_range) over the whole large page; the default
+//!    implementation turns that many pages into a full flush, globals
+//!    included, which is what Linux does after a split). No large
+//!    translation of the old entry survives this step, and neither does a
+//!    paging-structure-cache entry for the old PDE. A `TlbOps` that
+//!    overrides `flush_range` with one `invlpg` per page is just as safe:
+//!    `invlpg` drops the translations of any size that hold the address
+//!    and every paging-structure-cache entry (SDM Vol. 3A 4.10.4.1). On a
+//!    multiprocessor the `TlbOps` must reach every CPU that may use the
+//!    tables (a shootdown), or another CPU keeps the old large page.
+//! 4. Only then are the pages asked for changed
+//!    ([`protect_range`](Mapper::protect_range)), and the changed range
+//!    invalidated again.
+//!
+//! Merging runs the same sequence backwards: the PTEs are checked to be
+//! uniform (present, contiguous frames starting at a large-page-aligned
+//! base, identical flags apart from A/D), the table entry is replaced
+//! atomically by a large entry that translates every address exactly as
+//! the PTEs did, the whole large page is invalidated (which also drops
+//! the paging-structure caches' pointer to the table), A/D bits the CPU
+//! set in the PTEs meanwhile are merged into the large entry, and only
+//! then is the table given back.
 
 mod chain;
 mod harvest;
@@ -53,6 +101,7 @@ mod install;
 mod map;
 mod protect;
 mod range;
+mod split;
 mod teardown;
 mod unmap;
 
@@ -60,6 +109,7 @@ pub use harvest::{HarvestStats, StatusBit};
 pub use install::{FreshTables, MAX_INSTALL_TABLES, Replaced};
 pub use map::LargePages;
 pub use protect::ProtectStats;
+pub use split::{AttrChange, AttrStats, MergeStats};
 pub use teardown::{TEARDOWN_BATCH, UnmapStats};
 pub use unmap::{FreeStats, Unmapped};
 
@@ -127,6 +177,7 @@ impl<M: PagingMode, A: TableAccess> Mapper<M, A, NativeHooks> {
     /// [`sync_kernel_entry`](crate::sync_kernel_entry), a table installed
     /// into both) is freed through it
     /// ([`free_empty_tables`](Self::free_empty_tables),
+    /// [`merge_large_pages`](Self::merge_large_pages),
     /// [`teardown`](Self::teardown) and
     /// [`teardown_releasing`](Self::teardown_releasing) over such a range):
     /// the other hierarchy would then walk whatever its next owner writes.

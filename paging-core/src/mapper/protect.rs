@@ -191,7 +191,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// What the table entry `pmd` over `[lo, hi)` must become to let the
     /// re-protected leaves through, or `None` if it already does. Refused
     /// if a present leaf outside the range would gain by the widening.
-    fn widening_for_range(
+    pub(super) fn widening_for_range(
         &self,
         lo: u64,
         hi: u64,

@@ -23,6 +23,7 @@ mod smp_kmap;
 mod smp_races;
 mod smp_shootdown;
 mod soak;
+mod split;
 
 use crate::test::Test;
 
@@ -267,6 +268,14 @@ pub const ALL: &[Test] = &[
     Test {
         name: "framebuffer_write_combining",
         run: framebuffer::framebuffer_write_combining,
+    },
+    Test {
+        name: "split_ro_after_init_region_in_the_large_direct_map",
+        run: split::split_ro_after_init_region_in_the_large_direct_map,
+    },
+    Test {
+        name: "split_framebuffer_region_of_the_direct_map_is_write_combining",
+        run: split::split_framebuffer_region_of_the_direct_map_is_write_combining,
     },
     Test {
         name: "kernel_mappings_are_w_xor_x_and_never_user",

@@ -1,0 +1,778 @@
+//! `Mapper::set_memory` and `Mapper::merge_large_pages` through the
+//! simulated MMU: attributes changed inside a large page by splitting it
+//! into a PTE table that keeps every bit, the TLB left with no stale large
+//! translation, every refusal changing nothing, and the merge back.
+//!
+//! Expected values come from the SDM (Vol. 3A 4.3/4.4 tables 4-4 to 4-11:
+//! bit positions in a 4 KiB PTE; 11.12.3: memory type = PAT entry
+//! `PAT * 4 + PCD * 2 + PWT`), never from the mapper's code.
+mod mapper_support;
+
+use mapper_support::{Rig, pa, va};
+use paging_core::{
+    AttrChange, AttrError, CacheType, CpuFeature, Entry, LargePages, Level, MapFlags, PAGE_SIZE,
+    PagingMode, PatLayout, TlbOps,
+};
+use paging_sim::{Access, Machine, MemoryType, SimConfig, SimRam};
+use paging_x86_2level::TwoLevel;
+use paging_x86_pae::Pae;
+
+/// A virtual block aligned to 4 MiB (so to 2 MiB too).
+const BASE: u32 = 0x1000_0000;
+/// The physical base of the large pages (aligned to 4 MiB).
+const PHYS: u64 = 0x0800_0000;
+/// The large page's flags: kernel RW, global, PAT + PWT (entry 5: WP in the
+/// recommended layout), software bit 1.
+const ODD: MapFlags = MapFlags::KERNEL_RW
+    .union(MapFlags::GLOBAL)
+    .union(MapFlags::PAT)
+    .union(MapFlags::WRITE_THROUGH)
+    .union(MapFlags::SOFTWARE_1);
+
+/// The bits, at SDM positions, that a 4 KiB PTE mapping `ODD` must carry:
+/// P (0), R/W (1), PWT (3), PAT (7 in a PTE), G (8), AVL bit 10.
+const ODD_PTE_BITS: u64 = 1 | 1 << 1 | 1 << 3 | 1 << 7 | 1 << 8 | 1 << 10;
+
+fn rig<M: PagingMode>(config: SimConfig) -> Rig<M> {
+    let ram: &'static SimRam = Box::leak(Box::new(SimRam::new()));
+    Machine::with_config(ram, config)
+}
+
+/// The CPU of mode `M` with the recommended PAT programmed (WC at 4, WP at 5).
+fn recommended<M: PagingMode>() -> SimConfig {
+    SimConfig {
+        pat: PatLayout::RECOMMENDED.to_msr(),
+        ..SimConfig::for_mode::<M>()
+    }
+}
+
+fn span<M: PagingMode>() -> u64 {
+    M::pmd_span()
+}
+
+/// `blocks` large pages from `BASE` to `PHYS` with `flags`, each read once
+/// so the TLB holds the large translation.
+fn map_large<M: PagingMode>(rig: &mut Rig<M>, blocks: u64, flags: MapFlags) {
+    rig.mapper
+        .map_range(
+            va(BASE),
+            pa(PHYS),
+            blocks * span::<M>(),
+            flags,
+            LargePages::Use,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    for b in 0..blocks {
+        let t = rig
+            .mmu
+            .translate(va(BASE + (b * span::<M>()) as u32), Access::READ)
+            .unwrap();
+        assert_eq!(t.size, M::LARGE_PAGE_SIZE);
+    }
+}
+
+fn raw_leaf<M: PagingMode>(rig: &Rig<M>, at: u32) -> u64 {
+    let walk = rig.mapper.walk(va(at)).unwrap();
+    walk.pte
+        .map_or_else(|| walk.pmd.unwrap().1.raw(), |(_, e)| e.raw())
+}
+
+fn fault<M: PagingMode>(rig: &Rig<M>, at: u32, access: Access) -> u32 {
+    rig.mmu
+        .translate(va(at), access)
+        .map_or_else(|f| f.code, |_| 0)
+}
+
+/// No TLB entry of the large size covers `[BASE, BASE + span)`.
+fn no_large_tlb_entry<M: PagingMode>(rig: &Rig<M>) -> bool {
+    rig.mmu.tlb_snapshot().entries().iter().all(|(v, e)| {
+        e.size != M::LARGE_PAGE_SIZE || u64::from(v.as_u32()) >= u64::from(BASE) + span::<M>()
+    })
+}
+
+fn split_ro_keeps_every_other_page_and_faults_writes<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    let (at, len) = (BASE + 0x3000, 2 * PAGE_SIZE);
+    let stats = rig
+        .mapper
+        .set_memory(va(at), len, AttrChange::RO, &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!((stats.split, stats.pages, stats.changed), (1, 2, 2));
+    assert!(
+        no_large_tlb_entry(&rig),
+        "a stale large translation survived"
+    );
+    let pages = (span::<M>() / PAGE_SIZE) as u32;
+    for i in [0, 1, 2, 5, 6, pages / 2, pages - 1] {
+        let v = BASE + i * 0x1000;
+        let want_pa = PHYS + u64::from(i) * PAGE_SIZE;
+        // A: the CPU set it in the large entry on the first read, and the
+        // split kept it (SDM: bit 5).
+        let want = want_pa | ODD_PTE_BITS | 1 << 5;
+        assert_eq!(raw_leaf(&rig, v), want, "PTE {i}");
+        let t = rig.mmu.translate(va(v), Access::WRITE).unwrap();
+        assert_eq!(t.pa, pa(want_pa));
+        assert_eq!(t.size, paging_core::PageSize::Size4KiB);
+        assert!(t.writable && !t.user && t.global && !t.nx);
+        assert_eq!(t.memory_type, MemoryType::Wp, "PAT entry 5 (PAT + PWT)");
+    }
+    for v in [at, at + 0x1000] {
+        // P = 1, W/R = 1 (SDM 4.7): a supervisor write to a present page.
+        assert_eq!(fault(&rig, v, Access::WRITE), 0b11);
+        let t = rig.mmu.translate(va(v), Access::READ).unwrap();
+        assert_eq!(t.memory_type, MemoryType::Wp);
+        assert!(t.global);
+    }
+}
+
+#[test]
+fn split_ro_keeps_every_other_page_and_faults_writes_pae() {
+    split_ro_keeps_every_other_page_and_faults_writes::<Pae>();
+}
+
+#[test]
+fn split_ro_keeps_every_other_page_and_faults_writes_two_level() {
+    split_ro_keeps_every_other_page_and_faults_writes::<TwoLevel>();
+}
+
+fn split_wc_changes_the_memory_type_of_the_asked_pages_only<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    let wc = AttrChange::cache(CacheType::WriteCombining, PatLayout::RECOMMENDED);
+    let at = BASE + 0x10_0000;
+    rig.mapper
+        .set_memory(va(at), 4 * PAGE_SIZE, wc, &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    for i in 0..4 {
+        let t = rig
+            .mmu
+            .translate(va(at + i * 0x1000), Access::READ)
+            .unwrap();
+        assert_eq!(t.memory_type, MemoryType::Wc);
+        // PAT entry 4: bit 7 of the PTE, PCD and PWT clear.
+        assert_eq!(raw_leaf(&rig, at + i * 0x1000) & 0b1001_1000, 1 << 7);
+    }
+    for v in [BASE, at - 0x1000, at + 0x4000] {
+        let t = rig.mmu.translate(va(v), Access::WRITE).unwrap();
+        assert_eq!(t.memory_type, MemoryType::Wb);
+    }
+}
+
+#[test]
+fn split_wc_changes_the_memory_type_of_the_asked_pages_only_pae() {
+    split_wc_changes_the_memory_type_of_the_asked_pages_only::<Pae>();
+}
+
+#[test]
+fn split_wc_changes_the_memory_type_of_the_asked_pages_only_two_level() {
+    split_wc_changes_the_memory_type_of_the_asked_pages_only::<TwoLevel>();
+}
+
+#[test]
+fn split_nx_faults_fetches_of_the_asked_page_only_pae() {
+    let mut rig = rig::<Pae>(recommended::<Pae>());
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    assert_eq!(fault(&rig, BASE + 0x7000, Access::EXEC), 0);
+    rig.mapper
+        .set_memory(
+            va(BASE + 0x7000),
+            PAGE_SIZE,
+            AttrChange::NX,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    // P = 1, I/D = 1 (SDM 4.7): a fetch from a present no-execute page.
+    assert_eq!(fault(&rig, BASE + 0x7000, Access::EXEC), 0b1_0001);
+    assert_eq!(fault(&rig, BASE + 0x6000, Access::EXEC), 0);
+    assert_eq!(fault(&rig, BASE + 0x8000, Access::EXEC), 0);
+    assert_eq!(raw_leaf(&rig, BASE + 0x7000) >> 63, 1);
+    // And back: executable, then uniform again.
+    rig.mapper
+        .set_memory(
+            va(BASE + 0x7000),
+            PAGE_SIZE,
+            AttrChange::X,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    assert_eq!(fault(&rig, BASE + 0x7000, Access::EXEC), 0);
+}
+
+fn split_a_range_over_three_large_pages_splits_the_ends_only<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 3, MapFlags::KERNEL_RW);
+    let s = span::<M>() as u32;
+    let (at, len) = (BASE + s - 0x2000, u64::from(s) + 0x4000);
+    let stats = rig
+        .mapper
+        .set_memory(va(at), len, AttrChange::RO, &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!((stats.split, stats.large_pages), (2, 1));
+    // The middle large page is read-only whole, still one large page.
+    let t = rig
+        .mmu
+        .translate(va(BASE + s + 0x5000), Access::READ)
+        .unwrap();
+    assert_eq!(t.size, M::LARGE_PAGE_SIZE);
+    assert!(!t.writable);
+    assert_eq!(fault(&rig, at, Access::WRITE), 0b11);
+    assert_eq!(fault(&rig, at - 0x1000, Access::WRITE), 0);
+    assert_eq!(fault(&rig, BASE + 2 * s + 0x1000, Access::WRITE), 0b11);
+    assert_eq!(fault(&rig, BASE + 2 * s + 0x2000, Access::WRITE), 0);
+}
+
+#[test]
+fn split_a_range_over_three_large_pages_splits_the_ends_only_pae() {
+    split_a_range_over_three_large_pages_splits_the_ends_only::<Pae>();
+}
+
+#[test]
+fn split_a_range_over_three_large_pages_splits_the_ends_only_two_level() {
+    split_a_range_over_three_large_pages_splits_the_ends_only::<TwoLevel>();
+}
+
+fn split_then_merge_restores_one_large_entry<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    let large = raw_leaf(&rig, BASE);
+    let live = rig.alloc.live();
+    rig.mapper
+        .set_memory(
+            va(BASE + 0x5000),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    assert_eq!(rig.alloc.live(), live + 1, "one PTE table");
+    // Not uniform yet: kept.
+    let kept = rig
+        .mapper
+        .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!((kept.merged, kept.kept), (0, 1));
+    rig.mapper
+        .set_memory(
+            va(BASE + 0x5000),
+            PAGE_SIZE,
+            AttrChange::RW,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    // A translation through the small pages, cached before the merge.
+    rig.mmu.translate(va(BASE + 0x9000), Access::READ).unwrap();
+    let merged = rig
+        .mapper
+        .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!((merged.merged, merged.kept), (1, 0));
+    assert_eq!(rig.alloc.live(), live, "the PTE table was given back");
+    assert_eq!(raw_leaf(&rig, BASE), large, "the very entry it was");
+    assert!(
+        rig.mmu
+            .tlb_snapshot()
+            .entries()
+            .iter()
+            .all(|(_, e)| e.size == M::LARGE_PAGE_SIZE),
+        "a small translation survived the merge"
+    );
+    let t = rig.mmu.translate(va(BASE + 0x5123), Access::WRITE).unwrap();
+    assert_eq!(t.size, M::LARGE_PAGE_SIZE);
+    assert_eq!(t.pa, pa(PHYS + 0x5123));
+    assert_eq!(t.memory_type, MemoryType::Wp);
+}
+
+#[test]
+fn split_then_merge_restores_one_large_entry_pae() {
+    split_then_merge_restores_one_large_entry::<Pae>();
+}
+
+#[test]
+fn split_then_merge_restores_one_large_entry_two_level() {
+    split_then_merge_restores_one_large_entry::<TwoLevel>();
+}
+
+/// A large entry someone else built, with every legal bit a leaf may have
+/// (A, D, PCD, PAT, G, all three AVL bits; XD under PAE), split: each PTE
+/// holds exactly the SDM's bits for the same page.
+fn split_keeps_a_foreign_large_entrys_odd_bits<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    let slot = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap().0;
+    // P, R/W, PCD, A, D, PS, G, AVL 9-11, PAT (bit 12 of a large entry).
+    let low = 1 | 1 << 1 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 0b111 << 9 | 1 << 12;
+    let xd = if M::SUPPORTS_NX { 1 << 63 } else { 0 };
+    poke(&rig, slot, PHYS | low | xd);
+    rig.mapper
+        .set_memory(
+            va(BASE + 0x1000),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    // In a PTE: PAT at bit 7, no PS, the rest where it was.
+    let pte = 1 | 1 << 1 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 | 0b111 << 9;
+    for i in [0u32, 2, 3, 100] {
+        let want = (PHYS + u64::from(i) * PAGE_SIZE) | pte | xd;
+        assert_eq!(raw_leaf(&rig, BASE + i * 0x1000), want, "PTE {i}");
+    }
+    let changed = raw_leaf(&rig, BASE + 0x1000);
+    assert_eq!(changed, (PHYS + PAGE_SIZE) | (pte & !(1 << 1)) | xd);
+    let t = rig.mmu.translate(va(BASE + 0x2000), Access::WRITE).unwrap();
+    assert_eq!(
+        t.memory_type,
+        MemoryType::UcMinus,
+        "PAT entry 6 (PAT + PCD)"
+    );
+    assert!(t.global && t.writable && t.nx == M::SUPPORTS_NX);
+}
+
+fn poke<M: PagingMode>(rig: &Rig<M>, slot: paging_core::Slot, raw: u64) {
+    let addr = pa(slot.table.start_address().as_u64() + (slot.index * M::ENTRY_BYTES) as u64);
+    if M::ENTRY_BYTES == 4 {
+        rig.ram.write_u32(addr, raw as u32).unwrap();
+    } else {
+        rig.ram.write_u64(addr, raw).unwrap();
+    }
+    rig.mmu.flush_everything();
+}
+
+#[test]
+fn split_keeps_a_foreign_large_entrys_odd_bits_pae() {
+    split_keeps_a_foreign_large_entrys_odd_bits::<Pae>();
+}
+
+#[test]
+fn split_keeps_a_foreign_large_entrys_odd_bits_two_level() {
+    split_keeps_a_foreign_large_entrys_odd_bits::<TwoLevel>();
+}
+
+#[test]
+fn split_refuses_a_large_entry_with_a_reserved_bit_pae() {
+    let mut rig = rig::<Pae>(recommended::<Pae>());
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    let slot = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap().0;
+    // Bit 13 of a 2 MiB PDE is reserved (SDM table 4-9).
+    let raw = PHYS | 1 | 1 << 1 | 1 << 7 | 1 << 13;
+    poke(&rig, slot, raw);
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::RO, &m.mmu, &mut m.alloc)
+    });
+    assert_eq!(e, Err(AttrError::Unsplittable { va: va(BASE), raw }));
+}
+
+#[test]
+fn split_refuses_a_pse36_page_above_4_gib_two_level() {
+    let mut rig = rig::<TwoLevel>(SimConfig {
+        pse36: true,
+        max_phys_bits: 36,
+        ..SimConfig::two_level()
+    });
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    let slot = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap().0;
+    // PSE-36: bit 13 is physical address bit 32 (SDM table 4-4); 4 KiB
+    // entries cannot reach it.
+    let raw = PHYS | 1 | 1 << 1 | 1 << 7 | 1 << 13;
+    poke(&rig, slot, raw);
+    assert_eq!(
+        rig.mmu.translate(va(BASE), Access::READ).unwrap().pa,
+        pa((1 << 32) + PHYS)
+    );
+    // The walk set A (bit 5).
+    let raw = raw | 1 << 5;
+    assert_eq!(raw_leaf(&rig, BASE), raw);
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::RO, &m.mmu, &mut m.alloc)
+    });
+    assert_eq!(e, Err(AttrError::Unsplittable { va: va(BASE), raw }));
+}
+
+fn split_allocator_failure_changes_nothing<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 2, MapFlags::KERNEL_RW);
+    let s = span::<M>() as u32;
+    for fail_after in [0, 1] {
+        rig.alloc.fail_after(fail_after);
+        // Cuts both large pages: two tables, the second one refused when
+        // `fail_after` is 1 (the first is given back).
+        let e = rig.assert_unchanged(|m| {
+            m.mapper.set_memory(
+                va(BASE + s - 0x1000),
+                2 * PAGE_SIZE,
+                AttrChange::RO,
+                &m.mmu,
+                &mut m.alloc,
+            )
+        });
+        assert_eq!(e, Err(AttrError::OutOfFrames));
+        rig.alloc.never_fail();
+    }
+    assert_eq!(fault(&rig, BASE + s - 0x1000, Access::WRITE), 0);
+}
+
+#[test]
+fn split_allocator_failure_changes_nothing_pae() {
+    split_allocator_failure_changes_nothing::<Pae>();
+}
+
+#[test]
+fn split_allocator_failure_changes_nothing_two_level() {
+    split_allocator_failure_changes_nothing::<TwoLevel>();
+}
+
+fn split_refuses_bad_ranges<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    let s = span::<M>();
+    let cases: [(u32, u64, AttrError); 4] = [
+        (
+            BASE + 0x800,
+            PAGE_SIZE,
+            AttrError::Unaligned {
+                addr: va(BASE + 0x800),
+            },
+        ),
+        (BASE, 0x800, AttrError::Unaligned { addr: va(0x800) }),
+        // Runs off the large page into nothing.
+        (
+            BASE + s as u32 - 0x1000,
+            2 * PAGE_SIZE,
+            AttrError::NotMapped {
+                va: va(BASE + s as u32),
+                level: Level::Pmd,
+            },
+        ),
+        (
+            0xFFFF_F000,
+            2 * PAGE_SIZE,
+            AttrError::VirtOutOfRange {
+                start: va(0xFFFF_F000),
+                len: 2 * PAGE_SIZE,
+            },
+        ),
+    ];
+    for (at, len, want) in cases {
+        let e = rig.assert_unchanged(|m| {
+            m.mapper
+                .set_memory(va(at), len, AttrChange::RO, &m.mmu, &mut m.alloc)
+        });
+        assert_eq!(e, Err(want));
+    }
+    // A hole in a PTE table: the page after a 4 KiB mapping.
+    rig.mapper
+        .map_range(
+            va(BASE + s as u32 * 2),
+            pa(PHYS),
+            PAGE_SIZE,
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .ignore();
+    let e = rig.assert_unchanged(|m| {
+        m.mapper.set_memory(
+            va(BASE + s as u32 * 2),
+            2 * PAGE_SIZE,
+            AttrChange::RO,
+            &m.mmu,
+            &mut m.alloc,
+        )
+    });
+    assert_eq!(
+        e,
+        Err(AttrError::NotMapped {
+            va: va(BASE + s as u32 * 2 + 0x1000),
+            level: Level::Pte
+        })
+    );
+}
+
+#[test]
+fn split_refuses_bad_ranges_pae() {
+    split_refuses_bad_ranges::<Pae>();
+}
+
+#[test]
+fn split_refuses_bad_ranges_two_level() {
+    split_refuses_bad_ranges::<TwoLevel>();
+}
+
+fn split_wc_without_pat_is_a_missing_feature<M: PagingMode>() {
+    let mut rig = rig::<M>(SimConfig {
+        has_pat: false,
+        ..SimConfig::for_mode::<M>()
+    });
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    for cache in [CacheType::WriteCombining, CacheType::WriteProtected] {
+        let e = rig.assert_unchanged(|m| {
+            m.mapper.set_memory(
+                va(BASE + 0x1000),
+                PAGE_SIZE,
+                AttrChange::cache(cache, PatLayout::RECOMMENDED),
+                &m.mmu,
+                &mut m.alloc,
+            )
+        });
+        assert_eq!(e, Err(AttrError::MissingFeature(CpuFeature::Pat)));
+    }
+    // UC needs no PAT: PCD + PWT, entry 3 of the power-on PAT.
+    rig.mapper
+        .set_memory(
+            va(BASE + 0x1000),
+            PAGE_SIZE,
+            AttrChange::cache(CacheType::Uncached, PatLayout::RECOMMENDED),
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    let t = rig.mmu.translate(va(BASE + 0x1000), Access::READ).unwrap();
+    assert_eq!(t.memory_type, MemoryType::Uc);
+}
+
+#[test]
+fn split_wc_without_pat_is_a_missing_feature_pae() {
+    split_wc_without_pat_is_a_missing_feature::<Pae>();
+}
+
+#[test]
+fn split_wc_without_pat_is_a_missing_feature_two_level() {
+    split_wc_without_pat_is_a_missing_feature::<TwoLevel>();
+}
+
+#[test]
+fn split_wc_missing_from_the_layout_is_a_cache_error() {
+    let mut rig = rig::<Pae>(SimConfig::pae());
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    let e = rig.assert_unchanged(|m| {
+        m.mapper.set_memory(
+            va(BASE),
+            PAGE_SIZE,
+            AttrChange::cache(CacheType::WriteCombining, PatLayout::POWER_ON),
+            &m.mmu,
+            &mut m.alloc,
+        )
+    });
+    assert!(matches!(e, Err(AttrError::Cache(_))), "{e:?}");
+}
+
+#[test]
+fn split_nx_without_nx_is_a_missing_feature_pae() {
+    let mut rig = rig::<Pae>(SimConfig::p6(paging_sim::SimPaging::Pae));
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::NX, &m.mmu, &mut m.alloc)
+    });
+    assert_eq!(e, Err(AttrError::MissingFeature(CpuFeature::NoExecute)));
+}
+
+#[test]
+fn split_nx_in_two_level_mode_is_unsupported() {
+    let mut rig = rig::<TwoLevel>(SimConfig::two_level());
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::NX, &m.mmu, &mut m.alloc)
+    });
+    assert!(matches!(e, Err(AttrError::Unsupported(_))), "{e:?}");
+}
+
+#[test]
+fn split_refuses_a_table_frame_out_of_reach_pae() {
+    // PTE tables from highmem (above 4 GiB) on a CPU whose entries reach
+    // 32 bits only: refused, and the frame given back.
+    let config = SimConfig {
+        max_phys_bits: 32,
+        ..recommended::<Pae>()
+    };
+    let mut rig = rig::<Pae>(config);
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    rig.mapper = paging_core::Mapper::new_isolated(
+        rig.mapper.root(),
+        paging_sim::SimAccess::new(rig.ram),
+        config.features(),
+    )
+    .unwrap()
+    .with_pte_zone(paging_core::Zone::PreferHighmem);
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::RO, &m.mmu, &mut m.alloc)
+    });
+    assert!(
+        matches!(e, Err(AttrError::TableOutOfReach { max_bits: 32, .. })),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn split_is_not_needed_for_a_whole_large_page() {
+    let mut rig = rig::<Pae>(recommended::<Pae>());
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    let live = rig.alloc.live();
+    let stats = rig
+        .mapper
+        .set_memory(
+            va(BASE),
+            span::<Pae>(),
+            AttrChange::RO,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    assert_eq!((stats.split, stats.large_pages, stats.changed), (0, 1, 1));
+    assert_eq!(rig.alloc.live(), live);
+    assert_eq!(fault(&rig, BASE + 0x1234, Access::WRITE), 0b11);
+}
+
+#[test]
+fn split_merge_refuses_misaligned_ranges() {
+    let mut rig = rig::<Pae>(recommended::<Pae>());
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .merge_large_pages(va(BASE + 1), PAGE_SIZE, &m.mmu, &mut m.alloc)
+    });
+    assert_eq!(e, Err(AttrError::Unaligned { addr: va(BASE + 1) }));
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .merge_large_pages(va(0xFFE0_0000), 1 << 22, &m.mmu, &mut m.alloc)
+    });
+    assert!(matches!(e, Err(AttrError::VirtOutOfRange { .. })), "{e:?}");
+}
+
+fn split_table_restricts_is_refused_with_nothing_changed<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    // A read-only page and a writable one below one table entry a loader
+    // made read-only: opening the entry for the first would let the
+    // second be written.
+    for (off, flags) in [(0, MapFlags::KERNEL_RO), (0x1000, MapFlags::KERNEL_RW)] {
+        rig.mapper
+            .map_range(
+                va(BASE + off),
+                pa(PHYS + u64::from(off)),
+                PAGE_SIZE,
+                flags,
+                LargePages::Avoid,
+                &mut rig.alloc,
+            )
+            .unwrap()
+            .ignore();
+    }
+    let (slot, pmd) = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap();
+    let raw = pmd.raw() & !(1 << 1);
+    poke(&rig, slot, raw);
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::RW, &m.mmu, &mut m.alloc)
+    });
+    assert_eq!(
+        e,
+        Err(AttrError::TableRestricts {
+            va: va(BASE),
+            level: Level::Pmd,
+            raw
+        })
+    );
+}
+
+#[test]
+fn split_table_restricts_is_refused_with_nothing_changed_pae() {
+    split_table_restricts_is_refused_with_nothing_changed::<Pae>();
+}
+
+#[test]
+fn split_table_restricts_is_refused_with_nothing_changed_two_level() {
+    split_table_restricts_is_refused_with_nothing_changed::<TwoLevel>();
+}
+
+fn split_unreachable_new_table_is_an_access_error<M: PagingMode>() {
+    let config = recommended::<M>();
+    let mut rig = rig::<M>(config);
+    map_large(&mut rig, 1, MapFlags::KERNEL_RW);
+    // The access reaches the tables there are, not the frame the split
+    // would take next.
+    let limit = rig
+        .alloc
+        .live_frames()
+        .iter()
+        .map(|f| f.start_address().as_u64() + PAGE_SIZE)
+        .max()
+        .unwrap();
+    rig.mapper = paging_core::Mapper::new_isolated(
+        rig.mapper.root(),
+        paging_sim::SimAccess::below(rig.ram, limit),
+        config.features(),
+    )
+    .unwrap();
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::RO, &m.mmu, &mut m.alloc)
+    });
+    assert!(
+        matches!(
+            e,
+            Err(AttrError::Access(paging_core::AccessError::Unreachable(_)))
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn split_unreachable_new_table_is_an_access_error_pae() {
+    split_unreachable_new_table_is_an_access_error::<Pae>();
+}
+
+#[test]
+fn split_unreachable_new_table_is_an_access_error_two_level() {
+    split_unreachable_new_table_is_an_access_error::<TwoLevel>();
+}
+
+/// A uniform table under a table entry a loader made read-only: the merged
+/// large page is read-only too (SDM 4.6: R/W is ANDed over the levels), so
+/// every address translates as it did.
+fn split_merge_keeps_a_restrictive_table_entrys_rights<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    rig.mapper
+        .map_range(
+            va(BASE),
+            pa(PHYS),
+            span::<M>(),
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .ignore();
+    let (slot, pmd) = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap();
+    poke(&rig, slot, pmd.raw() & !(1 << 1));
+    assert_eq!(fault(&rig, BASE + 0x3000, Access::WRITE), 0b11);
+    let stats = rig
+        .mapper
+        .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!(stats.merged, 1);
+    let t = rig.mmu.translate(va(BASE + 0x3000), Access::READ).unwrap();
+    assert_eq!((t.size, t.writable), (M::LARGE_PAGE_SIZE, false));
+    assert_eq!(fault(&rig, BASE + 0x3000, Access::WRITE), 0b11);
+}
+
+#[test]
+fn split_merge_keeps_a_restrictive_table_entrys_rights_pae() {
+    split_merge_keeps_a_restrictive_table_entrys_rights::<Pae>();
+}
+
+#[test]
+fn split_merge_keeps_a_restrictive_table_entrys_rights_two_level() {
+    split_merge_keeps_a_restrictive_table_entrys_rights::<TwoLevel>();
+}
