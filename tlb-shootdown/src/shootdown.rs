@@ -500,32 +500,55 @@ impl<P: IpiPlatform, const CPUS: usize> Shootdown<P, CPUS> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use paging_core::VirtAddr;
+    use paging_core::{Flush, VirtAddr};
 
-    /// A platform that sends nothing (every CPU here is brought online and
-    /// offline by the test itself).
-    struct Silent;
+    use core::cell::Cell;
+    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+    /// A platform that delivers nothing (every CPU here is brought online
+    /// and offline by the test itself) and records what it was asked to
+    /// send; the current CPU is whatever the test sets.
+    #[derive(Default)]
+    struct Silent {
+        cpu: AtomicUsize,
+        sent: AtomicU64,
+    }
+    impl Silent {
+        fn on(&self, cpu: usize) {
+            self.cpu.store(cpu, SeqCst);
+        }
+        fn sent(&self) -> u64 {
+            self.sent.load(SeqCst)
+        }
+    }
     impl IpiPlatform for Silent {
         fn current_cpu(&self) -> usize {
-            0
+            self.cpu.load(SeqCst)
         }
-        fn send(&self, _: CpuSet) {}
+        fn send(&self, targets: CpuSet) {
+            self.sent.fetch_or(targets.bits(), SeqCst);
+        }
     }
 
-    /// A local TLB that does nothing.
-    struct NoTlb;
+    /// A local TLB that counts full flushes.
+    #[derive(Default)]
+    struct NoTlb {
+        everything: Cell<u32>,
+    }
     impl TlbOps for NoTlb {
         fn flush_page(&self, _: VirtAddr) {}
         fn flush_all(&self) {}
-        fn flush_everything(&self) {}
+        fn flush_everything(&self) {
+            self.everything.set(self.everything.get() + 1);
+        }
     }
 
     #[test]
     fn the_online_set_spans_both_words_of_64_cpus() {
-        let sd = Shootdown::<Silent, 64>::new(Silent);
+        let sd = Shootdown::<Silent, 64>::new(Silent::default());
         assert!(sd.online().is_empty());
         for cpu in [0, 5, 31, 32, 40, 63] {
-            sd.set_online(cpu, &NoTlb).unwrap();
+            sd.set_online(cpu, &NoTlb::default()).unwrap();
         }
         let online = sd.online();
         assert_eq!(online.len(), 6, "{online:?}");
@@ -536,15 +559,94 @@ mod tests {
                 "cpu {cpu}"
             );
         }
-        sd.set_offline(40, &NoTlb).unwrap();
-        sd.set_offline(5, &NoTlb).unwrap();
+        sd.set_offline(40, &NoTlb::default()).unwrap();
+        sd.set_offline(5, &NoTlb::default()).unwrap();
         let online = sd.online();
         assert!(!online.contains(40) && !online.contains(5));
         assert!(online.contains(32) && online.contains(31) && online.contains(63));
         assert_eq!(online.len(), 4);
         assert_eq!(
-            sd.set_online(64, &NoTlb),
+            sd.set_online(64, &NoTlb::default()),
             Err(ShootdownError::NoSuchCpu { cpu: 64 })
         );
+    }
+
+    #[test]
+    fn a_cpu_beyond_the_table_is_served_nothing_and_flushes_only_itself() {
+        let sd = Shootdown::<Silent, 4>::new(Silent::default());
+        sd.platform().on(4);
+        let tlb = NoTlb::default();
+        assert!(!sd.service(&tlb));
+        sd.flush_everything_local(&tlb);
+        assert_eq!(tlb.everything.get(), 1, "its own TLB is still flushed");
+        let start = sd.begin_full_flush();
+        sd.record_full_flush(start);
+        assert_eq!(
+            sd.flush(Flush::page(VirtAddr::new(0x1000)), Targets::Local, &tlb),
+            Err(ShootdownError::NoSuchCpu { cpu: 4 })
+        );
+    }
+
+    #[test]
+    fn a_recorded_full_flush_lets_flush_since_skip_that_cpu() {
+        let sd = Shootdown::<Silent, 4>::new(Silent::default()).with_ack_limit(3);
+        let tlb = NoTlb::default();
+        sd.set_online(0, &tlb).unwrap();
+        sd.set_online(1, &tlb).unwrap();
+        // Entries cleared, then the mark; CPU 1 then flushes everything by
+        // itself (a CR4.PGE toggle) and records it.
+        let since = sd.mark();
+        sd.platform().on(1);
+        let start = sd.begin_full_flush();
+        sd.record_full_flush(start);
+        sd.platform().on(0);
+        let report = sd
+            .flush_since(
+                Flush::page(VirtAddr::new(0x1000)),
+                since,
+                Targets::AllCpus,
+                &tlb,
+            )
+            .unwrap();
+        assert!(report.skipped.contains(1), "{report:?}");
+        assert_eq!(sd.platform().sent(), 0, "no interrupt for CPU 1");
+        // A full flush that began before the mark does not count.
+        let early = sd.begin_full_flush();
+        let since = sd.mark();
+        sd.platform().on(1);
+        sd.record_full_flush(early);
+        sd.platform().on(0);
+        assert_eq!(
+            sd.flush_since(
+                Flush::page(VirtAddr::new(0x1000)),
+                since,
+                Targets::AllCpus,
+                &tlb
+            ),
+            Err(ShootdownError::NoAck {
+                cpus: CpuSet::single(1)
+            })
+        );
+        assert_eq!(sd.platform().sent(), 1 << 1);
+    }
+
+    #[test]
+    fn an_empty_request_or_target_set_sends_nothing() {
+        let sd = Shootdown::<Silent, 4>::new(Silent::default()).with_ack_limit(3);
+        let tlb = NoTlb::default();
+        sd.set_online(0, &tlb).unwrap();
+        sd.set_online(2, &tlb).unwrap();
+        let report = sd.flush(Flush::none(), Targets::AllCpus, &tlb).unwrap();
+        assert!(report.ipis.is_empty() && !report.local, "{report:?}");
+        let report = sd
+            .flush(
+                Flush::page(VirtAddr::new(0x1000)),
+                Targets::Cpus(CpuSet::empty()),
+                &tlb,
+            )
+            .unwrap();
+        assert!(report.ipis.is_empty() && !report.local, "{report:?}");
+        assert_eq!(sd.platform().sent(), 0);
+        assert_eq!(sd.stats().shootdowns, 0);
     }
 }
