@@ -33,3 +33,11 @@ pub use input::Input;
 pub use kmap_ops::kmap_ops;
 pub use mapper_ops::mapper_ops;
 pub use multiboot_input::multiboot;
+
+/// The workspace README's Rust examples, run as doctests so they stay true.
+/// They live in this unpublished crate, which depends on every crate they
+/// use, so that no published package refers to a file outside itself (in
+/// `paging-core` this made `cargo test --doc` fail from its tarball).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadme;

@@ -57,8 +57,3 @@ pub use range::{FrameRange, PageRange};
 pub use sync::{KernelSync, SyncError, SyncOutcome, sync_kernel_entry};
 pub use table::{PtrTable, RawTable};
 pub use walk::{Slot, Translation, Walk, Walker};
-
-/// The workspace README's Rust examples, run as doctests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct WorkspaceReadme;
