@@ -33,8 +33,8 @@ pub const MAX_UP: usize = 3;
 pub const MARK: &str = "// layer:";
 
 /// Folder ranks, lowest first: a file may import files of its own folder
-/// and of lower ranks. Files directly in `src/` (but `main.rs`) rank as
-/// `base`; `main.rs`, the crate root with `kmain`, ranks above all.
+/// and of lower ranks. Files directly in `src/` (`main.rs`, the crate root
+/// with `kmain`, and its helpers) rank as `main`, above all.
 pub const RANKS: [&str; 8] = [
     "base",
     "arch",
@@ -87,8 +87,7 @@ impl File {
     fn folder(&self) -> &str {
         match self.path.split_once('/') {
             Some((folder, _)) => folder,
-            None if self.module.is_empty() => "main",
-            None => "base",
+            None => "main",
         }
     }
 }
@@ -573,9 +572,20 @@ fn strongly_connected(n: usize, imports: &[Import]) -> Vec<Vec<usize>> {
 
 /// `cargo xtask layers`: prints the drawing's figures; fails if a rule is
 /// broken.
+/// `--imports` lists every import first.
 pub fn run(args: &[String]) -> Result<(), String> {
-    if let Some(other) = args.first() {
-        return Err(format!("unknown option `{other}` for layers"));
+    match args.first().map(String::as_str) {
+        None => {}
+        Some("--imports") => {
+            let drawing = Drawing::read(&crate::process::repo_root().join(SOURCE))?;
+            for import in &drawing.imports {
+                println!(
+                    "{} -> {}",
+                    drawing.files[import.from].path, drawing.files[import.to].path
+                );
+            }
+        }
+        Some(other) => return Err(format!("unknown option `{other}` for layers")),
     }
     check(&crate::process::repo_root())
 }

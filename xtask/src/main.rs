@@ -15,7 +15,7 @@
 //! cargo xtask cpus [--mode 2level|pae|both] [--models A,B,...] [--jobs N]
 //!                  [--timeout SECS]
 //! cargo xtask memory-map
-//! cargo xtask layers
+//! cargo xtask layers [--imports]
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
 //! cargo xtask loom [--preemptions N]
@@ -131,6 +131,7 @@ commands:
          wider than two files, at most three imports pointing back up the
          folder ranks (base < arch < boot < mm < smp < proc < selftests <
          main), each with a `// layer: why` comment; fails if one breaks
+           --imports                list every import (file -> file) first
   bench  run the benchmark suite (benches/README.md) and print its table
            --quick                  short measurements (smoke run)
            --no-callgrind           skip the instruction counts
