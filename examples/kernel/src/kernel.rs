@@ -3,10 +3,10 @@
 use fixmap::ContiguousWindow;
 use paging_core::PhysAddr;
 
-use crate::context::BootContext;
-use crate::early_fixmap::KernelFixmapT;
-use crate::layout::Layout;
-use crate::mode::Mode;
+use crate::arch::mode::Mode;
+use crate::boot::context::BootContext;
+use crate::mm::early_fixmap::KernelFixmapT;
+use crate::mm::layout::Layout;
 
 /// The booted kernel.
 pub struct Kernel {

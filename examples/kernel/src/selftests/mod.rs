@@ -6,6 +6,7 @@ mod framebuffer;
 mod fuzz;
 mod global_pages;
 mod hardening;
+pub mod harness;
 mod highmem;
 mod hostile;
 mod kernel_sync;
@@ -24,7 +25,7 @@ mod smp_races;
 mod smp_shootdown;
 mod soak;
 
-use crate::test::Test;
+use crate::selftests::harness::Test;
 
 /// The soak alone: what a boot with `soak.seconds=N` runs instead of
 /// [`ALL`] (`cargo xtask soak`).

@@ -10,15 +10,15 @@ use core::sync::atomic::Ordering;
 use paging_core::Zone;
 
 use crate::kernel::Kernel;
-use crate::layout::CPUS;
-use crate::process::{self, COUNTERS, KILLED, Outcome};
-use crate::test::{Failure, TestResult};
-use crate::user::{self, Program};
+use crate::mm::layout::CPUS;
+use crate::proc::process::{self, COUNTERS, KILLED, Outcome};
+use crate::proc::user::{self, Program};
+use crate::selftests::harness::{Failure, TestResult};
 use crate::{ensure, fail, failure, println, smp};
 
 /// Address spaces registered with the kernel sync now.
 fn registered() -> usize {
-    crate::kernel_sync::get().map_or(0, |s| s.registered())
+    crate::mm::kernel_sync::get().map_or(0, |s| s.registered())
 }
 
 /// Runs the processes spawned so far, reaps them all, checks every frame
@@ -205,7 +205,7 @@ pub fn process_killed_on_bad_access_others_finish(_: &Kernel) -> TestResult {
         let Some(o) = outcomes.iter().find(|o| o.pid == pids[i]) else {
             fail!("{} never ended", program.name);
         };
-        let nx_runs = program.name == "bad-nx-fetch" && !crate::mode::nx_enabled();
+        let nx_runs = program.name == "bad-nx-fetch" && !crate::arch::mode::nx_enabled();
         if nx_runs {
             ensure!(
                 o.exit_code == 7 && o.kill_reason.is_none(),
@@ -259,7 +259,7 @@ pub fn process_preempt_while_holding_local_kmaps(_: &Kernel) -> TestResult {
     }
     println!(
         "    3 processes on cpu {cpu} each held 2 local kmaps across 3 timer preemptions: {preemptions} preemptions ({} timer ticks on that CPU so far), {restores} local-kmap stacks put back, every word right",
-        crate::timer::ticks(cpu)
+        crate::proc::timer::ticks(cpu)
     );
     Ok(())
 }
@@ -286,7 +286,7 @@ pub fn process_page_tables_in_highmem_save_lowmem(kernel: &Kernel) -> TestResult
     };
     let (hl, hh) = per(Zone::PreferHighmem)?;
     let (ll, lh) = per(Zone::Lowmem)?;
-    let has_highmem = kernel.layout.lowmem_limit < crate::layout::MAX_LOWMEM || hh > 0;
+    let has_highmem = kernel.layout.lowmem_limit < crate::mm::layout::MAX_LOWMEM || hh > 0;
     if hh > 0 {
         ensure!(
             hl < ll,

@@ -11,18 +11,18 @@ use paging_core::{PhysFrame, VirtAddr};
 
 use super::flush_policies::clear_area;
 use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
-use crate::direct_map::DirectMapAccess;
 use crate::kernel::Kernel;
-use crate::kmap_policy::KernelPolicy;
-use crate::kmap_setup::KernelWait;
-use crate::layout::{CPUS, KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
-use crate::shootdown::{self, KernelTlb, SHOOTDOWN};
-use crate::test::{Failure, TestResult};
-use crate::{ensure, fail, failure, mode, pit, println, smp};
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kmap_policy::KernelPolicy;
+use crate::mm::kmap_setup::KernelWait;
+use crate::mm::layout::{CPUS, KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
+use crate::mm::shootdown::{self, KernelTlb, SHOOTDOWN};
+use crate::selftests::harness::{Failure, TestResult};
+use crate::{arch::mode, arch::pit, ensure, fail, failure, println, smp};
 
 /// A storm pool at the start of one flush-policy test area.
 type StormPool = kmap::PersistentPool<
-    crate::mode::Mode,
+    crate::arch::mode::Mode,
     DirectMapAccess,
     KernelTlb,
     KernelPolicy,
@@ -270,8 +270,8 @@ pub fn soak_storm(kernel: &Kernel, k: usize) -> Result<SoakStorm, Failure> {
 
 /// The TSC, or 0 on a CPU without one.
 fn tsc() -> u64 {
-    if crate::cpu::has_tsc() {
-        crate::cpu::rdtsc()
+    if crate::arch::cpu::has_tsc() {
+        crate::arch::cpu::rdtsc()
     } else {
         0
     }
@@ -321,9 +321,9 @@ fn hit_rates(
         KernelWait,
     )
     .map_err(|e| failure!("hit-rate pool: {e}"))?;
-    let t0 = crate::cpu::rdtsc();
+    let t0 = crate::arch::cpu::rdtsc();
     pit::delay_us(20_000);
-    let tsc_hz = (crate::cpu::rdtsc() - t0) * 50;
+    let tsc_hz = (crate::arch::cpu::rdtsc() - t0) * 50;
     let result = measure_hits(&pool, pages, tsc_hz);
     clear_area(kernel, base)?;
     result
@@ -388,7 +388,7 @@ fn hit_worker(cpu: usize, arg: usize) {
     while run.arrived.load(Ordering::SeqCst) < run.cpus {
         core::hint::spin_loop();
     }
-    let start = crate::cpu::rdtsc();
+    let start = crate::arch::cpu::rdtsc();
     for _ in 0..HIT_OPS {
         match run.pool.map(&mut task, page) {
             Ok(k) => drop(core::hint::black_box(k)),
@@ -397,7 +397,7 @@ fn hit_worker(cpu: usize, arg: usize) {
             }
         }
     }
-    let cycles = (crate::cpu::rdtsc() - start) / u64::from(HIT_OPS);
+    let cycles = (crate::arch::cpu::rdtsc() - start) / u64::from(HIT_OPS);
     run.cycles[cpu].store(cycles.min(u64::from(u32::MAX)) as u32, Ordering::SeqCst);
 }
 
@@ -472,7 +472,7 @@ fn storm_worker(cpu: usize, arg: usize) {
 
 /// Pool of the deadlock test: fewer slots than CPUs x mappings.
 type TinyPool = kmap::PersistentPool<
-    crate::mode::Mode,
+    crate::arch::mode::Mode,
     DirectMapAccess,
     KernelTlb,
     KernelPolicy,
@@ -655,7 +655,7 @@ fn watchdog(state: &Deadlock<'_>) {
                     "    reason: watchdog: no kmap round finished for {STALL_MS} ms (deadlock); reservation waits per CPU {:?}",
                     core::array::from_fn::<u32, CPUS, _>(|c| state.waits[c].load(Ordering::SeqCst))
                 );
-                crate::io::exit_qemu(false);
+                crate::arch::io::exit_qemu(false);
             }
         } else {
             last = now;
@@ -684,7 +684,7 @@ struct Contexts<'a> {
 static CONTEXTS: AtomicUsize = AtomicUsize::new(0);
 
 pub fn smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait(_: &Kernel) -> TestResult {
-    let pool = crate::kmap_setup::pool().ok_or_else(|| failure!("no kmap pool"))?;
+    let pool = crate::mm::kmap_setup::pool().ok_or_else(|| failure!("no kmap pool"))?;
     let (pages, _) = test_pages::<64>()?;
     let result = (|| {
         // SAFETY: a token for this filling task.
@@ -744,7 +744,7 @@ fn local_worker(cpu: usize, arg: usize) {
     // SAFETY: the `Contexts` on the boot CPU's stack, alive until
     // `run_on_all` returns.
     let ctx = unsafe { &*(arg as *const Contexts<'_>) };
-    let Some(local) = crate::kmap_setup::local() else {
+    let Some(local) = crate::mm::kmap_setup::local() else {
         ctx.bad.fetch_add(1, Ordering::SeqCst);
         return;
     };
@@ -756,7 +756,7 @@ fn local_worker(cpu: usize, arg: usize) {
         let page = ctx.pages[(i as usize * 7 + cpu * 13) % 64];
         // Interrupts off while the local slot is held: the task stays on
         // this CPU and nothing else uses its stack of slots.
-        let ok = crate::cpu::without_interrupts(|| match local.map(cpu, page) {
+        let ok = crate::arch::cpu::without_interrupts(|| match local.map(cpu, page) {
             Ok(k) => {
                 // SAFETY: the slot maps a test frame.
                 let word = unsafe { read_word(k.va().as_u32() as usize) };
@@ -779,7 +779,10 @@ fn map_in_interrupt(cpu: usize) {
     // SAFETY: set by the test to its `Contexts` for the duration of the
     // interrupt phase.
     let ctx = unsafe { &*(arg as *const Contexts<'_>) };
-    let (Some(pool), Some(local)) = (crate::kmap_setup::pool(), crate::kmap_setup::local()) else {
+    let (Some(pool), Some(local)) = (
+        crate::mm::kmap_setup::pool(),
+        crate::mm::kmap_setup::local(),
+    ) else {
         ctx.bad.fetch_add(1, Ordering::SeqCst);
         return;
     };

@@ -9,12 +9,15 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use super::kernel_sync::{EXPECTED_FILLS, VmallocPage};
 use super::memory_access::read_word;
-use crate::address_space::AddressSpace;
-use crate::direct_map::DirectMapAccess;
 use crate::kernel::Kernel;
-use crate::layout::CPUS;
-use crate::test::{Failure, TestResult};
-use crate::{apic, ensure, failure, frames, kernel_sync, kmap_setup, mode, nmi, println, smp};
+use crate::mm::address_space::AddressSpace;
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::layout::CPUS;
+use crate::selftests::harness::{Failure, TestResult};
+use crate::{
+    arch::apic, arch::mode, arch::nmi, ensure, failure, mm::frames, mm::kernel_sync,
+    mm::kmap_setup, println, smp,
+};
 use paging_core::{PhysAddr, Zone};
 
 /// One fresh address space per CPU, registered before the vmalloc page is

@@ -15,10 +15,10 @@
 //! operations per second per CPU and the worst wait for a kmap slot.
 
 use crate::kernel::Kernel;
-use crate::test::TestResult;
+use crate::selftests::harness::TestResult;
 use kmap::FlushPolicy;
 
-use crate::{ensure, failure, println, process, smp, watchdog};
+use crate::{ensure, failure, println, proc::process, smp, smp::watchdog};
 
 use super::kernel_sync::VmallocPage;
 use super::{processes, smp_kmap, smp_races};
@@ -44,11 +44,11 @@ pub fn soak_kmap_processes_and_nmis_on_every_cpu(kernel: &Kernel) -> TestResult 
     // area up in a long soak.
     let nmi_page = match crate::smp::no_apic() {
         Some(_) => None,
-        None => Some(VmallocPage::new(&mut crate::frames::lock())?),
+        None => Some(VmallocPage::new(&mut crate::mm::frames::lock())?),
     };
     let result = rounds_until(kernel, seconds, nmi_page.as_ref());
     if let Some(page) = nmi_page {
-        page.release(&mut crate::frames::lock())?;
+        page.release(&mut crate::mm::frames::lock())?;
     }
     result
 }
@@ -105,7 +105,7 @@ fn rounds_until(kernel: &Kernel, seconds: u32, nmi_page: Option<&VmallocPage>) -
         println!(
             "    soak: round {rounds} done at {} ms: kmap policy {}, {} maps, {} waits; 73 processes; NMIs on every CPU; every frame and slot back",
             clock().wrapping_sub(start),
-            crate::kmap_policy::KernelPolicy::ALL[(rounds as usize - 1) % 5].name(),
+            crate::mm::kmap_policy::KernelPolicy::ALL[(rounds as usize - 1) % 5].name(),
             storm.ops,
             storm.waits
         );

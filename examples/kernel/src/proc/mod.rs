@@ -1,0 +1,6 @@
+//! Processes: the process table and scheduler, system calls, user faults, user programs, user copies and the timer that preempts them.
+
+pub mod process;
+pub mod timer;
+pub mod user;
+pub mod usercopy;
