@@ -273,7 +273,7 @@ fn name(vector: u32) -> &'static str {
 #[unsafe(no_mangle)]
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     if frame.vector == crate::arch::idt::SYSCALL_VECTOR {
-        crate::proc::process::syscall(frame);
+        crate::proc::syscall::syscall(frame);
         return;
     }
     if frame.vector == u32::from(crate::proc::timer::TIMER_VECTOR) {
@@ -294,8 +294,8 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             return;
         }
         if (frame.user_mode() || address < crate::mm::layout::PAGE_OFFSET)
-            && crate::proc::process::running()
-            && crate::proc::process::page_fault(frame, address, frame.error_code)
+            && crate::proc::sched::running()
+            && crate::proc::fault::page_fault(frame, address, frame.error_code)
         {
             return;
         }
@@ -311,7 +311,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             frame.error_code,
             fault_probe::ErrorCode(frame.error_code)
         );
-    } else if crate::proc::process::user_exception(frame) {
+    } else if crate::proc::fault::user_exception(frame) {
         return;
     } else {
         println!();

@@ -1,6 +1,6 @@
 //! Hardware guards at the ring-3 boundary, where CPUID reports them
 //! (QEMU's `-cpu max` has all three), on while the scheduler runs
-//! processes ([`crate::proc::process::run_until_done`]):
+//! processes ([`crate::proc::sched::run_until_done`]):
 //!
 //! - **SMEP** (CR4.20): a supervisor instruction fetch from a user page
 //!   faults: the kernel can never be made to run code a process wrote.

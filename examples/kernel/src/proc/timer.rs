@@ -3,7 +3,7 @@
 //!
 //! The APIC timer is calibrated once against the PIT (boot CPU, at SMP
 //! start-up); each CPU runs its own timer while its scheduler runs
-//! processes ([`crate::proc::process::run_until_done`]), every [`PERIOD_MS`].
+//! processes ([`crate::proc::sched::run_until_done`]), every [`PERIOD_MS`].
 //! Without a local APIC there is one CPU, and the PIT's channel 0 ticks
 //! instead: IRQ 0 through the legacy PIC, routed to [`TIMER_VECTOR`]'s
 //! handler.
@@ -11,7 +11,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::mm::layout::CPUS;
-use crate::{arch::apic, arch::gdt, arch::idt, arch::pit, proc::process};
+use crate::{arch::apic, arch::gdt, arch::idt, arch::pit};
 
 /// Vector of the timer interrupt.
 pub const TIMER_VECTOR: u8 = 0x40;
@@ -93,5 +93,5 @@ pub fn interrupt(frame: &crate::arch::exceptions::ExceptionFrame) {
         pit::end_of_irq0();
     }
     TICKS[gdt::cpu_index() % CPUS].fetch_add(1, Ordering::Relaxed);
-    process::timer_tick(frame);
+    crate::proc::sched::timer_tick(frame);
 }

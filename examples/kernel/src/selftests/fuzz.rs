@@ -59,9 +59,10 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
         // Rounds of at most about 12,000 calls on four CPUs: each round
         // prints a line, so a slow emulator is seen to be going.
         let budget = ((target - made) / roots).clamp(64, 1000);
-        let before = process::free_frames();
+        let before = crate::proc::sched::free_frames();
         for &cpu in cpus.iter().cycle().take(roots as usize) {
-            let pid = process::spawn(user::fuzz(), budget, Zone::PreferHighmem, Some(cpu))?;
+            let pid =
+                crate::proc::spawn::spawn(user::fuzz(), budget, Zone::PreferHighmem, Some(cpu))?;
             process::make_quiet(pid);
             processes += 1;
         }

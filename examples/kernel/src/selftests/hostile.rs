@@ -17,7 +17,7 @@ use crate::selftests::harness::{Failure, TestResult};
 use crate::{arch::gdt, ensure, fail, println, smp};
 
 fn spawn(program: Program, arg: u32) -> Result<u32, Failure> {
-    process::spawn(program, arg, Zone::PreferHighmem, None)
+    crate::proc::spawn::spawn(program, arg, Zone::PreferHighmem, None)
 }
 
 /// The last online CPU (the one the single-CPU tests share).
@@ -26,8 +26,8 @@ fn last_cpu() -> usize {
 }
 
 /// Runs one process to its end; its outcome (the only one reaped).
-fn run_one(program: Program, arg: u32) -> Result<process::Outcome, Failure> {
-    let before = process::free_frames();
+fn run_one(program: Program, arg: u32) -> Result<crate::proc::sched::Outcome, Failure> {
+    let before = crate::proc::sched::free_frames();
     spawn(program, arg)?;
     let outcomes = run_and_reap(before)?;
     let [o] = outcomes.as_slice() else {
@@ -210,21 +210,21 @@ pub fn user_hostile_child_limit(_: &Kernel) -> TestResult {
 /// next tick (+1); and the stamp and the pick each read the tick count at
 /// an arbitrary point of a tick (+1 for the rounding).
 pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let cpu = last_cpu();
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed);
     let ticks = crate::proc::timer::ticks(cpu);
     for _ in 0..4 {
-        process::spawn(user::spinner(), 20_000_000, Zone::PreferHighmem, Some(cpu))?;
+        crate::proc::spawn::spawn(user::spinner(), 20_000_000, Zone::PreferHighmem, Some(cpu))?;
     }
-    process::fairness_reset();
+    crate::proc::sched::fairness_reset();
     let outcomes = run_and_reap(before)?;
     ensure!(
         outcomes.len() == 4,
         "{} of 4 spinners ended",
         outcomes.len()
     );
-    let (worst, picks, ready) = process::fairness(cpu);
+    let (worst, picks, ready) = crate::proc::sched::fairness(cpu);
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed) - preemptions;
     let ticks = crate::proc::timer::ticks(cpu) - ticks;
     ensure!(
@@ -252,15 +252,15 @@ pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
 /// they start from `fninit`'s state with zeroed registers. Prints the
 /// eager save + restore cost.
 pub fn user_hostile_fpu_state_never_crosses_processes(_: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let cpu = last_cpu();
     let cost = crate::arch::fpu::switch_cost();
     let secrets = [0x1234_5678u32, 0x0BAD_F00D];
     for secret in secrets {
-        process::spawn(user::fpu_keeper(), secret, Zone::PreferHighmem, Some(cpu))?;
+        crate::proc::spawn::spawn(user::fpu_keeper(), secret, Zone::PreferHighmem, Some(cpu))?;
     }
     for _ in 0..2 {
-        process::spawn(user::fpu_checker(), 0, Zone::PreferHighmem, Some(cpu))?;
+        crate::proc::spawn::spawn(user::fpu_checker(), 0, Zone::PreferHighmem, Some(cpu))?;
     }
     let outcomes = run_and_reap(before)?;
     ensure!(
@@ -331,7 +331,7 @@ fn with_user_pages(f: impl FnOnce() -> TestResult) -> TestResult {
     use crate::mm::layout::PAGE_OFFSET;
     use paging_core::{FrameAllocator, MapFlags, Page, VirtAddr};
 
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let mut guard = frames::lock();
     let (Some(rw), Some(ro)) = (
         guard.allocate_frame(Zone::Lowmem),
@@ -381,7 +381,7 @@ fn with_user_pages(f: impl FnOnce() -> TestResult) -> TestResult {
     }
     drop(guard);
     ensure!(
-        process::free_frames() == before,
+        crate::proc::sched::free_frames() == before,
         "frames not back after the guard test"
     );
     ensure!(
@@ -499,7 +499,7 @@ pub fn user_hostile_smep_and_smap_guard_user_pages(_: &Kernel) -> TestResult {
 /// are a #GP that kills the process.
 pub fn user_hostile_umip_hides_descriptor_tables(_: &Kernel) -> TestResult {
     let (_, _, umip) = crate::arch::guards::available();
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let mut pids = [0u32; 4];
     for (which, pid) in pids.iter_mut().enumerate() {
         *pid = spawn(user::umip(), which as u32)?;
