@@ -7,4 +7,7 @@ pub mod spawn;
 pub mod syscall;
 pub mod timer;
 pub mod user;
+pub mod user_basic;
+pub mod user_fuzz;
+pub mod user_hostile;
 pub mod usercopy;
