@@ -281,7 +281,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         return;
     }
     if frame.vector >= 32 {
-        crate::smp::interrupt(frame.vector);
+        crate::smp::work::interrupt(frame.vector);
         return;
     }
     if frame.vector == NMI {

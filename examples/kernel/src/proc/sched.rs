@@ -17,7 +17,7 @@ use crate::mm::frames::{self, ZoneId};
 use crate::mm::kmap_setup::{self};
 use crate::mm::layout::CPUS;
 use crate::mm::shootdown::{self};
-use crate::{arch::cpu, arch::double_fault, arch::gdt, println, proc::timer, smp};
+use crate::{arch::cpu, arch::double_fault, arch::gdt, println, proc::timer};
 
 /// The slot of the process this CPU runs.
 pub(super) fn current_slot() -> Option<usize> {
@@ -69,7 +69,7 @@ switch_context:
 /// Runs the processes pinned to this CPU until no process is left alive
 /// on any CPU (one could still fork a child onto this one); zombies stay
 /// for their parents (or [`reap_all`]). Called on
-/// each CPU through `smp::run_on_all`, with the local-APIC timer running.
+/// each CPU through `crate::smp::work::run_on_all`, with the local-APIC timer running.
 pub fn run_until_done(cpu: usize) {
     crate::arch::fpu::init_cpu();
     let cr4 = crate::arch::guards::enable();
@@ -282,7 +282,7 @@ fn run_slot(cpu: usize, slot: usize) {
                 if let Some(target) = wake
                     && target != cpu
                 {
-                    smp::wake(target);
+                    crate::smp::work::wake(target);
                 }
             }
         }
@@ -356,7 +356,7 @@ fn outcome(p: &Process) -> Outcome {
 
 /// Runs every process to its end on every CPU.
 pub fn run_all() {
-    smp::run_on_all(|cpu, _| run_until_done(cpu), 0);
+    crate::smp::work::run_on_all(|cpu, _| run_until_done(cpu), 0);
 }
 
 /// Called by the timer interrupt (interrupts off): preempts the running

@@ -20,7 +20,7 @@ use crate::mm::layout::CPUS;
 use crate::mm::shootdown::{self};
 use crate::proc::user::{err, nr};
 use crate::selftests::harness::Failure;
-use crate::{arch::cpu, arch::gdt, print, println, proc::timer, smp};
+use crate::{arch::cpu, arch::gdt, print, println, proc::timer};
 
 /// Called for `int 0x80` (interrupts off, on the process's kernel stack).
 pub fn syscall(frame: &mut ExceptionFrame) {
@@ -311,7 +311,7 @@ fn sys_fork(slot: usize, user: &UserFrame) -> Result<u32, u32> {
     if let Some(target) = child_cpu
         && target != cpu
     {
-        smp::wake(target);
+        crate::smp::work::wake(target);
     }
     Ok(child)
 }

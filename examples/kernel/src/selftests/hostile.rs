@@ -298,7 +298,7 @@ fn record_ldtr(cpu: usize, _: usize) {
 /// H5: LDTR is null on every CPU; a ring-3 load of selector 0x0F (LDT
 /// entry 1) is a #GP that kills the process.
 pub fn user_hostile_ldt_selector_faults(_: &Kernel) -> TestResult {
-    smp::run_on_all(record_ldtr, 0);
+    crate::smp::work::run_on_all(record_ldtr, 0);
     for cpu in (0..CPUS).filter(|&c| smp::is_online(c)) {
         let ldtr = LDTRS[cpu].load(Ordering::Relaxed);
         ensure!(

@@ -48,7 +48,7 @@ pub fn smp_every_listed_cpu_is_online_in_the_kernel_tables(kernel: &Kernel) -> T
         report.list.count
     );
     RAN.store(0, Ordering::SeqCst);
-    smp::run_on_all(
+    crate::smp::work::run_on_all(
         |cpu, _| {
             if gdt::cpu_index() == cpu {
                 RAN.fetch_or(1 << cpu, Ordering::SeqCst);

@@ -198,7 +198,7 @@ fn storm_once(
         worst_map: AtomicU32::new(0),
     };
     let (before, inv_before) = (SHOOTDOWN.stats(), invalidations());
-    smp::run_on_all(storm_worker, &storm as *const Storm<'_> as usize);
+    crate::smp::work::run_on_all(storm_worker, &storm as *const Storm<'_> as usize);
     let (after, inv_after) = (SHOOTDOWN.stats(), invalidations());
     let kmap = pool.stats();
     let in_use = pool.in_use();
@@ -353,7 +353,7 @@ fn measure_hits(
             cycles: core::array::from_fn(|_| AtomicU32::new(0)),
             errors: AtomicU32::new(0),
         };
-        smp::run_on_all(hit_worker, &run as *const Hits<'_> as usize);
+        crate::smp::work::run_on_all(hit_worker, &run as *const Hits<'_> as usize);
         ensure!(
             run.errors.load(Ordering::SeqCst) == 0,
             "hit rate: {} kmap errors",
@@ -537,7 +537,7 @@ pub fn smp_two_kmap_deadlock_is_prevented_by_reservations(kernel: &Kernel) -> Te
             bad: AtomicU32::new(0),
             stalled: AtomicBool::new(false),
         };
-        smp::run_on_all(deadlock_worker, &state as *const Deadlock<'_> as usize);
+        crate::smp::work::run_on_all(deadlock_worker, &state as *const Deadlock<'_> as usize);
         let stats = pool.stats();
         clear_area(kernel, base)?;
         ensure!(
@@ -704,7 +704,7 @@ pub fn smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait(_: &Kernel) -> Test
             local: AtomicU32::new(0),
         };
         let before = SHOOTDOWN.stats();
-        smp::run_on_all(local_worker, &ctx as *const Contexts<'_> as usize);
+        crate::smp::work::run_on_all(local_worker, &ctx as *const Contexts<'_> as usize);
         let ipis = SHOOTDOWN.stats().ipis_sent - before.ipis_sent;
         ensure!(
             ctx.bad.load(Ordering::SeqCst) == 0,
@@ -717,7 +717,7 @@ pub fn smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait(_: &Kernel) -> Test
             ctx.cpus
         );
         CONTEXTS.store(&ctx as *const Contexts<'_> as usize, Ordering::SeqCst);
-        smp::run_on_all(interrupt_worker, &ctx as *const Contexts<'_> as usize);
+        crate::smp::work::run_on_all(interrupt_worker, &ctx as *const Contexts<'_> as usize);
         CONTEXTS.store(0, Ordering::SeqCst);
         let handled: u32 = ctx.done.iter().map(|d| d.load(Ordering::SeqCst)).sum();
         ensure!(
@@ -812,9 +812,9 @@ fn map_in_interrupt(cpu: usize) {
 fn interrupt_worker(cpu: usize, arg: usize) {
     // SAFETY: as in `local_worker`.
     let ctx = unsafe { &*(arg as *const Contexts<'_>) };
-    smp::set_interrupt_work(Some(map_in_interrupt));
+    crate::smp::work::set_interrupt_work(Some(map_in_interrupt));
     for n in 0..INTERRUPT_MAPS {
-        if smp::call_self().is_err() {
+        if crate::smp::work::call_self().is_err() {
             ctx.bad.fetch_add(1, Ordering::SeqCst);
             break;
         }
@@ -824,5 +824,5 @@ fn interrupt_worker(cpu: usize, arg: usize) {
             spins += 1;
         }
     }
-    smp::set_interrupt_work(None);
+    crate::smp::work::set_interrupt_work(None);
 }

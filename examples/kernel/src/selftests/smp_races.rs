@@ -117,7 +117,7 @@ pub fn smp_lazy_sync_race_on_a_fresh_vmalloc_entry(_: &Kernel) -> TestResult {
     let page = VmallocPage::new(&mut frames::lock())?;
     let race = Race::new(&spaces, &page);
     let before = kernel_sync::faults();
-    smp::run_on_all(
+    crate::smp::work::run_on_all(
         |cpu, arg| {
             // SAFETY: `arg` is the `Race` on the boot CPU's stack, alive
             // until `run_on_all` returns.
@@ -218,7 +218,7 @@ fn nmi_race(
     let before = kernel_sync::faults();
     static OUTCOME: spin::Mutex<Option<Result<(), Failure>>> = spin::Mutex::new(None);
     *OUTCOME.lock() = None;
-    smp::run_on_all(
+    crate::smp::work::run_on_all(
         |cpu, arg| {
             // SAFETY: `arg` is the `Race` on the boot CPU's stack, alive
             // until `run_on_all` returns.

@@ -106,7 +106,7 @@ fn run(
     let space_tlb = AddressSpaceTlb(readers);
     let mut outcome: Result<(u64, u64), Failure> = Ok((0, 0));
     let context = (&remap, &mut *space, pool, space_tlb, &mut outcome, region);
-    smp::run_on_all(worker, &context as *const _ as usize);
+    crate::smp::work::run_on_all(worker, &context as *const _ as usize);
     let (ipis, rounds) = outcome?;
     let stale = (
         remap.stale_kernel.load(Ordering::SeqCst),

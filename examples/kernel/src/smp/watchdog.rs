@@ -381,7 +381,7 @@ pub fn provoke(context: &BootContext) {
     );
     let held = crate::mm::frames::lock();
     if smp::online_count() > 1 {
-        smp::run_on_others(|_, _| drop(crate::mm::frames::lock()), 0);
+        crate::smp::work::run_on_others(|_, _| drop(crate::mm::frames::lock()), 0);
     }
     let again = crate::mm::frames::lock();
     drop(again);
