@@ -21,6 +21,8 @@ mod processes;
 mod pte_highmem;
 mod smp;
 mod smp_kmap;
+mod smp_kmap_deadlock;
+mod smp_kmap_local;
 mod smp_races;
 mod smp_shootdown;
 mod soak;
@@ -99,11 +101,11 @@ pub const ALL: &[Test] = &[
     },
     Test {
         name: "smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait",
-        run: smp_kmap::smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait,
+        run: smp_kmap_local::smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait,
     },
     Test {
         name: "smp_two_kmap_deadlock_is_prevented_by_reservations",
-        run: smp_kmap::smp_two_kmap_deadlock_is_prevented_by_reservations,
+        run: smp_kmap_deadlock::smp_two_kmap_deadlock_is_prevented_by_reservations,
     },
     Test {
         name: "process_runs_in_ring_3_and_makes_system_calls",
