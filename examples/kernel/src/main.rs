@@ -26,7 +26,6 @@ mod arch;
 mod base;
 mod boot;
 mod crash_demo;
-mod kernel;
 mod mm;
 mod proc;
 mod selftests;
@@ -34,9 +33,9 @@ mod smp;
 
 pub use boot::context::BootContext;
 
-use kernel::Kernel;
+use base::error::Error;
+use mm::kernel::Kernel;
 use mm::kmap_policy::KernelPolicy;
-use selftests::harness::Failure;
 
 /// First row of the VGA console, written through the early fixmap and read
 /// back by the fixmap self-test after the handover.
@@ -72,7 +71,7 @@ pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
 }
 
 /// The boot sequence after the assembly: each line one step.
-fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Failure> {
+fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Error> {
     install_cpu_tables();
     let early = mm::early_fixmap::set_up(BANNER)?; // 2. early fixmap + VGA console
     println!("early fixmap: static table, VGA text buffer in slot VGA_CONSOLE");

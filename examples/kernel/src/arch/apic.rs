@@ -16,10 +16,10 @@ use paging_core::cpu::{self, NativeTlb};
 use paging_core::{PhysAddr, PhysFrame};
 use volatile::VolatilePtr;
 
+use crate::base::error::Error;
 use crate::failure;
 use crate::mm::early_fixmap::{self, KernelFixmapT};
 use crate::mm::layout::KernelFixmap;
-use crate::selftests::harness::Failure;
 
 /// IA32_APIC_BASE: the APIC's physical base and enable bits.
 const IA32_APIC_BASE: u32 = 0x1B;
@@ -89,7 +89,7 @@ pub fn get() -> Option<&'static LocalApic> {
 
 /// The local APIC, mapped into the fixmap on first use (the same mapping
 /// afterwards).
-pub fn local_apic(fixmap: &KernelFixmapT) -> Result<&'static LocalApic, Failure> {
+pub fn local_apic(fixmap: &KernelFixmapT) -> Result<&'static LocalApic, Error> {
     if let Some(apic) = APIC.get() {
         return Ok(apic);
     }
@@ -151,12 +151,12 @@ impl LocalApic {
 
     /// Sends an NMI to this CPU and waits until the APIC has accepted it
     /// (the NMI itself may arrive a few instructions later).
-    pub fn send_nmi_to_self(&self) -> Result<(), Failure> {
+    pub fn send_nmi_to_self(&self) -> Result<(), Error> {
         self.send_nmi(self.id())
     }
 
     /// Sends an NMI to the CPU whose APIC ID is `apic_id`.
-    pub fn send_nmi(&self, apic_id: u32) -> Result<(), Failure> {
+    pub fn send_nmi(&self, apic_id: u32) -> Result<(), Error> {
         self.send(apic_id, ICR_DELIVERY_NMI | ICR_LEVEL_ASSERT)
             .map_err(|()| failure!("the APIC never accepted the NMI"))
     }

@@ -10,10 +10,10 @@ use paging_core::cpu::NativeTlb;
 use paging_core::{FrameAllocator, FreeStats, Mapper, PhysAddr, TableAccess, VirtAddr, Zone};
 
 use crate::arch::mode::{self, Mode};
+use crate::base::error::Error;
 use crate::failure;
 use crate::mm::kernel_sync;
 use crate::mm::layout::PAGE_OFFSET;
-use crate::selftests::harness::Failure;
 
 /// One address space: its directory, registered for the kernel half.
 pub struct AddressSpace<A: TableAccess> {
@@ -28,7 +28,7 @@ impl<A: TableAccess> AddressSpace<A> {
         access: A,
         zone: Zone,
         frames: &mut F,
-    ) -> Result<Self, Failure> {
+    ) -> Result<Self, Error> {
         let sync = kernel_sync::get().ok_or_else(|| failure!("kernel sync not set up"))?;
         // SAFETY: `access` reaches every frame `frames` hands out. The
         // binding contract: an address space maps only its own frames below
@@ -78,7 +78,7 @@ impl<A: TableAccess> AddressSpace<A> {
     /// every user mapping removed, every user table and the directory freed
     /// (`Mapper::teardown`). The frames the user mappings pointed at stay
     /// the caller's.
-    pub fn destroy<F: FrameAllocator + ?Sized>(self, frames: &mut F) -> Result<FreeStats, Failure> {
+    pub fn destroy<F: FrameAllocator + ?Sized>(self, frames: &mut F) -> Result<FreeStats, Error> {
         let root = self.root();
         if mode::current_root() == root {
             return Err(failure!("tearing down {root} while it is loaded"));
@@ -103,7 +103,7 @@ impl<A: TableAccess> AddressSpace<A> {
         tlb: &T,
         frames: &mut F,
         release: R,
-    ) -> Result<FreeStats, Failure>
+    ) -> Result<FreeStats, Error>
     where
         T: paging_core::TlbOps + ?Sized,
         F: FrameAllocator + ?Sized,

@@ -12,9 +12,9 @@ use paging_core::cpu::NativeTlb;
 use paging_core::{MapFlags, Mapper, PhysAddr, PhysFrame, VirtAddr};
 
 use crate::arch::mode::{self, Mode};
+use crate::base::error::Error;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::layout::{self, FIXADDR_END, FIXADDR_START, KernelFixmap, VGA_TEXT_BUFFER};
-use crate::selftests::harness::Failure;
 use crate::{arch::vga, failure};
 
 /// The kernel's fixmap type: the [`KernelFixmap`] layout, this build's
@@ -34,7 +34,7 @@ pub fn early_table_frame() -> PhysFrame {
 /// Builds the fixmap's window on the boot tables from static storage, maps
 /// the VGA text buffer uncached into slot `VGA_CONSOLE` and starts the VGA
 /// console there with `banner` on its first row.
-pub fn set_up(banner: &str) -> Result<KernelFixmapT, Failure> {
+pub fn set_up(banner: &str) -> Result<KernelFixmapT, Error> {
     let boot_root = PhysAddr::new_truncate(layout::boot_root_phys() as u64);
     // The assembly tables are this mode's format: the mapper adopts them.
     // SAFETY: the boot tables are a directory of this mode reached through

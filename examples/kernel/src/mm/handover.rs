@@ -13,11 +13,11 @@ use paging_core::VirtAddr;
 use paging_core::cpu::NativeTlb;
 
 use crate::arch::mode::Mode;
+use crate::base::error::Error;
 use crate::mm::early_fixmap::{self, KernelFixmapT};
 use crate::mm::frames::Frames;
 use crate::mm::kernel_tables::KernelMapper;
 use crate::mm::layout::KMAP_WINDOW;
-use crate::selftests::harness::Failure;
 use crate::{failure, println};
 
 /// The kernel's fixmap, with its final tables attached.
@@ -30,7 +30,7 @@ pub fn hand_over(
     mut early: KernelFixmapT,
     mapper: &mut KernelMapper,
     frames: &mut Frames,
-) -> Result<(&'static KernelFixmapT, ContiguousWindow<Mode>), Failure> {
+) -> Result<(&'static KernelFixmapT, ContiguousWindow<Mode>), Error> {
     let (start, end) = KMAP_WINDOW;
     let (window, replaced) = WindowBuilder::new(VirtAddr::new(start), end)
         .and_then(|builder| builder.build(mapper, &NativeTlb, frames))

@@ -26,11 +26,11 @@ use paging_core::cpu::NativeTlb;
 use paging_core::{LargePages, MapFlags, Mapper, PhysAddr, VirtAddr};
 
 use crate::arch::mode;
+use crate::base::error::Error;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::early_fixmap;
 use crate::mm::frames::Frames;
 use crate::mm::layout::{self, FIXADDR_END, FIXADDR_START, KERNEL_SPLIT_END, Layout, PAGE_OFFSET};
-use crate::selftests::harness::Failure;
 use crate::{arch::double_fault, failure};
 
 /// The kernel's mapper: this build's mode, tables in lowmem.
@@ -60,7 +60,7 @@ pub fn kernel_flags() -> KernelFlags {
 }
 
 /// Builds the final tables (not yet loaded).
-pub fn build(layout: &Layout, frames: &mut Frames) -> Result<KernelMapper, Failure> {
+pub fn build(layout: &Layout, frames: &mut Frames) -> Result<KernelMapper, Error> {
     // SAFETY: lowmem frames from `frames`, reached through the direct map.
     // The binding contract: these tables map the kernel image, the direct
     // map, vmalloc, the pkmap window and the fixmap exactly as the layout
@@ -110,7 +110,7 @@ pub fn build(layout: &Layout, frames: &mut Frames) -> Result<KernelMapper, Failu
 /// at the fixmap's PMD slot: one table shared by both hierarchies until the
 /// handover copies it. `build_static` keeps the table's content (the live
 /// console mapping) because the slot is empty here.
-fn link_early_fixmap_table(mapper: &mut KernelMapper, frames: &mut Frames) -> Result<(), Failure> {
+fn link_early_fixmap_table(mapper: &mut KernelMapper, frames: &mut Frames) -> Result<(), Error> {
     let (_, replaced) = WindowBuilder::new(VirtAddr::new(FIXADDR_START), FIXADDR_END)
         .and_then(|builder| {
             // SAFETY: the early fixmap table is static storage used only as
@@ -144,7 +144,7 @@ fn map_direct(
     end: u64,
     flags: MapFlags,
     frames: &mut Frames,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     map_range(mapper, start, end, flags, LargePages::Avoid, frames)
 }
 
@@ -155,7 +155,7 @@ fn map_direct_large(
     end: u64,
     flags: MapFlags,
     frames: &mut Frames,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     map_range(mapper, start, end, flags, LargePages::Use, frames)
 }
 
@@ -166,7 +166,7 @@ fn map_range(
     flags: MapFlags,
     large: LargePages,
     frames: &mut Frames,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     if end <= start {
         return Ok(());
     }
@@ -189,7 +189,7 @@ fn map_range(
 /// Loads the final tables: CR3 switch (the boot tables are never used
 /// again), global pages on, the direct map's reach grows to all of lowmem,
 /// and the double-fault task gets the new CR3.
-pub fn load(mapper: &KernelMapper, layout: &Layout) -> Result<(), Failure> {
+pub fn load(mapper: &KernelMapper, layout: &Layout) -> Result<(), Error> {
     let root = mapper.root();
     // SAFETY: `build` mapped the kernel image (code, data, stacks) at the
     // addresses it runs at, all of lowmem, and the fixmap console; the

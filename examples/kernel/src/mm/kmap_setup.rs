@@ -16,6 +16,7 @@ use paging_core::cpu::NativeTlb;
 use paging_core::{DirectVirt, NativeHooks, VirtAddr};
 
 use crate::arch::mode::Mode;
+use crate::base::error::Error;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::early_fixmap::KernelFixmapT;
 use crate::mm::kmap_policy::KernelPolicy;
@@ -24,7 +25,6 @@ use crate::mm::layout::{
     PKMAP_BASE,
 };
 use crate::mm::shootdown::{KernelTlb, SHOOTDOWN};
-use crate::selftests::harness::Failure;
 use crate::{failure, println};
 
 /// This kernel's kmap types, named once: every pool and local-slot set
@@ -110,7 +110,7 @@ pub fn init(
     window: &ContiguousWindow<Mode>,
     layout: &Layout,
     policy: KernelPolicy,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     let direct = *DIRECT.call_once(|| DirectMap::new(PAGE_OFFSET, layout.lowmem_limit));
     // Local slots hold data, never code: no-execute where the mode has NX.
     let local = KernelLocalSlots::new(

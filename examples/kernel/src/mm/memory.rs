@@ -7,18 +7,18 @@
 //! the stacks and the allocator's own bitmap, all in `.bss`) and the
 //! multiboot information, memory map and command line.
 
+use crate::base::error::Error;
 use crate::boot::context::BootContext;
 use crate::boot::multiboot::{BootInfo, RegionKind};
 use crate::mm::frames::{self, ZoneId};
 use crate::mm::layout::{self, Layout, MAX_LOWMEM, MAX_PHYS_TRACKED, PMD_SPAN};
-use crate::selftests::harness::Failure;
 use crate::{boot::multiboot, failure, println};
 
 const MIB: u64 = 1 << 20;
 
 /// Sets up the frame allocator from the memory map; returns the layout
 /// (where lowmem ends).
-pub fn init_frames(context: &BootContext) -> Result<Layout, Failure> {
+pub fn init_frames(context: &BootContext) -> Result<Layout, Error> {
     let map = context
         .memory_map
         .as_ref()

@@ -5,6 +5,7 @@ pub mod direct_map;
 pub mod early_fixmap;
 pub mod frames;
 pub mod handover;
+pub mod kernel;
 pub mod kernel_sync;
 pub mod kernel_tables;
 pub mod kmap_policy;

@@ -15,6 +15,7 @@
 use paging_core::{Entry, LargePages, MapFlags, Mapper, PhysAddr, PhysFrame, VirtAddr};
 
 use crate::arch::mode::Mode;
+use crate::base::error::Error;
 use crate::failure;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::frames::Frames;
@@ -22,14 +23,13 @@ use crate::mm::kernel_sync;
 use crate::mm::kernel_tables::kernel_flags;
 use crate::mm::layout::{PMD_SPAN, VMALLOC_END, VMALLOC_START};
 use crate::mm::shootdown::KernelTlb;
-use crate::selftests::harness::Failure;
 
 /// The next unused region. The first span stays empty (it holds
 /// `layout::UNMAPPED_PROBE`).
 static NEXT_REGION: spin::Mutex<u32> = spin::Mutex::new(VMALLOC_START + PMD_SPAN);
 
 /// A mapper over the reference directory.
-fn reference() -> Result<Mapper<Mode, DirectMapAccess>, Failure> {
+fn reference() -> Result<Mapper<Mode, DirectMapAccess>, Error> {
     let sync = kernel_sync::get().ok_or_else(|| failure!("kernel sync not set up"))?;
     // SAFETY: the loaded kernel directory, in lowmem. Through this binding
     // vmalloc maps only frames it allocated for its own regions, or device
@@ -49,7 +49,7 @@ fn reference() -> Result<Mapper<Mode, DirectMapAccess>, Failure> {
 /// Maps `frame` (kernel data: writable, no-execute, global) at the first
 /// page of a vmalloc region never used before, in the reference directory
 /// only, and returns its address. Page tables come from `frames`.
-pub fn map_in_new_region(frame: PhysFrame, frames: &mut Frames) -> Result<VirtAddr, Failure> {
+pub fn map_in_new_region(frame: PhysFrame, frames: &mut Frames) -> Result<VirtAddr, Error> {
     map_pages_in_new_region(frame.start_address(), 1, kernel_flags().data, frames)
 }
 
@@ -64,7 +64,7 @@ pub fn map_io(
     pages: u32,
     flags: MapFlags,
     frames: &mut Frames,
-) -> Result<VirtAddr, Failure> {
+) -> Result<VirtAddr, Error> {
     if pages == 0 || u64::from(pages) * 4096 > u64::from(PMD_SPAN) {
         return Err(failure!("{pages} pages do not fit one vmalloc region"));
     }
@@ -72,7 +72,7 @@ pub fn map_io(
 }
 
 /// Removes `pages` pages mapped by [`map_io`] at `va` (the table stays).
-pub fn unmap_io(va: VirtAddr, pages: u32) -> Result<(), Failure> {
+pub fn unmap_io(va: VirtAddr, pages: u32) -> Result<(), Error> {
     let (_, flush) = reference()?
         .unmap_range(va, u64::from(pages) * 4096)
         .map_err(|e| failure!("vmalloc unmap {va} + {pages} pages: {e}"))?;
@@ -85,7 +85,7 @@ fn map_pages_in_new_region(
     pages: u32,
     flags: MapFlags,
     frames: &mut Frames,
-) -> Result<VirtAddr, Failure> {
+) -> Result<VirtAddr, Error> {
     let mut next = NEXT_REGION.lock();
     let region = *next;
     if u64::from(region) + u64::from(PMD_SPAN) > u64::from(VMALLOC_END) {
@@ -108,7 +108,7 @@ fn map_pages_in_new_region(
 
 /// Takes a whole unused region (one PMD span) for the caller to map pages
 /// into with [`map_page`]; returns its start.
-pub fn reserve_region() -> Result<VirtAddr, Failure> {
+pub fn reserve_region() -> Result<VirtAddr, Error> {
     let mut next = NEXT_REGION.lock();
     let region = *next;
     if u64::from(region) + u64::from(PMD_SPAN) > u64::from(VMALLOC_END) {
@@ -121,7 +121,7 @@ pub fn reserve_region() -> Result<VirtAddr, Failure> {
 /// Maps a fresh frame from `frames` as kernel data at `va`, inside a region
 /// [`reserve_region`] gave the caller, in the reference directory. Pages
 /// of the region left unmapped are guard pages.
-pub fn map_page(va: VirtAddr, frames: &mut Frames) -> Result<(), Failure> {
+pub fn map_page(va: VirtAddr, frames: &mut Frames) -> Result<(), Error> {
     let frame = paging_core::FrameAllocator::allocate_frame(frames, paging_core::Zone::Any)
         .ok_or_else(|| failure!("no frame for vmalloc page {va}"))?;
     reference()?
@@ -138,7 +138,7 @@ pub fn map_page(va: VirtAddr, frames: &mut Frames) -> Result<(), Failure> {
 
 /// Maps `frame` (which the caller owns) as kernel data at `va`, inside a
 /// region [`reserve_region`] gave the caller, in the reference directory.
-pub fn map_frame(va: VirtAddr, frame: PhysFrame, frames: &mut Frames) -> Result<(), Failure> {
+pub fn map_frame(va: VirtAddr, frame: PhysFrame, frames: &mut Frames) -> Result<(), Error> {
     reference()?
         .map(
             paging_core::Page::containing_address(va),
@@ -158,7 +158,7 @@ pub fn remap_frame<T: paging_core::TlbOps>(
     va: VirtAddr,
     frame: PhysFrame,
     tlb: &T,
-) -> Result<PhysFrame, Failure> {
+) -> Result<PhysFrame, Error> {
     let mut mapper = reference()?;
     let (unmapped, flush) = mapper
         .unmap(va)
@@ -178,7 +178,7 @@ pub fn remap_frame<T: paging_core::TlbOps>(
 
 /// Removes the vmalloc page at `va` (its table stays) and returns the frame
 /// it mapped. `invlpg` drops the translation whichever directory is loaded.
-pub fn unmap(va: VirtAddr) -> Result<PhysFrame, Failure> {
+pub fn unmap(va: VirtAddr) -> Result<PhysFrame, Error> {
     let (unmapped, flush) = reference()?
         .unmap(va)
         .map_err(|e| failure!("vmalloc unmap {va}: {e}"))?;

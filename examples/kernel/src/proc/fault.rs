@@ -18,12 +18,12 @@ use super::spawn::{destroy_space, kernel_stack};
 use super::syscall::{exit, kernel_error, writable_regions};
 use crate::arch::exceptions::ExceptionFrame;
 use crate::arch::fault_probe::ErrorCode;
+use crate::base::error::Error;
 use crate::mm::frames::{self};
 use crate::mm::kmap_setup::{self};
 use crate::mm::layout::PAGE_OFFSET;
 use crate::mm::shootdown::AddressSpaceTlb;
 use crate::proc::user::err;
-use crate::selftests::harness::Failure;
 use crate::{arch::cpu, arch::gdt, failure, println};
 
 pub(super) fn fork_space(
@@ -355,7 +355,7 @@ fn add_tables(slot: usize, tables: TableFrames) {
 }
 
 /// Copies `from` into `to` through two local kmaps (LIFO).
-fn copy_frame(from: PhysFrame, to: PhysFrame) -> Result<(), Failure> {
+fn copy_frame(from: PhysFrame, to: PhysFrame) -> Result<(), Error> {
     let local = kmap_setup::local().ok_or_else(|| failure!("no local kmaps"))?;
     let cpu = gdt::cpu_index();
     cpu::without_interrupts(|| {

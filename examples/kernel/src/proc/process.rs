@@ -53,13 +53,13 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use kmap::SavedLocal;
 use paging_core::{FrameAllocator, MapFlags, PhysFrame, Zone};
 
+use crate::base::error::Error;
 use crate::base::ticket::TicketLock;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::frames::{Frames, ZoneId};
 use crate::mm::kmap_setup::{self, KernelHighmemTables};
 use crate::mm::layout::{CPUS, KMAP_LOCAL_DEPTH};
 use crate::proc::user::err;
-use crate::selftests::harness::Failure;
 use crate::{arch::cpu, arch::gdt, arch::mode, failure};
 
 /// Processes alive (or not yet reaped) at once.
@@ -282,7 +282,7 @@ pub(super) fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
 }
 
 /// One more mapping of `frame` (fork).
-pub(super) fn share(frame: PhysFrame) -> Result<(), Failure> {
+pub(super) fn share(frame: PhysFrame) -> Result<(), Error> {
     let mut shared = SHARED.lock();
     let extra = shared.get(&frame.number()).copied().unwrap_or(0) + 1;
     shared
@@ -381,12 +381,12 @@ pub(super) fn data_flags() -> MapFlags {
 }
 
 /// The table access for user tables: highmem tables through local kmaps.
-pub(super) fn user_tables() -> Result<KernelHighmemTables, Failure> {
+pub(super) fn user_tables() -> Result<KernelHighmemTables, Error> {
     kmap_setup::highmem_tables().ok_or_else(|| failure!("kmap is not set up"))
 }
 
 /// Writes `f`'s bytes into `frame` through a local kmap (interrupts off).
-pub(super) fn with_frame<R>(frame: PhysFrame, f: impl FnOnce(*mut u8) -> R) -> Result<R, Failure> {
+pub(super) fn with_frame<R>(frame: PhysFrame, f: impl FnOnce(*mut u8) -> R) -> Result<R, Error> {
     let local = kmap_setup::local().ok_or_else(|| failure!("no local kmaps"))?;
     cpu::without_interrupts(|| {
         let k = local
@@ -397,7 +397,7 @@ pub(super) fn with_frame<R>(frame: PhysFrame, f: impl FnOnce(*mut u8) -> R) -> R
 }
 
 /// A zeroed highmem frame (lowmem if there is none).
-pub(super) fn zeroed_frame(frames: &mut Frames) -> Result<PhysFrame, Failure> {
+pub(super) fn zeroed_frame(frames: &mut Frames) -> Result<PhysFrame, Error> {
     let frame = frames
         .allocate_frame(Zone::PreferHighmem)
         .ok_or_else(|| failure!("out of memory"))?;

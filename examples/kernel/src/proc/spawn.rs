@@ -14,11 +14,11 @@ use super::process::{
 };
 use super::sched::PICKS;
 use crate::arch::exceptions::{ExceptionFrame, UserFrame};
+use crate::base::error::Error;
 use crate::mm::frames::{self, Frames};
 use crate::mm::layout::{CPUS, PAGE_OFFSET};
 use crate::mm::shootdown::AddressSpaceTlb;
 use crate::proc::user::{Program, TEXT_BASE};
-use crate::selftests::harness::Failure;
 use crate::{arch::gdt, failure, println, proc::timer, smp};
 
 /// The initial kernel stack of a process: a trap frame that `iretd`s to
@@ -75,7 +75,7 @@ fn entry_frame(arg: u32) -> UserFrame {
     }
 }
 
-pub(super) fn kernel_stack(frames: &mut Frames) -> Result<u32, Failure> {
+pub(super) fn kernel_stack(frames: &mut Frames) -> Result<u32, Error> {
     let frame = frames
         .allocate_contiguous(KSTACK_PAGES, Zone::Lowmem)
         .ok_or_else(|| failure!("no lowmem for a kernel stack"))?;
@@ -164,12 +164,7 @@ fn next_cpu(table: &mut Table) -> usize {
 /// Creates a process running `program` with EBX = `arg`, its user PTE
 /// tables from `pte_zone` (highmem normally; lowmem for the comparison),
 /// on `cpu` (or round robin). The kernel is its parent (PID 0).
-pub fn spawn(
-    program: Program,
-    arg: u32,
-    pte_zone: Zone,
-    cpu: Option<usize>,
-) -> Result<u32, Failure> {
+pub fn spawn(program: Program, arg: u32, pte_zone: Zone, cpu: Option<usize>) -> Result<u32, Error> {
     let mut frames = frames::lock();
     let mut tables = TableFrames::default();
     let mut counting = Counting {
@@ -229,11 +224,7 @@ pub fn spawn(
 
 /// Tears a user half down, releasing every frame (shared ones lose a
 /// reference), and frees the directory. `cpus` ran the space.
-pub(super) fn destroy_space(
-    space: Space,
-    cpus: CpuSet,
-    frames: &mut Frames,
-) -> Result<(), Failure> {
+pub(super) fn destroy_space(space: Space, cpus: CpuSet, frames: &mut Frames) -> Result<(), Error> {
     let tlb = AddressSpaceTlb(cpus);
     // `teardown_releasing` hands each page over after the flush that made
     // it unreachable, so it is freed at once, however many there are. The

@@ -14,12 +14,12 @@ use super::process::{
 use super::sched::{PICKS, current_slot, kernel_root, switch_to_scheduler};
 use super::spawn::{destroy_space, discard, install};
 use crate::arch::exceptions::{ExceptionFrame, UserFrame};
+use crate::base::error::Error;
 use crate::mm::frames::{self};
 use crate::mm::kmap_setup::{self};
 use crate::mm::layout::CPUS;
 use crate::mm::shootdown::{self};
 use crate::proc::user::{err, nr};
-use crate::selftests::harness::Failure;
 use crate::{arch::cpu, arch::gdt, print, println, proc::timer};
 
 /// Called for `int 0x80` (interrupts off, on the process's kernel stack).
@@ -325,7 +325,7 @@ pub(super) fn writable_regions(heap_end: u32) -> [(u32, u32); 2] {
 }
 
 /// A kernel failure while forking: printed (a bug), [`err::KERNEL`].
-pub(super) fn kernel_error(e: Failure) -> u32 {
+pub(super) fn kernel_error(e: Error) -> u32 {
     println!("    fork failed: {}", e.message());
     err::KERNEL
 }

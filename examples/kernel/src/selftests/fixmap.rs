@@ -4,9 +4,9 @@
 use paging_core::{Entry, MapFlags, PagingMode, PhysFrame, PmdEntry, VirtAddr, Walker};
 
 use crate::arch::mode::Mode;
-use crate::kernel::Kernel;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::early_fixmap::early_table_frame;
+use crate::mm::kernel::Kernel;
 use crate::mm::layout::{KernelFixmap, PAGE_OFFSET, VGA_TEXT_BUFFER};
 use crate::selftests::harness::TestResult;
 use crate::{arch::vga, ensure, fail, println};

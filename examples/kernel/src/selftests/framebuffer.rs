@@ -7,8 +7,8 @@ use core::sync::atomic::{Ordering, fence};
 use paging_core::{CacheType, Entry, PhysAddr, VirtAddr, Walker, cpu};
 
 use crate::arch::mode::Mode;
-use crate::kernel::Kernel;
 use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kernel::Kernel;
 use crate::mm::kernel_tables::kernel_flags;
 use crate::selftests::harness::{Failure, TestResult};
 use crate::{

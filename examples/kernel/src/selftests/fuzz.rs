@@ -15,7 +15,7 @@ use core::sync::atomic::Ordering;
 use paging_core::Zone;
 
 use super::processes::run_and_reap;
-use crate::kernel::Kernel;
+use crate::mm::kernel::Kernel;
 use crate::mm::layout::CPUS;
 use crate::proc::process::{self, COUNTERS};
 use crate::proc::user::{self, FUZZ_DONE};

@@ -17,10 +17,10 @@ use paging_core::{FrameAllocator, Mapper, Page, PhysFrame, TlbOps, VirtAddr, Zon
 
 use super::memory_access::{pattern, write_word};
 use crate::arch::mode::{self, Mode};
-use crate::kernel::Kernel;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::frames::{self, Frames};
+use crate::mm::kernel::Kernel;
 use crate::mm::kernel_tables::kernel_flags;
 use crate::mm::layout::PAGE_OFFSET;
 use crate::selftests::harness::{Failure, TestResult};

@@ -7,9 +7,8 @@
 //! `[verdict HEX]`: user processes can print anything, but cannot read the
 //! nonce, so only the kernel can print a verdict the judges accept.
 
-use core::fmt::{self, Write};
-
-use crate::kernel::Kernel;
+use crate::base::error::Error;
+use crate::mm::kernel::Kernel;
 use crate::{arch::io, print, println};
 
 /// A self-test: a name and a function returning why it failed, if it did.
@@ -23,70 +22,9 @@ pub struct Test {
 /// Outcome of one test.
 pub type TestResult = Result<(), Failure>;
 
-/// Why a test failed: a message in a fixed buffer (longer text is cut).
-pub struct Failure {
-    buf: [u8; 240],
-    len: usize,
-}
-
-impl Failure {
-    /// A failure with the formatted message `args`.
-    pub fn new(args: fmt::Arguments<'_>) -> Self {
-        let mut failure = Self {
-            buf: [0; 240],
-            len: 0,
-        };
-        // Writing into the buffer cannot fail: overflow is truncated.
-        let _ = failure.write_fmt(args);
-        failure
-    }
-
-    /// The message.
-    pub fn message(&self) -> &str {
-        let bytes = &self.buf[..self.len];
-        // Truncation may split a UTF-8 sequence; keep the valid prefix.
-        match core::str::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(error) => core::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or(""),
-        }
-    }
-}
-
-impl Write for Failure {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = self.buf.len() - self.len;
-        let take = s.len().min(room);
-        self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
-        self.len += take;
-        Ok(())
-    }
-}
-
-/// Fails the current test with a formatted reason unless `$cond` holds.
-#[macro_export]
-macro_rules! ensure {
-    ($cond:expr, $($reason:tt)+) => {
-        if !$cond {
-            return Err($crate::selftests::harness::Failure::new(format_args!($($reason)+)));
-        }
-    };
-}
-
-/// A [`Failure`] with a formatted message (for `map_err`).
-#[macro_export]
-macro_rules! failure {
-    ($($reason:tt)+) => {
-        $crate::selftests::harness::Failure::new(format_args!($($reason)+))
-    };
-}
-
-/// Fails the current test with a formatted reason.
-#[macro_export]
-macro_rules! fail {
-    ($($reason:tt)+) => {
-        return Err($crate::selftests::harness::Failure::new(format_args!($($reason)+)))
-    };
-}
+/// Why a test failed: the kernel's [`Error`], whose message the result
+/// line prints. Tests and the kernel code they call fail the same way.
+pub type Failure = Error;
 
 /// Runs every test, prints the summary and exits QEMU (pass code only if no
 /// test failed).

@@ -6,8 +6,8 @@ use paging_core::PhysFrame;
 
 use super::memory_access::{pattern, read_word, write_word};
 use crate::arch::pit::{self, Stopwatch};
-use crate::kernel::Kernel;
 use crate::mm::frames::{self, Frames, ZoneId};
+use crate::mm::kernel::Kernel;
 use crate::mm::kmap_setup::{self, KernelPool};
 use crate::selftests::harness::{Failure, TestResult};
 use crate::{ensure, fail, failure, println};

@@ -7,10 +7,10 @@ use paging_core::{FrameAllocator, PagingMode, PhysFrame, VirtAddr, Walker, Zone}
 
 use super::memory_access::{pattern, write_word};
 use crate::arch::mode::Mode;
-use crate::kernel::Kernel;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::frames::{self, Frames};
+use crate::mm::kernel::Kernel;
 use crate::mm::kernel_sync::{self, SyncFaults};
 use crate::mm::layout::PAGE_OFFSET;
 use crate::selftests::harness::{Failure, TestResult};

@@ -4,8 +4,8 @@
 use paging_core::{FrameAllocator, PhysFrame, Zone};
 
 use crate::arch::fault_probe::{self, ErrorCode};
-use crate::kernel::Kernel;
 use crate::mm::frames::{self, ZoneId};
+use crate::mm::kernel::Kernel;
 use crate::mm::kmap_setup;
 use crate::mm::layout::{FIXADDR_START, KMAP_POOL_SLOTS, PAGE_OFFSET, PKMAP_BASE};
 use crate::selftests::harness::TestResult;

@@ -2,7 +2,7 @@
 
 use crate::base::mem_intrinsics::{memcmp, memcpy, memmove, memset};
 use crate::ensure;
-use crate::kernel::Kernel;
+use crate::mm::kernel::Kernel;
 use crate::selftests::harness::TestResult;
 
 /// `n`, hidden from the optimiser so it cannot expand a call with a known

@@ -3,7 +3,7 @@
 
 use crate::boot::memmap::MemoryMap;
 use crate::boot::multiboot::{BootInfo, MemoryMapEntries, MultibootError, Region, RegionKind};
-use crate::kernel::Kernel;
+use crate::mm::kernel::Kernel;
 use crate::selftests::harness::TestResult;
 use crate::{ensure, fail};
 

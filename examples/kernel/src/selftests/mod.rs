@@ -37,7 +37,7 @@ pub const SOAK: &[Test] = &[Test {
 }];
 
 /// Whether the command line asks for the soak.
-pub fn soak_requested(kernel: &crate::kernel::Kernel) -> bool {
+pub fn soak_requested(kernel: &crate::mm::kernel::Kernel) -> bool {
     soak::seconds(kernel).is_some()
 }
 

@@ -2,7 +2,7 @@
 //! page-fault handler reports faults precisely (CR2 and error code).
 
 use crate::arch::fault_probe::{self, ErrorCode, PageFault};
-use crate::kernel::Kernel;
+use crate::mm::kernel::Kernel;
 use crate::mm::layout;
 use crate::selftests::harness::TestResult;
 use crate::{ensure, fail, println};

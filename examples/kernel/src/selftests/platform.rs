@@ -2,7 +2,7 @@
 //! features.
 
 use crate::arch::cpu;
-use crate::kernel::Kernel;
+use crate::mm::kernel::Kernel;
 use crate::mm::layout;
 use crate::selftests::harness::TestResult;
 use crate::{arch::serial, ensure, println};

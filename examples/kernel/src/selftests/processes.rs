@@ -9,7 +9,7 @@ use core::sync::atomic::Ordering;
 
 use paging_core::Zone;
 
-use crate::kernel::Kernel;
+use crate::mm::kernel::Kernel;
 use crate::mm::layout::CPUS;
 use crate::proc::process::{self, COUNTERS, KILLED};
 use crate::proc::sched::Outcome;

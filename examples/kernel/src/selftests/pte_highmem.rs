@@ -18,10 +18,10 @@ use paging_core::{
 use crate::arch::fault_probe;
 use crate::arch::mode::{self, Mode};
 use crate::arch::pit::{self, Stopwatch};
-use crate::kernel::Kernel;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::frames::{self, Frames, ZoneId};
+use crate::mm::kernel::Kernel;
 use crate::mm::kernel_sync::SYNC_CAPACITY;
 use crate::mm::kmap_setup;
 use crate::mm::layout::{

@@ -4,7 +4,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::kernel::Kernel;
+use crate::mm::kernel::Kernel;
 use crate::mm::layout::CPUS;
 use crate::selftests::harness::TestResult;
 use crate::smp::firmware;

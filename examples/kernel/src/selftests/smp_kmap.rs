@@ -11,8 +11,8 @@ use paging_core::{PhysFrame, VirtAddr};
 
 use super::flush_policies::clear_area;
 use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
-use crate::kernel::Kernel;
 use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kernel::Kernel;
 use crate::mm::kmap_policy::KernelPolicy;
 use crate::mm::kmap_setup::KernelWait;
 use crate::mm::layout::{CPUS, KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};

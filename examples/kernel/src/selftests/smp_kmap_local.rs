@@ -7,7 +7,7 @@ use kmap::KmapTask;
 use paging_core::PhysFrame;
 
 use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
-use crate::kernel::Kernel;
+use crate::mm::kernel::Kernel;
 use crate::mm::layout::CPUS;
 use crate::mm::shootdown::SHOOTDOWN;
 use crate::selftests::harness::TestResult;

@@ -12,9 +12,9 @@ use paging_core::{FrameAllocator, MapFlags, Page, PhysFrame, VirtAddr, Zone};
 use tlb_shootdown::{CpuSet, ShootdownError, Targets};
 
 use super::memory_access::{pattern, read_word, write_word};
-use crate::kernel::Kernel;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kernel::Kernel;
 use crate::mm::layout::{CPUS, PAGE_OFFSET};
 use crate::mm::shootdown::{self, AddressSpaceTlb, KernelTlb, SHOOTDOWN};
 use crate::selftests::harness::{Failure, TestResult};

@@ -14,7 +14,7 @@
 //! which the watchdog reports). The run ends with the rounds, the kmap
 //! operations per second per CPU and the worst wait for a kmap slot.
 
-use crate::kernel::Kernel;
+use crate::mm::kernel::Kernel;
 use crate::selftests::harness::TestResult;
 use kmap::FlushPolicy;
 

@@ -40,12 +40,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use paging_core::{MapFlags, PhysAddr, PhysFrame, VirtAddr, Zone};
 
 use crate::arch::apic::{self, LocalApic};
+use crate::base::error::Error;
 use crate::boot::context::BootContext;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::early_fixmap::KernelFixmapT;
 use crate::mm::layout::{AP_DOUBLE_FAULT_STACK_SIZE, AP_STACK_SIZE, CPUS};
-use crate::selftests::harness::Failure;
 use crate::smp::firmware::CpuList;
 use crate::{arch::cpu, arch::gdt, arch::mode, failure, mm::frames, println};
 use startup::{allocate_stacks, start_ap, trampoline_page, write_trampoline};
@@ -244,7 +244,7 @@ fn disable_pic() {
 /// Finds the CPUs and starts every AP. `smp.ap-timeout-test=N` on the
 /// command line makes AP number N (1-based among the APs) stop in the
 /// trampoline, to show the timeout path.
-pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<SmpReport, Failure> {
+pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<SmpReport, Error> {
     disable_pic();
     if !cpu::features().apic {
         return Ok(uniprocessor(context, fixmap));

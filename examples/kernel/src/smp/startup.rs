@@ -9,9 +9,9 @@ use paging_core::VirtAddr;
 
 use super::{AP_TIMEOUT_MS, CpuState, KERNEL_CR3, SLOTS};
 use crate::arch::apic::{self, LocalApic};
+use crate::base::error::Error;
 use crate::boot::context::BootContext;
 use crate::mm::layout::{AP_DOUBLE_FAULT_STACK_SIZE, AP_STACK_SIZE, CPUS, PAGE_OFFSET};
-use crate::selftests::harness::Failure;
 use crate::{
     arch::cpu, arch::double_fault, arch::gdt, arch::idt, arch::mode, arch::pat, arch::pit, failure,
     mm::frames, mm::vmalloc,
@@ -98,7 +98,7 @@ unsafe extern "C" {
 /// A page below 1 MiB for the trampoline: usable RAM the loader's
 /// structures do not use (the frame allocator never hands out the first
 /// MiB, so nothing else does).
-pub(super) fn trampoline_page(context: &BootContext) -> Result<u64, Failure> {
+pub(super) fn trampoline_page(context: &BootContext) -> Result<u64, Error> {
     let mut busy: heapless::Vec<(u64, u64), 4> = heapless::Vec::new();
     let info = u64::from(context.info_phys);
     let _ = busy.push((info, info + 4096));
@@ -131,7 +131,7 @@ pub(super) fn trampoline_page(context: &BootContext) -> Result<u64, Failure> {
 
 /// One vmalloc region holds every AP's stacks: per AP a guard page, the
 /// double-fault stack, a guard page, the kernel stack. Returns the tops.
-pub(super) fn allocate_stacks(aps: usize) -> Result<heapless::Vec<(u32, u32), CPUS>, Failure> {
+pub(super) fn allocate_stacks(aps: usize) -> Result<heapless::Vec<(u32, u32), CPUS>, Error> {
     const DF_PAGES: u32 = (AP_DOUBLE_FAULT_STACK_SIZE / 4096) as u32;
     const STACK_PAGES: u32 = (AP_STACK_SIZE / 4096) as u32;
     const PER_AP: u32 = 1 + DF_PAGES + 1 + STACK_PAGES;

@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{CALL_VECTOR, KNOWN, SHOOTDOWN_VECTOR, SLOTS, WAKE_VECTOR, apic_id, is_online};
 use crate::arch::apic::{self};
+use crate::base::error::Error;
 use crate::mm::layout::CPUS;
-use crate::selftests::harness::Failure;
 use crate::{arch::cpu, arch::gdt, failure};
 
 /// Per CPU: a `fn(usize)` (as `usize`, 0 for none) the call IPI runs.
@@ -22,7 +22,7 @@ pub fn set_interrupt_work(f: Option<fn(usize)>) {
 /// Without a local APIC: `int` through the same gate, so the handler runs
 /// at once, in interrupt context all the same (an interrupt gate clears
 /// IF).
-pub fn call_self() -> Result<(), Failure> {
+pub fn call_self() -> Result<(), Error> {
     if !cpu::features().apic {
         // SAFETY: ring 0; the call vector's gate is an interrupt gate of
         // the kernel, its handler returns with `iretd`.
