@@ -7,7 +7,10 @@
 //!    for the host, warnings denied;
 //! 4. `doc`: `cargo doc` for the workspace with warnings denied, with all
 //!    features and with none;
-//! 5. `test`: `cargo test` for the workspace, all features (xtask's own
+//! 5. `test`: the example kernel's layer rules ([`crate::layers`]: no file
+//!    over 600 lines, no import circle wider than two files, at most three
+//!    imports pointing back up), then `cargo test` for the workspace, all
+//!    features (xtask's own
 //!    tests include the check that every Rust block of `docs/adopting.md`
 //!    is code of `examples/minimal/src`), and the minimal kernel's host
 //!    tests (its tables checked through the simulated MMU);
@@ -282,6 +285,7 @@ fn doc() -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
+    crate::layers::check(&process::repo_root())?;
     let blocks = crate::adopting::check_repository(&process::repo_root())?;
     println!(
         "{}: all {blocks} Rust blocks are code of {}",

@@ -298,7 +298,15 @@ fn split_comment(line: &str) -> (&str, Option<&str>) {
 
 /// Expands a use tree (`a::{b, c::{d, e}}`) into its paths.
 fn expand_use(tree: &str) -> Vec<String> {
-    let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
+    // `x as y` keeps `x`: mark the rename before dropping the spaces.
+    let tree: String = tree
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(" as ", "@")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     let mut out = Vec::new();
     expand_into("", &tree, &mut out);
     out
@@ -325,7 +333,7 @@ fn expand_into(prefix: &str, tree: &str, out: &mut Vec<String>) {
         }
         expand_into(&format!("{prefix}{head}"), &inner[start..], out);
     } else if !tree.is_empty() {
-        let tree = tree.split("as").next().unwrap_or(tree);
+        let tree = tree.split('@').next().unwrap_or(tree);
         let path = format!("{prefix}{tree}");
         out.push(path.trim_end_matches("::").to_string());
     }
@@ -572,36 +580,46 @@ fn strongly_connected(n: usize, imports: &[Import]) -> Vec<Vec<usize>> {
 
 /// `cargo xtask layers`: prints the drawing's figures; fails if a rule is
 /// broken.
-/// `--imports` lists every import first.
+/// `--imports` lists every import first; `--src DIR` reads another copy
+/// of the source (an old commit's, to compare).
 pub fn run(args: &[String]) -> Result<(), String> {
-    match args.first().map(String::as_str) {
-        None => {}
-        Some("--imports") => {
-            let drawing = Drawing::read(&crate::process::repo_root().join(SOURCE))?;
-            for import in &drawing.imports {
-                println!(
-                    "{} -> {}",
-                    drawing.files[import.from].path, drawing.files[import.to].path
-                );
-            }
+    let mut imports = false;
+    let mut src = crate::process::repo_root().join(SOURCE);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--imports" => imports = true,
+            "--src" => src = crate::option_value(arg, &mut args)?.into(),
+            other => return Err(format!("unknown option `{other}` for layers")),
         }
-        Some(other) => return Err(format!("unknown option `{other}` for layers")),
     }
-    check(&crate::process::repo_root())
+    let drawing = Drawing::read(&src)?;
+    if imports {
+        for import in &drawing.imports {
+            println!(
+                "{} -> {}",
+                drawing.files[import.from].path, drawing.files[import.to].path
+            );
+        }
+    }
+    judge(&drawing, &src.display().to_string())
 }
 
 /// Prints the figures of `<root>/examples/kernel/src` and fails if a rule
 /// is broken (the `test` step of `cargo xtask test` runs this).
 pub fn check(root: &Path) -> Result<(), String> {
-    let drawing = Drawing::read(&root.join(SOURCE))?;
-    println!("{SOURCE}: {}", drawing.report());
+    judge(&Drawing::read(&root.join(SOURCE))?, SOURCE)
+}
+
+fn judge(drawing: &Drawing, name: &str) -> Result<(), String> {
+    println!("{name}: {}", drawing.report());
     let violations = drawing.violations();
     if violations.is_empty() {
-        println!("{SOURCE}: the layer rules hold");
+        println!("{name}: the layer rules hold");
         Ok(())
     } else {
         Err(format!(
-            "{SOURCE} breaks {} layer rule(s):\n  {}",
+            "{name} breaks {} layer rule(s):\n  {}",
             violations.len(),
             violations.join("\n  ")
         ))
@@ -633,8 +651,14 @@ mod tests {
     #[test]
     fn use_trees_expand_to_every_path() {
         assert_eq!(
-            expand_use("crate::{a, b::{c, d::E}, f as g}"),
-            ["crate::a", "crate::b::c", "crate::b::d::E", "crate::f"]
+            expand_use("crate::{a, b::{c, d::E}, f as g, base::alias}"),
+            [
+                "crate::a",
+                "crate::b::c",
+                "crate::b::d::E",
+                "crate::f",
+                "crate::base::alias"
+            ]
         );
     }
 

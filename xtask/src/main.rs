@@ -15,7 +15,7 @@
 //! cargo xtask cpus [--mode 2level|pae|both] [--models A,B,...] [--jobs N]
 //!                  [--timeout SECS]
 //! cargo xtask memory-map
-//! cargo xtask layers [--imports]
+//! cargo xtask layers [--imports] [--src DIR]
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
 //! cargo xtask loom [--preemptions N]
@@ -132,6 +132,7 @@ commands:
          folder ranks (base < arch < boot < mm < smp < proc < selftests <
          main), each with a `// layer: why` comment; fails if one breaks
            --imports                list every import (file -> file) first
+           --src DIR                read this copy of the source instead
   bench  run the benchmark suite (benches/README.md) and print its table
            --quick                  short measurements (smoke run)
            --no-callgrind           skip the instruction counts
