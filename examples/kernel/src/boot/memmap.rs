@@ -8,7 +8,7 @@
 
 use core::fmt;
 
-use crate::boot::multiboot::{MultibootError, Region, RegionKind};
+use super::multiboot::{MultibootError, Region, RegionKind};
 
 /// Most regions a [`MemoryMap`] accepts from the loader.
 pub const MAX_REGIONS: usize = 64;
