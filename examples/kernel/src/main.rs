@@ -126,6 +126,25 @@ fn install_cpu_tables() {
         arch::gdt::init(0, main_task, double_fault_task);
         arch::idt::init();
     }
+    register_handlers();
+}
+
+/// The exception dispatcher's handlers from the layers above it
+/// ([`arch::exceptions::register`]): system calls, the timer, IPIs, the
+/// lazy kernel sync and processes' faults.
+fn register_handlers() {
+    arch::exceptions::register(arch::exceptions::Handlers {
+        syscall: (arch::idt::SYSCALL_VECTOR, proc::syscall::syscall),
+        timer: (u32::from(proc::timer::TIMER_VECTOR), proc::timer::interrupt),
+        interrupt: smp::work::interrupt,
+        kernel_page_fault: mm::kernel_sync::handle_fault,
+        user_page_fault: |frame, address, error_code| {
+            (frame.user_mode() || address < mm::layout::PAGE_OFFSET)
+                && proc::sched::running()
+                && proc::fault::page_fault(frame, address, error_code)
+        },
+        user_exception: proc::fault::user_exception,
+    });
 }
 
 /// Prints what the kernel found at boot.

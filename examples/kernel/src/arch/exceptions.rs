@@ -6,15 +6,47 @@
 //! the resulting [`ExceptionFrame`]. If the dispatcher returns, the stub
 //! restores the (possibly edited) frame and `iretd`s.
 //!
-//! A page fault goes first to the lazy kernel sync path
-//! ([`crate::mm::kernel_sync::handle_fault`]): a kernel address the running
+//! The dispatcher names no handler of a higher layer: the kernel registers
+//! them at boot ([`register`], from `kmain`), so this file imports only the
+//! CPU's own code. A page fault goes first to the kernel's lazy sync path
+//! ([`Handlers::kernel_page_fault`]): a kernel address the running
 //! directory lacks only because it was mapped later in the reference gets
-//! its entry copied, and the instruction is retried. Otherwise a fault
-//! armed by [`crate::arch::fault_probe`] resumes at the probe's recovery address.
-//! An NMI (vector 2) goes to [`crate::arch::nmi`] and returns. Every other
-//! exception is reported and ends the run.
+//! its entry copied, and the instruction is retried. Then a process's fault
+//! ([`Handlers::user_page_fault`]: demand-zero, copy-on-write or its end).
+//! Otherwise a fault armed by [`crate::arch::fault_probe`] resumes at the
+//! probe's recovery address. An NMI (vector 2) goes to [`crate::arch::nmi`]
+//! and returns. Every other exception a process did not cause
+//! ([`Handlers::user_exception`]) is reported and ends the run.
 
-use crate::{arch::cpu, arch::fault_probe, arch::io, arch::nmi, mm::kernel_sync, println};
+use crate::{arch::cpu, arch::fault_probe, arch::io, arch::nmi, println};
+
+/// The handlers the layers above register at boot: the dispatcher calls
+/// them by vector and by kind, without naming them.
+#[derive(Clone, Copy)]
+pub struct Handlers {
+    /// The system-call vector and its handler.
+    pub syscall: (u32, fn(&mut ExceptionFrame)),
+    /// The timer's vector and its handler.
+    pub timer: (u32, fn(&ExceptionFrame)),
+    /// Every other interrupt vector (32 and up): the IPIs.
+    pub interrupt: fn(u32),
+    /// A page fault the kernel's own mappings resolve (lazy kernel sync);
+    /// `true`: retry the access. Arguments: CR2 and the error code.
+    pub kernel_page_fault: fn(u32, u32) -> bool,
+    /// A page fault of a running process; `true`: retry the access.
+    pub user_page_fault: fn(&ExceptionFrame, u32, u32) -> bool,
+    /// Any other exception; `true`: a process caused it and was dealt with.
+    pub user_exception: fn(&ExceptionFrame) -> bool,
+}
+
+/// Set once by [`register`] before interrupts are enabled.
+static HANDLERS: spin::Once<Handlers> = spin::Once::new();
+
+/// Registers the higher layers' handlers (once, at boot, before any
+/// interrupt or process; later calls change nothing).
+pub fn register(handlers: Handlers) {
+    HANDLERS.call_once(|| handlers);
+}
 
 /// Vector of the non-maskable interrupt.
 const NMI: u32 = 2;
@@ -272,16 +304,21 @@ fn name(vector: u32) -> &'static str {
 /// Called by `exception_common` with the saved state.
 #[unsafe(no_mangle)]
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
-    if frame.vector == crate::arch::idt::SYSCALL_VECTOR {
-        crate::proc::syscall::syscall(frame);
-        return;
-    }
-    if frame.vector == u32::from(crate::proc::timer::TIMER_VECTOR) {
-        crate::proc::timer::interrupt(frame);
-        return;
+    let handlers = HANDLERS.get();
+    if let Some(h) = handlers {
+        if frame.vector == h.syscall.0 {
+            (h.syscall.1)(frame);
+            return;
+        }
+        if frame.vector == h.timer.0 {
+            (h.timer.1)(frame);
+            return;
+        }
     }
     if frame.vector >= 32 {
-        crate::smp::work::interrupt(frame.vector);
+        if let Some(h) = handlers {
+            (h.interrupt)(frame.vector);
+        }
         return;
     }
     if frame.vector == NMI {
@@ -290,12 +327,9 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     }
     if frame.vector == PAGE_FAULT {
         let address = cpu::cr2();
-        if kernel_sync::handle_fault(address, frame.error_code) {
-            return;
-        }
-        if (frame.user_mode() || address < crate::mm::layout::PAGE_OFFSET)
-            && crate::proc::sched::running()
-            && crate::proc::fault::page_fault(frame, address, frame.error_code)
+        if let Some(h) = handlers
+            && ((h.kernel_page_fault)(address, frame.error_code)
+                || (h.user_page_fault)(frame, address, frame.error_code))
         {
             return;
         }
@@ -311,7 +345,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             frame.error_code,
             fault_probe::ErrorCode(frame.error_code)
         );
-    } else if crate::proc::fault::user_exception(frame) {
+    } else if handlers.is_some_and(|h| (h.user_exception)(frame)) {
         return;
     } else {
         println!();
