@@ -21,11 +21,11 @@ mod mapper_ops;
 mod multiboot_input;
 
 // The example kernel's parser and normaliser, compiled here unchanged (they
-// depend only on `core` and `zerocopy`). `memmap` names `crate::multiboot`.
-#[path = "../../examples/kernel/src/memmap.rs"]
+// depend only on `core` and `zerocopy`). `memmap` names `super::multiboot`.
+#[path = "../../examples/kernel/src/boot/memmap.rs"]
 #[allow(dead_code)]
 mod memmap;
-#[path = "../../examples/kernel/src/multiboot.rs"]
+#[path = "../../examples/kernel/src/boot/multiboot.rs"]
 #[allow(dead_code)]
 mod multiboot;
 

@@ -7,7 +7,10 @@
 //!    for the host, warnings denied;
 //! 4. `doc`: `cargo doc` for the workspace with warnings denied, with all
 //!    features and with none;
-//! 5. `test`: `cargo test` for the workspace, all features (xtask's own
+//! 5. `test`: the example kernel's layers ([`crate::layers::check`]: no
+//!    file over 600 lines, and the import circle and the imports pointing
+//!    back up no worse than the ratchet), then `cargo test` for the workspace, all
+//!    features (xtask's own
 //!    tests include the check that every Rust block of `docs/adopting.md`
 //!    is code of `examples/minimal/src`), and the minimal kernel's host
 //!    tests (its tables checked through the simulated MMU);
@@ -312,6 +315,7 @@ fn host_docs_show_cpu(doc: &Path) -> Result<(), String> {
 }
 
 fn test() -> Result<(), String> {
+    crate::layers::check(&process::repo_root())?;
     let blocks = crate::adopting::check_repository(&process::repo_root())?;
     println!(
         "{}: all {blocks} Rust blocks are code of {}",

@@ -236,7 +236,7 @@ fn host_triple() -> Result<String, String> {
 
 /// The only kernel functions allowed an x87 instruction, and the one each
 /// may hold: the process switch's eager save and restore of a process's
-/// x87 state (`examples/kernel/src/fpu.rs`).
+/// x87 state (`examples/kernel/src/arch/fpu.rs`).
 const FPU_SWITCH: [(&str, &str); 3] = [
     ("<fpu_init>:", "fninit"),
     ("<fpu_save>:", "fnsave"),

@@ -15,6 +15,7 @@
 //! cargo xtask cpus [--mode 2level|pae|both] [--models A,B,...] [--jobs N]
 //!                  [--timeout SECS]
 //! cargo xtask memory-map
+//! cargo xtask layers [--imports] [--src DIR]
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
 //! cargo xtask loom [--preemptions N]
@@ -38,6 +39,7 @@ mod fuzz;
 mod host;
 mod iso;
 mod kernel;
+mod layers;
 mod loom;
 mod memory_map;
 mod miri;
@@ -126,6 +128,13 @@ commands:
          boot both modes and redraw the kernel's virtual memory map from
          what it prints: examples/kernel/memory-map.svg and the table in
          examples/kernel/README.md
+  layers draw the example kernel's import graph (examples/kernel/src) and
+         check its layer rules: no file over 600 lines, no import circle
+         wider than two files, at most three imports pointing back up the
+         folder ranks (base < arch < boot < mm < smp < proc < selftests <
+         main), each with a `// layer: why` comment; fails if one breaks
+           --imports                list every import (file -> file) first
+           --src DIR                read this copy of the source instead
   bench  run the benchmark suite (benches/README.md) and print its table
            --quick                  short measurements (smoke run)
            --no-callgrind           skip the instruction counts
@@ -178,6 +187,7 @@ fn main() -> ExitCode {
         Some("test") => checks::parse(&args[1..]).and_then(|options| checks::run(&options)),
         Some("iso") => parse_iso(&args[1..]).and_then(|options| build_iso(&options)),
         Some("memory-map") => memory_map_command(&args[1..]),
+        Some("layers") => layers::run(&args[1..]),
         Some("cpus") => cpus::parse(&args[1..]).and_then(|options| cpus::run(&options)),
         Some("fuzz") => fuzz::parse(&args[1..]).and_then(|options| fuzz::run(&options)),
         Some("miri") => miri::parse(&args[1..]).and_then(miri::run),

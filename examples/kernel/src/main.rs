@@ -22,61 +22,20 @@ compile_error!("enable exactly one of the features `mode-2level` and `mode-pae`,
 #[cfg(not(any(feature = "mode-2level", feature = "mode-pae")))]
 compile_error!("enable one of the features `mode-2level` or `mode-pae`");
 
-mod address_space;
-mod apic;
+mod arch;
+mod base;
 mod boot;
-mod context;
-mod cpu;
 mod crash_demo;
-mod direct_map;
-mod double_fault;
-mod early_fixmap;
-mod exceptions;
-mod fault_probe;
-mod firmware;
-mod fpu;
-mod frames;
-mod gdt;
-mod guards;
-mod handover;
-mod idt;
-mod io;
-mod kernel;
-mod kernel_sync;
-mod kernel_tables;
-mod kmap_policy;
-mod kmap_setup;
-mod layout;
-mod mem_intrinsics;
-mod memmap;
-mod memory;
-mod mode;
-mod multiboot;
-mod nmi;
-mod pat;
-mod pci;
-mod phys_window;
-mod pit;
-mod process;
+mod mm;
+mod proc;
 mod selftests;
-mod serial;
-mod shootdown;
 mod smp;
-mod test;
-mod ticket;
-mod timer;
-mod tss;
-mod user;
-mod usercopy;
-mod vga;
-mod vmalloc;
-mod watchdog;
 
-pub use context::BootContext;
+pub use boot::context::BootContext;
 
-use kernel::Kernel;
-use kmap_policy::KernelPolicy;
-use test::Failure;
+use base::error::Error;
+use mm::kernel::Kernel;
+use mm::kmap_policy::KernelPolicy;
 
 /// First row of the VGA console, written through the early fixmap and read
 /// back by the fixmap self-test after the handover.
@@ -86,63 +45,63 @@ const BANNER: &str = concat!(
     ": early console on fixmap slot VGA_CONSOLE (serial is the main console)"
 );
 
-/// Rust entry point, called by the boot code ([`boot`], step 1: the static
+/// Rust entry point, called by the boot code ([`boot::entry`], step 1: the static
 /// boot tables, paging turned on by the mode's crate) on the boot stack in
 /// the higher half; `magic` and `info_phys` are EAX and EBX at entry.
 #[unsafe(no_mangle)]
 pub extern "C" fn kmain(magic: u32, info_phys: u32) -> ! {
-    serial::init();
+    arch::serial::init();
     println!("example-kernel {}", env!("CARGO_PKG_VERSION"));
-    println!("paging mode: {}", mode::DESCRIPTION);
+    println!("paging mode: {}", arch::mode::DESCRIPTION);
     match boot(magic, info_phys) {
         Ok(kernel) => {
             crash_demo::run_if_requested(&kernel.context);
-            watchdog::provoke(&kernel.context);
+            smp::watchdog::provoke(&kernel.context);
             if selftests::soak_requested(&kernel) {
-                test::run_all(selftests::SOAK, &kernel)
+                selftests::harness::run_all(selftests::SOAK, &kernel)
             } else {
-                test::run_all(selftests::ALL, &kernel)
+                selftests::harness::run_all(selftests::ALL, &kernel)
             }
         }
         Err(failure) => {
             println!("BOOT FAILED: {}", failure.message());
-            io::exit_qemu(false)
+            arch::io::exit_qemu(false)
         }
     }
 }
 
 /// The boot sequence after the assembly: each line one step.
-fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Failure> {
+fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Error> {
     install_cpu_tables();
-    let early = early_fixmap::set_up(BANNER)?; // 2. early fixmap + VGA console
+    let early = mm::early_fixmap::set_up(BANNER)?; // 2. early fixmap + VGA console
     println!("early fixmap: static table, VGA text buffer in slot VGA_CONSOLE");
     let context = BootContext::gather(magic, info_phys); // 3. memory map
     report(&context);
-    watchdog::init(&context); // hangs become reports
-    let layout = memory::init_frames(&context)?; // 4. frame allocator
-    let mut frames = frames::lock();
-    let mut mapper = kernel_tables::build(&layout, &mut frames)?; // 5. final tables
-    kernel_tables::load(&mapper, &layout)?;
+    smp::watchdog::init(&context); // hangs become reports
+    let layout = mm::memory::init_frames(&context)?; // 4. frame allocator
+    let mut frames = mm::frames::lock();
+    let mut mapper = mm::kernel_tables::build(&layout, &mut frames)?; // 5. final tables
+    mm::kernel_tables::load(&mapper, &layout)?;
     let on_off = |on: bool| if on { "on" } else { "off" };
     println!(
         "final tables loaded: root {}, lowmem direct map to {:#x}, NX {}, global pages {}",
         mapper.root(),
         layout.direct_map_end,
-        on_off(mode::nx_enabled()),
-        on_off(mode::global_pages_enabled())
+        on_off(arch::mode::nx_enabled()),
+        on_off(arch::mode::global_pages_enabled())
     );
-    pat::init(); // memory types: WC and WP in the PAT
-    kernel_sync::init(mapper.root()); // shared kernel half: reference directory
+    arch::pat::init(); // memory types: WC and WP in the PAT
+    mm::kernel_sync::init(mapper.root()); // shared kernel half: reference directory
     println!(
         "kernel sync: reference directory {}, vmalloc {:#x}..{:#x} mapped there only",
         mapper.root(),
-        layout::VMALLOC_START,
-        layout::VMALLOC_END
+        mm::layout::VMALLOC_START,
+        mm::layout::VMALLOC_END
     );
-    let (fixmap, window) = handover::hand_over(early, &mut mapper, &mut frames)?; // 6. handover
+    let (fixmap, window) = mm::handover::hand_over(early, &mut mapper, &mut frames)?; // 6. handover
     drop(frames);
     let policy = KernelPolicy::from_cmdline(context.cmdline).unwrap_or(KernelPolicy::Global);
-    kmap_setup::init(fixmap, &window, &layout, policy)?; // 7. kmap pools
+    mm::kmap_setup::init(fixmap, &window, &layout, policy)?; // 7. kmap pools
     smp::init(&context, fixmap)?; // 8. application processors
     layout.print();
     Ok(Kernel {
@@ -156,32 +115,51 @@ fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Failure> {
 }
 
 /// Own GDT (flat segments, two TSSs), IDT with the page-fault handler
-/// ([`exceptions`]) and the double fault as a task with its own stack
-/// ([`double_fault`]): faults are caught and reported, never triple faults.
+/// ([`arch::exceptions`]) and the double fault as a task with its own stack
+/// ([`arch::double_fault`]): faults are caught and reported, never triple faults.
 fn install_cpu_tables() {
     // SAFETY: first thing after boot, single CPU, interrupts disabled (the
     // loader leaves IF clear and nothing sets it); paging is already on.
     unsafe {
         let (main_task, double_fault_task) =
-            double_fault::prepare_tasks(0, double_fault::boot_stack_top());
-        gdt::init(0, main_task, double_fault_task);
-        idt::init();
+            arch::double_fault::prepare_tasks(0, arch::double_fault::boot_stack_top());
+        arch::gdt::init(0, main_task, double_fault_task);
+        arch::idt::init();
     }
+    register_handlers();
+}
+
+/// The exception dispatcher's handlers from the layers above it
+/// ([`arch::exceptions::register`]): system calls, the timer, IPIs, the
+/// lazy kernel sync and processes' faults.
+fn register_handlers() {
+    arch::exceptions::register(arch::exceptions::Handlers {
+        syscall: (arch::idt::SYSCALL_VECTOR, proc::syscall::syscall),
+        timer: (u32::from(proc::timer::TIMER_VECTOR), proc::timer::interrupt),
+        interrupt: smp::work::interrupt,
+        kernel_page_fault: mm::kernel_sync::handle_fault,
+        user_page_fault: |frame, address, error_code| {
+            (frame.user_mode() || address < mm::layout::PAGE_OFFSET)
+                && proc::sched::running()
+                && proc::fault::page_fault(frame, address, error_code)
+        },
+        user_exception: proc::fault::user_exception,
+    });
 }
 
 /// Prints what the kernel found at boot.
 fn report(context: &BootContext) {
-    let image = layout::kernel_image();
+    let image = mm::layout::kernel_image();
     println!(
         "kernel image: {:#x}..{:#x} (physical {:#x}..{:#x})",
         image.start,
         image.end,
-        layout::virt_to_phys(image.start),
-        layout::virt_to_phys(image.end)
+        mm::layout::virt_to_phys(image.start),
+        mm::layout::virt_to_phys(image.end)
     );
     println!("command line: {}", context.printable_cmdline());
     println!("cpu paging features: {:?}", context.features);
-    println!("cpu features: {}", cpu::features());
+    println!("cpu features: {}", arch::cpu::features());
     match &context.memory_map {
         Ok(map) => {
             println!(
@@ -212,7 +190,7 @@ fn report(context: &BootContext) {
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!();
     println!("KERNEL PANIC: {info}");
-    io::exit_qemu(false)
+    arch::io::exit_qemu(false)
 }
 
 /// Never called: every profile uses `panic = "abort"`, but the prebuilt

@@ -3,13 +3,13 @@
 
 use paging_core::{Entry, MapFlags, PagingMode, PhysFrame, PmdEntry, VirtAddr, Walker};
 
-use crate::direct_map::DirectMapAccess;
-use crate::early_fixmap::early_table_frame;
-use crate::kernel::Kernel;
-use crate::layout::{KernelFixmap, PAGE_OFFSET, VGA_TEXT_BUFFER};
-use crate::mode::Mode;
-use crate::test::TestResult;
-use crate::{ensure, fail, println, vga};
+use crate::arch::mode::Mode;
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::early_fixmap::early_table_frame;
+use crate::mm::kernel::Kernel;
+use crate::mm::layout::{KernelFixmap, PAGE_OFFSET, VGA_TEXT_BUFFER};
+use crate::selftests::harness::TestResult;
+use crate::{arch::vga, ensure, fail, println};
 
 pub fn early_console_mapping_survives_the_handover(kernel: &Kernel) -> TestResult {
     // The banner was written through the early table, before any

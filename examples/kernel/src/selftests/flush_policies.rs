@@ -6,15 +6,15 @@ use kmap::{DirectMap, FlushPolicy, KmapStats};
 use paging_core::{Entry, PagingMode, PhysFrame, TableAccess, TlbOps, VirtAddr};
 
 use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
-use crate::direct_map::DirectMapAccess;
-use crate::kernel::Kernel;
-use crate::kmap_policy::KernelPolicy;
-use crate::kmap_setup::{self, KernelKmap, KernelWait};
-use crate::layout::{KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
-use crate::mode::Mode;
-use crate::pit::{self, Stopwatch};
-use crate::shootdown::KernelTlb;
-use crate::test::{Failure, TestResult};
+use crate::arch::mode::Mode;
+use crate::arch::pit::{self, Stopwatch};
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kernel::Kernel;
+use crate::mm::kmap_policy::KernelPolicy;
+use crate::mm::kmap_setup::{self, KernelKmap, KernelWait};
+use crate::mm::layout::{KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
+use crate::mm::shootdown::KernelTlb;
+use crate::selftests::harness::{Failure, TestResult};
 use crate::{failure, println};
 
 /// A pool over one flush-policy test area.

@@ -6,12 +6,14 @@ use core::sync::atomic::{Ordering, fence};
 
 use paging_core::{CacheType, Entry, PhysAddr, VirtAddr, Walker, cpu};
 
-use crate::direct_map::DirectMapAccess;
-use crate::kernel::Kernel;
-use crate::kernel_tables::kernel_flags;
-use crate::mode::Mode;
-use crate::test::{Failure, TestResult};
-use crate::{ensure, fail, failure, frames, io, pat, pci, println, vmalloc};
+use crate::arch::mode::Mode;
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kernel::Kernel;
+use crate::mm::kernel_tables::kernel_flags;
+use crate::selftests::harness::{Failure, TestResult};
+use crate::{
+    arch::io, arch::pat, arch::pci, ensure, fail, failure, mm::frames, mm::vmalloc, println,
+};
 
 /// QEMU's `-vga std` (Bochs VBE) device.
 const VGA_VENDOR: u16 = 0x1234;
@@ -33,7 +35,7 @@ pub fn framebuffer_write_combining(kernel: &Kernel) -> TestResult {
     {
         Ok(flags) => flags,
         // No PAT (reported at boot): the refusal is the right answer.
-        Err(e) if !crate::cpu::features().pat => {
+        Err(e) if !crate::arch::cpu::features().pat => {
             println!(
                 "    skipped: no PAT (CPUID.1:EDX.PAT clear): write-combining refused ({e}); nothing to map"
             );

@@ -15,11 +15,11 @@ use core::sync::atomic::Ordering;
 use paging_core::Zone;
 
 use super::processes::run_and_reap;
-use crate::kernel::Kernel;
-use crate::layout::CPUS;
-use crate::process::{self, COUNTERS};
-use crate::test::TestResult;
-use crate::user::{self, FUZZ_DONE};
+use crate::mm::kernel::Kernel;
+use crate::mm::layout::CPUS;
+use crate::proc::process::{self, COUNTERS};
+use crate::proc::user::{self, FUZZ_DONE};
+use crate::selftests::harness::TestResult;
 use crate::{ensure, failure, println, smp};
 
 /// System calls a boot fuzzes unless the command line says otherwise.
@@ -47,7 +47,7 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
         COUNTERS.shared_by_fork.load(Ordering::Relaxed),
         COUNTERS.forks_refused.load(Ordering::Relaxed),
     );
-    let cycles = crate::cpu::rdtsc();
+    let cycles = crate::arch::cpu::rdtsc();
     let cpus: heapless::Vec<usize, CPUS> = (0..CPUS).filter(|&c| smp::is_online(c)).collect();
     let roots = ROOTS_PER_CPU * cpus.len() as u32;
     let (mut rounds, mut processes, mut done) = (0u32, 0u32, 0u32);
@@ -59,9 +59,10 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
         // Rounds of at most about 12,000 calls on four CPUs: each round
         // prints a line, so a slow emulator is seen to be going.
         let budget = ((target - made) / roots).clamp(64, 1000);
-        let before = process::free_frames();
+        let before = crate::proc::sched::free_frames();
         for &cpu in cpus.iter().cycle().take(roots as usize) {
-            let pid = process::spawn(user::fuzz(), budget, Zone::PreferHighmem, Some(cpu))?;
+            let pid =
+                crate::proc::spawn::spawn(user::fuzz(), budget, Zone::PreferHighmem, Some(cpu))?;
             process::make_quiet(pid);
             processes += 1;
         }
@@ -71,7 +72,7 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
         rounds += 1;
         // Each round is bounded: it restarts the watchdog's test deadline,
         // and a line per round shows a slow emulator is still going.
-        crate::watchdog::test_started();
+        crate::smp::watchdog::test_started();
         println!(
             "    fuzz round {rounds}: {} system calls so far",
             COUNTERS.syscalls.load(Ordering::Relaxed) - start
@@ -82,7 +83,7 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
         );
     }
     let made = COUNTERS.syscalls.load(Ordering::Relaxed) - start;
-    let cycles = crate::cpu::rdtsc() - cycles;
+    let cycles = crate::arch::cpu::rdtsc() - cycles;
     println!(
         "    {made} system calls (target {target}) from {processes} fuzz processes in {rounds} rounds on {} CPUs: {} killed (privileged instructions, faults), {} forks refused, {} pages shared by fork, {done} roots spent their budget; no pattern ever changed; frames, registry and shared table back; {} million cycles",
         cpus.len(),

@@ -16,15 +16,15 @@ use paging_core::cpu::NativeTlb;
 use paging_core::{FrameAllocator, Mapper, Page, PhysFrame, TlbOps, VirtAddr, Zone};
 
 use super::memory_access::{pattern, write_word};
-use crate::address_space::AddressSpace;
-use crate::direct_map::DirectMapAccess;
-use crate::frames::{self, Frames};
-use crate::kernel::Kernel;
-use crate::kernel_tables::kernel_flags;
-use crate::layout::PAGE_OFFSET;
-use crate::mode::{self, Mode};
-use crate::test::{Failure, TestResult};
-use crate::{ensure, failure, fault_probe, println, vmalloc};
+use crate::arch::mode::{self, Mode};
+use crate::mm::address_space::AddressSpace;
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::frames::{self, Frames};
+use crate::mm::kernel::Kernel;
+use crate::mm::kernel_tables::kernel_flags;
+use crate::mm::layout::PAGE_OFFSET;
+use crate::selftests::harness::{Failure, TestResult};
+use crate::{arch::fault_probe, ensure, failure, mm::vmalloc, println};
 
 /// Two lowmem frames with distinct words.
 fn two_frames(frames: &mut Frames) -> Result<[(PhysFrame, u32); 2], Failure> {
@@ -115,7 +115,11 @@ fn switch_and_read(
     // repoints and unmaps its own vmalloc test page, which no Rust
     // reference points into.
     let mut reference = unsafe {
-        Mapper::<Mode, _>::new(kernel.root, DirectMapAccess, crate::mode::cpu_features())
+        Mapper::<Mode, _>::new(
+            kernel.root,
+            DirectMapAccess,
+            crate::arch::mode::cpu_features(),
+        )
     }
     .map_err(|e| failure!("{e}"))?;
     let (_, stale) = reference

@@ -9,12 +9,12 @@ use paging_core::{MapFlags, PagingMode, PhysAddr, PhysFrame, PteEntry, Walker};
 
 use super::kernel_walk::{Leaf, walk_kernel_half};
 use super::page_faults::check_fault;
-use crate::direct_map::DirectMapAccess;
-use crate::fault_probe::{self, ErrorCode};
-use crate::kernel::Kernel;
-use crate::layout::{self, KernelFixmap, PKMAP_BASE};
-use crate::mode::{self, Mode};
-use crate::test::{Failure, TestResult};
+use crate::arch::fault_probe::{self, ErrorCode};
+use crate::arch::mode::{self, Mode};
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kernel::Kernel;
+use crate::mm::layout::{self, KernelFixmap, PKMAP_BASE};
+use crate::selftests::harness::{Failure, TestResult};
 use crate::{ensure, fail, failure, println};
 
 /// Pages of 4 KiB in `range`.
@@ -115,7 +115,7 @@ pub fn kernel_mappings_are_w_xor_x_and_never_user(kernel: &Kernel) -> TestResult
         );
     } else {
         ensure!(
-            !crate::cpu::features().paging.nx,
+            !crate::arch::cpu::features().paging.nx,
             "NX is off although the CPU has it"
         );
         println!(

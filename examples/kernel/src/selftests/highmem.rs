@@ -5,11 +5,11 @@
 use paging_core::PhysFrame;
 
 use super::memory_access::{pattern, read_word, write_word};
-use crate::frames::{self, Frames, ZoneId};
-use crate::kernel::Kernel;
-use crate::kmap_setup::{self, KernelPool};
-use crate::pit::{self, Stopwatch};
-use crate::test::{Failure, TestResult};
+use crate::arch::pit::{self, Stopwatch};
+use crate::mm::frames::{self, Frames, ZoneId};
+use crate::mm::kernel::Kernel;
+use crate::mm::kmap_setup::{self, KernelPool};
+use crate::selftests::harness::{Failure, TestResult};
 use crate::{ensure, fail, failure, println};
 
 /// Most frames one pass maps (TCG runs about a million kmaps in a few

@@ -9,15 +9,15 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use paging_core::Zone;
 
 use super::processes::run_and_reap;
-use crate::kernel::Kernel;
-use crate::layout::CPUS;
-use crate::process::{self, COUNTERS, KILLED, MAX_CHILDREN};
-use crate::test::{Failure, TestResult};
-use crate::user::{self, Program, err, nr};
-use crate::{ensure, fail, gdt, println, smp};
+use crate::mm::kernel::Kernel;
+use crate::mm::layout::CPUS;
+use crate::proc::process::{self, COUNTERS, KILLED, MAX_CHILDREN};
+use crate::proc::user::{self, Program, err, nr};
+use crate::selftests::harness::{Failure, TestResult};
+use crate::{arch::gdt, ensure, fail, println, smp};
 
 fn spawn(program: Program, arg: u32) -> Result<u32, Failure> {
-    process::spawn(program, arg, Zone::PreferHighmem, None)
+    crate::proc::spawn::spawn(program, arg, Zone::PreferHighmem, None)
 }
 
 /// The last online CPU (the one the single-CPU tests share).
@@ -26,8 +26,8 @@ fn last_cpu() -> usize {
 }
 
 /// Runs one process to its end; its outcome (the only one reaped).
-fn run_one(program: Program, arg: u32) -> Result<process::Outcome, Failure> {
-    let before = process::free_frames();
+fn run_one(program: Program, arg: u32) -> Result<crate::proc::sched::Outcome, Failure> {
+    let before = crate::proc::sched::free_frames();
     spawn(program, arg)?;
     let outcomes = run_and_reap(before)?;
     let [o] = outcomes.as_slice() else {
@@ -76,9 +76,9 @@ pub fn user_hostile_exit_frees_every_private_page(_: &Kernel) -> TestResult {
 /// H6: `kmap_hold(0xFFFFFFFF)` is refused at once ([`err::INVALID`]);
 /// the cap is [`process::KMAP_HOLD_MAX`] preemptions.
 pub fn user_hostile_kmap_hold_is_capped(_: &Kernel) -> TestResult {
-    let start = crate::cpu::rdtsc();
+    let start = crate::arch::cpu::rdtsc();
     let o = run_one(user::call_err(), nr::KMAP_HOLD)?;
-    let cycles = crate::cpu::rdtsc() - start;
+    let cycles = crate::arch::cpu::rdtsc() - start;
     ensure!(
         o.exit_code == err::INVALID && o.kill_reason.is_none(),
         "kmap_hold(0xFFFFFFFF) ended with {:#x} ({o:?}), expected -1 and last_error {}",
@@ -210,23 +210,23 @@ pub fn user_hostile_child_limit(_: &Kernel) -> TestResult {
 /// next tick (+1); and the stamp and the pick each read the tick count at
 /// an arbitrary point of a tick (+1 for the rounding).
 pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let cpu = last_cpu();
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed);
-    let ticks = crate::timer::ticks(cpu);
+    let ticks = crate::proc::timer::ticks(cpu);
     for _ in 0..4 {
-        process::spawn(user::spinner(), 20_000_000, Zone::PreferHighmem, Some(cpu))?;
+        crate::proc::spawn::spawn(user::spinner(), 20_000_000, Zone::PreferHighmem, Some(cpu))?;
     }
-    process::fairness_reset();
+    crate::proc::sched::fairness_reset();
     let outcomes = run_and_reap(before)?;
     ensure!(
         outcomes.len() == 4,
         "{} of 4 spinners ended",
         outcomes.len()
     );
-    let (worst, picks, ready) = process::fairness(cpu);
+    let (worst, picks, ready) = crate::proc::sched::fairness(cpu);
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed) - preemptions;
-    let ticks = crate::timer::ticks(cpu) - ticks;
+    let ticks = crate::proc::timer::ticks(cpu) - ticks;
     ensure!(
         preemptions >= 4,
         "only {preemptions} preemptions in {ticks} ticks: the spinners are too short to measure"
@@ -252,15 +252,15 @@ pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
 /// they start from `fninit`'s state with zeroed registers. Prints the
 /// eager save + restore cost.
 pub fn user_hostile_fpu_state_never_crosses_processes(_: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let cpu = last_cpu();
-    let cost = crate::fpu::switch_cost();
+    let cost = crate::arch::fpu::switch_cost();
     let secrets = [0x1234_5678u32, 0x0BAD_F00D];
     for secret in secrets {
-        process::spawn(user::fpu_keeper(), secret, Zone::PreferHighmem, Some(cpu))?;
+        crate::proc::spawn::spawn(user::fpu_keeper(), secret, Zone::PreferHighmem, Some(cpu))?;
     }
     for _ in 0..2 {
-        process::spawn(user::fpu_checker(), 0, Zone::PreferHighmem, Some(cpu))?;
+        crate::proc::spawn::spawn(user::fpu_checker(), 0, Zone::PreferHighmem, Some(cpu))?;
     }
     let outcomes = run_and_reap(before)?;
     ensure!(
@@ -277,12 +277,12 @@ pub fn user_hostile_fpu_state_never_crosses_processes(_: &Kernel) -> TestResult 
             o.exit_code
         );
     }
-    let after = crate::fpu::switch_cost();
+    let after = crate::arch::fpu::switch_cost();
     let (cycles, switches) = (after.0 - cost.0, after.1 - cost.1);
     ensure!(switches > 0, "no switch was counted");
     println!(
         "    cr0.NE {}; 2 keepers kept ST0/ST1 over 24 switches each, 2 newcomers saw fninit's state and zeroed registers; eager frstor + fnsave: {} TSC cycles per switch ({switches} switches)",
-        u32::from(crate::cpu::cr0() & crate::fpu::CR0_NE != 0),
+        u32::from(crate::arch::cpu::cr0() & crate::arch::fpu::CR0_NE != 0),
         cycles / switches
     );
     Ok(())
@@ -298,7 +298,7 @@ fn record_ldtr(cpu: usize, _: usize) {
 /// H5: LDTR is null on every CPU; a ring-3 load of selector 0x0F (LDT
 /// entry 1) is a #GP that kills the process.
 pub fn user_hostile_ldt_selector_faults(_: &Kernel) -> TestResult {
-    smp::run_on_all(record_ldtr, 0);
+    crate::smp::work::run_on_all(record_ldtr, 0);
     for cpu in (0..CPUS).filter(|&c| smp::is_online(c)) {
         let ldtr = LDTRS[cpu].load(Ordering::Relaxed);
         ensure!(
@@ -325,13 +325,13 @@ const GUARD_VA: u32 = 0x4000_0000;
 /// at its start, executable where the mode has NX) and a read-only one
 /// after it; `f` runs with it loaded; everything is freed after.
 fn with_user_pages(f: impl FnOnce() -> TestResult) -> TestResult {
-    use crate::address_space::AddressSpace;
-    use crate::direct_map::DirectMapAccess;
-    use crate::frames;
-    use crate::layout::PAGE_OFFSET;
+    use crate::mm::address_space::AddressSpace;
+    use crate::mm::direct_map::DirectMapAccess;
+    use crate::mm::frames;
+    use crate::mm::layout::PAGE_OFFSET;
     use paging_core::{FrameAllocator, MapFlags, Page, VirtAddr};
 
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let mut guard = frames::lock();
     let (Some(rw), Some(ro)) = (
         guard.allocate_frame(Zone::Lowmem),
@@ -349,7 +349,7 @@ fn with_user_pages(f: impl FnOnce() -> TestResult) -> TestResult {
             )
         };
     }
-    let registry = crate::kernel_sync::get().map_or(0, |s| s.registered());
+    let registry = crate::mm::kernel_sync::get().map_or(0, |s| s.registered());
     let mut space = AddressSpace::create(DirectMapAccess, Zone::Lowmem, &mut *guard)?;
     let user = MapFlags::PRESENT | MapFlags::USER;
     let result = (|| {
@@ -381,11 +381,11 @@ fn with_user_pages(f: impl FnOnce() -> TestResult) -> TestResult {
     }
     drop(guard);
     ensure!(
-        process::free_frames() == before,
+        crate::proc::sched::free_frames() == before,
         "frames not back after the guard test"
     );
     ensure!(
-        crate::kernel_sync::get().map_or(0, |s| s.registered()) == registry,
+        crate::mm::kernel_sync::get().map_or(0, |s| s.registered()) == registry,
         "the test's address space is still registered"
     );
     result
@@ -395,8 +395,8 @@ fn with_user_pages(f: impl FnOnce() -> TestResult) -> TestResult {
 /// half (kernel, fixmap, pkmap, straddling 3 GiB, wrapping) and pages it
 /// cannot reach (unmapped, read-only for a write), copies the rest.
 pub fn user_hostile_usercopy_is_the_only_path(_: &Kernel) -> TestResult {
-    use crate::layout::PAGE_OFFSET;
-    use crate::usercopy::{copy_from_user, copy_to_user};
+    use crate::mm::layout::PAGE_OFFSET;
+    use crate::proc::usercopy::{copy_from_user, copy_to_user};
     with_user_pages(|| {
         let mut buf = [0u8; 16];
         for bad in [
@@ -404,7 +404,7 @@ pub fn user_hostile_usercopy_is_the_only_path(_: &Kernel) -> TestResult {
             PAGE_OFFSET - 8,
             0xFFFF_F000,
             0xFFC0_0000,
-            crate::layout::PKMAP_BASE,
+            crate::mm::layout::PKMAP_BASE,
             u32::MAX - 4,
         ] {
             ensure!(
@@ -443,8 +443,8 @@ pub fn user_hostile_usercopy_is_the_only_path(_: &Kernel) -> TestResult {
 /// fetch from a user page and a kernel read of one outside the usercopy
 /// path fault; the usercopy path (stac/clac) still reads it.
 pub fn user_hostile_smep_and_smap_guard_user_pages(_: &Kernel) -> TestResult {
-    use crate::fault_probe::{self, ErrorCode};
-    use crate::guards;
+    use crate::arch::fault_probe::{self, ErrorCode};
+    use crate::arch::guards;
     let (smep, smap, _) = guards::available();
     with_user_pages(|| {
         let cr4 = guards::enable_bits(guards::CR4_SMEP | guards::CR4_SMAP);
@@ -453,7 +453,7 @@ pub fn user_hostile_smep_and_smap_guard_user_pages(_: &Kernel) -> TestResult {
         // SAFETY: an ordinary user page of this space, or a fault.
         let read = unsafe { fault_probe::read_u32(GUARD_VA as usize) };
         let mut buf = [0u8; 4];
-        let copied = crate::usercopy::copy_from_user(&mut buf, GUARD_VA);
+        let copied = crate::proc::usercopy::copy_from_user(&mut buf, GUARD_VA);
         guards::restore(cr4);
         if smep {
             let Err(f) = fetch else {
@@ -498,8 +498,8 @@ pub fn user_hostile_smep_and_smap_guard_user_pages(_: &Kernel) -> TestResult {
 /// UMIP, where the CPU has it: `sgdt`, `sidt`, `smsw` and `str` in ring 3
 /// are a #GP that kills the process.
 pub fn user_hostile_umip_hides_descriptor_tables(_: &Kernel) -> TestResult {
-    let (_, _, umip) = crate::guards::available();
-    let before = process::free_frames();
+    let (_, _, umip) = crate::arch::guards::available();
+    let before = crate::proc::sched::free_frames();
     let mut pids = [0u32; 4];
     for (which, pid) in pids.iter_mut().enumerate() {
         *pid = spawn(user::umip(), which as u32)?;

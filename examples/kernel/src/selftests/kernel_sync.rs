@@ -6,15 +6,15 @@
 use paging_core::{FrameAllocator, PagingMode, PhysFrame, VirtAddr, Walker, Zone};
 
 use super::memory_access::{pattern, write_word};
-use crate::address_space::AddressSpace;
-use crate::direct_map::DirectMapAccess;
-use crate::frames::{self, Frames};
-use crate::kernel::Kernel;
-use crate::kernel_sync::{self, SyncFaults};
-use crate::layout::PAGE_OFFSET;
-use crate::mode::Mode;
-use crate::test::{Failure, TestResult};
-use crate::{apic, ensure, failure, fault_probe, nmi, println, vmalloc};
+use crate::arch::mode::Mode;
+use crate::mm::address_space::AddressSpace;
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::frames::{self, Frames};
+use crate::mm::kernel::Kernel;
+use crate::mm::kernel_sync::{self, SyncFaults};
+use crate::mm::layout::PAGE_OFFSET;
+use crate::selftests::harness::{Failure, TestResult};
+use crate::{arch::apic, arch::fault_probe, arch::nmi, ensure, failure, mm::vmalloc, println};
 
 /// The space every test creates, with tables reached through the direct map.
 type Space = AddressSpace<DirectMapAccess>;

@@ -6,11 +6,11 @@ use paging_core::{
     Walker,
 };
 
-use crate::direct_map::DirectMapAccess;
+use crate::arch::mode::Mode;
 use crate::failure;
-use crate::layout::PAGE_OFFSET;
-use crate::mode::Mode;
-use crate::test::Failure;
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::layout::PAGE_OFFSET;
+use crate::selftests::harness::Failure;
 
 /// Bit 2 of every x86 paging entry: U/S in table and leaf entries,
 /// reserved (so also never set) in a PAE PDPTE.

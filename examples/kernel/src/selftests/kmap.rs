@@ -3,12 +3,12 @@
 
 use paging_core::{FrameAllocator, PhysFrame, Zone};
 
-use crate::fault_probe::{self, ErrorCode};
-use crate::frames::{self, ZoneId};
-use crate::kernel::Kernel;
-use crate::kmap_setup;
-use crate::layout::{FIXADDR_START, KMAP_POOL_SLOTS, PAGE_OFFSET, PKMAP_BASE};
-use crate::test::TestResult;
+use crate::arch::fault_probe::{self, ErrorCode};
+use crate::mm::frames::{self, ZoneId};
+use crate::mm::kernel::Kernel;
+use crate::mm::kmap_setup;
+use crate::mm::layout::{FIXADDR_START, KMAP_POOL_SLOTS, PAGE_OFFSET, PKMAP_BASE};
+use crate::selftests::harness::TestResult;
 use crate::{ensure, fail, println};
 
 pub fn frame_allocator_keeps_zones_and_contiguous_runs(kernel: &Kernel) -> TestResult {

@@ -1,9 +1,9 @@
 //! Tests of the kernel's own `memcpy`/`memmove`/`memset`/`memcmp`.
 
+use crate::base::mem_intrinsics::{memcmp, memcpy, memmove, memset};
 use crate::ensure;
-use crate::kernel::Kernel;
-use crate::mem_intrinsics::{memcmp, memcpy, memmove, memset};
-use crate::test::TestResult;
+use crate::mm::kernel::Kernel;
+use crate::selftests::harness::TestResult;
 
 /// `n`, hidden from the optimiser so it cannot expand a call with a known
 /// small length inline: the kernel's own routine must run.

@@ -4,8 +4,8 @@
 use paging_core::{FrameAllocator, PhysAddr, PhysFrame, Zone};
 
 use crate::failure;
-use crate::frames::{self, ZoneId};
-use crate::test::Failure;
+use crate::mm::frames::{self, ZoneId};
+use crate::selftests::harness::Failure;
 
 /// Writes `value` to the `u32` at `va`.
 ///

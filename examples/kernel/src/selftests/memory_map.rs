@@ -1,10 +1,10 @@
 //! Tests of the multiboot memory map: the real one the loader passed, and
 //! forged maps fed to the parser and the normaliser.
 
-use crate::kernel::Kernel;
-use crate::memmap::MemoryMap;
-use crate::multiboot::{BootInfo, MemoryMapEntries, MultibootError, Region, RegionKind};
-use crate::test::TestResult;
+use crate::boot::memmap::MemoryMap;
+use crate::boot::multiboot::{BootInfo, MemoryMapEntries, MultibootError, Region, RegionKind};
+use crate::mm::kernel::Kernel;
+use crate::selftests::harness::TestResult;
 use crate::{ensure, fail};
 
 const MIB: u64 = 1 << 20;

@@ -6,6 +6,7 @@ mod framebuffer;
 mod fuzz;
 mod global_pages;
 mod hardening;
+pub mod harness;
 mod highmem;
 mod hostile;
 mod kernel_sync;
@@ -20,12 +21,14 @@ mod processes;
 mod pte_highmem;
 mod smp;
 mod smp_kmap;
+mod smp_kmap_deadlock;
+mod smp_kmap_local;
 mod smp_races;
 mod smp_shootdown;
 mod soak;
 mod split;
 
-use crate::test::Test;
+use crate::selftests::harness::Test;
 
 /// The soak alone: what a boot with `soak.seconds=N` runs instead of
 /// [`ALL`] (`cargo xtask soak`).
@@ -35,7 +38,7 @@ pub const SOAK: &[Test] = &[Test {
 }];
 
 /// Whether the command line asks for the soak.
-pub fn soak_requested(kernel: &crate::kernel::Kernel) -> bool {
+pub fn soak_requested(kernel: &crate::mm::kernel::Kernel) -> bool {
     soak::seconds(kernel).is_some()
 }
 
@@ -99,11 +102,11 @@ pub const ALL: &[Test] = &[
     },
     Test {
         name: "smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait",
-        run: smp_kmap::smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait,
+        run: smp_kmap_local::smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait,
     },
     Test {
         name: "smp_two_kmap_deadlock_is_prevented_by_reservations",
-        run: smp_kmap::smp_two_kmap_deadlock_is_prevented_by_reservations,
+        run: smp_kmap_deadlock::smp_two_kmap_deadlock_is_prevented_by_reservations,
     },
     Test {
         name: "process_runs_in_ring_3_and_makes_system_calls",

@@ -1,10 +1,10 @@
 //! Tests that the boot page tables protect what they should and that the
 //! page-fault handler reports faults precisely (CR2 and error code).
 
-use crate::fault_probe::{self, ErrorCode, PageFault};
-use crate::kernel::Kernel;
-use crate::layout;
-use crate::test::TestResult;
+use crate::arch::fault_probe::{self, ErrorCode, PageFault};
+use crate::mm::kernel::Kernel;
+use crate::mm::layout;
+use crate::selftests::harness::TestResult;
 use crate::{ensure, fail, println};
 
 /// An address the final tables leave unmapped (the empty vmalloc area).

@@ -1,11 +1,11 @@
 //! Tests of the platform the kernel stands on: console, CPU state, CPU
 //! features.
 
-use crate::cpu;
-use crate::kernel::Kernel;
-use crate::layout;
-use crate::test::TestResult;
-use crate::{ensure, println, serial};
+use crate::arch::cpu;
+use crate::mm::kernel::Kernel;
+use crate::mm::layout;
+use crate::selftests::harness::TestResult;
+use crate::{arch::serial, ensure, println};
 
 pub fn serial_loopback_echoes_a_byte(_: &Kernel) -> TestResult {
     for byte in [0xA5, 0x5A] {
@@ -49,10 +49,10 @@ pub fn cpu_has_paging_features_for_mode(kernel: &Kernel) -> TestResult {
         // stays off and the XD bit is reserved (the W^X test checks that no
         // kernel entry sets it).
         ensure!(
-            crate::mode::nx_enabled() == features.nx,
+            crate::arch::mode::nx_enabled() == features.nx,
             "the CPU {} NX but EFER.NXE is {}",
             if features.nx { "has" } else { "lacks" },
-            if crate::mode::nx_enabled() {
+            if crate::arch::mode::nx_enabled() {
                 "on"
             } else {
                 "off"

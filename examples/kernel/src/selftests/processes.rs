@@ -9,16 +9,17 @@ use core::sync::atomic::Ordering;
 
 use paging_core::Zone;
 
-use crate::kernel::Kernel;
-use crate::layout::CPUS;
-use crate::process::{self, COUNTERS, KILLED, Outcome};
-use crate::test::{Failure, TestResult};
-use crate::user::{self, Program};
+use crate::mm::kernel::Kernel;
+use crate::mm::layout::CPUS;
+use crate::proc::process::{self, COUNTERS, KILLED};
+use crate::proc::sched::Outcome;
+use crate::proc::user::{self, Program};
+use crate::selftests::harness::{Failure, TestResult};
 use crate::{ensure, fail, failure, println, smp};
 
 /// Address spaces registered with the kernel sync now.
 fn registered() -> usize {
-    crate::kernel_sync::get().map_or(0, |s| s.registered())
+    crate::mm::kernel_sync::get().map_or(0, |s| s.registered())
 }
 
 /// Runs the processes spawned so far, reaps them all, checks every frame
@@ -33,13 +34,13 @@ pub(super) fn run_and_reap(
     let spaces = process::live_spaces();
     let registry = registered() - spaces;
     let shared = process::shared_frames();
-    process::run_all();
+    crate::proc::sched::run_all();
     let mut outcomes = heapless::Vec::new();
-    let left = process::reap_all(|o| {
+    let left = crate::proc::sched::reap_all(|o| {
         let _ = outcomes.push(o);
     });
     ensure!(left == 0, "{left} processes left after the run");
-    let after = process::free_frames();
+    let after = crate::proc::sched::free_frames();
     ensure!(
         after == before,
         "frames free before the processes (lowmem {}, highmem {}) and after ({}, {})",
@@ -62,11 +63,11 @@ pub(super) fn run_and_reap(
 }
 
 fn spawn(program: Program, arg: u32) -> Result<u32, Failure> {
-    process::spawn(program, arg, Zone::PreferHighmem, None)
+    crate::proc::spawn::spawn(program, arg, Zone::PreferHighmem, None)
 }
 
 pub fn process_runs_in_ring_3_and_makes_system_calls(_: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let pid = spawn(user::hello(), 0)?;
     let outcomes = run_and_reap(before)?;
     let [o] = outcomes.as_slice() else {
@@ -84,7 +85,7 @@ pub fn process_runs_in_ring_3_and_makes_system_calls(_: &Kernel) -> TestResult {
 }
 
 pub fn process_demand_zero_64_processes_with_checksums(_: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let demand = COUNTERS.demand_zero.load(Ordering::Relaxed);
     let mut seeds = [0u32; 64];
     for (i, seed) in seeds.iter_mut().enumerate() {
@@ -125,7 +126,7 @@ pub fn process_demand_zero_64_processes_with_checksums(_: &Kernel) -> TestResult
 }
 
 pub fn process_fork_chain_cow_depth_8(_: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let (copies, reuses, shared) = (
         COUNTERS.cow_copies.load(Ordering::Relaxed),
         COUNTERS.cow_reuses.load(Ordering::Relaxed),
@@ -169,7 +170,7 @@ pub fn process_fork_chain_cow_depth_8(_: &Kernel) -> TestResult {
 }
 
 pub fn process_killed_on_bad_access_others_finish(_: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let bad = [
         (
             user::bad_kernel(),
@@ -205,7 +206,7 @@ pub fn process_killed_on_bad_access_others_finish(_: &Kernel) -> TestResult {
         let Some(o) = outcomes.iter().find(|o| o.pid == pids[i]) else {
             fail!("{} never ended", program.name);
         };
-        let nx_runs = program.name == "bad-nx-fetch" && !crate::mode::nx_enabled();
+        let nx_runs = program.name == "bad-nx-fetch" && !crate::arch::mode::nx_enabled();
         if nx_runs {
             ensure!(
                 o.exit_code == 7 && o.kill_reason.is_none(),
@@ -229,14 +230,14 @@ pub fn process_killed_on_bad_access_others_finish(_: &Kernel) -> TestResult {
 }
 
 pub fn process_preempt_while_holding_local_kmaps(_: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     let restores = COUNTERS.local_restores.load(Ordering::Relaxed);
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed);
     // Three holders on one CPU: each is preempted while its two local
     // kmaps are held, the others map the same slots meanwhile.
     let cpu = (0..CPUS).rev().find(|&c| smp::is_online(c)).unwrap_or(0);
     for _ in 0..3 {
-        process::spawn(user::holder(), 3, Zone::PreferHighmem, Some(cpu))?;
+        crate::proc::spawn::spawn(user::holder(), 3, Zone::PreferHighmem, Some(cpu))?;
     }
     let outcomes = run_and_reap(before)?;
     for o in &outcomes {
@@ -259,16 +260,16 @@ pub fn process_preempt_while_holding_local_kmaps(_: &Kernel) -> TestResult {
     }
     println!(
         "    3 processes on cpu {cpu} each held 2 local kmaps across 3 timer preemptions: {preemptions} preemptions ({} timer ticks on that CPU so far), {restores} local-kmap stacks put back, every word right",
-        crate::timer::ticks(cpu)
+        crate::proc::timer::ticks(cpu)
     );
     Ok(())
 }
 
 pub fn process_page_tables_in_highmem_save_lowmem(kernel: &Kernel) -> TestResult {
-    let before = process::free_frames();
+    let before = crate::proc::sched::free_frames();
     for seed in 0..8u32 {
-        process::spawn(user::toucher(), seed, Zone::PreferHighmem, None)?;
-        process::spawn(user::toucher(), seed, Zone::Lowmem, None)?;
+        crate::proc::spawn::spawn(user::toucher(), seed, Zone::PreferHighmem, None)?;
+        crate::proc::spawn::spawn(user::toucher(), seed, Zone::Lowmem, None)?;
     }
     let outcomes = run_and_reap(before)?;
     let per = |zone: Zone| -> Result<(u32, u32), Failure> {
@@ -286,7 +287,7 @@ pub fn process_page_tables_in_highmem_save_lowmem(kernel: &Kernel) -> TestResult
     };
     let (hl, hh) = per(Zone::PreferHighmem)?;
     let (ll, lh) = per(Zone::Lowmem)?;
-    let has_highmem = kernel.layout.lowmem_limit < crate::layout::MAX_LOWMEM || hh > 0;
+    let has_highmem = kernel.layout.lowmem_limit < crate::mm::layout::MAX_LOWMEM || hh > 0;
     if hh > 0 {
         ensure!(
             hl < ll,

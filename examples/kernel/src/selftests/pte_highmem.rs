@@ -6,7 +6,7 @@
 //! `kmap::HighmemTables` (each highmem table reached through a local kmap
 //! while the mapper works on it), `Mapper::map_range`, `Walker`,
 //! `Mapper::unmap`, `Mapper::free_empty_tables`, and address spaces made
-//! and torn down as processes are ([`crate::address_space`]:
+//! and torn down as processes are ([`crate::mm::address_space`]:
 //! `KernelSync::register`, `Mapper::teardown`).
 
 use paging_core::cpu::NativeTlb;
@@ -15,19 +15,19 @@ use paging_core::{
     VirtAddr, Walker, Zone,
 };
 
-use crate::address_space::AddressSpace;
-use crate::direct_map::DirectMapAccess;
-use crate::fault_probe;
-use crate::frames::{self, Frames, ZoneId};
-use crate::kernel::Kernel;
-use crate::kernel_sync::SYNC_CAPACITY;
-use crate::kmap_setup;
-use crate::layout::{
+use crate::arch::fault_probe;
+use crate::arch::mode::{self, Mode};
+use crate::arch::pit::{self, Stopwatch};
+use crate::mm::address_space::AddressSpace;
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::frames::{self, Frames, ZoneId};
+use crate::mm::kernel::Kernel;
+use crate::mm::kernel_sync::SYNC_CAPACITY;
+use crate::mm::kmap_setup;
+use crate::mm::layout::{
     KERNEL_PHYS, PAGE_OFFSET, PMD_SPAN, SHARED_REGION_LEN, SHARED_REGION_START, VGA_TEXT_BUFFER,
 };
-use crate::mode::{self, Mode};
-use crate::pit::{self, Stopwatch};
-use crate::test::{Failure, TestResult};
+use crate::selftests::harness::{Failure, TestResult};
 use crate::{ensure, fail, failure, println};
 
 /// Address spaces created per run (fewer if memory is short).
@@ -363,8 +363,9 @@ fn unmap_first_table<A: TableAccess>(
 ) -> Result<u64, Failure> {
     // SAFETY: a test address space, never loaded into CR3, reached through
     // `access`; it maps only the test's own frames.
-    let mut mapper = unsafe { Mapper::<Mode, &A>::new(root, access, crate::mode::cpu_features()) }
-        .map_err(|e| failure!("{e}"))?;
+    let mut mapper =
+        unsafe { Mapper::<Mode, &A>::new(root, access, crate::arch::mode::cpu_features()) }
+            .map_err(|e| failure!("{e}"))?;
     let pages = PMD_SPAN / 4096;
     let watch = Stopwatch::start();
     for page in 0..pages {

@@ -4,12 +4,12 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::firmware;
-use crate::kernel::Kernel;
-use crate::layout::CPUS;
+use crate::mm::kernel::Kernel;
+use crate::mm::layout::CPUS;
+use crate::selftests::harness::TestResult;
+use crate::smp::firmware;
 use crate::smp::{self, CpuState};
-use crate::test::TestResult;
-use crate::{ensure, fail, fault_probe, gdt, println};
+use crate::{arch::fault_probe, arch::gdt, ensure, fail, println};
 
 /// Bit `i` set when CPU `i` ran the posted work.
 static RAN: AtomicU32 = AtomicU32::new(0);
@@ -48,7 +48,7 @@ pub fn smp_every_listed_cpu_is_online_in_the_kernel_tables(kernel: &Kernel) -> T
         report.list.count
     );
     RAN.store(0, Ordering::SeqCst);
-    smp::run_on_all(
+    crate::smp::work::run_on_all(
         |cpu, _| {
             if gdt::cpu_index() == cpu {
                 RAN.fetch_or(1 << cpu, Ordering::SeqCst);

@@ -1,28 +1,28 @@
 //! The kmap races on every CPU at once (design point 2, on real
 //! processors): a storm of pool kmaps that wraps a shared pool many times
-//! under each flush policy, and the two-kmap deadlock with a pool smaller
-//! than CPUs x mappings, kept deadlock-free by reservations and watched by
-//! the boot CPU.
+//! under each flush policy (and the soak's storm rounds). The two-kmap
+//! deadlock is in [`super::smp_kmap_deadlock`], local kmaps and interrupts
+//! in [`super::smp_kmap_local`].
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use kmap::{DirectMap, FlushPolicy, KmapStats, KmapTask};
 use paging_core::{PhysFrame, VirtAddr};
 
 use super::flush_policies::clear_area;
 use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
-use crate::direct_map::DirectMapAccess;
-use crate::kernel::Kernel;
-use crate::kmap_policy::KernelPolicy;
-use crate::kmap_setup::KernelWait;
-use crate::layout::{CPUS, KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
-use crate::shootdown::{self, KernelTlb, SHOOTDOWN};
-use crate::test::{Failure, TestResult};
-use crate::{ensure, fail, failure, mode, pit, println, smp};
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kernel::Kernel;
+use crate::mm::kmap_policy::KernelPolicy;
+use crate::mm::kmap_setup::KernelWait;
+use crate::mm::layout::{CPUS, KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
+use crate::mm::shootdown::{self, KernelTlb, SHOOTDOWN};
+use crate::selftests::harness::{Failure, TestResult};
+use crate::{arch::mode, arch::pit, ensure, fail, failure, println, smp};
 
 /// A storm pool at the start of one flush-policy test area.
 type StormPool = kmap::PersistentPool<
-    crate::mode::Mode,
+    crate::arch::mode::Mode,
     DirectMapAccess,
     KernelTlb,
     KernelPolicy,
@@ -198,7 +198,7 @@ fn storm_once(
         worst_map: AtomicU32::new(0),
     };
     let (before, inv_before) = (SHOOTDOWN.stats(), invalidations());
-    smp::run_on_all(storm_worker, &storm as *const Storm<'_> as usize);
+    crate::smp::work::run_on_all(storm_worker, &storm as *const Storm<'_> as usize);
     let (after, inv_after) = (SHOOTDOWN.stats(), invalidations());
     let kmap = pool.stats();
     let in_use = pool.in_use();
@@ -270,8 +270,8 @@ pub fn soak_storm(kernel: &Kernel, k: usize) -> Result<SoakStorm, Failure> {
 
 /// The TSC, or 0 on a CPU without one.
 fn tsc() -> u64 {
-    if crate::cpu::has_tsc() {
-        crate::cpu::rdtsc()
+    if crate::arch::cpu::has_tsc() {
+        crate::arch::cpu::rdtsc()
     } else {
         0
     }
@@ -321,9 +321,9 @@ fn hit_rates(
         KernelWait,
     )
     .map_err(|e| failure!("hit-rate pool: {e}"))?;
-    let t0 = crate::cpu::rdtsc();
+    let t0 = crate::arch::cpu::rdtsc();
     pit::delay_us(20_000);
-    let tsc_hz = (crate::cpu::rdtsc() - t0) * 50;
+    let tsc_hz = (crate::arch::cpu::rdtsc() - t0) * 50;
     let result = measure_hits(&pool, pages, tsc_hz);
     clear_area(kernel, base)?;
     result
@@ -353,7 +353,7 @@ fn measure_hits(
             cycles: core::array::from_fn(|_| AtomicU32::new(0)),
             errors: AtomicU32::new(0),
         };
-        smp::run_on_all(hit_worker, &run as *const Hits<'_> as usize);
+        crate::smp::work::run_on_all(hit_worker, &run as *const Hits<'_> as usize);
         ensure!(
             run.errors.load(Ordering::SeqCst) == 0,
             "hit rate: {} kmap errors",
@@ -388,7 +388,7 @@ fn hit_worker(cpu: usize, arg: usize) {
     while run.arrived.load(Ordering::SeqCst) < run.cpus {
         core::hint::spin_loop();
     }
-    let start = crate::cpu::rdtsc();
+    let start = crate::arch::cpu::rdtsc();
     for _ in 0..HIT_OPS {
         match run.pool.map(&mut task, page) {
             Ok(k) => drop(core::hint::black_box(k)),
@@ -397,7 +397,7 @@ fn hit_worker(cpu: usize, arg: usize) {
             }
         }
     }
-    let cycles = (crate::cpu::rdtsc() - start) / u64::from(HIT_OPS);
+    let cycles = (crate::arch::cpu::rdtsc() - start) / u64::from(HIT_OPS);
     run.cycles[cpu].store(cycles.min(u64::from(u32::MAX)) as u32, Ordering::SeqCst);
 }
 
@@ -468,358 +468,4 @@ fn storm_worker(cpu: usize, arg: usize) {
             let _ = unsafe { shootdown::load_root(mode::current_root()) };
         }
     }
-}
-
-/// Pool of the deadlock test: fewer slots than CPUs x mappings.
-type TinyPool = kmap::PersistentPool<
-    crate::mode::Mode,
-    DirectMapAccess,
-    KernelTlb,
-    KernelPolicy,
-    KernelWait,
-    TINY_SLOTS,
->;
-const TINY_SLOTS: usize = 4;
-/// Mappings each worker holds at once.
-const DEPTH: usize = 2;
-/// Rounds per worker.
-const ROUNDS: u32 = 200;
-/// Spins each worker holds its mappings for.
-const HOLD_SPINS: u32 = 20_000;
-/// The watchdog gives up after this long without progress.
-const STALL_MS: u32 = 3000;
-
-struct Deadlock<'a> {
-    pool: &'a TinyPool,
-    pages: &'a [PhysFrame; 16],
-    workers: usize,
-    arrived: AtomicUsize,
-    progress: AtomicU32,
-    finished: AtomicUsize,
-    waits: [AtomicU32; CPUS],
-    bad: AtomicU32,
-    stalled: AtomicBool,
-}
-
-pub fn smp_two_kmap_deadlock_is_prevented_by_reservations(kernel: &Kernel) -> TestResult {
-    let (pages, highmem) = test_pages::<16>()?;
-    let direct = DirectMap::new(PAGE_OFFSET, kernel.layout.lowmem_limit).with_force_map(!highmem);
-    let base = VirtAddr::new(kmap_bench_base(0));
-    let result = (|| {
-        let pool = TinyPool::new(
-            &kernel.window,
-            base,
-            direct,
-            DirectMapAccess,
-            KernelTlb,
-            KernelPolicy::Global,
-            KernelWait,
-        )
-        .map_err(|e| failure!("pool: {e}"))?;
-        {
-            // SAFETY: a token for the filling task.
-            let mut task = unsafe { KmapTask::new() };
-            for page in &pages {
-                let k = pool.map(&mut task, *page).map_err(|e| failure!("{e}"))?;
-                // SAFETY: the slot maps a test frame.
-                unsafe { write_word(k.va().as_u32() as usize, pattern(page.number())) };
-            }
-        }
-        let online = smp::online_count();
-        let state = Deadlock {
-            pool: &pool,
-            pages: &pages,
-            workers: if online > 1 { online - 1 } else { 1 },
-            arrived: AtomicUsize::new(0),
-            progress: AtomicU32::new(0),
-            finished: AtomicUsize::new(0),
-            waits: [const { AtomicU32::new(0) }; CPUS],
-            bad: AtomicU32::new(0),
-            stalled: AtomicBool::new(false),
-        };
-        smp::run_on_all(deadlock_worker, &state as *const Deadlock<'_> as usize);
-        let stats = pool.stats();
-        clear_area(kernel, base)?;
-        ensure!(
-            !state.stalled.load(Ordering::SeqCst),
-            "no progress for {STALL_MS} ms: deadlock"
-        );
-        ensure!(
-            state.finished.load(Ordering::SeqCst) == state.workers,
-            "{} of {} workers finished",
-            state.finished.load(Ordering::SeqCst),
-            state.workers
-        );
-        ensure!(
-            state.bad.load(Ordering::SeqCst) == 0,
-            "{} wrong words",
-            state.bad.load(Ordering::SeqCst)
-        );
-        let waits: [u32; CPUS] = core::array::from_fn(|c| state.waits[c].load(Ordering::SeqCst));
-        println!(
-            "    {} worker CPUs x {ROUNDS} rounds of {DEPTH} kmaps at once from a {TINY_SLOTS}-slot pool ({} > {TINY_SLOTS}); cpu 0 watched: every round finished, rounds that waited per CPU {:?} (pool waits {}), peak {} slots in use",
-            state.workers,
-            state.workers * DEPTH,
-            &waits[..online],
-            stats.waits,
-            stats.peak_in_use
-        );
-        if state.workers * DEPTH > TINY_SLOTS {
-            ensure!(
-                stats.waits > 0,
-                "the pool never ran out: the test did not contend"
-            );
-        }
-        Ok(())
-    })();
-    give_back(&pages);
-    result
-}
-
-fn deadlock_worker(cpu: usize, arg: usize) {
-    // SAFETY: `arg` is the `Deadlock` on the boot CPU's stack, alive until
-    // `run_on_all` returns.
-    let state = unsafe { &*(arg as *const Deadlock<'_>) };
-    if cpu == 0 && smp::online_count() > 1 {
-        watchdog(state);
-        return;
-    }
-    // SAFETY: this worker's only token, alive until it returns.
-    let mut task = unsafe { KmapTask::new() };
-    state.arrived.fetch_add(1, Ordering::SeqCst);
-    while state.arrived.load(Ordering::SeqCst) < state.workers {
-        core::hint::spin_loop();
-    }
-    let mut rng = 0x2545_F491u32 ^ (cpu as u32).wrapping_mul(0x9E37_79B9) | 1;
-    for _ in 0..ROUNDS {
-        if state.stalled.load(Ordering::SeqCst) {
-            return;
-        }
-        let before = state.pool.stats().waits;
-        let Ok(both) = state.pool.reserve(&mut task, DEPTH) else {
-            state.bad.fetch_add(1, Ordering::SeqCst);
-            continue;
-        };
-        if state.pool.stats().waits != before {
-            state.waits[cpu].fetch_add(1, Ordering::Relaxed);
-        }
-        let mut held: heapless::Vec<kmap::Kmap<'_>, DEPTH> = heapless::Vec::new();
-        for _ in 0..DEPTH {
-            rng ^= rng << 13;
-            rng ^= rng >> 17;
-            rng ^= rng << 5;
-            let page = state.pages[rng as usize % 16];
-            match both.map(page) {
-                Ok(k) => {
-                    // SAFETY: the slot maps a test frame.
-                    let seen = unsafe { read_word(k.va().as_u32() as usize) };
-                    if seen != pattern(page.number()) {
-                        state.bad.fetch_add(1, Ordering::SeqCst);
-                    }
-                    let _ = held.push(k);
-                }
-                Err(_) => {
-                    state.bad.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }
-        // Hold both a while, so the other CPUs' reservations meet a full
-        // pool (the situation that deadlocks without reservations).
-        for _ in 0..HOLD_SPINS {
-            core::hint::spin_loop();
-        }
-        drop(held);
-        drop(both);
-        state.progress.fetch_add(1, Ordering::SeqCst);
-    }
-    state.finished.fetch_add(1, Ordering::SeqCst);
-}
-
-/// The boot CPU: fails the test if no worker makes progress for
-/// [`STALL_MS`].
-fn watchdog(state: &Deadlock<'_>) {
-    let mut last = state.progress.load(Ordering::SeqCst);
-    let mut quiet_ms = 0;
-    while state.finished.load(Ordering::SeqCst) < state.workers {
-        pit::delay_us(1000);
-        let now = state.progress.load(Ordering::SeqCst);
-        if now == last {
-            quiet_ms += 1;
-            if quiet_ms >= STALL_MS {
-                // The workers are stuck inside the pool: nothing returns
-                // to the test runner, so the watchdog reports and ends the
-                // run itself.
-                state.stalled.store(true, Ordering::SeqCst);
-                println!("FAILED");
-                println!(
-                    "    reason: watchdog: no kmap round finished for {STALL_MS} ms (deadlock); reservation waits per CPU {:?}",
-                    core::array::from_fn::<u32, CPUS, _>(|c| state.waits[c].load(Ordering::SeqCst))
-                );
-                crate::io::exit_qemu(false);
-            }
-        } else {
-            last = now;
-            quiet_ms = 0;
-        }
-    }
-}
-
-/// Local kmaps per CPU in the first phase, and call IPIs per CPU in the
-/// second.
-const LOCAL_OPS: u32 = 256;
-const INTERRUPT_MAPS: u32 = 64;
-
-/// Shared by the local and interrupt phases.
-struct Contexts<'a> {
-    pages: &'a [PhysFrame; 64],
-    cpus: usize,
-    arrived: AtomicUsize,
-    bad: AtomicU32,
-    done: [AtomicU32; CPUS],
-    persistent: AtomicU32,
-    local: AtomicU32,
-}
-
-/// What the call IPI's handler reads (set before the IPIs are sent).
-static CONTEXTS: AtomicUsize = AtomicUsize::new(0);
-
-pub fn smp_local_kmaps_send_no_ipi_and_interrupts_map_nowait(_: &Kernel) -> TestResult {
-    let pool = crate::kmap_setup::pool().ok_or_else(|| failure!("no kmap pool"))?;
-    let (pages, _) = test_pages::<64>()?;
-    let result = (|| {
-        // SAFETY: a token for this filling task.
-        let mut task = unsafe { KmapTask::new() };
-        for page in &pages {
-            let k = pool.map(&mut task, *page).map_err(|e| failure!("{e}"))?;
-            // SAFETY: the mapping maps a test frame.
-            unsafe { write_word(k.va().as_u32() as usize, pattern(page.number())) };
-        }
-        let ctx = Contexts {
-            pages: &pages,
-            cpus: smp::online_count(),
-            arrived: AtomicUsize::new(0),
-            bad: AtomicU32::new(0),
-            done: [const { AtomicU32::new(0) }; CPUS],
-            persistent: AtomicU32::new(0),
-            local: AtomicU32::new(0),
-        };
-        let before = SHOOTDOWN.stats();
-        smp::run_on_all(local_worker, &ctx as *const Contexts<'_> as usize);
-        let ipis = SHOOTDOWN.stats().ipis_sent - before.ipis_sent;
-        ensure!(
-            ctx.bad.load(Ordering::SeqCst) == 0,
-            "local kmaps read wrong words"
-        );
-        ensure!(
-            ipis == 0,
-            "{} local kmaps on {} CPUs sent {ipis} IPIs",
-            LOCAL_OPS as usize * ctx.cpus,
-            ctx.cpus
-        );
-        CONTEXTS.store(&ctx as *const Contexts<'_> as usize, Ordering::SeqCst);
-        smp::run_on_all(interrupt_worker, &ctx as *const Contexts<'_> as usize);
-        CONTEXTS.store(0, Ordering::SeqCst);
-        let handled: u32 = ctx.done.iter().map(|d| d.load(Ordering::SeqCst)).sum();
-        ensure!(
-            handled == INTERRUPT_MAPS * ctx.cpus as u32 && ctx.bad.load(Ordering::SeqCst) == 0,
-            "{handled} interrupt kmaps done of {}, {} wrong",
-            INTERRUPT_MAPS * ctx.cpus as u32,
-            ctx.bad.load(Ordering::SeqCst)
-        );
-        println!(
-            "    {} local kmaps on {} CPUs: 0 IPIs; {} map_nowait calls in interrupt handlers on every CPU: {} got a pool slot, {} fell back to a local slot, every word right",
-            LOCAL_OPS as usize * ctx.cpus,
-            ctx.cpus,
-            handled,
-            ctx.persistent.load(Ordering::SeqCst),
-            ctx.local.load(Ordering::SeqCst)
-        );
-        Ok(())
-    })();
-    give_back(&pages);
-    result
-}
-
-fn local_worker(cpu: usize, arg: usize) {
-    // SAFETY: the `Contexts` on the boot CPU's stack, alive until
-    // `run_on_all` returns.
-    let ctx = unsafe { &*(arg as *const Contexts<'_>) };
-    let Some(local) = crate::kmap_setup::local() else {
-        ctx.bad.fetch_add(1, Ordering::SeqCst);
-        return;
-    };
-    ctx.arrived.fetch_add(1, Ordering::SeqCst);
-    while ctx.arrived.load(Ordering::SeqCst) < ctx.cpus {
-        core::hint::spin_loop();
-    }
-    for i in 0..LOCAL_OPS {
-        let page = ctx.pages[(i as usize * 7 + cpu * 13) % 64];
-        // Interrupts off while the local slot is held: the task stays on
-        // this CPU and nothing else uses its stack of slots.
-        let ok = crate::cpu::without_interrupts(|| match local.map(cpu, page) {
-            Ok(k) => {
-                // SAFETY: the slot maps a test frame.
-                let word = unsafe { read_word(k.va().as_u32() as usize) };
-                word == pattern(page.number())
-            }
-            Err(_) => false,
-        });
-        if !ok {
-            ctx.bad.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Runs in the call IPI's handler: one `map_nowait` of a page, checked.
-fn map_in_interrupt(cpu: usize) {
-    let arg = CONTEXTS.load(Ordering::SeqCst);
-    if arg == 0 {
-        return;
-    }
-    // SAFETY: set by the test to its `Contexts` for the duration of the
-    // interrupt phase.
-    let ctx = unsafe { &*(arg as *const Contexts<'_>) };
-    let (Some(pool), Some(local)) = (crate::kmap_setup::pool(), crate::kmap_setup::local()) else {
-        ctx.bad.fetch_add(1, Ordering::SeqCst);
-        return;
-    };
-    let n = ctx.done[cpu].load(Ordering::SeqCst);
-    let page = ctx.pages[(n as usize * 5 + cpu * 11) % 64];
-    // SAFETY: an interrupt handler is a context of its own; this token
-    // lives only for this handler, which never waits.
-    let task = unsafe { KmapTask::new() };
-    match pool.map_nowait(&task, local, cpu, page) {
-        Ok(k) => {
-            // SAFETY: the mapping maps a test frame.
-            if unsafe { read_word(k.va().as_u32() as usize) } != pattern(page.number()) {
-                ctx.bad.fetch_add(1, Ordering::SeqCst);
-            }
-            match k {
-                kmap::NowaitKmap::Persistent(_) => ctx.persistent.fetch_add(1, Ordering::SeqCst),
-                kmap::NowaitKmap::Local(_) => ctx.local.fetch_add(1, Ordering::SeqCst),
-            };
-        }
-        Err(_) => {
-            ctx.bad.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-    ctx.done[cpu].fetch_add(1, Ordering::SeqCst);
-}
-
-fn interrupt_worker(cpu: usize, arg: usize) {
-    // SAFETY: as in `local_worker`.
-    let ctx = unsafe { &*(arg as *const Contexts<'_>) };
-    smp::set_interrupt_work(Some(map_in_interrupt));
-    for n in 0..INTERRUPT_MAPS {
-        if smp::call_self().is_err() {
-            ctx.bad.fetch_add(1, Ordering::SeqCst);
-            break;
-        }
-        let mut spins = 0u32;
-        while ctx.done[cpu].load(Ordering::SeqCst) <= n && spins < 100_000_000 {
-            core::hint::spin_loop();
-            spins += 1;
-        }
-    }
-    smp::set_interrupt_work(None);
 }

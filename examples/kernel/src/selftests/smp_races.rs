@@ -9,12 +9,15 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use super::kernel_sync::{EXPECTED_FILLS, VmallocPage};
 use super::memory_access::read_word;
-use crate::address_space::AddressSpace;
-use crate::direct_map::DirectMapAccess;
-use crate::kernel::Kernel;
-use crate::layout::CPUS;
-use crate::test::{Failure, TestResult};
-use crate::{apic, ensure, failure, frames, kernel_sync, kmap_setup, mode, nmi, println, smp};
+use crate::mm::address_space::AddressSpace;
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kernel::Kernel;
+use crate::mm::layout::CPUS;
+use crate::selftests::harness::{Failure, TestResult};
+use crate::{
+    arch::apic, arch::mode, arch::nmi, ensure, failure, mm::frames, mm::kernel_sync,
+    mm::kmap_setup, println, smp,
+};
 use paging_core::{PhysAddr, Zone};
 
 /// One fresh address space per CPU, registered before the vmalloc page is
@@ -114,7 +117,7 @@ pub fn smp_lazy_sync_race_on_a_fresh_vmalloc_entry(_: &Kernel) -> TestResult {
     let page = VmallocPage::new(&mut frames::lock())?;
     let race = Race::new(&spaces, &page);
     let before = kernel_sync::faults();
-    smp::run_on_all(
+    crate::smp::work::run_on_all(
         |cpu, arg| {
             // SAFETY: `arg` is the `Race` on the boot CPU's stack, alive
             // until `run_on_all` returns.
@@ -215,7 +218,7 @@ fn nmi_race(
     let before = kernel_sync::faults();
     static OUTCOME: spin::Mutex<Option<Result<(), Failure>>> = spin::Mutex::new(None);
     *OUTCOME.lock() = None;
-    smp::run_on_all(
+    crate::smp::work::run_on_all(
         |cpu, arg| {
             // SAFETY: `arg` is the `Race` on the boot CPU's stack, alive
             // until `run_on_all` returns.

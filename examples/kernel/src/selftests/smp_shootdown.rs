@@ -12,13 +12,13 @@ use paging_core::{FrameAllocator, MapFlags, Page, PhysFrame, VirtAddr, Zone};
 use tlb_shootdown::{CpuSet, ShootdownError, Targets};
 
 use super::memory_access::{pattern, read_word, write_word};
-use crate::address_space::AddressSpace;
-use crate::direct_map::DirectMapAccess;
-use crate::kernel::Kernel;
-use crate::layout::{CPUS, PAGE_OFFSET};
-use crate::shootdown::{self, AddressSpaceTlb, KernelTlb, SHOOTDOWN};
-use crate::test::{Failure, TestResult};
-use crate::{cpu, ensure, failure, frames, mode, println, smp, vmalloc};
+use crate::mm::address_space::AddressSpace;
+use crate::mm::direct_map::DirectMapAccess;
+use crate::mm::kernel::Kernel;
+use crate::mm::layout::{CPUS, PAGE_OFFSET};
+use crate::mm::shootdown::{self, AddressSpaceTlb, KernelTlb, SHOOTDOWN};
+use crate::selftests::harness::{Failure, TestResult};
+use crate::{arch::cpu, arch::mode, ensure, failure, mm::frames, mm::vmalloc, println, smp};
 
 /// Rounds of read-remap-read.
 const ROUNDS: u32 = 16;
@@ -106,7 +106,7 @@ fn run(
     let space_tlb = AddressSpaceTlb(readers);
     let mut outcome: Result<(u64, u64), Failure> = Ok((0, 0));
     let context = (&remap, &mut *space, pool, space_tlb, &mut outcome, region);
-    smp::run_on_all(worker, &context as *const _ as usize);
+    crate::smp::work::run_on_all(worker, &context as *const _ as usize);
     let (ipis, rounds) = outcome?;
     let stale = (
         remap.stale_kernel.load(Ordering::SeqCst),

@@ -14,11 +14,11 @@
 //! which the watchdog reports). The run ends with the rounds, the kmap
 //! operations per second per CPU and the worst wait for a kmap slot.
 
-use crate::kernel::Kernel;
-use crate::test::TestResult;
+use crate::mm::kernel::Kernel;
+use crate::selftests::harness::TestResult;
 use kmap::FlushPolicy;
 
-use crate::{ensure, failure, println, process, smp, watchdog};
+use crate::{ensure, failure, println, smp, smp::watchdog};
 
 use super::kernel_sync::VmallocPage;
 use super::{processes, smp_kmap, smp_races};
@@ -44,11 +44,11 @@ pub fn soak_kmap_processes_and_nmis_on_every_cpu(kernel: &Kernel) -> TestResult 
     // area up in a long soak.
     let nmi_page = match crate::smp::no_apic() {
         Some(_) => None,
-        None => Some(VmallocPage::new(&mut crate::frames::lock())?),
+        None => Some(VmallocPage::new(&mut crate::mm::frames::lock())?),
     };
     let result = rounds_until(kernel, seconds, nmi_page.as_ref());
     if let Some(page) = nmi_page {
-        page.release(&mut crate::frames::lock())?;
+        page.release(&mut crate::mm::frames::lock())?;
     }
     result
 }
@@ -56,7 +56,7 @@ pub fn soak_kmap_processes_and_nmis_on_every_cpu(kernel: &Kernel) -> TestResult 
 /// The soak's rounds, for `seconds`, the NMIs reading `nmi_page`.
 fn rounds_until(kernel: &Kernel, seconds: u32, nmi_page: Option<&VmallocPage>) -> TestResult {
     let cpus = smp::online_count().max(1) as u64;
-    let frames_before = process::free_frames();
+    let frames_before = crate::proc::sched::free_frames();
     let mut frames_after_first = None;
     // Without a TSC there is no clock to run against: about five seconds
     // a round is assumed.
@@ -94,7 +94,7 @@ fn rounds_until(kernel: &Kernel, seconds: u32, nmi_page: Option<&VmallocPage>) -
         // The first round may leave kernel page tables behind for good
         // (a page table the kernel keeps once a region is used): every later round
         // must give back exactly what the first one ended with.
-        let frames = process::free_frames();
+        let frames = crate::proc::sched::free_frames();
         let baseline = *frames_after_first.get_or_insert(frames);
         ensure!(
             frames == baseline,
@@ -105,7 +105,7 @@ fn rounds_until(kernel: &Kernel, seconds: u32, nmi_page: Option<&VmallocPage>) -
         println!(
             "    soak: round {rounds} done at {} ms: kmap policy {}, {} maps, {} waits; 73 processes; NMIs on every CPU; every frame and slot back",
             clock().wrapping_sub(start),
-            crate::kmap_policy::KernelPolicy::ALL[(rounds as usize - 1) % 5].name(),
+            crate::mm::kmap_policy::KernelPolicy::ALL[(rounds as usize - 1) % 5].name(),
             storm.ops,
             storm.waits
         );

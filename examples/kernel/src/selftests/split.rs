@@ -17,15 +17,17 @@ use paging_core::{
     PagingMode, PhysFrame, PmdEntry, PteEntry, VirtAddr,
 };
 
-use crate::direct_map::DirectMapAccess;
-use crate::fault_probe::{self, ErrorCode};
-use crate::frames::{self, Frames};
-use crate::kernel::Kernel;
-use crate::layout::{KERNEL_SPLIT_END, PAGE_OFFSET};
-use crate::mode::Mode;
-use crate::shootdown::KernelTlb;
-use crate::test::{Failure, TestResult};
-use crate::{ensure, fail, failure, kernel_sync, pat, println};
+use crate::mm::direct_map::DirectMapAccess;
+use crate::arch::fault_probe::{self, ErrorCode};
+use crate::mm::frames::{self, Frames};
+use crate::mm::kernel::Kernel;
+use crate::mm::layout::{KERNEL_SPLIT_END, PAGE_OFFSET};
+use crate::arch::mode::Mode;
+use crate::mm::shootdown::KernelTlb;
+use crate::selftests::harness::{Failure, TestResult};
+use crate::arch::pat;
+use crate::mm::kernel_sync;
+use crate::{ensure, fail, failure, println};
 
 /// Frames of a region and its two neighbours: `[before, region.., after]`.
 const RO_PAGES: usize = 3;
@@ -45,7 +47,7 @@ fn reference() -> Result<Mapper<Mode, DirectMapAccess>, Failure> {
         Mapper::new(
             sync.reference(),
             DirectMapAccess,
-            crate::mode::cpu_features(),
+            crate::arch::mode::cpu_features(),
         )
     }
     .map_err(|e| failure!("reference: {e}"))
@@ -229,7 +231,7 @@ fn framebuffer(first: PhysFrame, frames: &mut Frames) -> TestResult {
     // The framebuffer: pages 1..FB_PAGES-1; pages 0 and FB_PAGES-1 stay WB.
     let (fb, fb_len) = (direct(first, 1), (FB_PAGES as u64 - 2) * PAGE_SIZE);
     let wc = AttrChange::cache(CacheType::WriteCombining, layout);
-    if !crate::cpu::features().pat {
+    if !crate::arch::cpu::features().pat {
         // No PAT: the change must be refused, with nothing split.
         let e = mapper.set_memory(VirtAddr::new(fb as u32), fb_len, wc, &KernelTlb, frames);
         ensure!(

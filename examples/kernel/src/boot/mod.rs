@@ -1,0 +1,6 @@
+//! Boot: the assembly entry and boot tables, and what the loader hands over: the multiboot information, the memory map and the boot context.
+
+pub mod context;
+pub mod entry;
+pub mod memmap;
+pub mod multiboot;
