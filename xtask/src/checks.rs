@@ -198,7 +198,7 @@ pub fn run(options: &TestOptions) -> Result<(), String> {
             "clippy" => clippy(),
             "doc" => doc(),
             "test" => test(),
-            "loom" => crate::loom::run(crate::loom::CI_PREEMPTIONS),
+            "loom" => crate::loom::run(crate::loom::Options::all(crate::loom::CI_PREEMPTIONS)),
             "i586" => i586(),
             "msrv" => crate::publish::msrv(),
             "package" => crate::publish::package(),

@@ -17,7 +17,7 @@
 //! cargo xtask memory-map
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
-//! cargo xtask loom [--preemptions N]
+//! cargo xtask loom [--preemptions N] [--models NAME,...]
 //! cargo xtask mutants [--crate paging-core|kmap|fixmap|tlb-shootdown|all] [--jobs N]
 //!                     [--timeout SECS] [--list] [--skip-baseline]
 //!                     [--retest-missed]
@@ -134,8 +134,11 @@ commands:
   miri   run host tests under Miri: every test over real memory and a
          sample of the simulated-machine tests (installs nightly + miri)
            --all                    every test of the library crates (hours)
-  loom   model-check the kmap pool and TLB shootdown protocols with loom
+  loom   model-check with loom: the kmap pool, kmap's local slots, the
+         fixmap's per-slot compare-and-swap, the TLB shootdown
            --preemptions N          per execution (default: 4)
+           --models NAME,...        only the models whose test names
+                                    contain one of these (e.g. fixmap_)
   mutants
          mutation testing with cargo-mutants (installs it); prints caught,
          missed, unviable and timeout per crate and fails below 90% caught
