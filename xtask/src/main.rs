@@ -23,8 +23,8 @@
 //!                     [--retest-missed]
 //! ```
 //!
-//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`,
-//! `msrv`, `package`, `qemu`, `bochs` (`--only host` selects every step but
+//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `miri`,
+//! `i586`, `msrv`, `package`, `qemu`, `bochs` (`--only host` selects every step but
 //! the two emulator ones). Prerequisites (target, components, QEMU) are
 //! checked first by both commands; the `bochs` step and command install
 //! Bochs themselves.
@@ -88,8 +88,11 @@ commands:
                                     whole boot may take 5x that)
   test   run every check in order, stopping at the first failure
            --only STEP[,STEP...]    only these steps: fmt, clippy, doc, test,
-                                    loom, i586, msrv, package, qemu, bochs,
-                                    or host (all but qemu and bochs)
+                                    loom, miri, i586, msrv, package, qemu,
+                                    bochs, or host (all but qemu and bochs);
+                                    miri runs the threaded tests under Miri
+                                    (installs nightly + miri with rustup,
+                                    and fails if it cannot)
            --no-qemu                skip both emulator steps (qemu, bochs)
            --no-bochs               skip the bochs step (the GRUB ISO booted
                                     in Bochs, both modes at 128M)
