@@ -16,8 +16,9 @@
 //! per step. The kmap models (seven on the pool, three of them on the
 //! lock-free hit path, and two of two threads on one CPU index of the local
 //! slots) explore about 260,000 executions at 3, the fixmap's four about
-//! 217,000 (about 80 s and 20 s of release-built model on two shared cores:
-//! the `loom` step of `cargo xtask test`); 4 (the default here) explores
+//! 55,000 (65 s and 6 s of release-built model on two shared cores at load
+//! average 14; the whole `loom` step of `cargo xtask test`, builds and the
+//! shootdown included, took 145 s there); 4 (the default here) explores
 //! roughly ten times as many.
 //!
 //! The shootdown's models (three CPUs initiating at once) grow faster:
