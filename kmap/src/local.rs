@@ -16,7 +16,7 @@
 
 use core::fmt;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
 use fixmap::{FixIndex, FixRange, Fixmap, FixmapError, FixmapLayout};
 use paging_core::{
@@ -25,6 +25,7 @@ use paging_core::{
 
 use crate::direct::DirectMap;
 use crate::error::KmapError;
+use crate::sync::{AtomicBool, AtomicU32, AtomicUsize, dekker_fence};
 
 /// Something that hands out local kmaps (implemented by [`LocalSlots`]).
 pub trait LocalMapper {
@@ -44,7 +45,7 @@ struct PfnCell {
 }
 
 impl PfnCell {
-    const fn new() -> Self {
+    fn new() -> Self {
         Self {
             lo: AtomicU32::new(0),
             hi: AtomicU32::new(0),
@@ -82,13 +83,14 @@ struct CpuStack<const D: usize> {
     owned: [AtomicBool; D],
 }
 
+// Not `const`: under `--cfg loom` the atomics are loom's, made at run time.
 impl<const D: usize> CpuStack<D> {
-    const fn new() -> Self {
+    fn new() -> Self {
         Self {
             depth: AtomicUsize::new(0),
-            frames: [const { PfnCell::new() }; D],
-            released: [const { AtomicBool::new(false) }; D],
-            owned: [const { AtomicBool::new(false) }; D],
+            frames: core::array::from_fn(|_| PfnCell::new()),
+            released: core::array::from_fn(|_| AtomicBool::new(false)),
+            owned: core::array::from_fn(|_| AtomicBool::new(false)),
         }
     }
 }
@@ -139,8 +141,9 @@ where
     flags: MapFlags,
     tlb: T,
     cpus: [CpuStack<DEPTH>; CPUS],
-    maps: AtomicUsize,
-    lifo_violations: AtomicUsize,
+    /// Reports, not part of the protocol: plain atomics under loom too.
+    maps: core::sync::atomic::AtomicUsize,
+    lifo_violations: core::sync::atomic::AtomicUsize,
 }
 
 impl<L, M, A, H, T, const DEPTH: usize, const CPUS: usize> fmt::Debug
@@ -224,9 +227,9 @@ where
             direct,
             flags: MapFlags::KERNEL_RW | MapFlags::ACCESSED | MapFlags::DIRTY,
             tlb,
-            cpus: [const { CpuStack::new() }; CPUS],
-            maps: AtomicUsize::new(0),
-            lifo_violations: AtomicUsize::new(0),
+            cpus: core::array::from_fn(|_| CpuStack::new()),
+            maps: core::sync::atomic::AtomicUsize::new(0),
+            lifo_violations: core::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -422,6 +425,9 @@ where
                 self.defer(stack, cpu, d);
                 return;
             }
+            // The depth's store-buffering handshake with `defer` (nothing
+            // outside the model checker, see `sync::dekker_fence`).
+            dekker_fence();
             // Claim the slot below if its guard is gone (exactly one of us
             // and a concurrent `defer` of it wins the swap).
             if d == 0 || !stack.released[d - 1].swap(false, Ordering::SeqCst) {
@@ -437,7 +443,13 @@ where
     /// written and read sequentially consistently: of this check and that
     /// pop's, at least one sees the other's write.
     fn defer(&self, stack: &CpuStack<DEPTH>, cpu: usize, d: usize) {
-        stack.released[d].store(true, Ordering::SeqCst);
+        // A swap rather than a store: the same `xchg` on x86 (a
+        // sequentially consistent store is one), and loom orders it with the
+        // other side's swap of the flag exactly (it places a plain store
+        // concurrent with a read-modify-write loosely, and reported a stack
+        // left at depth 1 that no sequentially consistent order allows).
+        stack.released[d].swap(true, Ordering::SeqCst);
+        dekker_fence();
         if stack.depth.load(Ordering::SeqCst) == d + 1
             && stack.released[d].swap(false, Ordering::SeqCst)
         {

@@ -1,5 +1,6 @@
 //! The lock and the atomics of the persistent pool's map/unmap/wrap/wait
-//! protocol, swappable for the model checker.
+//! protocol and of the local slots' per-CPU stacks, swappable for the model
+//! checker.
 //!
 //! Normally they are [`spin::Mutex`] (taken with a `try_lock` loop that
 //! calls the wait hook's `relax` in every iteration, so a CPU spinning for
@@ -17,6 +18,13 @@
 pub(crate) use core::sync::atomic::AtomicU32;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::AtomicU32;
+// The local slots' per-CPU stacks (`local.rs`): their depth moves by
+// compare-and-swap, which the model test checks with two threads on one
+// CPU index.
+#[cfg(not(loom))]
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
 
 /// A mutual-exclusion lock whose `lock_relaxing` returns the guard directly.
 pub(crate) struct Mutex<T> {

@@ -505,3 +505,216 @@ fn lock_free_release_wakes_a_waiting_mapper_pae() {
     report("PAE release vs waiting mapper, GlobalFlush", &seen);
     assert!(seen.waited.load(Relaxed), "no execution waited");
 }
+
+/// `LocalSlots` with two threads passing the same CPU index (issue 19,
+/// item 9): the stack's depth moves only by compare-and-swap, and a push
+/// or pop that loses leaves its slot released for whoever pops down to it.
+///
+/// The slot PTEs here are loom atomics (as `PtrTable`'s words are): the
+/// fixmap's compare-and-swap claims them, so two threads may well touch one
+/// word, and what is checked is the outcome: a live guard's slot maps its
+/// own frame, and at the end the depth is 0 and every slot is clear (no
+/// slot lost, none left mapped).
+mod local_same_cpu {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    use fixmap::{ContiguousWindow, Fixmap, WindowBuilder, fixmap_layout};
+    use kmap::{DirectMap, KmapError, LocalSlots};
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicU32, Ordering};
+    use paging_core::{AccessError, PhysAddr, PhysFrame, RawTable, TableAccess, VirtAddr};
+    use paging_sim::{Machine, SimRam};
+    use paging_x86_2level::TwoLevel;
+
+    use super::CountingTlb;
+
+    fixmap_layout! {
+        /// Two local slots for one CPU.
+        pub struct Fix {
+            top: 0xFFFF_F000;
+            /// The stack.
+            LOCAL[2];
+        }
+    }
+
+    /// The first table word the model keeps: the slots are entries 1021
+    /// and 1022 of the window's last table (2-level mode).
+    const FIRST_WORD: usize = 1020;
+
+    /// The slots' table words, as loom atomics (in a `std` `Arc`: the
+    /// fixmap that holds them is leaked for the `'static` threads).
+    #[derive(Clone)]
+    struct AtomicTables {
+        table: PhysFrame,
+        words: std::sync::Arc<[AtomicU32; 4]>,
+    }
+
+    /// A view of the slots' table.
+    struct AtomicTable<'a>(&'a AtomicTables);
+
+    impl AtomicTable<'_> {
+        fn word(&self, word: usize) -> &AtomicU32 {
+            match word
+                .checked_sub(FIRST_WORD)
+                .and_then(|w| self.0.words.get(w))
+            {
+                Some(w) => w,
+                None => panic!("the slots reached word {word}, not theirs"),
+            }
+        }
+    }
+
+    impl RawTable for AtomicTable<'_> {
+        fn load32(&self, word: usize) -> u32 {
+            self.word(word).load(Ordering::Acquire)
+        }
+        fn store32(&self, word: usize, value: u32) {
+            self.word(word).store(value, Ordering::Release)
+        }
+        fn swap32(&self, word: usize, value: u32) -> u32 {
+            self.word(word).swap(value, Ordering::AcqRel)
+        }
+        fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+            self.word(word)
+                .compare_exchange(current, new, Ordering::AcqRel, Ordering::Acquire)
+        }
+        fn load64(&self, entry: usize) -> u64 {
+            u64::from(self.load32(2 * entry)) | u64::from(self.load32(2 * entry + 1)) << 32
+        }
+        fn store64(&self, entry: usize, value: u64) {
+            self.store32(2 * entry + 1, (value >> 32) as u32);
+            self.store32(2 * entry, value as u32);
+        }
+        fn swap64(&self, _entry: usize, _value: u64) -> u64 {
+            panic!("2-level slots have no 64-bit entries")
+        }
+    }
+
+    impl TableAccess for AtomicTables {
+        type Table<'a> = AtomicTable<'a>;
+
+        fn table(&self, frame: PhysFrame) -> Result<AtomicTable<'_>, AccessError> {
+            if frame == self.table {
+                Ok(AtomicTable(self))
+            } else {
+                Err(AccessError::Unreachable(frame))
+            }
+        }
+    }
+
+    type Slots = LocalSlots<
+        'static,
+        Fix,
+        TwoLevel,
+        AtomicTables,
+        paging_core::NativeHooks,
+        CountingTlb,
+        2,
+        1,
+    >;
+
+    fn frame(x: u64) -> PhysFrame {
+        PhysFrame::from_start_address(PhysAddr::new(x).unwrap()).unwrap()
+    }
+
+    /// A frame 2-level entries cannot hold: its map claims a depth, then
+    /// fails in the fixmap (the failure path gives the depth back).
+    fn unmappable() -> PhysFrame {
+        frame(0x1_0000_0000)
+    }
+
+    fn window() -> ContiguousWindow<TwoLevel> {
+        let ram = SimRam::new();
+        let mut m = Machine::<TwoLevel>::new(&ram);
+        let (window, _) = WindowBuilder::new(VirtAddr::new(0xFFC0_0000), 1 << 32)
+            .unwrap()
+            .build(&mut m.mapper, &m.mmu, &mut m.alloc)
+            .unwrap();
+        window
+    }
+
+    /// Map `page` on CPU 0; if that works, check the slot maps it, and
+    /// unmap. `Exhausted` is a legal answer (the other thread's released
+    /// slot may still be on the stack); any other error is not.
+    fn map_check_unmap(slots: &Slots, tables: &AtomicTables, page: PhysFrame) {
+        match slots.map(0, page) {
+            Ok(g) => {
+                let word = ((g.va().as_u64() >> 12) % 1024) as usize;
+                let pte = AtomicTable(tables).load32(word);
+                assert_eq!(
+                    u64::from(pte & !0xFFF),
+                    page.start_address().as_u64(),
+                    "the slot at depth {} maps another frame",
+                    g.depth()
+                );
+                drop(g);
+            }
+            Err(KmapError::Exhausted) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+
+    /// Explores two threads on CPU 0 running `mine` and `theirs`.
+    fn explore(name: &str, mine: fn(&Slots, &AtomicTables), theirs: fn(&Slots, &AtomicTables)) {
+        let window = window();
+        let table = window.first_frame();
+        let executions = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = executions.clone();
+        loom::model::Builder::new().check(move || {
+            count.fetch_add(1, Relaxed);
+            let tables = AtomicTables {
+                table,
+                words: std::sync::Arc::new(std::array::from_fn(|_| AtomicU32::new(0))),
+            };
+            let mut fix = Fixmap::<Fix, TwoLevel, _>::new(tables.clone());
+            fix.attach(window.clone()).unwrap();
+            // The threads need `'static`; one small fixmap per execution.
+            let fix: &'static _ = Box::leak(Box::new(fix));
+            let direct = DirectMap::new(0xC000_0000, 0);
+            let slots = Arc::new(
+                Slots::new(fix, Fix::LOCAL, false, direct, CountingTlb::default()).unwrap(),
+            );
+            let other = {
+                let (slots, tables) = (slots.clone(), tables.clone());
+                loom::thread::spawn(move || theirs(&slots, &tables))
+            };
+            mine(&slots, &tables);
+            other.join().unwrap();
+            assert_eq!(slots.depth(0), Some(0), "the stack is empty again");
+            for (w, word) in tables.words.iter().enumerate() {
+                assert_eq!(word.load(Ordering::Acquire), 0, "word {w} left mapped");
+            }
+        });
+        let n = executions.load(Relaxed);
+        println!("loom {name}: {n} executions explored");
+        assert!(n > 0, "{name}: nothing explored");
+    }
+
+    /// One thread's map fails after claiming a depth (the failure path)
+    /// and maps again; the other maps and unmaps on the same CPU index.
+    #[test]
+    fn local_failed_push_against_push_same_cpu() {
+        explore(
+            "local_failed_push_against_push_same_cpu",
+            |slots, tables| {
+                assert!(matches!(
+                    slots.map(0, unmappable()),
+                    Err(KmapError::Entry(_) | KmapError::Exhausted)
+                ));
+                map_check_unmap(slots, tables, frame(0x1000_0000));
+            },
+            |slots, tables| map_check_unmap(slots, tables, frame(0x1000_1000)),
+        );
+    }
+
+    /// Both threads map and unmap on the same CPU index (pops racing
+    /// pushes).
+    #[test]
+    fn local_push_pop_against_push_pop_same_cpu() {
+        explore(
+            "local_push_pop_against_push_pop_same_cpu",
+            |slots, tables| map_check_unmap(slots, tables, frame(0x1000_0000)),
+            |slots, tables| map_check_unmap(slots, tables, frame(0x1000_1000)),
+        );
+    }
+}

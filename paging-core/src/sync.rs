@@ -162,6 +162,30 @@ fn same_entry<E: PmdEntry>(a: E, b: E) -> bool {
 }
 
 /// Copy `reference` into `slot` if it is empty. Lock-free and idempotent.
+///
+/// Every access to the entry is a 32-bit atomic, like every other software
+/// access to table memory: no 64-bit `cmpxchg8b` racing other threads'
+/// 32-bit loads of the same entry, a mixed-size race Rust does not define
+/// (issue 19). The fill, from an empty entry:
+///
+/// 1. (PAE) store the reference's high half. The low half, which holds P,
+///    is still 0, so the MMU ignores the entry (SDM Vol. 3A 4.4.2).
+/// 2. compare-and-swap the low half (the whole entry in 2-level mode) from
+///    0 to the reference's. The entry becomes present in this one store,
+///    with the high half already in place.
+///
+/// Every fill of this entry copies the same reference value: the
+/// reference's entry, once present, is not replaced while directories may
+/// copy it (the binding contract forbids freeing, through the reference, a
+/// kernel table another directory links, and a fill in flight is about to
+/// link it). So two CPUs (or a nested fault and the code it interrupted)
+/// filling one entry store the *same* high half, whatever the order, and
+/// exactly one of them moves the low half from 0: every state the MMU can
+/// read is empty, not present with the right high half, or the whole
+/// reference entry, never a torn one. The loser's compare-and-swap fails
+/// and it reports [`SyncOutcome::AlreadySynced`]; a fill that finds another
+/// between its two steps (the high half already there, P clear) does both
+/// steps itself rather than call the fault a real one.
 fn fill<M: PagingMode, A: TableAccess + ?Sized, H: TableHooks + ?Sized>(
     access: &A,
     hooks: &H,
@@ -175,25 +199,29 @@ fn fill<M: PagingMode, A: TableAccess + ?Sized, H: TableHooks + ?Sized>(
     if same_entry(current, want) {
         return Ok(SyncOutcome::AlreadySynced);
     }
-    if !current.is_none() {
+    // Empty, or (PAE) a fill of the same entry between its two steps: the
+    // reference's high half over a low half still 0. Anything else is not
+    // ours to fill.
+    let (raw, high) = (current.raw(), reference >> 32);
+    if raw as u32 != 0 || (raw >> 32 != 0 && raw >> 32 != high) {
         return Ok(SyncOutcome::NotSyncFault);
     }
-    // One atomic exchange of the whole entry (xchg, or cmpxchg8b for PAE):
-    // the MMU sees the old empty entry or the complete new one, and the old
-    // value says exactly whether a nested fault got here first.
-    let old = if M::ENTRY_BYTES == 4 {
-        u64::from(table.swap32(slot.index, reference as u32))
-    } else {
-        table.swap64(slot.index, reference)
-    };
-    let old = M::Pmd::from_raw(old);
+    let lo = slot.index * M::ENTRY_BYTES / 4;
+    if M::ENTRY_BYTES == 8 {
+        table.store32(lo + 1, high as u32);
+    }
+    if table.compare_exchange32(lo, 0, reference as u32).is_err() {
+        // Someone filled it first (or wrote something else): say which.
+        let now = M::Pmd::load(&table, slot.index);
+        return Ok(if same_entry(now, want) {
+            SyncOutcome::AlreadySynced
+        } else {
+            SyncOutcome::NotSyncFault
+        });
+    }
     drop(table);
-    hooks.entry_written(slot.table, level, slot.index, old.raw(), reference);
-    Ok(if same_entry(old, want) {
-        SyncOutcome::AlreadySynced
-    } else {
-        SyncOutcome::Filled
-    })
+    hooks.entry_written(slot.table, level, slot.index, 0, reference);
+    Ok(SyncOutcome::Filled)
 }
 
 /// The lazy path: called by a page-fault handler for a kernel address that

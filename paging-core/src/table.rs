@@ -152,10 +152,13 @@ impl<'a> PtrTable<'a> {
     /// of an entry must not race another thread's access to the same entry:
     /// it is a 64-bit atomic while every other access is 32-bit, and Rust
     /// does not define racing atomics of different sizes (x86 does; the
-    /// MMU, which is not a Rust thread, may race it). The crates keep this:
-    /// they only `swap64` a present entry under `&mut Mapper` (one writer)
-    /// and an empty directory entry in `sync_kernel_entry`, and a kernel
-    /// runs one writer per hierarchy at a time (its page-table lock).
+    /// MMU, which is not a Rust thread, may race it). The crates keep this
+    /// for their own writers: they only `swap64` a present entry, under
+    /// `&mut Mapper` (one writer per hierarchy: the kernel's page-table
+    /// lock), and `sync_kernel_entry` fills with 32-bit atomics. A
+    /// lock-free reader of a hierarchy whose mapper runs meanwhile (the
+    /// lazy sync walking the reference) is the caller's to exclude
+    /// (`docs/safety.md`, *Open*).
     pub unsafe fn new(ptr: *mut u8) -> Self {
         debug_assert!(!ptr.is_null() && (ptr as usize).is_multiple_of(8));
         Self {

@@ -14,9 +14,13 @@
 //!    tests include the check that every Rust block of `docs/adopting.md`
 //!    is code of `examples/minimal/src`), and the minimal kernel's host
 //!    tests (its tables checked through the simulated MMU);
-//!    `loom`: the kmap pool's and the TLB shootdown's protocols
-//!    model-checked with loom at a CI-sized preemption bound
-//!    ([`crate::loom`]);
+//!    `loom`: the kmap pool's, kmap's local slots', the fixmap's per-slot
+//!    and the TLB shootdown's protocols model-checked with loom at a
+//!    CI-sized preemption bound ([`crate::loom`]);
+//!    `miri`: the threaded tests (several threads on one table) under
+//!    Miri's data-race detector ([`crate::miri::THREADED`]), nightly Miri
+//!    installed with rustup if missing; a machine where that fails fails
+//!    the step, with one line saying why;
 //! 6. `i586`: every library crate (every workspace member but xtask) built
 //!    for the bare-metal target;
 //!    `msrv`: the library crates built with the declared `rust-version`
@@ -52,8 +56,8 @@ use crate::{
 };
 
 /// The steps, in the order they run.
-const STEPS: [&str; 10] = [
-    "fmt", "clippy", "doc", "test", "loom", "i586", "msrv", "package", "qemu", "bochs",
+const STEPS: [&str; 11] = [
+    "fmt", "clippy", "doc", "test", "loom", "miri", "i586", "msrv", "package", "qemu", "bochs",
 ];
 
 /// The steps that boot the kernel in an emulator (left out by `host` and
@@ -201,7 +205,8 @@ pub fn run(options: &TestOptions) -> Result<(), String> {
             "clippy" => clippy(),
             "doc" => doc(),
             "test" => test(),
-            "loom" => crate::loom::run(crate::loom::CI_PREEMPTIONS),
+            "loom" => crate::loom::run(crate::loom::Options::all(crate::loom::CI_PREEMPTIONS)),
+            "miri" => crate::miri::run_threaded(),
             "i586" => i586(),
             "msrv" => crate::publish::msrv(),
             "package" => crate::publish::package(),

@@ -18,14 +18,14 @@
 //! cargo xtask layers [--imports] [--src DIR]
 //! cargo xtask fuzz [--target NAME] [--seconds N]
 //! cargo xtask miri [--all]
-//! cargo xtask loom [--preemptions N]
+//! cargo xtask loom [--preemptions N] [--models NAME,...]
 //! cargo xtask mutants [--crate paging-core|kmap|fixmap|tlb-shootdown|all] [--jobs N]
 //!                     [--timeout SECS] [--list] [--skip-baseline]
 //!                     [--retest-missed]
 //! ```
 //!
-//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `i586`,
-//! `msrv`, `package`, `qemu`, `bochs` (`--only host` selects every step but
+//! `test` steps, in order: `fmt`, `clippy`, `doc`, `test`, `loom`, `miri`,
+//! `i586`, `msrv`, `package`, `qemu`, `bochs` (`--only host` selects every step but
 //! the two emulator ones). Prerequisites (target, components, QEMU) are
 //! checked first by both commands; the `bochs` step and command install
 //! Bochs themselves.
@@ -91,8 +91,11 @@ commands:
                                     the emulator's CPU time as well)
   test   run every check in order, stopping at the first failure
            --only STEP[,STEP...]    only these steps: fmt, clippy, doc, test,
-                                    loom, i586, msrv, package, qemu, bochs,
-                                    or host (all but qemu and bochs)
+                                    loom, miri, i586, msrv, package, qemu,
+                                    bochs, or host (all but qemu and bochs);
+                                    miri runs the threaded tests under Miri
+                                    (installs nightly + miri with rustup,
+                                    and fails if it cannot)
            --no-qemu                skip both emulator steps (qemu, bochs)
            --no-bochs               skip the bochs step (the GRUB ISO booted
                                     in Bochs, both modes at 128M)
@@ -145,8 +148,11 @@ commands:
   miri   run host tests under Miri: every test over real memory and a
          sample of the simulated-machine tests (installs nightly + miri)
            --all                    every test of the library crates (hours)
-  loom   model-check the kmap pool and TLB shootdown protocols with loom
+  loom   model-check with loom: the kmap pool, kmap's local slots, the
+         fixmap's per-slot compare-and-swap, the TLB shootdown
            --preemptions N          per execution (default: 4)
+           --models NAME,...        only the models whose test names
+                                    contain one of these (e.g. fixmap_)
   mutants
          mutation testing with cargo-mutants (installs it); prints caught,
          missed, unviable and timeout per crate and fails below 90% caught

@@ -16,10 +16,15 @@
 //! simulated-machine tests of each crate: the property test of the mapper
 //! and the eight-thread kmap stress test (both shrunk under `cfg(miri)`),
 //! the threaded soundness tests of issue 19 (`threads_ptr_table`,
-//! `slot_races`, `local_same_cpu`: Miri's race detector on every table
-//! access several threads make),
+//! `threads_sync`, `slot_races`, `local_same_cpu`: Miri's race detector on
+//! every table access several threads make),
 //! and a few mapper, fixmap, kmap and tlb-shootdown tests. `--all` runs
 //! every test of the library crates (hours).
+//!
+//! The `miri` step of `cargo xtask test` runs only the threaded tests
+//! ([`THREADED`], with plain `cargo miri test`), installing nightly Miri
+//! with rustup first if it is missing; if that fails (no network), the
+//! step fails with one line saying so rather than pass without running.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -44,6 +49,7 @@ const SELECTION: [&str; 6] = [
     // The threaded tests of issue 19 (several CPUs on one table through
     // `PtrTable`) are what Miri's data-race detector is for.
     "package(paging-core) & (kind(lib) | binary(proptest_mapper) | binary(threads_ptr_table) \
+     | binary(threads_sync) \
      | (binary(mapper_map) & test(/^(map_translate_unmap|large_pages)::/)) \
      | (binary(mapper_errors) & test(/^never_overwrite::/)) \
      | (binary(bad_inputs) & test(/^unreachable_tables/)))",
@@ -66,6 +72,55 @@ const SELECTION: [&str; 6] = [
     "package(tlb-shootdown) & (kind(lib) \
      | (binary(sim) & test(/^(no_cpu_keeps_the_old_frame|dropped_interrupts)/)))",
 ];
+
+/// The threaded tests, by crate: test binary and libtest filters (every
+/// test of the binary if none). What the `miri` step of `cargo xtask test`
+/// runs: several threads on one table, Miri's data-race detector on every
+/// access (issue 19), and nothing else, so the step stays within about
+/// three minutes. The other threaded tests of [`SELECTION`] (kmap's
+/// `stress`, tlb-shootdown's `sim` rounds: several minutes each under Miri
+/// on a loaded two-core machine) run in `cargo xtask miri`.
+pub const THREADED: [(&str, &str, &[&str]); 4] = [
+    ("paging-core", "threads_ptr_table", &[]),
+    ("paging-core", "threads_sync", &[]),
+    ("fixmap", "slot_races", &[]),
+    ("kmap", "local_same_cpu", &[]),
+];
+
+/// Installs nightly Miri with rustup if it is missing, or says in one line
+/// why the step cannot run: a `miri` step that did not run must fail, not
+/// pass.
+fn ensure_miri() -> Result<(), String> {
+    nightly::ensure(&["miri", "rust-src"]).map_err(|e| {
+        format!(
+            "nightly Miri is not installed and rustup could not install it \
+             (`rustup toolchain install nightly`, `rustup component add miri rust-src \
+             --toolchain nightly`; no network?): {}",
+            e.lines().next().unwrap_or_default()
+        )
+    })
+}
+
+/// The `miri` step of `cargo xtask test`: the [`THREADED`] tests under
+/// Miri, with plain `cargo miri test` (no cargo-nextest to install).
+pub fn run_threaded() -> Result<(), String> {
+    ensure_miri()?;
+    let started = std::time::Instant::now();
+    for (krate, test, filters) in THREADED {
+        println!("miri: {krate} --test {test}");
+        let mut command = nightly::cargo();
+        command
+            .args(["miri", "test", "-p", krate, "--test", test, "--"])
+            .args(filters)
+            .env("CARGO_TARGET_DIR", target_dir());
+        process::run(&mut command)?;
+    }
+    println!(
+        "\nmiri: the threaded tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
 /// Parses `[--all]`: whether to run every test rather than the selection.
 pub fn parse(args: &[String]) -> Result<bool, String> {
@@ -101,7 +156,7 @@ fn ensure_nextest() -> Result<(), String> {
 
 /// Runs the selection (or, with `all`, every test) under Miri.
 pub fn run(all: bool) -> Result<(), String> {
-    nightly::ensure(&["miri", "rust-src"])?;
+    ensure_miri()?;
     ensure_nextest()?;
     process::run(
         nightly::cargo()
@@ -127,4 +182,20 @@ pub fn run(all: bool) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ci_step_runs_the_threaded_tests_the_selection_has() {
+        let selection = SELECTION.join(" ");
+        for (krate, test, _) in THREADED {
+            assert!(CRATES.contains(&krate), "{krate}");
+            // Each threaded test is in `cargo xtask miri`'s selection too.
+            assert!(selection.contains(&format!("binary({test})")), "{test}");
+        }
+        assert_eq!(THREADED.len(), 4);
+    }
 }
