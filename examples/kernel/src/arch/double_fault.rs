@@ -13,7 +13,7 @@
 
 use crate::arch::gdt;
 use crate::arch::tss::TaskStateSegment;
-use crate::mm::layout::CPUS;
+use crate::base::config::CPUS;
 use crate::{arch::cpu, arch::io, println};
 
 /// Bytes of the double-fault task's stack (above its guard page).

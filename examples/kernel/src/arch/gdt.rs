@@ -8,7 +8,7 @@
 use core::arch::asm;
 
 use crate::arch::tss::TaskStateSegment;
-use crate::mm::layout::CPUS;
+use crate::base::config::CPUS;
 
 /// Selector of the flat 32-bit code segment.
 pub const KERNEL_CODE: u16 = 0x08;

@@ -22,8 +22,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use crate::base::config::CPUS;
 use crate::mm::kernel_sync::{self, SyncFaults};
-use crate::mm::layout::CPUS;
 use crate::{arch::cpu, arch::fault_probe, arch::gdt, arch::mode};
 
 /// One CPU's NMI state: the count, and the armed read and its result.

@@ -16,12 +16,13 @@ use paging_core::cpu::NativeTlb;
 use paging_core::{DirectVirt, NativeHooks, VirtAddr};
 
 use crate::arch::mode::Mode;
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::early_fixmap::KernelFixmapT;
 use crate::mm::kmap_policy::KernelPolicy;
 use crate::mm::layout::{
-    CPUS, KMAP_LOCAL_DEPTH, KMAP_LOCAL_GUARDS, KMAP_POOL_SLOTS, KernelFixmap, Layout, PAGE_OFFSET,
+    KMAP_LOCAL_DEPTH, KMAP_LOCAL_GUARDS, KMAP_POOL_SLOTS, KernelFixmap, Layout, PAGE_OFFSET,
     PKMAP_BASE,
 };
 use crate::mm::shootdown::{KernelTlb, SHOOTDOWN};

@@ -23,6 +23,7 @@ use fixmap::fixmap_layout;
 use paging_core::PagingMode;
 
 use crate::arch::mode::Mode;
+use crate::base::config::CPUS;
 
 /// Virtual address at which physical address 0 is mapped (Linux's `PAGE_OFFSET`).
 pub const PAGE_OFFSET: u32 = 0xC000_0000;
@@ -57,9 +58,6 @@ pub const VGA_TEXT_BUFFER: u64 = 0xB8000;
 pub const FIXADDR_TOP: u32 = 0xFFFF_F000;
 /// Local (atomic) kmap slots per CPU.
 pub const KMAP_LOCAL_DEPTH: usize = 8;
-/// Most CPUs the kernel runs on (the boot CPU is 0; more are reported and
-/// left out).
-pub const CPUS: usize = 8;
 /// Bytes of each application processor's kernel stack (in vmalloc, with an
 /// unmapped guard page below it).
 pub const AP_STACK_SIZE: usize = 64 << 10;

@@ -21,7 +21,7 @@ use paging_core::cpu::NativeTlb;
 use paging_core::{PhysAddr, TlbMark, TlbOps, VirtAddr};
 use tlb_shootdown::{CpuSet, IpiPlatform, Shootdown, ShootdownTlb};
 
-use crate::mm::layout::CPUS;
+use crate::base::config::CPUS;
 use crate::{arch::apic, arch::cpu, arch::gdt, arch::mode, smp};
 
 /// How a shootdown IPI is sent: one fixed-vector IPI per target, by APIC ID.

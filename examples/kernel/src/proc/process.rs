@@ -53,12 +53,13 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use kmap::SavedLocal;
 use paging_core::{FrameAllocator, MapFlags, PhysFrame, Zone};
 
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::base::ticket::TicketLock;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::frames::{Frames, ZoneId};
 use crate::mm::kmap_setup::{self, KernelHighmemTables};
-use crate::mm::layout::{CPUS, KMAP_LOCAL_DEPTH};
+use crate::mm::layout::KMAP_LOCAL_DEPTH;
 use crate::proc::user::err;
 use crate::{arch::cpu, arch::gdt, arch::mode, failure};
 

@@ -13,9 +13,9 @@ use super::process::{
 use super::spawn::{canary_intact, free_kernel_stack};
 use super::syscall::yield_now;
 use crate::arch::exceptions::ExceptionFrame;
+use crate::base::config::CPUS;
 use crate::mm::frames::{self, ZoneId};
 use crate::mm::kmap_setup::{self};
-use crate::mm::layout::CPUS;
 use crate::mm::shootdown::{self};
 use crate::{arch::cpu, arch::double_fault, arch::gdt, println, proc::timer};
 

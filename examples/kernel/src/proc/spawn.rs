@@ -14,9 +14,10 @@ use super::process::{
 };
 use super::sched::PICKS;
 use crate::arch::exceptions::{ExceptionFrame, UserFrame};
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::mm::frames::{self, Frames};
-use crate::mm::layout::{CPUS, PAGE_OFFSET};
+use crate::mm::layout::PAGE_OFFSET;
 use crate::mm::shootdown::AddressSpaceTlb;
 use crate::proc::user::{Program, TEXT_BASE};
 use crate::{arch::gdt, failure, println, proc::timer, smp};

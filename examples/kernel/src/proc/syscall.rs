@@ -14,10 +14,10 @@ use super::process::{
 use super::sched::{PICKS, current_slot, kernel_root, switch_to_scheduler};
 use super::spawn::{destroy_space, discard, install};
 use crate::arch::exceptions::{ExceptionFrame, UserFrame};
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::mm::frames::{self};
 use crate::mm::kmap_setup::{self};
-use crate::mm::layout::CPUS;
 use crate::mm::shootdown::{self};
 use crate::proc::user::{err, nr};
 use crate::{arch::cpu, arch::gdt, print, println, proc::timer};

@@ -10,7 +10,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::mm::layout::CPUS;
+use crate::base::config::CPUS;
 use crate::{arch::apic, arch::gdt, arch::idt, arch::pit};
 
 /// Vector of the timer interrupt.

@@ -9,8 +9,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use paging_core::Zone;
 
 use super::processes::run_and_reap;
+use crate::base::config::CPUS;
 use crate::mm::kernel::Kernel;
-use crate::mm::layout::CPUS;
 use crate::proc::process::{self, COUNTERS, KILLED, MAX_CHILDREN};
 use crate::proc::user::{self, Program, err, nr};
 use crate::selftests::harness::{Failure, TestResult};

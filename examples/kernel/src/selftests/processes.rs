@@ -9,8 +9,8 @@ use core::sync::atomic::Ordering;
 
 use paging_core::Zone;
 
+use crate::base::config::CPUS;
 use crate::mm::kernel::Kernel;
-use crate::mm::layout::CPUS;
 use crate::proc::process::{self, COUNTERS, KILLED};
 use crate::proc::sched::Outcome;
 use crate::proc::user::{self, Program};

@@ -40,12 +40,13 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use paging_core::{MapFlags, PhysAddr, PhysFrame, VirtAddr, Zone};
 
 use crate::arch::apic::{self, LocalApic};
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::boot::context::BootContext;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::early_fixmap::KernelFixmapT;
-use crate::mm::layout::{AP_DOUBLE_FAULT_STACK_SIZE, AP_STACK_SIZE, CPUS};
+use crate::mm::layout::{AP_DOUBLE_FAULT_STACK_SIZE, AP_STACK_SIZE};
 use crate::smp::firmware::CpuList;
 use crate::{arch::cpu, arch::gdt, arch::mode, failure, mm::frames, println};
 use startup::{allocate_stacks, start_ap, trampoline_page, write_trampoline};

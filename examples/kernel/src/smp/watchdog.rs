@@ -28,8 +28,8 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::arch::exceptions::ExceptionFrame;
+use crate::base::config::CPUS;
 use crate::boot::context::BootContext;
-use crate::mm::layout::CPUS;
 use crate::{
     arch::apic, arch::cpu, arch::fault_probe, arch::gdt, arch::io, arch::pit, mm::layout, println,
     smp,

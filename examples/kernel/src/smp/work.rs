@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{CALL_VECTOR, KNOWN, SHOOTDOWN_VECTOR, SLOTS, WAKE_VECTOR, apic_id, is_online};
 use crate::arch::apic::{self};
+use crate::base::config::CPUS;
 use crate::base::error::Error;
-use crate::mm::layout::CPUS;
 use crate::{arch::cpu, arch::gdt, failure};
 
 /// Per CPU: a `fn(usize)` (as `usize`, 0 for none) the call IPI runs.
