@@ -180,6 +180,7 @@ pub unsafe fn init(
         );
     }
     PER_CPU_READY.store(true, core::sync::atomic::Ordering::Release);
+    crate::base::spin::set_cpu_index(cpu_index);
 }
 
 /// The LDTR selector of this CPU (`sldt`): 0 once [`init`] ran.

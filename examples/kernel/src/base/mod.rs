@@ -4,4 +4,5 @@
 pub mod config;
 pub mod error;
 pub mod mem_intrinsics;
+pub mod spin;
 pub mod ticket;

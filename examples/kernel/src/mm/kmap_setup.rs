@@ -67,18 +67,18 @@ pub struct KernelWait;
 impl WaitHook for KernelWait {
     fn wait(&self, epoch: &AtomicU32, seen: u32) {
         while epoch.load(Ordering::Acquire) == seen {
-            crate::smp::watchdog::spin("a free kmap pool slot", epoch as *const AtomicU32 as usize);
+            crate::base::spin::spin("a free kmap pool slot", epoch as *const AtomicU32 as usize);
             answer_shootdowns();
         }
-        crate::smp::watchdog::done();
+        crate::base::spin::done();
     }
 
     fn wake(&self, _epoch: &AtomicU32) {
-        crate::smp::watchdog::progress();
+        crate::base::spin::progress();
     }
 
     fn relax(&self) {
-        crate::smp::watchdog::spin("the kmap pool's lock", 0);
+        crate::base::spin::spin("the kmap pool's lock", 0);
         answer_shootdowns();
     }
 }

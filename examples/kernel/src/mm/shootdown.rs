@@ -43,12 +43,12 @@ impl IpiPlatform for ApicIpi {
     }
 
     fn relax(&self) {
-        crate::smp::watchdog::spin("TLB shootdown acknowledgements", 0);
+        crate::base::spin::spin("TLB shootdown acknowledgements", 0);
         core::hint::spin_loop();
     }
 
     fn acked(&self) {
-        crate::smp::watchdog::progress();
+        crate::base::spin::progress();
     }
 }
 

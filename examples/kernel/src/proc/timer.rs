@@ -50,7 +50,7 @@ const PIC_IRQ0_VECTOR: u8 = 0x20;
 /// longer where the CPU runs fewer than `MIN_CYCLES_PER_TICK` TSC cycles in
 /// that time (capped at 50 ms, the PIT's reach).
 pub fn period_ms() -> u32 {
-    match crate::smp::watchdog::ticks_per_ms() {
+    match crate::base::spin::ticks_per_ms() {
         0 => PERIOD_MS,
         per_ms => MIN_CYCLES_PER_TICK.div_ceil(per_ms).clamp(PERIOD_MS, 50),
     }
