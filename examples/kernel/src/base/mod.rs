@@ -5,4 +5,5 @@ pub mod config;
 pub mod error;
 pub mod mem_intrinsics;
 pub mod spin;
+pub mod sync_faults;
 pub mod ticket;

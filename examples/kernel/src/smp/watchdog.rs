@@ -81,6 +81,7 @@ pub fn init(context: &BootContext) {
         spin::set_ticks_per_ms(per_ms as u32);
     }
     spin::set_reporter(report);
+    crate::arch::nmi::set_watchdog_report(report_from_nmi);
     let secs = spin::limit_secs();
     if secs == 0 {
         println!("watchdog: off (watchdog.secs=0)");
@@ -220,14 +221,10 @@ fn report(cpu: usize, what: &'static str, waited_ms: u32) {
     io::exit_qemu(false)
 }
 
-/// Whether a report is asking every CPU for its line (the NMI handler then
-/// calls [`report_from_nmi`]).
-pub fn reporting() -> bool {
-    spin::reporting()
-}
-
-/// This CPU's line, from its NMI handler, during a report; then the CPU
-/// halts with interrupts off (the kernel is stopping).
+/// This CPU's line, from its NMI handler, during a report (the handler
+/// calls it, as registered by [`init`], once
+/// [`crate::base::spin::reporting`]); then the CPU halts with interrupts off
+/// (the kernel is stopping).
 pub fn report_from_nmi(frame: &ExceptionFrame) -> ! {
     let cpu = spin::cpu();
     print_cpu(cpu, frame.eip, frame.interrupted_esp(), "NMI");
