@@ -17,7 +17,7 @@ use crate::base::config::CPUS;
 use crate::mm::frames::{self, ZoneId};
 use crate::mm::kmap_setup::{self};
 use crate::mm::shootdown::{self};
-use crate::{arch::cpu, arch::double_fault, arch::gdt, println, proc::timer};
+use crate::{arch::cpu, arch::double_fault, arch::gdt, arch::timer, println};
 
 /// The slot of the process this CPU runs.
 pub(super) fn current_slot() -> Option<usize> {
@@ -357,6 +357,14 @@ fn outcome(p: &Process) -> Outcome {
 /// Runs every process to its end on every CPU.
 pub fn run_all() {
     crate::smp::work::run_on_all(|cpu, _| run_until_done(cpu), 0);
+}
+
+/// Called for [`crate::arch::timer::TIMER_VECTOR`], interrupts off: end of
+/// interrupt and the tick count first ([`timer::tick`]), then maybe a
+/// switch to another process ([`timer_tick`]).
+pub fn timer_interrupt(frame: &ExceptionFrame) {
+    timer::tick();
+    timer_tick(frame);
 }
 
 /// Called by the timer interrupt (interrupts off): preempts the running

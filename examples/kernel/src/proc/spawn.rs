@@ -20,7 +20,7 @@ use crate::mm::frames::{self, Frames};
 use crate::mm::layout::PAGE_OFFSET;
 use crate::mm::shootdown::AddressSpaceTlb;
 use crate::proc::user::{Program, TEXT_BASE};
-use crate::{arch::gdt, failure, println, proc::timer, smp};
+use crate::{arch::gdt, arch::timer, failure, println, smp};
 
 /// The initial kernel stack of a process: a trap frame that `iretd`s to
 /// `frame`, below it a context that `switch_context` "returns" from into

@@ -20,7 +20,7 @@ use crate::mm::frames::{self};
 use crate::mm::kmap_setup::{self};
 use crate::mm::shootdown::{self};
 use crate::proc::user::{err, nr};
-use crate::{arch::cpu, arch::gdt, print, println, proc::timer};
+use crate::{arch::cpu, arch::gdt, arch::timer, print, println};
 
 /// Called for `int 0x80` (interrupts off, on the process's kernel stack).
 pub fn syscall(frame: &mut ExceptionFrame) {

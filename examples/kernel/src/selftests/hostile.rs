@@ -213,7 +213,7 @@ pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
     let before = crate::proc::sched::free_frames();
     let cpu = last_cpu();
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed);
-    let ticks = crate::proc::timer::ticks(cpu);
+    let ticks = crate::arch::timer::ticks(cpu);
     for _ in 0..4 {
         crate::proc::spawn::spawn(user::spinner(), 20_000_000, Zone::PreferHighmem, Some(cpu))?;
     }
@@ -226,7 +226,7 @@ pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
     );
     let (worst, picks, ready) = crate::proc::sched::fairness(cpu);
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed) - preemptions;
-    let ticks = crate::proc::timer::ticks(cpu) - ticks;
+    let ticks = crate::arch::timer::ticks(cpu) - ticks;
     ensure!(
         preemptions >= 4,
         "only {preemptions} preemptions in {ticks} ticks: the spinners are too short to measure"

@@ -269,7 +269,7 @@ pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<Smp
             ""
         }
     );
-    crate::proc::timer::calibrate();
+    crate::arch::timer::calibrate();
     let hang = option_number(context.cmdline, "smp.ap-timeout-test=");
     let aps: heapless::Vec<u8, CPUS> = list
         .ids()
@@ -349,7 +349,7 @@ pub fn no_apic() -> Option<&'static str> {
 
 /// A CPU without a local APIC (a 486, an early Pentium): a uniprocessor
 /// PC. The boot CPU alone is online; no IPI is ever sent (there is no one
-/// to send it to), and [`crate::proc::timer`] ticks with the PIT.
+/// to send it to), and [`crate::arch::timer`] ticks with the PIT.
 fn uniprocessor(context: &BootContext, fixmap: &'static KernelFixmapT) -> SmpReport {
     let list = firmware::cpus(fixmap, context.has_option("smp.source=mp"));
     crate::mm::shootdown::cpu_online();

@@ -89,7 +89,7 @@ pub fn init(context: &BootContext) {
         println!(
             "watchdog: a report after {secs} s without progress (TSC {} ticks per ms; preemption tick {} ms)",
             spin::ticks_per_ms(),
-            crate::proc::timer::period_ms()
+            crate::arch::timer::period_ms()
         );
     }
 }
