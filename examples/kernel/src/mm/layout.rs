@@ -197,8 +197,6 @@ unsafe extern "C" {
     static __rodata_end: u8;
     static boot_stack_guard: u8;
     static boot_stack_top: u8;
-    static double_fault_stack_guard: u8;
-    static double_fault_stack_top: u8;
     static boot_root: u8;
 }
 
@@ -247,16 +245,9 @@ pub fn boot_stack() -> Range<usize> {
     stack_guard_page().end..symbol_address!(boot_stack_top)
 }
 
-/// The unmapped guard page below the double-fault task's stack.
-pub fn double_fault_guard_page() -> Range<usize> {
-    let start = symbol_address!(double_fault_stack_guard);
-    start..start + 4096
-}
-
-/// The double-fault task's stack (above its guard page).
-pub fn double_fault_stack() -> Range<usize> {
-    double_fault_guard_page().end..symbol_address!(double_fault_stack_top)
-}
+/// The double-fault task's stack and its guard page: defined with the task
+/// (in `arch/`), listed here with the other stacks.
+pub use crate::arch::double_fault::{double_fault_guard_page, double_fault_stack};
 
 /// Every unmapped stack guard page, lowest first: the boot stack's and the
 /// double-fault task's (NMIs run on the interrupted stack: see

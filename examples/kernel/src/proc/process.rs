@@ -63,8 +63,7 @@ use crate::mm::layout::KMAP_LOCAL_DEPTH;
 use crate::proc::user::err;
 use crate::{arch::cpu, arch::gdt, arch::mode, failure};
 
-/// Processes alive (or not yet reaped) at once.
-pub const MAX_PROCESSES: usize = 96;
+pub use crate::base::config::MAX_PROCESSES;
 /// Start of the heap (`sbrk` grows it up).
 pub const HEAP_START: u32 = 0x1000_0000;
 /// Most the heap may grow.
