@@ -53,8 +53,8 @@ use startup::{allocate_stacks, start_ap, trampoline_page, write_trampoline};
 
 /// How long the boot CPU waits for an AP to report.
 pub const AP_TIMEOUT_MS: u32 = 500;
-/// Vector of the TLB-shootdown IPI.
-pub const SHOOTDOWN_VECTOR: u8 = 0xF0;
+/// Vector of the TLB-shootdown IPI (defined with the shootdown).
+pub use crate::mm::shootdown::SHOOTDOWN_VECTOR;
 /// Vector of the wake-up IPI (an idle AP has work).
 pub const WAKE_VECTOR: u8 = 0xF1;
 /// Vector of the call IPI: runs this CPU's [`set_interrupt_work`] function
@@ -246,6 +246,7 @@ fn disable_pic() {
 /// command line makes AP number N (1-based among the APs) stop in the
 /// trampoline, to show the timeout path.
 pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<SmpReport, Error> {
+    crate::mm::shootdown::set_apic_ids(apic_id);
     disable_pic();
     if !cpu::features().apic {
         return Ok(uniprocessor(context, fixmap));
