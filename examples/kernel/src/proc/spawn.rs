@@ -6,13 +6,12 @@ use core::sync::atomic::Ordering;
 use paging_core::{FrameAllocator, Page, PhysAddr, PhysFrame, VirtAddr, Zone};
 use tlb_shootdown::CpuSet;
 
-use super::fault::{LAST_FAULT, REPEATS};
 use super::process::{
     CONTEXTS, Counting, HEAP_START, KSTACK_PAGES, PREEMPTIONS, Process, STACK_CANARY, STACK_TOP,
     Space, Table, TableFrames, text_flags, unshare, user_tables, with_frame, with_table,
     zeroed_frame,
 };
-use super::sched::PICKS;
+use super::process::{LAST_FAULT, PICKS, REPEATS};
 use crate::arch::exceptions::{ExceptionFrame, UserFrame};
 use crate::base::config::CPUS;
 use crate::base::error::Error;
