@@ -171,7 +171,7 @@ pub fn smp_nmi_on_every_cpu_while_locks_are_held(kernel: &Kernel) -> TestResult 
         println!("    skipped: {why}");
         return Ok(());
     }
-    apic::local_apic(kernel.fixmap)?;
+    crate::mm::early_fixmap::local_apic(kernel.fixmap)?;
     let spaces = Spaces::new()?;
     let page = VmallocPage::new(&mut frames::lock())?;
     let result = nmi_race(&spaces, &page);

@@ -251,7 +251,7 @@ pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<Smp
     if !cpu::features().apic {
         return Ok(uniprocessor(context, fixmap));
     }
-    let apic = apic::local_apic(fixmap)?;
+    let apic = crate::mm::early_fixmap::local_apic(fixmap)?;
     apic.enable();
     let list = firmware::cpus(fixmap, context.has_option("smp.source=mp"));
     let bsp_id = apic.id();
