@@ -4,10 +4,10 @@
 //!
 //! **Progress** is a global counter that moves whenever the kernel does
 //! something a hang would stop ([`progress`]). **Waiting** is what every
-//! spin loop declares once per round through [`spin`]; each CPU keeps its
+//! spin loop declares once per round through [`spin()`]; each CPU keeps its
 //! own record (what, the address spun on, since when), which the report
 //! reads back ([`waiting_on`]). When a wait has seen no progress for the
-//! limit, [`spin`] calls the reporter the watchdog registered.
+//! limit, [`spin()`] calls the reporter the watchdog registered.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
