@@ -8,8 +8,9 @@
 //! 4. `doc`: `cargo doc` for the workspace with warnings denied, with all
 //!    features and with none;
 //! 5. `test`: the example kernel's layers ([`crate::layers::check`]: no
-//!    file over 600 lines, and the import circle and the imports pointing
-//!    back up no worse than the ratchet), then `cargo test` for the workspace, all
+//!    file over 600 lines, no import circle wider than two files, at most
+//!    three imports pointing back up, each with a `// layer:` comment),
+//!    then `cargo test` for the workspace, all
 //!    features (xtask's own
 //!    tests include the check that every Rust block of `docs/adopting.md`
 //!    is code of `examples/minimal/src`), and the minimal kernel's host

@@ -135,7 +135,10 @@ fn install_cpu_tables() {
 fn register_handlers() {
     arch::exceptions::register(arch::exceptions::Handlers {
         syscall: (arch::idt::SYSCALL_VECTOR, proc::syscall::syscall),
-        timer: (u32::from(proc::timer::TIMER_VECTOR), proc::timer::interrupt),
+        timer: (
+            u32::from(arch::timer::TIMER_VECTOR),
+            proc::sched::timer_interrupt,
+        ),
         interrupt: smp::work::interrupt,
         kernel_page_fault: mm::kernel_sync::handle_fault,
         user_page_fault: |frame, address, error_code| {

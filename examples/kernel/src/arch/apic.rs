@@ -12,14 +12,12 @@
 
 use core::ptr::NonNull;
 
-use paging_core::cpu::{self, NativeTlb};
+use paging_core::cpu;
 use paging_core::{PhysAddr, PhysFrame};
 use volatile::VolatilePtr;
 
 use crate::base::error::Error;
 use crate::failure;
-use crate::mm::early_fixmap::{self, KernelFixmapT};
-use crate::mm::layout::KernelFixmap;
 
 /// IA32_APIC_BASE: the APIC's physical base and enable bits.
 const IA32_APIC_BASE: u32 = 0x1B;
@@ -82,14 +80,18 @@ pub struct LocalApic {
 
 static APIC: spin::Once<LocalApic> = spin::Once::new();
 
-/// The local APIC, if [`local_apic`] mapped it.
+/// The local APIC, if [`local_apic_mapped_by`] mapped it.
 pub fn get() -> Option<&'static LocalApic> {
     APIC.get()
 }
 
-/// The local APIC, mapped into the fixmap on first use (the same mapping
-/// afterwards).
-pub fn local_apic(fixmap: &KernelFixmapT) -> Result<&'static LocalApic, Error> {
+/// The local APIC, mapped on first use by `map` (which maps the register
+/// page's frame uncached and returns its virtual address: the fixmap slot
+/// `LOCAL_APIC`, by [`crate::mm::early_fixmap::local_apic`]); the same
+/// mapping afterwards.
+pub fn local_apic_mapped_by(
+    map: impl FnOnce(PhysFrame) -> Result<usize, Error>,
+) -> Result<&'static LocalApic, Error> {
     if let Some(apic) = APIC.get() {
         return Ok(apic);
     }
@@ -105,15 +107,7 @@ pub fn local_apic(fixmap: &KernelFixmapT) -> Result<&'static LocalApic, Error> {
         ));
     }
     let frame = PhysFrame::containing_address(PhysAddr::new_truncate(msr & 0xF_FFFF_F000));
-    fixmap
-        .set(
-            KernelFixmap::LOCAL_APIC,
-            frame,
-            early_fixmap::mmio_flags(),
-            &NativeTlb,
-        )
-        .map_err(|e| failure!("mapping the local APIC at {frame:?}: {e}"))?;
-    let base = fixmap.virt(KernelFixmap::LOCAL_APIC).as_u32() as usize;
+    let base = map(frame)?;
     Ok(APIC.call_once(|| LocalApic { base }))
 }
 

@@ -11,9 +11,12 @@
 //! tables leave it out: [`crate::mm::kernel_tables`]), so a handler that ran
 //! away would fault instead of overwriting what lies below.
 
+use core::ops::Range;
+
 use crate::arch::gdt;
 use crate::arch::tss::TaskStateSegment;
-use crate::mm::layout::CPUS;
+
+use crate::base::config::CPUS;
 use crate::{arch::cpu, arch::io, println};
 
 /// Bytes of the double-fault task's stack (above its guard page).
@@ -50,11 +53,24 @@ double_fault_task_entry:
 unsafe extern "C" {
     /// Entry of the double-fault task (assembly above).
     fn double_fault_task_entry();
+    static double_fault_stack_guard: u8;
+    static double_fault_stack_top: u8;
+}
+
+/// The unmapped guard page below the double-fault task's stack.
+pub fn double_fault_guard_page() -> Range<usize> {
+    let start = &raw const double_fault_stack_guard as usize;
+    start..start + 4096
+}
+
+/// The double-fault task's stack (above its guard page).
+pub fn double_fault_stack() -> Range<usize> {
+    double_fault_guard_page().end..&raw const double_fault_stack_top as usize
 }
 
 /// The boot CPU's double-fault stack (in `.bss`, with its guard page).
 pub fn boot_stack_top() -> u32 {
-    crate::mm::layout::double_fault_stack().end as u32
+    double_fault_stack().end as u32
 }
 
 /// Fills in CPU `cpu`'s double-fault task (stack top `stack_top`, CR3,

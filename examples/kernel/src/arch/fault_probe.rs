@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use paging_core::PageFaultError;
 
 use crate::arch::gdt;
-use crate::mm::layout::CPUS;
+use crate::base::config::CPUS;
 
 /// One CPU's probe state.
 struct Probe {

@@ -19,8 +19,7 @@
 //!   check `check_no_fpu` (xtask, and `scripts/check-no-fpu.sh`) allows
 //!   exactly those and rejects any other.
 
-use crate::mm::layout::CPUS;
-use crate::proc::process::MAX_PROCESSES;
+use crate::base::config::{CPUS, MAX_PROCESSES};
 use crate::{arch::cpu, arch::gdt};
 
 /// CR0.MP: `wait`/`fwait` honour TS.

@@ -8,7 +8,7 @@
 use core::arch::asm;
 
 use crate::arch::tss::TaskStateSegment;
-use crate::mm::layout::CPUS;
+use crate::base::config::CPUS;
 
 /// Selector of the flat 32-bit code segment.
 pub const KERNEL_CODE: u16 = 0x08;
@@ -180,6 +180,7 @@ pub unsafe fn init(
         );
     }
     PER_CPU_READY.store(true, core::sync::atomic::Ordering::Release);
+    crate::base::spin::set_cpu_index(cpu_index);
 }
 
 /// The LDTR selector of this CPU (`sldt`): 0 once [`init`] ran.

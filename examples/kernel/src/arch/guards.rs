@@ -15,7 +15,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::mm::layout::CPUS;
+use crate::base::config::CPUS;
 use crate::{arch::cpu, arch::gdt};
 
 /// CR4.UMIP.

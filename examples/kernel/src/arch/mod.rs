@@ -16,5 +16,6 @@ pub mod pat;
 pub mod pci;
 pub mod pit;
 pub mod serial;
+pub mod timer;
 pub mod tss;
 pub mod vga;

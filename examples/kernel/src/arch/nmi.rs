@@ -20,11 +20,43 @@
 //! `iretd` of a fault nested in the NMI unblocks NMIs early (an x86
 //! quirk); nothing here sends a second one.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use crate::mm::kernel_sync::{self, SyncFaults};
-use crate::mm::layout::CPUS;
+use crate::arch::exceptions::ExceptionFrame;
+use crate::base::config::CPUS;
+use crate::base::sync_faults::SyncFaults;
 use crate::{arch::cpu, arch::fault_probe, arch::gdt, arch::mode};
+
+/// The lazy kernel-sync path's counters (`fn() -> SyncFaults`, registered
+/// by [`crate::mm::kernel_sync`]: [`set_sync_faults`]); 0 until then.
+static SYNC_FAULTS: AtomicUsize = AtomicUsize::new(0);
+/// This CPU's line of the hang watchdog's report (`fn(&ExceptionFrame) ->
+/// !`, registered by [`crate::smp::watchdog`]: [`set_watchdog_report`]).
+static WATCHDOG_REPORT: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers what reads the lazy kernel-sync path's fault counters, which
+/// an armed read records the growth of.
+pub fn set_sync_faults(faults: fn() -> SyncFaults) {
+    SYNC_FAULTS.store(faults as usize, Ordering::SeqCst);
+}
+
+/// Registers what prints this CPU's line while the hang watchdog reports
+/// ([`crate::base::spin::reporting`]); it never returns.
+pub fn set_watchdog_report(report: fn(&ExceptionFrame) -> !) {
+    WATCHDOG_REPORT.store(report as usize, Ordering::SeqCst);
+}
+
+/// The lazy kernel-sync path's counters (zero before they are registered,
+/// as they are before the registry exists).
+fn sync_faults() -> SyncFaults {
+    let faults = SYNC_FAULTS.load(Ordering::SeqCst);
+    if faults == 0 {
+        return SyncFaults::default();
+    }
+    // SAFETY: stored from a `fn() -> SyncFaults` by `set_sync_faults`.
+    let faults: fn() -> SyncFaults = unsafe { core::mem::transmute(faults) };
+    faults()
+}
 
 /// One CPU's NMI state: the count, and the armed read and its result.
 struct NmiState {
@@ -119,19 +151,25 @@ pub fn read_result_of(cpu: usize) -> Option<NmiRead> {
 }
 
 /// Called by the exception dispatcher for vector 2.
-pub fn handle(frame: &crate::arch::exceptions::ExceptionFrame) {
-    if crate::smp::watchdog::reporting() {
-        crate::smp::watchdog::report_from_nmi(frame);
+pub fn handle(frame: &ExceptionFrame) {
+    if crate::base::spin::reporting() {
+        let report = WATCHDOG_REPORT.load(Ordering::SeqCst);
+        if report != 0 {
+            // SAFETY: stored from a `fn(&ExceptionFrame) -> !` by
+            // `set_watchdog_report`.
+            let report: fn(&ExceptionFrame) -> ! = unsafe { core::mem::transmute(report) };
+            report(frame);
+        }
     }
     let cr2 = cpu::cr2();
     let s = &STATE[gdt::cpu_index() % CPUS];
     s.count.fetch_add(1, Ordering::SeqCst);
     let address = s.read_address.swap(0, Ordering::SeqCst);
     if address != 0 {
-        let before = kernel_sync::faults();
+        let before = sync_faults();
         // SAFETY: `arm_read`'s caller vouched for the address.
         let read = fault_probe::preserving(|| unsafe { fault_probe::read_u32(address as usize) });
-        let sync = kernel_sync::faults().since(before);
+        let sync = sync_faults().since(before);
         s.read_value.store(read.unwrap_or(0), Ordering::SeqCst);
         s.read_faulted.store(read.is_err(), Ordering::SeqCst);
         s.read_cr3

@@ -60,7 +60,7 @@ pub fn delay_us(us: u32) {
 /// Starts channel 0 as a rate generator: IRQ 0 every `us` microseconds,
 /// and unmasks IRQ 0 at the master PIC (vector 0x20 after
 /// [`crate::smp`]'s remap). The preemption tick of a CPU without a local
-/// APIC ([`crate::proc::timer`]).
+/// APIC ([`crate::arch::timer`]).
 pub fn periodic_start(us: u32) {
     let count = (u64::from(us) * PIT_HZ / 1_000_000).clamp(2, 0xFFFF) as u16;
     // SAFETY: the PIT's channel 0 and the master PIC's mask register on

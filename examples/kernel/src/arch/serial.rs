@@ -135,7 +135,7 @@ pub fn _print(args: fmt::Arguments<'_>) {
     }
     // The console never fails.
     let _ = fmt::Write::write_fmt(&mut Console, args);
-    crate::smp::watchdog::progress();
+    crate::base::spin::progress();
     crate::arch::vga::mirror(args);
     if owned {
         PRINTING.store(u32::MAX, Ordering::Release);

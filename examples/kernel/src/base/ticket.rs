@@ -9,7 +9,7 @@
 //! test deadline showed it). A ticket makes every waiter's turn come after
 //! at most one hold by each CPU ahead of it.
 //!
-//! Each wait is one the hang watchdog watches ([`crate::smp::watchdog::spin`]).
+//! Each wait is one the hang watchdog watches ([`crate::base::spin::spin`]).
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -51,11 +51,11 @@ impl<T> TicketLock<T> {
     pub fn lock(&self) -> TicketGuard<'_, T> {
         let ticket = self.next.fetch_add(1, Ordering::Relaxed);
         while self.serving.load(Ordering::Acquire) != ticket {
-            crate::smp::watchdog::spin(self.name, self as *const Self as usize);
+            crate::base::spin::spin(self.name, self as *const Self as usize);
             core::hint::spin_loop();
         }
-        crate::smp::watchdog::done();
-        crate::smp::watchdog::progress();
+        crate::base::spin::done();
+        crate::base::spin::progress();
         TicketGuard { lock: self }
     }
 

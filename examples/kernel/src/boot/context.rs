@@ -7,7 +7,7 @@ use core::fmt;
 use crate::arch::cpu::PagingFeatures;
 use crate::boot::memmap::{MemoryMap, MemoryMapError};
 use crate::boot::multiboot::{self, BootInfo, MemoryMapEntries, MultibootError};
-use crate::mm::phys_window::{self, WindowError};
+use crate::boot::phys_window::{self, WindowError};
 
 /// Longest command line read (bytes).
 const CMDLINE_MAX: usize = 256;

@@ -30,7 +30,7 @@
 //! either address. The function reads no statics and no constants in
 //! `.rodata` (those are absolute addresses); keep it that way.
 
-use crate::mm::layout::{BOOT_STACK_SIZE, PAGE_OFFSET};
+use crate::mm::layout::{BOOT_STACK_SIZE, PAGE_OFFSET}; // layer: the boot page tables and stack are built from the kernel's one memory layout, kept whole in mm/layout
 
 /// Multiboot v1 header magic (in the kernel image).
 const MULTIBOOT_HEADER_MAGIC: u32 = 0x1BAD_B002;

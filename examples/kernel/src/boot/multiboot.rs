@@ -1,6 +1,6 @@
 //! Parsing of the Multiboot v1 information structure and its memory map.
 //!
-//! Everything here works on byte slices ([`crate::mm::phys_window`] supplies the
+//! Everything here works on byte slices ([`crate::boot::phys_window`] supplies the
 //! real ones; the self-tests supply forged ones). The loader's structures are
 //! untrusted input: they are read with `zerocopy` (unaligned little-endian
 //! fields, `read_from_prefix`), every length and offset is checked, and a

@@ -11,6 +11,7 @@ use fixmap::{EarlyTables, Fixmap, NoFrames, WindowBuilder};
 use paging_core::cpu::NativeTlb;
 use paging_core::{MapFlags, Mapper, PhysAddr, PhysFrame, VirtAddr};
 
+use crate::arch::apic::{self, LocalApic};
 use crate::arch::mode::{self, Mode};
 use crate::base::error::Error;
 use crate::mm::direct_map::DirectMapAccess;
@@ -87,4 +88,16 @@ pub fn set_up(banner: &str) -> Result<KernelFixmapT, Error> {
 /// no-execute (when NX is on) and global (when the CPU has PGE).
 pub fn mmio_flags() -> MapFlags {
     MapFlags::KERNEL_UNCACHED | mode::no_execute() | mode::global()
+}
+
+/// The local APIC ([`crate::arch::apic`]), its registers mapped uncached
+/// into the fixmap slot `LOCAL_APIC` on first use (the same mapping
+/// afterwards).
+pub fn local_apic(fixmap: &KernelFixmapT) -> Result<&'static LocalApic, Error> {
+    apic::local_apic_mapped_by(|frame| {
+        fixmap
+            .set(KernelFixmap::LOCAL_APIC, frame, mmio_flags(), &NativeTlb)
+            .map_err(|e| failure!("mapping the local APIC at {frame:?}: {e}"))?;
+        Ok(fixmap.virt(KernelFixmap::LOCAL_APIC).as_u32() as usize)
+    })
 }

@@ -49,11 +49,11 @@ pub static FRAMES_LOCK: spin::Mutex<Frames> = spin::Mutex::new(Frames::new());
 pub fn lock() -> spin::MutexGuard<'static, Frames> {
     loop {
         if let Some(guard) = FRAMES_LOCK.try_lock() {
-            crate::smp::watchdog::done();
-            crate::smp::watchdog::progress();
+            crate::base::spin::done();
+            crate::base::spin::progress();
             return guard;
         }
-        crate::smp::watchdog::spin(
+        crate::base::spin::spin(
             "the frame allocator's lock",
             &raw const FRAMES_LOCK as usize,
         );

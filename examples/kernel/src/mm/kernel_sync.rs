@@ -48,28 +48,12 @@ static FILLED: AtomicU32 = AtomicU32::new(0);
 /// `publish` in between), retried.
 static ALREADY_SYNCED: AtomicU32 = AtomicU32::new(0);
 
-/// How many page faults the lazy path resolved so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SyncFaults {
-    /// An entry was copied from the reference.
-    pub filled: u32,
-    /// The entry was already equal to the reference's: just retried.
-    pub already_synced: u32,
-}
-
-impl SyncFaults {
-    /// Faults resolved since `earlier`.
-    pub fn since(self, earlier: SyncFaults) -> SyncFaults {
-        SyncFaults {
-            filled: self.filled.wrapping_sub(earlier.filled),
-            already_synced: self.already_synced.wrapping_sub(earlier.already_synced),
-        }
-    }
-}
+pub use crate::base::sync_faults::SyncFaults;
 
 /// Makes the kernel's tables at `reference` the reference directory for
 /// `[PAGE_OFFSET, 4 GiB)`. Called once, right after they are loaded.
 pub fn init(reference: PhysAddr) -> &'static KernelSyncT {
+    crate::arch::nmi::set_sync_faults(faults);
     SYNC.call_once(|| {
         // SAFETY: `reference` is the loaded kernel directory, and every root
         // registered or passed to `sync_fault` is a directory of this mode

@@ -16,12 +16,13 @@ use paging_core::cpu::NativeTlb;
 use paging_core::{DirectVirt, NativeHooks, VirtAddr};
 
 use crate::arch::mode::Mode;
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::early_fixmap::KernelFixmapT;
 use crate::mm::kmap_policy::KernelPolicy;
 use crate::mm::layout::{
-    CPUS, KMAP_LOCAL_DEPTH, KMAP_LOCAL_GUARDS, KMAP_POOL_SLOTS, KernelFixmap, Layout, PAGE_OFFSET,
+    KMAP_LOCAL_DEPTH, KMAP_LOCAL_GUARDS, KMAP_POOL_SLOTS, KernelFixmap, Layout, PAGE_OFFSET,
     PKMAP_BASE,
 };
 use crate::mm::shootdown::{KernelTlb, SHOOTDOWN};
@@ -66,18 +67,18 @@ pub struct KernelWait;
 impl WaitHook for KernelWait {
     fn wait(&self, epoch: &AtomicU32, seen: u32) {
         while epoch.load(Ordering::Acquire) == seen {
-            crate::smp::watchdog::spin("a free kmap pool slot", epoch as *const AtomicU32 as usize);
+            crate::base::spin::spin("a free kmap pool slot", epoch as *const AtomicU32 as usize);
             answer_shootdowns();
         }
-        crate::smp::watchdog::done();
+        crate::base::spin::done();
     }
 
     fn wake(&self, _epoch: &AtomicU32) {
-        crate::smp::watchdog::progress();
+        crate::base::spin::progress();
     }
 
     fn relax(&self) {
-        crate::smp::watchdog::spin("the kmap pool's lock", 0);
+        crate::base::spin::spin("the kmap pool's lock", 0);
         answer_shootdowns();
     }
 }

@@ -23,6 +23,7 @@ use fixmap::fixmap_layout;
 use paging_core::PagingMode;
 
 use crate::arch::mode::Mode;
+use crate::base::config::CPUS;
 
 /// Virtual address at which physical address 0 is mapped (Linux's `PAGE_OFFSET`).
 pub const PAGE_OFFSET: u32 = 0xC000_0000;
@@ -57,9 +58,6 @@ pub const VGA_TEXT_BUFFER: u64 = 0xB8000;
 pub const FIXADDR_TOP: u32 = 0xFFFF_F000;
 /// Local (atomic) kmap slots per CPU.
 pub const KMAP_LOCAL_DEPTH: usize = 8;
-/// Most CPUs the kernel runs on (the boot CPU is 0; more are reported and
-/// left out).
-pub const CPUS: usize = 8;
 /// Bytes of each application processor's kernel stack (in vmalloc, with an
 /// unmapped guard page below it).
 pub const AP_STACK_SIZE: usize = 64 << 10;
@@ -199,8 +197,6 @@ unsafe extern "C" {
     static __rodata_end: u8;
     static boot_stack_guard: u8;
     static boot_stack_top: u8;
-    static double_fault_stack_guard: u8;
-    static double_fault_stack_top: u8;
     static boot_root: u8;
 }
 
@@ -249,16 +245,9 @@ pub fn boot_stack() -> Range<usize> {
     stack_guard_page().end..symbol_address!(boot_stack_top)
 }
 
-/// The unmapped guard page below the double-fault task's stack.
-pub fn double_fault_guard_page() -> Range<usize> {
-    let start = symbol_address!(double_fault_stack_guard);
-    start..start + 4096
-}
-
-/// The double-fault task's stack (above its guard page).
-pub fn double_fault_stack() -> Range<usize> {
-    double_fault_guard_page().end..symbol_address!(double_fault_stack_top)
-}
+/// The double-fault task's stack and its guard page: defined with the task
+/// (in `arch/`), listed here with the other stacks.
+pub use crate::arch::double_fault::{double_fault_guard_page, double_fault_stack};
 
 /// Every unmapped stack guard page, lowest first: the boot stack's and the
 /// double-fault task's (NMIs run on the interrupted stack: see

@@ -12,6 +12,5 @@ pub mod kmap_policy;
 pub mod kmap_setup;
 pub mod layout;
 pub mod memory;
-pub mod phys_window;
 pub mod shootdown;
 pub mod vmalloc;

@@ -4,7 +4,7 @@
 //! - [`SHOOTDOWN`] is the one `tlb_shootdown::Shootdown` of the kernel;
 //!   each CPU brings itself online in it as it starts
 //!   ([`crate::smp`]), with interrupts off.
-//! - The IPI on [`SHOOTDOWN_VECTOR`](crate::smp::SHOOTDOWN_VECTOR) calls
+//! - The IPI on [`SHOOTDOWN_VECTOR`] calls
 //!   [`interrupt`] (an interrupt gate: IF is clear, which is the crate's
 //!   masking rule), which services this CPU's mailbox.
 //! - [`KernelTlb`] is the `TlbOps` every kernel mapping change flushes
@@ -17,12 +17,37 @@
 //!   full flush for the per-CPU TLB generations (the pool's `Generations`
 //!   policy then skips this CPU for slots cleared before the switch).
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use paging_core::cpu::NativeTlb;
 use paging_core::{PhysAddr, TlbMark, TlbOps, VirtAddr};
 use tlb_shootdown::{CpuSet, IpiPlatform, Shootdown, ShootdownTlb};
 
-use crate::mm::layout::CPUS;
-use crate::{arch::apic, arch::cpu, arch::gdt, arch::mode, smp};
+use crate::base::config::CPUS;
+use crate::{arch::apic, arch::cpu, arch::gdt, arch::mode};
+
+/// Vector of the TLB-shootdown IPI.
+pub const SHOOTDOWN_VECTOR: u8 = 0xF0;
+
+/// CPU index to local APIC ID (`fn(usize) -> Option<u32>`, registered by
+/// [`crate::smp`], which starts the CPUs: [`set_apic_ids`]); 0 until then.
+static APIC_IDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers how a CPU's index maps to its local APIC ID.
+pub fn set_apic_ids(apic_id: fn(usize) -> Option<u32>) {
+    APIC_IDS.store(apic_id as usize, Ordering::Release);
+}
+
+/// CPU `cpu`'s local APIC ID, once [`crate::smp`] registered the map.
+fn apic_id(cpu: usize) -> Option<u32> {
+    let apic_id = APIC_IDS.load(Ordering::Acquire);
+    if apic_id == 0 {
+        return None;
+    }
+    // SAFETY: stored from a `fn(usize) -> Option<u32>` by `set_apic_ids`.
+    let apic_id: fn(usize) -> Option<u32> = unsafe { core::mem::transmute(apic_id) };
+    apic_id(cpu)
+}
 
 /// How a shootdown IPI is sent: one fixed-vector IPI per target, by APIC ID.
 pub struct ApicIpi;
@@ -35,20 +60,20 @@ impl IpiPlatform for ApicIpi {
     fn send(&self, targets: CpuSet) {
         let Some(apic) = apic::get() else { return };
         for cpu in targets {
-            if let Some(id) = smp::apic_id(cpu) {
+            if let Some(id) = apic_id(cpu) {
                 // A refused IPI shows as a missing acknowledgement.
-                let _ = apic.send_fixed(id, smp::SHOOTDOWN_VECTOR);
+                let _ = apic.send_fixed(id, SHOOTDOWN_VECTOR);
             }
         }
     }
 
     fn relax(&self) {
-        crate::smp::watchdog::spin("TLB shootdown acknowledgements", 0);
+        crate::base::spin::spin("TLB shootdown acknowledgements", 0);
         core::hint::spin_loop();
     }
 
     fn acked(&self) {
-        crate::smp::watchdog::progress();
+        crate::base::spin::progress();
     }
 }
 

@@ -10,8 +10,9 @@ use paging_core::{
 use tlb_shootdown::CpuSet;
 
 use super::process::{
-    COUNTERS, COW, Counting, HEAP_START, KILLED, MAX_PROCESSES, STACK_PAGES, STACK_TOP, Space,
-    TableFrames, data_flags, is_shared, share, unshare, user_tables, with_table, zeroed_frame,
+    COUNTERS, COW, Counting, HEAP_START, KILLED, LAST_FAULT, MAX_PROCESSES, REPEATS, STACK_PAGES,
+    STACK_TOP, Space, TableFrames, data_flags, is_shared, share, unshare, user_tables, with_table,
+    zeroed_frame,
 };
 use super::sched::current_slot;
 use super::spawn::{destroy_space, kernel_stack};
@@ -142,13 +143,9 @@ pub fn page_fault(frame: &ExceptionFrame, address: u32, error_code: u32) -> bool
     }
 }
 
-/// The last fault each process took (address, error code) and how many
-/// times in a row.
-pub(super) static LAST_FAULT: [AtomicU32; MAX_PROCESSES] =
-    [const { AtomicU32::new(0) }; MAX_PROCESSES];
+/// The last fault's error code of each process (its address and repeat
+/// count are [`LAST_FAULT`] and [`REPEATS`], which spawning resets).
 static LAST_CODE: [AtomicU32; MAX_PROCESSES] = [const { AtomicU32::new(0) }; MAX_PROCESSES];
-pub(super) static REPEATS: [AtomicU32; MAX_PROCESSES] =
-    [const { AtomicU32::new(0) }; MAX_PROCESSES];
 
 /// Whether process `slot` has now taken the same fault 64 times in a row:
 /// a fault the handler says it resolved but the CPU takes again.

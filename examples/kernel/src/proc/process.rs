@@ -53,17 +53,29 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use kmap::SavedLocal;
 use paging_core::{FrameAllocator, MapFlags, PhysFrame, Zone};
 
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::base::ticket::TicketLock;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::frames::{Frames, ZoneId};
 use crate::mm::kmap_setup::{self, KernelHighmemTables};
-use crate::mm::layout::{CPUS, KMAP_LOCAL_DEPTH};
+use crate::mm::layout::KMAP_LOCAL_DEPTH;
 use crate::proc::user::err;
 use crate::{arch::cpu, arch::gdt, arch::mode, failure};
 
-/// Processes alive (or not yet reaped) at once.
-pub const MAX_PROCESSES: usize = 96;
+pub use crate::base::config::MAX_PROCESSES;
+
+/// The last fault each process took (its address; the error code is the
+/// fault handler's own) and how many times in a row: kept by
+/// [`crate::proc::fault`], reset when a process is spawned in the slot.
+pub(super) static LAST_FAULT: [AtomicU32; MAX_PROCESSES] =
+    [const { AtomicU32::new(0) }; MAX_PROCESSES];
+/// See [`LAST_FAULT`].
+pub(super) static REPEATS: [AtomicU32; MAX_PROCESSES] =
+    [const { AtomicU32::new(0) }; MAX_PROCESSES];
+/// Processes each CPU has picked to run (counted by the scheduler; a
+/// process that becomes ready notes it, [`Process::ready_pick`]).
+pub(super) static PICKS: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 /// Start of the heap (`sbrk` grows it up).
 pub const HEAP_START: u32 = 0x1000_0000;
 /// Most the heap may grow.

@@ -7,17 +7,16 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use paging_core::{PhysAddr, Zone};
 
 use super::process::{
-    CONTEXTS, COUNTERS, CURRENT, KSTACK_PAGES, MAX_PROCESSES, PREEMPTIBLE, PREEMPTIONS, Process,
-    SCHEDULERS, Space, State, TABLE, TableFrames, with_table,
+    CONTEXTS, COUNTERS, CURRENT, KSTACK_PAGES, MAX_PROCESSES, PICKS, PREEMPTIBLE, PREEMPTIONS,
+    Process, SCHEDULERS, Space, State, TABLE, TableFrames, with_table,
 };
 use super::spawn::{canary_intact, free_kernel_stack};
-use super::syscall::yield_now;
 use crate::arch::exceptions::ExceptionFrame;
+use crate::base::config::CPUS;
 use crate::mm::frames::{self, ZoneId};
 use crate::mm::kmap_setup::{self};
-use crate::mm::layout::CPUS;
 use crate::mm::shootdown::{self};
-use crate::{arch::cpu, arch::double_fault, arch::gdt, println, proc::timer};
+use crate::{arch::cpu, arch::double_fault, arch::gdt, arch::timer, println};
 
 /// The slot of the process this CPU runs.
 pub(super) fn current_slot() -> Option<usize> {
@@ -143,8 +142,6 @@ enum Pick {
 static NEXT_SCAN: [AtomicUsize; CPUS] = [const { AtomicUsize::new(0) }; CPUS];
 /// Longest a ready process waited for its CPU, in that CPU's timer ticks.
 static WORST_WAIT: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
-/// Processes each CPU has picked to run.
-pub(super) static PICKS: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 /// Most other processes a ready process saw picked before its turn.
 static WORST_PICKS: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 /// Most processes ready on the CPU at once (at a pick).
@@ -359,6 +356,14 @@ pub fn run_all() {
     crate::smp::work::run_on_all(|cpu, _| run_until_done(cpu), 0);
 }
 
+/// Called for [`crate::arch::timer::TIMER_VECTOR`], interrupts off: end of
+/// interrupt and the tick count first ([`timer::tick`]), then maybe a
+/// switch to another process ([`timer_tick`]).
+pub fn timer_interrupt(frame: &ExceptionFrame) {
+    timer::tick();
+    timer_tick(frame);
+}
+
 /// Called by the timer interrupt (interrupts off): preempts the running
 /// process if it was in ring 3, or in kernel code that allowed it.
 pub fn timer_tick(frame: &ExceptionFrame) {
@@ -378,4 +383,17 @@ pub fn free_frames() -> (u64, u64) {
         frames.free_frames(ZoneId::Low),
         frames.free_frames(ZoneId::High),
     )
+}
+
+/// Process `slot` gives up its CPU: ready again, it goes back to the
+/// scheduler (the `yield` system call, and preemption).
+pub(super) fn yield_now(slot: usize) {
+    with_table(|t| {
+        if let Some(p) = t.slots[slot].as_mut() {
+            p.state = State::Ready;
+            p.ready_tick = timer::ticks(p.cpu);
+            p.ready_pick = PICKS[p.cpu % CPUS].load(Ordering::Relaxed);
+        }
+    });
+    switch_to_scheduler(slot);
 }

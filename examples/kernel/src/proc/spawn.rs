@@ -6,20 +6,20 @@ use core::sync::atomic::Ordering;
 use paging_core::{FrameAllocator, Page, PhysAddr, PhysFrame, VirtAddr, Zone};
 use tlb_shootdown::CpuSet;
 
-use super::fault::{LAST_FAULT, REPEATS};
 use super::process::{
     CONTEXTS, Counting, HEAP_START, KSTACK_PAGES, PREEMPTIONS, Process, STACK_CANARY, STACK_TOP,
     Space, Table, TableFrames, text_flags, unshare, user_tables, with_frame, with_table,
     zeroed_frame,
 };
-use super::sched::PICKS;
+use super::process::{LAST_FAULT, PICKS, REPEATS};
 use crate::arch::exceptions::{ExceptionFrame, UserFrame};
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::mm::frames::{self, Frames};
-use crate::mm::layout::{CPUS, PAGE_OFFSET};
+use crate::mm::layout::PAGE_OFFSET;
 use crate::mm::shootdown::AddressSpaceTlb;
 use crate::proc::user::{Program, TEXT_BASE};
-use crate::{arch::gdt, failure, println, proc::timer, smp};
+use crate::{arch::gdt, arch::timer, failure, println, smp};
 
 /// The initial kernel stack of a process: a trap frame that `iretd`s to
 /// `frame`, below it a context that `switch_context` "returns" from into

@@ -11,16 +11,16 @@ use super::process::{
     CONSOLE_BUDGET, COUNTERS, HEAP_MAX, HEAP_START, KMAP_HOLD_MAX, MAX_CHILDREN, PREEMPTIBLE,
     PREEMPTIONS, Process, STACK_PAGES, STACK_TOP, State, with_table, zeroed_frame,
 };
-use super::sched::{PICKS, current_slot, kernel_root, switch_to_scheduler};
+use super::sched::{current_slot, kernel_root, switch_to_scheduler, yield_now};
 use super::spawn::{destroy_space, discard, install};
 use crate::arch::exceptions::{ExceptionFrame, UserFrame};
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::mm::frames::{self};
 use crate::mm::kmap_setup::{self};
-use crate::mm::layout::CPUS;
 use crate::mm::shootdown::{self};
 use crate::proc::user::{err, nr};
-use crate::{arch::cpu, arch::gdt, print, println, proc::timer};
+use crate::{arch::cpu, arch::gdt, print, println};
 
 /// Called for `int 0x80` (interrupts off, on the process's kernel stack).
 pub fn syscall(frame: &mut ExceptionFrame) {
@@ -130,17 +130,6 @@ fn sys_sbrk(slot: usize, bytes: u32) -> Result<u32, u32> {
         p.heap_end = new;
         Ok(old)
     })
-}
-
-pub(super) fn yield_now(slot: usize) {
-    with_table(|t| {
-        if let Some(p) = t.slots[slot].as_mut() {
-            p.state = State::Ready;
-            p.ready_tick = timer::ticks(p.cpu);
-            p.ready_pick = PICKS[p.cpu % CPUS].load(Ordering::Relaxed);
-        }
-    });
-    switch_to_scheduler(slot);
 }
 
 fn sys_wait(slot: usize, user: &mut UserFrame) -> Result<u32, u32> {

@@ -15,8 +15,8 @@ use core::sync::atomic::Ordering;
 use paging_core::Zone;
 
 use super::processes::run_and_reap;
+use crate::base::config::CPUS;
 use crate::mm::kernel::Kernel;
-use crate::mm::layout::CPUS;
 use crate::proc::process::{self, COUNTERS};
 use crate::proc::user::{self, FUZZ_DONE};
 use crate::selftests::harness::TestResult;

@@ -38,7 +38,7 @@ pub fn run_all(tests: &[Test], kernel: &Kernel) -> ! {
     let mut passed = 0usize;
     let mut failed = 0usize;
     for test in tests {
-        crate::smp::watchdog::progress();
+        crate::base::spin::progress();
         crate::smp::watchdog::test_started();
         print!("test {} ... ", test.name);
         match (test.run)(kernel) {

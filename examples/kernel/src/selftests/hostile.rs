@@ -9,8 +9,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use paging_core::Zone;
 
 use super::processes::run_and_reap;
+use crate::base::config::CPUS;
 use crate::mm::kernel::Kernel;
-use crate::mm::layout::CPUS;
 use crate::proc::process::{self, COUNTERS, KILLED, MAX_CHILDREN};
 use crate::proc::user::{self, Program, err, nr};
 use crate::selftests::harness::{Failure, TestResult};
@@ -213,7 +213,7 @@ pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
     let before = crate::proc::sched::free_frames();
     let cpu = last_cpu();
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed);
-    let ticks = crate::proc::timer::ticks(cpu);
+    let ticks = crate::arch::timer::ticks(cpu);
     for _ in 0..4 {
         crate::proc::spawn::spawn(user::spinner(), 20_000_000, Zone::PreferHighmem, Some(cpu))?;
     }
@@ -226,7 +226,7 @@ pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
     );
     let (worst, picks, ready) = crate::proc::sched::fairness(cpu);
     let preemptions = COUNTERS.preemptions.load(Ordering::Relaxed) - preemptions;
-    let ticks = crate::proc::timer::ticks(cpu) - ticks;
+    let ticks = crate::arch::timer::ticks(cpu) - ticks;
     ensure!(
         preemptions >= 4,
         "only {preemptions} preemptions in {ticks} ticks: the spinners are too short to measure"

@@ -168,7 +168,7 @@ pub fn lazy_fault_inside_an_nmi(kernel: &Kernel) -> TestResult {
         println!("    skipped: {why}");
         return Ok(());
     }
-    let apic = apic::local_apic(kernel.fixmap)?;
+    let apic = crate::mm::early_fixmap::local_apic(kernel.fixmap)?;
     with_space_and_page(|space, page, _frames_held| {
         let va = page.va;
         let svr = apic.enable();

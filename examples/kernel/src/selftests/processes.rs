@@ -9,8 +9,8 @@ use core::sync::atomic::Ordering;
 
 use paging_core::Zone;
 
+use crate::base::config::CPUS;
 use crate::mm::kernel::Kernel;
-use crate::mm::layout::CPUS;
 use crate::proc::process::{self, COUNTERS, KILLED};
 use crate::proc::sched::Outcome;
 use crate::proc::user::{self, Program};
@@ -260,7 +260,7 @@ pub fn process_preempt_while_holding_local_kmaps(_: &Kernel) -> TestResult {
     }
     println!(
         "    3 processes on cpu {cpu} each held 2 local kmaps across 3 timer preemptions: {preemptions} preemptions ({} timer ticks on that CPU so far), {restores} local-kmap stacks put back, every word right",
-        crate::proc::timer::ticks(cpu)
+        crate::arch::timer::ticks(cpu)
     );
     Ok(())
 }

@@ -4,8 +4,8 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::base::config::CPUS;
 use crate::mm::kernel::Kernel;
-use crate::mm::layout::CPUS;
 use crate::selftests::harness::TestResult;
 use crate::smp::firmware;
 use crate::smp::{self, CpuState};

@@ -11,11 +11,12 @@ use paging_core::{PhysFrame, VirtAddr};
 
 use super::flush_policies::clear_area;
 use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
+use crate::base::config::CPUS;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::kernel::Kernel;
 use crate::mm::kmap_policy::KernelPolicy;
 use crate::mm::kmap_setup::KernelWait;
-use crate::mm::layout::{CPUS, KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
+use crate::mm::layout::{KMAP_BENCH_SLOTS, PAGE_OFFSET, kmap_bench_base};
 use crate::mm::shootdown::{self, KernelTlb, SHOOTDOWN};
 use crate::selftests::harness::{Failure, TestResult};
 use crate::{arch::mode, arch::pit, ensure, fail, failure, println, smp};

@@ -9,11 +9,12 @@ use paging_core::{PhysFrame, VirtAddr};
 
 use super::flush_policies::clear_area;
 use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
+use crate::base::config::CPUS;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::kernel::Kernel;
 use crate::mm::kmap_policy::KernelPolicy;
 use crate::mm::kmap_setup::KernelWait;
-use crate::mm::layout::{CPUS, PAGE_OFFSET, kmap_bench_base};
+use crate::mm::layout::{PAGE_OFFSET, kmap_bench_base};
 use crate::mm::shootdown::KernelTlb;
 use crate::selftests::harness::TestResult;
 use crate::{arch::pit, ensure, failure, println, smp};

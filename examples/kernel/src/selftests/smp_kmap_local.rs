@@ -7,8 +7,8 @@ use kmap::KmapTask;
 use paging_core::PhysFrame;
 
 use super::memory_access::{give_back, pattern, read_word, test_pages, write_word};
+use crate::base::config::CPUS;
 use crate::mm::kernel::Kernel;
-use crate::mm::layout::CPUS;
 use crate::mm::shootdown::SHOOTDOWN;
 use crate::selftests::harness::TestResult;
 use crate::{ensure, failure, println, smp};

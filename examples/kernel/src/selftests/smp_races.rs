@@ -9,10 +9,10 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use super::kernel_sync::{EXPECTED_FILLS, VmallocPage};
 use super::memory_access::read_word;
+use crate::base::config::CPUS;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::kernel::Kernel;
-use crate::mm::layout::CPUS;
 use crate::selftests::harness::{Failure, TestResult};
 use crate::{
     arch::apic, arch::mode, arch::nmi, ensure, failure, mm::frames, mm::kernel_sync,
@@ -171,7 +171,7 @@ pub fn smp_nmi_on_every_cpu_while_locks_are_held(kernel: &Kernel) -> TestResult 
         println!("    skipped: {why}");
         return Ok(());
     }
-    apic::local_apic(kernel.fixmap)?;
+    crate::mm::early_fixmap::local_apic(kernel.fixmap)?;
     let spaces = Spaces::new()?;
     let page = VmallocPage::new(&mut frames::lock())?;
     let result = nmi_race(&spaces, &page);

@@ -12,10 +12,11 @@ use paging_core::{FrameAllocator, MapFlags, Page, PhysFrame, VirtAddr, Zone};
 use tlb_shootdown::{CpuSet, ShootdownError, Targets};
 
 use super::memory_access::{pattern, read_word, write_word};
+use crate::base::config::CPUS;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::kernel::Kernel;
-use crate::mm::layout::{CPUS, PAGE_OFFSET};
+use crate::mm::layout::PAGE_OFFSET;
 use crate::mm::shootdown::{self, AddressSpaceTlb, KernelTlb, SHOOTDOWN};
 use crate::selftests::harness::{Failure, TestResult};
 use crate::{arch::cpu, arch::mode, ensure, failure, mm::frames, mm::vmalloc, println, smp};

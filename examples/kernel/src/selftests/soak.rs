@@ -60,8 +60,8 @@ fn rounds_until(kernel: &Kernel, seconds: u32, nmi_page: Option<&VmallocPage>) -
     let mut frames_after_first = None;
     // Without a TSC there is no clock to run against: about five seconds
     // a round is assumed.
-    let clock = || watchdog::clock_ms().unwrap_or(0);
-    let timed = watchdog::clock_ms().is_some();
+    let clock = || crate::base::spin::clock_ms().unwrap_or(0);
+    let timed = crate::base::spin::clock_ms().is_some();
     let target_rounds = u64::from(seconds / 5).max(1);
     let start = clock();
     let mut rounds = 0u64;
@@ -111,7 +111,7 @@ fn rounds_until(kernel: &Kernel, seconds: u32, nmi_page: Option<&VmallocPage>) -
         );
     }
     let elapsed_ms = u64::from(clock().wrapping_sub(start)).max(1);
-    let worst_us = watchdog::ticks_to_us(worst);
+    let worst_us = crate::base::spin::ticks_to_us(worst);
     println!(
         "    soak: {rounds} rounds in {} s on {cpus} CPU(s): {} kmap map+unmap per second per CPU ({ops} in all, {wraps} wraps, {waits} waits), {processes_run} processes, worst kmap map (slot waits included) {worst_us} us",
         elapsed_ms / 1000,

@@ -14,8 +14,9 @@ use crate::mm::shootdown::KernelTlb;
 use paging_core::{PhysAddr, PhysFrame};
 
 use crate::arch::mode;
+use crate::base::config::CPUS;
 use crate::mm::early_fixmap::KernelFixmapT;
-use crate::mm::layout::{CPUS, KernelFixmap, PAGE_OFFSET};
+use crate::mm::layout::{KernelFixmap, PAGE_OFFSET};
 
 /// Where the CPU list came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

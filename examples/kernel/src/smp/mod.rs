@@ -40,20 +40,21 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use paging_core::{MapFlags, PhysAddr, PhysFrame, VirtAddr, Zone};
 
 use crate::arch::apic::{self, LocalApic};
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::boot::context::BootContext;
 use crate::mm::address_space::AddressSpace;
 use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::early_fixmap::KernelFixmapT;
-use crate::mm::layout::{AP_DOUBLE_FAULT_STACK_SIZE, AP_STACK_SIZE, CPUS};
+use crate::mm::layout::{AP_DOUBLE_FAULT_STACK_SIZE, AP_STACK_SIZE};
 use crate::smp::firmware::CpuList;
 use crate::{arch::cpu, arch::gdt, arch::mode, failure, mm::frames, println};
 use startup::{allocate_stacks, start_ap, trampoline_page, write_trampoline};
 
 /// How long the boot CPU waits for an AP to report.
 pub const AP_TIMEOUT_MS: u32 = 500;
-/// Vector of the TLB-shootdown IPI.
-pub const SHOOTDOWN_VECTOR: u8 = 0xF0;
+/// Vector of the TLB-shootdown IPI (defined with the shootdown).
+pub use crate::mm::shootdown::SHOOTDOWN_VECTOR;
 /// Vector of the wake-up IPI (an idle AP has work).
 pub const WAKE_VECTOR: u8 = 0xF1;
 /// Vector of the call IPI: runs this CPU's [`set_interrupt_work`] function
@@ -245,11 +246,12 @@ fn disable_pic() {
 /// command line makes AP number N (1-based among the APs) stop in the
 /// trampoline, to show the timeout path.
 pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<SmpReport, Error> {
+    crate::mm::shootdown::set_apic_ids(apic_id);
     disable_pic();
     if !cpu::features().apic {
         return Ok(uniprocessor(context, fixmap));
     }
-    let apic = apic::local_apic(fixmap)?;
+    let apic = crate::mm::early_fixmap::local_apic(fixmap)?;
     apic.enable();
     let list = firmware::cpus(fixmap, context.has_option("smp.source=mp"));
     let bsp_id = apic.id();
@@ -268,7 +270,7 @@ pub fn init(context: &BootContext, fixmap: &'static KernelFixmapT) -> Result<Smp
             ""
         }
     );
-    crate::proc::timer::calibrate();
+    crate::arch::timer::calibrate();
     let hang = option_number(context.cmdline, "smp.ap-timeout-test=");
     let aps: heapless::Vec<u8, CPUS> = list
         .ids()
@@ -348,7 +350,7 @@ pub fn no_apic() -> Option<&'static str> {
 
 /// A CPU without a local APIC (a 486, an early Pentium): a uniprocessor
 /// PC. The boot CPU alone is online; no IPI is ever sent (there is no one
-/// to send it to), and [`crate::proc::timer`] ticks with the PIT.
+/// to send it to), and [`crate::arch::timer`] ticks with the PIT.
 fn uniprocessor(context: &BootContext, fixmap: &'static KernelFixmapT) -> SmpReport {
     let list = firmware::cpus(fixmap, context.has_option("smp.source=mp"));
     crate::mm::shootdown::cpu_online();

@@ -9,9 +9,10 @@ use paging_core::VirtAddr;
 
 use super::{AP_TIMEOUT_MS, CpuState, KERNEL_CR3, SLOTS};
 use crate::arch::apic::{self, LocalApic};
+use crate::base::config::CPUS;
 use crate::base::error::Error;
 use crate::boot::context::BootContext;
-use crate::mm::layout::{AP_DOUBLE_FAULT_STACK_SIZE, AP_STACK_SIZE, CPUS, PAGE_OFFSET};
+use crate::mm::layout::{AP_DOUBLE_FAULT_STACK_SIZE, AP_STACK_SIZE, PAGE_OFFSET};
 use crate::{
     arch::cpu, arch::double_fault, arch::gdt, arch::idt, arch::mode, arch::pat, arch::pit, failure,
     mm::frames, mm::vmalloc,

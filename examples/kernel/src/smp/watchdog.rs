@@ -3,12 +3,15 @@
 //!
 //! **Progress** is a global counter that moves whenever the kernel does
 //! something a hang would stop: a console line, a lock taken, a shootdown
-//! round finished, a self-test begun or ended ([`progress`]).
+//! round finished, a self-test begun or ended
+//! ([`crate::base::spin::progress`]). That half (the counter, the waits and
+//! the clock) lives in `base/spin.rs`, so that locks need nothing above
+//! `base/`; this module is the report, the NMI lines and the time limits.
 //!
 //! **Waiting** is what every spin loop of the kernel declares once per
-//! round through [`spin`]: the frame-allocator and process-table locks, the
-//! kmap pool's waits, the TLB shootdown's wait for acknowledgements, the
-//! wait for work posted to other CPUs. Each CPU keeps its own record (what,
+//! round through [`crate::base::spin::spin`]: the frame-allocator and
+//! process-table locks, the kmap pool's waits, the TLB shootdown's wait for
+//! acknowledgements, the wait for work posted to other CPUs. Each CPU keeps its own record (what,
 //! the address spun on, since when). A wait is a new one when its site
 //! changes or when the CPU has not spun for a while.
 //!
@@ -25,34 +28,21 @@
 //! Then `WATCHDOG: N of M CPUs reported` and the fail exit. `hang=lock` on
 //! the command line provokes a deadlock to show it ([`provoke`]).
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::arch::exceptions::ExceptionFrame;
+use crate::base::config::CPUS;
+use crate::base::spin;
 use crate::boot::context::BootContext;
-use crate::mm::layout::CPUS;
 use crate::{
-    arch::apic, arch::cpu, arch::fault_probe, arch::gdt, arch::io, arch::pit, mm::layout, println,
-    smp,
+    arch::apic, arch::cpu, arch::fault_probe, arch::io, arch::pit, mm::layout, println, smp,
 };
 
-/// Default seconds without progress before the report.
-const DEFAULT_SECS: u32 = 10;
-/// Milliseconds without a spin after which a CPU's next spin starts a new
-/// wait.
-const NEW_WAIT_MS: u32 = 1000;
 /// Stack words scanned for return addresses.
 const STACK_WORDS: usize = 256;
 /// Return addresses printed per CPU.
 const RETURN_ADDRESSES: usize = 8;
 
-/// Moves whenever the kernel makes progress.
-static PROGRESS: AtomicU32 = AtomicU32::new(0);
-/// TSC ticks per millisecond (0: not calibrated yet, or no TSC).
-static TICKS_PER_MS: AtomicU32 = AtomicU32::new(0);
-/// Seconds without progress before the report (0: off).
-static LIMIT_SECS: AtomicU32 = AtomicU32::new(DEFAULT_SECS);
-/// Set once a report has begun (there is only ever one).
-static REPORTING: AtomicBool = AtomicBool::new(false);
 /// CPUs that printed their report line.
 static REPORTED: AtomicU32 = AtomicU32::new(0);
 /// Clock (ms) when the running self-test began ([`test_started`]).
@@ -68,36 +58,6 @@ static DESCRIBER: AtomicU32 = AtomicU32::new(0);
 /// before it stops the others ([`set_dumper`]).
 static DUMPER: AtomicU32 = AtomicU32::new(0);
 
-/// One CPU's current wait.
-struct CpuWait {
-    /// Address of the waited-for site's name (`&'static str` data), 0: none.
-    what: AtomicU32,
-    /// Length of that name.
-    what_len: AtomicU32,
-    /// The address spun on.
-    address: AtomicU32,
-    /// [`PROGRESS`] when this wait began.
-    progress: AtomicU32,
-    /// Clock (ms) when this wait began.
-    since_ms: AtomicU32,
-    /// Clock (ms) of the last spin.
-    last_ms: AtomicU32,
-}
-
-static WAITS: [CpuWait; CPUS] = [const {
-    CpuWait {
-        what: AtomicU32::new(0),
-        what_len: AtomicU32::new(0),
-        address: AtomicU32::new(0),
-        progress: AtomicU32::new(0),
-        since_ms: AtomicU32::new(0),
-        last_ms: AtomicU32::new(0),
-    }
-}; CPUS];
-
-/// Spins counted on CPUs without a TSC (one "millisecond" per 1,000).
-static SPINS: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
-
 /// Reads `watchdog.secs=` and calibrates the TSC against 10 ms of the PIT.
 /// Called once on the boot CPU, before the other CPUs start.
 pub fn init(context: &BootContext) {
@@ -109,7 +69,7 @@ pub fn init(context: &BootContext) {
             .and_then(|n| n.parse().ok())
     };
     if let Some(secs) = option("watchdog.secs=") {
-        LIMIT_SECS.store(secs, Ordering::Relaxed);
+        spin::set_limit_secs(secs);
     }
     if let Some(secs) = option("watchdog.test-secs=") {
         TEST_LIMIT_SECS.store(secs, Ordering::Relaxed);
@@ -118,90 +78,25 @@ pub fn init(context: &BootContext) {
         let start = cpu::rdtsc();
         pit::delay_us(10_000);
         let per_ms = (cpu::rdtsc().wrapping_sub(start) / 10).clamp(1, u64::from(u32::MAX));
-        TICKS_PER_MS.store(per_ms as u32, Ordering::Relaxed);
+        spin::set_ticks_per_ms(per_ms as u32);
     }
-    let secs = LIMIT_SECS.load(Ordering::Relaxed);
+    spin::set_reporter(report);
+    crate::arch::nmi::set_watchdog_report(report_from_nmi);
+    let secs = spin::limit_secs();
     if secs == 0 {
         println!("watchdog: off (watchdog.secs=0)");
     } else {
         println!(
             "watchdog: a report after {secs} s without progress (TSC {} ticks per ms; preemption tick {} ms)",
-            ticks_per_ms(),
-            crate::proc::timer::period_ms()
+            spin::ticks_per_ms(),
+            crate::arch::timer::period_ms()
         );
-    }
-}
-
-/// TSC ticks per millisecond, as calibrated at boot (0 without a TSC).
-pub fn ticks_per_ms() -> u32 {
-    TICKS_PER_MS.load(Ordering::Relaxed)
-}
-
-/// Milliseconds (wrapping) of this CPU's TSC, once calibrated; `None` on a
-/// CPU without one.
-pub fn clock_ms() -> Option<u32> {
-    let per_ms = TICKS_PER_MS.load(Ordering::Relaxed);
-    (per_ms != 0).then(|| (cpu::rdtsc() / u64::from(per_ms)) as u32)
-}
-
-/// `ticks` of the TSC in microseconds (0 before calibration).
-pub fn ticks_to_us(ticks: u32) -> u64 {
-    let per_ms = u64::from(TICKS_PER_MS.load(Ordering::Relaxed));
-    (u64::from(ticks) * 1000).checked_div(per_ms).unwrap_or(0)
-}
-
-/// Records progress: the kernel did something a hang would stop.
-#[inline]
-pub fn progress() {
-    // The report's own lines are not progress: the waits it names keep
-    // their age.
-    if !REPORTING.load(Ordering::Relaxed) {
-        PROGRESS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// This CPU's clock in milliseconds (wrapping): the TSC, or its spin count
-/// where there is none.
-fn now_ms(cpu: usize) -> u32 {
-    let per_ms = TICKS_PER_MS.load(Ordering::Relaxed);
-    if per_ms != 0 {
-        (cpu::rdtsc() / u64::from(per_ms)) as u32
-    } else {
-        SPINS[cpu].fetch_add(1, Ordering::Relaxed) / 1000
-    }
-}
-
-/// One round of a spin loop on `what` at `address`: records the wait and,
-/// if nothing has progressed for the limit, reports every CPU and stops the
-/// kernel. Cheap enough for every round (a clock read and a few relaxed
-/// atomics).
-pub fn spin(what: &'static str, address: usize) {
-    let limit = LIMIT_SECS.load(Ordering::Relaxed);
-    let cpu = gdt::cpu_index() % CPUS;
-    let wait = &WAITS[cpu];
-    let now = now_ms(cpu);
-    let progress = PROGRESS.load(Ordering::Relaxed);
-    let same_site = wait.what.load(Ordering::Relaxed) == what.as_ptr() as u32
-        && wait.address.load(Ordering::Relaxed) == address as u32;
-    let recent = now.wrapping_sub(wait.last_ms.load(Ordering::Relaxed)) <= NEW_WAIT_MS;
-    wait.last_ms.store(now, Ordering::Relaxed);
-    if !same_site || !recent || wait.progress.load(Ordering::Relaxed) != progress {
-        wait.what.store(what.as_ptr() as u32, Ordering::Relaxed);
-        wait.what_len.store(what.len() as u32, Ordering::Relaxed);
-        wait.address.store(address as u32, Ordering::Relaxed);
-        wait.progress.store(progress, Ordering::Relaxed);
-        wait.since_ms.store(now, Ordering::Relaxed);
-        return;
-    }
-    let waited = now.wrapping_sub(wait.since_ms.load(Ordering::Relaxed));
-    if limit != 0 && waited >= limit.saturating_mul(1000) {
-        report(cpu, "no progress", waited);
     }
 }
 
 /// A self-test begins: the clock its time limit counts from.
 pub fn test_started() {
-    if let Some(now) = clock_ms() {
+    if let Some(now) = spin::clock_ms() {
         TEST_STARTED_MS.store(now, Ordering::Relaxed);
     }
 }
@@ -212,12 +107,12 @@ pub fn test_started() {
 /// process scheduler's loop).
 pub fn check_deadline() {
     let limit = TEST_LIMIT_SECS.load(Ordering::Relaxed);
-    let (Some(now), true) = (clock_ms(), limit != 0) else {
+    let (Some(now), true) = (spin::clock_ms(), limit != 0) else {
         return;
     };
     let ran = now.wrapping_sub(TEST_STARTED_MS.load(Ordering::Relaxed));
     if ran >= limit.saturating_mul(1000) {
-        report(gdt::cpu_index() % CPUS, "the self-test still running", ran);
+        report(spin::cpu(), "the self-test still running", ran);
     }
 }
 
@@ -232,32 +127,6 @@ pub fn set_describer(describe: fn(usize)) {
 /// run, so locks they hold come free.
 pub fn set_dumper(dump: fn()) {
     DUMPER.store(dump as usize as u32, Ordering::Relaxed);
-}
-
-/// Ends a wait (the loop got what it waited for), so that an NMI report
-/// does not name a wait that is over.
-pub fn done() {
-    let wait = &WAITS[gdt::cpu_index() % CPUS];
-    wait.what.store(0, Ordering::Relaxed);
-}
-
-/// What CPU `cpu` waits on, as text.
-fn waiting_on(cpu: usize) -> Option<(&'static str, u32, u32)> {
-    let wait = &WAITS[cpu];
-    let what = wait.what.load(Ordering::Relaxed);
-    if what == 0 {
-        return None;
-    }
-    let len = wait.what_len.load(Ordering::Relaxed) as usize;
-    // SAFETY: `what` and `len` were stored together from a `&'static str`
-    // by `spin` on this CPU (an NMI reads them on the same CPU, or the
-    // report reads a CPU that is stuck in that wait); static strings live
-    // for the kernel's life.
-    let bytes = unsafe { core::slice::from_raw_parts(what as *const u8, len) };
-    let name = core::str::from_utf8(bytes).unwrap_or("?");
-    let since = wait.since_ms.load(Ordering::Relaxed);
-    let waited = now_ms(cpu).wrapping_sub(since);
-    Some((name, wait.address.load(Ordering::Relaxed), waited))
 }
 
 /// Prints CPU `cpu`'s report line: `eip`, its wait, and return addresses
@@ -277,7 +146,7 @@ fn print_cpu(cpu: usize, eip: u32, esp: u32, how: &str) {
             n += 1;
         }
     }
-    let wait = waiting_on(cpu);
+    let wait = spin::waiting_on(cpu);
     match wait {
         Some((what, address, ms)) => println!(
             "watchdog: cpu {cpu} ({how}) at eip {eip:#010x}: waits on {what} ({address:#x}) for {ms} ms"
@@ -301,8 +170,8 @@ fn print_cpu(cpu: usize, eip: u32, esp: u32, how: &str) {
 }
 
 /// The report (see the module docs); never returns.
-fn report(cpu: usize, what: &str, waited_ms: u32) {
-    if REPORTING.swap(true, Ordering::SeqCst) {
+fn report(cpu: usize, what: &'static str, waited_ms: u32) {
+    if spin::begin_report() {
         // Another CPU is reporting; its NMI will ask for this CPU's line.
         return;
     }
@@ -352,16 +221,12 @@ fn report(cpu: usize, what: &str, waited_ms: u32) {
     io::exit_qemu(false)
 }
 
-/// Whether a report is asking every CPU for its line (the NMI handler then
-/// calls [`report_from_nmi`]).
-pub fn reporting() -> bool {
-    REPORTING.load(Ordering::Relaxed)
-}
-
-/// This CPU's line, from its NMI handler, during a report; then the CPU
-/// halts with interrupts off (the kernel is stopping).
+/// This CPU's line, from its NMI handler, during a report (the handler
+/// calls it, as registered by [`init`], once
+/// [`crate::base::spin::reporting`]); then the CPU halts with interrupts off
+/// (the kernel is stopping).
 pub fn report_from_nmi(frame: &ExceptionFrame) -> ! {
-    let cpu = gdt::cpu_index() % CPUS;
+    let cpu = spin::cpu();
     print_cpu(cpu, frame.eip, frame.interrupted_esp(), "NMI");
     REPORTED.fetch_add(1, Ordering::SeqCst);
     cpu::halt_forever()

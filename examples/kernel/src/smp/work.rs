@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{CALL_VECTOR, KNOWN, SHOOTDOWN_VECTOR, SLOTS, WAKE_VECTOR, apic_id, is_online};
 use crate::arch::apic::{self};
+use crate::base::config::CPUS;
 use crate::base::error::Error;
-use crate::mm::layout::CPUS;
 use crate::{arch::cpu, arch::gdt, failure};
 
 /// Per CPU: a `fn(usize)` (as `usize`, 0 for none) the call IPI runs.
@@ -84,10 +84,10 @@ pub fn run_on_all(f: fn(usize, usize), arg: usize) {
 /// spin the watchdog watches).
 fn wait_for_posted_work(cpus: usize) {
     while !(1..cpus).all(|cpu| !is_online(cpu) || finished(cpu)) {
-        crate::smp::watchdog::spin("work posted to other CPUs", &raw const SLOTS as usize);
+        crate::base::spin::spin("work posted to other CPUs", &raw const SLOTS as usize);
         core::hint::spin_loop();
     }
-    crate::smp::watchdog::done();
+    crate::base::spin::done();
 }
 
 /// Runs `f(cpu, arg)` on every online CPU but this one (the boot CPU) and

@@ -7,7 +7,7 @@
 
 use core::fmt;
 
-use crate::mm::layout::{self, BOOT_WINDOW_SIZE, PAGE_OFFSET};
+use crate::mm::layout::{self, BOOT_WINDOW_SIZE, PAGE_OFFSET}; // layer: the window and the kernel image it refuses are the kernel's one memory layout, kept whole in mm/layout
 
 const WINDOW: usize = BOOT_WINDOW_SIZE as usize;
 

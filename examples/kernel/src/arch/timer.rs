@@ -1,5 +1,6 @@
 //! The preemption tick of the process scheduler: the local-APIC timer, or
-//! the PIT on a CPU without a local APIC.
+//! the PIT on a CPU without a local APIC. The scheduler's side of the tick
+//! is [`crate::proc::sched::timer_interrupt`].
 //!
 //! The APIC timer is calibrated once against the PIT (boot CPU, at SMP
 //! start-up); each CPU runs its own timer while its scheduler runs
@@ -10,7 +11,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::mm::layout::CPUS;
+use crate::base::config::CPUS;
 use crate::{arch::apic, arch::gdt, arch::idt, arch::pit};
 
 /// Vector of the timer interrupt.
@@ -50,7 +51,7 @@ const PIC_IRQ0_VECTOR: u8 = 0x20;
 /// longer where the CPU runs fewer than `MIN_CYCLES_PER_TICK` TSC cycles in
 /// that time (capped at 50 ms, the PIT's reach).
 pub fn period_ms() -> u32 {
-    match crate::smp::watchdog::ticks_per_ms() {
+    match crate::base::spin::ticks_per_ms() {
         0 => PERIOD_MS,
         per_ms => MIN_CYCLES_PER_TICK.div_ceil(per_ms).clamp(PERIOD_MS, 50),
     }
@@ -84,14 +85,15 @@ pub fn ticks(cpu: usize) -> u32 {
     TICKS.get(cpu).map_or(0, |t| t.load(Ordering::Relaxed))
 }
 
-/// Called for [`TIMER_VECTOR`], interrupts off: end of interrupt first,
-/// then maybe a switch to another process.
-pub fn interrupt(frame: &crate::arch::exceptions::ExceptionFrame) {
+/// The first half of [`TIMER_VECTOR`]'s handler, interrupts off: end of
+/// interrupt, and one more tick for this CPU. The scheduler's handler
+/// ([`crate::proc::sched::timer_interrupt`]) then maybe switches to another
+/// process.
+pub fn tick() {
     if let Some(apic) = apic::get() {
         apic.eoi();
     } else {
         pit::end_of_irq0();
     }
     TICKS[gdt::cpu_index() % CPUS].fetch_add(1, Ordering::Relaxed);
-    crate::proc::sched::timer_tick(frame);
 }
