@@ -1,4 +1,4 @@
-//! Processes: the process table and scheduler, system calls, user faults, user programs, user copies and the timer that preempts them.
+//! Processes: the process table and scheduler, system calls, user faults, user programs, user copies, the timer that preempts them and the per-process working-set estimate.
 
 pub mod fault;
 pub mod process;
@@ -11,3 +11,4 @@ pub mod user_basic;
 pub mod user_fuzz;
 pub mod user_hostile;
 pub mod usercopy;
+pub mod working_set;

@@ -153,6 +153,8 @@ pub struct Process {
     /// Its writes are copied from its memory but not printed, and its
     /// death is counted, not reported (the fuzzers); inherited by fork.
     pub(super) quiet: bool,
+    /// Young pages per window ([`super::working_set`]).
+    pub(super) working_set: super::working_set::WorkingSet,
 }
 
 impl Process {
@@ -191,6 +193,7 @@ impl Process {
             ready_pick: 0,
             kill_vector: None,
             quiet: false,
+            working_set: super::working_set::WorkingSet::default(),
         }
     }
 }

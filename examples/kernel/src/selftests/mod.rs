@@ -7,6 +7,7 @@ mod fuzz;
 mod global_pages;
 mod hardening;
 pub mod harness;
+mod harvest;
 mod highmem;
 mod hostile;
 mod kernel_sync;
@@ -131,6 +132,10 @@ pub const ALL: &[Test] = &[
     Test {
         name: "process_page_tables_in_highmem_save_lowmem",
         run: processes::process_page_tables_in_highmem_save_lowmem,
+    },
+    Test {
+        name: "process_working_set_harvest_counts_young_pages",
+        run: harvest::process_working_set_harvest_counts_young_pages,
     },
     Test {
         name: "user_hostile_fork_bomb",

@@ -17,16 +17,16 @@ use paging_core::{
     PagingMode, PhysFrame, PmdEntry, PteEntry, VirtAddr,
 };
 
-use crate::mm::direct_map::DirectMapAccess;
 use crate::arch::fault_probe::{self, ErrorCode};
+use crate::arch::mode::Mode;
+use crate::arch::pat;
+use crate::mm::direct_map::DirectMapAccess;
 use crate::mm::frames::{self, Frames};
 use crate::mm::kernel::Kernel;
+use crate::mm::kernel_sync;
 use crate::mm::layout::{KERNEL_SPLIT_END, PAGE_OFFSET};
-use crate::arch::mode::Mode;
 use crate::mm::shootdown::KernelTlb;
 use crate::selftests::harness::{Failure, TestResult};
-use crate::arch::pat;
-use crate::mm::kernel_sync;
 use crate::{ensure, fail, failure, println};
 
 /// Frames of a region and its two neighbours: `[before, region.., after]`.
