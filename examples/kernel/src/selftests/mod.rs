@@ -28,6 +28,7 @@ mod smp_races;
 mod smp_shootdown;
 mod soak;
 mod split;
+mod vmap;
 
 use crate::selftests::harness::Test;
 
@@ -276,6 +277,10 @@ pub const ALL: &[Test] = &[
     Test {
         name: "framebuffer_write_combining",
         run: framebuffer::framebuffer_write_combining,
+    },
+    Test {
+        name: "vmap_ioremap_pairs_lazy_purge_against_eager",
+        run: vmap::vmap_ioremap_pairs_lazy_purge_against_eager,
     },
     Test {
         name: "split_ro_after_init_region_in_the_large_direct_map",
