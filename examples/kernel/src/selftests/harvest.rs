@@ -34,6 +34,8 @@ type Space = AddressSpace<KernelHighmemTables>;
 
 /// Pages mapped in the exact part.
 const MAPPED: usize = 12;
+/// The break of the exact part's space: its pages are the heap.
+const HEAP_END: u32 = HEAP_START + MAPPED as u32 * 4096;
 /// Of those, pages touched first.
 const TOUCHED: usize = 5;
 /// Of those, pages touched again after the harvest.
@@ -137,10 +139,10 @@ fn young_counts(space: &mut Space) -> Result<(u32, u32, u32), Failure> {
     unsafe { shootdown::load_root(space.root()) }.map_err(|e| failure!("load: {e}"))?;
     let result = (|| {
         touch(TOUCHED);
-        let first = working_set::harvest(space, cpu)?;
-        let second = working_set::harvest(space, cpu)?;
+        let first = working_set::harvest(space, HEAP_END, cpu)?;
+        let second = working_set::harvest(space, HEAP_END, cpu)?;
         touch(RETOUCHED);
-        let third = working_set::harvest(space, cpu)?;
+        let third = working_set::harvest(space, HEAP_END, cpu)?;
         Ok((first, second, third))
     })();
     // SAFETY: the directory loaded before, still complete.

@@ -73,14 +73,7 @@ pub fn vmap_ioremap_pairs_lazy_purge_against_eager(_: &Kernel) -> TestResult {
         let mut frames = frames::lock();
         for _ in 0..PAIRS {
             let va = area
-                .ioremap(
-                    mapper,
-                    phys,
-                    4096,
-                    CacheType::Uncached,
-                    &mut *frames,
-                    tlb,
-                )
+                .ioremap(mapper, phys, 4096, CacheType::Uncached, &mut *frames, tlb)
                 .map_err(|e| failure!("eager ioremap: {e}"))?;
             area.vunmap(mapper, va, tlb)
                 .map_err(|e| failure!("eager vunmap: {e}"))?;
