@@ -260,7 +260,7 @@ fn run_slot(cpu: usize, slot: usize) {
         let mut table = TABLE.lock();
         if let Some(p) = table.slots[slot].as_mut() {
             if p.state != State::Zombie {
-                super::working_set::end_window(p, cpu);
+                super::process::end_window(p, cpu);
             }
             if !canary_intact(p.kstack) {
                 println!();

@@ -196,7 +196,7 @@ pub(super) fn exit(slot: usize, code: u32, reason: Option<&'static str>, address
     // The last window, harvested before the teardown.
     with_table(|t| {
         if let Some(p) = t.slots[slot].as_mut() {
-            super::working_set::end_window(p, cpu);
+            super::process::end_window(p, cpu);
         }
     });
     let space = with_table(|t| t.slots[slot].as_mut().and_then(|p| p.space.take()));

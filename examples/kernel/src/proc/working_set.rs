@@ -5,7 +5,8 @@
 //! Each time a process leaves its CPU (a timer preemption, a yield, a
 //! wait) and once more at its exit, before its teardown, the scheduler
 //! harvests Accessed over the parts of its user half it can map (its text
-//! region, its heap up to the break, its stack; [`regions`]): the young
+//! region, its heap up to the break, its stack;
+//! [`super::process::regions`]): the young
 //! pages are the ones the CPU loaded a translation for since the last
 //! harvest. The harvest's flush goes to the process's CPU
 //! ([`AddressSpaceTlb`], as every user-space flush here: a process is
@@ -24,25 +25,9 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use paging_core::VirtAddr;
-use tlb_shootdown::CpuSet;
+use paging_core::{Mapper, TableAccess, TlbOps, UnmapError, VirtAddr};
 
-use crate::base::error::Error;
-use crate::failure;
-use crate::mm::shootdown::AddressSpaceTlb;
-use crate::proc::process::{HEAP_START, Process, STACK_PAGES, STACK_TOP, Space};
-use crate::proc::user::TEXT_BASE;
-
-/// The user regions a process with break `heap_end` may have pages in,
-/// `(start, len)`: text (up to the heap), heap, stack. Harvesting these,
-/// not the whole user half, skips the empty directory entries between.
-pub fn regions(heap_end: u32) -> [(u32, u32); 3] {
-    [
-        (TEXT_BASE, HEAP_START - TEXT_BASE),
-        (HEAP_START, heap_end.saturating_sub(HEAP_START)),
-        (STACK_TOP - STACK_PAGES * 4096, STACK_PAGES * 4096),
-    ]
-}
+use crate::arch::mode::Mode;
 
 /// Harvests made since boot (every process, every window).
 pub static HARVESTS: AtomicU32 = AtomicU32::new(0);
@@ -70,34 +55,29 @@ impl WorkingSet {
     }
 }
 
-/// Clears Accessed in every page of `space`'s user [`regions`] (break
-/// `heap_end`), flushes the young ones on `cpu` (the CPU that runs the
-/// space) and returns how many were young.
-pub fn harvest(space: &mut Space, heap_end: u32, cpu: usize) -> Result<u32, Error> {
-    let tlb = AddressSpaceTlb(CpuSet::single(cpu));
+/// Clears Accessed in every page of `regions` (`(start, len)`; empty ones
+/// are skipped) of the address space `mapper` works on, flushes the young
+/// ones through `tlb` (the CPUs that run the space) and returns how many
+/// were young.
+///
+/// This file imports nothing of the process table (the caller,
+/// [`super::process::end_window`], passes the regions and the flush), so it
+/// stays out of the kernel's import circle.
+pub fn harvest<A: TableAccess, T: TlbOps>(
+    mapper: &mut Mapper<Mode, A>,
+    regions: &[(u32, u32)],
+    tlb: &T,
+) -> Result<u32, UnmapError> {
     let mut young = 0;
-    for (start, len) in regions(heap_end) {
+    for &(start, len) in regions {
         if len == 0 {
             continue;
         }
-        let (stats, flush) = space
-            .mapper()
-            .test_and_clear_accessed(VirtAddr::new(start), u64::from(len))
-            .map_err(|e| failure!("harvesting Accessed in {start:#x}+{len:#x}: {e}"))?;
-        flush.flush(&tlb);
+        let (stats, flush) =
+            mapper.test_and_clear_accessed(VirtAddr::new(start), u64::from(len))?;
+        flush.flush(tlb);
         young += stats.harvested as u32;
     }
     HARVESTS.fetch_add(1, Ordering::Relaxed);
     Ok(young)
-}
-
-/// Ends `p`'s window: harvests its space (if it still has one) on `cpu`
-/// and records the young pages.
-pub(super) fn end_window(p: &mut Process, cpu: usize) {
-    let heap_end = p.heap_end;
-    if let Some(space) = p.space.as_mut()
-        && let Ok(young) = harvest(space, heap_end, cpu)
-    {
-        p.working_set.record(young);
-    }
 }

@@ -23,7 +23,7 @@ use crate::mm::kernel::Kernel;
 use crate::mm::kmap_setup;
 use crate::mm::kmap_setup::KernelHighmemTables;
 use crate::mm::shootdown::{self, AddressSpaceTlb};
-use crate::proc::process::HEAP_START;
+use crate::proc::process::{self, HEAP_START};
 use crate::proc::user;
 use crate::proc::working_set;
 use crate::selftests::harness::{Failure, TestResult};
@@ -131,7 +131,7 @@ fn exact() -> TestResult {
 /// again, harvest; all under one CR3 load, so only the harvest's flush
 /// can make the CPU set Accessed again.
 fn young_counts(space: &mut Space) -> Result<(u32, u32, u32), Failure> {
-    let cpu = gdt::cpu_index();
+    let tlb = AddressSpaceTlb(CpuSet::single(gdt::cpu_index()));
     let previous = mode::current_root();
     // SAFETY: the space was registered with the kernel sync at creation,
     // so its kernel half maps this code, its stack and data; its user half
@@ -139,10 +139,13 @@ fn young_counts(space: &mut Space) -> Result<(u32, u32, u32), Failure> {
     unsafe { shootdown::load_root(space.root()) }.map_err(|e| failure!("load: {e}"))?;
     let result = (|| {
         touch(TOUCHED);
-        let first = working_set::harvest(space, HEAP_END, cpu)?;
-        let second = working_set::harvest(space, HEAP_END, cpu)?;
+        let first = working_set::harvest(space.mapper(), &process::regions(HEAP_END), &tlb)
+            .map_err(|e| failure!("harvest: {e}"))?;
+        let second = working_set::harvest(space.mapper(), &process::regions(HEAP_END), &tlb)
+            .map_err(|e| failure!("harvest: {e}"))?;
         touch(RETOUCHED);
-        let third = working_set::harvest(space, HEAP_END, cpu)?;
+        let third = working_set::harvest(space.mapper(), &process::regions(HEAP_END), &tlb)
+            .map_err(|e| failure!("harvest: {e}"))?;
         Ok((first, second, third))
     })();
     // SAFETY: the directory loaded before, still complete.
