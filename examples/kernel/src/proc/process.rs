@@ -60,6 +60,8 @@ use crate::mm::address_space::AddressSpace;
 use crate::mm::frames::{Frames, ZoneId};
 use crate::mm::kmap_setup::{self, KernelHighmemTables};
 use crate::mm::layout::KMAP_LOCAL_DEPTH;
+use crate::mm::shootdown::AddressSpaceTlb;
+use crate::proc::user::TEXT_BASE;
 use crate::proc::user::err;
 use crate::{arch::cpu, arch::gdt, arch::mode, failure};
 
@@ -165,6 +167,8 @@ pub struct Process {
     /// Its writes are copied from its memory but not printed, and its
     /// death is counted, not reported (the fuzzers); inherited by fork.
     pub(super) quiet: bool,
+    /// Young pages per window ([`super::working_set`]).
+    pub(super) working_set: super::working_set::WorkingSet,
 }
 
 impl Process {
@@ -203,6 +207,7 @@ impl Process {
             ready_pick: 0,
             kill_vector: None,
             quiet: false,
+            working_set: super::working_set::WorkingSet::default(),
         }
     }
 }
@@ -380,6 +385,34 @@ unsafe impl FrameAllocator for Counting<'_> {
     unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
         // SAFETY: forwarded: our caller keeps the contract.
         unsafe { self.inner.deallocate_frame(frame) };
+    }
+}
+
+/// The user regions a process with break `heap_end` may have pages in,
+/// `(start, len)`: text (up to the heap), heap, stack (the ones
+/// [`super::fault`] maps). The working-set harvest goes over these, not
+/// the whole user half, and skips the empty directory entries between.
+pub fn regions(heap_end: u32) -> [(u32, u32); 3] {
+    [
+        (TEXT_BASE, HEAP_START - TEXT_BASE),
+        (HEAP_START, heap_end.saturating_sub(HEAP_START)),
+        (STACK_TOP - STACK_PAGES * 4096, STACK_PAGES * 4096),
+    ]
+}
+
+/// Ends `p`'s working-set window ([`super::working_set`]): harvests
+/// Accessed over its [`regions`] (if it still has a space), flushes on
+/// `cpu` (the one CPU that runs it) and records the young pages.
+pub(super) fn end_window(p: &mut Process, cpu: usize) {
+    let regions = regions(p.heap_end);
+    if let Some(space) = p.space.as_mut()
+        && let Ok(young) = super::working_set::harvest(
+            space.mapper(),
+            &regions,
+            &AddressSpaceTlb(tlb_shootdown::CpuSet::single(cpu)),
+        )
+    {
+        p.working_set.record(young);
     }
 }
 

@@ -122,6 +122,13 @@ fn dump_table() {
                         p.kstack,
                         p.space.is_some()
                     );
+                    let ws = p.working_set;
+                    crate::println!(
+                        "watchdog: process slot {slot}: working set {} young pages in its last window (peak {}, {} windows)",
+                        ws.last,
+                        ws.peak,
+                        ws.windows
+                    );
                 }
             }
             return;
@@ -249,6 +256,9 @@ fn run_slot(cpu: usize, slot: usize) {
         let _ = unsafe { shootdown::load_root(kernel_root()) };
         let mut table = TABLE.lock();
         if let Some(p) = table.slots[slot].as_mut() {
+            if p.state != State::Zombie {
+                super::process::end_window(p, cpu);
+            }
             if !canary_intact(p.kstack) {
                 println!();
                 println!(
@@ -315,6 +325,8 @@ pub struct Outcome {
     pub kill_vector: Option<u32>,
     /// Its last system-call error.
     pub last_error: u32,
+    /// Its working-set estimate ([`super::working_set`]).
+    pub working_set: super::working_set::WorkingSet,
 }
 
 /// Removes every zombie whose parent is the kernel (or gone), calling `f`
@@ -348,6 +360,7 @@ fn outcome(p: &Process) -> Outcome {
         console_dropped: p.console_dropped,
         kill_vector: p.kill_vector,
         last_error: p.last_error,
+        working_set: p.working_set,
     }
 }
 

@@ -182,6 +182,12 @@ pub(super) fn exit(slot: usize, code: u32, reason: Option<&'static str>, address
         // A killed process may have left local kmaps (none do today).
         let _ = local.save(cpu);
     }
+    // The last window, harvested before the teardown.
+    with_table(|t| {
+        if let Some(p) = t.slots[slot].as_mut() {
+            super::process::end_window(p, cpu);
+        }
+    });
     let space = with_table(|t| t.slots[slot].as_mut().and_then(|p| p.space.take()));
     if let Some(space) = space
         && let Err(e) = destroy_space(space, CpuSet::single(cpu), &mut frames::lock())

@@ -1,6 +1,6 @@
 //! Write-combining: the linear framebuffer of QEMU's standard VGA (PCI
 //! 1234:1111, BAR0), found by a PCI configuration-space scan and mapped
-//! write-combining through vmalloc.
+//! write-combining with `ioremap` in the vmalloc area's vmap part.
 
 use core::sync::atomic::{Ordering, fence};
 
@@ -59,7 +59,13 @@ pub fn framebuffer_write_combining(kernel: &Kernel) -> TestResult {
     let base = u64::from(bar0 & !0xF);
     ensure!(base != 0, "VGA {vga:?}: BAR0 is not assigned");
     let phys = PhysAddr::new(base).map_err(|e| failure!("BAR0 {base:#x}: {e}"))?;
-    let va = vmalloc::map_io(phys, PAGES, flags, &mut frames::lock())?;
+    // The flags `ioremap` builds for WC are these (kernel data + WC).
+    let va = vmalloc::ioremap(
+        phys,
+        u64::from(PAGES) * 4096,
+        CacheType::WriteCombining,
+        &mut frames::lock(),
+    )?;
     // Bochs's VGA decodes its linear framebuffer only in a VBE mode with the
     // LFB on (QEMU's always does); 8 bpp, which every display back end
     // takes. Text mode comes back when VBE is turned off.
@@ -85,7 +91,7 @@ pub fn framebuffer_write_combining(kernel: &Kernel) -> TestResult {
     let restored = restore(va, &saved);
     drop(saved);
     dispi(DISPI_ENABLE, 0);
-    vmalloc::unmap_io(va, PAGES)?;
+    vmalloc::vunmap(va)?;
     let (index, pat) = checked?;
     restored?;
     println!(

@@ -7,6 +7,7 @@ mod fuzz;
 mod global_pages;
 mod hardening;
 pub mod harness;
+mod harvest;
 mod highmem;
 mod hostile;
 mod kernel_sync;
@@ -27,6 +28,7 @@ mod smp_races;
 mod smp_shootdown;
 mod soak;
 mod split;
+mod vmap;
 
 use crate::selftests::harness::Test;
 
@@ -131,6 +133,10 @@ pub const ALL: &[Test] = &[
     Test {
         name: "process_page_tables_in_highmem_save_lowmem",
         run: processes::process_page_tables_in_highmem_save_lowmem,
+    },
+    Test {
+        name: "process_working_set_harvest_counts_young_pages",
+        run: harvest::process_working_set_harvest_counts_young_pages,
     },
     Test {
         name: "user_hostile_fork_bomb",
@@ -271,6 +277,10 @@ pub const ALL: &[Test] = &[
     Test {
         name: "framebuffer_write_combining",
         run: framebuffer::framebuffer_write_combining,
+    },
+    Test {
+        name: "vmap_ioremap_pairs_lazy_purge_against_eager",
+        run: vmap::vmap_ioremap_pairs_lazy_purge_against_eager,
     },
     Test {
         name: "split_ro_after_init_region_in_the_large_direct_map",

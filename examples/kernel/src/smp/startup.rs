@@ -5,7 +5,7 @@
 
 use core::sync::atomic::Ordering;
 
-use paging_core::VirtAddr;
+use paging_core::PhysFrame;
 
 use super::{AP_TIMEOUT_MS, CpuState, KERNEL_CR3, SLOTS};
 use crate::arch::apic::{self, LocalApic};
@@ -130,29 +130,39 @@ pub(super) fn trampoline_page(context: &BootContext) -> Result<u64, Error> {
     .ok_or_else(|| failure!("no free page below 1 MiB for the AP trampoline"))
 }
 
-/// One vmalloc region holds every AP's stacks: per AP a guard page, the
-/// double-fault stack, a guard page, the kernel stack. Returns the tops.
+/// Every AP's stacks, each one `vmalloc::vmap` range of fresh frames: the
+/// double-fault stack, then the kernel stack. Each range is followed by the
+/// area's guard page, and the area's first page is never mapped, so an
+/// unmapped page lies below every stack (the kernel stack's is the
+/// double-fault stack's guard). Returns the tops.
 pub(super) fn allocate_stacks(aps: usize) -> Result<heapless::Vec<(u32, u32), CPUS>, Error> {
-    const DF_PAGES: u32 = (AP_DOUBLE_FAULT_STACK_SIZE / 4096) as u32;
-    const STACK_PAGES: u32 = (AP_STACK_SIZE / 4096) as u32;
-    const PER_AP: u32 = 1 + DF_PAGES + 1 + STACK_PAGES;
-    static_assertions::const_assert!(
-        PER_AP as usize * 4096 * CPUS <= crate::mm::layout::PMD_SPAN as usize
-    );
-    let region = vmalloc::reserve_region()?.as_u32();
+    const DF_PAGES: usize = AP_DOUBLE_FAULT_STACK_SIZE / 4096;
+    const STACK_PAGES: usize = AP_STACK_SIZE / 4096;
     let mut tops = heapless::Vec::new();
     let mut frames = frames::lock();
-    for n in 0..aps as u32 {
-        let base = region + n * PER_AP * 4096;
-        let df = base + 4096;
-        let stack = df + DF_PAGES * 4096 + 4096;
-        for page in 0..DF_PAGES {
-            vmalloc::map_page(VirtAddr::new(df + page * 4096), &mut frames)?;
+    let data = crate::mm::kernel_tables::kernel_flags().data;
+    let stack = |pages: usize, frames: &mut crate::mm::frames::Frames| -> Result<u32, Error> {
+        let mut list: heapless::Vec<PhysFrame, STACK_PAGES> = heapless::Vec::new();
+        for _ in 0..pages {
+            let frame = paging_core::FrameAllocator::allocate_frame(frames, paging_core::Zone::Any)
+                .ok_or_else(|| failure!("no frame for an AP stack"))?;
+            let _ = list.push(frame);
         }
-        for page in 0..STACK_PAGES {
-            vmalloc::map_page(VirtAddr::new(stack + page * 4096), &mut frames)?;
+        match vmalloc::vmap(&list, data, frames) {
+            Ok(va) => Ok(va.as_u32() + (pages * 4096) as u32),
+            Err(e) => {
+                for frame in list {
+                    // SAFETY: allocated above; the failed vmap maps none.
+                    unsafe { paging_core::FrameAllocator::deallocate_frame(frames, frame) };
+                }
+                Err(e)
+            }
         }
-        let _ = tops.push((stack + STACK_PAGES * 4096, df + DF_PAGES * 4096));
+    };
+    for _ in 0..aps {
+        let df_top = stack(DF_PAGES, &mut frames)?;
+        let top = stack(STACK_PAGES, &mut frames)?;
+        let _ = tops.push((top, df_top));
     }
     Ok(tops)
 }
