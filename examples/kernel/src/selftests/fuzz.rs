@@ -26,6 +26,9 @@ use crate::{ensure, failure, println, smp};
 pub const DEFAULT_SYSCALLS: u32 = 50_000;
 /// Fuzz processes started per CPU per round (their forks come on top).
 const ROOTS_PER_CPU: u32 = 3;
+/// System calls the roots of one round may make between them (their forks
+/// come on top): 1,000 each on one CPU, 250 each on four.
+const ROUND_CALLS: u32 = 3_000;
 
 /// `fuzz.syscalls=N` from the command line.
 fn target(kernel: &Kernel) -> u32 {
@@ -56,9 +59,11 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
         if made >= target {
             break;
         }
-        // Rounds of at most about 12,000 calls on four CPUs: each round
-        // prints a line, so a slow emulator is seen to be going.
-        let budget = ((target - made) / roots).clamp(64, 1000);
+        // Rounds of at most about 3,000 calls plus forks, whatever the CPU
+        // count: each round prints a line, so a slow emulator is seen to be
+        // going (four Bochs CPUs took over 120 s of Bochs's CPU for a round
+        // of 12,000 once every switch-out harvested Accessed bits).
+        let budget = ((target - made) / roots).clamp(64, (ROUND_CALLS / roots).max(64));
         let before = crate::proc::sched::free_frames();
         for &cpu in cpus.iter().cycle().take(roots as usize) {
             let pid =
