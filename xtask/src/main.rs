@@ -110,6 +110,8 @@ commands:
            --mem SIZE               instead of the matrix: this RAM (2G)
            --cmdline TEXT           instead of the matrix: this command line
                                     (a crash demo must then be reported)
+           --smp N                  instead of the matrix: this many Bochs
+                                    CPUs (1 to 8)
            --timeout SECS           seconds a boot may print nothing
                                     (default: 900; 5x in all)
   iso    build a GRUB rescue ISO with both kernels (boot a PC from USB)
