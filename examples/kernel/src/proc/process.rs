@@ -80,6 +80,10 @@ pub(super) static REPEATS: [AtomicU32; MAX_PROCESSES] =
 pub(super) static PICKS: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 /// Start of the heap (`sbrk` grows it up).
 pub const HEAP_START: u32 = 0x1000_0000;
+/// The most text a program may have ([`super::spawn::spawn`] refuses a
+/// longer one): the working-set harvest walks this much from
+/// [`TEXT_BASE`], not the 127 MiB up to the heap.
+pub const TEXT_MAX: u32 = 64 * 1024;
 /// Most the heap may grow.
 pub const HEAP_MAX: u32 = 64 << 20;
 /// Top of the user stack (it grows down, demand-zero, [`STACK_PAGES`]).
@@ -389,31 +393,51 @@ unsafe impl FrameAllocator for Counting<'_> {
 }
 
 /// The user regions a process with break `heap_end` may have pages in,
-/// `(start, len)`: text (up to the heap), heap, stack (the ones
+/// `(start, len)`: text (at most [`TEXT_MAX`]), heap, stack (the ones
 /// [`super::fault`] maps). The working-set harvest goes over these, not
 /// the whole user half, and skips the empty directory entries between.
 pub fn regions(heap_end: u32) -> [(u32, u32); 3] {
     [
-        (TEXT_BASE, HEAP_START - TEXT_BASE),
+        (TEXT_BASE, TEXT_MAX),
         (HEAP_START, heap_end.saturating_sub(HEAP_START)),
         (STACK_TOP - STACK_PAGES * 4096, STACK_PAGES * 4096),
     ]
 }
 
-/// Ends `p`'s working-set window ([`super::working_set`]): harvests
-/// Accessed over its [`regions`] (if it still has a space), flushes on
-/// `cpu` (the one CPU that runs it) and records the young pages.
-pub(super) fn end_window(p: &mut Process, cpu: usize) {
-    let regions = regions(p.heap_end);
-    if let Some(space) = p.space.as_mut()
-        && let Ok(young) = super::working_set::harvest(
-            space.mapper(),
-            &regions,
-            &AddressSpaceTlb(tlb_shootdown::CpuSet::single(cpu)),
-        )
-    {
-        p.working_set.record(young);
-    }
+/// Ends process `slot`'s working-set window ([`super::working_set`]),
+/// unless it is a zombie: harvests Accessed over its [`regions`], flushes
+/// on `cpu` (the one CPU that runs it) and records the young pages.
+///
+/// The harvest runs with the table unlocked (the space is taken out of the
+/// slot meanwhile, as a fault or a fork does): a walk over a process's
+/// tables takes a while, and every CPU's switch needs the table lock.
+/// Under the lock, four Bochs CPUs once spent their ticks queued behind
+/// each other's harvests, and every process was preempted again before it
+/// ran an instruction (a fuzz round that never ended).
+pub(super) fn end_window(slot: usize, cpu: usize) {
+    let taken = with_table(|t| {
+        let p = t.slots[slot].as_mut()?;
+        if p.state == State::Zombie {
+            return None;
+        }
+        Some((p.space.take()?, p.heap_end))
+    });
+    let Some((mut space, heap_end)) = taken else {
+        return;
+    };
+    let young = super::working_set::harvest(
+        space.mapper(),
+        &regions(heap_end),
+        &AddressSpaceTlb(tlb_shootdown::CpuSet::single(cpu)),
+    );
+    with_table(|t| {
+        if let Some(p) = t.slots[slot].as_mut() {
+            p.space = Some(space);
+            if let Ok(young) = young {
+                p.working_set.record(young);
+            }
+        }
+    });
 }
 
 /// Flags of user pages.

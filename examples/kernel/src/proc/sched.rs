@@ -109,6 +109,11 @@ fn describe_cpu(cpu: usize) {
 /// The process table, for the watchdog's report: every process with its
 /// CPU and state (the lock is tried for a while; the others still run).
 fn dump_table() {
+    crate::println!(
+        "watchdog: {} harvests of Accessed bits, the longest {}k cycles",
+        super::working_set::HARVESTS.load(Ordering::Relaxed),
+        super::working_set::WORST_KCYCLES.load(Ordering::Relaxed)
+    );
     for _ in 0..10_000_000u32 {
         if let Some(table) = TABLE.try_lock() {
             for (slot, p) in table.slots.iter().enumerate() {
@@ -122,6 +127,9 @@ fn dump_table() {
                         p.kstack,
                         p.space.is_some()
                     );
+                    if p.kstack != 0 {
+                        print_kernel_entry(slot, p.kstack);
+                    }
                     let ws = p.working_set;
                     crate::println!(
                         "watchdog: process slot {slot}: working set {} young pages in its last window (peak {}, {} windows)",
@@ -138,6 +146,35 @@ fn dump_table() {
     crate::println!("watchdog: the process table stayed locked");
 }
 
+/// For the watchdog's report: how process `slot` last entered the kernel
+/// (the user frame at the top of its kernel stack `kstack`: vector, the
+/// system call's registers, user EIP) and the return addresses on its
+/// kernel stack from its saved context (stale while it runs).
+fn print_kernel_entry(slot: usize, kstack: u32) {
+    use crate::arch::exceptions::UserFrame;
+    use crate::arch::fault_probe;
+    let top = kstack as usize + KSTACK_PAGES * 4096;
+    let at = top - core::mem::size_of::<UserFrame>();
+    let word = |offset: usize| {
+        // SAFETY: a read through the fault probe: an unmapped address is
+        // reported, not taken.
+        fault_probe::preserving(|| unsafe { fault_probe::read_u32(at + offset) }).unwrap_or(0)
+    };
+    use core::mem::offset_of;
+    // SAFETY: CONTEXTS[slot] is written only by the CPU that runs `slot`;
+    // this is a racy read for a report.
+    let saved = unsafe { (&raw const CONTEXTS[slot]).read_volatile() };
+    crate::println!(
+        "watchdog: process slot {slot}: entered by vector {} (eax {:#x} ebx {:#x} ecx {:#x}) at user EIP {:#010x}; saved kernel stack:{}",
+        word(offset_of!(UserFrame, frame) + offset_of!(ExceptionFrame, vector)),
+        word(offset_of!(UserFrame, frame) + offset_of!(ExceptionFrame, eax)),
+        word(offset_of!(UserFrame, frame) + offset_of!(ExceptionFrame, ebx)),
+        word(offset_of!(UserFrame, frame) + offset_of!(ExceptionFrame, ecx)),
+        word(offset_of!(UserFrame, frame) + offset_of!(ExceptionFrame, eip)),
+        crate::smp::watchdog::return_addresses(saved)
+    );
+}
+
 enum Pick {
     Run(usize),
     Idle,
@@ -147,6 +184,9 @@ enum Pick {
 /// Where each CPU's next scan of the table starts: the slot after the one
 /// it ran last (round robin).
 static NEXT_SCAN: [AtomicUsize; CPUS] = [const { AtomicUsize::new(0) }; CPUS];
+/// Each CPU's tick count when its running process was switched in
+/// ([`timer_tick`] lets a turn last at least one whole tick period).
+static TURN_START: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 /// Longest a ready process waited for its CPU, in that CPU's timer ticks.
 static WORST_WAIT: [AtomicU32; CPUS] = [const { AtomicU32::new(0) }; CPUS];
 /// Most other processes a ready process saw picked before its turn.
@@ -236,6 +276,7 @@ fn run_slot(cpu: usize, slot: usize) {
             }
         }
         CURRENT[cpu].store(slot, Ordering::Relaxed);
+        TURN_START[cpu].store(timer::ticks(cpu), Ordering::Relaxed);
         crate::arch::fpu::switch_in(slot);
         // SAFETY: the process's context was saved by `switch_context` (or
         // prepared by `install`); this CPU's scheduler context is saved
@@ -254,11 +295,9 @@ fn run_slot(cpu: usize, slot: usize) {
         // SAFETY: the kernel's directory (the reference) maps everything
         // the scheduler uses.
         let _ = unsafe { shootdown::load_root(kernel_root()) };
+        super::process::end_window(slot, cpu);
         let mut table = TABLE.lock();
         if let Some(p) = table.slots[slot].as_mut() {
-            if p.state != State::Zombie {
-                super::process::end_window(p, cpu);
-            }
             if !canary_intact(p.kstack) {
                 println!();
                 println!(
@@ -382,6 +421,15 @@ pub fn timer_interrupt(frame: &ExceptionFrame) {
 pub fn timer_tick(frame: &ExceptionFrame) {
     let Some(slot) = current_slot() else { return };
     if !frame.user_mode() && !PREEMPTIBLE[slot].load(Ordering::SeqCst) {
+        return;
+    }
+    // A turn lasts at least one whole tick period: the tick that was
+    // pending at the switch-in, or that came soon after it, does not end
+    // it. Without this, a CPU whose switches took a tick (four Bochs CPUs
+    // harvesting Accessed bits under one lock) preempted every process
+    // before its first instruction, and nothing ran again.
+    let cpu = gdt::cpu_index() % CPUS;
+    if timer::ticks(cpu).wrapping_sub(TURN_START[cpu].load(Ordering::Relaxed)) < 2 {
         return;
     }
     PREEMPTIONS[slot].fetch_add(1, Ordering::Relaxed);

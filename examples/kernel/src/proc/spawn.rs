@@ -165,6 +165,14 @@ fn next_cpu(table: &mut Table) -> usize {
 /// tables from `pte_zone` (highmem normally; lowmem for the comparison),
 /// on `cpu` (or round robin). The kernel is its parent (PID 0).
 pub fn spawn(program: Program, arg: u32, pte_zone: Zone, cpu: Option<usize>) -> Result<u32, Error> {
+    if program.code().len() > super::process::TEXT_MAX as usize {
+        return Err(failure!(
+            "{} has {} bytes of text, more than TEXT_MAX ({})",
+            program.name,
+            program.code().len(),
+            super::process::TEXT_MAX
+        ));
+    }
     let mut frames = frames::lock();
     let mut tables = TableFrames::default();
     let mut counting = Counting {

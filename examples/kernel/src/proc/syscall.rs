@@ -183,11 +183,7 @@ pub(super) fn exit(slot: usize, code: u32, reason: Option<&'static str>, address
         let _ = local.save(cpu);
     }
     // The last window, harvested before the teardown.
-    with_table(|t| {
-        if let Some(p) = t.slots[slot].as_mut() {
-            super::process::end_window(p, cpu);
-        }
-    });
+    super::process::end_window(slot, cpu);
     let space = with_table(|t| t.slots[slot].as_mut().and_then(|p| p.space.take()));
     if let Some(space) = space
         && let Err(e) = destroy_space(space, CpuSet::single(cpu), &mut frames::lock())
@@ -325,14 +321,24 @@ pub(super) fn kernel_error(e: Error) -> u32 {
     err::KERNEL
 }
 
+/// Timer ticks of its CPU `kmap_hold` waits per preemption asked for
+/// before it gives up (error 4): other ready processes on the CPU take
+/// their turns meanwhile, each one to two ticks.
+const HOLD_TICKS_PER_PREEMPTION: u32 = 64;
+/// Spins `kmap_hold` makes per preemption asked for before it gives up,
+/// should the timer never come (far more than 64 ticks take on any CPU
+/// measured here).
+const HOLD_SPINS_PER_PREEMPTION: u64 = 200_000_000;
+
 /// `kmap_hold(n)`: two pages of the kernel's own, mapped through local
 /// kmaps and filled; then, with interrupts on, wait until this process has
 /// been preempted `n` times (other processes use the same CPU's slots
 /// meanwhile); then check both pages through the same addresses.
 ///
 /// At most [`KMAP_HOLD_MAX`] preemptions (more is -1,
-/// [`err::INVALID`]), and the wait ends after a bounded number of spins
-/// even if the timer never comes: no process can keep a CPU in ring 0.
+/// [`err::INVALID`]), and the wait ends after a bounded number of ticks
+/// (or of spins, even if the timer never comes): no process can keep a CPU
+/// in ring 0.
 fn sys_kmap_hold(slot: usize, preemptions: u32) -> Result<u32, u32> {
     let cpu = gdt::cpu_index() % CPUS;
     if preemptions > KMAP_HOLD_MAX {
@@ -377,12 +383,20 @@ fn sys_kmap_hold(slot: usize, preemptions: u32) -> Result<u32, u32> {
                 .wrapping_sub(start)
                 >= preemptions
         };
-        let max_spins = 20_000_000 * u64::from(preemptions + 1);
+        // The bound is in this CPU's timer ticks, not spins: a turn lasts
+        // one to two tick periods, and how many spins fit in one depends
+        // on the CPU (or emulator) by orders of magnitude.
+        let ticks = crate::arch::timer::ticks(cpu);
+        let max_ticks = HOLD_TICKS_PER_PREEMPTION * (preemptions + 1);
         PREEMPTIBLE[slot].store(true, Ordering::SeqCst);
         // SAFETY: ring 0; the timer may now preempt this kernel code.
         unsafe { core::arch::asm!("sti", options(nostack)) };
+        let max_spins = HOLD_SPINS_PER_PREEMPTION * u64::from(preemptions + 1);
         let mut spins = 0u64;
-        while !done() && spins < max_spins {
+        while !done()
+            && crate::arch::timer::ticks(cpu).wrapping_sub(ticks) < max_ticks
+            && spins < max_spins
+        {
             core::hint::spin_loop();
             spins += 1;
         }

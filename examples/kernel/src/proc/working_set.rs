@@ -31,6 +31,9 @@ use crate::arch::mode::Mode;
 
 /// Harvests made since boot (every process, every window).
 pub static HARVESTS: AtomicU32 = AtomicU32::new(0);
+/// The longest harvest since boot, in thousands of TSC cycles (on Bochs,
+/// thousands of instructions): what one switch-out spends on it.
+pub static WORST_KCYCLES: AtomicU32 = AtomicU32::new(0);
 
 /// A process's estimate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,6 +71,7 @@ pub fn harvest<A: TableAccess, T: TlbOps>(
     regions: &[(u32, u32)],
     tlb: &T,
 ) -> Result<u32, UnmapError> {
+    let started = crate::arch::cpu::rdtsc();
     let mut young = 0;
     for &(start, len) in regions {
         if len == 0 {
@@ -79,5 +83,7 @@ pub fn harvest<A: TableAccess, T: TlbOps>(
         young += stats.harvested as u32;
     }
     HARVESTS.fetch_add(1, Ordering::Relaxed);
+    let kcycles = (crate::arch::cpu::rdtsc().wrapping_sub(started) / 1000).min(u64::from(u32::MAX));
+    WORST_KCYCLES.fetch_max(kcycles as u32, Ordering::Relaxed);
     Ok(young)
 }

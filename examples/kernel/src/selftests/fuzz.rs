@@ -90,12 +90,13 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
     let made = COUNTERS.syscalls.load(Ordering::Relaxed) - start;
     let cycles = crate::arch::cpu::rdtsc() - cycles;
     println!(
-        "    {made} system calls (target {target}) from {processes} fuzz processes in {rounds} rounds on {} CPUs: {} killed (privileged instructions, faults), {} forks refused, {} pages shared by fork, {done} roots spent their budget; no pattern ever changed; frames, registry and shared table back; {} million cycles",
+        "    {made} system calls (target {target}) from {processes} fuzz processes in {rounds} rounds on {} CPUs: {} killed (privileged instructions, faults), {} forks refused, {} pages shared by fork, {done} roots spent their budget; no pattern ever changed; frames, registry and shared table back; {} million cycles; longest harvest at a switch-out {}k cycles",
         cpus.len(),
         COUNTERS.kills.load(Ordering::Relaxed) - kills,
         COUNTERS.forks_refused.load(Ordering::Relaxed) - refused,
         COUNTERS.shared_by_fork.load(Ordering::Relaxed) - forks,
-        cycles / 1_000_000
+        cycles / 1_000_000,
+        crate::proc::working_set::WORST_KCYCLES.load(Ordering::Relaxed)
     );
     Ok(())
 }

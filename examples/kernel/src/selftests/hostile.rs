@@ -202,7 +202,8 @@ pub fn user_hostile_child_limit(_: &Kernel) -> TestResult {
 /// H4: four ring-3 spinners on one CPU take turns: the worst wait of a
 /// ready process is at most the number ready on that CPU plus one tick.
 ///
-/// Round robin with one tick per turn bounds the wait at n - 1 turns for
+/// Round robin (a turn ends at the first tick after one whole tick period
+/// of running, [`crate::proc::sched::timer_tick`]) bounds the wait at n - 1 turns for
 /// n ready processes (a preempted process is stamped at tick T, the
 /// others run until T+1, T+2, ...). The slack of 2: a tick that lands
 /// while the running process is in non-preemptible kernel code (a page

@@ -131,8 +131,12 @@ pub fn set_dumper(dump: fn()) {
 
 /// Prints CPU `cpu`'s report line: `eip`, its wait, and return addresses
 /// found on the stack from `esp` up.
-fn print_cpu(cpu: usize, eip: u32, esp: u32, how: &str) {
-    let mut found = [0u32; RETURN_ADDRESSES];
+/// The kernel-text words on the stack from `esp` up (at most
+/// [`RETURN_ADDRESSES`] of the first [`STACK_WORDS`]), as ` 0x...` each:
+/// the likely return addresses. Reads through the fault probe, so an
+/// unmapped address ends the scan instead of faulting.
+pub fn return_addresses(esp: u32) -> heapless::String<160> {
+    let mut line = heapless::String::<160>::new();
     let mut n = 0;
     let text = layout::text();
     for i in 0..STACK_WORDS {
@@ -141,11 +145,17 @@ fn print_cpu(cpu: usize, eip: u32, esp: u32, how: &str) {
         // the stack's top) is reported as a fault, not taken.
         let word = fault_probe::preserving(|| unsafe { fault_probe::read_u32(at) });
         let Ok(word) = word else { break };
-        if text.contains(&(word as usize)) && n < found.len() {
-            found[n] = word;
+        if text.contains(&(word as usize)) && n < RETURN_ADDRESSES {
             n += 1;
+            // Overflow only drops addresses from the line.
+            let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {word:#010x}"));
         }
     }
+    line
+}
+
+fn print_cpu(cpu: usize, eip: u32, esp: u32, how: &str) {
+    let line = return_addresses(esp);
     let wait = spin::waiting_on(cpu);
     match wait {
         Some((what, address, ms)) => println!(
@@ -154,11 +164,6 @@ fn print_cpu(cpu: usize, eip: u32, esp: u32, how: &str) {
         None => println!(
             "watchdog: cpu {cpu} ({how}) at eip {eip:#010x}: waits on nothing (idle, or running)"
         ),
-    }
-    let mut line = heapless::String::<160>::new();
-    for address in &found[..n] {
-        // Overflow only drops addresses from the line.
-        let _ = core::fmt::Write::write_fmt(&mut line, format_args!(" {address:#010x}"));
     }
     println!("watchdog: cpu {cpu} stack return addresses:{line}");
     let describe = DESCRIBER.load(Ordering::Relaxed);
