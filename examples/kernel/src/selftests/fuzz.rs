@@ -61,8 +61,9 @@ pub fn syscall_fuzz_random_calls_pointers_and_fork_trees(kernel: &Kernel) -> Tes
         }
         // Rounds of at most about 3,000 calls plus forks, whatever the CPU
         // count: each round prints a line, so a slow emulator is seen to be
-        // going (four Bochs CPUs took over 120 s of Bochs's CPU for a round
-        // of 12,000 once every switch-out harvested Accessed bits).
+        // going. (A 12,000-call round that went quiet on four Bochs CPUs
+        // was first blamed on its length; it was the livelock that
+        // `proc::sched::timer_tick`'s whole-tick turns fixed.)
         let budget = ((target - made) / roots).clamp(64, (ROUND_CALLS / roots).max(64));
         let before = crate::proc::sched::free_frames();
         for &cpu in cpus.iter().cycle().take(roots as usize) {
