@@ -11,7 +11,7 @@ use paging_sim::{Access, Machine, Mmu, SimAccess, SimConfig, SimPaging, SimRam};
 
 use fixmap::Fixmap;
 use kmap::{GlobalFlush, KmapTask, SpinWait};
-use paging_core::{PagingMode, PhysAddr, PhysFrame, VirtAddr};
+use paging_core::{PageFaultError, PagingMode, PhysAddr, PhysFrame, VirtAddr};
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
 
@@ -43,8 +43,14 @@ fn kernel_image_runs_where_it_is<M: PagingMode>() {
     }
     // Text executes and is read-only (CR0.WP: for the kernel too).
     assert_eq!(hw(&m.mmu, IMAGE.start, Access::EXEC), Ok(pa(IMAGE.start)));
-    assert_eq!(hw(&m.mmu, IMAGE.start, Access::WRITE), Err(0b011));
-    assert_eq!(hw(&m.mmu, IMAGE.ro_end - 1, Access::WRITE), Err(0b011));
+    assert_eq!(
+        hw(&m.mmu, IMAGE.start, Access::WRITE),
+        Err(WRITE_TO_READ_ONLY)
+    );
+    assert_eq!(
+        hw(&m.mmu, IMAGE.ro_end - 1, Access::WRITE),
+        Err(WRITE_TO_READ_ONLY)
+    );
     // Data and bss are writable.
     assert_eq!(
         hw(&m.mmu, IMAGE.ro_end, Access::WRITE),
@@ -55,8 +61,8 @@ fn kernel_image_runs_where_it_is<M: PagingMode>() {
         Ok(pa(IMAGE.end - 1))
     );
     // Nothing around the image: the null page, the page after the image.
-    assert_eq!(hw(&m.mmu, 0, Access::READ), Err(0));
-    assert_eq!(hw(&m.mmu, IMAGE.end, Access::READ), Err(0));
+    assert_eq!(hw(&m.mmu, 0, Access::READ), Err(NOT_PRESENT));
+    assert_eq!(hw(&m.mmu, IMAGE.end, Access::READ), Err(NOT_PRESENT));
 }
 
 fn va(addr: u64) -> VirtAddr {
@@ -68,12 +74,17 @@ fn pa(addr: u64) -> PhysAddr {
 }
 
 /// What the CPU does with `access` at `addr`: the physical address or the
-/// page-fault error code.
-fn hw(mmu: &Mmu<'_>, addr: u64, access: Access) -> Result<PhysAddr, u32> {
+/// page-fault error code, decoded.
+fn hw(mmu: &Mmu<'_>, addr: u64, access: Access) -> Result<PhysAddr, PageFaultError> {
     mmu.translate(va(addr), access)
         .map(|t| t.pa)
-        .map_err(|f| f.code)
+        .map_err(|f| PageFaultError::from(f.code))
 }
+
+/// A supervisor write to a present read-only page (CR0.WP on).
+const WRITE_TO_READ_ONLY: PageFaultError = PageFaultError::PRESENT.union(PageFaultError::WRITE);
+/// A supervisor read of a page nothing maps.
+const NOT_PRESENT: PageFaultError = PageFaultError::empty();
 
 fn direct_map_covers_lowmem<M: PagingMode>() {
     let ram = SimRam::new();
@@ -94,9 +105,15 @@ fn direct_map_covers_lowmem<M: PagingMode>() {
         hw(&m.mmu, offset + IMAGE.start, Access::READ),
         Ok(pa(IMAGE.start))
     );
-    assert_eq!(hw(&m.mmu, offset + IMAGE.start, Access::WRITE), Err(0b011));
+    assert_eq!(
+        hw(&m.mmu, offset + IMAGE.start, Access::WRITE),
+        Err(WRITE_TO_READ_ONLY)
+    );
     // It ends at lowmem's end, and uses large pages away from the image.
-    assert_eq!(hw(&m.mmu, offset + LOWMEM_END, Access::READ), Err(0));
+    assert_eq!(
+        hw(&m.mmu, offset + LOWMEM_END, Access::READ),
+        Err(NOT_PRESENT)
+    );
     let far = m
         .mmu
         .translate(va(offset + (64 << 20)), Access::READ)
@@ -111,7 +128,7 @@ fn nothing_is_user_accessible<M: PagingMode>() {
     let everywhere = (0..1u64 << 32).step_by(1 << 20);
     for addr in image.chain(everywhere) {
         let code = hw(&m.mmu, addr, Access::USER_READ).unwrap_err();
-        assert_eq!(code & 0b100, 0b100, "{addr:#x}");
+        assert!(code.contains(PageFaultError::USER), "{addr:#x}: {code}");
     }
 }
 
@@ -190,7 +207,10 @@ fn runs_on<M: PagingMode>(config: SimConfig) {
     let flush = map_kernel(&mut m.mapper, &mut m.alloc, &IMAGE, LOWMEM_END).unwrap();
     flush.flush(&m.mmu);
     assert_eq!(hw(&m.mmu, IMAGE.start, Access::EXEC), Ok(pa(IMAGE.start)));
-    assert_eq!(hw(&m.mmu, IMAGE.start, Access::WRITE), Err(0b011));
+    assert_eq!(
+        hw(&m.mmu, IMAGE.start, Access::WRITE),
+        Err(WRITE_TO_READ_ONLY)
+    );
     let at = u64::from(PAGE_OFFSET) + (64 << 20);
     assert_eq!(hw(&m.mmu, at, Access::WRITE), Ok(pa(64 << 20)));
     let size = m.mmu.translate(va(at), Access::READ).unwrap().size;
@@ -253,6 +273,6 @@ fn a_shootdown_tlb_flushes_every_cpu() {
     flush.flush(&tlb);
     assert_eq!(sent.borrow().len(), 1, "{:?}", sent.borrow());
     for cpu in [&m.mmu, &other] {
-        assert_eq!(hw(cpu, page, Access::WRITE), Err(0b011));
+        assert_eq!(hw(cpu, page, Access::WRITE), Err(WRITE_TO_READ_ONLY));
     }
 }
