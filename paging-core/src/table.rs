@@ -153,12 +153,12 @@ impl<'a> PtrTable<'a> {
     /// it is a 64-bit atomic while every other access is 32-bit, and Rust
     /// does not define racing atomics of different sizes (x86 does; the
     /// MMU, which is not a Rust thread, may race it). The crates keep this
-    /// for their own writers: they only `swap64` a present entry, under
-    /// `&mut Mapper` (one writer per hierarchy: the kernel's page-table
-    /// lock), and `sync_kernel_entry` fills with 32-bit atomics. A
-    /// lock-free reader of a hierarchy whose mapper runs meanwhile (the
-    /// lazy sync walking the reference) is the caller's to exclude
-    /// (`docs/safety.md`, *Open*).
+    /// for their own writers: they only `swap64` a present entry replaced
+    /// by a present one whose address differs in the high half (above
+    /// 4 GiB), under `&mut Mapper` (one writer per hierarchy: the kernel's
+    /// page-table lock); rights changes and `sync_kernel_entry` use 32-bit
+    /// atomics. A lock-free reader of such an entry while its mapper runs
+    /// is the caller's to exclude (`docs/safety.md`, *Open*).
     pub unsafe fn new(ptr: *mut u8) -> Self {
         debug_assert!(!ptr.is_null() && (ptr as usize).is_multiple_of(8));
         Self {

@@ -17,8 +17,8 @@
 use std::thread;
 
 use paging_core::{
-    NativeHooks, OffsetAccess, PhysAddr, PhysFrame, RawTable, SyncOutcome, TableAccess, VirtAddr,
-    sync_kernel_entry,
+    CpuFeatures, MapFlags, Mapper, NativeHooks, OffsetAccess, PhysAddr, PhysFrame, RawTable,
+    SyncOutcome, TableAccess, VirtAddr, Walker, sync_kernel_entry,
 };
 use paging_x86_pae::Pae;
 
@@ -126,5 +126,58 @@ fn two_cpus_fill_one_pae_entry_while_a_third_reads_it() {
         );
         let left = access.table(frame(ACTIVE_PMD)).unwrap().load64(PMD_INDEX);
         assert_eq!(left, REF_PMD_ENTRY, "the reference's entry, whole");
+    }
+}
+
+/// The other side of the lazy sync: it walks the *reference* hierarchy
+/// with 32-bit loads while the reference's own mapper changes a present
+/// kernel PTE (vmalloc's `protect_range`, `set_memory`). Under Miri this
+/// is the check of the mixed-size pairing `docs/safety.md` used to list as
+/// open: a rights change that moved XD was one 64-bit `cmpxchg8b` beside
+/// the walker's 32-bit loads. It is now 32-bit atomics only. The page
+/// flips between read-only code and writable data (a JIT's W^X flip), and
+/// the walk always finds it at its frame and never writable and
+/// executable at once: the one state between the two is read-only with
+/// XD (XD set before the low half changes, or cleared after).
+#[test]
+fn the_reference_mapper_flips_w_xor_x_while_a_lazy_walk_reads_it() {
+    let va = VirtAddr::new(VA);
+    let reference = frame(REF_PDPT).start_address();
+    let code = MapFlags::PRESENT;
+    let data = MapFlags::PRESENT | MapFlags::WRITABLE | MapFlags::NO_EXECUTE;
+    for _ in 0..ROUNDS {
+        let mut phys = HostPhys::new();
+        let access = phys.access();
+        build(&access);
+        // SAFETY: the reference PDPT is a PAE directory in the buffer
+        // `access` reaches, and no CPU running this test uses it.
+        let mut mapper =
+            unsafe { Mapper::<Pae, _>::new(reference, &access, CpuFeatures::full::<Pae>()) }
+                .unwrap();
+        // `build` left it writable and executable: code first.
+        mapper.update_flags(va, code).unwrap().ignore();
+        thread::scope(|s| {
+            s.spawn(move || {
+                for flags in [data, code, data, code, data] {
+                    mapper.update_flags(va, flags).unwrap().ignore();
+                }
+            });
+            s.spawn(|| {
+                let walker = Walker::<Pae, _>::new(reference, &access);
+                for _ in 0..4 {
+                    let t = walker.translate(va).unwrap();
+                    assert_eq!(t.base.as_u64(), 0x1_2345_6000, "the page's frame");
+                    assert!(
+                        !t.flags.contains(MapFlags::WRITABLE)
+                            || t.flags.contains(MapFlags::NO_EXECUTE),
+                        "writable and executable at once: {t:?}"
+                    );
+                }
+            });
+        });
+        let t = Walker::<Pae, _>::new(reference, &access)
+            .translate(va)
+            .unwrap();
+        assert_eq!(t.flags & (code | data), data, "the last update left data");
     }
 }

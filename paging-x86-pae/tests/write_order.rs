@@ -17,6 +17,8 @@ const WATCHED: usize = 5;
 const P: u64 = 1;
 /// Accessed and Dirty: what the MMU sets in a present PDE/PTE.
 const AD: u64 = 1 << 5 | 1 << 6;
+/// Execute-disable, bit 63.
+const XD: u64 = 1 << 63;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -139,9 +141,14 @@ fn check<E: Entry>(old: u64, new: u64, mmu: bool) -> Vec<Op> {
     // the MMU set if it was present.
     let seen_old = if old & P != 0 { old | sets } else { old };
     let states = rec.states.borrow();
+    // Between two present entries that differ in XD only (and the low
+    // half), one more state is allowed: the old or the new entry with XD
+    // set, which grants nothing both of them deny.
+    let xd_only = old & P != 0 && new & P != 0 && (old ^ new) >> 32 == XD >> 32;
+    let xd_step = |state: u64| xd_only && [old | XD, seen_old | XD, new | XD].contains(&state);
     for (step, &state) in states.iter().enumerate() {
         assert!(
-            state & P == 0 || state == old || state == seen_old || state == new,
+            state & P == 0 || state == old || state == seen_old || state == new || xd_step(state),
             "{old:#018x} -> {new:#018x}: step {step} exposes present {state:#018x} (states {states:x?}, ops {:?})",
             rec.ops.borrow()
         );
@@ -249,4 +256,53 @@ fn init_is_a_plain_store_that_never_reads() {
     assert_eq!(*rec.ops.borrow(), [Op::Store64]);
     assert_eq!(rec.entry(), 0x0000_0001_2345_6003);
     assert_eq!(Pte::load(&rec, WATCHED).raw(), 0x0000_0001_2345_6003);
+}
+
+/// Present to present: 32-bit atomics unless the address differs in the
+/// high half, so a lock-free 32-bit reader of the table never races a
+/// 64-bit exchange (the mixed-size pairing of `docs/safety.md`).
+#[test]
+fn present_replacements_use_cmpxchg8b_only_when_the_high_address_differs() {
+    let frame = 0x0000_0000_1234_5000u64;
+    let cases = [
+        // (old, new, whether a 64-bit exchange may be used)
+        (frame | 0x3, frame | 0x1, false),            // RW -> RO
+        (frame | 0x1, frame | 0x3, false),            // RO -> RW
+        (frame | 0x3, XD | frame | 0x1, false),       // RW+X -> RO+XD
+        (XD | frame | 0x3, frame | 0x1, false),       // RW+XD -> RO+X
+        (XD | frame | 0x3, XD | frame | 0x13, false), // cache bits only
+        (frame | 0x3, 0x0000_0001_2345_6003, true),   // frame above 4 GiB
+        (XD | 0x0000_0002_0000_0001, 0x0000_0002_0000_0001, false), // XD only, high frame
+    ];
+    for (old, new, wide) in cases {
+        for mmu in [false, true] {
+            for ops in [check::<Pte>(old, new, mmu), check::<Pde>(old, new, mmu)] {
+                assert_eq!(
+                    ops.contains(&Op::Swap64),
+                    wide,
+                    "{old:#018x} -> {new:#018x}: ops {ops:?}"
+                );
+                assert!(!ops.contains(&Op::Store64), "{ops:?}");
+            }
+        }
+    }
+    // Setting XD writes the high half first; clearing it, last.
+    let set = check::<Pte>(frame | 0x3, XD | frame | 0x1, false);
+    assert_eq!(
+        set,
+        [
+            Op::Load64,
+            Op::Store32 { high: true },
+            Op::Swap32 { high: false }
+        ]
+    );
+    let clear = check::<Pte>(XD | frame | 0x3, frame | 0x1, false);
+    assert_eq!(
+        clear,
+        [
+            Op::Load64,
+            Op::Swap32 { high: false },
+            Op::Store32 { high: true }
+        ]
+    );
 }
