@@ -167,6 +167,32 @@ fn a_large_page_is_harvested_whole_and_flushed_whole_harvest<M: PagingMode>() {
     assert_ne!(leaf(&m, base) & D, 0);
 }
 
+fn the_memory_a_large_page_maps_is_never_reached_harvest<M: PagingMode>() {
+    // A large page of memory the table access cannot reach (device memory,
+    // RAM above what the kernel maps): a harvest reads and writes tables
+    // only, so it works there, and never treats the page as a table.
+    let mut m = machine::<M>();
+    let base = 0x8000_0000u32;
+    m.mapper
+        .map_large(va(base), pa(0x4000_0000), MapFlags::KERNEL_RW, &mut m.alloc)
+        .unwrap()
+        .flush(&m.mmu);
+    touch(&m, base, Access::WRITE);
+    let ram = m.ram;
+    let limited = SimAccess::below(ram, 0x4000_0000);
+    // SAFETY: the tables are in simulated RAM below the limit; this mapper
+    // only reads and clears status bits there, and nothing else runs on it
+    // meanwhile.
+    let mut mapper =
+        unsafe { Mapper::<M, _>::new(m.mapper.root(), limited, CpuFeatures::full::<M>()).unwrap() };
+    let (stats, flush) = mapper
+        .test_and_clear_dirty(va(base), M::pmd_span())
+        .unwrap();
+    assert_eq!((stats.large_pages, stats.harvested), (1, 1));
+    assert!(!flush.is_empty());
+    assert_eq!(leaf(&m, base) & D, 0);
+}
+
 fn only_the_bit_changes_in_entries_someone_else_built_harvest<M: PagingMode>() {
     // A loader's entries with every bit the CPU allows in a present leaf:
     // PWT, PCD, PAT (bit 7), Global, the three AVL bits and, in PAE, XD.
@@ -422,6 +448,7 @@ paging_sim::for_each_mode!(
     dirty_pages_are_counted_and_a_write_after_the_flush_marks_again_harvest,
     without_the_flush_a_write_is_lost_to_the_dirty_bit_harvest,
     a_large_page_is_harvested_whole_and_flushed_whole_harvest,
+    the_memory_a_large_page_maps_is_never_reached_harvest,
     only_the_bit_changes_in_entries_someone_else_built_harvest,
     holes_and_swap_entries_are_left_alone_harvest,
     nothing_used_means_no_flush_harvest,
