@@ -193,6 +193,68 @@ fn the_memory_a_large_page_maps_is_never_reached_harvest<M: PagingMode>() {
     assert_eq!(leaf(&m, base) & D, 0);
 }
 
+/// Every entry write a hooks object saw: (level, index, before, after).
+#[derive(Default)]
+struct Seen(std::cell::RefCell<Vec<(paging_core::Level, usize, u64, u64)>>);
+
+impl paging_core::TableHooks for Seen {
+    fn entry_written(
+        &self,
+        _: PhysFrame,
+        level: paging_core::Level,
+        index: usize,
+        before: u64,
+        after: u64,
+    ) {
+        self.0.borrow_mut().push((level, index, before, after));
+    }
+}
+
+fn the_hooks_see_the_whole_entry_before_and_after_harvest<M: PagingMode>() {
+    // A hypervisor's hooks (Xen's read-only tables) learn each cleared bit
+    // as the whole entry before and after: high half (XD in PAE) included.
+    let mut m = machine::<M>();
+    let flags = if M::SUPPORTS_NX {
+        MapFlags::KERNEL_RW | MapFlags::NO_EXECUTE
+    } else {
+        MapFlags::KERNEL_RW
+    };
+    m.mapper
+        .map(
+            Page::containing_address(va(BASE)),
+            frame(0x20_0000),
+            flags,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .flush(&m.mmu);
+    touch(&m, BASE, Access::WRITE);
+    let entry = leaf(&m, BASE);
+    assert_ne!(entry & D, 0);
+    let mut mapper = Mapper::<M, _>::new_isolated(
+        m.mapper.root(),
+        SimAccess::new(m.ram),
+        CpuFeatures::full::<M>(),
+    )
+    .unwrap()
+    .with_hooks(Seen::default());
+    let (_, flush) = mapper.test_and_clear_dirty(va(BASE), 0x1000).unwrap();
+    flush.flush(&m.mmu);
+    let seen = mapper.hooks().0.borrow().clone();
+    assert_eq!(
+        seen,
+        [(
+            paging_core::Level::Pte,
+            M::pte_index(va(BASE)),
+            entry,
+            entry & !D
+        )]
+    );
+    if M::SUPPORTS_NX {
+        assert_ne!(entry >> 32, 0, "XD is in the high half");
+    }
+}
+
 fn only_the_bit_changes_in_entries_someone_else_built_harvest<M: PagingMode>() {
     // A loader's entries with every bit the CPU allows in a present leaf:
     // PWT, PCD, PAT (bit 7), Global, the three AVL bits and, in PAE, XD.
@@ -449,6 +511,7 @@ paging_sim::for_each_mode!(
     without_the_flush_a_write_is_lost_to_the_dirty_bit_harvest,
     a_large_page_is_harvested_whole_and_flushed_whole_harvest,
     the_memory_a_large_page_maps_is_never_reached_harvest,
+    the_hooks_see_the_whole_entry_before_and_after_harvest,
     only_the_bit_changes_in_entries_someone_else_built_harvest,
     holes_and_swap_entries_are_left_alone_harvest,
     nothing_used_means_no_flush_harvest,
