@@ -776,3 +776,157 @@ fn split_merge_keeps_a_restrictive_table_entrys_rights_pae() {
 fn split_merge_keeps_a_restrictive_table_entrys_rights_two_level() {
     split_merge_keeps_a_restrictive_table_entrys_rights::<TwoLevel>();
 }
+
+/// Split one large page at `BASE` by making page 5 read-only, then put it
+/// back: the table is uniform again, not merged yet.
+fn split_and_restore<M: PagingMode>(rig: &mut Rig<M>) {
+    for change in [AttrChange::RO, AttrChange::RW] {
+        rig.mapper
+            .set_memory(
+                va(BASE + 0x5000),
+                PAGE_SIZE,
+                change,
+                &rig.mmu,
+                &mut rig.alloc,
+            )
+            .unwrap();
+    }
+}
+
+fn split_merge_looks_only_at_whole_large_pages<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    split_and_restore(&mut rig);
+    // Half the block: not looked at, the table stays.
+    let half = rig
+        .mapper
+        .merge_large_pages(va(BASE), span::<M>() / 2, &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!((half.merged, half.kept), (0, 0));
+    assert!(rig.mapper.walk(va(BASE)).unwrap().pte.is_some());
+    let whole = rig
+        .mapper
+        .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!((whole.merged, whole.kept), (1, 0));
+}
+
+#[test]
+fn split_merge_looks_only_at_whole_large_pages_pae() {
+    split_merge_looks_only_at_whole_large_pages::<Pae>();
+}
+
+#[test]
+fn split_merge_looks_only_at_whole_large_pages_two_level() {
+    split_merge_looks_only_at_whole_large_pages::<TwoLevel>();
+}
+
+fn split_merge_carries_a_dirty_bit_the_cpu_set_in_a_pte<M: PagingMode>() {
+    // SDM 4.8: the CPU sets D in the 4 KiB entry it writes through. After
+    // the merge, the large entry must still say the memory was written.
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    let clean = raw_leaf(&rig, BASE);
+    assert_eq!(clean & 1 << 6, 0, "read only so far: D clear");
+    split_and_restore(&mut rig);
+    rig.mmu.translate(va(BASE + 0x7000), Access::WRITE).unwrap();
+    assert_ne!(raw_leaf(&rig, BASE + 0x7000) & 1 << 6, 0);
+    let merged = rig
+        .mapper
+        .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!(merged.merged, 1);
+    assert_eq!(
+        raw_leaf(&rig, BASE),
+        clean | 1 << 6,
+        "the same entry, plus D"
+    );
+}
+
+#[test]
+fn split_merge_carries_a_dirty_bit_the_cpu_set_in_a_pte_pae() {
+    split_merge_carries_a_dirty_bit_the_cpu_set_in_a_pte::<Pae>();
+}
+
+#[test]
+fn split_merge_carries_a_dirty_bit_the_cpu_set_in_a_pte_two_level() {
+    split_merge_carries_a_dirty_bit_the_cpu_set_in_a_pte::<TwoLevel>();
+}
+
+fn split_a_hole_is_reported_at_its_address<M: PagingMode>() {
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    split_and_restore(&mut rig);
+    let hole = BASE + 0x9000;
+    rig.mapper.unmap(va(hole)).unwrap().1.flush(&rig.mmu);
+    let before = rig
+        .mapper
+        .walk(va(BASE + 0x8000))
+        .unwrap()
+        .pte
+        .unwrap()
+        .1
+        .raw();
+    let err = rig.mapper.set_memory(
+        va(BASE + 0x8000),
+        4 * PAGE_SIZE,
+        AttrChange::RO,
+        &rig.mmu,
+        &mut rig.alloc,
+    );
+    assert_eq!(
+        err,
+        Err(AttrError::NotMapped {
+            va: va(hole),
+            level: Level::Pte
+        })
+    );
+    let after = rig
+        .mapper
+        .walk(va(BASE + 0x8000))
+        .unwrap()
+        .pte
+        .unwrap()
+        .1
+        .raw();
+    assert_eq!(after, before, "nothing changed");
+}
+
+#[test]
+fn split_a_hole_is_reported_at_its_address_pae() {
+    split_a_hole_is_reported_at_its_address::<Pae>();
+}
+
+#[test]
+fn split_a_hole_is_reported_at_its_address_two_level() {
+    split_a_hole_is_reported_at_its_address::<TwoLevel>();
+}
+
+fn split_clearing_present_is_not_an_attribute<M: PagingMode>() {
+    // `set_memory` changes attributes of mapped pages; P is not one, so a
+    // change that names it in `clear` leaves every page mapped.
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    rig.mapper
+        .set_memory(
+            va(BASE + 0x3000),
+            PAGE_SIZE,
+            AttrChange::flags(MapFlags::PRESENT | MapFlags::WRITABLE, MapFlags::empty()),
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    let t = rig.mmu.translate(va(BASE + 0x3000), Access::READ).unwrap();
+    assert_eq!(t.pa, pa(PHYS + 0x3000));
+    assert!(!t.writable);
+}
+
+#[test]
+fn split_clearing_present_is_not_an_attribute_pae() {
+    split_clearing_present_is_not_an_attribute::<Pae>();
+}
+
+#[test]
+fn split_clearing_present_is_not_an_attribute_two_level() {
+    split_clearing_present_is_not_an_attribute::<TwoLevel>();
+}
