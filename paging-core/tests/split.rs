@@ -930,3 +930,126 @@ fn split_clearing_present_is_not_an_attribute_pae() {
 fn split_clearing_present_is_not_an_attribute_two_level() {
     split_clearing_present_is_not_an_attribute::<TwoLevel>();
 }
+
+fn top_large_page_rig(bits: u32) -> (Rig<Pae>, u64) {
+    let config = SimConfig {
+        max_phys_bits: bits,
+        ..recommended::<Pae>()
+    };
+    let rig = rig::<Pae>(config);
+    (rig, (1u64 << bits) - span::<Pae>())
+}
+
+#[test]
+fn split_of_the_highest_large_page_the_cpu_reaches_pae() {
+    // Its last 4 KiB page ends exactly at 2^MAXPHYADDR: every PTE can
+    // carry it (SDM 4.4.2: address bits up to MAXPHYADDR-1).
+    let (mut rig, top) = top_large_page_rig(36);
+    rig.mapper
+        .map_range(
+            va(BASE),
+            pa(top),
+            span::<Pae>(),
+            MapFlags::KERNEL_RW,
+            LargePages::Use,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    let stats = rig
+        .mapper
+        .set_memory(
+            va(BASE),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    assert_eq!(stats.split, 1);
+    let last = BASE + span::<Pae>() as u32 - 0x1000;
+    let t = rig.mmu.translate(va(last), Access::WRITE).unwrap();
+    assert_eq!(t.pa, pa((1 << 36) - 0x1000));
+}
+
+#[test]
+fn split_refuses_a_large_page_beyond_the_cpus_reach_pae() {
+    // A large entry someone else built at 4 GiB, on a CPU whose entries
+    // reach 32 bits: the mode could express its PTEs, the CPU could not
+    // use them (bit 32 would be reserved).
+    let (mut rig, top) = top_large_page_rig(32);
+    rig.mapper
+        .map_range(
+            va(BASE),
+            pa(top),
+            span::<Pae>(),
+            MapFlags::KERNEL_RW,
+            LargePages::Use,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    let slot = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap().0;
+    let raw = (1u64 << 32) | 1 | 1 << 1 | 1 << 7;
+    poke(&rig, slot, raw);
+    let e = rig.assert_unchanged(|m| {
+        m.mapper
+            .set_memory(va(BASE), PAGE_SIZE, AttrChange::RO, &m.mmu, &mut m.alloc)
+    });
+    assert_eq!(e, Err(AttrError::Unsplittable { va: va(BASE), raw }));
+}
+
+/// The flushes a mapper asked for.
+#[derive(Default)]
+struct Flushes(std::cell::RefCell<Vec<(u32, u32)>>);
+
+impl TlbOps for Flushes {
+    fn flush_page(&self, va: paging_core::VirtAddr) {
+        self.0.borrow_mut().push((va.as_u32(), 1));
+    }
+    fn flush_range(&self, start: paging_core::VirtAddr, pages: u32) {
+        self.0.borrow_mut().push((start.as_u32(), pages));
+    }
+    fn flush_all(&self) {
+        self.0.borrow_mut().push((0, u32::MAX));
+    }
+    fn flush_everything(&self) {
+        self.0.borrow_mut().push((0, u32::MAX));
+    }
+}
+
+fn split_flushes_the_whole_large_page<M: PagingMode>() {
+    // SDM 4.10.2: after the split the TLB may hold the large translation
+    // and small ones (some CPUs fracture a large page into 4 KiB entries),
+    // so the sequence invalidates every page of the large page, not just
+    // the one whose attributes change.
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    let flushes = Flushes::default();
+    rig.mapper
+        .set_memory(
+            va(BASE + 0x3000),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &flushes,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    let pages = (span::<M>() / PAGE_SIZE) as u32;
+    let whole = flushes
+        .0
+        .borrow()
+        .iter()
+        .any(|&(start, n)| n == u32::MAX || (start == BASE && n >= pages));
+    assert!(whole, "flushes {:x?}", flushes.0.borrow());
+}
+
+#[test]
+fn split_flushes_the_whole_large_page_pae() {
+    split_flushes_the_whole_large_page::<Pae>();
+}
+
+#[test]
+fn split_flushes_the_whole_large_page_two_level() {
+    split_flushes_the_whole_large_page::<TwoLevel>();
+}
