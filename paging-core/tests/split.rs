@@ -1053,3 +1053,34 @@ fn split_flushes_the_whole_large_page_pae() {
 fn split_flushes_the_whole_large_page_two_level() {
     split_flushes_the_whole_large_page::<TwoLevel>();
 }
+
+fn split_setting_present_is_harmless<M: PagingMode>() {
+    // P in `set` names what every page in the range already has: the
+    // change is the writable bit alone.
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, MapFlags::KERNEL_RO);
+    let stats = rig
+        .mapper
+        .set_memory(
+            va(BASE + 0x3000),
+            PAGE_SIZE,
+            AttrChange::flags(MapFlags::empty(), MapFlags::PRESENT | MapFlags::WRITABLE),
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    assert_eq!((stats.split, stats.changed), (1, 1));
+    let t = rig.mmu.translate(va(BASE + 0x3000), Access::WRITE).unwrap();
+    assert_eq!(t.pa, pa(PHYS + 0x3000));
+    assert_eq!(fault(&rig, BASE + 0x4000, Access::WRITE), 0b11);
+}
+
+#[test]
+fn split_setting_present_is_harmless_pae() {
+    split_setting_present_is_harmless::<Pae>();
+}
+
+#[test]
+fn split_setting_present_is_harmless_two_level() {
+    split_setting_present_is_harmless::<TwoLevel>();
+}
