@@ -931,20 +931,15 @@ fn split_clearing_present_is_not_an_attribute_two_level() {
     split_clearing_present_is_not_an_attribute::<TwoLevel>();
 }
 
-fn top_large_page_rig(bits: u32) -> (Rig<Pae>, u64) {
+/// A PAE rig whose CPU reaches `bits` physical address bits, with the
+/// highest large page below 2^`bits` mapped at `BASE`.
+fn top_large_page_rig(bits: u32) -> Rig<Pae> {
     let config = SimConfig {
         max_phys_bits: bits,
         ..recommended::<Pae>()
     };
-    let rig = rig::<Pae>(config);
-    (rig, (1u64 << bits) - span::<Pae>())
-}
-
-#[test]
-fn split_of_the_highest_large_page_the_cpu_reaches_pae() {
-    // Its last 4 KiB page ends exactly at 2^MAXPHYADDR: every PTE can
-    // carry it (SDM 4.4.2: address bits up to MAXPHYADDR-1).
-    let (mut rig, top) = top_large_page_rig(36);
+    let mut rig = rig::<Pae>(config);
+    let top = (1u64 << bits) - span::<Pae>();
     rig.mapper
         .map_range(
             va(BASE),
@@ -956,6 +951,14 @@ fn split_of_the_highest_large_page_the_cpu_reaches_pae() {
         )
         .unwrap()
         .flush(&rig.mmu);
+    rig
+}
+
+#[test]
+fn split_of_the_highest_large_page_the_cpu_reaches_pae() {
+    // Its last 4 KiB page ends exactly at 2^MAXPHYADDR: every PTE can
+    // carry it (SDM 4.4.2: address bits up to MAXPHYADDR-1).
+    let mut rig = top_large_page_rig(36);
     let stats = rig
         .mapper
         .set_memory(
@@ -977,18 +980,7 @@ fn split_refuses_a_large_page_beyond_the_cpus_reach_pae() {
     // A large entry someone else built at 4 GiB, on a CPU whose entries
     // reach 32 bits: the mode could express its PTEs, the CPU could not
     // use them (bit 32 would be reserved).
-    let (mut rig, top) = top_large_page_rig(32);
-    rig.mapper
-        .map_range(
-            va(BASE),
-            pa(top),
-            span::<Pae>(),
-            MapFlags::KERNEL_RW,
-            LargePages::Use,
-            &mut rig.alloc,
-        )
-        .unwrap()
-        .flush(&rig.mmu);
+    let mut rig = top_large_page_rig(32);
     let slot = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap().0;
     let raw = (1u64 << 32) | 1 | 1 << 1 | 1 << 7;
     poke(&rig, slot, raw);
