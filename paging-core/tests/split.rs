@@ -1076,3 +1076,231 @@ fn split_setting_present_is_harmless_pae() {
 fn split_setting_present_is_harmless_two_level() {
     split_setting_present_is_harmless::<TwoLevel>();
 }
+
+/// A table access that, when the mapper exchanges entry `trigger` (table
+/// frame, index), first lets "the CPU" OR `bits` into the low word of
+/// entry `mark`: the Accessed/Dirty update another CPU's walk makes
+/// between the mapper's read of a table and its write of the entry.
+struct CpuMarksDuringTheWrite<'r, M> {
+    inner: paging_sim::SimAccess<'r>,
+    trigger: (paging_core::PhysFrame, usize),
+    mark: (paging_core::PhysFrame, usize),
+    bits: std::cell::Cell<u32>,
+    _mode: std::marker::PhantomData<M>,
+}
+
+struct MarkingTable<'a, 'r, M> {
+    inner: paging_sim::SimTable<'a>,
+    frame: paging_core::PhysFrame,
+    access: &'a CpuMarksDuringTheWrite<'r, M>,
+}
+
+impl<'r, M: PagingMode> CpuMarksDuringTheWrite<'r, M> {
+    fn new(
+        ram: &'r SimRam,
+        trigger: paging_core::Slot,
+        mark: paging_core::Slot,
+        bits: u64,
+    ) -> Self {
+        Self {
+            inner: paging_sim::SimAccess::new(ram),
+            trigger: (trigger.table, trigger.index),
+            mark: (mark.table, mark.index),
+            bits: std::cell::Cell::new(bits as u32),
+            _mode: std::marker::PhantomData,
+        }
+    }
+
+    fn word(index: usize) -> usize {
+        index * M::ENTRY_BYTES / 4
+    }
+}
+
+impl<M: PagingMode> TableAccess for CpuMarksDuringTheWrite<'_, M> {
+    type Table<'a>
+        = MarkingTable<'a, 'a, M>
+    where
+        Self: 'a;
+
+    fn table(
+        &self,
+        frame: paging_core::PhysFrame,
+    ) -> Result<MarkingTable<'_, '_, M>, paging_core::access::AccessError> {
+        Ok(MarkingTable {
+            inner: self.inner.table(frame)?,
+            frame,
+            access: self,
+        })
+    }
+}
+
+impl<M: PagingMode> MarkingTable<'_, '_, M> {
+    fn exchanging(&self, word: usize) {
+        let a = self.access;
+        let trigger = (a.trigger.0, CpuMarksDuringTheWrite::<M>::word(a.trigger.1));
+        if (self.frame, word) != trigger {
+            return;
+        }
+        let bits = a.bits.take();
+        if bits != 0 {
+            let table = a.inner.table(a.mark.0).unwrap();
+            let w = CpuMarksDuringTheWrite::<M>::word(a.mark.1);
+            table.store32(w, table.load32(w) | bits);
+        }
+    }
+}
+
+use paging_core::TableAccess;
+use paging_core::table::RawTable;
+
+impl<M: PagingMode> RawTable for MarkingTable<'_, '_, M> {
+    fn load32(&self, word: usize) -> u32 {
+        self.inner.load32(word)
+    }
+    fn store32(&self, word: usize, value: u32) {
+        self.inner.store32(word, value)
+    }
+    fn swap32(&self, word: usize, value: u32) -> u32 {
+        self.exchanging(word);
+        self.inner.swap32(word, value)
+    }
+    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
+        self.exchanging(word);
+        self.inner.compare_exchange32(word, current, new)
+    }
+    fn load64(&self, entry: usize) -> u64 {
+        self.inner.load64(entry)
+    }
+    fn store64(&self, entry: usize, value: u64) {
+        self.inner.store64(entry, value)
+    }
+    fn swap64(&self, entry: usize, value: u64) -> u64 {
+        self.exchanging(2 * entry);
+        self.inner.swap64(entry, value)
+    }
+}
+
+/// A mapper over `rig`'s tables through [`CpuMarksDuringTheWrite`].
+fn racing_mapper<M: PagingMode>(
+    rig: &Rig<M>,
+    trigger: paging_core::Slot,
+    mark: paging_core::Slot,
+    bits: u64,
+) -> paging_core::Mapper<M, CpuMarksDuringTheWrite<'static, M>> {
+    let racing = CpuMarksDuringTheWrite::<M>::new(rig.ram, trigger, mark, bits);
+    // SAFETY: simulated RAM, and nothing else writes these tables while the
+    // mapper is used.
+    unsafe {
+        paging_core::Mapper::<M, _>::new(
+            rig.mapper.root(),
+            racing,
+            paging_core::CpuFeatures::full::<M>(),
+        )
+    }
+    .unwrap()
+}
+
+/// Dirty, bit 6 of a leaf (SDM tables 4-4 to 4-11).
+const DIRTY: u64 = 1 << 6;
+
+fn split_keeps_a_dirty_bit_the_cpu_sets_while_the_table_is_linked<M: PagingMode>() {
+    // The CPU writes through the large page after the split read it and
+    // before the table replaces it: every PTE must carry that D (the large
+    // page was written; which 4 KiB of it is unknown).
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    assert_eq!(raw_leaf(&rig, BASE) & DIRTY, 0);
+    let slot = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap().0;
+    let mut mapper = racing_mapper(&rig, slot, slot, DIRTY);
+    mapper
+        .set_memory(
+            va(BASE + 0x3000),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    for page in [0u32, 3, 9, (span::<M>() / PAGE_SIZE) as u32 - 1] {
+        assert_ne!(
+            raw_leaf(&rig, BASE + page * 0x1000) & DIRTY,
+            0,
+            "PTE {page}"
+        );
+    }
+}
+
+#[test]
+fn split_keeps_a_dirty_bit_the_cpu_sets_while_the_table_is_linked_pae() {
+    split_keeps_a_dirty_bit_the_cpu_sets_while_the_table_is_linked::<Pae>();
+}
+
+#[test]
+fn split_keeps_a_dirty_bit_the_cpu_sets_while_the_table_is_linked_two_level() {
+    split_keeps_a_dirty_bit_the_cpu_sets_while_the_table_is_linked::<TwoLevel>();
+}
+
+fn split_merge_keeps_a_dirty_bit_the_cpu_sets_while_the_large_entry_is_written<M: PagingMode>() {
+    // The CPU writes through a 4 KiB page after the merge checked the table
+    // and before the large entry replaces it: the large entry must carry D.
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    let large = raw_leaf(&rig, BASE);
+    split_and_restore(&mut rig);
+    let walk = rig.mapper.walk(va(BASE + 0x7000)).unwrap();
+    let (pmd, pte) = (walk.pmd.unwrap().0, walk.pte.unwrap().0);
+    let mut mapper = racing_mapper(&rig, pmd, pte, DIRTY);
+    let merged = mapper
+        .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!(merged.merged, 1);
+    assert_eq!(raw_leaf(&rig, BASE), large | DIRTY);
+}
+
+#[test]
+fn split_merge_keeps_a_dirty_bit_the_cpu_sets_while_the_large_entry_is_written_pae() {
+    split_merge_keeps_a_dirty_bit_the_cpu_sets_while_the_large_entry_is_written::<Pae>();
+}
+
+#[test]
+fn split_merge_keeps_a_dirty_bit_the_cpu_sets_while_the_large_entry_is_written_two_level() {
+    split_merge_keeps_a_dirty_bit_the_cpu_sets_while_the_large_entry_is_written::<TwoLevel>();
+}
+
+fn split_keeps_a_late_accessed_bit_and_invents_no_dirty_one<M: PagingMode>() {
+    // The same race with a read: A arrives in the large entry during the
+    // link, and the PTEs get A but not D (nobody wrote).
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    let (_, flush) = rig
+        .mapper
+        .test_and_clear_accessed(va(BASE), span::<M>())
+        .unwrap();
+    flush.flush(&rig.mmu);
+    assert_eq!(raw_leaf(&rig, BASE) & (1 << 5 | DIRTY), 0);
+    let slot = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap().0;
+    let mut mapper = racing_mapper(&rig, slot, slot, 1 << 5);
+    mapper
+        .set_memory(
+            va(BASE + 0x3000),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    for page in [0u32, 9] {
+        let pte = raw_leaf(&rig, BASE + page * 0x1000);
+        assert_eq!(pte & (1 << 5 | DIRTY), 1 << 5, "PTE {page}: {pte:#x}");
+    }
+}
+
+#[test]
+fn split_keeps_a_late_accessed_bit_and_invents_no_dirty_one_pae() {
+    split_keeps_a_late_accessed_bit_and_invents_no_dirty_one::<Pae>();
+}
+
+#[test]
+fn split_keeps_a_late_accessed_bit_and_invents_no_dirty_one_two_level() {
+    split_keeps_a_late_accessed_bit_and_invents_no_dirty_one::<TwoLevel>();
+}
