@@ -54,6 +54,8 @@ pub use mappings::{Dump, Mapping, Mappings};
 pub use mode::PagingMode;
 pub use pgtbuf::{PgtBuf, PgtBufReport};
 pub use range::{FrameRange, PageRange};
-pub use sync::{KernelSync, SyncError, SyncOutcome, sync_kernel_entry};
+pub use sync::{
+    KernelSync, SyncError, SyncOutcome, SyncedAttrStats, SyncedMergeStats, sync_kernel_entry,
+};
 pub use table::{PtrTable, RawTable};
 pub use walk::{Slot, Translation, Walk, Walker};

@@ -2,7 +2,9 @@
 //! mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 
-use paging_core::{AccessError, ErrorKind, PagingError, PhysAddr, PhysFrame, SyncError, VirtAddr};
+use paging_core::{
+    AccessError, AttrError, ErrorKind, PagingError, PhysAddr, PhysFrame, SyncError, VirtAddr,
+};
 
 #[test]
 fn every_sync_error_says_what_happened() {
@@ -35,6 +37,27 @@ fn every_sync_error_says_what_happened() {
             SyncError::Access(AccessError::NoSlot),
             "no temporary mapping slot is free",
             ErrorKind::Exhausted,
+        ),
+        (
+            SyncError::NotReference {
+                root,
+                reference: PhysAddr::new(0x9000).unwrap(),
+            },
+            "the mapper's root 0x5000 is not the reference directory 0x9000",
+            ErrorKind::InvalidState,
+        ),
+        (
+            SyncError::PrivateKernelPmd {
+                root,
+                va: VirtAddr::new(0xC060_0000),
+            },
+            "directory 0x5000 has a private kernel PMD at 0xc0600000: its large pages cannot change",
+            ErrorKind::Unsupported,
+        ),
+        (
+            SyncError::Attr(AttrError::OutOfFrames),
+            "out of frames for page tables",
+            ErrorKind::OutOfMemory,
         ),
     ];
     let unreachable = AccessError::Unreachable(PhysFrame::from_number(7).unwrap());

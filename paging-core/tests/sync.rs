@@ -2,15 +2,17 @@
 //! lazy, lock-free fault path, across 100 directories in both modes, and the
 //! 2001 race (a nested fault between check and fill) driven at every point.
 mod mapper_support;
+mod sync_support;
 
 use std::cell::Cell;
 
 use mapper_support::{frame, pa, va};
 use paging_core::{
-    AccessError, Entry, KernelSync, MapFlags, Mapper, NativeHooks, Page, PagingMode, PhysAddr,
-    PhysFrame, RawTable, SyncError, SyncOutcome, TableAccess, VirtAddr, sync_kernel_entry,
+    Entry, KernelSync, MapFlags, Mapper, NativeHooks, Page, PagingMode, PhysAddr, SyncError,
+    SyncOutcome, VirtAddr, sync_kernel_entry,
 };
-use paging_sim::{Access, Machine, SimAccess, SimRam, SimTable};
+use paging_sim::{Access, Machine, SimAccess, SimRam};
+use sync_support::Interrupting;
 
 const KERNEL: u32 = 0xC000_0000;
 const VMALLOC: u32 = 0xE000_0000;
@@ -193,73 +195,6 @@ fn registry_errors_change_nothing<M: PagingMode>() {
     let e = m.assert_unchanged(|_| sync.register(c.root()));
     assert!(matches!(e, Err(SyncError::Conflict { .. })), "{e:?}");
     assert_eq!(sync.registered(), 1);
-}
-
-/// A table access that runs `nested` once, right after the `at`-th load
-/// made through it: an interrupt (or NMI) arriving mid-way.
-struct Interrupting<'r, 'n> {
-    ram: &'r SimRam,
-    loads: Cell<usize>,
-    at: usize,
-    nested: Cell<Option<&'n dyn Fn()>>,
-}
-
-struct InterruptingTable<'a, 'r, 'n> {
-    outer: &'a Interrupting<'r, 'n>,
-    table: SimTable<'r>,
-}
-
-impl InterruptingTable<'_, '_, '_> {
-    fn tick(&self) {
-        let n = self.outer.loads.get();
-        self.outer.loads.set(n + 1);
-        if n == self.outer.at
-            && let Some(f) = self.outer.nested.take()
-        {
-            f();
-        }
-    }
-}
-
-impl RawTable for InterruptingTable<'_, '_, '_> {
-    fn load32(&self, w: usize) -> u32 {
-        let v = self.table.load32(w);
-        self.tick();
-        v
-    }
-    fn store32(&self, w: usize, v: u32) {
-        self.table.store32(w, v)
-    }
-    fn swap32(&self, w: usize, v: u32) -> u32 {
-        self.table.swap32(w, v)
-    }
-    fn compare_exchange32(&self, w: usize, current: u32, new: u32) -> Result<u32, u32> {
-        self.table.compare_exchange32(w, current, new)
-    }
-    fn load64(&self, e: usize) -> u64 {
-        let v = self.table.load64(e);
-        self.tick();
-        v
-    }
-    fn store64(&self, e: usize, v: u64) {
-        self.table.store64(e, v)
-    }
-    fn swap64(&self, e: usize, v: u64) -> u64 {
-        self.table.swap64(e, v)
-    }
-}
-
-impl<'r, 'n> TableAccess for Interrupting<'r, 'n> {
-    type Table<'a>
-        = InterruptingTable<'a, 'r, 'n>
-    where
-        Self: 'a;
-    fn table(&self, frame: PhysFrame) -> Result<Self::Table<'_>, AccessError> {
-        Ok(InterruptingTable {
-            outer: self,
-            table: SimTable::new(self.ram, frame),
-        })
-    }
 }
 
 /// A reference with a vmalloc mapping, and a directory lacking the entry

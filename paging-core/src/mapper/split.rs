@@ -142,9 +142,11 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     /// the TLB flushed, and the attributes are unchanged.
     ///
     /// In 2-level mode a kernel whose large PDEs are copied into other
-    /// page directories must copy the new table entry into them too
-    /// ([`sync_kernel_entry`](crate::sync_kernel_entry)); in PAE the kernel
-    /// PMD tables are usually shared and nothing more is needed.
+    /// page directories must point those copies at the new table too: use
+    /// [`KernelSync::set_memory`](crate::KernelSync::set_memory), which
+    /// does this call and rewrites every registered copy in the right
+    /// order. In PAE the kernel PMD tables are usually shared and nothing
+    /// more is needed.
     pub fn set_memory<T, F>(
         &mut self,
         start: impl Into<VirtAddr>,
@@ -165,13 +167,7 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             return Ok(stats);
         }
         // The flags checks protect_range makes, before anything else.
-        let leaf = self
-            .leaf_flags(set | MapFlags::PRESENT, PageSize::Size4KiB)
-            .map_err(|e| attr_from_map(e, set))?;
-        let probe = PhysFrame::containing_address(PhysAddr::ZERO);
-        if M::Pte::page(probe, leaf).is_err() || M::Pmd::large(PhysAddr::ZERO, leaf).is_err() {
-            return Err(AttrError::Unsupported(set));
-        }
+        self.check_leaf_flags(set)?;
 
         // Check: mapped throughout, splits possible, widenings allowed.
         let span = M::pmd_span();
@@ -284,8 +280,11 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
     ///
     /// The table must be linked by this hierarchy only (the same rule as
     /// [`free_empty_tables`](Self::free_empty_tables)): in 2-level mode a
-    /// kernel that copied the table entry into other page directories must
-    /// not merge through one of them.
+    /// kernel that copied the table entry into other page directories
+    /// merges through
+    /// [`KernelSync::merge_large_pages`](crate::KernelSync::merge_large_pages),
+    /// which frees the table only once every registered copy holds the
+    /// large entry.
     ///
     /// Errors: [`AttrError::Unaligned`], [`AttrError::VirtOutOfRange`],
     /// [`AttrError::Access`]: a table not reached while a block is checked
@@ -350,6 +349,30 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             stats.merged += 1;
         }
         Ok(stats)
+    }
+
+    /// The `(clear, set)` flags of `change` on this mapper's CPU, with the
+    /// flags checks `protect_range` makes: what `set_memory` refuses
+    /// whatever the range.
+    pub(crate) fn checked_change(
+        &self,
+        change: AttrChange,
+    ) -> Result<(MapFlags, MapFlags), AttrError> {
+        let (clear, set) = self.resolve(change)?;
+        self.check_leaf_flags(set)?;
+        Ok((clear, set))
+    }
+
+    /// Whether a leaf can carry `set` (in both sizes).
+    fn check_leaf_flags(&self, set: MapFlags) -> Result<(), AttrError> {
+        let leaf = self
+            .leaf_flags(set | MapFlags::PRESENT, PageSize::Size4KiB)
+            .map_err(|e| attr_from_map(e, set))?;
+        let probe = PhysFrame::containing_address(PhysAddr::ZERO);
+        if M::Pte::page(probe, leaf).is_err() || M::Pmd::large(PhysAddr::ZERO, leaf).is_err() {
+            return Err(AttrError::Unsupported(set));
+        }
+        Ok(())
     }
 
     /// The `(clear, set)` flags of `change` on this mapper's CPU.

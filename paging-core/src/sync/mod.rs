@@ -36,8 +36,45 @@
 //! path then has nothing to do and reports [`SyncOutcome::NotSyncFault`]. A
 //! directory with a *private* copy of the kernel PMD (as Xen PV guests use)
 //! is synchronised one PMD entry at a time by the same functions.
+//!
+//! # Changing a kernel large page in every directory
+//!
+//! Linux's `__set_pmd_pte` walks `pgd_list` when the kernel PMD is not
+//! shared; [`KernelSync::set_memory`] and
+//! [`KernelSync::merge_large_pages`] are that walk.
+//!
+//! In 2-level mode each directory holds its own *copy* of every kernel PGD
+//! entry. A [`Mapper::set_memory`](crate::Mapper::set_memory) on the reference changes the
+//! reference's entry only: the copies keep the old large entry, so a page
+//! made read-only in the reference stays writable through every other
+//! directory, and a
+//! [`Mapper::merge_large_pages`](crate::Mapper::merge_large_pages) frees a PTE table the
+//! copies still link. [`KernelSync::set_memory`] and
+//! [`KernelSync::merge_large_pages`] do the same work and bring every
+//! registered directory's copy in step, under the registry lock (so a
+//! directory registered meanwhile copies the entry either before the
+//! change, and is updated, or after it).
+//!
+//! The lock-free lazy fill ([`sync_kernel_entry`])
+//! may have read the reference's entry just before it changed and fill
+//! the old value later. In 2-level mode an entry is one 32-bit word and
+//! the fill a compare-and-swap from empty, so the rewrite stores the new
+//! entry into *empty* copies too: a late fill then fails, and a fill that
+//! landed first is replaced.
+//!
+//! In PAE the kernel PMD is normally shared by every directory: there are
+//! no copies, and these calls are the mapper's calls plus the checks. A
+//! directory with a *private* kernel PMD (the Xen PV arrangement) is
+//! refused ([`SyncError::PrivateKernelPmd`]): its lazy fill writes a
+//! 64-bit entry as two 32-bit halves, safe only because the reference's
+//! entry never changes, and a late fill's high half could land over a
+//! rewritten entry.
 
 use core::fmt;
+
+mod attr;
+
+pub use attr::{SyncedAttrStats, SyncedMergeStats};
 
 use crate::access::{AccessError, TableAccess, reach};
 use crate::addr::{PhysAddr, VirtAddr};
@@ -63,8 +100,11 @@ pub enum SyncOutcome {
     NotSyncFault,
 }
 
-/// Why an eager-sync call did nothing.
+/// Why an eager-sync call did nothing (or, for
+/// [`KernelSync::set_memory`] and [`KernelSync::merge_large_pages`], what
+/// stopped it: see each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SyncError {
     /// The registry holds as many directories as it can.
     RegistryFull {
@@ -84,6 +124,27 @@ pub enum SyncError {
     },
     /// A table could not be reached.
     Access(AccessError),
+    /// The mapper given is not bound to this registry's reference
+    /// directory.
+    NotReference {
+        /// The mapper's root.
+        root: PhysAddr,
+        /// The reference directory.
+        reference: PhysAddr,
+    },
+    /// The attribute change or merge in the reference failed.
+    Attr(crate::error::AttrError),
+    /// A registered PAE directory holds a private copy of the kernel PMD
+    /// (the Xen PV arrangement) over the range, and a large kernel page
+    /// cannot change size under it: the lock-free lazy fill writes such a
+    /// copy in two 32-bit halves on the promise that the reference's
+    /// entry never changes (see [`sync_kernel_entry`]).
+    PrivateKernelPmd {
+        /// The directory.
+        root: PhysAddr,
+        /// An address its private PMD entry covers.
+        va: VirtAddr,
+    },
 }
 
 impl fmt::Display for SyncError {
@@ -99,6 +160,15 @@ impl fmt::Display for SyncError {
                 )
             }
             Self::Access(e) => write!(f, "{e}"),
+            Self::NotReference { root, reference } => write!(
+                f,
+                "the mapper's root {root} is not the reference directory {reference}"
+            ),
+            Self::Attr(e) => write!(f, "{e}"),
+            Self::PrivateKernelPmd { root, va } => write!(
+                f,
+                "directory {root} has a private kernel PMD at {va}: its large pages cannot change"
+            ),
         }
     }
 }
@@ -112,6 +182,9 @@ impl PagingError for SyncError {
             Self::NotRegistered(_) | Self::AlreadyRegistered(_) => ErrorKind::InvalidState,
             Self::Conflict { .. } => ErrorKind::AlreadyMapped,
             Self::Access(e) => e.kind(),
+            Self::NotReference { .. } => ErrorKind::InvalidState,
+            Self::Attr(e) => e.kind(),
+            Self::PrivateKernelPmd { .. } => ErrorKind::Unsupported,
         }
     }
 }
@@ -178,7 +251,11 @@ fn same_entry<E: PmdEntry>(a: E, b: E) -> bool {
 /// reference's entry, once present, is not replaced while directories may
 /// copy it (the binding contract forbids freeing, through the reference, a
 /// kernel table another directory links, and a fill in flight is about to
-/// link it). So two CPUs (or a nested fault and the code it interrupted)
+/// link it). The one exception is [`KernelSync::set_memory`] and
+/// [`KernelSync::merge_large_pages`] in 2-level mode, which write the new
+/// entry into every registered copy, empty ones included, so that a fill
+/// that read the old entry fails its compare-and-swap (see the module
+/// docs; in PAE they refuse a private kernel PMD). So two CPUs (or a nested fault and the code it interrupted)
 /// filling one entry store the *same* high half, whatever the order, and
 /// exactly one of them moves the low half from 0: every state the MMU can
 /// read is empty, not present with the right high half, or the whole

@@ -1,0 +1,567 @@
+//! `KernelSync::set_memory` and `KernelSync::merge_large_pages`: a large
+//! kernel page split, changed and merged back in the reference directory,
+//! with every registered directory's copy of the entry kept in step, seen
+//! through the simulated MMU in each directory.
+//!
+//! What the hardware must see (SDM Vol. 3A 4.6: a supervisor write to a
+//! read-only page faults with error code P | W = 3 when CR0.WP = 1; 4.8:
+//! the Dirty bit at bit 6 of a 4 KiB PTE) is written here from the SDM,
+//! never from the code under test.
+mod mapper_support;
+mod sync_support;
+
+use std::cell::{Cell, RefCell};
+
+use mapper_support::{frame, pa, va};
+use paging_core::{
+    AttrChange, AttrError, CpuFeatures, Entry, KernelSync, LargePages, MapFlags, Mapper,
+    NativeHooks, PAGE_SIZE, Page, PagingMode, PhysAddr, PmdEntry, SyncError, SyncOutcome, TlbOps,
+    sync_kernel_entry,
+};
+use paging_sim::{Access, Machine, SimAccess, SimRam};
+use sync_support::Interrupting;
+
+const KERNEL: u32 = 0xC000_0000;
+/// A large-page block in the kernel half, aligned to 4 MiB.
+const LARGE: u32 = 0xC080_0000;
+/// Where it maps, aligned to 4 MiB.
+const PHYS: u64 = 0x4000_0000;
+/// The page made read-only.
+const RO_PAGE: u32 = LARGE + 5 * PAGE_SIZE as u32;
+/// A supervisor write to a present read-only page.
+const WRITE_TO_READ_ONLY: u32 = 0b11;
+
+type Sync<'r, M> = KernelSync<M, SimAccess<'r>, NativeHooks, 8>;
+
+fn span<M: PagingMode>() -> u64 {
+    M::pmd_span()
+}
+
+/// A machine whose reference maps the kernel image page, the registry,
+/// and `dirs` directories registered with it.
+fn setup<M: PagingMode>(
+    ram: &SimRam,
+    dirs: usize,
+    large_first: bool,
+) -> (Machine<'_, M>, Sync<'_, M>, Vec<PhysAddr>) {
+    let mut m = Machine::<M>::new(ram);
+    m.mapper
+        .map(
+            Page::from_start_address(va(KERNEL)).unwrap(),
+            frame(0x10_0000),
+            MapFlags::KERNEL_RW,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .flush(&m.mmu);
+    if large_first {
+        map_large(&mut m);
+    }
+    let sync = KernelSync::new_isolated(
+        m.mapper.root(),
+        va(KERNEL),
+        SimAccess::new(ram),
+        NativeHooks,
+    );
+    let roots = (0..dirs)
+        .map(|_| {
+            let d = Mapper::<M, _>::create_isolated(
+                SimAccess::new(ram),
+                CpuFeatures::full::<M>(),
+                &mut m.alloc,
+            )
+            .unwrap()
+            .root();
+            sync.register(d).unwrap();
+            d
+        })
+        .collect();
+    (m, sync, roots)
+}
+
+/// One large page at `LARGE`, kernel read-write.
+fn map_large<M: PagingMode>(m: &mut Machine<'_, M>) {
+    m.mapper
+        .map_range(
+            va(LARGE),
+            pa(PHYS),
+            span::<M>(),
+            MapFlags::KERNEL_RW,
+            LargePages::Use,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .flush(&m.mmu);
+}
+
+/// What a write to `at` does with `root` loaded in CR3: the physical
+/// address and page size, or the fault's error code.
+fn write_in<M: PagingMode>(m: &Machine<'_, M>, root: PhysAddr, at: u32) -> Result<(u64, u64), u32> {
+    m.mmu.load_cr3(root.as_u64() as u32).unwrap();
+    m.mmu
+        .translate(va(at), Access::WRITE)
+        .map(|t| (t.pa.as_u64(), t.size.bytes()))
+        .map_err(|f| f.code)
+}
+
+/// The raw entry a walk of `root` ends at for `at`: the PTE, or the large
+/// entry.
+fn leaf_in<M: PagingMode>(ram: &SimRam, root: PhysAddr, at: u32) -> u64 {
+    let walker = paging_core::Walker::<M, _>::new(root, SimAccess::new(ram));
+    let walk = walker.walk(va(at)).unwrap();
+    walk.pte
+        .map_or_else(|| walk.pmd.unwrap().1.raw(), |(_, e)| e.raw())
+}
+
+/// The PMD-level entry (the PDE) `root` holds for `at`.
+fn pde_in<M: PagingMode>(ram: &SimRam, root: PhysAddr, at: u32) -> M::Pmd {
+    let walker = paging_core::Walker::<M, _>::new(root, SimAccess::new(ram));
+    walker.walk(va(at)).unwrap().pmd.unwrap().1
+}
+
+fn kernel_sync_split_makes_a_page_read_only_in_every_directory<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 3, true);
+    let everyone: Vec<PhysAddr> = std::iter::once(m.mapper.root())
+        .chain(dirs.clone())
+        .collect();
+    // Every directory writes through the large page (its TLB entry is the
+    // large one).
+    for &root in &everyone {
+        assert_eq!(
+            write_in(&m, root, RO_PAGE),
+            Ok((PHYS + 5 * PAGE_SIZE, M::LARGE_PAGE_SIZE.bytes()))
+        );
+    }
+    let stats = sync
+        .set_memory(
+            &mut m.mapper,
+            va(RO_PAGE),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &m.mmu,
+            &mut m.alloc,
+        )
+        .unwrap();
+    assert_eq!(stats.attrs.split, 1);
+    assert_eq!(stats.attrs.changed, 1);
+    // 2-level: each directory's copy of the PDE pointed at the new table;
+    // PAE: the kernel PMD is shared, there are no copies.
+    assert_eq!(stats.copies, if M::PMD_FOLDED { 3 } else { 0 });
+    for &root in &everyone {
+        assert_eq!(
+            write_in(&m, root, RO_PAGE),
+            Err(WRITE_TO_READ_ONLY),
+            "directory {root}"
+        );
+        for neighbour in [RO_PAGE - PAGE_SIZE as u32, RO_PAGE + PAGE_SIZE as u32] {
+            let off = u64::from(neighbour - LARGE);
+            assert_eq!(
+                write_in(&m, root, neighbour),
+                Ok((PHYS + off, PAGE_SIZE)),
+                "the rest of the large page is as it was, in 4 KiB pages"
+            );
+        }
+        assert!(!pde_in::<M>(&ram, root, LARGE).is_large());
+    }
+    // Done again, nothing more to change anywhere.
+    let again = sync
+        .set_memory(
+            &mut m.mapper,
+            va(RO_PAGE),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &m.mmu,
+            &mut m.alloc,
+        )
+        .unwrap();
+    assert_eq!(
+        (again.attrs.split, again.attrs.changed, again.copies),
+        (0, 0, 0)
+    );
+}
+
+/// Why the registry's call exists: through the mapper alone, in 2-level
+/// mode, the other directories keep their copy of the large entry and go
+/// on writing the page.
+fn a_plain_mapper_split_leaves_copies_writable_in_2_level<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, _sync, dirs) = setup::<M>(&ram, 1, true);
+    m.mapper
+        .set_memory(va(RO_PAGE), PAGE_SIZE, AttrChange::RO, &m.mmu, &mut m.alloc)
+        .unwrap();
+    let expected = if M::PMD_FOLDED {
+        Ok((PHYS + 5 * PAGE_SIZE, M::LARGE_PAGE_SIZE.bytes()))
+    } else {
+        Err(WRITE_TO_READ_ONLY)
+    };
+    assert_eq!(write_in(&m, dirs[0], RO_PAGE), expected);
+}
+
+fn kernel_sync_split_keeps_the_dirty_bit_a_copy_collected<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 2, true);
+    // Only the second directory writes page 7: in 2-level mode only its
+    // copy of the PDE is dirty, the reference's entry is not.
+    let dirty = LARGE + 7 * PAGE_SIZE as u32;
+    write_in(&m, dirs[1], dirty).unwrap();
+    m.mmu.load_cr3(m.mapper.root().as_u64() as u32).unwrap();
+    sync.set_memory(
+        &mut m.mapper,
+        va(RO_PAGE),
+        PAGE_SIZE,
+        AttrChange::RO,
+        &m.mmu,
+        &mut m.alloc,
+    )
+    .unwrap();
+    let pte = leaf_in::<M>(&ram, m.mapper.root(), dirty);
+    assert_ne!(pte & 1 << 6, 0, "D (bit 6) of page 7's PTE: {pte:#x}");
+    assert_ne!(pte & 1 << 5, 0, "A (bit 5): {pte:#x}");
+    assert_eq!(pte & 1 << 1, 1 << 1, "page 7 stays writable");
+}
+
+fn kernel_sync_split_then_merge_frees_the_table_after_every_copy<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 3, true);
+    sync.set_memory(
+        &mut m.mapper,
+        va(RO_PAGE),
+        PAGE_SIZE,
+        AttrChange::RO,
+        &m.mmu,
+        &mut m.alloc,
+    )
+    .unwrap();
+    let table = pde_in::<M>(&ram, m.mapper.root(), LARGE).addr();
+    let back = sync
+        .set_memory(
+            &mut m.mapper,
+            va(RO_PAGE),
+            PAGE_SIZE,
+            AttrChange::RW,
+            &m.mmu,
+            &mut m.alloc,
+        )
+        .unwrap();
+    assert_eq!(
+        (back.attrs.split, back.attrs.changed, back.copies),
+        (0, 1, 0)
+    );
+    let live = m.alloc.live();
+    let merged = sync
+        .merge_large_pages(&mut m.mapper, va(LARGE), span::<M>(), &m.mmu, &mut m.alloc)
+        .unwrap();
+    assert_eq!((merged.merge.merged, merged.merge.kept), (1, 0));
+    assert_eq!(merged.copies, if M::PMD_FOLDED { 3 } else { 0 });
+    assert_eq!(m.alloc.live(), live - 1, "the PTE table went back");
+    for root in std::iter::once(m.mapper.root()).chain(dirs) {
+        let pde = pde_in::<M>(&ram, root, LARGE);
+        assert!(pde.is_large(), "directory {root}: {pde:?}");
+        assert_ne!(pde.addr(), table);
+        assert_eq!(
+            write_in(&m, root, RO_PAGE),
+            Ok((PHYS + 5 * PAGE_SIZE, M::LARGE_PAGE_SIZE.bytes()))
+        );
+    }
+}
+
+/// Why the registry's merge exists: through the mapper alone, in 2-level
+/// mode, the table goes back to the allocator while the other
+/// directories' copies still point at it.
+fn a_plain_mapper_merge_frees_a_table_copies_link_in_2_level<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 1, true);
+    let tlb: &dyn TlbOps = &m.mmu;
+    sync.set_memory(
+        &mut m.mapper,
+        va(RO_PAGE),
+        PAGE_SIZE,
+        AttrChange::RO,
+        tlb,
+        &mut m.alloc,
+    )
+    .unwrap();
+    sync.set_memory(
+        &mut m.mapper,
+        va(RO_PAGE),
+        PAGE_SIZE,
+        AttrChange::RW,
+        tlb,
+        &mut m.alloc,
+    )
+    .unwrap();
+    let table = pde_in::<M>(&ram, m.mapper.root(), LARGE).addr();
+    m.mapper
+        .merge_large_pages(va(LARGE), span::<M>(), &m.mmu, &mut m.alloc)
+        .unwrap();
+    let table_frame = paging_core::PhysFrame::containing_address(table);
+    assert!(
+        !m.alloc.is_live(table_frame),
+        "the mapper gave the table back"
+    );
+    let copy = pde_in::<M>(&ram, dirs[0], LARGE);
+    // 2-level: the copy still links the freed table; PAE: shared PMD, the
+    // directory sees the large entry.
+    assert_eq!(!copy.is_large() && copy.addr() == table, M::PMD_FOLDED);
+}
+
+/// A directory registered before the large page existed has an empty copy
+/// that the lazy path fills. A fill that read the reference's old large
+/// entry, interrupted before its store by the whole change: whatever load
+/// the interruption comes after, the directory ends with the new entry, and
+/// the page is read-only through it.
+fn kernel_sync_split_beats_a_late_lazy_fill<M: PagingMode>() {
+    // How many loads the fill makes uninterrupted.
+    let probe = {
+        let ram = SimRam::new();
+        let (mut m, _sync, dirs) = setup::<M>(&ram, 1, false);
+        map_large(&mut m);
+        let access = Interrupting {
+            ram: &ram,
+            loads: Cell::new(0),
+            at: usize::MAX,
+            nested: Cell::new(None),
+        };
+        // SAFETY: both roots are directories in simulated RAM.
+        let out = unsafe {
+            sync_kernel_entry::<M, _, _>(&access, &NativeHooks, m.mapper.root(), dirs[0], va(LARGE))
+        }
+        .unwrap();
+        let expected = if M::PMD_FOLDED {
+            SyncOutcome::Filled
+        } else {
+            SyncOutcome::NotSyncFault
+        };
+        assert_eq!(out, expected);
+        access.loads.get()
+    };
+    for at in 0..probe {
+        let ram = SimRam::new();
+        let (m, sync, dirs) = setup::<M>(&ram, 1, false);
+        let reference = m.mapper.root();
+        let m = RefCell::new(m);
+        map_large(&mut m.borrow_mut());
+        let change = || {
+            let mut guard = m.borrow_mut();
+            let mach = &mut *guard;
+            sync.set_memory(
+                &mut mach.mapper,
+                va(RO_PAGE),
+                PAGE_SIZE,
+                AttrChange::RO,
+                &mach.mmu,
+                &mut mach.alloc,
+            )
+            .unwrap();
+        };
+        let access = Interrupting {
+            ram: &ram,
+            loads: Cell::new(0),
+            at,
+            nested: Cell::new(Some(&change)),
+        };
+        // SAFETY: both roots are directories in simulated RAM.
+        let out = unsafe {
+            sync_kernel_entry::<M, _, _>(&access, &NativeHooks, reference, dirs[0], va(LARGE))
+        }
+        .unwrap();
+        assert!(access.nested.take().is_none(), "the change ran (at {at})");
+        let m = m.into_inner();
+        let want = pde_in::<M>(&ram, reference, LARGE);
+        assert!(!want.is_large());
+        let have = pde_in::<M>(&ram, dirs[0], LARGE);
+        assert_eq!(have.addr(), want.addr(), "at {at}: {out:?}");
+        assert_eq!(
+            write_in(&m, dirs[0], RO_PAGE),
+            Err(WRITE_TO_READ_ONLY),
+            "at {at}"
+        );
+    }
+}
+
+fn kernel_sync_split_errors_change_nothing<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 2, true);
+    // Not the reference: a mapper of another directory.
+    let mut other =
+        Mapper::<M, _>::new_isolated(dirs[0], SimAccess::new(&ram), CpuFeatures::full::<M>())
+            .unwrap();
+    let e = m.assert_unchanged(|m| {
+        sync.set_memory(
+            &mut other,
+            va(RO_PAGE),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &m.mmu,
+            &mut m.alloc,
+        )
+    });
+    assert_eq!(
+        e,
+        Err(SyncError::NotReference {
+            root: dirs[0],
+            reference: m.mapper.root()
+        })
+    );
+    let e = m.assert_unchanged(|m| {
+        sync.merge_large_pages(&mut other, va(LARGE), span::<M>(), &m.mmu, &mut m.alloc)
+    });
+    assert!(matches!(e, Err(SyncError::NotReference { .. })), "{e:?}");
+
+    // A change the CPU cannot carry is refused before the split.
+    let bad = if M::PMD_FOLDED {
+        AttrChange::NX
+    } else {
+        AttrChange::flags(MapFlags::empty(), MapFlags::NO_EXECUTE)
+    };
+    let mut no_nx = Mapper::<M, _>::new_isolated(
+        m.mapper.root(),
+        SimAccess::new(&ram),
+        CpuFeatures::full::<M>().without(paging_core::CpuFeature::NoExecute),
+    )
+    .unwrap();
+    let e = m.assert_unchanged(|m| {
+        sync.set_memory(
+            &mut no_nx,
+            va(RO_PAGE),
+            PAGE_SIZE,
+            bad,
+            &m.mmu,
+            &mut m.alloc,
+        )
+    });
+    assert!(
+        matches!(
+            e,
+            Err(SyncError::Attr(
+                AttrError::Unsupported(_) | AttrError::MissingFeature(_)
+            ))
+        ),
+        "{e:?}"
+    );
+
+    // Misaligned or past 4 GiB.
+    let e = m.assert_unchanged(|m| {
+        sync.merge_large_pages(
+            &mut m.mapper,
+            va(LARGE + 1),
+            span::<M>(),
+            &m.mmu,
+            &mut m.alloc,
+        )
+    });
+    assert!(
+        matches!(e, Err(SyncError::Attr(AttrError::Unaligned { .. }))),
+        "{e:?}"
+    );
+    let e = m.assert_unchanged(|m| {
+        sync.merge_large_pages(&mut m.mapper, va(LARGE), 0x100, &m.mmu, &mut m.alloc)
+    });
+    assert!(
+        matches!(e, Err(SyncError::Attr(AttrError::Unaligned { .. }))),
+        "{e:?}"
+    );
+    let e = m.assert_unchanged(|m| {
+        sync.merge_large_pages(
+            &mut m.mapper,
+            va(0xFFE0_0000),
+            span::<M>() * 2,
+            &m.mmu,
+            &mut m.alloc,
+        )
+    });
+    assert!(
+        matches!(e, Err(SyncError::Attr(AttrError::VirtOutOfRange { .. }))),
+        "{e:?}"
+    );
+    let e = m.assert_unchanged(|m| {
+        sync.set_memory(
+            &mut m.mapper,
+            va(LARGE + 0x10),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &m.mmu,
+            &mut m.alloc,
+        )
+    });
+    assert!(
+        matches!(e, Err(SyncError::Attr(AttrError::Unaligned { .. }))),
+        "{e:?}"
+    );
+}
+
+/// A registered directory whose entry for the block is neither empty nor
+/// the reference's is a conflict: refused before anything changes (2-level:
+/// a copy; PAE: a private kernel PMD, refused as such).
+fn kernel_sync_split_refuses_a_copy_it_would_overwrite<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, _dirs) = setup::<M>(&ram, 0, true);
+    let odd = Mapper::<M, _>::create_isolated(
+        SimAccess::new(&ram),
+        CpuFeatures::full::<M>(),
+        &mut m.alloc,
+    )
+    .unwrap();
+    if M::PMD_FOLDED {
+        sync.register(odd.root()).unwrap();
+        // The directory's own mapping where the reference has its large
+        // page (a bug the registry must not paper over).
+        let slot = odd.walker().pgd_slot(va(LARGE));
+        let at = pa(slot.table.start_address().as_u64() + 4 * slot.index as u64);
+        ram.write_u32(at, (PHYS as u32 + 0x40_0000) | 0x83).unwrap();
+    } else {
+        // Registered, it shares the reference's kernel PMD. Then it is
+        // given a private copy of that PMD (the Xen PV arrangement), which
+        // `register` itself would have refused.
+        sync.register(odd.root()).unwrap();
+        let shared = m.mapper.walker().pgd_slot(va(KERNEL));
+        let entry = |root: PhysAddr| pa(root.as_u64() + 8 * shared.index as u64);
+        let pdpte = ram.read_u64(entry(m.mapper.root())).unwrap();
+        let private = m.alloc_contiguous(1).start_address().as_u64();
+        for i in 0..512 {
+            let e = ram.read_u64(pa((pdpte & !0xFFF) + 8 * i)).unwrap();
+            ram.write_u64(pa(private + 8 * i), e).unwrap();
+        }
+        ram.write_u64(entry(odd.root()), private | (pdpte & 0xFFF))
+            .unwrap();
+    }
+    let e = m.assert_unchanged(|m| {
+        sync.set_memory(
+            &mut m.mapper,
+            va(RO_PAGE),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &m.mmu,
+            &mut m.alloc,
+        )
+    });
+    let want = if M::PMD_FOLDED {
+        SyncError::Conflict {
+            root: odd.root(),
+            va: va(LARGE),
+        }
+    } else {
+        SyncError::PrivateKernelPmd {
+            root: odd.root(),
+            va: va(LARGE),
+        }
+    };
+    assert_eq!(e, Err(want));
+    let e = m.assert_unchanged(|m| {
+        sync.merge_large_pages(&mut m.mapper, va(LARGE), span::<M>(), &m.mmu, &mut m.alloc)
+    });
+    assert_eq!(e, Err(want));
+    assert!(!format!("{want}").is_empty());
+}
+
+paging_sim::for_each_mode!(
+    kernel_sync_split_makes_a_page_read_only_in_every_directory,
+    a_plain_mapper_split_leaves_copies_writable_in_2_level,
+    kernel_sync_split_keeps_the_dirty_bit_a_copy_collected,
+    kernel_sync_split_then_merge_frees_the_table_after_every_copy,
+    a_plain_mapper_merge_frees_a_table_copies_link_in_2_level,
+    kernel_sync_split_beats_a_late_lazy_fill,
+    kernel_sync_split_errors_change_nothing,
+    kernel_sync_split_refuses_a_copy_it_would_overwrite,
+);
