@@ -87,7 +87,7 @@ impl Mode {
 /// One of the repository's kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// `examples/kernel`: every feature of the crates, 62 self-tests (SMP, processes and hostile processes included).
+    /// `examples/kernel`: every feature of the crates, 63 self-tests (SMP, processes and hostile processes included).
     Example,
     /// `examples/minimal`: the adoption guide's kernel.
     Minimal,

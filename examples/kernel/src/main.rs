@@ -103,6 +103,17 @@ fn boot(magic: u32, info_phys: u32) -> Result<Kernel, Error> {
     let policy = KernelPolicy::from_cmdline(context.cmdline).unwrap_or(KernelPolicy::Global);
     mm::kmap_setup::init(fixmap, &window, &layout, policy)?; // 7. kmap pools
     smp::init(&context, fixmap)?; // 8. application processors
+    let mut context = context;
+    let mut frames = mm::frames::lock();
+    let sealed = mm::ro_after_init::seal_cmdline(context.cmdline, &mut mapper, &mut frames); // 9. ro_after_init
+    drop(frames);
+    let (cmdline, stats) = sealed?;
+    context.cmdline = cmdline;
+    println!(
+        "ro_after_init: command line ({} bytes) sealed read-only at {:#x}: {stats}",
+        cmdline.len(),
+        mm::ro_after_init::address().unwrap_or(0)
+    );
     layout.print();
     Ok(Kernel {
         context,

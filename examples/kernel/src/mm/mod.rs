@@ -12,5 +12,6 @@ pub mod kmap_policy;
 pub mod kmap_setup;
 pub mod layout;
 pub mod memory;
+pub mod ro_after_init;
 pub mod shootdown;
 pub mod vmalloc;

@@ -283,6 +283,10 @@ pub const ALL: &[Test] = &[
         run: vmap::vmap_ioremap_pairs_lazy_purge_against_eager,
     },
     Test {
+        name: "split_ro_after_init_page_is_read_only_after_boot",
+        run: split::split_ro_after_init_page_is_read_only_after_boot,
+    },
+    Test {
         name: "split_ro_after_init_region_in_the_large_direct_map",
         run: split::split_ro_after_init_region_in_the_large_direct_map,
     },
