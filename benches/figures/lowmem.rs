@@ -91,7 +91,7 @@ pub fn address_space<M: SimMode>(pte_zone: Zone) -> Result<Usage, String> {
     let mut zoned = std::mem::replace(&mut k.m.alloc, ZonedAllocator::new(0..0, 0..0));
     let slots = k.walk_slots()?;
     let virt = MmuVirt::new(&k.m.mmu);
-    let access = HighmemTables::new(&slots, virt, k.direct, || 0);
+    let access = HighmemTables::new_isolated(&slots, virt, k.direct, || 0);
     let mut alloc = Counting {
         inner: &mut zoned,
         usage: Usage::default(),

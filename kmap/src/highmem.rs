@@ -30,12 +30,43 @@ where
 {
     /// Tables reached through `local` slots, virtual addresses through
     /// `virt`, lowmem through `direct`; `cpu` says which CPU runs.
-    pub fn new(local: &'l S, virt: V, direct: DirectMap, cpu: C) -> Self {
+    ///
+    /// # Safety
+    /// Every address these three values will give for a frame is one
+    /// [`VirtTables::table_at`] may be called with: `direct`'s address of
+    /// every frame below its limit, and the address of every mapping
+    /// `local` makes, are mapped (by the CPU `virt` dereferences through)
+    /// writable to that frame for as long as it is used, and the tables in
+    /// those frames are accessed by nothing else but atomically or by the
+    /// MMU. The proof covers every later `table(frame)` call: they only
+    /// pick among the addresses promised here. Over an
+    /// [`IsolatedVirt`](paging_core::IsolatedVirt), use
+    /// [`new_isolated`](Self::new_isolated).
+    #[allow(unsafe_code)]
+    pub const unsafe fn new(local: &'l S, virt: V, direct: DirectMap, cpu: C) -> Self {
         Self {
             local,
             virt,
             direct,
             cpu,
+        }
+    }
+}
+
+impl<'l, S, V, C> HighmemTables<'l, S, V, C>
+where
+    S: LocalMapper,
+    V: paging_core::IsolatedVirt,
+    C: Fn() -> usize,
+{
+    /// [`new`](Self::new) over virtual addresses that are not this
+    /// program's memory (the host model's CPU).
+    pub const fn new_isolated(local: &'l S, virt: V, direct: DirectMap, cpu: C) -> Self {
+        // SAFETY: an isolated `virt` reaches only memory this program does
+        // not use, whatever the address.
+        #[allow(unsafe_code)]
+        unsafe {
+            Self::new(local, virt, direct, cpu)
         }
     }
 }
@@ -113,7 +144,10 @@ where
     fn table(&self, frame: PhysFrame) -> Result<Self::Table<'_>, AccessError> {
         if let Some(va) = self.direct.direct_va(frame) {
             return Ok(HighmemTable {
-                view: self.virt.table_at(va),
+                // SAFETY: `direct`'s address of a frame below its limit:
+                // promised to `new`.
+                #[allow(unsafe_code)]
+                view: unsafe { self.virt.table_at(va) },
                 _mapping: None,
             });
         }
@@ -125,7 +159,11 @@ where
                 _ => AccessError::Unreachable(frame),
             })?;
         Ok(HighmemTable {
-            view: self.virt.table_at(mapping.va()),
+            // SAFETY: a mapping `local` made of `frame`, held in
+            // `_mapping` for as long as the view lives (it is dropped
+            // after the view): promised to `new`.
+            #[allow(unsafe_code)]
+            view: unsafe { self.virt.table_at(mapping.va()) },
             _mapping: Some(mapping),
         })
     }

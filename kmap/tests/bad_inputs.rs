@@ -72,7 +72,7 @@ fn highmem_tables_without_a_slot_or_a_cpu_change_nothing<M: ModeUnderTest>() {
     let virt = MmuVirt::new(&k.m.mmu);
     let data = |i: u64| support::frame(M::DATA + 0x100_0000 + i * 4096);
     let page = |x: u32| Page::from_start_address(va(x)).unwrap();
-    let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
+    let tables = HighmemTables::new_isolated(&walk_slots, &virt, k.direct, || 0);
     let mut hi = Mapper::<M, _>::create_isolated(
         tables,
         paging_core::CpuFeatures::full::<M>(),
@@ -117,7 +117,7 @@ fn highmem_tables_without_a_slot_or_a_cpu_change_nothing<M: ModeUnderTest>() {
 
     // A CPU number with no stack: the table is unreachable, nothing changes.
     let (snapshot, live) = (k.m.snapshot(), k.m.alloc.live());
-    let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || CPUS);
+    let tables = HighmemTables::new_isolated(&walk_slots, &virt, k.direct, || CPUS);
     let mut wrong_cpu =
         Mapper::<M, _>::new_isolated(hi.root(), tables, paging_core::CpuFeatures::full::<M>())
             .unwrap();

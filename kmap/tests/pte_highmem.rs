@@ -143,7 +143,7 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
     let lo_view = hardware_view(&lo_cpu);
 
     // Lowmem tables through HighmemTables: all direct, no slot used.
-    let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
+    let tables = HighmemTables::new_isolated(&walk_slots, &virt, k.direct, || 0);
     let mut ld =
         Mapper::<M, _>::create_isolated(tables, paging_core::CpuFeatures::full::<M>(), alloc)
             .unwrap();
@@ -155,7 +155,7 @@ fn mapper_with_highmem_tables_matches_lowmem<M: ModeUnderTest>() {
     assert!(direct_accesses > 0);
 
     // PTE tables in highmem, each reached through a local kmap.
-    let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
+    let tables = HighmemTables::new_isolated(&walk_slots, &virt, k.direct, || 0);
     let mut hi =
         Mapper::<M, _>::create_isolated(tables, paging_core::CpuFeatures::full::<M>(), alloc)
             .unwrap()
@@ -255,7 +255,7 @@ fn teardown_releasing_through_highmem_tables<M: ModeUnderTest>() {
     let alloc = &mut k.m.alloc;
     let before: BTreeSet<PhysFrame> = alloc.live_frames().into_iter().collect();
 
-    let tables = HighmemTables::new(&walk_slots, &virt, k.direct, || 0);
+    let tables = HighmemTables::new_isolated(&walk_slots, &virt, k.direct, || 0);
     let mut space =
         Mapper::<M, _>::create_isolated(tables, paging_core::CpuFeatures::full::<M>(), alloc)
             .unwrap()

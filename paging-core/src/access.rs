@@ -192,7 +192,17 @@ pub trait VirtTables {
         Self: 'a;
 
     /// The 4 KiB page at `va` (page aligned, currently mapped).
-    fn table_at(&self, va: crate::addr::VirtAddr) -> Self::Table<'_>;
+    ///
+    /// # Safety
+    /// `va` is page aligned and, for as long as the returned view lives,
+    /// mapped writable to table memory that nothing else accesses but
+    /// atomically or by the MMU, with the `swap64` rule of
+    /// [`PtrTable::new`]: the view reads and writes it. The proof belongs
+    /// to whoever picks `va` (kmap's `HighmemTables` picks its own slots
+    /// and direct-map addresses, under its constructor's contract). For an
+    /// [`IsolatedVirt`], whose addresses are not this program's memory,
+    /// any address will do.
+    unsafe fn table_at(&self, va: crate::addr::VirtAddr) -> Self::Table<'_>;
 }
 
 /// A [`VirtTables`] whose virtual addresses belong to a CPU that does not
@@ -211,24 +221,27 @@ pub struct DirectVirt {
 }
 
 impl DirectVirt {
-    /// Reach kernel virtual addresses directly.
-    ///
-    /// # Safety
-    /// Every address later passed to [`VirtTables::table_at`] must be page
-    /// aligned and mapped writable for as long as the returned view lives,
-    /// and only accessed atomically or by the MMU meanwhile, with the
-    /// `swap64` rule of [`PtrTable::new`].
-    pub const unsafe fn new() -> Self {
+    /// Reach kernel virtual addresses directly. Safe: every
+    /// [`VirtTables::table_at`] call is `unsafe`, and its caller proves
+    /// that address.
+    pub const fn new() -> Self {
         Self { _private: () }
+    }
+}
+
+impl Default for DirectVirt {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
 impl VirtTables for DirectVirt {
     type Table<'a> = PtrTable<'a>;
 
-    fn table_at(&self, va: crate::addr::VirtAddr) -> PtrTable<'_> {
-        // SAFETY: `DirectVirt::new`'s caller promised every address given
-        // here is mapped, aligned and only shared with atomic/MMU users.
+    unsafe fn table_at(&self, va: crate::addr::VirtAddr) -> PtrTable<'_> {
+        // SAFETY: our caller proves `va` is mapped, aligned and only shared
+        // with atomic/MMU users (`table_at`'s contract), which is
+        // `PtrTable::new`'s.
         unsafe { PtrTable::new(va.as_u32() as usize as *mut u8) }
     }
 }

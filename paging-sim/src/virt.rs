@@ -117,17 +117,26 @@ impl<'r> MmuVirt<'r> {
 // SAFETY: the simulated CPU's virtual addresses lead into simulated RAM.
 unsafe impl paging_core::IsolatedVirt for MmuVirt<'_> {}
 
+impl MmuVirt<'_> {
+    /// The 4 KiB page at `va` (aligned down), every access translated by
+    /// the simulated MMU. Safe, unlike [`VirtTables::table_at`]: these
+    /// addresses are the simulated CPU's, never this program's memory.
+    pub fn table_at(&self, va: VirtAddr) -> VirtTable<'_> {
+        VirtTable {
+            virt: self,
+            base: va.align_down(PAGE_SIZE),
+        }
+    }
+}
+
 impl VirtTables for MmuVirt<'_> {
     type Table<'a>
         = VirtTable<'a>
     where
         Self: 'a;
 
-    fn table_at(&self, va: VirtAddr) -> VirtTable<'_> {
-        VirtTable {
-            virt: self,
-            base: va.align_down(PAGE_SIZE),
-        }
+    unsafe fn table_at(&self, va: VirtAddr) -> VirtTable<'_> {
+        MmuVirt::table_at(self, va)
     }
 }
 
@@ -142,8 +151,8 @@ impl<'v, 'r> VirtTables for &'v MmuVirt<'r> {
     where
         Self: 'a;
 
-    fn table_at(&self, va: VirtAddr) -> VirtTable<'_> {
-        (**self).table_at(va)
+    unsafe fn table_at(&self, va: VirtAddr) -> VirtTable<'_> {
+        MmuVirt::table_at(self, va)
     }
 }
 

@@ -177,15 +177,17 @@ pub fn with_task<R>(f: impl FnOnce(&mut KmapTask) -> R) -> Option<R> {
 pub fn highmem_tables() -> Option<KernelHighmemTables> {
     let local = LOCAL.get()?;
     let direct = direct_map()?;
-    // SAFETY: every address the mapper reaches through this access is a
-    // direct-map address of a lowmem table or a local kmap slot mapping a
-    // highmem table, writable while the view lives; tables are only
-    // accessed volatilely, atomically or by the MMU.
-    let virt = unsafe { DirectVirt::new() };
-    Some(HighmemTables::new(
-        local,
-        virt,
-        direct,
-        this_cpu as fn() -> usize,
-    ))
+    // SAFETY: `direct` is the kernel's direct map, mapped writable for
+    // every lowmem frame below its limit, and `local`'s slots are this
+    // CPU's kmap slots in the kernel's fixmap, each mapping the frame it
+    // was given while the mapping lives; page tables are only accessed
+    // atomically or by the MMU.
+    Some(unsafe {
+        HighmemTables::new(
+            local,
+            DirectVirt::new(),
+            direct,
+            this_cpu as fn() -> usize,
+        )
+    })
 }
