@@ -239,12 +239,7 @@ fn a_nested_fault_between_check_and_fill_is_harmless<M: PagingMode>() {
     let probe = {
         let ram = SimRam::new();
         let (m, d) = race_setup::<M>(&ram);
-        let access = Interrupting {
-            ram: &ram,
-            loads: Cell::new(0),
-            at: usize::MAX,
-            nested: Cell::new(None),
-        };
+        let access = Interrupting::new(&ram, usize::MAX, None);
         // SAFETY: both roots are directories in simulated RAM.
         let out = unsafe {
             sync_kernel_entry::<M, _, _>(&access, &NativeHooks, m.mapper.root(), d, va(VMALLOC))
@@ -270,12 +265,7 @@ fn a_nested_fault_between_check_and_fill_is_harmless<M: PagingMode>() {
             };
             inner.set(Some(out.unwrap()));
         };
-        let access = Interrupting {
-            ram: &ram,
-            loads: Cell::new(0),
-            at,
-            nested: Cell::new(Some(&nested)),
-        };
+        let access = Interrupting::new(&ram, at, Some(&nested));
         // SAFETY: both roots are directories in simulated RAM.
         let outer = unsafe {
             sync_kernel_entry::<M, _, _>(&access, &NativeHooks, reference, d, va(VMALLOC))

@@ -10,7 +10,7 @@
 mod mapper_support;
 mod sync_support;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 
 use mapper_support::{frame, pa, va};
 use paging_core::{
@@ -119,6 +119,22 @@ fn pde_in<M: PagingMode>(ram: &SimRam, root: PhysAddr, at: u32) -> M::Pmd {
     walker.walk(va(at)).unwrap().pmd.unwrap().1
 }
 
+/// `change` on `RO_PAGE` through the registry.
+fn change<M: PagingMode>(
+    sync: &Sync<'_, M>,
+    m: &mut Machine<'_, M>,
+    change: AttrChange,
+) -> Result<paging_core::SyncedAttrStats, SyncError> {
+    sync.set_memory(
+        &mut m.mapper,
+        va(RO_PAGE),
+        PAGE_SIZE,
+        change,
+        &m.mmu,
+        &mut m.alloc,
+    )
+}
+
 fn kernel_sync_split_makes_a_page_read_only_in_every_directory<M: PagingMode>() {
     let ram = SimRam::new();
     let (mut m, sync, dirs) = setup::<M>(&ram, 3, true);
@@ -133,16 +149,7 @@ fn kernel_sync_split_makes_a_page_read_only_in_every_directory<M: PagingMode>() 
             Ok((PHYS + 5 * PAGE_SIZE, M::LARGE_PAGE_SIZE.bytes()))
         );
     }
-    let stats = sync
-        .set_memory(
-            &mut m.mapper,
-            va(RO_PAGE),
-            PAGE_SIZE,
-            AttrChange::RO,
-            &m.mmu,
-            &mut m.alloc,
-        )
-        .unwrap();
+    let stats = change(&sync, &mut m, AttrChange::RO).unwrap();
     assert_eq!(stats.attrs.split, 1);
     assert_eq!(stats.attrs.changed, 1);
     // 2-level: each directory's copy of the PDE pointed at the new table;
@@ -165,16 +172,7 @@ fn kernel_sync_split_makes_a_page_read_only_in_every_directory<M: PagingMode>() 
         assert!(!pde_in::<M>(&ram, root, LARGE).is_large());
     }
     // Done again, nothing more to change anywhere.
-    let again = sync
-        .set_memory(
-            &mut m.mapper,
-            va(RO_PAGE),
-            PAGE_SIZE,
-            AttrChange::RO,
-            &m.mmu,
-            &mut m.alloc,
-        )
-        .unwrap();
+    let again = change(&sync, &mut m, AttrChange::RO).unwrap();
     assert_eq!(
         (again.attrs.split, again.attrs.changed, again.copies),
         (0, 0, 0)
@@ -206,15 +204,7 @@ fn kernel_sync_split_keeps_the_dirty_bit_a_copy_collected<M: PagingMode>() {
     let dirty = LARGE + 7 * PAGE_SIZE as u32;
     write_in(&m, dirs[1], dirty).unwrap();
     m.mmu.load_cr3(m.mapper.root().as_u64() as u32).unwrap();
-    sync.set_memory(
-        &mut m.mapper,
-        va(RO_PAGE),
-        PAGE_SIZE,
-        AttrChange::RO,
-        &m.mmu,
-        &mut m.alloc,
-    )
-    .unwrap();
+    change(&sync, &mut m, AttrChange::RO).unwrap();
     let pte = leaf_in::<M>(&ram, m.mapper.root(), dirty);
     assert_ne!(pte & 1 << 6, 0, "D (bit 6) of page 7's PTE: {pte:#x}");
     assert_ne!(pte & 1 << 5, 0, "A (bit 5): {pte:#x}");
@@ -224,26 +214,9 @@ fn kernel_sync_split_keeps_the_dirty_bit_a_copy_collected<M: PagingMode>() {
 fn kernel_sync_split_then_merge_frees_the_table_after_every_copy<M: PagingMode>() {
     let ram = SimRam::new();
     let (mut m, sync, dirs) = setup::<M>(&ram, 3, true);
-    sync.set_memory(
-        &mut m.mapper,
-        va(RO_PAGE),
-        PAGE_SIZE,
-        AttrChange::RO,
-        &m.mmu,
-        &mut m.alloc,
-    )
-    .unwrap();
+    change(&sync, &mut m, AttrChange::RO).unwrap();
     let table = pde_in::<M>(&ram, m.mapper.root(), LARGE).addr();
-    let back = sync
-        .set_memory(
-            &mut m.mapper,
-            va(RO_PAGE),
-            PAGE_SIZE,
-            AttrChange::RW,
-            &m.mmu,
-            &mut m.alloc,
-        )
-        .unwrap();
+    let back = change(&sync, &mut m, AttrChange::RW).unwrap();
     assert_eq!(
         (back.attrs.split, back.attrs.changed, back.copies),
         (0, 1, 0)
@@ -317,12 +290,7 @@ fn kernel_sync_split_beats_a_late_lazy_fill<M: PagingMode>() {
         let ram = SimRam::new();
         let (mut m, _sync, dirs) = setup::<M>(&ram, 1, false);
         map_large(&mut m);
-        let access = Interrupting {
-            ram: &ram,
-            loads: Cell::new(0),
-            at: usize::MAX,
-            nested: Cell::new(None),
-        };
+        let access = Interrupting::new(&ram, usize::MAX, None);
         // SAFETY: both roots are directories in simulated RAM.
         let out = unsafe {
             sync_kernel_entry::<M, _, _>(&access, &NativeHooks, m.mapper.root(), dirs[0], va(LARGE))
@@ -355,12 +323,7 @@ fn kernel_sync_split_beats_a_late_lazy_fill<M: PagingMode>() {
             )
             .unwrap();
         };
-        let access = Interrupting {
-            ram: &ram,
-            loads: Cell::new(0),
-            at,
-            nested: Cell::new(Some(&change)),
-        };
+        let access = Interrupting::new(&ram, at, Some(&change));
         // SAFETY: both roots are directories in simulated RAM.
         let out = unsafe {
             sync_kernel_entry::<M, _, _>(&access, &NativeHooks, reference, dirs[0], va(LARGE))
@@ -526,16 +489,7 @@ fn kernel_sync_split_refuses_a_copy_it_would_overwrite<M: PagingMode>() {
         ram.write_u64(entry(odd.root()), private | (pdpte & 0xFFF))
             .unwrap();
     }
-    let e = m.assert_unchanged(|m| {
-        sync.set_memory(
-            &mut m.mapper,
-            va(RO_PAGE),
-            PAGE_SIZE,
-            AttrChange::RO,
-            &m.mmu,
-            &mut m.alloc,
-        )
-    });
+    let e = m.assert_unchanged(|m| change(&sync, m, AttrChange::RO));
     let want = if M::PMD_FOLDED {
         SyncError::Conflict {
             root: odd.root(),

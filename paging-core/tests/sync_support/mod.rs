@@ -24,6 +24,19 @@ pub struct InterruptingTable<'a, 'r, 'n> {
     table: SimTable<'r>,
 }
 
+impl<'r, 'n> Interrupting<'r, 'n> {
+    /// An access to `ram` that runs `nested` after load `at` (never, with
+    /// `None` or `usize::MAX`).
+    pub fn new(ram: &'r SimRam, at: usize, nested: Option<&'n dyn Fn()>) -> Self {
+        Self {
+            ram,
+            loads: Cell::new(0),
+            at,
+            nested: Cell::new(nested),
+        }
+    }
+}
+
 impl InterruptingTable<'_, '_, '_> {
     fn tick(&self) {
         let n = self.outer.loads.get();

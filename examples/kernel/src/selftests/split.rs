@@ -337,16 +337,18 @@ fn framebuffer(first: PhysFrame, frames: &mut Frames) -> TestResult {
     // The framebuffer: pages 1..FB_PAGES-1; pages 0 and FB_PAGES-1 stay WB.
     let (fb, fb_len) = (direct(first, 1), (FB_PAGES as u64 - 2) * PAGE_SIZE);
     let wc = AttrChange::cache(CacheType::WriteCombining, layout);
+    let large = large_entry(&mapper, fb)?;
+    let changed = sync.set_memory(
+        &mut mapper,
+        VirtAddr::new(fb as u32),
+        fb_len,
+        wc,
+        &KernelTlb,
+        frames,
+    );
     if !crate::arch::cpu::features().pat {
         // No PAT: the change must be refused, with nothing split.
-        let e = sync.set_memory(
-            &mut mapper,
-            VirtAddr::new(fb as u32),
-            fb_len,
-            wc,
-            &KernelTlb,
-            frames,
-        );
+        let e = changed;
         ensure!(
             e == Err(SyncError::Attr(AttrError::MissingFeature(CpuFeature::Pat))),
             "WC without PAT: {e:?}"
@@ -357,16 +359,7 @@ fn framebuffer(first: PhysFrame, frames: &mut Frames) -> TestResult {
         );
         return Ok(());
     }
-    let large = large_entry(&mapper, fb)?;
-    let stats = sync
-        .set_memory(
-            &mut mapper,
-            VirtAddr::new(fb as u32),
-            fb_len,
-            wc,
-            &KernelTlb,
-            frames,
-        )
+    let stats = changed
         .map_err(|e| failure!("set_memory WC {fb:#x}: {e}"))?
         .attrs;
     let checked = (|| {
