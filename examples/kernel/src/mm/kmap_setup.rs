@@ -182,12 +182,5 @@ pub fn highmem_tables() -> Option<KernelHighmemTables> {
     // CPU's kmap slots in the kernel's fixmap, each mapping the frame it
     // was given while the mapping lives; page tables are only accessed
     // atomically or by the MMU.
-    Some(unsafe {
-        HighmemTables::new(
-            local,
-            DirectVirt::new(),
-            direct,
-            this_cpu as fn() -> usize,
-        )
-    })
+    Some(unsafe { HighmemTables::new(local, DirectVirt::new(), direct, this_cpu as fn() -> usize) })
 }

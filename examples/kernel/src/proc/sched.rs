@@ -153,6 +153,7 @@ fn dump_table() {
 fn print_kernel_entry(slot: usize, kstack: u32) {
     use crate::arch::exceptions::UserFrame;
     use crate::arch::fault_probe;
+    use core::mem::offset_of;
     let top = kstack as usize + KSTACK_PAGES * 4096;
     let at = top - core::mem::size_of::<UserFrame>();
     let word = |offset: usize| {
@@ -160,7 +161,6 @@ fn print_kernel_entry(slot: usize, kstack: u32) {
         // reported, not taken.
         fault_probe::preserving(|| unsafe { fault_probe::read_u32(at + offset) }).unwrap_or(0)
     };
-    use core::mem::offset_of;
     // SAFETY: CONTEXTS[slot] is written only by the CPU that runs `slot`;
     // this is a racy read for a report.
     let saved = unsafe { (&raw const CONTEXTS[slot]).read_volatile() };

@@ -199,17 +199,14 @@ pub fn user_hostile_child_limit(_: &Kernel) -> TestResult {
     Ok(())
 }
 
-/// H4: four ring-3 spinners on one CPU take turns: the worst wait of a
-/// ready process is at most the number ready on that CPU plus one tick.
+/// H4: four ring-3 spinners on one CPU take turns: a ready process sees
+/// each other ready process picked at most once before its own turn.
 ///
 /// Round robin (a turn ends at the first tick after one whole tick period
-/// of running, [`crate::proc::sched::timer_tick`]) bounds the wait at n - 1 turns for
-/// n ready processes (a preempted process is stamped at tick T, the
-/// others run until T+1, T+2, ...). The slack of 2: a tick that lands
-/// while the running process is in non-preemptible kernel code (a page
-/// fault, its exit) does not end its turn, which then lasts until the
-/// next tick (+1); and the stamp and the pick each read the tick count at
-/// an arbitrary point of a tick (+1 for the rounding).
+/// of running, [`crate::proc::sched::timer_tick`]) bounds the wait at n - 1
+/// turns for n ready processes. The wait in ticks is printed, not
+/// asserted: a tick that lands in non-preemptible kernel code lengthens a
+/// turn, and a vCPU the host deschedules takes its missed ticks late.
 pub fn user_hostile_spinner_cannot_starve_others(_: &Kernel) -> TestResult {
     let before = crate::proc::sched::free_frames();
     let cpu = last_cpu();
