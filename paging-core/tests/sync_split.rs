@@ -155,6 +155,13 @@ fn kernel_sync_split_makes_a_page_read_only_in_every_directory<M: PagingMode>() 
     // 2-level: each directory's copy of the PDE pointed at the new table;
     // PAE: the kernel PMD is shared, there are no copies.
     assert_eq!(stats.copies, if M::PMD_FOLDED { 3 } else { 0 });
+    assert_eq!(
+        stats.to_string(),
+        format!(
+            "1 split, 1 pages and 0 large pages changed (1 entries), {} copies updated",
+            stats.copies
+        )
+    );
     for &root in &everyone {
         assert_eq!(
             write_in(&m, root, RO_PAGE),
@@ -216,6 +223,16 @@ fn kernel_sync_split_then_merge_frees_the_table_after_every_copy<M: PagingMode>(
     let (mut m, sync, dirs) = setup::<M>(&ram, 3, true);
     change(&sync, &mut m, AttrChange::RO).unwrap();
     let table = pde_in::<M>(&ram, m.mapper.root(), LARGE).addr();
+    // One page read-only: not uniform, kept, linked everywhere still.
+    let live = m.alloc.live();
+    let kept = sync
+        .merge_large_pages(&mut m.mapper, va(LARGE), span::<M>(), &m.mmu, &mut m.alloc)
+        .unwrap();
+    assert_eq!((kept.merge.merged, kept.merge.kept, kept.copies), (0, 1, 0));
+    assert_eq!(m.alloc.live(), live);
+    for &root in &dirs {
+        assert_eq!(pde_in::<M>(&ram, root, LARGE).addr(), table);
+    }
     let back = change(&sync, &mut m, AttrChange::RW).unwrap();
     assert_eq!(
         (back.attrs.split, back.attrs.changed, back.copies),

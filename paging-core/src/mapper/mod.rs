@@ -109,6 +109,7 @@ pub use harvest::{HarvestStats, StatusBit};
 pub use install::{FreshTables, MAX_INSTALL_TABLES, Replaced};
 pub use map::LargePages;
 pub use protect::ProtectStats;
+pub(crate) use split::BlockMerge;
 pub use split::{AttrChange, AttrStats, MergeStats};
 pub use teardown::{TEARDOWN_BATCH, UnmapStats};
 pub use unmap::{FreeStats, Unmapped};

@@ -108,6 +108,16 @@ pub struct MergeStats {
     pub kept: usize,
 }
 
+/// What [`Mapper::merge_block`] found in one large-page block.
+pub(crate) enum BlockMerge {
+    /// No PTE table there (a large page, or nothing mapped).
+    NoTable,
+    /// A PTE table whose entries are not uniform: left as it is.
+    Kept,
+    /// Merged: the unlinked, flushed table, for the caller to free.
+    Merged(PhysFrame),
+}
+
 /// A split the check pass decided on.
 #[derive(Clone, Copy)]
 struct Split<E> {
@@ -313,42 +323,60 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
             if lo % span != 0 || hi - lo != span {
                 continue;
             }
-            let va = VirtAddr::new(lo as u32);
-            let Some((slot, pmd)) = self.leaf_pmd(va)? else {
-                continue;
-            };
-            if pmd.is_large() {
-                continue;
+            match self.merge_block(VirtAddr::new(lo as u32), tlb)? {
+                BlockMerge::Merged(table_frame) => {
+                    // SAFETY: unlinked and flushed by `merge_block`; the
+                    // table was this hierarchy's own (the documented rule),
+                    // so no MMU reaches it.
+                    unsafe { alloc.deallocate_frame(table_frame) };
+                    stats.merged += 1;
+                }
+                BlockMerge::Kept => stats.kept += 1,
+                BlockMerge::NoTable => {}
             }
-            let Some(large) = self.uniform_large(pmd)? else {
-                stats.kept += 1;
-                continue;
-            };
-            let table_frame = PhysFrame::containing_address(pmd.addr());
-            self.write(slot, Level::Pmd, large)?;
-            // Drops the large page's small translations and the
-            // paging-structure caches' pointer to the table.
-            tlb.flush_range(va, (span / PAGE_SIZE) as u32);
-            // A/D bits the CPU set in the PTEs before the flush.
-            let table = reach(self.walker.access(), table_frame)?;
-            let mut status = MapFlags::empty();
-            for i in 0..M::PTRS_PER_PTE {
-                status |= M::Pte::load(&table, i).flags() & STATUS;
-            }
-            drop(table);
-            let extra = status.difference(large.flags());
-            if !extra.is_empty() {
-                let with = M::Pmd::large(large.addr(), large.flags() | extra)
-                    .map_err(|_| AttrError::Unsupported(extra))?;
-                self.reprotect_status(slot, with)?;
-            }
-            self.hooks.table_released(table_frame, Level::Pte);
-            // SAFETY: unlinked and flushed above; the table was this
-            // hierarchy's own (the documented rule), so no MMU reaches it.
-            unsafe { alloc.deallocate_frame(table_frame) };
-            stats.merged += 1;
         }
         Ok(stats)
+    }
+
+    /// Merge the PTE table of the large-page block at `va` (aligned), if
+    /// there is one and it is uniform: the large entry written, the block
+    /// flushed, late A/D bits carried over, and the table handed back
+    /// unlinked (for the caller to free once nothing else links it).
+    pub(crate) fn merge_block<T: TlbOps + ?Sized>(
+        &mut self,
+        va: VirtAddr,
+        tlb: &T,
+    ) -> Result<BlockMerge, AttrError> {
+        let span = M::pmd_span();
+        let Some((slot, pmd)) = self.leaf_pmd(va)? else {
+            return Ok(BlockMerge::NoTable);
+        };
+        if pmd.is_large() {
+            return Ok(BlockMerge::NoTable);
+        }
+        let Some(large) = self.uniform_large(pmd)? else {
+            return Ok(BlockMerge::Kept);
+        };
+        let table_frame = PhysFrame::containing_address(pmd.addr());
+        self.write(slot, Level::Pmd, large)?;
+        // Drops the large page's small translations and the
+        // paging-structure caches' pointer to the table.
+        tlb.flush_range(va, (span / PAGE_SIZE) as u32);
+        // A/D bits the CPU set in the PTEs before the flush.
+        let table = reach(self.walker.access(), table_frame)?;
+        let mut status = MapFlags::empty();
+        for i in 0..M::PTRS_PER_PTE {
+            status |= M::Pte::load(&table, i).flags() & STATUS;
+        }
+        drop(table);
+        let extra = status.difference(large.flags());
+        if !extra.is_empty() {
+            let with = M::Pmd::large(large.addr(), large.flags() | extra)
+                .map_err(|_| AttrError::Unsupported(extra))?;
+            self.reprotect_status(slot, with)?;
+        }
+        self.hooks.table_released(table_frame, Level::Pte);
+        Ok(BlockMerge::Merged(table_frame))
     }
 
     /// The `(clear, set)` flags of `change` on this mapper's CPU, with the

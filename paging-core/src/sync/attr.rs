@@ -6,13 +6,13 @@ use core::fmt;
 
 use crate::access::{AccessError, TableAccess, reach};
 use crate::addr::{PAGE_SIZE, PhysAddr, PhysFrame, VirtAddr};
-use crate::alloc::{FrameAllocator, Zone};
+use crate::alloc::FrameAllocator;
 use crate::entry::{Entry, PmdEntry, PteEntry};
 use crate::error::AttrError;
 use crate::flags::MapFlags;
 use crate::flush::TlbOps;
 use crate::hooks::TableHooks;
-use crate::mapper::{AttrChange, AttrStats, Mapper, MergeStats};
+use crate::mapper::{AttrChange, AttrStats, BlockMerge, Mapper, MergeStats};
 use crate::mode::PagingMode;
 use crate::table::RawTable;
 
@@ -50,32 +50,6 @@ impl fmt::Display for SyncedAttrStats {
             self.attrs.changed,
             self.copies
         )
-    }
-}
-
-/// An allocator that hands frames out from `inner` but keeps the frame a
-/// merge gives back until every copy of the merged entry is rewritten and
-/// flushed.
-struct HoldFreed<'a, F: FrameAllocator + ?Sized> {
-    inner: &'a mut F,
-    held: Option<PhysFrame>,
-}
-
-// SAFETY: frames come from `inner`, which never hands one out twice; a
-// frame given back is held here, not handed out again, and goes back to
-// `inner` only once no directory links it (`merge_large_pages`).
-unsafe impl<F: FrameAllocator + ?Sized> FrameAllocator for HoldFreed<'_, F> {
-    fn allocate_frame(&mut self, zone: Zone) -> Option<PhysFrame> {
-        self.inner.allocate_frame(zone)
-    }
-
-    unsafe fn deallocate_frame(&mut self, frame: PhysFrame) {
-        // A merge of one block gives back one table. Should a second come,
-        // the first goes back at once (only the reference linked it).
-        if let Some(other) = self.held.replace(frame) {
-            // SAFETY: the merge's own promise for that frame.
-            unsafe { self.inner.deallocate_frame(other) };
-        }
     }
 }
 
@@ -342,32 +316,25 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks, const CAP: usize> KernelSync<
         let mut stats = SyncedMergeStats::default();
         let mut at = start.as_u64().div_ceil(span) * span;
         while at + span <= end {
-            let mut hold = HoldFreed {
-                inner: &mut *alloc,
-                held: None,
-            };
-            let block = reference
-                .merge_large_pages(VirtAddr::new(at as u32), span, tlb, &mut hold)
-                .map_err(SyncError::Attr);
-            let held = hold.held.take();
-            let copied = match block {
-                Ok(merge) => {
-                    stats.merge.merged += merge.merged;
-                    stats.merge.kept += merge.kept;
-                    self.rewrite_copies(&dirs, at, at + span, tlb)
+            match reference
+                .merge_block(VirtAddr::new(at as u32), tlb)
+                .map_err(SyncError::Attr)?
+            {
+                BlockMerge::Merged(frame) => {
+                    stats.merge.merged += 1;
+                    // If rewriting a copy fails, a copy may still link the
+                    // table: it is leaked rather than freed while an MMU
+                    // can walk it.
+                    stats.copies += self.rewrite_copies(&dirs, at, at + span, tlb)?;
+                    // SAFETY: the merge unlinked the table from the
+                    // reference and flushed; every copy now holds the large
+                    // entry (or was never a copy) and the span is flushed
+                    // again: no directory links the table.
+                    unsafe { alloc.deallocate_frame(frame) };
                 }
-                Err(e) => Err(e),
-            };
-            // If rewriting a copy failed, a copy may still link the table:
-            // it is leaked rather than freed while an MMU can walk it.
-            if let (Some(frame), Ok(_)) = (held, &copied) {
-                // SAFETY: the merge unlinked the table from the reference
-                // and flushed; every copy now holds the large entry (or was
-                // never a copy) and the span is flushed again: no directory
-                // links the table.
-                unsafe { alloc.deallocate_frame(frame) };
+                BlockMerge::Kept => stats.merge.kept += 1,
+                BlockMerge::NoTable => {}
             }
-            stats.copies += copied?;
             at += span;
         }
         Ok(stats)
