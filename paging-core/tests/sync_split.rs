@@ -360,6 +360,126 @@ fn kernel_sync_split_beats_a_late_lazy_fill<M: PagingMode>() {
     }
 }
 
+/// A (bit 5) and D (bit 6) of a raw entry.
+fn status_bits(raw: u64) -> (bool, bool) {
+    (raw & 1 << 5 != 0, raw & 1 << 6 != 0)
+}
+
+/// A whole large page changed through the registry: no split, and each
+/// directory's copy is the new large entry with its own Accessed and Dirty
+/// bits (the CPU sets them per directory; the change does not invent or
+/// drop any).
+fn kernel_sync_whole_large_page_keeps_each_copy_s_own_status<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 2, true);
+    // dirs[0] only reads, dirs[1] writes.
+    m.mmu.load_cr3(dirs[0].as_u64() as u32).unwrap();
+    m.mmu.translate(va(RO_PAGE), Access::READ).unwrap();
+    write_in(&m, dirs[1], RO_PAGE).unwrap();
+    let stats = sync
+        .set_memory(
+            &mut m.mapper,
+            va(LARGE),
+            span::<M>(),
+            AttrChange::RO,
+            &m.mmu,
+            &mut m.alloc,
+        )
+        .unwrap();
+    assert_eq!((stats.attrs.split, stats.attrs.large_pages), (0, 1));
+    assert_eq!(stats.copies, if M::PMD_FOLDED { 2 } else { 0 });
+    for &root in &dirs {
+        assert_eq!(write_in(&m, root, RO_PAGE), Err(WRITE_TO_READ_ONLY));
+    }
+    if M::PMD_FOLDED {
+        let first = pde_in::<M>(&ram, dirs[0], LARGE);
+        let second = pde_in::<M>(&ram, dirs[1], LARGE);
+        assert!(first.is_large() && second.is_large());
+        assert_eq!(status_bits(first.raw()), (true, false), "{first:?}");
+        assert_eq!(status_bits(second.raw()), (true, true), "{second:?}");
+    }
+}
+
+/// A split gives the PTEs the status bits some copy had, and no more: with
+/// every directory only reading, no PTE is dirty.
+fn kernel_sync_split_invents_no_dirty_bit<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 2, true);
+    for &root in std::iter::once(&m.mapper.root()).chain(&dirs) {
+        m.mmu.load_cr3(root.as_u64() as u32).unwrap();
+        m.mmu.translate(va(RO_PAGE), Access::READ).unwrap();
+    }
+    change(&sync, &mut m, AttrChange::RO).unwrap();
+    let other = LARGE + 9 * PAGE_SIZE as u32;
+    let pte = leaf_in::<M>(&ram, m.mapper.root(), other);
+    assert_eq!(status_bits(pte), (true, false), "{pte:#x}");
+}
+
+/// An allocator whose frame for the split's table is aligned to the large
+/// page size (any frame is the allocator's to give): every copy must still
+/// become a table entry, never a large page over the table's frame.
+fn kernel_sync_split_with_a_large_aligned_table_frame<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 2, true);
+    for &root in &dirs {
+        write_in(&m, root, RO_PAGE).unwrap();
+    }
+    let aligned = 0x0400_0000;
+    let mut alloc = paging_sim::ZonedAllocator::new(aligned..aligned + 0x1000, 0..0);
+    let stats = sync
+        .set_memory(
+            &mut m.mapper,
+            va(RO_PAGE),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &m.mmu,
+            &mut alloc,
+        )
+        .unwrap();
+    assert_eq!(stats.attrs.split, 1);
+    for &root in &dirs {
+        let pde = pde_in::<M>(&ram, root, LARGE);
+        assert!(!pde.is_large() && pde.addr() == pa(aligned), "{pde:?}");
+        assert_eq!(write_in(&m, root, RO_PAGE), Err(WRITE_TO_READ_ONLY));
+        assert_eq!(
+            write_in(&m, root, RO_PAGE + PAGE_SIZE as u32),
+            Ok((PHYS + 6 * PAGE_SIZE, PAGE_SIZE))
+        );
+    }
+}
+
+/// A merge gives each copy the reference's new large entry: the Accessed
+/// bit a copy's *table* entry collected says nothing about the pages
+/// (here every PTE's Accessed bit was harvested away), so it is not
+/// carried into the large entry.
+fn kernel_sync_merge_ignores_a_copy_s_table_entry_status<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 1, true);
+    change(&sync, &mut m, AttrChange::RO).unwrap();
+    // The directory walks through its copy of the table entry (A set there).
+    m.mmu.load_cr3(dirs[0].as_u64() as u32).unwrap();
+    m.mmu.translate(va(RO_PAGE), Access::READ).unwrap();
+    let (_, flush) = m
+        .mapper
+        .test_and_clear_accessed(va(LARGE), span::<M>())
+        .unwrap();
+    flush.flush(&m.mmu);
+    change(&sync, &mut m, AttrChange::RW).unwrap();
+    let merged = sync
+        .merge_large_pages(&mut m.mapper, va(LARGE), span::<M>(), &m.mmu, &mut m.alloc)
+        .unwrap();
+    assert_eq!(merged.merge.merged, 1);
+    let reference = pde_in::<M>(&ram, m.mapper.root(), LARGE);
+    let copy = pde_in::<M>(&ram, dirs[0], LARGE);
+    assert!(copy.is_large());
+    assert_eq!(
+        status_bits(reference.raw()),
+        (false, false),
+        "{reference:?}"
+    );
+    assert_eq!(copy.raw(), reference.raw());
+}
+
 fn kernel_sync_split_errors_change_nothing<M: PagingMode>() {
     let ram = SimRam::new();
     let (mut m, sync, dirs) = setup::<M>(&ram, 2, true);
@@ -535,4 +655,8 @@ paging_sim::for_each_mode!(
     kernel_sync_split_beats_a_late_lazy_fill,
     kernel_sync_split_errors_change_nothing,
     kernel_sync_split_refuses_a_copy_it_would_overwrite,
+    kernel_sync_whole_large_page_keeps_each_copy_s_own_status,
+    kernel_sync_split_invents_no_dirty_bit,
+    kernel_sync_split_with_a_large_aligned_table_frame,
+    kernel_sync_merge_ignores_a_copy_s_table_entry_status,
 );
