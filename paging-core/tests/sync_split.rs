@@ -372,7 +372,13 @@ fn status_bits(raw: u64) -> (bool, bool) {
 fn kernel_sync_whole_large_page_keeps_each_copy_s_own_status<M: PagingMode>() {
     let ram = SimRam::new();
     let (mut m, sync, dirs) = setup::<M>(&ram, 2, true);
-    // dirs[0] only reads, dirs[1] writes.
+    // The data the large page maps (its first word looks like a present
+    // entry): not a table, never written by the change.
+    ram.write_u32(pa(PHYS), 0x1).unwrap();
+    // The reference reads (its entry gains A), dirs[0] only reads, dirs[1]
+    // writes.
+    m.mmu.load_cr3(m.mapper.root().as_u64() as u32).unwrap();
+    m.mmu.translate(va(RO_PAGE), Access::READ).unwrap();
     m.mmu.load_cr3(dirs[0].as_u64() as u32).unwrap();
     m.mmu.translate(va(RO_PAGE), Access::READ).unwrap();
     write_in(&m, dirs[1], RO_PAGE).unwrap();
@@ -398,6 +404,7 @@ fn kernel_sync_whole_large_page_keeps_each_copy_s_own_status<M: PagingMode>() {
         assert_eq!(status_bits(first.raw()), (true, false), "{first:?}");
         assert_eq!(status_bits(second.raw()), (true, true), "{second:?}");
     }
+    assert_eq!(ram.read_u32(pa(PHYS)).unwrap(), 0x1, "the page's data");
 }
 
 /// A split gives the PTEs the status bits some copy had, and no more: with
