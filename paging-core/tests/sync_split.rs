@@ -214,6 +214,13 @@ fn kernel_sync_split_keeps_the_dirty_bit_a_copy_collected<M: PagingMode>() {
     change(&sync, &mut m, AttrChange::RO).unwrap();
     let pte = leaf_in::<M>(&ram, m.mapper.root(), dirty);
     assert_ne!(pte & 1 << 6, 0, "D (bit 6) of page 7's PTE: {pte:#x}");
+    // The copy's D covered the whole large page: every PTE has it, the
+    // first and the last included.
+    let last = LARGE + (span::<M>() - PAGE_SIZE) as u32;
+    for at in [LARGE, last] {
+        let pte = leaf_in::<M>(&ram, m.mapper.root(), at);
+        assert_ne!(pte & 1 << 6, 0, "D of the PTE for {at:#x}: {pte:#x}");
+    }
     assert_ne!(pte & 1 << 5, 0, "A (bit 5): {pte:#x}");
     assert_eq!(pte & 1 << 1, 1 << 1, "page 7 stays writable");
 }
@@ -487,6 +494,98 @@ fn kernel_sync_merge_ignores_a_copy_s_table_entry_status<M: PagingMode>() {
     assert_eq!(copy.raw(), reference.raw());
 }
 
+/// The TLBs of two CPUs in one simulated MMU: every flush (after doing
+/// it) lets a CPU running `dir` write `at` again, caching whatever `dir`'s
+/// entry says at that moment (dirty, if it allows the write), as a CPU on
+/// another directory would between the reference's change and its copy's.
+struct Recaching<'a, 'r> {
+    mmu: &'a paging_sim::Mmu<'r>,
+    dir: PhysAddr,
+    at: u32,
+}
+
+impl TlbOps for Recaching<'_, '_> {
+    fn flush_page(&self, at: paging_core::VirtAddr) {
+        self.mmu.flush_page(at);
+        self.recache();
+    }
+    fn flush_all(&self) {
+        self.mmu.flush_all();
+        self.recache();
+    }
+    fn flush_everything(&self) {
+        self.mmu.flush_everything();
+        self.recache();
+    }
+}
+
+impl Recaching<'_, '_> {
+    fn recache(&self) {
+        let back = self.mmu.cr3();
+        self.mmu.load_cr3(self.dir.as_u64() as u32).unwrap();
+        let _ = self.mmu.translate(va(self.at), Access::WRITE);
+        self.mmu.load_cr3(back).unwrap();
+    }
+}
+
+/// A whole global large page made read-only through the registry while
+/// another CPU re-caches the old writable large translation from its
+/// directory's copy right after the reference's flush: the flush after
+/// the copy is rewritten drops it, and the page is read-only there too.
+fn kernel_sync_whole_large_page_flushes_what_another_cpu_cached_from_its_copy<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 1, false);
+    m.mapper
+        .map_range(
+            va(LARGE),
+            pa(PHYS),
+            span::<M>(),
+            MapFlags::KERNEL_RW | MapFlags::GLOBAL,
+            LargePages::Use,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .flush(&m.mmu);
+    assert_eq!(
+        sync.publish(va(LARGE), span::<M>()).unwrap(),
+        usize::from(M::PMD_FOLDED)
+    );
+    let other_cpu = Recaching {
+        mmu: &m.mmu,
+        dir: dirs[0],
+        at: RO_PAGE,
+    };
+    sync.set_memory(
+        &mut m.mapper,
+        va(LARGE),
+        span::<M>(),
+        AttrChange::RO,
+        &other_cpu,
+        &mut m.alloc,
+    )
+    .unwrap();
+    assert_eq!(write_in(&m, dirs[0], RO_PAGE), Err(WRITE_TO_READ_ONLY));
+}
+
+/// With nothing to change, the registry's call changes no entry and
+/// flushes nothing.
+fn kernel_sync_split_with_nothing_to_do_flushes_nothing<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, _dirs) = setup::<M>(&ram, 2, true);
+    change(&sync, &mut m, AttrChange::RO).unwrap();
+    let before = m.mmu.tlb_stats();
+    let again = change(&sync, &mut m, AttrChange::RO).unwrap();
+    assert_eq!(
+        (again.attrs.split, again.attrs.changed, again.copies),
+        (0, 0, 0)
+    );
+    let after = m.mmu.tlb_stats();
+    assert_eq!(
+        (after.invlpg, after.global_flushes, after.cr3_loads),
+        (before.invlpg, before.global_flushes, before.cr3_loads)
+    );
+}
+
 fn kernel_sync_split_errors_change_nothing<M: PagingMode>() {
     let ram = SimRam::new();
     let (mut m, sync, dirs) = setup::<M>(&ram, 2, true);
@@ -666,4 +765,6 @@ paging_sim::for_each_mode!(
     kernel_sync_split_invents_no_dirty_bit,
     kernel_sync_split_with_a_large_aligned_table_frame,
     kernel_sync_merge_ignores_a_copy_s_table_entry_status,
+    kernel_sync_whole_large_page_flushes_what_another_cpu_cached_from_its_copy,
+    kernel_sync_split_with_nothing_to_do_flushes_nothing,
 );
