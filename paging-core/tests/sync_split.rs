@@ -210,7 +210,10 @@ fn kernel_sync_split_keeps_the_dirty_bit_a_copy_collected<M: PagingMode>() {
     // copy of the PDE is dirty, the reference's entry is not.
     let dirty = LARGE + 7 * PAGE_SIZE as u32;
     write_in(&m, dirs[1], dirty).unwrap();
+    // The reference reads: its entry (so every PTE of the split) has A,
+    // which the copy's A and D must not toggle away.
     m.mmu.load_cr3(m.mapper.root().as_u64() as u32).unwrap();
+    m.mmu.translate(va(LARGE), Access::READ).unwrap();
     change(&sync, &mut m, AttrChange::RO).unwrap();
     let pte = leaf_in::<M>(&ram, m.mapper.root(), dirty);
     assert_ne!(pte & 1 << 6, 0, "D (bit 6) of page 7's PTE: {pte:#x}");
@@ -219,7 +222,7 @@ fn kernel_sync_split_keeps_the_dirty_bit_a_copy_collected<M: PagingMode>() {
     let last = LARGE + (span::<M>() - PAGE_SIZE) as u32;
     for at in [LARGE, last] {
         let pte = leaf_in::<M>(&ram, m.mapper.root(), at);
-        assert_ne!(pte & 1 << 6, 0, "D of the PTE for {at:#x}: {pte:#x}");
+        assert_eq!(pte & 0x60, 0x60, "A and D of the PTE for {at:#x}: {pte:#x}");
     }
     assert_ne!(pte & 1 << 5, 0, "A (bit 5): {pte:#x}");
     assert_eq!(pte & 1 << 1, 1 << 1, "page 7 stays writable");
@@ -750,6 +753,21 @@ fn kernel_sync_split_refuses_a_copy_it_would_overwrite<M: PagingMode>() {
     });
     assert_eq!(e, Err(want));
     assert!(!format!("{want}").is_empty());
+    if M::PMD_FOLDED {
+        // A change below the conflicting entry's span is not refused: only
+        // the range's own copies are checked.
+        let image = Page::from_start_address(va(KERNEL)).unwrap();
+        sync.set_memory(
+            &mut m.mapper,
+            image,
+            PAGE_SIZE,
+            AttrChange::RO,
+            &m.mmu,
+            &mut m.alloc,
+        )
+        .unwrap();
+        assert_eq!(write_in(&m, odd.root(), KERNEL), Err(WRITE_TO_READ_ONLY));
+    }
 }
 
 paging_sim::for_each_mode!(
