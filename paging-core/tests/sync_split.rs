@@ -589,6 +589,59 @@ fn kernel_sync_split_with_nothing_to_do_flushes_nothing<M: PagingMode>() {
     );
 }
 
+/// A merge stays inside its range: the next block, split and uniform
+/// again too, is left split; a range ending at exactly 4 GiB is fine.
+fn kernel_sync_merge_touches_only_its_blocks<M: PagingMode>() {
+    let ram = SimRam::new();
+    let (mut m, sync, dirs) = setup::<M>(&ram, 1, false);
+    m.mapper
+        .map_range(
+            va(LARGE),
+            pa(PHYS),
+            2 * span::<M>(),
+            MapFlags::KERNEL_RW,
+            LargePages::Use,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .flush(&m.mmu);
+    let next = LARGE + span::<M>() as u32;
+    for (at, change) in [
+        (LARGE, AttrChange::RO),
+        (next, AttrChange::RO),
+        (LARGE, AttrChange::RW),
+        (next, AttrChange::RW),
+    ] {
+        sync.set_memory(
+            &mut m.mapper,
+            va(at),
+            PAGE_SIZE,
+            change,
+            &m.mmu,
+            &mut m.alloc,
+        )
+        .unwrap();
+    }
+    let merged = sync
+        .merge_large_pages(&mut m.mapper, va(LARGE), span::<M>(), &m.mmu, &mut m.alloc)
+        .unwrap();
+    assert_eq!((merged.merge.merged, merged.merge.kept), (1, 0));
+    for root in [m.mapper.root(), dirs[0]] {
+        assert!(pde_in::<M>(&ram, root, LARGE).is_large());
+        assert!(!pde_in::<M>(&ram, root, next).is_large(), "the next block");
+    }
+    let top = sync
+        .merge_large_pages(
+            &mut m.mapper,
+            va(0xFFC0_0000),
+            0x40_0000,
+            &m.mmu,
+            &mut m.alloc,
+        )
+        .unwrap();
+    assert_eq!((top.merge.merged, top.merge.kept, top.copies), (0, 0, 0));
+}
+
 fn kernel_sync_split_errors_change_nothing<M: PagingMode>() {
     let ram = SimRam::new();
     let (mut m, sync, dirs) = setup::<M>(&ram, 2, true);
@@ -785,4 +838,5 @@ paging_sim::for_each_mode!(
     kernel_sync_merge_ignores_a_copy_s_table_entry_status,
     kernel_sync_whole_large_page_flushes_what_another_cpu_cached_from_its_copy,
     kernel_sync_split_with_nothing_to_do_flushes_nothing,
+    kernel_sync_merge_touches_only_its_blocks,
 );
