@@ -622,14 +622,51 @@ fn kernel_sync_merge_touches_only_its_blocks<M: PagingMode>() {
         )
         .unwrap();
     }
+    // A kernel mapping further up, in the reference only (2-level: the
+    // directory's copy stays empty until a lazy fill or `publish`).
+    let far = 0xD000_0000;
+    m.mapper
+        .map(
+            Page::from_start_address(va(far)).unwrap(),
+            frame(0x30_0000),
+            MapFlags::KERNEL_RW,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .flush(&m.mmu);
     let merged = sync
         .merge_large_pages(&mut m.mapper, va(LARGE), span::<M>(), &m.mmu, &mut m.alloc)
         .unwrap();
     assert_eq!((merged.merge.merged, merged.merge.kept), (1, 0));
+    assert_eq!(
+        merged.copies,
+        usize::from(M::PMD_FOLDED),
+        "only the block's copy"
+    );
     for root in [m.mapper.root(), dirs[0]] {
         assert!(pde_in::<M>(&ram, root, LARGE).is_large());
         assert!(!pde_in::<M>(&ram, root, next).is_large(), "the next block");
     }
+    if M::PMD_FOLDED {
+        let walker = paging_core::Walker::<M, _>::new(dirs[0], SimAccess::new(&ram));
+        let copy: M::Pmd = walker
+            .pgd_slot(va(far))
+            .read(&SimAccess::new(&ram))
+            .unwrap();
+        assert!(copy.is_none(), "{copy:?}: not the merge's to fill");
+    }
+    // Both blocks: the first is a large page already, the next merges.
+    let both = sync
+        .merge_large_pages(
+            &mut m.mapper,
+            va(LARGE),
+            2 * span::<M>(),
+            &m.mmu,
+            &mut m.alloc,
+        )
+        .unwrap();
+    assert_eq!((both.merge.merged, both.merge.kept), (1, 0));
+    assert!(pde_in::<M>(&ram, dirs[0], next).is_large());
     let top = sync
         .merge_large_pages(
             &mut m.mapper,
