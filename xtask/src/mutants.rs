@@ -105,7 +105,7 @@ pub const CRATES: [CrateSet; 4] = [
             "paging-core/src/mapper/*.rs",
             "paging-core/src/mappings.rs",
             "paging-core/src/walk.rs",
-            "paging-core/src/sync.rs",
+            "paging-core/src/sync/*.rs",
             "paging-core/src/pgtbuf.rs",
             "paging-core/src/flush.rs",
         ],
