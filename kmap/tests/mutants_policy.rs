@@ -52,3 +52,69 @@ fn pae() {
     wraps_flush_only_what_they_cleared::<Pae, _>(RangeFlush);
     wraps_flush_only_what_they_cleared::<Pae, _>(GlobalFlush);
 }
+
+/// Every flush a policy asks for, in order.
+#[derive(Default)]
+struct Recorder(std::cell::RefCell<Vec<String>>);
+
+impl paging_core::TlbOps for Recorder {
+    fn flush_page(&self, va: paging_core::VirtAddr) {
+        self.0.borrow_mut().push(format!("page {va}"));
+    }
+    fn flush_range(&self, start: paging_core::VirtAddr, pages: u32) {
+        self.0.borrow_mut().push(format!("range {start} {pages}"));
+    }
+    fn flush_all(&self) {
+        self.0.borrow_mut().push("all".into());
+    }
+    fn flush_everything(&self) {
+        self.0.borrow_mut().push("everything".into());
+    }
+    fn flush_range_since(
+        &self,
+        start: paging_core::VirtAddr,
+        pages: u32,
+        since: paging_core::TlbMark,
+    ) {
+        self.0
+            .borrow_mut()
+            .push(format!("range {start} {pages} since {since:?}"));
+    }
+}
+
+/// `Generations` called directly (not through the pool): a wrap that
+/// cleared nothing flushes nothing; one that cleared slots flushes the
+/// window once, as a plain range without a mark and as a marked range with
+/// one, and counts it as such.
+#[test]
+fn generations_flushes_a_wrap_once_and_only_if_it_cleared_slots() {
+    use kmap::{FlushCounts, Generations};
+    let base = paging_core::VirtAddr::new(0xFF80_0000);
+    let tlb = Recorder::default();
+    let mut counts = FlushCounts::default();
+    assert_eq!(Generations.name(), "generations");
+    Generations.wrap_done(&tlb, base, 512, 0, &mut counts);
+    Generations.wrap_done_since(
+        &tlb,
+        base,
+        512,
+        0,
+        paging_core::TlbMark::default(),
+        &mut counts,
+    );
+    assert!(tlb.0.borrow().is_empty());
+    assert_eq!(counts, FlushCounts::default());
+    Generations.wrap_done(&tlb, base, 512, 3, &mut counts);
+    assert_eq!(*tlb.0.borrow(), [format!("range {base} 512")]);
+    assert_eq!((counts.ranges, counts.deferred), (1, 0));
+    Generations.wrap_done(&tlb, base, 512, 1, &mut counts);
+    assert_eq!(counts.ranges, 2);
+    tlb.0.borrow_mut().clear();
+    let mark = paging_core::TlbMark(7);
+    Generations.wrap_done_since(&tlb, base, 512, 1, mark, &mut counts);
+    assert_eq!(
+        *tlb.0.borrow(),
+        [format!("range {base} 512 since {mark:?}")]
+    );
+    assert_eq!((counts.ranges, counts.deferred), (2, 1));
+}
