@@ -313,12 +313,19 @@ fn a_restrictive_table_entry_is_widened_only_if_nothing_outside_gains<M: PagingM
     );
     assert_eq!(e.kind(), ErrorKind::Restricted);
     // Z made user: X and Y are user leaves outside the range and would
-    // gain U: refused.
+    // gain U: refused, at Z (a range starting inside the table).
     let e = rig.assert_unchanged(|r| {
         r.mapper
             .protect_range(va(z), 0x1000, MapFlags::empty(), MapFlags::USER)
     });
-    assert!(matches!(e, Err(UnmapError::TableRestricts { .. })), "{e:?}");
+    assert_eq!(
+        e.unwrap_err(),
+        UnmapError::TableRestricts {
+            va: va(z),
+            level: Level::Pmd,
+            raw: restricted
+        }
+    );
 
     // Rights the entry already withholds are never a reason to widen it:
     // clearing W and marking copy-on-write over Y, Z and X changes leaves
@@ -371,7 +378,10 @@ fn no_execute_follows_the_same_rule<M: PagingMode>() {
     let slot = rig.mapper.walk(va(x)).unwrap().pmd.unwrap().0;
     let restricted = pde(&rig, x) | 1 << 63;
     poke(&rig, slot, restricted);
+    // The TLB holds Y no-execute (a read caches it).
+    assert_eq!(fault(&rig, y, Access::READ), 0);
     // Y made executable: X stays no-execute by its own leaf, gains nothing.
+    // One leaf changed and one entry widened: the token must flush Y.
     let (stats, flush) = rig
         .mapper
         .protect_range(
@@ -382,7 +392,7 @@ fn no_execute_follows_the_same_rule<M: PagingMode>() {
         )
         .unwrap();
     flush.flush(&rig.mmu);
-    assert_eq!(stats.widened, 1);
+    assert_eq!((stats.changed, stats.widened), (1, 1));
     assert_eq!(pde(&rig, x) & !0x60, restricted & !(1 << 63) & !0x60);
     let fetch = Access {
         write: false,
@@ -534,7 +544,45 @@ fn a_folded_pde_is_reported_at_the_pmd_level<M: PagingMode>() {
     );
 }
 
+/// A leaf that already has W but is held back by a read-only table entry:
+/// a call that names W opens the entry (the leaf itself is unchanged), and
+/// the token flushes the page the TLB held read-only.
+fn a_held_back_right_the_call_names_widens_the_entry<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let x = BASE + 0x1000;
+    rig.mapper
+        .map(
+            page(x),
+            frame(0x50_0000),
+            MapFlags::KERNEL_RW,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .flush(&rig.mmu);
+    let slot = rig.mapper.walk(va(x)).unwrap().pmd.unwrap().0;
+    let restricted = pde(&rig, x) & !(1 << 1);
+    poke(&rig, slot, restricted);
+    let leaf = leaf_raw(&rig, x);
+    assert_eq!(fault(&rig, x, Access::WRITE), 0x3, "held back");
+    assert_eq!(fault(&rig, x, Access::READ), 0, "cached read-only");
+
+    let (stats, flush) = rig
+        .mapper
+        .protect_range(va(x), PAGE_SIZE, MapFlags::empty(), MapFlags::WRITABLE)
+        .unwrap();
+    assert_eq!(
+        (stats.pages, stats.changed, stats.widened),
+        (1, 0, 1),
+        "{stats:?}"
+    );
+    flush.flush(&rig.mmu);
+    assert_eq!(pde(&rig, x) & !0x60, (restricted | 1 << 1) & !0x60);
+    assert_eq!(leaf_raw(&rig, x) & !0x60, leaf & !0x60, "the leaf kept");
+    assert_eq!(fault(&rig, x, Access::WRITE), 0);
+}
+
 paging_sim::for_each_mode!(
+    a_held_back_right_the_call_names_widens_the_entry,
     the_lowest_block_decides_between_large_page_and_restrictive_table,
     a_folded_pde_is_reported_at_the_pmd_level,
     a_protected_page_faults_after_the_flush_not_before,
