@@ -3,6 +3,7 @@
 //! left alone, Accessed/Dirty kept, large pages re-protected whole or
 //! refused, and the rule for restrictive (loader-made) table entries.
 mod mapper_support;
+mod racing_support;
 
 use mapper_support::{Rig, frame, machine, pa, va};
 use paging_core::{
@@ -10,6 +11,7 @@ use paging_core::{
     TlbOps, UnmapError,
 };
 use paging_sim::Access;
+use racing_support::racing_mapper;
 
 /// A 4 MiB-aligned block both modes cover with one PTE table.
 const BASE: u32 = 0x1000_0000;
@@ -581,7 +583,37 @@ fn a_held_back_right_the_call_names_widens_the_entry<M: PagingMode>() {
     assert_eq!(fault(&rig, x, Access::WRITE), 0);
 }
 
+/// Another CPU's walk sets Dirty in the PTE between the re-protection's
+/// read of it and its exchange: the new entry must carry that D (and the
+/// A it had), with the new rights.
+fn a_dirty_bit_the_cpu_sets_during_the_exchange_is_kept<M: PagingMode>() {
+    let mut rig = machine::<M>();
+    let x = BASE + 0x1000;
+    rig.mapper
+        .map(page(x), frame(0x50_0000), USER_RW, &mut rig.alloc)
+        .unwrap()
+        .flush(&rig.mmu);
+    assert_eq!(fault(&rig, x, Access::USER_READ), 0);
+    let a = u64::from(MapFlags::ACCESSED.bits());
+    let d = u64::from(MapFlags::DIRTY.bits());
+    assert_eq!(leaf_raw(&rig, x) & (a | d), a, "read, not written");
+    let slot = rig.mapper.walk(va(x)).unwrap().pte.unwrap().0;
+    let mut mapper = racing_mapper(&rig, slot, slot, d);
+    let (stats, flush) = mapper
+        .protect_range(va(x), PAGE_SIZE, MapFlags::WRITABLE, COW)
+        .unwrap();
+    flush.flush(&rig.mmu);
+    assert_eq!((stats.pages, stats.changed), (1, 1));
+    let flags = rig.mapper.translate(va(x)).unwrap().flags;
+    assert_eq!(
+        flags,
+        (USER_RW - MapFlags::WRITABLE) | COW | A_D,
+        "new rights, with the A it had and the D set during the write"
+    );
+}
+
 paging_sim::for_each_mode!(
+    a_dirty_bit_the_cpu_sets_during_the_exchange_is_kept,
     a_held_back_right_the_call_names_widens_the_entry,
     the_lowest_block_decides_between_large_page_and_restrictive_table,
     a_folded_pde_is_reported_at_the_pmd_level,

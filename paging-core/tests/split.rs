@@ -7,6 +7,7 @@
 //! bit positions in a 4 KiB PTE; 11.12.3: memory type = PAT entry
 //! `PAT * 4 + PCD * 2 + PWT`), never from the mapper's code.
 mod mapper_support;
+mod racing_support;
 
 use mapper_support::{Rig, pa, va};
 use paging_core::{
@@ -16,6 +17,7 @@ use paging_core::{
 use paging_sim::{Access, Machine, MemoryType, SimConfig, SimRam};
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
+use racing_support::racing_mapper;
 
 /// A virtual block aligned to 4 MiB (so to 2 MiB too).
 const BASE: u32 = 0x1000_0000;
@@ -1075,129 +1077,6 @@ fn split_setting_present_is_harmless_pae() {
 #[test]
 fn split_setting_present_is_harmless_two_level() {
     split_setting_present_is_harmless::<TwoLevel>();
-}
-
-/// A table access that, when the mapper exchanges entry `trigger` (table
-/// frame, index), first lets "the CPU" OR `bits` into the low word of
-/// entry `mark`: the Accessed/Dirty update another CPU's walk makes
-/// between the mapper's read of a table and its write of the entry.
-struct CpuMarksDuringTheWrite<'r, M> {
-    inner: paging_sim::SimAccess<'r>,
-    trigger: (paging_core::PhysFrame, usize),
-    mark: (paging_core::PhysFrame, usize),
-    bits: std::cell::Cell<u32>,
-    _mode: std::marker::PhantomData<M>,
-}
-
-struct MarkingTable<'a, 'r, M> {
-    inner: paging_sim::SimTable<'a>,
-    frame: paging_core::PhysFrame,
-    access: &'a CpuMarksDuringTheWrite<'r, M>,
-}
-
-impl<'r, M: PagingMode> CpuMarksDuringTheWrite<'r, M> {
-    fn new(
-        ram: &'r SimRam,
-        trigger: paging_core::Slot,
-        mark: paging_core::Slot,
-        bits: u64,
-    ) -> Self {
-        Self {
-            inner: paging_sim::SimAccess::new(ram),
-            trigger: (trigger.table, trigger.index),
-            mark: (mark.table, mark.index),
-            bits: std::cell::Cell::new(bits as u32),
-            _mode: std::marker::PhantomData,
-        }
-    }
-
-    fn word(index: usize) -> usize {
-        index * M::ENTRY_BYTES / 4
-    }
-}
-
-impl<M: PagingMode> TableAccess for CpuMarksDuringTheWrite<'_, M> {
-    type Table<'a>
-        = MarkingTable<'a, 'a, M>
-    where
-        Self: 'a;
-
-    fn table(
-        &self,
-        frame: paging_core::PhysFrame,
-    ) -> Result<MarkingTable<'_, '_, M>, paging_core::access::AccessError> {
-        Ok(MarkingTable {
-            inner: self.inner.table(frame)?,
-            frame,
-            access: self,
-        })
-    }
-}
-
-impl<M: PagingMode> MarkingTable<'_, '_, M> {
-    fn exchanging(&self, word: usize) {
-        let a = self.access;
-        let trigger = (a.trigger.0, CpuMarksDuringTheWrite::<M>::word(a.trigger.1));
-        if (self.frame, word) != trigger {
-            return;
-        }
-        let bits = a.bits.take();
-        if bits != 0 {
-            let table = a.inner.table(a.mark.0).unwrap();
-            let w = CpuMarksDuringTheWrite::<M>::word(a.mark.1);
-            table.store32(w, table.load32(w) | bits);
-        }
-    }
-}
-
-use paging_core::TableAccess;
-use paging_core::table::RawTable;
-
-impl<M: PagingMode> RawTable for MarkingTable<'_, '_, M> {
-    fn load32(&self, word: usize) -> u32 {
-        self.inner.load32(word)
-    }
-    fn store32(&self, word: usize, value: u32) {
-        self.inner.store32(word, value)
-    }
-    fn swap32(&self, word: usize, value: u32) -> u32 {
-        self.exchanging(word);
-        self.inner.swap32(word, value)
-    }
-    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
-        self.exchanging(word);
-        self.inner.compare_exchange32(word, current, new)
-    }
-    fn load64(&self, entry: usize) -> u64 {
-        self.inner.load64(entry)
-    }
-    fn store64(&self, entry: usize, value: u64) {
-        self.inner.store64(entry, value)
-    }
-    fn swap64(&self, entry: usize, value: u64) -> u64 {
-        self.exchanging(2 * entry);
-        self.inner.swap64(entry, value)
-    }
-}
-
-/// A mapper over `rig`'s tables through [`CpuMarksDuringTheWrite`].
-fn racing_mapper<M: PagingMode>(
-    rig: &Rig<M>,
-    trigger: paging_core::Slot,
-    mark: paging_core::Slot,
-    bits: u64,
-) -> paging_core::Mapper<M, CpuMarksDuringTheWrite<'static, M>> {
-    let racing = CpuMarksDuringTheWrite::<M>::new(rig.ram, trigger, mark, bits);
-    // SAFETY: simulated RAM, and nothing else writes these tables while the
-    // mapper is used.
-    unsafe {
-        paging_core::Mapper::<M, _>::new(
-            rig.mapper.root(),
-            racing,
-            paging_core::CpuFeatures::full::<M>(),
-        )
-    }
-    .unwrap()
 }
 
 /// Dirty, bit 6 of a leaf (SDM tables 4-4 to 4-11).
