@@ -3,7 +3,8 @@
 //! as waiting, slot counts are read at the right slot, and a stale guard
 //! whose slot now serves another page leaves that page alone; slot PTEs
 //! carry the policy's flags, so a kmap can be written through; after a
-//! wrap the search goes on past a busy slot 0. Written for mutants that `cargo xtask mutants` found no
+//! wrap the search goes on past a busy slot 0; lock-free hits raise the
+//! peak. Written for mutants that `cargo xtask mutants` found no
 //! test noticed (docs/testing.md).
 
 mod support;
@@ -175,6 +176,30 @@ fn after_a_wrap_the_search_goes_past_a_busy_slot_0<M: ModeUnderTest>() {
     assert_eq!(pool.stats().wraps, 2);
 }
 
+fn lock_free_hits_raise_the_peak<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 16>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread.
+    let task = unsafe { KmapTask::new() };
+    // Four pages mapped one at a time: four slots cached, unused, and never
+    // more than one in use under the lock.
+    for i in 0..4 {
+        drop(pool.try_map(&task, k.high_page(i)).unwrap());
+    }
+    assert_eq!(pool.stats().peak_in_use, 1);
+    // All four again, held: each is a lock-free hit that puts an unused
+    // slot in use (its shard reaches a new high every time).
+    let held: Vec<_> = (0..4)
+        .map(|i| pool.try_map(&task, k.high_page(i)).unwrap())
+        .collect();
+    let s = pool.stats();
+    assert_eq!((s.maps, s.hits), (8, 4), "{s:?}");
+    assert_eq!(pool.in_use(), 4);
+    assert_eq!(s.peak_in_use, 4, "{s:?}");
+    drop(held);
+}
+
 #[test]
 fn two_level() {
     reserved_slots_are_not_promised_again::<TwoLevel>();
@@ -183,6 +208,7 @@ fn two_level() {
     a_stale_guard_leaves_the_slots_new_page_alone::<TwoLevel>();
     slot_ptes_carry_the_policy_flags::<TwoLevel>();
     after_a_wrap_the_search_goes_past_a_busy_slot_0::<TwoLevel>();
+    lock_free_hits_raise_the_peak::<TwoLevel>();
 }
 
 #[test]
@@ -193,4 +219,5 @@ fn pae() {
     a_stale_guard_leaves_the_slots_new_page_alone::<Pae>();
     slot_ptes_carry_the_policy_flags::<Pae>();
     after_a_wrap_the_search_goes_past_a_busy_slot_0::<Pae>();
+    lock_free_hits_raise_the_peak::<Pae>();
 }

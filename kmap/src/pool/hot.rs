@@ -556,3 +556,147 @@ impl<const N: usize> HotSlots<N> {
         self.index.get(hole).store(0, Ordering::Release);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    //! The page→slot index on its own: linear probing that wraps past the
+    //! last bucket, backward-shift deletion, and the hash that spreads
+    //! pages over the buckets. Through the pool these only show as hits
+    //! and misses, and a pool seldom builds a probe chain longer than two.
+    extern crate std;
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::vec::Vec;
+
+    const N: usize = 16;
+    type Hot = HotSlots<N>;
+
+    /// `count` page numbers from `from` up whose home bucket is `home`
+    /// (about one page in `2N` has it; 64 Ki candidates are plenty).
+    fn homed_at(home: usize, count: usize, from: u64) -> Vec<u64> {
+        let pages: Vec<u64> = (from..from + (1 << 16))
+            .filter(|&p| Hot::home(p) == home)
+            .take(count)
+            .collect();
+        assert_eq!(pages.len(), count, "too few pages with home {home}");
+        pages
+    }
+
+    /// Every `(slot, page)` of `held` is found, no page of `gone` is.
+    fn assert_index(hot: &Hot, held: &[(usize, u64)], gone: &[u64]) {
+        for &(slot, pfn) in held {
+            assert_eq!(hot.find(pfn), Some(slot), "page {pfn:#x}");
+            assert_eq!(hot.page(slot), Some(pfn));
+        }
+        for &pfn in gone {
+            assert_eq!(hot.find(pfn), None, "page {pfn:#x}");
+        }
+    }
+
+    /// Installs `pages` in slots 0, 1, ... and removes them in `order`
+    /// (indices into `pages`), checking the whole index after each step.
+    fn fill_and_drain(pages: &[u64], order: &[usize]) {
+        let hot = Hot::new();
+        let mut held = Vec::new();
+        for (slot, &pfn) in pages.iter().enumerate() {
+            assert_eq!(hot.find(pfn), None);
+            hot.install(slot, pfn);
+            held.push((slot, pfn));
+            assert_index(&hot, &held, &[]);
+        }
+        let mut gone = Vec::new();
+        for &k in order {
+            let (slot, pfn) = (k, pages[k]);
+            hot.forget(slot, pfn);
+            held.retain(|&(s, _)| s != slot);
+            gone.push(pfn);
+            assert_index(&hot, &held, &gone);
+        }
+        // Every bucket is empty again.
+        assert!((0..2 * N).all(|i| hot.index.get(i).load(Ordering::Relaxed) == 0));
+    }
+
+    #[test]
+    fn one_chain_of_every_slot_wraps_past_the_last_bucket() {
+        // N pages with one home, two buckets before the end: the chain
+        // runs through the last bucket and on from bucket 0.
+        let pages = homed_at(2 * N - 2, N, 1);
+        let order: Vec<usize> = (0..N).map(|i| (i * 7) % N).collect();
+        fill_and_drain(&pages, &order);
+        // And drained from either end.
+        fill_and_drain(&pages, &(0..N).collect::<Vec<_>>());
+        fill_and_drain(&pages, &(0..N).rev().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn entries_of_interleaved_homes_stay_behind_their_home() {
+        // Homes 2N-1, 0 and 1 interleaved: a removal must pull an entry
+        // back into the hole only if that does not put it before its home.
+        let a = homed_at(2 * N - 1, 4, 1);
+        let b = homed_at(0, 4, 1);
+        let c = homed_at(1, 4, 1);
+        let pages: Vec<u64> = (0..4).flat_map(|i| [c[i], a[i], b[i]]).collect();
+        let n = pages.len();
+        for first in 0..n {
+            let order: Vec<usize> = (0..n).map(|i| (first + i * 5) % n).collect();
+            fill_and_drain(&pages, &order);
+        }
+    }
+
+    /// `spread` is a permutation of the slots, and puts slots handed out
+    /// one after the other a cache line of words (16) apart.
+    fn assert_spread<const M: usize>() {
+        let at: Vec<usize> = (0..M).map(HotSlots::<M>::spread).collect();
+        let distinct = at.iter().collect::<BTreeSet<_>>();
+        assert_eq!(distinct.len(), M, "{M} slots: two share a word");
+        assert!(at.iter().all(|&p| p < M), "{M} slots: a word past the end");
+        for s in 1..M {
+            let gap = at[s].abs_diff(at[s - 1]);
+            if M <= 16 {
+                assert_eq!(gap, 1, "{M} slots, slot {s}: small pools are not spread");
+            } else if s % (M / 16) != 0 {
+                assert_eq!(gap, 16, "{M} slots, slot {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn slots_are_spread_a_line_apart_and_never_share_a_word() {
+        assert_spread::<8>();
+        assert_spread::<16>();
+        assert_spread::<32>();
+        assert_spread::<64>();
+        assert_spread::<1024>();
+    }
+
+    #[test]
+    fn pages_spread_over_the_buckets() {
+        // A 1,024-slot pool: 2,048 buckets. 1,024 pages hashed at random
+        // would use about 806 distinct home buckets (79 % as many as
+        // pages); each of these sets of pages (consecutive, a power-of-two
+        // stride, only the high word of a 52-bit PAE page number
+        // differing) must use at least as many.
+        const BIG: usize = 1024;
+        let sets: [(&str, Vec<u64>); 3] = [
+            ("consecutive", (0x1_0000..0x1_0000 + BIG as u64).collect()),
+            ("stride 1,024", (0..BIG as u64).map(|k| k << 10).collect()),
+            (
+                "high word",
+                (0..BIG as u64).map(|k| (k << 32) | 0x5).collect(),
+            ),
+        ];
+        for (name, pages) in sets {
+            let homes: Vec<usize> = pages.iter().map(|&p| HotSlots::<BIG>::home(p)).collect();
+            assert!(
+                homes.iter().all(|&h| h < 2 * BIG),
+                "{name}: a home past the buckets"
+            );
+            let distinct = homes.iter().collect::<BTreeSet<_>>().len();
+            std::println!("{name}: {BIG} pages, {distinct} distinct home buckets");
+            assert!(
+                distinct * 100 >= BIG * 79,
+                "{name}: {distinct} distinct homes"
+            );
+        }
+    }
+}
