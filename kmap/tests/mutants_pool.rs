@@ -4,7 +4,7 @@
 //! whose slot now serves another page leaves that page alone; slot PTEs
 //! carry the policy's flags, so a kmap can be written through; after a
 //! wrap the search goes on past a busy slot 0; lock-free hits raise the
-//! peak. Written for mutants that `cargo xtask mutants` found no
+//! peak; a ticket takes a cached slot under the lock. Written for mutants that `cargo xtask mutants` found no
 //! test noticed (docs/testing.md).
 
 mod support;
@@ -176,6 +176,35 @@ fn after_a_wrap_the_search_goes_past_a_busy_slot_0<M: ModeUnderTest>() {
     assert_eq!(pool.stats().wraps, 2);
 }
 
+/// A map paid with a ticket always goes through the lock: a cached unused
+/// slot is taken as is (one user, one slot of capacity), and a slot in use
+/// is shared (one more user, no capacity).
+fn a_ticket_takes_a_cached_slot_under_the_lock<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: the only token of this test thread; it never waits (only
+    // `try_` calls).
+    let mut task = unsafe { KmapTask::new() };
+    let page = k.high_page(0);
+    let at = {
+        let g = pool.try_map(&task, page).unwrap();
+        g.va()
+    };
+    assert_eq!((pool.slot_count(at), pool.in_use()), (Some(1), 0));
+    let tickets = pool.try_reserve(&mut task, 2).unwrap();
+    let first = tickets.map(page).unwrap();
+    assert_eq!(first.va(), at, "the cached slot, as is");
+    assert_eq!((pool.slot_count(at), pool.in_use()), (Some(2), 1));
+    let second = tickets.map(page).unwrap();
+    assert_eq!(second.va(), at, "shared");
+    assert_eq!((pool.slot_count(at), pool.in_use()), (Some(3), 1));
+    let s = pool.stats();
+    assert_eq!((s.maps, s.hits), (3, 2), "{s:?}");
+    drop((first, second));
+    assert_eq!((pool.slot_count(at), pool.in_use()), (Some(1), 0));
+}
+
 fn lock_free_hits_raise_the_peak<M: ModeUnderTest>() {
     let ram = SimRam::new();
     let k = Kernel::<M>::new(&ram);
@@ -209,6 +238,7 @@ fn two_level() {
     slot_ptes_carry_the_policy_flags::<TwoLevel>();
     after_a_wrap_the_search_goes_past_a_busy_slot_0::<TwoLevel>();
     lock_free_hits_raise_the_peak::<TwoLevel>();
+    a_ticket_takes_a_cached_slot_under_the_lock::<TwoLevel>();
 }
 
 #[test]
@@ -220,4 +250,5 @@ fn pae() {
     slot_ptes_carry_the_policy_flags::<Pae>();
     after_a_wrap_the_search_goes_past_a_busy_slot_0::<Pae>();
     lock_free_hits_raise_the_peak::<Pae>();
+    a_ticket_takes_a_cached_slot_under_the_lock::<Pae>();
 }
