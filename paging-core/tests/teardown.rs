@@ -218,7 +218,66 @@ fn an_unaligned_user_end_is_refused_before_anything_changes<M: PagingMode>() {
     assert_eq!(m.alloc.live(), live);
 }
 
+/// A PTE table the access cannot reach stops the teardown before its entry
+/// is unlinked: what came before (a large page, whose frame is never read
+/// as a table, and a reachable table) is released, the unreachable table
+/// stays linked and mapped, and the error names it.
+fn an_unreachable_table_stops_the_teardown_with_its_entry_linked<M: PagingMode>() {
+    let ram = SimRam::new();
+    let mut m = Machine::<M>::new(&ram);
+    let features = paging_core::CpuFeatures::full::<M>();
+    let mut space =
+        Mapper::<M, _>::create_isolated(SimAccess::new(&ram), features, &mut m.alloc).unwrap();
+    let span = M::pmd_span() as u32;
+    // A large page far above every table, then two PTE tables.
+    let (big, a, b) = (0x0400_0000u32, 0x0800_0000u32, 0x0800_0000 + span);
+    space
+        .map_large(va(big), pa(0x4000_0000), USER_RW, &mut m.alloc)
+        .unwrap()
+        .ignore();
+    for (at, to) in [(a, 0x0010_0000u64), (b, 0x0020_0000)] {
+        space
+            .map(
+                Page::from_start_address(va(at)).unwrap(),
+                PhysFrame::containing_address(pa(to)),
+                USER_RW,
+                &mut m.alloc,
+            )
+            .unwrap()
+            .ignore();
+    }
+    let table_of = |at: u32| {
+        let pmd = space.walk(va(at)).unwrap().pmd.unwrap().1;
+        PhysFrame::containing_address(pmd.addr())
+    };
+    let (ta, tb) = (table_of(a), table_of(b));
+    assert!(tb > ta, "tables come from a bump allocator");
+    // Everything up to the first PTE table is reachable, the second not.
+    let limit = ta.start_address().as_u64() + 4096;
+    let short = Mapper::<M, _>::new_isolated(space.root(), SimAccess::below(&ram, limit), features)
+        .unwrap();
+    let released = RefCell::new(Vec::new());
+    let e = short
+        .teardown_releasing(va(USER_END), &m.mmu, &mut m.alloc, |at, _| {
+            released.borrow_mut().push(at.as_u32());
+        })
+        .unwrap_err();
+    assert_eq!(
+        e,
+        FreeError::Access(paging_core::AccessError::Unreachable(tb))
+    );
+    let released = released.into_inner();
+    assert!(released.contains(&big), "{released:x?}");
+    assert!(released.contains(&a), "{released:x?}");
+    assert!(!released.contains(&b), "{released:x?}");
+    // The unreachable table is still linked, and still maps its page.
+    assert_eq!(space.translate(va(b)).unwrap().base, pa(0x0020_0000));
+    assert!(space.translate(va(a)).is_err());
+    assert!(space.translate(va(big)).is_err());
+}
+
 paging_sim::for_each_mode!(
+    an_unreachable_table_stops_the_teardown_with_its_entry_linked,
     teardown_releases_every_frame_after_the_flush,
     an_unaligned_user_end_is_refused_before_anything_changes
 );
