@@ -557,7 +557,8 @@ impl<const N: usize> HotSlots<N> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
+#[cfg(not(loom))]
 mod tests {
     //! The page→slot index on its own: linear probing that wraps past the
     //! last bucket, backward-shift deletion, and the hash that spreads
