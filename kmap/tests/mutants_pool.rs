@@ -4,14 +4,15 @@
 //! whose slot now serves another page leaves that page alone; slot PTEs
 //! carry the policy's flags, so a kmap can be written through; after a
 //! wrap the search goes on past a busy slot 0; lock-free hits raise the
-//! peak; a ticket takes a cached slot under the lock. Written for mutants that `cargo xtask mutants` found no
+//! peak; a ticket takes a cached slot under the lock; `Generations` clears
+//! a slot at its last release. Written for mutants that `cargo xtask mutants` found no
 //! test noticed (docs/testing.md).
 
 mod support;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-use kmap::{GlobalFlush, KmapError, KmapTask, SpinWait, WaitHook};
+use kmap::{Generations, GlobalFlush, KmapError, KmapTask, SpinWait, WaitHook};
 use paging_core::PAGE_SIZE;
 use paging_sim::SimRam;
 use paging_x86_2level::TwoLevel;
@@ -205,6 +206,41 @@ fn a_ticket_takes_a_cached_slot_under_the_lock<M: ModeUnderTest>() {
     assert_eq!((pool.slot_count(at), pool.in_use()), (Some(1), 0));
 }
 
+/// Under `Generations` (a policy that clears on release) the last user of
+/// a slot leaves under the lock: its PTE is cleared and its page forgotten
+/// at once, the slot is stale (count 1) until the cursor frees it, and the
+/// page's next map takes another slot. Users before the last leave without
+/// the lock.
+fn generations_clears_at_the_last_release<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<Generations, SpinWait, 4>(Generations, SpinWait);
+    // SAFETY: the only token of this test thread; only `try_` calls.
+    let task = unsafe { KmapTask::new() };
+    let page = k.high_page(0);
+    let first = pool.try_map(&task, page).unwrap();
+    let at = first.va();
+    let second = pool.try_map(&task, page).unwrap();
+    assert_eq!(second.va(), at);
+    assert_eq!((pool.slot_count(at), pool.in_use()), (Some(3), 1));
+    drop(second);
+    assert_eq!((pool.slot_count(at), pool.in_use()), (Some(2), 1));
+    assert_ne!(k.pte(at), 0, "still mapped for its last user");
+    drop(first);
+    assert_eq!((pool.slot_count(at), pool.in_use()), (Some(1), 0));
+    assert_eq!(k.pte(at), 0, "cleared at the last release");
+    assert_eq!(pool.lookup(page), None, "forgotten");
+    assert_eq!(
+        pool.kunmap_raw(page),
+        Err(KmapError::NotMapped { frame: page })
+    );
+    // The stale slot is not handed out again before the cursor frees it.
+    let again = pool.try_map(&task, page).unwrap();
+    assert_ne!(again.va(), at);
+    assert_eq!((pool.slot_count(at), pool.in_use()), (Some(1), 1));
+    assert_eq!(pool.slot_count(again.va()), Some(2));
+}
+
 fn lock_free_hits_raise_the_peak<M: ModeUnderTest>() {
     let ram = SimRam::new();
     let k = Kernel::<M>::new(&ram);
@@ -239,6 +275,7 @@ fn two_level() {
     after_a_wrap_the_search_goes_past_a_busy_slot_0::<TwoLevel>();
     lock_free_hits_raise_the_peak::<TwoLevel>();
     a_ticket_takes_a_cached_slot_under_the_lock::<TwoLevel>();
+    generations_clears_at_the_last_release::<TwoLevel>();
 }
 
 #[test]
@@ -251,4 +288,5 @@ fn pae() {
     after_a_wrap_the_search_goes_past_a_busy_slot_0::<Pae>();
     lock_free_hits_raise_the_peak::<Pae>();
     a_ticket_takes_a_cached_slot_under_the_lock::<Pae>();
+    generations_clears_at_the_last_release::<Pae>();
 }
