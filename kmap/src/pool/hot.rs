@@ -644,6 +644,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_page_that_differs_only_in_its_high_word_is_another_page() {
+        // 52-bit PAE page numbers: the tag holds both halves. A page with
+        // the same low half and the same home bucket must not find the
+        // other's slot.
+        let low = 0x0001_2345u64;
+        let home = Hot::home(low);
+        let other = (1..1u64 << 16)
+            .map(|k| low | k << 32)
+            .find(|&p| Hot::home(p) == home)
+            .expect("a page with the same home");
+        let hot = Hot::new();
+        hot.install(0, low);
+        assert_eq!(hot.find(low), Some(0));
+        assert_eq!(hot.find(other), None);
+        hot.install(1, other);
+        assert_eq!((hot.find(low), hot.find(other)), (Some(0), Some(1)));
+        assert_eq!(hot.page(1), Some(other));
+    }
+
+    #[test]
+    fn every_slot_of_a_large_pool_counts_in_use() {
+        let hot = HotSlots::<1024>::new();
+        for (n, slot) in [0usize, 7, 8, 63, 64, 1000, 1023].into_iter().enumerate() {
+            hot.install(slot, 0x10_0000 + slot as u64);
+            assert_eq!(hot.in_use(), n + 1, "slot {slot}");
+            assert_eq!(hot.count(slot), 2);
+        }
+    }
+
     /// `spread` is a permutation of the slots, and puts slots handed out
     /// one after the other a cache line of words (16) apart.
     fn assert_spread<const M: usize>() {
