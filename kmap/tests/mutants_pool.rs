@@ -5,7 +5,8 @@
 //! carry the policy's flags, so a kmap can be written through; after a
 //! wrap the search goes on past a busy slot 0; lock-free hits raise the
 //! peak; a ticket takes a cached slot under the lock; `Generations` clears
-//! a slot at its last release. Written for mutants that `cargo xtask mutants` found no
+//! a slot at its last release; a reservation beats a lock-free hit.
+//! Written for mutants that `cargo xtask mutants` found no
 //! test noticed (docs/testing.md).
 
 mod support;
@@ -241,6 +242,30 @@ fn generations_clears_at_the_last_release<M: ModeUnderTest>() {
     assert_eq!(pool.slot_count(again.va()), Some(2));
 }
 
+/// While reservations hold every slot of capacity the gate is up: a map of
+/// a cached unused page may not take that slot without the lock (it would
+/// break the reservations' promise); under the lock it finds no capacity.
+fn a_reservation_beats_a_lock_free_hit<M: ModeUnderTest>() {
+    let ram = SimRam::new();
+    let k = Kernel::<M>::new(&ram);
+    let pool = k.pool::<GlobalFlush, SpinWait, 4>(GlobalFlush, SpinWait);
+    // SAFETY: two tokens for two tasks of this thread; only `try_` calls.
+    let (mut a, b) = unsafe { (KmapTask::new(), KmapTask::new()) };
+    let page = k.high_page(0);
+    let at = pool.try_map(&b, page).unwrap().va();
+    assert_eq!(pool.slot_count(at), Some(1), "cached, unused");
+    let all = pool.try_reserve(&mut a, 4).unwrap();
+    assert_eq!(
+        pool.try_map(&b, page).map(|g| g.va()).err(),
+        Some(KmapError::Exhausted)
+    );
+    assert_eq!((pool.slot_count(at), pool.in_use()), (Some(1), 0));
+    // The reservation gets it, and its three other promises still hold.
+    let mine: Vec<_> = (0..4).map(|i| all.map(k.high_page(i)).unwrap()).collect();
+    assert_eq!(mine[0].va(), at);
+    assert_eq!(pool.in_use(), 4);
+}
+
 fn lock_free_hits_raise_the_peak<M: ModeUnderTest>() {
     let ram = SimRam::new();
     let k = Kernel::<M>::new(&ram);
@@ -276,6 +301,7 @@ fn two_level() {
     lock_free_hits_raise_the_peak::<TwoLevel>();
     a_ticket_takes_a_cached_slot_under_the_lock::<TwoLevel>();
     generations_clears_at_the_last_release::<TwoLevel>();
+    a_reservation_beats_a_lock_free_hit::<TwoLevel>();
 }
 
 #[test]
@@ -289,4 +315,5 @@ fn pae() {
     lock_free_hits_raise_the_peak::<Pae>();
     a_ticket_takes_a_cached_slot_under_the_lock::<Pae>();
     generations_clears_at_the_last_release::<Pae>();
+    a_reservation_beats_a_lock_free_hit::<Pae>();
 }
