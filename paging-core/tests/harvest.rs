@@ -9,16 +9,15 @@
 //! returns the flush that makes the next use leave a mark again.
 
 mod mapper_support;
-
-use std::cell::Cell;
+mod racing_support;
 
 use mapper_support::{Rig, frame, machine, pa, va};
-use paging_core::access::{AccessError, TableAccess};
-use paging_core::table::RawTable;
+use paging_core::access::AccessError;
 use paging_core::{
     CpuFeatures, MapFlags, Mapper, Page, PageSize, PagingMode, PhysFrame, StatusBit, UnmapError,
 };
-use paging_sim::{Access, SimAccess, SimTable};
+use paging_sim::{Access, SimAccess};
+use racing_support::racing_mapper;
 
 /// Accessed and Dirty in a leaf entry (SDM tables 4-4, 4-6, 4-9, 4-11).
 const A: u64 = 1 << 5;
@@ -390,85 +389,25 @@ fn a_table_out_of_reach_fails_before_the_first_bit_is_cleared_harvest<M: PagingM
     assert_ne!(leaf(&m, BASE) & D, 0);
 }
 
-/// A table access whose next compare-and-swap finds that the CPU has just
-/// set `extra` in the word (as another CPU's walk would between the
-/// harvest's read and its swap).
-struct CpuRacesTheSwap<'r> {
-    inner: SimAccess<'r>,
-    extra: Cell<u32>,
-}
-
-struct RacedTable<'a> {
-    inner: SimTable<'a>,
-    extra: &'a Cell<u32>,
-}
-
-impl TableAccess for CpuRacesTheSwap<'_> {
-    type Table<'a>
-        = RacedTable<'a>
-    where
-        Self: 'a;
-
-    fn table(&self, frame: PhysFrame) -> Result<RacedTable<'_>, AccessError> {
-        Ok(RacedTable {
-            inner: self.inner.table(frame)?,
-            extra: &self.extra,
-        })
-    }
-}
-
-impl RawTable for RacedTable<'_> {
-    fn load32(&self, word: usize) -> u32 {
-        self.inner.load32(word)
-    }
-    fn store32(&self, word: usize, value: u32) {
-        self.inner.store32(word, value)
-    }
-    fn swap32(&self, word: usize, value: u32) -> u32 {
-        self.inner.swap32(word, value)
-    }
-    fn compare_exchange32(&self, word: usize, current: u32, new: u32) -> Result<u32, u32> {
-        let extra = self.extra.take();
-        if extra != 0 {
-            let now = self.inner.load32(word);
-            self.inner.store32(word, now | extra);
-        }
-        self.inner.compare_exchange32(word, current, new)
-    }
-    fn load64(&self, entry: usize) -> u64 {
-        self.inner.load64(entry)
-    }
-    fn store64(&self, entry: usize, value: u64) {
-        self.inner.store64(entry, value)
-    }
-    fn swap64(&self, entry: usize, value: u64) -> u64 {
-        self.inner.swap64(entry, value)
-    }
-}
-
 fn a_bit_the_cpu_sets_during_the_swap_is_kept_harvest<M: PagingMode>() {
     let m = mapped::<M>(1);
     touch(&m, BASE, Access::READ);
     assert_eq!(leaf(&m, BASE) & (A | D), A);
-    let racing = CpuRacesTheSwap {
-        inner: SimAccess::new(m.ram),
-        extra: Cell::new(D as u32),
-    };
-    // SAFETY: as above: simulated RAM, no other writer.
-    let mut mapper =
-        unsafe { Mapper::<M, _>::new(m.mapper.root(), racing, CpuFeatures::full::<M>()).unwrap() };
+    // The CPU sets D in the leaf just before the harvest's swap of it.
+    let slot = m.mapper.walk(va(BASE)).unwrap().pte.unwrap().0;
+    let mut mapper = racing_mapper(&m, slot, slot, D);
     let (stats, flush) = mapper.test_and_clear_accessed(va(BASE), 0x1000).unwrap();
     flush.ignore();
     assert_eq!(stats.harvested, 1);
     // Accessed cleared, and the Dirty the CPU set under the harvest kept.
     assert_eq!(leaf(&m, BASE) & (A | D), D);
     // And the other way round: Accessed set under a harvest of Dirty.
-    mapper.access().extra.set(A as u32);
+    mapper.access().arm(A);
     let (stats, flush) = mapper.test_and_clear_dirty(va(BASE), 0x1000).unwrap();
     flush.ignore();
     assert_eq!(stats.harvested, 1);
     assert_eq!(leaf(&m, BASE) & (A | D), A);
-    assert_eq!(mapper.access().extra.get(), 0, "the race happened");
+    assert_eq!(mapper.access().armed(), 0, "the race happened");
 }
 
 fn the_harvested_mapping_is_what_the_iterator_lists_harvest<M: PagingMode>() {

@@ -47,6 +47,17 @@ impl<'r, M: PagingMode> CpuMarksDuringTheWrite<'r, M> {
         }
     }
 
+    /// Let "the CPU" OR `bits` into `mark` at the next exchange of
+    /// `trigger` (again, after an earlier race).
+    pub fn arm(&self, bits: u64) {
+        self.bits.set(bits as u32);
+    }
+
+    /// The bits still waiting for their exchange (0: the race happened).
+    pub fn armed(&self) -> u64 {
+        u64::from(self.bits.get())
+    }
+
     fn word(index: usize) -> usize {
         index * M::ENTRY_BYTES / 4
     }
