@@ -617,6 +617,156 @@ mod tests {
         assert!((0..2 * N).all(|i| hot.index.get(i).load(Ordering::Relaxed) == 0));
     }
 
+    /// Slot `slot`'s word as `(count, NO_HIT, generation)`, read by the
+    /// layout the module docs give (bits 0-15, 16, 17-31), not through the
+    /// constants the code uses.
+    fn fields(hot: &Hot, slot: usize) -> (u32, bool, u32) {
+        let w = hot.word(slot).load(Ordering::Relaxed);
+        (w & 0xFFFF, (w >> 16) & 1 == 1, w >> 17)
+    }
+
+    fn is_taken(hit: Hit, slot: usize, unused: bool) -> bool {
+        matches!(hit, Hit::Taken(s, u) if s == slot && u == unused)
+    }
+
+    fn is_locked(hit: Hit) -> bool {
+        matches!(hit, Hit::Locked)
+    }
+
+    /// Every transition of one slot's word, on one thread, as the module
+    /// docs define them: each moves the count as documented, sets or clears
+    /// `NO_HIT` only where documented, and bumps the generation exactly
+    /// when the count goes to 0 (and keeps it otherwise); the shard counts
+    /// the slot while its count is at least 2.
+    #[test]
+    fn the_slot_word_moves_as_documented() {
+        const P: u64 = 0x1_2345;
+        const S: usize = 3;
+        let hot = Hot::new();
+        assert_eq!(fields(&hot, S), (0, false, 0));
+
+        // install: count 2 (one user), in use.
+        hot.install(S, P);
+        assert_eq!((fields(&hot, S), hot.in_use()), ((2, false, 0), 1));
+        // The last user leaves without NO_HIT: count 1, not in use.
+        assert_eq!(hot.drop_user_locked(S, false), Some(2));
+        assert_eq!((fields(&hot, S), hot.in_use()), ((1, false, 0), 0));
+        // Recycled: count 0, the generation bumped.
+        assert!(hot.retire_unused(S, true));
+        assert_eq!(fields(&hot, S), (0, false, 1));
+        hot.forget(S, P);
+        assert_eq!(hot.page(S), None);
+
+        // Installed again: the generation survives.
+        hot.install(S, P);
+        assert_eq!((fields(&hot, S), hot.in_use()), ((2, false, 1), 1));
+        // A lock-free hit on a slot in use takes a user.
+        assert!(is_taken(hot.try_hit(P, true), S, false));
+        assert_eq!(fields(&hot, S), (3, false, 1));
+        assert!(is_taken(hot.try_hit(P, false), S, false));
+        assert_eq!(fields(&hot, S), (4, false, 1));
+        assert_eq!(hot.fast_hits(), 2);
+        // The lock holder adds users to a slot in use without counting it
+        // in use again.
+        assert_eq!(hot.add_user_in_use(S), Ok(true));
+        assert_eq!(fields(&hot, S), (5, false, 1));
+        assert_eq!(hot.add_user_locked(S, true), Ok(5));
+        assert_eq!((fields(&hot, S), hot.in_use()), ((6, false, 1), 1));
+        // Lock-free releases of users that are not the last one, even
+        // under a policy that keeps the last for the lock.
+        assert_eq!(hot.drop_ref(S, Some(P), true), Ok(false));
+        assert_eq!(fields(&hot, S), (5, false, 1));
+        assert_eq!(hot.drop_ref(S, None, false), Ok(false));
+        assert_eq!(fields(&hot, S), (4, false, 1));
+        // Locked releases of users that are not the last: no NO_HIT.
+        assert_eq!(hot.drop_user_locked(S, true), Some(4));
+        assert_eq!(fields(&hot, S), (3, false, 1));
+        assert_eq!(hot.drop_user_locked(S, false), Some(3));
+        assert_eq!((fields(&hot, S), hot.in_use()), ((2, false, 1), 1));
+        // The last user leaves without the lock when the policy allows it:
+        // count 1, not in use.
+        assert_eq!(hot.drop_ref(S, Some(P), false), Ok(false));
+        assert_eq!((fields(&hot, S), hot.in_use()), ((1, false, 1), 0));
+        // An unused slot is taken only when the caller allows it.
+        assert!(is_locked(hot.try_hit(P, false)));
+        assert_eq!((fields(&hot, S), hot.in_use()), ((1, false, 1), 0));
+        assert!(is_taken(hot.try_hit(P, true), S, true));
+        assert_eq!((fields(&hot, S), hot.in_use()), ((2, false, 1), 1));
+        // Under a policy that keeps the last user for the lock, it leaves
+        // there, marked NO_HIT.
+        assert_eq!(hot.drop_ref(S, Some(P), true), Err(true));
+        assert_eq!(fields(&hot, S), (2, false, 1));
+        assert_eq!(hot.drop_user_locked(S, true), Some(2));
+        assert_eq!((fields(&hot, S), hot.in_use()), ((1, true, 1), 0));
+        // No user left: nothing changes.
+        assert_eq!(hot.drop_user_locked(S, false), None);
+        assert_eq!(hot.drop_ref(S, Some(P), false), Err(false));
+        assert_eq!(hot.add_user_in_use(S), Ok(false));
+        assert_eq!(fields(&hot, S), (1, true, 1));
+        // A NO_HIT slot is never hit.
+        assert!(is_locked(hot.try_hit(P, true)));
+        assert_eq!(fields(&hot, S), (1, true, 1));
+        // Its PTE could not be cleared: hits are allowed again.
+        hot.allow_hits(S);
+        assert_eq!(fields(&hot, S), (1, false, 1));
+        // Retired to NO_HIT (twice: it stays out of reach), then freed.
+        assert!(hot.retire_unused(S, false));
+        assert_eq!(fields(&hot, S), (1, true, 1));
+        assert!(hot.retire_unused(S, false));
+        assert_eq!(fields(&hot, S), (1, true, 1));
+        hot.free_no_hit(S);
+        assert_eq!(fields(&hot, S), (0, false, 2));
+        // A free slot is not retired, and never hit.
+        assert!(!hot.retire_unused(S, true));
+        assert!(is_locked(hot.try_hit(P, true)));
+        assert_eq!(fields(&hot, S), (0, false, 2));
+        hot.forget(S, P);
+
+        // Retired to 0 but its PTE could not be cleared: unused again,
+        // with the new generation.
+        hot.install(S, P);
+        assert_eq!(hot.drop_user_locked(S, false), Some(2));
+        assert!(hot.retire_unused(S, true));
+        assert_eq!(fields(&hot, S), (0, false, 3));
+        hot.unretire(S);
+        assert_eq!((fields(&hot, S), hot.in_use()), ((1, false, 3), 0));
+        assert!(is_taken(hot.try_hit(P, true), S, true));
+        assert_eq!((fields(&hot, S), hot.in_use()), ((2, false, 3), 1));
+    }
+
+    #[test]
+    fn a_release_naming_a_page_refuses_another_pages_slot() {
+        let hot = Hot::new();
+        hot.install(0, 0x77);
+        assert_eq!(hot.add_user_locked(0, true), Ok(2));
+        assert_eq!(hot.drop_ref(0, Some(0x78), false), Err(false));
+        assert_eq!(hot.drop_ref(0, Some(0x77 | 1 << 32), false), Err(false));
+        assert_eq!(fields(&hot, 0), (3, false, 0));
+        assert_eq!(hot.drop_ref(0, Some(0x77), false), Ok(false));
+        assert_eq!(hot.drop_ref(0, None, false), Ok(false));
+        assert_eq!((fields(&hot, 0), hot.in_use()), ((1, false, 0), 0));
+    }
+
+    #[test]
+    fn an_unused_slot_is_not_hit_while_the_gate_is_up() {
+        let hot = Hot::new();
+        hot.install(5, 0x99);
+        assert_eq!(hot.drop_user_locked(5, false), Some(2));
+        hot.set_gate(true);
+        assert!(matches!(hot.try_hit(0x99, true), Hit::LockedWake));
+        assert_eq!((fields(&hot, 5), hot.in_use()), ((1, false, 0), 0));
+        // A hit on a slot in use needs no capacity: the gate is no bar.
+        assert_eq!(hot.add_user_locked(5, true), Ok(1));
+        assert_eq!(hot.in_use(), 1);
+        assert!(is_taken(hot.try_hit(0x99, true), 5, false));
+        // The last release with the gate up asks for a wake-up.
+        assert_eq!(hot.drop_ref(5, Some(0x99), false), Ok(false));
+        assert_eq!(hot.drop_ref(5, Some(0x99), false), Ok(true));
+        assert_eq!((fields(&hot, 5), hot.in_use()), ((1, false, 0), 0));
+        hot.set_gate(false);
+        assert!(is_taken(hot.try_hit(0x99, true), 5, true));
+    }
+
     #[test]
     fn one_chain_of_every_slot_wraps_past_the_last_bucket() {
         // N pages with one home, two buckets before the end: the chain
