@@ -1185,3 +1185,233 @@ fn split_keeps_a_late_accessed_bit_and_invents_no_dirty_one_pae() {
 fn split_keeps_a_late_accessed_bit_and_invents_no_dirty_one_two_level() {
     split_keeps_a_late_accessed_bit_and_invents_no_dirty_one::<TwoLevel>();
 }
+
+/// Accessed, bit 5 of every entry (SDM tables 4-4 to 4-11).
+const ACCESSED: u64 = 1 << 5;
+
+fn clear_accessed<M: PagingMode>(rig: &mut Rig<M>) {
+    let (_, flush) = rig
+        .mapper
+        .test_and_clear_accessed(va(BASE), span::<M>())
+        .unwrap();
+    flush.flush(&rig.mmu);
+}
+
+fn split_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried<M: PagingMode>() {
+    // Two walks race the split: a write through the large page while the
+    // table is linked (D, which the split then ORs into every PTE), and a
+    // read through PTE 0 just as that OR is stored into it (A). PTE 0 keeps
+    // both; the other PTEs get D and no A nobody set.
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    clear_accessed(&mut rig);
+    assert_eq!(raw_leaf(&rig, BASE) & (ACCESSED | DIRTY), 0);
+    let slot = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap().0;
+    let mut mapper = racing_mapper(&rig, slot, slot, DIRTY);
+    mapper.access().arm_next(ACCESSED);
+    mapper
+        .set_memory(
+            va(BASE + 0x3000),
+            PAGE_SIZE,
+            AttrChange::RO,
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    let races = (mapper.access().armed(), mapper.access().armed_next());
+    assert_eq!(races, (0, 0), "both races happened");
+    assert_eq!(raw_leaf(&rig, BASE) & (ACCESSED | DIRTY), ACCESSED | DIRTY);
+    for page in [1u32, 3, 9, (span::<M>() / PAGE_SIZE) as u32 - 1] {
+        let pte = raw_leaf(&rig, BASE + page * 0x1000);
+        assert_eq!(pte & (ACCESSED | DIRTY), DIRTY, "PTE {page}: {pte:#x}");
+    }
+}
+
+#[test]
+fn split_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried_pae() {
+    split_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried::<Pae>();
+}
+
+#[test]
+fn split_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried_two_level() {
+    split_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried::<TwoLevel>();
+}
+
+fn split_merge_carries_a_late_accessed_bit_and_invents_no_dirty_one<M: PagingMode>() {
+    // A read through PTE 7 (A, no D) lands while the merge writes the large
+    // entry: the large entry gets A again, and still no D (nobody wrote).
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    let large = raw_leaf(&rig, BASE);
+    assert_eq!(large & (ACCESSED | DIRTY), ACCESSED, "read, never written");
+    split_and_restore(&mut rig);
+    clear_accessed(&mut rig);
+    let walk = rig.mapper.walk(va(BASE + 0x7000)).unwrap();
+    let (pmd, pte) = (walk.pmd.unwrap().0, walk.pte.unwrap().0);
+    let mut mapper = racing_mapper(&rig, pmd, pte, ACCESSED);
+    let merged = mapper
+        .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!((merged.merged, mapper.access().armed()), (1, 0));
+    assert_eq!(raw_leaf(&rig, BASE), large);
+}
+
+#[test]
+fn split_merge_carries_a_late_accessed_bit_and_invents_no_dirty_one_pae() {
+    split_merge_carries_a_late_accessed_bit_and_invents_no_dirty_one::<Pae>();
+}
+
+#[test]
+fn split_merge_carries_a_late_accessed_bit_and_invents_no_dirty_one_two_level() {
+    split_merge_carries_a_late_accessed_bit_and_invents_no_dirty_one::<TwoLevel>();
+}
+
+fn split_merge_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried<M: PagingMode>() {
+    // A write through PTE 7 lands while the merge writes the large entry
+    // (D, which the merge then stores into the large entry), and a read
+    // through the large entry lands just as that store happens (A): the
+    // large entry keeps both.
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    let large = raw_leaf(&rig, BASE);
+    split_and_restore(&mut rig);
+    clear_accessed(&mut rig);
+    let walk = rig.mapper.walk(va(BASE + 0x7000)).unwrap();
+    let (pmd, pte) = (walk.pmd.unwrap().0, walk.pte.unwrap().0);
+    let mut mapper = racing_mapper(&rig, pmd, pte, DIRTY);
+    mapper.access().arm_next(ACCESSED);
+    let merged = mapper
+        .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    let races = (mapper.access().armed(), mapper.access().armed_next());
+    assert_eq!((merged.merged, races), (1, (0, 0)));
+    assert_eq!(raw_leaf(&rig, BASE), large | ACCESSED | DIRTY);
+}
+
+#[test]
+fn split_merge_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried_pae() {
+    split_merge_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried::<Pae>();
+}
+
+#[test]
+fn split_merge_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried_two_level() {
+    split_merge_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried::<TwoLevel>();
+}
+
+fn split_merge_keeps_a_table_with_one_page_out_of_line<M: PagingMode>() {
+    // Merging needs every PTE to map the next 4 KiB with the same flags:
+    // one page mapping another frame (same flags), or one page with other
+    // flags (same frame), keeps the table as it is.
+    for (what, change) in [("frame", 0x2000u64), ("flags", 1 << 1)] {
+        let mut rig = rig::<M>(recommended::<M>());
+        rig.mapper
+            .map_range(
+                va(BASE),
+                pa(PHYS),
+                span::<M>(),
+                MapFlags::KERNEL_RW,
+                LargePages::Avoid,
+                &mut rig.alloc,
+            )
+            .unwrap()
+            .ignore();
+        let (slot, pte) = rig.mapper.walk(va(BASE + 0x5000)).unwrap().pte.unwrap();
+        let odd = pte.raw() ^ change;
+        poke(&rig, slot, odd);
+        let stats = rig
+            .mapper
+            .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
+            .unwrap();
+        assert_eq!((stats.merged, stats.kept), (0, 1), "{what}");
+        assert_eq!(raw_leaf(&rig, BASE + 0x5000), odd, "{what}");
+        let t = rig.mmu.translate(va(BASE + 0x5000), Access::READ).unwrap();
+        assert_eq!(t.size, paging_core::PageSize::Size4KiB, "{what}");
+    }
+}
+
+#[test]
+fn split_merge_keeps_a_table_with_one_page_out_of_line_pae() {
+    split_merge_keeps_a_table_with_one_page_out_of_line::<Pae>();
+}
+
+#[test]
+fn split_merge_keeps_a_table_with_one_page_out_of_line_two_level() {
+    split_merge_keeps_a_table_with_one_page_out_of_line::<TwoLevel>();
+}
+
+#[test]
+fn split_merge_under_a_no_execute_table_entry_stays_no_execute_pae() {
+    // SDM 4.6: XD in any entry of the walk forbids fetches. A uniform
+    // table under a PDE a loader marked XD merges into a large page with
+    // XD, so every address translates as it did.
+    let mut rig = rig::<Pae>(recommended::<Pae>());
+    rig.mapper
+        .map_range(
+            va(BASE),
+            pa(PHYS),
+            span::<Pae>(),
+            MapFlags::KERNEL_RW,
+            LargePages::Avoid,
+            &mut rig.alloc,
+        )
+        .unwrap()
+        .ignore();
+    let (slot, pmd) = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap();
+    poke(&rig, slot, pmd.raw() | 1 << 63);
+    // P = 1, I/D = 1 (SDM 4.7): a fetch from a present no-execute page.
+    assert_eq!(fault(&rig, BASE + 0x3000, Access::EXEC), 0b1_0001);
+    let stats = rig
+        .mapper
+        .merge_large_pages(va(BASE), span::<Pae>(), &rig.mmu, &mut rig.alloc)
+        .unwrap();
+    assert_eq!(stats.merged, 1);
+    assert_eq!(raw_leaf(&rig, BASE) >> 63, 1);
+    let t = rig.mmu.translate(va(BASE + 0x3000), Access::WRITE).unwrap();
+    assert_eq!(
+        (t.size, t.writable, t.nx),
+        (<Pae>::LARGE_PAGE_SIZE, true, true)
+    );
+    assert_eq!(fault(&rig, BASE + 0x3000, Access::EXEC), 0b1_0001);
+}
+
+fn split_ignores_present_and_status_bits_in_a_change<M: PagingMode>() {
+    // `AttrChange::flags`: A/D and P are ignored in both. Asked to clear
+    // them (and R/W) on one page of a written large page, the split keeps
+    // the page present with the CPU's A and D, and only R/W goes.
+    let mut rig = rig::<M>(recommended::<M>());
+    map_large(&mut rig, 1, ODD);
+    rig.mmu.translate(va(BASE + 0x3000), Access::WRITE).unwrap();
+    assert_eq!(raw_leaf(&rig, BASE) & (ACCESSED | DIRTY), ACCESSED | DIRTY);
+    let pad = MapFlags::PRESENT | MapFlags::ACCESSED | MapFlags::DIRTY;
+    rig.mapper
+        .set_memory(
+            va(BASE + 0x3000),
+            PAGE_SIZE,
+            AttrChange::flags(MapFlags::WRITABLE | pad, pad),
+            &rig.mmu,
+            &mut rig.alloc,
+        )
+        .unwrap();
+    for page in [2u64, 3, 4] {
+        let frame = PHYS + page * 0x1000;
+        let rw = if page == 3 { 0 } else { 1 << 1 };
+        let want = (ODD_PTE_BITS & !(1 << 1)) | rw | ACCESSED | DIRTY | frame;
+        assert_eq!(
+            raw_leaf(&rig, BASE + page as u32 * 0x1000),
+            want,
+            "page {page}"
+        );
+    }
+    assert_eq!(fault(&rig, BASE + 0x3000, Access::WRITE), 0b11);
+    assert_eq!(fault(&rig, BASE + 0x3000, Access::READ), 0);
+}
+
+#[test]
+fn split_ignores_present_and_status_bits_in_a_change_pae() {
+    split_ignores_present_and_status_bits_in_a_change::<Pae>();
+}
+
+#[test]
+fn split_ignores_present_and_status_bits_in_a_change_two_level() {
+    split_ignores_present_and_status_bits_in_a_change::<TwoLevel>();
+}

@@ -556,3 +556,59 @@ fn attr_from_map(e: MapError, set: MapFlags) -> AttrError {
         _ => AttrError::Unsupported(set),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::AccessError;
+
+    #[test]
+    fn a_map_style_error_keeps_its_meaning_as_an_attribute_error() {
+        // Every error with an attribute twin becomes that twin (today's
+        // callers pass only the first four kinds); the rest are the flags
+        // the change asked for, refused.
+        let set = MapFlags::WRITABLE;
+        let frame = PhysFrame::containing_address(PhysAddr::new_truncate(0x5000));
+        let va = VirtAddr::new(0x4000_0000);
+        let cases = [
+            (
+                MapError::MissingFeature(crate::CpuFeature::NoExecute),
+                AttrError::MissingFeature(crate::CpuFeature::NoExecute),
+            ),
+            (MapError::OutOfFrames, AttrError::OutOfFrames),
+            (
+                MapError::TableOutOfReach {
+                    frame,
+                    max_bits: 32,
+                },
+                AttrError::TableOutOfReach {
+                    frame,
+                    max_bits: 32,
+                },
+            ),
+            (
+                MapError::Access(AccessError::NoSlot),
+                AttrError::Access(AccessError::NoSlot),
+            ),
+            (
+                MapError::TableRestricts {
+                    va,
+                    level: Level::Pmd,
+                    raw: 0x61,
+                },
+                AttrError::TableRestricts {
+                    va,
+                    level: Level::Pmd,
+                    raw: 0x61,
+                },
+            ),
+            (
+                MapError::Unsupported(MapFlags::NO_EXECUTE),
+                AttrError::Unsupported(set),
+            ),
+        ];
+        for (map, attr) in cases {
+            assert_eq!(attr_from_map(map, set), attr, "{map:?}");
+        }
+    }
+}

@@ -21,6 +21,8 @@ pub struct CpuMarksDuringTheWrite<'r, M> {
     trigger: (paging_core::PhysFrame, usize),
     mark: (paging_core::PhysFrame, usize),
     bits: std::cell::Cell<u32>,
+    /// Bits for the exchange after the armed race (see `arm_next`).
+    next: std::cell::Cell<u32>,
     _mode: std::marker::PhantomData<M>,
 }
 
@@ -43,6 +45,7 @@ impl<'r, M: PagingMode> CpuMarksDuringTheWrite<'r, M> {
             trigger: (trigger.table, trigger.index),
             mark: (mark.table, mark.index),
             bits: std::cell::Cell::new(bits as u32),
+            next: std::cell::Cell::new(0),
             _mode: std::marker::PhantomData,
         }
     }
@@ -56,6 +59,19 @@ impl<'r, M: PagingMode> CpuMarksDuringTheWrite<'r, M> {
     /// The bits still waiting for their exchange (0: the race happened).
     pub fn armed(&self) -> u64 {
         u64::from(self.bits.get())
+    }
+
+    /// A second race: once the armed one has happened, the CPU ORs `bits`
+    /// into whichever entry the mapper exchanges next, just before that
+    /// exchange (a walk through that very entry).
+    pub fn arm_next(&self, bits: u64) {
+        self.next.set(bits as u32);
+    }
+
+    /// The bits of [`arm_next`](Self::arm_next) still waiting (0: that race
+    /// happened too).
+    pub fn armed_next(&self) -> u64 {
+        u64::from(self.next.get())
     }
 
     fn word(index: usize) -> usize {
@@ -85,14 +101,17 @@ impl<M: PagingMode> MarkingTable<'_, '_, M> {
     fn exchanging(&self, word: usize) {
         let a = self.access;
         let trigger = (a.trigger.0, CpuMarksDuringTheWrite::<M>::word(a.trigger.1));
-        if (self.frame, word) != trigger {
-            return;
-        }
-        let bits = a.bits.take();
-        if bits != 0 {
+        if (self.frame, word) == trigger && a.bits.get() != 0 {
             let table = a.inner.table(a.mark.0).unwrap();
             let w = CpuMarksDuringTheWrite::<M>::word(a.mark.1);
-            table.store32(w, table.load32(w) | bits);
+            table.store32(w, table.load32(w) | a.bits.take());
+            return;
+        }
+        if a.bits.get() == 0 {
+            let next = a.next.take();
+            if next != 0 {
+                self.inner.store32(word, self.inner.load32(word) | next);
+            }
         }
     }
 }
