@@ -124,8 +124,12 @@ pub const CRATES: [CrateSet; 4] = [
             "paging-core/src/flush.rs",
         ],
         features: &[],
-        test_timeout_secs: 60,
-        whole_suite_timeout_secs: 60,
+        // No first-pass skips: every pass runs the whole suite, which took
+        // 80 s per mutant on a loaded machine (the `split.rs` retest on
+        // `c2f5167`, load average 7 to 9); a 60 s limit would count every
+        // survivor as a timeout, that is as caught.
+        test_timeout_secs: 300,
+        whole_suite_timeout_secs: 300,
         build_timeout_secs: 900,
         first_pass_skips: &[],
     },
@@ -532,7 +536,7 @@ mod tests {
         assert_eq!(pass_timeout(&options, kmap, kmap.first_pass_skips), 90);
         assert_eq!(pass_timeout(&options, kmap, &[]), 300);
         let core = set("paging-core");
-        assert_eq!(pass_timeout(&options, core, &[]), 60);
+        assert_eq!(pass_timeout(&options, core, &[]), 300);
         let given = parse(&["--timeout".into(), "20".into()]).unwrap();
         assert_eq!(pass_timeout(&given, kmap, &[]), 20);
         assert_eq!(pass_timeout(&given, kmap, kmap.first_pass_skips), 20);
