@@ -563,7 +563,10 @@ mod tests {
     //! The page→slot index on its own: linear probing that wraps past the
     //! last bucket, backward-shift deletion, and the hash that spreads
     //! pages over the buckets. Through the pool these only show as hits
-    //! and misses, and a pool seldom builds a probe chain longer than two.
+    //! and misses, and a pool never fills more than half its buckets, so
+    //! long chains (and chains that wrap past the last bucket) are rare
+    //! there. The slot word's transitions are checked here too, field by
+    //! field.
     extern crate std;
     use super::*;
     use std::collections::BTreeSet;
