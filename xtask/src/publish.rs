@@ -192,7 +192,8 @@ pub fn package() -> Result<(), String> {
     let mut package = process::cargo();
     package
         .current_dir(&root)
-        .args(["package", "--allow-dirty"]);
+        .args(["package", "--allow-dirty", "--target-dir"])
+        .arg(package_target(&root));
     for krate in LIBRARY_CRATES {
         package.args(["-p", krate]);
     }
@@ -201,7 +202,10 @@ pub fn package() -> Result<(), String> {
     // Unpack every tarball outside the workspace and run its tests against
     // the other tarballs (a `[patch]` pointing at them), as a user of the
     // published crates would.
-    let unpacked = std::env::temp_dir().join("i386-paging-packages");
+    // One directory per run (two CI jobs on one machine must not unpack
+    // over each other), removed when the tests pass.
+    let unpacked =
+        std::env::temp_dir().join(format!("i386-paging-packages-{}", std::process::id()));
     if unpacked.exists() {
         remove(&unpacked)?;
     }
@@ -209,8 +213,7 @@ pub fn package() -> Result<(), String> {
     let version = workspace_version(&root)?;
     let mut patches = Vec::new();
     for krate in LIBRARY_CRATES {
-        let tarball = root
-            .join("target")
+        let tarball = package_target(&root)
             .join("package")
             .join(format!("{krate}-{version}.crate"));
         process::run(
@@ -245,17 +248,28 @@ pub fn package() -> Result<(), String> {
         }
         process::run(&mut test)?;
     }
-    Ok(())
+    remove(&unpacked)
 }
 
-/// Removes what earlier `cargo package` runs left: `target/package`, and
-/// the copies cargo unpacked from its temporary local registry into
+/// Where `cargo package` writes its tarballs and builds them to verify
+/// them: a target directory of its own, emptied before every run. Cargo
+/// takes a registry crate of one name and version to never change, so in
+/// the shared `target/` a verification build would link an earlier run's
+/// `paging-core 0.1.0` (seen here: after a trait method became `unsafe`,
+/// `paging-sim` failed to build against the old copy in a checkout that
+/// had run this step before; a fresh clone passed).
+fn package_target(root: &Path) -> PathBuf {
+    root.join("target").join("packaging")
+}
+
+/// Removes what earlier `cargo package` runs left: their target directory
+/// ([`package_target`]), and the copies cargo unpacked from its temporary local registry into
 /// `$CARGO_HOME/registry/src/<local registry>/` to verify each crate against
 /// the others. Cargo keys those by name and version only, so without this a
 /// second run verifies against the *first* run's sources (seen here: a
 /// crate failing to find an item its dependency had gained since).
 fn forget_earlier_packages(root: &Path) -> Result<(), String> {
-    let package_dir = root.join("target").join("package");
+    let package_dir = package_target(root);
     if package_dir.exists() {
         remove(&package_dir)?;
     }
