@@ -5,7 +5,8 @@
 //! carry the policy's flags, so a kmap can be written through; after a
 //! wrap the search goes on past a busy slot 0; lock-free hits raise the
 //! peak; a ticket takes a cached slot under the lock; `Generations` clears
-//! a slot at its last release; a reservation beats a lock-free hit.
+//! a slot at its last release, and a map finds a lone released slot
+//! wherever it is; a reservation beats a lock-free hit.
 //! Written for mutants that `cargo xtask mutants` found no
 //! test noticed (docs/testing.md).
 
@@ -18,7 +19,7 @@ use paging_core::PAGE_SIZE;
 use paging_sim::SimRam;
 use paging_x86_2level::TwoLevel;
 use paging_x86_pae::Pae;
-use support::{Kernel, ModeUnderTest, PKMAP_BASE, va};
+use support::{Kernel, ModeUnderTest, PKMAP_BASE, pattern, read_u64, va};
 
 /// Spins like `SpinWait`, and counts the wake-ups it is asked for.
 struct CountingWait<'a> {
@@ -290,6 +291,54 @@ fn lock_free_hits_raise_the_peak<M: ModeUnderTest>() {
     drop(held);
 }
 
+/// Under `Generations` a released slot is stale (count 1, PTE clear, no
+/// flush yet) until the cursor frees it: half a pool at a time, each half
+/// flushed from the mark of the boundary before, or every stale slot at
+/// once after a lap past both half boundaries found nothing free. With
+/// every other slot in use a map must find the released one, whichever it
+/// is, and a read through it then sees the new page (the TLB entry the old
+/// page left was flushed before the slot was reused); with none released,
+/// the search ends and the pool is exhausted.
+fn generations_finds_the_one_released_slot<M: ModeUnderTest, const N: usize>()
+where
+    kmap::PoolSize<N>: kmap::ValidPoolSize,
+{
+    for released in 0..N {
+        let ram = SimRam::new();
+        let k = Kernel::<M>::new(&ram);
+        let pool = k.pool::<Generations, SpinWait, N>(Generations, SpinWait);
+        // SAFETY: the only token of this test thread; only `try_` calls.
+        let task = unsafe { KmapTask::new() };
+        let mut held: Vec<_> = (0..N)
+            .map(|i| pool.try_map(&task, k.high_page(i)).unwrap())
+            .collect();
+        assert_eq!(pool.in_use(), N);
+        // Every slot's translation in the TLB.
+        for (i, g) in held.iter().enumerate() {
+            assert_eq!(read_u64(&k.m.mmu, g.va()), Ok(pattern(k.high_page(i))));
+        }
+        assert_eq!(
+            pool.try_map(&task, k.high_page(N)).err(),
+            Some(KmapError::Exhausted),
+            "{N} slots, all in use"
+        );
+        let at = held.remove(released).va();
+        assert_eq!((pool.slot_count(at), k.pte(at)), (Some(1), 0), "stale");
+        let next = pool.try_map(&task, k.high_page(N + 1)).unwrap();
+        assert_eq!(next.va(), at, "{N} slots, slot of page {released} released");
+        assert_eq!(pool.slot_count(at), Some(2));
+        assert_eq!(pool.lookup(k.high_page(N + 1)), Some(at));
+        assert_ne!(k.pte(at), 0);
+        let page = k.high_page(N + 1);
+        assert_eq!(
+            read_u64(&k.m.mmu, at),
+            Ok(pattern(page)),
+            "{N} slots, slot of page {released} reused: a stale TLB entry"
+        );
+        drop((next, held));
+    }
+}
+
 #[test]
 fn two_level() {
     reserved_slots_are_not_promised_again::<TwoLevel>();
@@ -302,6 +351,8 @@ fn two_level() {
     a_ticket_takes_a_cached_slot_under_the_lock::<TwoLevel>();
     generations_clears_at_the_last_release::<TwoLevel>();
     a_reservation_beats_a_lock_free_hit::<TwoLevel>();
+    generations_finds_the_one_released_slot::<TwoLevel, 4>();
+    generations_finds_the_one_released_slot::<TwoLevel, 8>();
 }
 
 #[test]
@@ -316,4 +367,6 @@ fn pae() {
     a_ticket_takes_a_cached_slot_under_the_lock::<Pae>();
     generations_clears_at_the_last_release::<Pae>();
     a_reservation_beats_a_lock_free_hit::<Pae>();
+    generations_finds_the_one_released_slot::<Pae, 4>();
+    generations_finds_the_one_released_slot::<Pae, 8>();
 }
