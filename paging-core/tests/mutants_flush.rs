@@ -1,12 +1,13 @@
 //! Flush tokens, precisely: the range-flush ceiling is inclusive, and a
-//! `&T` (or `&&T`) passes every operation on to `T` unchanged. Written for
+//! `&T` (or `&&T`) passes every operation on to `T` unchanged, its flush
+//! history (`mark`, `flush_range_since`) included. Written for
 //! mutants that `cargo xtask mutants` found no test noticed
 //! (docs/testing.md).
 
 use std::cell::RefCell;
 
 use paging_core::flush::RANGE_FLUSH_CEILING;
-use paging_core::{Flush, FlushBatch, TlbOps, VirtAddr};
+use paging_core::{Flush, FlushBatch, TlbMark, TlbOps, VirtAddr};
 
 /// Every TLB operation, in order: (kind, address, pages).
 #[derive(Default)]
@@ -99,6 +100,62 @@ fn a_reference_forwards_every_operation() {
             ("range", 0x4000, 7),
             ("all", 0, 0),
             ("everything", 0, 0),
+        ]
+    );
+}
+
+/// A TLB with a flush history: its marks advance, and a deferred range
+/// flush records the mark it was given.
+#[derive(Default)]
+struct MarkedLog {
+    log: RangedLog,
+    clock: std::cell::Cell<u64>,
+}
+
+impl TlbOps for MarkedLog {
+    fn flush_page(&self, va: VirtAddr) {
+        self.log.flush_page(va);
+    }
+    fn flush_range(&self, start: VirtAddr, pages: u32) {
+        self.log.flush_range(start, pages);
+    }
+    fn flush_all(&self) {
+        self.log.flush_all();
+    }
+    fn flush_everything(&self) {
+        self.log.flush_everything();
+    }
+    fn mark(&self) -> TlbMark {
+        self.clock.set(self.clock.get() + 1);
+        TlbMark(self.clock.get())
+    }
+    fn flush_range_since(&self, start: VirtAddr, pages: u32, since: TlbMark) {
+        let mark = u32::try_from(since.0).unwrap();
+        self.log
+            .0
+            .0
+            .borrow_mut()
+            .push(("since", start.as_u32(), pages + (mark << 16)));
+    }
+}
+
+#[test]
+fn a_reference_forwards_the_flush_history() {
+    // A reference that fell back to the trait's defaults would return
+    // `TlbMark::NONE` and turn the deferred flush into a plain range flush.
+    let inner = MarkedLog::default();
+    let by_ref: &MarkedLog = &inner;
+    let by_ref_ref: &&MarkedLog = &by_ref;
+    assert_eq!(TlbOps::mark(&by_ref), TlbMark(1));
+    assert_eq!(TlbOps::mark(&by_ref_ref), TlbMark(2));
+    assert_ne!(TlbMark(1), TlbMark::NONE);
+    TlbOps::flush_range_since(&by_ref, va(0x6000), 3, TlbMark(1));
+    TlbOps::flush_range_since(&by_ref_ref, va(0x7000), 4, TlbMark(2));
+    assert_eq!(
+        inner.log.0.0.into_inner(),
+        [
+            ("since", 0x6000, 3 + (1 << 16)),
+            ("since", 0x7000, 4 + (2 << 16))
         ]
     );
 }
