@@ -182,6 +182,19 @@ fn a_table_entry_is_widened_when_nothing_below_gains<M: PagingMode>() {
     assert_eq!(fault(&rig, X, Access::WRITE), 0x3, "X is still read-only");
 }
 
+/// `update_flags` on the one leaf that already has the right its table
+/// entry withholds: nothing *else* below gains by widening the entry, so it
+/// is widened (the leaf being changed is not counted against itself) and
+/// the write the leaf always asked for now succeeds.
+fn update_flags_widens_for_the_leaf_it_changes<M: PagingMode>() {
+    let (mut rig, restricted) = read_only_pde_over_writable_x::<M>();
+    let flush = rig.mapper.update_flags(va(X), MapFlags::KERNEL_RW).unwrap();
+    assert_ne!(flush, paging_core::Flush::none());
+    flush.flush(&rig.mmu);
+    assert_eq!(pde(&rig, X), restricted | 1 << 1, "only R/W was added");
+    assert_eq!(fault(&rig, X, Access::WRITE), 0);
+}
+
 fn a_supervisor_table_entry_is_not_opened_to_user_mappings_below<M: PagingMode>() {
     let mut rig = machine::<M>();
     let user = MapFlags::KERNEL_RW | MapFlags::USER;
@@ -347,6 +360,7 @@ paging_sim::for_each_mode!(
     a_read_only_leaf_never_needs_a_writable_table_entry,
     widening_that_would_give_another_mapping_a_right_is_refused,
     a_table_entry_is_widened_when_nothing_below_gains,
+    update_flags_widens_for_the_leaf_it_changes,
     a_supervisor_table_entry_is_not_opened_to_user_mappings_below,
     a_table_frame_the_mode_cannot_point_at_is_refused,
     a_range_whose_second_table_is_out_of_reach_changes_nothing,
