@@ -351,3 +351,47 @@ impl<M: PagingMode, A: TableAccess, H: TableHooks> Mapper<M, A, H> {
         pending.reload_cr3 = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::AccessError;
+
+    #[test]
+    fn a_map_style_error_keeps_its_meaning_as_an_update_error() {
+        // Every error with an update twin becomes that twin; the rest are
+        // the flags the call asked for, refused.
+        let flags = MapFlags::WRITABLE;
+        let va = VirtAddr::new(0x4000_0000);
+        let cases = [
+            (
+                MapError::Access(AccessError::NoSlot),
+                UnmapError::Access(AccessError::NoSlot),
+            ),
+            (
+                MapError::TableRestricts {
+                    va,
+                    level: Level::Pmd,
+                    raw: 0x61,
+                },
+                UnmapError::TableRestricts {
+                    va,
+                    level: Level::Pmd,
+                    raw: 0x61,
+                },
+            ),
+            (
+                MapError::MissingFeature(crate::CpuFeature::Pat),
+                UnmapError::MissingFeature(crate::CpuFeature::Pat),
+            ),
+            (
+                MapError::Unsupported(MapFlags::NO_EXECUTE),
+                UnmapError::Unsupported(flags),
+            ),
+            (MapError::OutOfFrames, UnmapError::Unsupported(flags)),
+        ];
+        for (map, update) in cases {
+            assert_eq!(map_to_update_error(map, flags), update, "{map:?}");
+        }
+    }
+}
