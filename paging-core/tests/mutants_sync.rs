@@ -229,3 +229,80 @@ fn pae() {
     publish_copies_exactly_the_range_asked_for::<Pae>();
     the_fault_path_syncs_from_the_kernel_start_and_never_below::<Pae>();
 }
+
+/// The address of `slot`'s entry (8-byte PAE entries).
+fn entry_addr(slot: paging_core::Slot) -> PhysAddr {
+    pa(slot.table.start_address().as_u64() + slot.index as u64 * 8)
+}
+
+/// PAE: a kernel PDE whose high half is not zero (XD, bit 63, set in the
+/// reference's table entry). A directory with a private kernel PMD table
+/// gets it by the two-step fill (high half, then a compare-and-swap of the
+/// low half), so its entry may be found empty, half-filled with the
+/// reference's high half (a fill interrupted between its steps: complete
+/// it), or holding a high half of its own (not ours: a real fault, left
+/// as it is).
+#[test]
+fn pae_fill_checks_the_high_half_it_finds() {
+    const XD_HIGH: u32 = 1 << 31;
+    for (found_high, want) in [
+        (0, SyncOutcome::Filled),
+        (XD_HIGH, SyncOutcome::Filled),
+        (1, SyncOutcome::NotSyncFault),
+        (XD_HIGH | 1, SyncOutcome::NotSyncFault),
+    ] {
+        let ram = SimRam::new();
+        let mut m = Machine::<Pae>::new(&ram);
+        m.mapper
+            .map(
+                page(VMALLOC),
+                frame(0x30_0000),
+                MapFlags::KERNEL_RW,
+                &mut m.alloc,
+            )
+            .unwrap()
+            .ignore();
+        let rslot = m.mapper.walk(va(VMALLOC)).unwrap().pmd.unwrap().0;
+        let high = entry_addr(rslot).as_u64() + 4;
+        ram.write_u32(pa(high), ram.read_u32(pa(high)).unwrap() | XD_HIGH)
+            .unwrap();
+        let reference = ram.read_u64(entry_addr(rslot)).unwrap();
+        assert_eq!(reference >> 63, 1);
+        // The directory's own kernel PMD table, with another PDE in use.
+        let mut d = Mapper::<Pae, _>::create_isolated(
+            SimAccess::new(&ram),
+            paging_core::CpuFeatures::full::<Pae>(),
+            &mut m.alloc,
+        )
+        .unwrap();
+        d.map(
+            page(VMALLOC + 0x40_0000),
+            frame(0x40_0000),
+            MapFlags::KERNEL_RW,
+            &mut m.alloc,
+        )
+        .unwrap()
+        .ignore();
+        let aslot = d.walk(va(VMALLOC)).unwrap().pmd.unwrap().0;
+        let found = u64::from(found_high) << 32;
+        ram.write_u64(entry_addr(aslot), found).unwrap();
+        // SAFETY: both roots are directories in simulated RAM.
+        let outcome = unsafe {
+            sync_kernel_entry::<Pae, _, _>(
+                &SimAccess::new(&ram),
+                &NativeHooks,
+                m.mapper.root(),
+                d.root(),
+                va(VMALLOC),
+            )
+        };
+        assert_eq!(outcome, Ok(want), "found high half {found_high:#x}");
+        let now = ram.read_u64(entry_addr(aslot)).unwrap();
+        if want == SyncOutcome::Filled {
+            assert_eq!(now, reference, "found high half {found_high:#x}");
+            assert_eq!(hw_in(&m, d.root(), va(VMALLOC)), Ok(pa(0x30_0000)));
+        } else {
+            assert_eq!(now, found, "left as it was");
+        }
+    }
+}
