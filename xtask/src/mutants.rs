@@ -126,7 +126,7 @@ pub const CRATES: [CrateSet; 4] = [
         features: &[],
         // No first-pass skips: every pass runs the whole suite, which took
         // 80 s per mutant on a loaded machine (the `split.rs` retest on
-        // `c2f5167`, load average 7 to 9); a 60 s limit would count every
+        // `6a4eb02`, load average 7 to 9); a 60 s limit would count every
         // survivor as a timeout, that is as caught.
         test_timeout_secs: 300,
         whole_suite_timeout_secs: 300,
