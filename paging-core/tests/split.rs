@@ -1121,6 +1121,16 @@ fn split_keeps_a_dirty_bit_the_cpu_sets_while_the_table_is_linked_two_level() {
     split_keeps_a_dirty_bit_the_cpu_sets_while_the_table_is_linked::<TwoLevel>();
 }
 
+/// A mapper over `rig`'s split block through which the CPU ORs `bits` into
+/// PTE 7 when the mapper exchanges the block's PMD entry.
+fn racing_at_page_7<M: PagingMode>(
+    rig: &Rig<M>,
+    bits: u64,
+) -> paging_core::Mapper<M, racing_support::CpuMarksDuringTheWrite<'static, M>> {
+    let walk = rig.mapper.walk(va(BASE + 0x7000)).unwrap();
+    racing_mapper(rig, walk.pmd.unwrap().0, walk.pte.unwrap().0, bits)
+}
+
 fn split_merge_keeps_a_dirty_bit_the_cpu_sets_while_the_large_entry_is_written<M: PagingMode>() {
     // The CPU writes through a 4 KiB page after the merge checked the table
     // and before the large entry replaces it: the large entry must carry D.
@@ -1128,9 +1138,7 @@ fn split_merge_keeps_a_dirty_bit_the_cpu_sets_while_the_large_entry_is_written<M
     map_large(&mut rig, 1, ODD);
     let large = raw_leaf(&rig, BASE);
     split_and_restore(&mut rig);
-    let walk = rig.mapper.walk(va(BASE + 0x7000)).unwrap();
-    let (pmd, pte) = (walk.pmd.unwrap().0, walk.pte.unwrap().0);
-    let mut mapper = racing_mapper(&rig, pmd, pte, DIRTY);
+    let mut mapper = racing_at_page_7(&rig, DIRTY);
     let merged = mapper
         .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
         .unwrap();
@@ -1153,11 +1161,7 @@ fn split_keeps_a_late_accessed_bit_and_invents_no_dirty_one<M: PagingMode>() {
     // link, and the PTEs get A but not D (nobody wrote).
     let mut rig = rig::<M>(recommended::<M>());
     map_large(&mut rig, 1, ODD);
-    let (_, flush) = rig
-        .mapper
-        .test_and_clear_accessed(va(BASE), span::<M>())
-        .unwrap();
-    flush.flush(&rig.mmu);
+    clear_accessed(&mut rig);
     assert_eq!(raw_leaf(&rig, BASE) & (1 << 5 | DIRTY), 0);
     let slot = rig.mapper.walk(va(BASE)).unwrap().pmd.unwrap().0;
     let mut mapper = racing_mapper(&rig, slot, slot, 1 << 5);
@@ -1246,9 +1250,7 @@ fn split_merge_carries_a_late_accessed_bit_and_invents_no_dirty_one<M: PagingMod
     assert_eq!(large & (ACCESSED | DIRTY), ACCESSED, "read, never written");
     split_and_restore(&mut rig);
     clear_accessed(&mut rig);
-    let walk = rig.mapper.walk(va(BASE + 0x7000)).unwrap();
-    let (pmd, pte) = (walk.pmd.unwrap().0, walk.pte.unwrap().0);
-    let mut mapper = racing_mapper(&rig, pmd, pte, ACCESSED);
+    let mut mapper = racing_at_page_7(&rig, ACCESSED);
     let merged = mapper
         .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
         .unwrap();
@@ -1276,9 +1278,7 @@ fn split_merge_keeps_an_accessed_bit_the_cpu_sets_while_late_bits_are_carried<M:
     let large = raw_leaf(&rig, BASE);
     split_and_restore(&mut rig);
     clear_accessed(&mut rig);
-    let walk = rig.mapper.walk(va(BASE + 0x7000)).unwrap();
-    let (pmd, pte) = (walk.pmd.unwrap().0, walk.pte.unwrap().0);
-    let mut mapper = racing_mapper(&rig, pmd, pte, DIRTY);
+    let mut mapper = racing_at_page_7(&rig, DIRTY);
     mapper.access().arm_next(ACCESSED);
     let merged = mapper
         .merge_large_pages(va(BASE), span::<M>(), &rig.mmu, &mut rig.alloc)
