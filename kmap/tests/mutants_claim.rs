@@ -36,6 +36,32 @@ impl TableAccess for Switchable<'_, '_> {
     }
 }
 
+/// A pool of `N` slots with `policy` whose slot tables are unreachable
+/// while `off` is set.
+fn switchable_pool<'a, M: ModeUnderTest, P: kmap::FlushPolicy, const N: usize>(
+    k: &'a Kernel<'a, M>,
+    ram: &'a SimRam,
+    off: &'a AtomicBool,
+    policy: P,
+) -> PersistentPool<M, Switchable<'a, 'a>, &'a paging_sim::Mmu<'a>, P, SpinWait, N>
+where
+    kmap::PoolSize<N>: kmap::ValidPoolSize,
+{
+    PersistentPool::new(
+        &k.window,
+        va(PKMAP_BASE),
+        k.direct,
+        Switchable {
+            inner: SimAccess::new(ram),
+            off,
+        },
+        &k.m.mmu,
+        policy,
+        SpinWait,
+    )
+    .unwrap()
+}
+
 fn reserved(pool: &impl std::fmt::Debug) -> usize {
     let text = format!("{pool:?}");
     let at = text.find("reserved: ").unwrap() + "reserved: ".len();
@@ -51,19 +77,7 @@ fn failed_claims_give_the_ticket_back<M: ModeUnderTest>() {
     let ram = SimRam::new();
     let k = Kernel::<M>::new(&ram);
     let off = AtomicBool::new(false);
-    let pool = PersistentPool::<M, _, _, GlobalFlush, SpinWait, 2>::new(
-        &k.window,
-        va(PKMAP_BASE),
-        k.direct,
-        Switchable {
-            inner: SimAccess::new(&ram),
-            off: &off,
-        },
-        &k.m.mmu,
-        GlobalFlush,
-        SpinWait,
-    )
-    .unwrap();
+    let pool = switchable_pool::<M, _, 2>(&k, &ram, &off, GlobalFlush);
     // SAFETY: the only token of this test thread.
     let mut task = unsafe { KmapTask::new() };
 
@@ -110,19 +124,7 @@ fn generations_gives_up_on_slots_it_cannot_clear<M: ModeUnderTest>() {
     let ram = SimRam::new();
     let k = Kernel::<M>::new(&ram);
     let off = AtomicBool::new(false);
-    let pool = PersistentPool::<M, _, _, Generations, SpinWait, 4>::new(
-        &k.window,
-        va(PKMAP_BASE),
-        k.direct,
-        Switchable {
-            inner: SimAccess::new(&ram),
-            off: &off,
-        },
-        &k.m.mmu,
-        Generations,
-        SpinWait,
-    )
-    .unwrap();
+    let pool = switchable_pool::<M, _, 4>(&k, &ram, &off, Generations);
     // SAFETY: the only token of this test thread; only `try_` calls.
     let task = unsafe { KmapTask::new() };
     let all: Vec<_> = (0..4)
