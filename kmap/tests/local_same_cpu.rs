@@ -63,8 +63,8 @@ mod scheduled {
     //! live slot, its unmap was refused as out of order, and the slot stayed
     //! mapped for good.
 
-    use std::sync::Barrier;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Condvar, Mutex, PoisonError};
     use std::thread;
 
     use fixmap::{Fixmap, WindowBuilder, fixmap_layout};
@@ -85,12 +85,61 @@ mod scheduled {
         PhysFrame::from_start_address(PhysAddr::new(x).unwrap()).unwrap()
     }
 
+    /// A barrier for two threads that a panicking thread breaks: a wait on
+    /// a broken one panics as well. With `std::sync::Barrier`, a failed
+    /// assertion on one thread left the other waiting for ever, so the
+    /// test hung instead of failing.
+    struct Rendezvous {
+        /// Threads arrived in this round, the round, and whether broken.
+        state: Mutex<(usize, u64, bool)>,
+        turned: Condvar,
+    }
+
+    impl Rendezvous {
+        fn new() -> Self {
+            Rendezvous {
+                state: Mutex::new((0, 0, false)),
+                turned: Condvar::new(),
+            }
+        }
+
+        fn wait(&self) {
+            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let round = s.1;
+            s.0 += 1;
+            if s.0 == 2 {
+                *s = (0, round + 1, s.2);
+                self.turned.notify_all();
+            }
+            while s.1 == round && !s.2 {
+                s = self.turned.wait(s).unwrap_or_else(PoisonError::into_inner);
+            }
+            assert_eq!(s.1, round + 1, "the other thread panicked");
+        }
+
+        fn break_it(&self) {
+            self.state.lock().unwrap_or_else(PoisonError::into_inner).2 = true;
+            self.turned.notify_all();
+        }
+    }
+
+    /// Breaks every rendezvous of the thread holding it if it unwinds.
+    struct BreakOnUnwind<'a>([&'a Rendezvous; 3]);
+
+    impl Drop for BreakOnUnwind<'_> {
+        fn drop(&mut self) {
+            if thread::panicking() {
+                self.0.iter().for_each(|r| r.break_it());
+            }
+        }
+    }
+
     /// Stops the first store made on `thread` once armed.
     struct Pause {
         armed: AtomicBool,
         thread: std::sync::OnceLock<thread::ThreadId>,
-        go: Barrier,
-        done: Barrier,
+        go: Rendezvous,
+        done: Rendezvous,
     }
 
     fn a_push_during_a_pop<M: PagingMode + Send + Sync>() {
@@ -98,8 +147,8 @@ mod scheduled {
         let pause = Pause {
             armed: AtomicBool::new(false),
             thread: std::sync::OnceLock::new(),
-            go: Barrier::new(2),
-            done: Barrier::new(2),
+            go: Rendezvous::new(),
+            done: Rendezvous::new(),
         };
         let observer = |_: ObservedStore| {
             if pause.thread.get() == Some(&thread::current().id())
@@ -120,9 +169,11 @@ mod scheduled {
         let local = LocalSlots::<_, _, _, _, _, 2, 1>::new(&fix, Fix::LOCAL, false, direct, &m.mmu)
             .unwrap();
         let (a, b) = (frame(0x1000_0000), frame(0x1000_1000));
-        let popped = Barrier::new(2);
+        let popped = Rendezvous::new();
+        let all = [&pause.go, &pause.done, &popped];
         thread::scope(|s| {
             s.spawn(|| {
+                let _broken = BreakOnUnwind(all);
                 pause.go.wait();
                 let g = local.map(0, b).unwrap();
                 assert_eq!(g.depth(), 1, "pushed above the slot being popped");
@@ -130,6 +181,7 @@ mod scheduled {
                 popped.wait();
                 drop(g);
             });
+            let _broken = BreakOnUnwind(all);
             let g = local.map(0, a).unwrap();
             pause.thread.set(thread::current().id()).unwrap();
             pause.armed.store(true, Ordering::SeqCst);
