@@ -70,7 +70,7 @@ fn pae_set_interrupted_by_another_set_of_the_same_slot() {
         .unwrap();
     let mut fix = Fixmap::<Race, Pae, _>::new(SimAccess::observed(&ram, &observer));
     fix.attach(w).unwrap();
-    let (first, second) = thread::scope(|s| {
+    let (first, second, missed) = thread::scope(|s| {
         let second = s.spawn(|| {
             schedule.go.wait();
             let r = fix.set_cached(Race::SLOT, frame(B), &m.mmu);
@@ -78,9 +78,17 @@ fn pae_set_interrupted_by_another_set_of_the_same_slot() {
             r
         });
         let first = fix.set_cached(Race::SLOT, frame(A), &m.mmu);
-        (first, second.join().unwrap())
+        // A set that never made the store the observer waits for would
+        // leave the other thread at `go` for ever: let it run, so that the
+        // test fails below instead of hanging.
+        let missed = schedule.armed.swap(false, Ordering::SeqCst);
+        if missed {
+            schedule.go.wait();
+            schedule.done.wait();
+        }
+        (first, second.join().unwrap(), missed)
     });
-    assert!(!schedule.armed.load(Ordering::SeqCst), "the race was run");
+    assert!(!missed, "the race was run");
     assert_eq!(first, Ok(()));
     assert_eq!(
         second,

@@ -171,7 +171,7 @@ mod scheduled {
         let (a, b) = (frame(0x1000_0000), frame(0x1000_1000));
         let popped = Rendezvous::new();
         let all = [&pause.go, &pause.done, &popped];
-        thread::scope(|s| {
+        let missed = thread::scope(|s| {
             s.spawn(|| {
                 let _broken = BreakOnUnwind(all);
                 pause.go.wait();
@@ -186,9 +186,18 @@ mod scheduled {
             pause.thread.set(thread::current().id()).unwrap();
             pause.armed.store(true, Ordering::SeqCst);
             drop(g);
+            // A pop that never made a store would leave the other thread at
+            // `go` for ever: let it run, so that the test fails instead of
+            // hanging.
+            let missed = pause.armed.swap(false, Ordering::SeqCst);
+            if missed {
+                pause.go.wait();
+                pause.done.wait();
+            }
             popped.wait();
+            missed
         });
-        assert!(!pause.armed.load(Ordering::SeqCst), "the race was run");
+        assert!(!missed, "the race was run");
         assert_eq!(local.depth(0), Some(0));
         for d in 0..2 {
             let idx = fix.virt_to_fix(local.slot_va(0, d).unwrap()).unwrap();
