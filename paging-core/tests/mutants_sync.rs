@@ -9,8 +9,8 @@ mod mapper_support;
 
 use mapper_support::{frame, pa, va};
 use paging_core::{
-    KernelSync, MapFlags, Mapper, NativeHooks, Page, PagingMode, PhysAddr, SyncOutcome, VirtAddr,
-    sync_kernel_entry,
+    CpuFeatures, KernelSync, MapFlags, Mapper, NativeHooks, Page, PagingMode, PhysAddr,
+    SyncOutcome, VirtAddr, sync_kernel_entry,
 };
 use paging_sim::{Access, Machine, SimAccess, SimRam};
 use paging_x86_2level::TwoLevel;
@@ -20,6 +20,24 @@ const VMALLOC: u32 = 0xE000_0000;
 
 fn page(x: u32) -> Page {
     Page::from_start_address(va(x)).unwrap()
+}
+
+/// The reference maps the page at `at` to the frame at `pfn`, kernel
+/// read-write, and flushes it.
+fn map_kernel<M: PagingMode>(m: &mut Machine<'_, M>, at: u32, pfn: u64) {
+    m.mapper
+        .map(page(at), frame(pfn), MapFlags::KERNEL_RW, &mut m.alloc)
+        .unwrap()
+        .flush(&m.mmu);
+}
+
+/// A directory of its own (a private kernel half), its tables taken from
+/// `m`'s allocator.
+fn isolated<'r, M: PagingMode>(
+    ram: &'r SimRam,
+    m: &mut Machine<'r, M>,
+) -> Mapper<M, SimAccess<'r>> {
+    Mapper::create_isolated(SimAccess::new(ram), CpuFeatures::full::<M>(), &mut m.alloc).unwrap()
 }
 
 fn hw_in<M: PagingMode>(m: &Machine<'_, M>, root: PhysAddr, at: VirtAddr) -> Result<PhysAddr, u32> {
@@ -33,23 +51,10 @@ fn hw_in<M: PagingMode>(m: &Machine<'_, M>, root: PhysAddr, at: VirtAddr) -> Res
 fn a_different_entry_with_the_same_flags_is_a_real_fault<M: PagingMode>() {
     let ram = SimRam::new();
     let mut m = Machine::<M>::new(&ram);
-    m.mapper
-        .map(
-            page(VMALLOC),
-            frame(0x30_0000),
-            MapFlags::KERNEL_RW,
-            &mut m.alloc,
-        )
-        .unwrap()
-        .flush(&m.mmu);
+    map_kernel(&mut m, VMALLOC, 0x30_0000);
     // The directory has its own table where the reference has its own:
     // same kind of entry (present, same table flags), another table.
-    let mut d = Mapper::<M, _>::create_isolated(
-        SimAccess::new(&ram),
-        paging_core::CpuFeatures::full::<M>(),
-        &mut m.alloc,
-    )
-    .unwrap();
+    let mut d = isolated(&ram, &mut m);
     d.map(
         page(VMALLOC + 0x1000),
         frame(0x40_0000),
@@ -81,10 +86,7 @@ fn publish_copies_kernel_entries_only<M: PagingMode>() {
     let ram = SimRam::new();
     let mut m = Machine::<M>::new(&ram);
     for (at, pfn) in [(0x0040_0000, 0x50_0000), (0xC000_0000, 0x10_0000)] {
-        m.mapper
-            .map(page(at), frame(pfn), MapFlags::KERNEL_RW, &mut m.alloc)
-            .unwrap()
-            .flush(&m.mmu);
+        map_kernel(&mut m, at, pfn);
     }
     let sync = KernelSync::<M, _, _, 4>::new_isolated(
         m.mapper.root(),
@@ -92,22 +94,9 @@ fn publish_copies_kernel_entries_only<M: PagingMode>() {
         SimAccess::new(&ram),
         NativeHooks,
     );
-    let d = Mapper::<M, _>::create_isolated(
-        SimAccess::new(&ram),
-        paging_core::CpuFeatures::full::<M>(),
-        &mut m.alloc,
-    )
-    .unwrap();
+    let d = isolated(&ram, &mut m);
     sync.register(d.root()).unwrap();
-    m.mapper
-        .map(
-            page(VMALLOC),
-            frame(0x30_0000),
-            MapFlags::KERNEL_RW,
-            &mut m.alloc,
-        )
-        .unwrap()
-        .flush(&m.mmu);
+    map_kernel(&mut m, VMALLOC, 0x30_0000);
     let new_entries = if M::PMD_FOLDED { 1 } else { 0 };
     assert_eq!(sync.publish(va(VMALLOC), 0x1000), Ok(new_entries));
     assert_eq!(hw_in(&m, d.root(), va(VMALLOC)), Ok(pa(0x30_0000)));
@@ -121,40 +110,19 @@ fn publish_copies_kernel_entries_only<M: PagingMode>() {
 fn publish_copies_exactly_the_range_asked_for<M: PagingMode>() {
     let ram = SimRam::new();
     let mut m = Machine::<M>::new(&ram);
-    m.mapper
-        .map(
-            page(0xC000_0000),
-            frame(0x10_0000),
-            MapFlags::KERNEL_RW,
-            &mut m.alloc,
-        )
-        .unwrap()
-        .flush(&m.mmu);
+    map_kernel(&mut m, 0xC000_0000, 0x10_0000);
     let sync = KernelSync::<M, _, _, 4>::new_isolated(
         m.mapper.root(),
         va(0xC000_0000),
         SimAccess::new(&ram),
         NativeHooks,
     );
-    let d = Mapper::<M, _>::create_isolated(
-        SimAccess::new(&ram),
-        paging_core::CpuFeatures::full::<M>(),
-        &mut m.alloc,
-    )
-    .unwrap();
+    let d = isolated(&ram, &mut m);
     sync.register(d.root()).unwrap();
     // Three new 4 MiB regions (three PGD entries in 2-level mode).
     let regions = [VMALLOC, VMALLOC + 0x40_0000, VMALLOC + 0x80_0000];
     for (i, &at) in regions.iter().enumerate() {
-        m.mapper
-            .map(
-                page(at),
-                frame(0x30_0000 + i as u64 * 0x1000),
-                MapFlags::KERNEL_RW,
-                &mut m.alloc,
-            )
-            .unwrap()
-            .flush(&m.mmu);
+        map_kernel(&mut m, at, 0x30_0000 + i as u64 * 0x1000);
     }
     let sees = |at: u32| hw_in(&m, d.root(), va(at)).is_ok();
     if M::PMD_FOLDED {
@@ -176,10 +144,7 @@ fn the_fault_path_syncs_from_the_kernel_start_and_never_below<M: PagingMode>() {
     // The kernel half starts at VMALLOC here; the reference also maps a
     // page just below it.
     for (at, pfn) in [(VMALLOC - 0x1000, 0x50_0000), (VMALLOC, 0x30_0000)] {
-        m.mapper
-            .map(page(at), frame(pfn), MapFlags::KERNEL_RW, &mut m.alloc)
-            .unwrap()
-            .flush(&m.mmu);
+        map_kernel(&mut m, at, pfn);
     }
     let sync = KernelSync::<M, _, _, 4>::new_isolated(
         m.mapper.root(),
@@ -187,12 +152,7 @@ fn the_fault_path_syncs_from_the_kernel_start_and_never_below<M: PagingMode>() {
         SimAccess::new(&ram),
         NativeHooks,
     );
-    let d = Mapper::<M, _>::create_isolated(
-        SimAccess::new(&ram),
-        paging_core::CpuFeatures::full::<M>(),
-        &mut m.alloc,
-    )
-    .unwrap();
+    let d = isolated(&ram, &mut m);
     if !M::PMD_FOLDED {
         // PAE: registering links the shared kernel PMD, after which there
         // is nothing left to fault on; check the 2-level rules only.
@@ -253,15 +213,7 @@ fn pae_fill_checks_the_high_half_it_finds() {
     ] {
         let ram = SimRam::new();
         let mut m = Machine::<Pae>::new(&ram);
-        m.mapper
-            .map(
-                page(VMALLOC),
-                frame(0x30_0000),
-                MapFlags::KERNEL_RW,
-                &mut m.alloc,
-            )
-            .unwrap()
-            .ignore();
+        map_kernel(&mut m, VMALLOC, 0x30_0000);
         let rslot = m.mapper.walk(va(VMALLOC)).unwrap().pmd.unwrap().0;
         let high = entry_addr(rslot).as_u64() + 4;
         ram.write_u32(pa(high), ram.read_u32(pa(high)).unwrap() | XD_HIGH)
@@ -269,12 +221,7 @@ fn pae_fill_checks_the_high_half_it_finds() {
         let reference = ram.read_u64(entry_addr(rslot)).unwrap();
         assert_eq!(reference >> 63, 1);
         // The directory's own kernel PMD table, with another PDE in use.
-        let mut d = Mapper::<Pae, _>::create_isolated(
-            SimAccess::new(&ram),
-            paging_core::CpuFeatures::full::<Pae>(),
-            &mut m.alloc,
-        )
-        .unwrap();
+        let mut d = isolated(&ram, &mut m);
         d.map(
             page(VMALLOC + 0x40_0000),
             frame(0x40_0000),
